@@ -1,0 +1,237 @@
+//! Load generator speaking the common benchmark CLI (`../shared/BENCH.md`).
+//!
+//! ```text
+//! loadgen serve --addr 127.0.0.1:PORT [--codec json|msgpack]
+//! loadgen load  --addr 127.0.0.1:PORT --conns K --concurrency C --secs S
+//!               [--payload BYTES] [--codec json|msgpack]
+//! ```
+//!
+//! Uses only geerpc's public API, as a user would.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::exit;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use geerpc::{Client, Codec, Server, Service};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SumArgs {
+    num1: i64,
+    num2: i64,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage:\n  loadgen serve --addr HOST:PORT [--codec json|msgpack]\n  \
+         loadgen load --addr HOST:PORT [--conns K] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]"
+    );
+    exit(2)
+}
+
+/// `--flag value` pairs.
+fn parse_flags(rest: &[String]) -> HashMap<String, String> {
+    let mut flags = HashMap::new();
+    let mut it = rest.iter();
+    while let Some(k) = it.next() {
+        let Some(name) = k.strip_prefix("--") else {
+            eprintln!("unexpected argument {k}");
+            usage()
+        };
+        let Some(v) = it.next() else {
+            eprintln!("missing value for {k}");
+            usage()
+        };
+        flags.insert(name.to_string(), v.clone());
+    }
+    flags
+}
+
+fn flag<T: std::str::FromStr>(flags: &HashMap<String, String>, name: &str, default: T) -> T {
+    match flags.get(name) {
+        None => default,
+        Some(v) => v.parse().unwrap_or_else(|_| {
+            eprintln!("bad value for --{name}: {v}");
+            usage()
+        }),
+    }
+}
+
+fn codec_of(flags: &HashMap<String, String>) -> Codec {
+    match flags.get("codec").map(String::as_str) {
+        None | Some("json") => Codec::Json,
+        Some("msgpack") => Codec::MsgPack,
+        Some(other) => {
+            eprintln!("unknown codec {other}");
+            usage()
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((cmd, rest)) = args.split_first() else {
+        usage()
+    };
+    let flags = parse_flags(rest);
+    match cmd.as_str() {
+        "serve" => serve(&flags),
+        "load" => load(&flags),
+        _ => usage(),
+    }
+}
+
+fn bench_services(server: &Server) {
+    server
+        .register(Service::new("Arith").method("Sum", |a: SumArgs| {
+            Ok::<_, String>(a.num1.wrapping_add(a.num2))
+        }))
+        .expect("register Arith");
+    server
+        .register(Service::new("Echo").method("Echo", |s: String| Ok::<_, String>(s)))
+        .expect("register Echo");
+}
+
+fn serve(flags: &HashMap<String, String>) {
+    let addr = flags.get("addr").cloned().unwrap_or_else(|| usage());
+    let server = Server::new();
+    bench_services(&server);
+    let running = match server.listen(&addr) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            exit(1)
+        }
+    };
+    eprintln!("loadgen: serving on {}", running.addr());
+    println!("ready");
+    std::io::stdout().flush().ok();
+    loop {
+        std::thread::park();
+    }
+}
+
+/// One caller's work: the next request and a check of its reply.
+struct Work {
+    n: i64,
+    payload: Option<String>,
+}
+
+impl Work {
+    fn call(&mut self, client: &Client) -> bool {
+        self.n = self.n.wrapping_add(1);
+        match &self.payload {
+            None => {
+                let args = SumArgs {
+                    num1: self.n,
+                    num2: self.n * 3,
+                };
+                matches!(client.call::<_, i64>("Arith.Sum", &args), Ok(v) if v == self.n * 4)
+            }
+            Some(p) => matches!(client.call::<_, String>("Echo.Echo", p), Ok(v) if v == *p),
+        }
+    }
+}
+
+fn percentile(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i] as f64 / 1_000.0
+}
+
+fn load(flags: &HashMap<String, String>) {
+    let addr = flags.get("addr").cloned().unwrap_or_else(|| usage());
+    let conns: usize = flag(flags, "conns", 1).max(1);
+    let concurrency: usize = flag(flags, "concurrency", 1).max(1);
+    let secs: f64 = flag(flags, "secs", 5.0);
+    let payload: usize = flag(flags, "payload", 0);
+    let codec = codec_of(flags);
+    let target = if addr.contains('@') {
+        addr
+    } else {
+        format!("tcp@{addr}")
+    };
+
+    let builder = Client::builder().codec(codec);
+    let clients: Vec<Client> = (0..conns)
+        .map(|_| {
+            builder.dial(&target).unwrap_or_else(|e| {
+                eprintln!("loadgen: {e}");
+                exit(1)
+            })
+        })
+        .collect();
+
+    let warmup = Duration::from_millis(500);
+    let run_for = Duration::from_secs_f64(secs);
+    let counting = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Arc::new(Barrier::new(concurrency + 1));
+    let mut workers = Vec::new();
+    for i in 0..concurrency {
+        let client = clients[i % conns].clone();
+        let (counting, stop, start) = (counting.clone(), stop.clone(), start.clone());
+        let payload = (payload > 0).then(|| {
+            let mut s = "x".repeat(payload);
+            s.replace_range(0..1, &((b'a' + (i % 26) as u8) as char).to_string());
+            s
+        });
+        workers.push(std::thread::spawn(move || {
+            let mut work = Work {
+                n: (i as i64) << 32,
+                payload,
+            };
+            let mut lat = Vec::with_capacity(1 << 16);
+            let mut errors = 0u64;
+            start.wait();
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                let ok = work.call(&client);
+                let dt = t0.elapsed();
+                if counting.load(Ordering::Relaxed) {
+                    lat.push(dt.as_nanos() as u64);
+                    if !ok {
+                        errors += 1;
+                    }
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    start.wait();
+    std::thread::sleep(warmup);
+    counting.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    std::thread::sleep(run_for);
+    counting.store(false, Ordering::Relaxed);
+    let elapsed = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for w in workers {
+        let (lat, e) = w.join().expect("worker thread");
+        all.extend(lat);
+        errors += e;
+    }
+    all.sort_unstable();
+    let calls = all.len() as u64;
+    let line = serde_json::json!({
+        "system": "geerpc",
+        "conns": conns,
+        "concurrency": concurrency,
+        "payload": payload,
+        "calls": calls,
+        "errors": errors,
+        "secs": secs,
+        "calls_per_sec": (calls as f64 / elapsed).round(),
+        "p50_us": percentile(&all, 0.50),
+        "p99_us": percentile(&all, 0.99),
+    });
+    println!("{line}");
+}

@@ -1,0 +1,504 @@
+//! The RPC client: one connection, any number of concurrent calls.
+//!
+//! # How replies are read
+//!
+//! Whoever holds the `reader` lock is the connection's reader. A caller
+//! blocked in [`Client::call`] takes that role itself when it is free: it
+//! reads replies, hands those of other calls to their callers, and stops at
+//! its own, so a lone caller makes its round trip without waking any other
+//! thread. When it lets go of the role while calls are still pending, or
+//! when a caller cannot lead (timed calls, [`Client::go`]), the client's own
+//! reader thread is woken to read in its place.
+//!
+//! Invariant: while any call is pending, either some thread holds `reader`,
+//! or the reader thread has been woken and will take it. Every path that
+//! lets go of `reader` re-checks `pending` after unlocking and wakes the
+//! reader thread if needed, and every caller that registers a call and does
+//! not lead checks whether `reader` is held after registering.
+
+mod call;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::{encode_message, Codec, Header};
+use crate::error::{Error, Result};
+use crate::frame::FrameReader;
+use crate::handshake::Handshake;
+use crate::server::DEFAULT_MAX_MESSAGE;
+use crate::threads::ThreadGroup;
+use crate::transport::{Address, Protocol, Stream};
+use crate::writer::SharedWriter;
+
+pub use call::Call;
+
+/// What a pending call is told when its reply (or failure) arrives: the
+/// reply body in the connection's codec, or the error.
+type Completion = Box<dyn FnOnce(std::result::Result<&[u8], Error>) + Send>;
+
+/// Settings for dialling; see [`Client::builder`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    codec: Codec,
+    connect_timeout: Option<Duration>,
+    handle_timeout: Option<Duration>,
+    max_message_size: usize,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            codec: Codec::Json,
+            connect_timeout: Some(Duration::from_secs(10)),
+            handle_timeout: None,
+            max_message_size: DEFAULT_MAX_MESSAGE,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// The codec for this connection (default JSON).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Limit on connect plus handshake (default 10 s; `None`: no limit).
+    pub fn connect_timeout(mut self, t: Option<Duration>) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Ask the server to answer every call within `t` (default: no limit).
+    pub fn handle_timeout(mut self, t: Option<Duration>) -> Self {
+        self.handle_timeout = t;
+        self
+    }
+
+    /// Largest request or reply, in bytes (default 16 MiB).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Connects to `addr` (`tcp@HOST:PORT`, `http@HOST:PORT`, `unix@PATH`).
+    pub fn dial(&self, addr: &str) -> Result<Client> {
+        let address: Address = addr.parse()?;
+        let deadline = self.connect_timeout.map(|t| Instant::now() + t);
+        let timed_out = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            )
+        };
+        let fail = |e: std::io::Error| match self.connect_timeout {
+            Some(timeout) if timed_out(&e) => Error::ConnectTimeout {
+                addr: addr.to_string(),
+                timeout,
+            },
+            _ => Error::Connect {
+                addr: addr.to_string(),
+                source: e,
+            },
+        };
+        let stream = Stream::connect(&address, deadline).map_err(fail)?;
+        let mut reader = FrameReader::new(stream.try_clone().map_err(fail)?, self.max_message_size);
+        let set_timeouts = |on: bool| -> std::io::Result<()> {
+            let left = match (on, deadline) {
+                (true, Some(d)) => Some(
+                    d.saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1)),
+                ),
+                _ => None,
+            };
+            stream.set_read_timeout(left)?;
+            stream.set_write_timeout(left)
+        };
+        set_timeouts(true).map_err(fail)?;
+        let mut w = stream.try_clone().map_err(fail)?;
+        if address.protocol() == Protocol::Http {
+            http_connect(&mut w, &mut reader, addr).map_err(|e| match e {
+                Error::Io { source, .. } => fail(source),
+                other => other,
+            })?;
+        }
+        let option = Handshake::new(self.codec, self.connect_timeout, self.handle_timeout);
+        w.write_all(&option.to_line()).map_err(fail)?;
+        set_timeouts(false).map_err(fail)?;
+        let writer = SharedWriter::new(w, self.max_message_size);
+        Ok(Client::start(address, self.codec, stream, reader, writer))
+    }
+}
+
+/// Sends `CONNECT` and checks the status line (PROTOCOL.md section 5).
+fn http_connect(w: &mut Stream, rd: &mut FrameReader<Stream>, addr: &str) -> Result<()> {
+    w.write_all(b"CONNECT /_geerpc_ HTTP/1.0\n\n")
+        .map_err(|e| Error::io("send CONNECT", e))?;
+    let status = rd.read_until(b"\n", 1024).map_err(|e| match e {
+        Error::Io { source, .. } => Error::io("read CONNECT reply", source),
+        _ => Error::HttpConnect {
+            addr: addr.to_string(),
+            status: "no HTTP status line".into(),
+        },
+    })?;
+    let status = String::from_utf8_lossy(&status).trim_end().to_string();
+    // Skip the rest of the head, up to the empty line.
+    loop {
+        let line = rd.read_until(b"\n", 8192).map_err(|_| Error::HttpConnect {
+            addr: addr.to_string(),
+            status: status.clone(),
+        })?;
+        if line.trim_ascii().is_empty() {
+            break;
+        }
+    }
+    let code = status.split_whitespace().nth(1);
+    if !status.starts_with("HTTP/") || code != Some("200") {
+        return Err(Error::HttpConnect {
+            addr: addr.to_string(),
+            status,
+        });
+    }
+    Ok(())
+}
+
+/// A connection to one server, shared by any number of threads.
+///
+/// Cloning is cheap; the connection closes when the last clone is dropped
+/// or [`Client::close`] is called.
+///
+/// ```no_run
+/// use geerpc::Client;
+/// use std::time::Duration;
+///
+/// let client = Client::dial("tcp@127.0.0.1:7001")?;
+/// let sum: i64 = client.call("Arith.Sum", &serde_json::json!({"Num1": 1, "Num2": 2}))?;
+/// let slow = client.go::<_, i64>("Arith.Sum", &serde_json::json!({"Num1": 3, "Num2": 4}))?;
+/// let later = slow.wait_timeout(Duration::from_secs(1))?;
+/// # Ok::<(), geerpc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    owner: Arc<Owner>,
+}
+
+/// Closes the connection and joins the reader thread when the last
+/// [`Client`] clone goes.
+struct Owner {
+    inner: Arc<Inner>,
+    threads: ThreadGroup,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.inner.close("client closed");
+        self.threads
+            .join_until(Instant::now() + Duration::from_secs(5));
+    }
+}
+
+struct Pending {
+    calls: HashMap<u64, Completion>,
+    /// Why the connection is closed, once it is.
+    closed: Option<String>,
+}
+
+struct Inner {
+    addr: String,
+    codec: Codec,
+    stream: Stream,
+    writer: SharedWriter,
+    reader: Mutex<FrameReader<Stream>>,
+    pending: Mutex<Pending>,
+    seq: AtomicU64,
+    wake_reader: Sender<()>,
+}
+
+impl Client {
+    /// Connects to `addr` with default settings (JSON, 10 s connect timeout).
+    pub fn dial(addr: &str) -> Result<Client> {
+        ClientBuilder::default().dial(addr)
+    }
+
+    /// Settings other than the defaults.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    fn start(
+        addr: Address,
+        codec: Codec,
+        stream: Stream,
+        reader: FrameReader<Stream>,
+        writer: SharedWriter,
+    ) -> Client {
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let inner = Arc::new(Inner {
+            addr: addr.to_string(),
+            codec,
+            writer,
+            stream,
+            reader: Mutex::new(reader),
+            pending: Mutex::new(Pending {
+                calls: HashMap::new(),
+                closed: None,
+            }),
+            seq: AtomicU64::new(1),
+            wake_reader: wake_tx,
+        });
+        let threads = ThreadGroup::default();
+        let r = inner.clone();
+        if let Err(e) = threads.spawn("geerpc-client-reader", Some(128 * 1024), move || {
+            reader_thread(&r, wake_rx)
+        }) {
+            inner.close(&format!("cannot start reader thread: {e}"));
+        }
+        Client {
+            owner: Arc::new(Owner {
+                inner: inner.clone(),
+                threads,
+            }),
+            inner,
+        }
+    }
+
+    /// The address this client dialled.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// Whether the connection is still usable.
+    pub fn is_alive(&self) -> bool {
+        self.inner.pending.lock().closed.is_none()
+    }
+
+    /// Calls `service_method` and waits for the reply.
+    pub fn call<A, R>(&self, service_method: &str, args: &A) -> Result<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        self.send(service_method, args)?.wait()
+    }
+
+    /// Calls `service_method` and waits at most `timeout` for the reply. On
+    /// timeout the call's slot is freed and a late reply is discarded.
+    pub fn call_timeout<A, R>(&self, service_method: &str, args: &A, timeout: Duration) -> Result<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        self.go(service_method, args)?.wait_timeout(timeout)
+    }
+
+    /// Like [`call_timeout`](Client::call_timeout) with an absolute deadline.
+    pub fn call_deadline<A, R>(
+        &self,
+        service_method: &str,
+        args: &A,
+        deadline: Instant,
+    ) -> Result<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        self.go(service_method, args)?.wait_deadline(deadline)
+    }
+
+    /// Sends a call and returns at once; the [`Call`] is waited on, polled
+    /// or selected on later.
+    pub fn go<A, R>(&self, service_method: &str, args: &A) -> Result<Call<R>>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let call = self.send(service_method, args)?;
+        self.inner.ensure_reader();
+        Ok(call)
+    }
+
+    /// Registers the call, then sends it.
+    fn send<A, R>(&self, service_method: &str, args: &A) -> Result<Call<R>>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let inner = &self.inner;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let codec = inner.codec;
+        let method = service_method.to_string();
+        let m = method.clone();
+        let complete: Completion = Box::new(move |outcome| {
+            let result = outcome.and_then(|body| codec.decode::<R>(body, &format!("reply of {m}")));
+            let _ = tx.send(result);
+        });
+        let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut p = inner.pending.lock();
+            if let Some(reason) = &p.closed {
+                return Err(Error::ConnectionClosed {
+                    addr: inner.addr.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            p.calls.insert(seq, complete);
+        }
+        let header = Header {
+            service_method: method,
+            seq,
+            error: String::new(),
+        };
+        let queued = inner
+            .writer
+            .enqueue(|out| encode_message(codec, out, &header, args));
+        if let Err(e) = queued {
+            inner.pending.lock().calls.remove(&seq);
+            return Err(e);
+        }
+        if let Err(e) = inner.writer.flush() {
+            inner.close(&format!("write failed: {e}"));
+        }
+        Ok(Call {
+            client: self.inner.clone(),
+            seq,
+            method: header.service_method,
+            rx,
+        })
+    }
+
+    /// Closes the connection: every pending call ends with an error, later
+    /// calls fail at once.
+    pub fn close(&self) {
+        self.inner.close("client closed");
+        self.owner
+            .threads
+            .join_until(Instant::now() + Duration::from_secs(5));
+    }
+}
+
+impl Inner {
+    fn closed_error(&self, reason: &str) -> Error {
+        Error::ConnectionClosed {
+            addr: self.addr.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Ends every pending call with an error and refuses new ones.
+    fn close(&self, reason: &str) {
+        let calls = {
+            let mut p = self.pending.lock();
+            if p.closed.is_none() {
+                p.closed = Some(reason.to_string());
+            }
+            std::mem::take(&mut p.calls)
+        };
+        let _ = self.stream.shutdown(Shutdown::Both);
+        for (_, complete) in calls {
+            complete(Err(self.closed_error(reason)));
+        }
+        let _ = self.wake_reader.try_send(());
+    }
+
+    fn is_closed(&self) -> bool {
+        self.pending.lock().closed.is_some()
+    }
+
+    /// Wakes the reader thread if nobody is reading while calls are pending.
+    fn ensure_reader(&self) {
+        if !self.reader.is_locked() {
+            let _ = self.wake_reader.try_send(());
+        }
+    }
+
+    /// Leads the reading until `rx` has its reply, or waits for it if
+    /// another thread reads.
+    fn lead_until<T>(&self, rx: &Receiver<T>) {
+        if !rx.is_empty() {
+            return;
+        }
+        // If someone else reads, it wakes the reader thread when it stops.
+        if let Some(mut rd) = self.reader.try_lock() {
+            self.read_replies(&mut rd, || !rx.is_empty());
+            drop(rd);
+            if !self.pending.lock().calls.is_empty() {
+                let _ = self.wake_reader.try_send(());
+            }
+        }
+    }
+
+    /// Reads replies and completes their calls until `done` or the stream
+    /// ends (which closes the client).
+    fn read_replies(&self, rd: &mut FrameReader<Stream>, done: impl Fn() -> bool) {
+        while !done() {
+            let msg = match rd.read_message(self.codec) {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    self.close("connection closed by the server");
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("rpc client {}: {e}; closing the connection", self.addr);
+                    self.close(&e.to_string());
+                    return;
+                }
+            };
+            let header = match self.codec.decode_header(rd.bytes(msg.header.clone())) {
+                Ok(h) => h,
+                Err(e) => {
+                    log::warn!("rpc client {}: {e}; closing the connection", self.addr);
+                    self.close(&e.to_string());
+                    return;
+                }
+            };
+            let complete = self.pending.lock().calls.remove(&header.seq);
+            match complete {
+                // Its caller gave up (timeout): the reply is dropped.
+                None => log::debug!(
+                    "rpc client {}: dropped late reply seq {}",
+                    self.addr,
+                    header.seq
+                ),
+                Some(complete) if !header.error.is_empty() => complete(Err(Error::Remote {
+                    method: header.service_method,
+                    message: header.error,
+                })),
+                Some(complete) => complete(Ok(rd.bytes(msg.body))),
+            }
+        }
+    }
+
+    /// Forgets a pending call; false if its reply is already being delivered.
+    fn forget(&self, seq: u64) -> bool {
+        self.pending.lock().calls.remove(&seq).is_some()
+    }
+}
+
+/// The client's own reader: reads whenever woken while calls are pending
+/// and no caller is reading.
+fn reader_thread(inner: &Inner, wake: Receiver<()>) {
+    while wake.recv().is_ok() {
+        if inner.is_closed() {
+            return;
+        }
+        while !inner.pending.lock().calls.is_empty() {
+            let Some(mut rd) = inner.reader.try_lock() else {
+                break;
+            };
+            inner.read_replies(&mut rd, || inner.pending.lock().calls.is_empty());
+        }
+        if inner.is_closed() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Message codecs (PROTOCOL.md sections 3 and 4).
+//!
+//! A message is two values back to back: a [`Header`], then a body. Both
+//! codecs are self-delimiting, so framing means finding where one value ends
+//! without decoding it: [`Scanner`] does that incrementally over a buffer that
+//! grows as bytes arrive, and rejects a value longer than the size limit
+//! before anything is allocated for it.
+
+mod json;
+mod msgpack;
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A wire codec, chosen per connection by the client's handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Codec {
+    /// `application/json`: Go `json.Encoder` framing.
+    #[default]
+    Json,
+    /// `application/msgpack`: MessagePack values back to back.
+    MsgPack,
+}
+
+impl Codec {
+    /// The MIME-style name sent in the handshake.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Codec::Json => "application/json",
+            Codec::MsgPack => "application/msgpack",
+        }
+    }
+
+    /// The codec for a handshake's `CodecType`, if supported.
+    pub fn from_content_type(name: &str) -> Option<Codec> {
+        match name {
+            "application/json" => Some(Codec::Json),
+            "application/msgpack" => Some(Codec::MsgPack),
+            _ => None,
+        }
+    }
+
+    /// Appends `value`, encoded, to `out`.
+    pub(crate) fn encode_into<T: Serialize + ?Sized>(
+        self,
+        out: &mut Vec<u8>,
+        value: &T,
+        what: &str,
+    ) -> Result<()> {
+        let res = match self {
+            Codec::Json => {
+                let r = serde_json::to_writer(&mut *out, value).map_err(|e| e.to_string());
+                out.push(b'\n');
+                r
+            }
+            Codec::MsgPack => rmp_serde::encode::write_named(out, value).map_err(|e| e.to_string()),
+        };
+        res.map_err(|message| Error::Encode {
+            what: what.to_string(),
+            message,
+        })
+    }
+
+    /// Decodes one whole value from `bytes`.
+    pub(crate) fn decode<T: DeserializeOwned>(self, bytes: &[u8], what: &str) -> Result<T> {
+        let res = match self {
+            Codec::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+            Codec::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
+        };
+        res.map_err(|message| Error::Decode {
+            what: what.to_string(),
+            message,
+        })
+    }
+
+    /// Decodes a message header.
+    pub(crate) fn decode_header(self, bytes: &[u8]) -> Result<Header> {
+        self.decode(bytes, "header")
+    }
+
+    /// The body of an error reply: an empty map.
+    pub(crate) fn empty_body(self) -> &'static [u8] {
+        match self {
+            Codec::Json => b"{}\n",
+            Codec::MsgPack => &[0x80],
+        }
+    }
+
+    /// A fresh scanner for the next value.
+    pub(crate) fn scanner(self) -> Scanner {
+        match self {
+            Codec::Json => Scanner::Json(json::JsonScan::default()),
+            Codec::MsgPack => Scanner::MsgPack(msgpack::MsgPackScan::default()),
+        }
+    }
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.content_type())
+    }
+}
+
+/// The header that precedes every request and reply body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub(crate) struct Header {
+    #[serde(rename = "ServiceMethod", default)]
+    pub service_method: String,
+    #[serde(rename = "Seq", default)]
+    pub seq: u64,
+    #[serde(rename = "Error", default)]
+    pub error: String,
+}
+
+/// Appends a whole message (header then body) to `out`.
+pub(crate) fn encode_message<T: Serialize + ?Sized>(
+    codec: Codec,
+    out: &mut Vec<u8>,
+    header: &Header,
+    body: &T,
+) -> Result<()> {
+    codec.encode_into(out, header, "header")?;
+    codec.encode_into(out, body, "body")
+}
+
+/// Appends a message whose body is already encoded.
+pub(crate) fn encode_message_raw(
+    codec: Codec,
+    out: &mut Vec<u8>,
+    header: &Header,
+    body: &[u8],
+) -> Result<()> {
+    codec.encode_into(out, header, "header")?;
+    out.extend_from_slice(body);
+    Ok(())
+}
+
+/// What a scan found so far.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Scan {
+    /// The value ends after this many bytes of the buffer.
+    Complete(usize),
+    /// More bytes are needed; at least this many in all (a hint, >= buf.len()+1).
+    Incomplete(usize),
+}
+
+/// Finds the end of one value, resuming where the last call stopped.
+///
+/// The buffer passed must start at the value's first byte and only grow
+/// between calls (bytes are appended, never changed).
+#[derive(Debug)]
+pub(crate) enum Scanner {
+    Json(json::JsonScan),
+    MsgPack(msgpack::MsgPackScan),
+}
+
+impl Scanner {
+    /// `eof` tells the scanner no more bytes will come (a JSON number at the
+    /// end of the stream is complete then).
+    pub(crate) fn scan(&mut self, buf: &[u8], eof: bool) -> std::result::Result<Scan, String> {
+        match self {
+            Scanner::Json(s) => s.scan(buf, eof),
+            Scanner::MsgPack(s) => s.scan(buf),
+        }
+    }
+
+    /// Whether nothing has been scanned yet.
+    pub(crate) fn at_start(&self) -> bool {
+        match self {
+            Scanner::Json(s) => !s.started(&[]),
+            Scanner::MsgPack(s) => s.at_start(),
+        }
+    }
+
+    /// Whether the scanner has seen anything but whitespace.
+    pub(crate) fn started(&self, buf: &[u8]) -> bool {
+        match self {
+            Scanner::Json(s) => s.started(buf),
+            Scanner::MsgPack(_) => !buf.is_empty(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_all(codec: Codec, bytes: &[u8]) -> Vec<usize> {
+        // Feed one byte at a time: every prefix must be Incomplete until the end.
+        let mut ends = Vec::new();
+        let mut start = 0;
+        while start < bytes.len() {
+            let mut sc = codec.scanner();
+            let mut found = None;
+            for end in start + 1..=bytes.len() {
+                match sc.scan(&bytes[start..end], end == bytes.len()).unwrap() {
+                    Scan::Complete(n) => {
+                        found = Some(start + n);
+                        break;
+                    }
+                    Scan::Incomplete(_) => {}
+                }
+            }
+            match found {
+                Some(e) => {
+                    ends.push(e);
+                    start = e;
+                }
+                None => break,
+            }
+        }
+        ends
+    }
+
+    #[test]
+    fn header_json_is_what_go_writes() {
+        let mut out = Vec::new();
+        let h = Header {
+            service_method: "Arith.Sum".into(),
+            seq: 1,
+            error: String::new(),
+        };
+        encode_message(Codec::Json, &mut out, &h, &3).unwrap();
+        assert_eq!(
+            out,
+            b"{\"ServiceMethod\":\"Arith.Sum\",\"Seq\":1,\"Error\":\"\"}\n3\n"
+        );
+    }
+
+    #[test]
+    fn msgpack_header_is_a_map() {
+        let mut out = Vec::new();
+        let h = Header {
+            service_method: "A.B".into(),
+            seq: 7,
+            error: String::new(),
+        };
+        Codec::MsgPack.encode_into(&mut out, &h, "header").unwrap();
+        assert_eq!(out[0], 0x83, "fixmap of three entries");
+        let back: Header = Codec::MsgPack.decode(&out, "header").unwrap();
+        assert_eq!(back, h);
+    }
+
+    #[test]
+    fn json_scanner_splits_a_stream_at_value_ends() {
+        let stream = b" {\"a\":[1,{\"b\":\"}\\\"\"}]}\n12 \"x\\\\\" true[ ]null\n-3.5e+2";
+        let ends = scan_all(Codec::Json, stream);
+        let values: Vec<&str> = {
+            let mut prev = 0;
+            ends.iter()
+                .map(|&e| {
+                    let v = std::str::from_utf8(&stream[prev..e]).unwrap().trim();
+                    prev = e;
+                    v
+                })
+                .collect()
+        };
+        assert_eq!(
+            values,
+            [
+                "{\"a\":[1,{\"b\":\"}\\\"\"}]}",
+                "12",
+                "\"x\\\\\"",
+                "true",
+                "[ ]",
+                "null",
+                "-3.5e+2"
+            ]
+        );
+    }
+
+    #[test]
+    fn msgpack_scanner_splits_a_stream_at_value_ends() {
+        #[derive(Serialize)]
+        struct Nested {
+            name: String,
+            list: Vec<Option<i64>>,
+            #[serde(with = "serde_bytes")]
+            raw: Vec<u8>,
+            f: f64,
+        }
+        let mut stream = Vec::new();
+        let v = Nested {
+            name: "ü".repeat(40),
+            list: vec![Some(-1), None, Some(1 << 40)],
+            raw: vec![7; 300],
+            f: 1.5,
+        };
+        Codec::MsgPack.encode_into(&mut stream, &v, "v").unwrap();
+        let first = stream.len();
+        Codec::MsgPack
+            .encode_into(&mut stream, &u64::MAX, "v")
+            .unwrap();
+        let second = stream.len();
+        Codec::MsgPack
+            .encode_into(&mut stream, &"x".repeat(70_000), "v")
+            .unwrap();
+        assert_eq!(
+            scan_all(Codec::MsgPack, &stream),
+            [first, second, stream.len()]
+        );
+    }
+
+    #[test]
+    fn scanners_reject_garbage() {
+        assert!(Codec::Json.scanner().scan(b"}", false).is_err());
+        assert!(Codec::Json.scanner().scan(b"]", false).is_err());
+        assert!(Codec::Json.scanner().scan(b"x", false).is_err());
+        assert!(Codec::MsgPack.scanner().scan(&[0xc1], false).is_err());
+    }
+}

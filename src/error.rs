@@ -1,0 +1,184 @@
+//! The one error type of geerpc.
+
+use std::io;
+use std::time::Duration;
+
+use crate::duration::GoDuration;
+
+/// Everything that can go wrong in geerpc.
+///
+/// Variants are meant to be matched on: a caller can tell a call that the
+/// server rejected ([`Error::Remote`]) from one that timed out
+/// ([`Error::Timeout`]) or one whose connection broke
+/// ([`Error::ConnectionClosed`]). Messages say what happened and where.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An address is not of the form `PROTOCOL@ADDR`.
+    #[error("invalid address {addr:?}: {reason} (accepted forms: tcp@HOST:PORT, http@HOST:PORT, unix@/PATH)")]
+    InvalidAddress {
+        /// The address as given.
+        addr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Connecting (TCP connect, CONNECT exchange and handshake) failed.
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        /// The address dialled.
+        addr: String,
+        /// The underlying failure.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Connecting did not finish within the connect timeout.
+    #[error("rpc client: connect to {addr} timeout: expect within {}", GoDuration(*timeout))]
+    ConnectTimeout {
+        /// The address dialled.
+        addr: String,
+        /// The connect timeout that ran out.
+        timeout: Duration,
+    },
+
+    /// The HTTP CONNECT tunnel was refused.
+    #[error("rpc client: CONNECT to {addr} refused: {status}")]
+    HttpConnect {
+        /// The address dialled.
+        addr: String,
+        /// The status line the server answered with.
+        status: String,
+    },
+
+    /// A call did not get its reply within its timeout.
+    #[error("rpc client: call {method} on {addr} timeout: expect within {}", GoDuration(*timeout))]
+    Timeout {
+        /// `Service.Method` of the call.
+        method: String,
+        /// The peer.
+        addr: String,
+        /// The timeout that ran out.
+        timeout: Duration,
+    },
+
+    /// The server answered the call with an error (unknown method, a body
+    /// that does not decode, a handle timeout, or the handler's own error).
+    #[error("{message}")]
+    Remote {
+        /// `Service.Method` of the call.
+        method: String,
+        /// The error text the server sent.
+        message: String,
+    },
+
+    /// The connection is closed or broke; the call may or may not have run.
+    #[error("connection to {addr} closed: {reason}")]
+    ConnectionClosed {
+        /// The peer.
+        addr: String,
+        /// Why it closed.
+        reason: String,
+    },
+
+    /// A message was larger than the configured maximum.
+    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
+    MessageTooLarge {
+        /// The size seen (or at least seen so far).
+        size: usize,
+        /// The configured maximum.
+        limit: usize,
+    },
+
+    /// A value could not be encoded.
+    #[error("encode {what}: {message}")]
+    Encode {
+        /// What was being encoded.
+        what: String,
+        /// The codec's message.
+        message: String,
+    },
+
+    /// A value could not be decoded.
+    #[error("decode {what}: {message}")]
+    Decode {
+        /// What was being decoded.
+        what: String,
+        /// The codec's message.
+        message: String,
+    },
+
+    /// The peer broke the wire protocol (bad magic number, unknown codec,
+    /// malformed frame).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+
+    /// A service or method name is not a valid identifier.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A service of that name is registered already.
+    #[error("rpc: service already defined: {0}")]
+    DuplicateService(String),
+
+    /// Discovery has no instance to offer.
+    #[error("rpc discovery: no available servers{}", service.as_ref().map(|s| format!(" for service {s}")).unwrap_or_default())]
+    NoServers {
+        /// The service asked for, if any.
+        service: Option<String>,
+    },
+
+    /// A registry or etcd request failed.
+    #[error("registry {url}: {message}")]
+    Registry {
+        /// The URL asked.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// The client or server was shut down.
+    #[error("{0} is shut down")]
+    Shutdown(&'static str),
+
+    /// Any other I/O failure, with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying failure.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Whether the request certainly never reached a server, so that sending
+    /// it elsewhere cannot run it twice.
+    pub fn is_not_sent(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidAddress { .. }
+                | Error::Connect { .. }
+                | Error::ConnectTimeout { .. }
+                | Error::HttpConnect { .. }
+                | Error::NoServers { .. }
+                | Error::Shutdown(_)
+        )
+    }
+}
+
+/// Shorthand for `Result<T, geerpc::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

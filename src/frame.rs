@@ -1,0 +1,339 @@
+//! Reading whole messages off a byte stream through one buffer.
+//!
+//! The same buffer serves the HTTP head (if any), the handshake Option and
+//! every message after it, so no byte read ahead is ever lost between them
+//! (the Go seed reads the Option with a throw-away decoder that can swallow
+//! the first request).
+//!
+//! Invariants: `buf[start..end]` holds bytes read but not consumed; a message
+//! returned by [`FrameReader::read_message`] stays valid (and unconsumed) until
+//! the next call that reads; no allocation is sized from a length the peer
+//! sent before the size limit has been checked against it.
+
+use std::io::{self, Read};
+use std::ops::Range;
+
+use crate::codec::{Codec, Scan, Scanner};
+use crate::error::{Error, Result};
+
+/// Smallest buffer; it grows for large messages and shrinks back when idle.
+const INITIAL_BUF: usize = 4 * 1024;
+/// A buffer larger than this is given back once it is drained.
+const KEEP_BUF: usize = 64 * 1024;
+
+/// Scan progress of a message that has not fully arrived.
+struct MessageScan {
+    header: Scanner,
+    header_len: Option<usize>,
+    body: Scanner,
+}
+
+pub(crate) struct FrameReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Bytes of the last message handed out, consumed at the next read.
+    handed_out: usize,
+    max_message: usize,
+    eof: bool,
+    scan: Option<MessageScan>,
+}
+
+/// The spans of one message inside the reader's buffer.
+pub(crate) struct MessageSpans {
+    pub header: Range<usize>,
+    pub body: Range<usize>,
+}
+
+impl<R: Read> FrameReader<R> {
+    pub(crate) fn new(inner: R, max_message: usize) -> Self {
+        FrameReader {
+            inner,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            handed_out: 0,
+            max_message,
+            eof: false,
+            scan: None,
+        }
+    }
+
+    pub(crate) fn bytes(&self, r: Range<usize>) -> &[u8] {
+        &self.buf[r]
+    }
+
+    fn release_handed_out(&mut self) {
+        self.start += self.handed_out;
+        self.handed_out = 0;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > KEEP_BUF && self.scan.is_none() {
+                self.buf = Vec::new();
+            }
+        }
+    }
+
+    /// Reads once from the stream so that at least `want` bytes past `start`
+    /// can be held. Returns the number of bytes read (0 at end of stream).
+    fn fill(&mut self, want: usize) -> io::Result<usize> {
+        if self.buf.len() < self.start + want {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.buf.len() < want {
+                let grown = (self.buf.len() * 2).max(INITIAL_BUF).max(want);
+                self.buf.resize(grown, 0);
+            }
+        }
+        if self.end == self.buf.len() {
+            let grown = (self.buf.len() * 2).max(INITIAL_BUF);
+            self.buf.resize(grown, 0);
+        }
+        loop {
+            match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(n) => {
+                    self.end += n;
+                    if n == 0 {
+                        self.eof = true;
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Makes sure at least `n` bytes are buffered (fewer only at end of
+    /// stream) and returns what is buffered.
+    pub(crate) fn peek(&mut self, n: usize) -> Result<&[u8]> {
+        self.release_handed_out();
+        while self.end - self.start < n && !self.eof {
+            self.fill(n).map_err(|e| Error::io("read", e))?;
+        }
+        Ok(&self.buf[self.start..self.end])
+    }
+
+    /// Reads up to and including `delim`, at most `limit` bytes; consumes it.
+    pub(crate) fn read_until(&mut self, delim: &[u8], limit: usize) -> Result<Vec<u8>> {
+        self.release_handed_out();
+        let mut searched: usize = 0;
+        loop {
+            let avail = &self.buf[self.start..self.end];
+            let from = searched.saturating_sub(delim.len());
+            if let Some(i) = avail[from..].windows(delim.len()).position(|w| w == delim) {
+                let n = from + i + delim.len();
+                let out = avail[..n].to_vec();
+                self.start += n;
+                return Ok(out);
+            }
+            searched = avail.len();
+            if searched >= limit {
+                return Err(Error::MessageTooLarge {
+                    size: searched,
+                    limit,
+                });
+            }
+            if self.eof {
+                return Err(Error::Protocol(
+                    "connection closed before the end of the head".into(),
+                ));
+            }
+            self.fill(searched + 1).map_err(|e| Error::io("read", e))?;
+        }
+    }
+
+    /// Reads one whole value (the handshake Option) and consumes it.
+    pub(crate) fn read_value(&mut self, codec: Codec, limit: usize) -> Result<Option<Vec<u8>>> {
+        self.release_handed_out();
+        let mut sc = codec.scanner();
+        loop {
+            let avail = &self.buf[self.start..self.end];
+            let need = match sc.scan(avail, self.eof).map_err(Error::Protocol)? {
+                Scan::Complete(n) => {
+                    let out = avail[..n].to_vec();
+                    self.start += n;
+                    return Ok(Some(out));
+                }
+                Scan::Incomplete(need) => need,
+            };
+            if need > limit {
+                return Err(Error::MessageTooLarge { size: need, limit });
+            }
+            if self.eof {
+                if sc.started(avail) {
+                    return Err(Error::Protocol(
+                        "connection closed in the middle of a value".into(),
+                    ));
+                }
+                return Ok(None);
+            }
+            self.fill(need).map_err(|e| Error::io("read", e))?;
+        }
+    }
+
+    /// Scans for a whole message in what is buffered, reading from the
+    /// stream only if `read` is true. `Ok(None)` is a clean end of stream (or,
+    /// with `read` false, no whole message buffered).
+    fn next_message(&mut self, codec: Codec, read: bool) -> Result<Option<MessageSpans>> {
+        self.release_handed_out();
+        let max = self.max_message;
+        loop {
+            let scan = self.scan.get_or_insert_with(|| MessageScan {
+                header: codec.scanner(),
+                header_len: None,
+                body: codec.scanner(),
+            });
+            if codec == Codec::MsgPack && scan.header_len.is_none() && scan.header.at_start() {
+                // The Option line ends in '\n'; a header is a map, never
+                // whitespace, so whitespace where a header starts is skipped.
+                while self.start < self.end && self.buf[self.start].is_ascii_whitespace() {
+                    self.start += 1;
+                }
+            }
+            let avail = &self.buf[self.start..self.end];
+            let need = match scan.header_len {
+                None => match scan.header.scan(avail, self.eof).map_err(Error::Protocol)? {
+                    Scan::Complete(h) => {
+                        scan.header_len = Some(h);
+                        continue;
+                    }
+                    Scan::Incomplete(need) if need > max => {
+                        return Err(Error::MessageTooLarge {
+                            size: need,
+                            limit: max,
+                        })
+                    }
+                    Scan::Incomplete(need) => need,
+                },
+                Some(h) => match scan
+                    .body
+                    .scan(&avail[h..], self.eof)
+                    .map_err(Error::Protocol)?
+                {
+                    Scan::Complete(b) => {
+                        self.scan = None;
+                        self.handed_out = h + b;
+                        let s = self.start;
+                        return Ok(Some(MessageSpans {
+                            header: s..s + h,
+                            body: s + h..s + h + b,
+                        }));
+                    }
+                    Scan::Incomplete(need) if need > max => {
+                        return Err(Error::MessageTooLarge {
+                            size: need,
+                            limit: max,
+                        })
+                    }
+                    Scan::Incomplete(need) => h + need,
+                },
+            };
+            if self.eof {
+                let started = scan.header_len.is_some() || scan.header.started(avail);
+                if started {
+                    return Err(Error::Protocol(
+                        "connection closed in the middle of a message".into(),
+                    ));
+                }
+                return Ok(None);
+            }
+            if !read {
+                return Ok(None);
+            }
+            self.fill(need).map_err(|e| Error::io("read", e))?;
+        }
+    }
+
+    /// Reads the next message. Its spans stay valid until the next read.
+    /// A read timeout leaves the partial message buffered, to be resumed.
+    pub(crate) fn read_message(&mut self, codec: Codec) -> Result<Option<MessageSpans>> {
+        self.next_message(codec, true)
+    }
+
+    /// Whether another whole message is already buffered (no read is made).
+    pub(crate) fn has_buffered_message(&mut self, codec: Codec) -> bool {
+        let found = matches!(self.next_message(codec, false), Ok(Some(_)));
+        if found {
+            // Not handed out yet: the next read_message finds it again.
+            self.handed_out = 0;
+            self.scan = None;
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out its bytes in small pieces.
+    struct Trickle<'a>(&'a [u8], usize);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.len().min(self.1).min(out.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn option_then_messages_through_one_buffer() {
+        let stream = b"{\"MagicNumber\":3882844}\n{\"Seq\":1}\n{\"a\":1}\n  {\"Seq\":2}\n\"x\"\n";
+        for step in [1, 3, 1000] {
+            let mut r = FrameReader::new(Trickle(stream, step), 1024);
+            let opt = r.read_value(Codec::Json, 1024).unwrap().unwrap();
+            assert_eq!(opt.trim_ascii(), b"{\"MagicNumber\":3882844}");
+            let m = r.read_message(Codec::Json).unwrap().unwrap();
+            assert_eq!(r.bytes(m.header).trim_ascii(), b"{\"Seq\":1}");
+            assert_eq!(r.bytes(m.body).trim_ascii(), b"{\"a\":1}");
+            let m = r.read_message(Codec::Json).unwrap().unwrap();
+            assert_eq!(r.bytes(m.body).trim_ascii(), b"\"x\"");
+            assert!(r.read_message(Codec::Json).unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_before_it_is_read() {
+        // A msgpack bin32 claiming 4 GiB: refused from its length field alone.
+        let mut stream = vec![0x80]; // header: empty map
+        stream.extend_from_slice(&[0xc6, 0xff, 0xff, 0xff, 0xff]);
+        let mut r = FrameReader::new(Trickle(&stream, 64), 1 << 20);
+        match r.read_message(Codec::MsgPack) {
+            Err(Error::MessageTooLarge { size, limit }) => {
+                assert!(size > limit);
+                assert!(r.buf.len() < 1 << 16, "no allocation sized from the claim");
+            }
+            other => panic!("expected MessageTooLarge, got {:?}", other.err()),
+        }
+        let long = format!("\"{}\"", "a".repeat(5000));
+        let mut r = FrameReader::new(Trickle(long.as_bytes(), 512), 1000);
+        assert!(matches!(
+            r.read_message(Codec::Json),
+            Err(Error::MessageTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_message_is_an_error_and_buffered_detection_works() {
+        let mut r = FrameReader::new(Trickle(b"{\"Seq\":1}\n{\"a\":", 100), 1024);
+        assert!(matches!(
+            r.read_message(Codec::Json),
+            Err(Error::Protocol(_))
+        ));
+
+        let mut r = FrameReader::new(Trickle(b"{}\n1\n{}\n2\n{}\n", 100), 1024);
+        let m = r.read_message(Codec::Json).unwrap().unwrap();
+        assert_eq!(r.bytes(m.body).trim_ascii(), b"1");
+        assert!(r.has_buffered_message(Codec::Json));
+        let m = r.read_message(Codec::Json).unwrap().unwrap();
+        assert_eq!(r.bytes(m.body).trim_ascii(), b"2");
+        assert!(!r.has_buffered_message(Codec::Json));
+    }
+}

@@ -1,0 +1,324 @@
+//! One server connection: sniffing, handshake, and the leader loop.
+
+use std::net::Shutdown;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::monitor::Deadline;
+use super::{http, Running};
+use crate::codec::{encode_message_raw, Codec, Header};
+use crate::error::{Error, Result};
+use crate::frame::FrameReader;
+use crate::handshake::{Handshake, MAX_HANDSHAKE};
+use crate::service::{CallFailure, Context};
+use crate::transport::Stream;
+use crate::writer::SharedWriter;
+
+pub(crate) struct Conn {
+    pub(super) id: u64,
+    pub(super) peer: Arc<str>,
+    stream: Stream,
+    pub(super) reader: Mutex<FrameReader<Stream>>,
+    pub(super) writer: SharedWriter,
+    /// The codec and handle timeout, once the handshake is done.
+    pub(super) proto: OnceLock<(Codec, Option<Duration>)>,
+    /// `epoch << 1 | in_handler`: the leader bumps the epoch and sets the low
+    /// bit around each handler it runs inline. The monitor may clear the bit
+    /// of a value it has seen twice (a handler that outlived a tick): the
+    /// leader's own clearing then fails, and it knows it lost its role.
+    pub(super) busy: AtomicU64,
+    /// The `busy` value the monitor saw on its previous tick.
+    pub(super) seen: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl Conn {
+    pub(super) fn new(id: u64, stream: Stream, max_message: usize) -> std::io::Result<Conn> {
+        let peer: Arc<str> = stream.peer_label().into();
+        let reader = FrameReader::new(stream.try_clone()?, max_message);
+        let writer = SharedWriter::new(stream.try_clone()?, max_message);
+        Ok(Conn {
+            id,
+            peer,
+            stream,
+            reader: Mutex::new(reader),
+            writer,
+            proto: OnceLock::new(),
+            busy: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Makes the leader's read return end of stream; replies can still go out.
+    pub(super) fn stop_reading(&self) {
+        let _ = self.stream.shutdown(Shutdown::Read);
+    }
+
+    pub(super) fn close(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            let _ = self.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Marks the start of an inline handler; returns the value to clear.
+    fn enter_handler(&self) -> u64 {
+        let epoch = (self.busy.load(Ordering::Relaxed) >> 1) + 1;
+        let v = (epoch << 1) | 1;
+        self.busy.store(v, Ordering::Release);
+        v
+    }
+
+    /// Marks the end of an inline handler; false if the role was taken away.
+    fn leave_handler(&self, v: u64) -> bool {
+        self.busy
+            .compare_exchange(v, v & !1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Encodes and queues one reply (not yet written).
+    pub(super) fn queue_reply(&self, codec: Codec, header: &Header, body: &[u8]) -> Result<()> {
+        self.writer
+            .enqueue(|out| encode_message_raw(codec, out, header, body))
+    }
+}
+
+/// A connection's first thread: sniff, handshake, then lead.
+pub(super) fn serve(run: &Arc<Running>, conn: Arc<Conn>) {
+    match handshake(run, &conn) {
+        Ok(Some(proto)) => {
+            let _ = conn.proto.set(proto);
+            lead(run, conn);
+        }
+        Ok(None) => finish(run, &conn),
+        Err(e) => {
+            log::warn!(
+                "rpc server {}: connection from {}: {e}; closing",
+                run.addr,
+                conn.peer
+            );
+            conn.close();
+            finish(run, &conn);
+        }
+    }
+}
+
+/// Reads what comes first on a new connection. `Ok(None)`: nothing more to
+/// do (the peer left, or an HTTP request was answered).
+fn handshake(run: &Arc<Running>, conn: &Conn) -> Result<Option<(Codec, Option<Duration>)>> {
+    let cfg = run.server.config();
+    conn.stream
+        .set_read_timeout(Some(cfg.handshake_timeout))
+        .map_err(|e| Error::io("set handshake timeout", e))?;
+    let mut rd = conn.reader.lock();
+    let mut first = match rd.peek(1)?.first() {
+        Some(&b) => b,
+        None => return Ok(None),
+    };
+    if first.is_ascii_uppercase() {
+        match http::serve(run, conn, &mut rd)? {
+            http::Outcome::Rpc => {
+                first = match rd.peek(1)?.first() {
+                    Some(&b) => b,
+                    None => return Ok(None),
+                }
+            }
+            http::Outcome::Done => return Ok(None),
+        }
+    }
+    if !(first == b'{' || first.is_ascii_whitespace()) {
+        return Err(Error::Protocol(format!(
+            "unexpected first byte {first:#04x}: neither an RPC handshake nor HTTP"
+        )));
+    }
+    let option = rd
+        .read_value(Codec::Json, MAX_HANDSHAKE)?
+        .ok_or_else(|| Error::Protocol("connection closed before the handshake".into()))?;
+    let proto = Handshake::accept(&option)?;
+    conn.stream
+        .set_read_timeout(None)
+        .map_err(|e| Error::io("clear handshake timeout", e))?;
+    Ok(Some(proto))
+}
+
+/// A request read off the wire, owned so the reader can be let go.
+struct Request {
+    header: Header,
+    body: Vec<u8>,
+}
+
+enum Next {
+    Request(Request),
+    /// The peer closed (or we stopped reading).
+    End,
+    /// The stream is unusable; the connection must close.
+    Broken(Error),
+}
+
+fn read_request(conn: &Conn, codec: Codec) -> Next {
+    let mut rd = conn.reader.lock();
+    if !rd.has_buffered_message(codec) {
+        // About to block: let the replies batched so far go out first.
+        if let Err(e) = conn.writer.flush() {
+            return Next::Broken(Error::io("write", e));
+        }
+    }
+    match rd.read_message(codec) {
+        Ok(Some(m)) => match codec.decode_header(rd.bytes(m.header)) {
+            Ok(header) => Next::Request(Request {
+                header,
+                body: rd.bytes(m.body).to_vec(),
+            }),
+            Err(e) => Next::Broken(e),
+        },
+        Ok(None) => Next::End,
+        Err(Error::Io { source, .. })
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            ) =>
+        {
+            Next::End
+        }
+        Err(e) => Next::Broken(e),
+    }
+}
+
+/// The leader loop: read a request, run it inline, repeat, until the peer
+/// closes or the monitor hands reading to another thread.
+pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
+    let Some(&(codec, handle_timeout)) = conn.proto.get() else {
+        return;
+    };
+    let mut scratch = Vec::new();
+    loop {
+        let req = match read_request(&conn, codec) {
+            Next::Request(r) => r,
+            Next::End => break,
+            Next::Broken(e) => {
+                log::warn!(
+                    "rpc server {}: connection from {}: {e}; closing",
+                    run.addr,
+                    conn.peer
+                );
+                conn.close();
+                break;
+            }
+        };
+        run.call_started();
+        let mark = conn.enter_handler();
+        handle(run, &conn, codec, handle_timeout, req, &mut scratch);
+        let still_leader = conn.leave_handler(mark);
+        run.call_ended();
+        if !still_leader {
+            // Another thread reads now; send our reply and bow out.
+            let _ = conn.writer.flush();
+            return;
+        }
+    }
+    let _ = conn.writer.flush();
+    finish(run, &conn);
+}
+
+fn finish(run: &Running, conn: &Conn) {
+    run.conns.lock().remove(&conn.id);
+}
+
+fn handle(
+    run: &Running,
+    conn: &Arc<Conn>,
+    codec: Codec,
+    handle_timeout: Option<Duration>,
+    req: Request,
+    scratch: &mut Vec<u8>,
+) {
+    let started = Instant::now();
+    let Request { header, body } = req;
+    let seq = header.seq;
+    let method = match run.server.find(&header.service_method) {
+        Ok(m) => m,
+        Err(message) => {
+            log::debug!("rpc server {}: {}: {message}", run.addr, conn.peer);
+            let reply = Header {
+                service_method: header.service_method,
+                seq,
+                error: message,
+            };
+            let _ = conn.queue_reply(codec, &reply, codec.empty_body());
+            return;
+        }
+    };
+    let deadline = handle_timeout.map(|t| started + t);
+    let answered = handle_timeout.map(|timeout| {
+        let flag = Arc::new(AtomicBool::new(false));
+        run.deadlines.lock().push(Deadline {
+            at: started + timeout,
+            timeout,
+            conn: conn.clone(),
+            seq,
+            service_method: header.service_method.clone(),
+            answered: flag.clone(),
+        });
+        flag
+    });
+    let ctx = Context {
+        service_method: header.service_method,
+        peer: conn.peer.clone(),
+        deadline,
+    };
+    scratch.clear();
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        (method.handler)(&ctx, codec, &body, scratch)
+    }));
+    let error = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(CallFailure::BadArgument(m))) => {
+            log::debug!("rpc server {}: {}: {m}", run.addr, conn.peer);
+            Some(m)
+        }
+        Ok(Err(CallFailure::Failed(m))) => Some(m),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".to_string());
+            log::error!(
+                "rpc server {}: {} panicked: {what}",
+                run.addr,
+                ctx.service_method
+            );
+            Some(format!(
+                "rpc server: {} panicked: {what}",
+                ctx.service_method
+            ))
+        }
+    };
+    method.stats.record(started.elapsed(), error.is_some());
+    if let Some(flag) = answered {
+        if flag.swap(true, Ordering::AcqRel) {
+            // The monitor already sent the handle-timeout error.
+            return;
+        }
+    }
+    let mut reply = Header {
+        service_method: ctx.service_method,
+        seq,
+        error: String::new(),
+    };
+    let result = match error {
+        None => conn.queue_reply(codec, &reply, scratch),
+        Some(e) => {
+            reply.error = e;
+            conn.queue_reply(codec, &reply, codec.empty_body())
+        }
+    };
+    if let Err(e) = result {
+        reply.error = format!("rpc server: cannot send reply: {e}");
+        let _ = conn.queue_reply(codec, &reply, codec.empty_body());
+    }
+}

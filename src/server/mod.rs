@@ -1,0 +1,517 @@
+//! The RPC server: services by name, one listening port, a thread per
+//! connection that runs handlers inline and hands its reading role on when a
+//! handler is slow.
+//!
+//! # How a connection is served
+//!
+//! Each connection has a *leader*: the one thread that reads requests. The
+//! leader runs each request's handler itself, so a fast call costs no thread
+//! hand-off at all. So that a slow handler does not hold up the requests
+//! behind it, a per-server monitor thread looks at every connection each
+//! tick: a leader still inside the same handler as on the previous tick loses
+//! its role, and a new thread becomes the connection's leader. The old one
+//! finishes its handler, sends its reply and ends. (Go's runtime hands off a
+//! processor blocked in a syscall the same way.) The monitor also sends the
+//! handle-timeout error reply at each call's deadline.
+
+mod conn;
+mod http;
+mod monitor;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+#[cfg(unix)]
+use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::service::{Method, Service, ServiceInfo};
+use crate::threads::ThreadGroup;
+use crate::transport::{Address, Protocol, Stream};
+
+use conn::Conn;
+use monitor::Deadline;
+
+pub(crate) const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
+
+/// Server settings; see [`Server::builder`].
+#[derive(Debug, Clone)]
+struct Config {
+    max_message_size: usize,
+    handshake_timeout: Duration,
+    shutdown_grace: Duration,
+    thread_stack_size: usize,
+    steal_after: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_message_size: DEFAULT_MAX_MESSAGE,
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(5),
+            thread_stack_size: 256 * 1024,
+            steal_after: Duration::from_millis(1),
+        }
+    }
+}
+
+/// Builds a [`Server`] with settings other than the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct ServerBuilder {
+    config: Config,
+}
+
+impl ServerBuilder {
+    /// Largest request or reply, in bytes (default 16 MiB). A larger request
+    /// closes its connection; a larger reply becomes an error reply.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+
+    /// How long a new connection may take to send its handshake (default 10 s).
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.config.handshake_timeout = t;
+        self
+    }
+
+    /// How long `shutdown` lets calls in flight finish (default 5 s).
+    pub fn shutdown_grace(mut self, t: Duration) -> Self {
+        self.config.shutdown_grace = t;
+        self
+    }
+
+    /// Stack size of connection threads, which run handlers (default 256 KiB).
+    pub fn thread_stack_size(mut self, bytes: usize) -> Self {
+        self.config.thread_stack_size = bytes;
+        self
+    }
+
+    /// How long a handler may hold its connection's reader before another
+    /// thread takes over reading (default 1 ms).
+    pub fn steal_after(mut self, t: Duration) -> Self {
+        self.config.steal_after = t.max(Duration::from_micros(100));
+        self
+    }
+
+    /// The server.
+    pub fn build(self) -> Server {
+        Server {
+            shared: Arc::new(Shared {
+                services: RwLock::new(HashMap::new()),
+                config: self.config,
+            }),
+        }
+    }
+}
+
+/// A set of services, served on any number of listeners.
+///
+/// Cloning is cheap and gives another handle on the same services.
+///
+/// ```
+/// use geerpc::{Client, Server, Service};
+///
+/// let server = Server::new();
+/// server.register(Service::new("Echo").method("Echo", |s: String| Ok::<_, String>(s)))?;
+/// let running = server.listen("tcp@127.0.0.1:0")?;
+///
+/// let client = Client::dial(&running.addr().to_string())?;
+/// let back: String = client.call("Echo.Echo", &"hi")?;
+/// assert_eq!(back, "hi");
+/// running.shutdown();
+/// # Ok::<(), geerpc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    services: RwLock<HashMap<String, Arc<Service>>>,
+    config: Config,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server::new()
+    }
+}
+
+impl Server {
+    /// A server with default settings and no services.
+    pub fn new() -> Server {
+        ServerBuilder::default().build()
+    }
+
+    /// A builder for other settings.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// Adds a service. Fails on an invalid service or method name and on a
+    /// service name registered already.
+    pub fn register(&self, service: Service) -> Result<()> {
+        if let Some(e) = service.invalid {
+            return Err(e);
+        }
+        let mut services = self.shared.services.write();
+        if services.contains_key(&service.name) {
+            return Err(Error::DuplicateService(service.name));
+        }
+        services.insert(service.name.clone(), Arc::new(service));
+        Ok(())
+    }
+
+    /// Every service with its methods and counters, sorted by name.
+    pub fn services(&self) -> Vec<ServiceInfo> {
+        let mut out: Vec<ServiceInfo> = self
+            .shared
+            .services
+            .read()
+            .values()
+            .map(|s| s.info())
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Finds the method for `Service.Method`, or the error text to answer with.
+    pub(crate) fn find(&self, service_method: &str) -> std::result::Result<Arc<Method>, String> {
+        let Some((service, method)) = service_method.rsplit_once('.') else {
+            return Err(format!(
+                "rpc server: service/method request ill-formed: {service_method}"
+            ));
+        };
+        let services = self.shared.services.read();
+        let Some(svc) = services.get(service) else {
+            return Err(format!("rpc server: can't find service {service}"));
+        };
+        svc.methods
+            .get(method)
+            .cloned()
+            .ok_or_else(|| format!("rpc server: can't find method {method}"))
+    }
+
+    fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Listens on `addr` and serves in background threads.
+    ///
+    /// `addr` is `tcp@HOST:PORT`, `unix@PATH` or a plain `HOST:PORT`; port 0
+    /// picks a free port, which [`ServerHandle::addr`] tells. The same port
+    /// also answers HTTP `CONNECT` tunnels and the debug page.
+    pub fn listen(&self, addr: &str) -> Result<ServerHandle> {
+        let parsed: Address = if addr.contains('@') {
+            addr.parse()?
+        } else {
+            format!("tcp@{addr}").parse()?
+        };
+        match parsed.protocol() {
+            Protocol::Tcp | Protocol::Http => {
+                let l = TcpListener::bind(parsed.target())
+                    .map_err(|e| Error::io(format!("listen on {addr}"), e))?;
+                self.serve(l)
+            }
+            #[cfg(unix)]
+            Protocol::Unix => {
+                let l = UnixListener::bind(parsed.target())
+                    .map_err(|e| Error::io(format!("listen on {addr}"), e))?;
+                self.start(Listener::Unix(l, parsed.target().to_string()), parsed)
+            }
+            #[cfg(not(unix))]
+            Protocol::Unix => Err(Error::InvalidAddress {
+                addr: addr.to_string(),
+                reason: "unix sockets are not supported here".into(),
+            }),
+        }
+    }
+
+    /// Serves connections accepted on `listener` in background threads.
+    pub fn serve(&self, listener: TcpListener) -> Result<ServerHandle> {
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::io("read listener address", e))?;
+        self.start(Listener::Tcp(listener), Address::tcp(local))
+    }
+
+    fn start(&self, listener: Listener, addr: Address) -> Result<ServerHandle> {
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        let running = Arc::new(Running {
+            server: self.clone(),
+            addr,
+            stopping: AtomicBool::new(false),
+            conns: Mutex::new(HashMap::new()),
+            next_conn_id: AtomicU64::new(1),
+            threads: ThreadGroup::default(),
+            inflight: AtomicUsize::new(0),
+            drained: (Mutex::new(()), Condvar::new()),
+            deadlines: Mutex::new(Vec::new()),
+            monitor_stop: stop_tx,
+            on_shutdown: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
+        });
+        let wake = listener.wake_target();
+        let r = running.clone();
+        running
+            .threads
+            .spawn("geerpc-monitor", None, move || monitor::run(&r, stop_rx))
+            .map_err(|e| Error::io("start monitor thread", e))?;
+        let r = running.clone();
+        let accept = std::thread::Builder::new()
+            .name("geerpc-accept".into())
+            .spawn(move || accept_loop(&r, listener))
+            .map_err(|e| Error::io("start accept thread", e))?;
+        Ok(ServerHandle {
+            running,
+            accept: Mutex::new(Some((accept, wake))),
+        })
+    }
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    #[cfg(unix)]
+    Unix(UnixListener, String),
+}
+
+/// Where to connect to wake a blocked `accept` at shutdown.
+enum WakeTarget {
+    Tcp(SocketAddr),
+    #[cfg(unix)]
+    Unix(String),
+}
+
+impl Listener {
+    fn wake_target(&self) -> WakeTarget {
+        match self {
+            Listener::Tcp(l) => {
+                let mut a = l.local_addr().expect("a bound listener has an address");
+                if a.ip().is_unspecified() {
+                    a.set_ip(match a {
+                        SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                        SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                    });
+                }
+                WakeTarget::Tcp(a)
+            }
+            #[cfg(unix)]
+            Listener::Unix(_, path) => WakeTarget::Unix(path.clone()),
+        }
+    }
+
+    fn accept(&self) -> io::Result<Stream> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept()?;
+                s.set_nodelay(true)?;
+                Ok(Stream::Tcp(s))
+            }
+            #[cfg(unix)]
+            Listener::Unix(l, _) => Ok(Stream::Unix(l.accept()?.0)),
+        }
+    }
+}
+
+/// State shared by a listening server's threads.
+pub(crate) struct Running {
+    server: Server,
+    addr: Address,
+    stopping: AtomicBool,
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    next_conn_id: AtomicU64,
+    threads: ThreadGroup,
+    /// Requests read and not yet answered (or dropped after a timeout).
+    inflight: AtomicUsize,
+    drained: (Mutex<()>, Condvar),
+    deadlines: Mutex<Vec<Deadline>>,
+    monitor_stop: crossbeam_channel::Sender<()>,
+    on_shutdown: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    stopped: AtomicBool,
+}
+
+impl Running {
+    fn call_started(&self) {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn call_ended(&self) {
+        if self.inflight.fetch_sub(1, Ordering::AcqRel) == 1
+            && self.stopping.load(Ordering::Acquire)
+        {
+            let _guard = self.drained.0.lock();
+            self.drained.1.notify_all();
+        }
+    }
+
+    fn spawn_conn_thread(self: &Arc<Self>, conn: Arc<Conn>, first: bool) -> io::Result<()> {
+        let r = self.clone();
+        let stack = Some(self.server.config().thread_stack_size);
+        self.threads.spawn("geerpc-conn", stack, move || {
+            if first {
+                conn::serve(&r, conn)
+            } else {
+                conn::lead(&r, conn)
+            }
+        })
+    }
+}
+
+fn accept_loop(run: &Arc<Running>, listener: Listener) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = listener.accept();
+        if run.stopping.load(Ordering::Acquire) {
+            break;
+        }
+        let stream = match accepted {
+            Ok(s) => {
+                backoff = Duration::from_millis(5);
+                s
+            }
+            Err(e) => {
+                // EMFILE, ENFILE, ECONNABORTED and the like pass; back off so
+                // a full descriptor table is not spun on.
+                log::warn!(
+                    "rpc server {}: accept error: {e}; retrying in {backoff:?}",
+                    run.addr
+                );
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let id = run.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let conn = match Conn::new(id, stream, run.server.config().max_message_size) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                log::warn!("rpc server {}: cannot set up connection: {e}", run.addr);
+                continue;
+            }
+        };
+        run.conns.lock().insert(id, conn.clone());
+        if let Err(e) = run.spawn_conn_thread(conn, true) {
+            log::warn!(
+                "rpc server {}: cannot start connection thread: {e}",
+                run.addr
+            );
+            run.conns.lock().remove(&id);
+        }
+    }
+    #[cfg(unix)]
+    if let Listener::Unix(_, path) = &listener {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// A server listening on one address. Dropping it shuts the server down.
+pub struct ServerHandle {
+    running: Arc<Running>,
+    accept: Mutex<Option<(std::thread::JoinHandle<()>, WakeTarget)>>,
+}
+
+impl ServerHandle {
+    /// The address clients dial: `tcp@127.0.0.1:PORT` or `unix@PATH`.
+    pub fn addr(&self) -> &Address {
+        &self.running.addr
+    }
+
+    /// The server whose services this serves.
+    pub fn server(&self) -> &Server {
+        &self.running.server
+    }
+
+    /// Runs `f` when shutdown begins, before connections are closed (for
+    /// example to deregister from a registry).
+    pub fn on_shutdown(&self, f: impl FnOnce() + Send + 'static) {
+        self.running.on_shutdown.lock().push(Box::new(f));
+    }
+
+    /// Stops accepting, lets calls in flight finish within the grace period,
+    /// closes every connection and joins every thread the server started.
+    /// Calling it again does nothing.
+    pub fn shutdown(&self) {
+        let run = &self.running;
+        if run.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for f in std::mem::take(&mut *run.on_shutdown.lock()) {
+            f();
+        }
+        let deadline = Instant::now() + run.server.config().shutdown_grace;
+        run.stopping.store(true, Ordering::Release);
+        if let Some((accept, wake)) = self.accept.lock().take() {
+            // accept() has no timeout: connect to ourselves to make it return.
+            let woke = match &wake {
+                WakeTarget::Tcp(a) => TcpStream::connect_timeout(a, Duration::from_secs(1)).is_ok(),
+                #[cfg(unix)]
+                WakeTarget::Unix(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
+            };
+            if woke || accept.is_finished() {
+                let _ = accept.join();
+            } else {
+                log::warn!("rpc server {}: could not wake the accept thread", run.addr);
+            }
+        }
+        // No new requests: readers see end of stream, in-flight calls go on.
+        let conns: Vec<Arc<Conn>> = run.conns.lock().values().cloned().collect();
+        for c in &conns {
+            c.stop_reading();
+        }
+        {
+            let mut guard = run.drained.0.lock();
+            while run.inflight.load(Ordering::Acquire) > 0 {
+                if run.drained.1.wait_until(&mut guard, deadline).timed_out() {
+                    break;
+                }
+            }
+        }
+        let left = run.inflight.load(Ordering::Acquire);
+        if left > 0 {
+            log::warn!(
+                "rpc server {}: shutting down with {left} calls still running",
+                run.addr
+            );
+        }
+        for c in &conns {
+            c.close();
+        }
+        for c in run.conns.lock().drain().map(|(_, c)| c) {
+            c.close();
+        }
+        let _ = run.monitor_stop.send(());
+        let stuck = run
+            .threads
+            .join_until(Instant::now().max(deadline) + Duration::from_secs(1));
+        if stuck > 0 {
+            log::warn!(
+                "rpc server {}: {stuck} threads still in handlers after shutdown",
+                run.addr
+            );
+        }
+    }
+
+    /// Threads of this server still running (0 after `shutdown`).
+    pub fn live_threads(&self) -> usize {
+        self.running.threads.live()
+            + usize::from(
+                self.accept
+                    .lock()
+                    .as_ref()
+                    .is_some_and(|(h, _)| !h.is_finished()),
+            )
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,251 @@
+//! Services: named groups of typed methods, reachable as `Service.Method`.
+
+use std::any::type_name;
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+use crate::stats::{MethodStats, StatsSnapshot};
+
+/// What a handler can know about the call it serves.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub(crate) service_method: String,
+    pub(crate) peer: Arc<str>,
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl Context {
+    /// `Service.Method` as the client sent it.
+    pub fn service_method(&self) -> &str {
+        &self.service_method
+    }
+
+    /// The caller's address (`127.0.0.1:5555`, or a socket path).
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// When the server will give up on this call and answer with a handle
+    /// timeout, if the client asked for one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Time left before the deadline (`None`: no deadline).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// Why a call failed on the server before or inside its handler.
+pub(crate) enum CallFailure {
+    /// The body did not decode into the argument type; the handler did not run.
+    BadArgument(String),
+    /// The handler returned an error (or the reply did not encode).
+    Failed(String),
+}
+
+type Handler = dyn Fn(&Context, Codec, &[u8], &mut Vec<u8>) -> std::result::Result<(), CallFailure>
+    + Send
+    + Sync;
+
+/// One registered method: its erased handler, type names and counters.
+pub(crate) struct Method {
+    pub(crate) handler: Box<Handler>,
+    pub(crate) arg_type: &'static str,
+    pub(crate) reply_type: &'static str,
+    pub(crate) stats: MethodStats,
+}
+
+/// A named set of methods, built up and then given to
+/// [`Server::register`](crate::Server::register).
+///
+/// Each method takes its argument type (anything serde can deserialize) and
+/// returns `Result<Reply, E>` for any serializable `Reply` and any displayable
+/// `E`; the error's text reaches the client as [`Error::Remote`].
+///
+/// ```
+/// use geerpc::{Context, Service};
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// #[serde(rename_all = "PascalCase")]
+/// struct Args { num1: i64, num2: i64 }
+///
+/// let arith = Service::new("Arith")
+///     .method("Sum", |a: Args| Ok::<_, String>(a.num1 + a.num2))
+///     .method("Div", |a: Args| {
+///         if a.num2 == 0 { Err("divide by zero") } else { Ok(a.num1 / a.num2) }
+///     })
+///     .method_with_context("Who", |ctx: &Context, _: ()| Ok::<_, String>(ctx.peer().to_string()));
+/// assert_eq!(arith.name(), "Arith");
+/// assert_eq!(arith.method_names(), ["Div", "Sum", "Who"]);
+/// ```
+pub struct Service {
+    pub(crate) name: String,
+    pub(crate) methods: BTreeMap<String, Arc<Method>>,
+    /// The first invalid or duplicate method name, reported at registration.
+    pub(crate) invalid: Option<Error>,
+}
+
+/// Checks a service or method name: non-empty, letters, digits and `_` only
+/// (in particular no `.`, which separates the two on the wire).
+pub(crate) fn check_name(name: &str, what: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        format!("empty {what} name")
+    } else if name.contains('.') {
+        format!("{what} name must not contain '.'")
+    } else if !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        format!("{what} name must be letters, digits and '_'")
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidName {
+        name: name.to_string(),
+        reason,
+    })
+}
+
+impl Service {
+    /// Starts a service called `name`.
+    pub fn new(name: impl Into<String>) -> Service {
+        let name = name.into();
+        let invalid = check_name(&name, "service").err();
+        Service {
+            name,
+            methods: BTreeMap::new(),
+            invalid,
+        }
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The method names, sorted.
+    pub fn method_names(&self) -> Vec<&str> {
+        self.methods.keys().map(String::as_str).collect()
+    }
+
+    /// Adds a method that needs only its argument.
+    pub fn method<A, R, E, F>(self, name: &str, f: F) -> Service
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        E: Display,
+        F: Fn(A) -> std::result::Result<R, E> + Send + Sync + 'static,
+    {
+        self.method_with_context(name, move |_: &Context, a: A| f(a))
+    }
+
+    /// Adds a method that also sees the call's [`Context`] (deadline, peer).
+    pub fn method_with_context<A, R, E, F>(mut self, name: &str, f: F) -> Service
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        E: Display,
+        F: Fn(&Context, A) -> std::result::Result<R, E> + Send + Sync + 'static,
+    {
+        if let Err(e) = check_name(name, "method") {
+            self.invalid.get_or_insert(e);
+            return self;
+        }
+        if self.methods.contains_key(name) {
+            self.invalid.get_or_insert(Error::InvalidName {
+                name: format!("{}.{name}", self.name),
+                reason: "method defined twice".to_string(),
+            });
+            return self;
+        }
+        let qualified = format!("{}.{name}", self.name);
+        let handler = move |ctx: &Context, codec: Codec, body: &[u8], out: &mut Vec<u8>| {
+            let args: A = codec.decode(body, "argument").map_err(|e| {
+                CallFailure::BadArgument(format!(
+                    "rpc server: cannot decode argument of {qualified} as {}: {e}",
+                    type_name::<A>()
+                ))
+            })?;
+            let reply = f(ctx, args).map_err(|e| CallFailure::Failed(e.to_string()))?;
+            codec
+                .encode_into(out, &reply, "reply")
+                .map_err(|e| CallFailure::Failed(format!("rpc server: {e}")))
+        };
+        self.methods.insert(
+            name.to_string(),
+            Arc::new(Method {
+                handler: Box::new(handler),
+                arg_type: type_name::<A>(),
+                reply_type: type_name::<R>(),
+                stats: MethodStats::default(),
+            }),
+        );
+        self
+    }
+}
+
+/// What the server knows of one method, for the debug page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodInfo {
+    /// The method's name (without the service).
+    pub name: String,
+    /// The Rust type name of the argument.
+    pub arg_type: &'static str,
+    /// The Rust type name of the reply.
+    pub reply_type: &'static str,
+    /// Calls served so far.
+    pub stats: StatsSnapshot,
+}
+
+/// What the server knows of one service, for the debug page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// The service's name.
+    pub name: String,
+    /// Its methods, sorted by name.
+    pub methods: Vec<MethodInfo>,
+}
+
+impl Service {
+    pub(crate) fn info(&self) -> ServiceInfo {
+        ServiceInfo {
+            name: self.name.clone(),
+            methods: self
+                .methods
+                .iter()
+                .map(|(name, m)| MethodInfo {
+                    name: name.clone(),
+                    arg_type: m.arg_type,
+                    reply_type: m.reply_type,
+                    stats: m.stats.snapshot(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("Arith", "service").is_ok());
+        assert!(check_name("my_svc2", "service").is_ok());
+        for bad in ["", "A.B", "a b", "x-y"] {
+            assert!(check_name(bad, "service").is_err(), "{bad:?}");
+        }
+        let s = Service::new("S")
+            .method("M", |x: i32| Ok::<_, String>(x))
+            .method("M", |x: i32| Ok::<_, String>(x));
+        assert!(matches!(s.invalid, Some(Error::InvalidName { .. })));
+    }
+}

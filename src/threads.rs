@@ -1,0 +1,104 @@
+//! Named threads that an owner can wait for and join.
+//!
+//! Every thread geerpc starts belongs to a `ThreadGroup` owned by the object
+//! that started it (a server, a client, a heartbeat). The owner's shutdown
+//! makes the threads' blocking calls return (by closing sockets or sending on
+//! a channel), then waits for them here with a deadline, so a shutdown never
+//! hangs on a thread stuck in user code: such a thread is reported, not
+//! waited for forever.
+
+use std::io;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+
+#[derive(Clone, Default)]
+pub(crate) struct ThreadGroup {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    live: Mutex<usize>,
+    ended: Condvar,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Counts a thread out of its group when it ends, even by panic.
+struct LiveGuard(Arc<Inner>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        let mut live = self.0.live.lock();
+        *live -= 1;
+        if *live == 0 {
+            self.0.ended.notify_all();
+        }
+    }
+}
+
+impl ThreadGroup {
+    /// Starts a thread called `name` with an optional stack size.
+    pub(crate) fn spawn<F>(&self, name: &str, stack: Option<usize>, f: F) -> io::Result<()>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        *self.inner.live.lock() += 1;
+        let guard = LiveGuard(self.inner.clone());
+        let mut b = thread::Builder::new().name(name.to_string());
+        if let Some(s) = stack {
+            b = b.stack_size(s);
+        }
+        let spawned = b.spawn(move || {
+            let _guard = guard;
+            f()
+        });
+        // On failure the closure (and its guard) was dropped: the count is right.
+        let handle = spawned?;
+        let mut handles = self.inner.handles.lock();
+        if handles.len() >= 64 && handles.len().is_power_of_two() {
+            handles.retain(|h| !h.is_finished());
+        }
+        handles.push(handle);
+        Ok(())
+    }
+
+    /// Threads of this group still running.
+    pub(crate) fn live(&self) -> usize {
+        *self.inner.live.lock()
+    }
+
+    /// Waits until every thread has ended or `deadline` passes, then joins
+    /// those that ended. Returns how many are still running.
+    pub(crate) fn join_until(&self, deadline: Instant) -> usize {
+        let all_ended = {
+            let mut live = self.inner.live.lock();
+            while *live > 0 {
+                if self.inner.ended.wait_until(&mut live, deadline).timed_out() {
+                    break;
+                }
+            }
+            *live == 0
+        };
+        let handles = std::mem::take(&mut *self.inner.handles.lock());
+        let me = thread::current().id();
+        let mut stuck = Vec::new();
+        for h in handles {
+            if h.thread().id() == me {
+                continue;
+            }
+            // A thread counted out has returned from its closure: joining it
+            // only waits for the OS thread to exit.
+            if all_ended || h.is_finished() {
+                let _ = h.join();
+            } else {
+                stuck.push(h);
+            }
+        }
+        let n = stuck.len();
+        self.inner.handles.lock().extend(stuck);
+        n
+    }
+}

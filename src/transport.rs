@@ -1,0 +1,268 @@
+//! `PROTOCOL@ADDR` addresses and the byte streams they lead to.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+#[cfg(unix)]
+use std::os::unix::net::UnixStream;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// How a client reaches a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// Plain TCP: the handshake follows the connect.
+    Tcp,
+    /// TCP, then an HTTP `CONNECT` that turns the connection into an RPC one.
+    Http,
+    /// A Unix domain socket.
+    Unix,
+}
+
+impl Protocol {
+    /// The name used in addresses (`tcp`, `http`, `unix`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Http => "http",
+            Protocol::Unix => "unix",
+        }
+    }
+}
+
+/// A parsed `PROTOCOL@ADDR` address.
+///
+/// ```
+/// use geerpc::{Address, Protocol};
+/// let a: Address = "http@127.0.0.1:7001".parse().unwrap();
+/// assert_eq!(a.protocol(), Protocol::Http);
+/// assert_eq!(a.target(), "127.0.0.1:7001");
+/// assert_eq!(a.to_string(), "http@127.0.0.1:7001");
+/// assert!("127.0.0.1:7001".parse::<Address>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Address {
+    protocol: Protocol,
+    target: String,
+}
+
+impl Address {
+    /// A TCP address for a socket address.
+    pub fn tcp(addr: SocketAddr) -> Address {
+        Address {
+            protocol: Protocol::Tcp,
+            target: addr.to_string(),
+        }
+    }
+
+    /// The protocol part.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The part after `@`: `HOST:PORT` or a socket path.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.protocol.as_str(), self.target)
+    }
+}
+
+impl FromStr for Address {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Address> {
+        let invalid = |reason: &str| Error::InvalidAddress {
+            addr: s.to_string(),
+            reason: reason.to_string(),
+        };
+        let (proto, target) = s
+            .split_once('@')
+            .ok_or_else(|| invalid("missing PROTOCOL@ prefix"))?;
+        let protocol = match proto {
+            "tcp" => Protocol::Tcp,
+            "http" => Protocol::Http,
+            "unix" => Protocol::Unix,
+            _ => return Err(invalid(&format!("unknown protocol {proto:?}"))),
+        };
+        if target.is_empty() {
+            return Err(invalid("empty address after @"));
+        }
+        if protocol != Protocol::Unix {
+            let (host, port) = target
+                .rsplit_once(':')
+                .ok_or_else(|| invalid("expected HOST:PORT"))?;
+            if host.is_empty() || port.parse::<u16>().is_err() {
+                return Err(invalid("expected HOST:PORT"));
+            }
+        }
+        Ok(Address {
+            protocol,
+            target: target.to_string(),
+        })
+    }
+}
+
+/// A connected byte stream: TCP or a Unix socket.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    #[cfg(unix)]
+    Unix(UnixStream),
+}
+
+impl Stream {
+    /// Connects to `addr`, giving up at `deadline` (None: no limit).
+    pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> io::Result<Stream> {
+        match addr.protocol {
+            Protocol::Tcp | Protocol::Http => {
+                let mut last_err = None;
+                for sa in addr.target.to_socket_addrs()? {
+                    let attempt = match deadline {
+                        None => TcpStream::connect(sa),
+                        Some(d) => {
+                            let left = d.saturating_duration_since(Instant::now());
+                            if left.is_zero() {
+                                return Err(io::ErrorKind::TimedOut.into());
+                            }
+                            TcpStream::connect_timeout(&sa, left)
+                        }
+                    };
+                    match attempt {
+                        Ok(s) => {
+                            s.set_nodelay(true)?;
+                            return Ok(Stream::Tcp(s));
+                        }
+                        Err(e) => last_err = Some(e),
+                    }
+                }
+                Err(last_err.unwrap_or_else(|| {
+                    io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing")
+                }))
+            }
+            #[cfg(unix)]
+            Protocol::Unix => Ok(Stream::Unix(UnixStream::connect(&addr.target)?)),
+            #[cfg(not(unix))]
+            Protocol::Unix => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "unix sockets are not supported on this platform",
+            )),
+        }
+    }
+
+    pub(crate) fn try_clone(&self) -> io::Result<Stream> {
+        match self {
+            Stream::Tcp(s) => s.try_clone().map(Stream::Tcp),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.try_clone().map(Stream::Unix),
+        }
+    }
+
+    pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(t),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+
+    pub(crate) fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(t),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.set_write_timeout(t),
+        }
+    }
+
+    /// The peer, as a display string (`127.0.0.1:5000`, or the socket path).
+    pub(crate) fn peer_label(&self) -> String {
+        match self {
+            Stream::Tcp(s) => s
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "?".into()),
+            #[cfg(unix)]
+            Stream::Unix(s) => s
+                .peer_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                .unwrap_or_else(|| "unix".into()),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_protocol_and_rejects_the_rest() {
+        let a: Address = "tcp@127.0.0.1:80".parse().unwrap();
+        assert_eq!((a.protocol(), a.target()), (Protocol::Tcp, "127.0.0.1:80"));
+        let a: Address = "unix@/tmp/x.sock".parse().unwrap();
+        assert_eq!(a.protocol(), Protocol::Unix);
+        let a: Address = "http@[::1]:7001".parse().unwrap();
+        assert_eq!(a.target(), "[::1]:7001");
+        for bad in [
+            "127.0.0.1:80",
+            "udp@1.2.3.4:5",
+            "tcp@",
+            "tcp@host",
+            "tcp@host:notaport",
+            "tcp@:80",
+        ] {
+            let err = bad.parse::<Address>().unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("tcp@HOST:PORT") && text.contains(bad),
+                "{bad}: {text}"
+            );
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Services and helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use geerpc::{Server, ServerHandle, Service};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Args {
+    pub num1: i64,
+    pub num2: i64,
+}
+
+/// The article's service: `Sum` and `Sleep` (sleeps Num1 seconds... here
+/// milliseconds, so tests stay fast; `SleepSecs` sleeps seconds).
+pub fn arith() -> Service {
+    Service::new("Arith")
+        .method("Sum", |a: Args| Ok::<_, String>(a.num1 + a.num2))
+        .method("SleepMs", |a: Args| {
+            std::thread::sleep(Duration::from_millis(a.num1 as u64));
+            Ok::<_, String>(a.num1 + a.num2)
+        })
+        .method("Fail", |_: Args| Err::<i64, _>("boom: it failed"))
+        .method("Panic", |_: Args| -> Result<i64, String> {
+            panic!("handler panicked on purpose")
+        })
+}
+
+pub fn echo() -> Service {
+    Service::new("Echo").method("Echo", |s: serde_json::Value| Ok::<_, String>(s))
+}
+
+/// A server with Arith and Echo on a free loopback port.
+pub fn start_server() -> ServerHandle {
+    start_with(Server::new())
+}
+
+pub fn start_with(server: Server) -> ServerHandle {
+    server.register(arith()).unwrap();
+    server.register(echo()).unwrap();
+    server.listen("tcp@127.0.0.1:0").unwrap()
+}
+
+pub fn init_log() {
+    let _ = env_logger::builder().is_test(true).try_init();
+}
+
+/// Names of this process's threads that start with `prefix`.
+pub fn threads_named(prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for e in dir.flatten() {
+            if let Ok(name) = std::fs::read_to_string(e.path().join("comm")) {
+                let name = name.trim().to_string();
+                if name.starts_with(prefix) {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    out
+}
