@@ -155,6 +155,9 @@ impl<R: Read> FrameReader<R> {
         loop {
             let avail = &self.buf[self.start..self.end];
             let need = match sc.scan(avail, self.eof).map_err(Error::Protocol)? {
+                Scan::Complete(n) if n > limit => {
+                    return Err(Error::MessageTooLarge { size: n, limit })
+                }
                 Scan::Complete(n) => {
                     let out = avail[..n].to_vec();
                     self.start += n;
@@ -199,6 +202,12 @@ impl<R: Read> FrameReader<R> {
             let avail = &self.buf[self.start..self.end];
             let need = match scan.header_len {
                 None => match scan.header.scan(avail, self.eof).map_err(Error::Protocol)? {
+                    Scan::Complete(h) if h > max => {
+                        return Err(Error::MessageTooLarge {
+                            size: h,
+                            limit: max,
+                        })
+                    }
                     Scan::Complete(h) => {
                         scan.header_len = Some(h);
                         continue;
@@ -216,6 +225,12 @@ impl<R: Read> FrameReader<R> {
                     .scan(&avail[h..], self.eof)
                     .map_err(Error::Protocol)?
                 {
+                    Scan::Complete(b) if b > max => {
+                        return Err(Error::MessageTooLarge {
+                            size: b,
+                            limit: max,
+                        })
+                    }
                     Scan::Complete(b) => {
                         self.scan = None;
                         self.handed_out = h + b;

@@ -1,0 +1,601 @@
+//! Core RPC: codecs, multiplexing, timeouts, bad input, shutdown.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use geerpc::{Client, Codec, Error, Server, Service};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Shape {
+    Empty,
+    Circle(f64),
+    Rect { w: u32, h: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Inner {
+    name: String,
+    tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Everything {
+    nested: Inner,
+    maybe: Option<Inner>,
+    nothing: Option<i32>,
+    shapes: Vec<Shape>,
+    map: BTreeMap<String, i64>,
+    #[serde(with = "serde_bytes")]
+    bytes: Vec<u8>,
+    unicode: String,
+    big: String,
+    negative: i64,
+    unsigned: u64,
+}
+
+fn everything() -> Everything {
+    Everything {
+        nested: Inner {
+            name: "inner".into(),
+            tags: vec!["a".into(), "b".into()],
+        },
+        maybe: Some(Inner {
+            name: "some".into(),
+            tags: vec![],
+        }),
+        nothing: None,
+        shapes: vec![Shape::Empty, Shape::Circle(1.5), Shape::Rect { w: 2, h: 3 }],
+        map: [("x".to_string(), 1), ("y".to_string(), -2)]
+            .into_iter()
+            .collect(),
+        bytes: (0..=255).collect(),
+        unicode: "héllo, 世界 🦀 \u{0} \"quoted\" \\ \n".into(),
+        big: "ü".repeat(512 * 1024), // 1 MiB of UTF-8
+        negative: i64::MIN,
+        unsigned: u64::MAX,
+    }
+}
+
+#[test]
+fn both_codecs_round_trip_rich_types() {
+    init_log();
+    let server = Server::new();
+    server
+        .register(Service::new("Types").method("Echo", |v: Everything| Ok::<_, String>(v)))
+        .unwrap();
+    let running = server.listen("tcp@127.0.0.1:0").unwrap();
+    let value = everything();
+    for codec in [Codec::Json, Codec::MsgPack] {
+        let client = Client::builder()
+            .codec(codec)
+            .dial(&running.addr().to_string())
+            .unwrap();
+        let back: Everything = client.call("Types.Echo", &value).unwrap();
+        assert_eq!(back, value, "{codec}");
+    }
+}
+
+/// Reads JSON values off a stream the way a Go json.Decoder does.
+fn json_values(stream: TcpStream) -> impl Iterator<Item = Value> {
+    serde_json::Deserializer::from_reader(stream)
+        .into_iter::<Value>()
+        .map(|v| v.expect("well-formed JSON from the server"))
+}
+
+fn raw_connect(addr: &geerpc::Address) -> TcpStream {
+    let s = TcpStream::connect(addr.target()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+#[test]
+fn a_go_style_json_stream_is_served_including_pretty_printed_values() {
+    init_log();
+    let running = start_server();
+    let mut s = raw_connect(running.addr());
+    // Exactly what a Go GeeRPC client writes, then a request as a Go program
+    // using json.MarshalIndent would, with odd spacing between values.
+    let wire = concat!(
+        "{\"MagicNumber\":3882844,\"CodecType\":\"application/json\",\"ConnectTimeout\":10000000000,\"HandleTimeout\":0}\n",
+        "{\"ServiceMethod\":\"Arith.Sum\",\"Seq\":1,\"Error\":\"\"}\n",
+        "{\"Num1\":1,\"Num2\":2}\n",
+        "{\n  \"ServiceMethod\": \"Arith.Sum\",\n  \"Seq\": 2,\n  \"Error\": \"\"\n}\r\n\t",
+        "{\n    \"Num1\": 30,\n    \"Num2\": 12\n}",
+        "   {\"ServiceMethod\":\"Arith.Sum\",\"Seq\":3,\"Error\":\"\",\"Deadline\":5}{\"Num1\":-1,\"Num2\":1}\n",
+    );
+    s.write_all(wire.as_bytes()).unwrap();
+    let mut values = json_values(s.try_clone().unwrap());
+    let mut replies = BTreeMap::new();
+    for _ in 0..3 {
+        let header = values.next().unwrap();
+        let body = values.next().unwrap();
+        assert_eq!(header["ServiceMethod"], "Arith.Sum");
+        assert_eq!(header["Error"], "");
+        replies.insert(header["Seq"].as_u64().unwrap(), body);
+    }
+    assert_eq!(replies[&1], 3);
+    assert_eq!(replies[&2], 42);
+    assert_eq!(replies[&3], 0);
+}
+
+#[test]
+fn the_legacy_magic_number_is_accepted() {
+    let running = start_server();
+    let mut s = raw_connect(running.addr());
+    s.write_all(b"{\"MagicNumber\":3927900,\"CodecType\":\"application/json\"}\n{\"ServiceMethod\":\"Arith.Sum\",\"Seq\":9}\n{\"Num1\":4,\"Num2\":5}\n").unwrap();
+    let mut values = json_values(s);
+    assert_eq!(values.next().unwrap()["Seq"], 9);
+    assert_eq!(values.next().unwrap(), 9);
+}
+
+#[test]
+fn sixty_four_threads_share_one_client() {
+    init_log();
+    let running = start_server();
+    for codec in [Codec::Json, Codec::MsgPack] {
+        let client = Client::builder()
+            .codec(codec)
+            .dial(&running.addr().to_string())
+            .unwrap();
+        std::thread::scope(|scope| {
+            for t in 0..64i64 {
+                let client = client.clone();
+                scope.spawn(move || {
+                    for i in 0..50i64 {
+                        let args = Args {
+                            num1: t * 1000,
+                            num2: i,
+                        };
+                        let sum: i64 = client.call("Arith.Sum", &args).unwrap();
+                        assert_eq!(sum, t * 1000 + i, "thread {t} call {i}");
+                    }
+                });
+            }
+        });
+    }
+}
+
+#[test]
+fn a_slow_call_does_not_delay_a_fast_one_on_the_same_connection() {
+    init_log();
+    let running = start_server();
+    let client = Client::dial(&running.addr().to_string()).unwrap();
+    let slow = client
+        .go::<_, i64>(
+            "Arith.SleepMs",
+            &Args {
+                num1: 2000,
+                num2: 0,
+            },
+        )
+        .unwrap();
+    // Let the slow request reach the server first.
+    std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    let sum: i64 = client
+        .call("Arith.Sum", &Args { num1: 1, num2: 2 })
+        .unwrap();
+    let took = t0.elapsed();
+    assert_eq!(sum, 3);
+    assert!(took < Duration::from_millis(100), "Sum took {took:?}");
+    assert!(slow.try_wait().is_none(), "the slow call is still running");
+    assert_eq!(slow.wait().unwrap(), 2000);
+}
+
+#[test]
+fn handle_timeout_is_answered_at_the_deadline() {
+    init_log();
+    let running = start_server();
+    for codec in [Codec::Json, Codec::MsgPack] {
+        let client = Client::builder()
+            .codec(codec)
+            .handle_timeout(Some(Duration::from_millis(200)))
+            .dial(&running.addr().to_string())
+            .unwrap();
+        let t0 = Instant::now();
+        let err = client
+            .call::<_, i64>(
+                "Arith.SleepMs",
+                &Args {
+                    num1: 2000,
+                    num2: 0,
+                },
+            )
+            .unwrap_err();
+        let took = t0.elapsed();
+        assert!(
+            took < Duration::from_millis(300),
+            "timeout error after {took:?}"
+        );
+        match &err {
+            Error::Remote { message, .. } => assert_eq!(
+                message,
+                "rpc server: request handle timeout: expect within 200ms"
+            ),
+            other => panic!("expected a remote handle-timeout error, got {other:?}"),
+        }
+        // The late reply is dropped by the server; the connection still works.
+        let sum: i64 = client
+            .call("Arith.Sum", &Args { num1: 1, num2: 1 })
+            .unwrap();
+        assert_eq!(sum, 2);
+    }
+}
+
+#[test]
+fn a_call_timeout_frees_the_slot_and_the_client_stays_usable() {
+    init_log();
+    let running = start_server();
+    let client = Client::dial(&running.addr().to_string()).unwrap();
+    let t0 = Instant::now();
+    let err = client
+        .call_timeout::<_, i64>(
+            "Arith.SleepMs",
+            &Args { num1: 300, num2: 0 },
+            Duration::from_millis(50),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(t0.elapsed() < Duration::from_millis(250));
+    assert!(err.to_string().contains("Arith.SleepMs"), "{err}");
+    // The late reply arrives while this call waits and is discarded.
+    let sum: i64 = client
+        .call("Arith.SleepMs", &Args { num1: 400, num2: 1 })
+        .unwrap();
+    assert_eq!(sum, 401);
+    let sum: i64 = client
+        .call("Arith.Sum", &Args { num1: 2, num2: 2 })
+        .unwrap();
+    assert_eq!(sum, 4);
+}
+
+#[test]
+fn the_async_call_can_be_selected_on() {
+    let running = start_server();
+    let client = Client::dial(&running.addr().to_string()).unwrap();
+    let a = client
+        .go::<_, i64>("Arith.SleepMs", &Args { num1: 100, num2: 0 })
+        .unwrap();
+    let b = client
+        .go::<_, i64>("Arith.Sum", &Args { num1: 5, num2: 6 })
+        .unwrap();
+    crossbeam_channel::select! {
+        recv(a.receiver()) -> _ => panic!("the slow call cannot come first"),
+        recv(b.receiver()) -> r => assert_eq!(r.unwrap().unwrap(), 11),
+    }
+    assert_eq!(a.wait_timeout(Duration::from_secs(5)).unwrap(), 100);
+}
+
+/// A fake server that reads the handshake and part of a call, then dies.
+fn dying_server() -> (
+    String,
+    std::thread::JoinHandle<()>,
+    crossbeam_channel::Sender<()>,
+) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("tcp@{}", l.local_addr().unwrap());
+    let (kill_tx, kill_rx) = crossbeam_channel::bounded::<()>(1);
+    let h = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let _ = kill_rx.recv();
+        drop(r); // the process "dies": its socket closes
+    });
+    (addr, h, kill_tx)
+}
+
+#[test]
+fn pending_calls_fail_promptly_when_the_server_dies() {
+    init_log();
+    let (addr, h, kill) = dying_server();
+    let client = Client::dial(&addr).unwrap();
+    let calls: Vec<_> = (0..5)
+        .map(|i| {
+            client
+                .go::<_, i64>("Arith.Sum", &Args { num1: i, num2: 0 })
+                .unwrap()
+        })
+        .collect();
+    let blocking = {
+        let c = client.clone();
+        std::thread::spawn(move || c.call::<_, i64>("Arith.Sum", &Args { num1: 1, num2: 1 }))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    kill.send(()).unwrap();
+    for c in calls {
+        let err = c.wait_timeout(Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(err, Error::ConnectionClosed { .. }), "{err:?}");
+    }
+    let err = blocking.join().unwrap().unwrap_err();
+    assert!(matches!(err, Error::ConnectionClosed { .. }), "{err:?}");
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    // Later calls fail at once.
+    let err = client
+        .call::<_, i64>("Arith.Sum", &Args { num1: 1, num2: 1 })
+        .unwrap_err();
+    assert!(err.to_string().contains("closed"), "{err}");
+    assert!(!client.is_alive());
+    h.join().unwrap();
+}
+
+#[test]
+fn the_real_server_shut_down_mid_call_fails_pending_calls() {
+    let server = Server::builder().shutdown_grace(Duration::ZERO).build();
+    let running = start_with(server);
+    let client = Client::dial(&running.addr().to_string()).unwrap();
+    let slow = client
+        .go::<_, i64>(
+            "Arith.SleepMs",
+            &Args {
+                num1: 3000,
+                num2: 0,
+            },
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    std::thread::spawn(move || running.shutdown());
+    let err = slow.wait_timeout(Duration::from_secs(5)).unwrap_err();
+    assert!(matches!(err, Error::ConnectionClosed { .. }), "{err:?}");
+    assert!(t0.elapsed() < Duration::from_secs(1));
+}
+
+/// Sends `bytes` on a fresh connection; returns everything the server sent
+/// back before closing (the server must close within the test timeout).
+fn send_raw(addr: &geerpc::Address, bytes: &[u8]) -> Vec<u8> {
+    let mut s = raw_connect(addr);
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+const JSON_OPTION: &str = "{\"MagicNumber\":3882844,\"CodecType\":\"application/json\"}\n";
+
+fn assert_still_serves(running: &geerpc::ServerHandle) {
+    let c = Client::dial(&running.addr().to_string()).unwrap();
+    let sum: i64 = c.call("Arith.Sum", &Args { num1: 20, num2: 22 }).unwrap();
+    assert_eq!(sum, 42);
+}
+
+#[test]
+fn bad_handshakes_close_the_connection_and_the_server_keeps_serving() {
+    init_log();
+    let running = start_server();
+    for bad in [
+        "{\"MagicNumber\":1234,\"CodecType\":\"application/json\"}\n",
+        "{\"MagicNumber\":3882844,\"CodecType\":\"application/gob\"}\n",
+        "{\"MagicNumber\":\"nope\"}\n",
+        "\u{1}\u{2}garbage",
+    ] {
+        let back = send_raw(running.addr(), bad.as_bytes());
+        assert!(back.is_empty(), "{bad:?} got {back:?}");
+        assert_still_serves(&running);
+    }
+}
+
+#[test]
+fn bad_calls_get_an_error_reply_and_the_connection_keeps_serving() {
+    init_log();
+    let running = start_server();
+    let client = Client::dial(&running.addr().to_string()).unwrap();
+    let cases = [
+        ("Arith.Nope", "can't find method Nope"),
+        ("Nope.Sum", "can't find service Nope"),
+        ("NoDot", "ill-formed"),
+    ];
+    for (method, want) in cases {
+        let err = client
+            .call::<_, i64>(method, &Args { num1: 1, num2: 1 })
+            .unwrap_err();
+        match err {
+            Error::Remote { message, .. } => assert!(message.contains(want), "{method}: {message}"),
+            other => panic!("{method}: {other:?}"),
+        }
+    }
+    // A body that does not decode: the method is not run.
+    let err = client.call::<_, i64>("Arith.Sum", &"not args").unwrap_err();
+    match err {
+        Error::Remote { message, .. } => {
+            assert!(message.contains("cannot decode argument"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The handler's own error and a handler panic.
+    let err = client
+        .call::<_, i64>("Arith.Fail", &Args { num1: 1, num2: 1 })
+        .unwrap_err();
+    assert_eq!(err.to_string(), "boom: it failed");
+    let err = client
+        .call::<_, i64>("Arith.Panic", &Args { num1: 1, num2: 1 })
+        .unwrap_err();
+    assert!(err.to_string().contains("panicked"), "{err}");
+    let sum: i64 = client
+        .call("Arith.Sum", &Args { num1: 1, num2: 1 })
+        .unwrap();
+    assert_eq!(sum, 2);
+    let stats = running.server().services();
+    let arith = stats.iter().find(|s| s.name == "Arith").unwrap();
+    let sum_stats = arith
+        .methods
+        .iter()
+        .find(|m| m.name == "Sum")
+        .unwrap()
+        .stats;
+    assert_eq!((sum_stats.calls, sum_stats.errors), (2, 1));
+}
+
+#[test]
+fn malformed_and_oversized_frames_close_only_their_connection() {
+    init_log();
+    let server = Server::builder().max_message_size(64 * 1024).build();
+    server
+        .register(Service::new("Big").method("Make", |n: usize| Ok::<_, String>("x".repeat(n))))
+        .unwrap();
+    let running = start_with(server);
+    let bystander = Client::dial(&running.addr().to_string()).unwrap();
+    // A header that is not a header.
+    let back = send_raw(
+        running.addr(),
+        format!("{JSON_OPTION}[1,2]\n{{}}\n").as_bytes(),
+    );
+    assert!(back.is_empty());
+    // A frame that is not JSON at all.
+    let back = send_raw(running.addr(), format!("{JSON_OPTION}}}}}").as_bytes());
+    assert!(back.is_empty());
+    // An oversized body: closed before it is read whole.
+    let mut big =
+        format!("{JSON_OPTION}{{\"ServiceMethod\":\"Echo.Echo\",\"Seq\":1}}\n\"").into_bytes();
+    big.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    big.extend(b"\"\n");
+    let back = send_raw(running.addr(), &big);
+    assert!(back.is_empty(), "{:?}", String::from_utf8_lossy(&back));
+    // A MessagePack body claiming 4 GiB.
+    let mut claim = b"{\"MagicNumber\":3882844,\"CodecType\":\"application/msgpack\"}\n".to_vec();
+    claim.extend([0x83, 0xad]);
+    claim.extend(b"ServiceMethod");
+    claim.extend([0xa9]);
+    claim.extend(b"Echo.Echo");
+    claim.extend([0xa3]);
+    claim.extend(b"Seq");
+    claim.extend([0x01, 0xa5]);
+    claim.extend(b"Error");
+    claim.extend([0xa0, 0xc6, 0xff, 0xff, 0xff, 0xff]);
+    let back = send_raw(running.addr(), &claim);
+    assert!(back.is_empty());
+    // The bystander and new connections are unharmed.
+    let sum: i64 = bystander
+        .call("Arith.Sum", &Args { num1: 1, num2: 2 })
+        .unwrap();
+    assert_eq!(sum, 3);
+    assert_still_serves(&running);
+    // An oversized reply becomes an error reply for that call only.
+    let err = bystander
+        .call::<_, String>("Big.Make", &100_000usize)
+        .unwrap_err();
+    match &err {
+        Error::Remote { message, .. } => {
+            assert!(message.contains("exceeds the limit"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // An oversized request is refused before it is sent.
+    let small = Client::builder()
+        .max_message_size(1024)
+        .dial(&running.addr().to_string())
+        .unwrap();
+    let err = small
+        .call::<_, String>("Echo.Echo", &"c".repeat(2048))
+        .unwrap_err();
+    assert!(matches!(err, Error::MessageTooLarge { .. }), "{err:?}");
+    let sum: i64 = small.call("Arith.Sum", &Args { num1: 2, num2: 2 }).unwrap();
+    assert_eq!(sum, 4);
+}
+
+#[test]
+fn a_half_open_peer_is_dropped_after_the_handshake_timeout() {
+    init_log();
+    let server = Server::builder()
+        .handshake_timeout(Duration::from_millis(200))
+        .build();
+    let running = start_with(server);
+    let t0 = Instant::now();
+    let mut s = raw_connect(running.addr());
+    let mut buf = [0u8; 1];
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the server closes a silent connection");
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert_still_serves(&running);
+}
+
+#[test]
+fn connect_errors_name_the_address_and_timeout() {
+    // Nothing listens on a port just released.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("tcp@127.0.0.1:{port}");
+    let err = Client::dial(&addr).map(|_| ()).unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert!(err.to_string().contains(&addr), "{err}");
+    // The connect timeout covers the CONNECT exchange too: a loopback
+    // listener that accepts and never answers makes it run out.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http@{}", silent.local_addr().unwrap());
+    let t0 = Instant::now();
+    let err = Client::builder()
+        .connect_timeout(Some(Duration::from_millis(150)))
+        .dial(&addr)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err, Error::ConnectTimeout { .. }), "{err:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    let text = err.to_string();
+    assert!(text.contains(&addr) && text.contains("150ms"), "{text}");
+    let err = Client::dial("127.0.0.1:80").map(|_| ()).unwrap_err();
+    assert!(matches!(err, Error::InvalidAddress { .. }));
+}
+
+#[test]
+fn registering_a_duplicate_or_invalid_service_is_an_error() {
+    let server = Server::new();
+    server.register(arith()).unwrap();
+    assert!(matches!(
+        server.register(arith()),
+        Err(Error::DuplicateService(_))
+    ));
+    assert!(matches!(
+        server.register(Service::new("Bad.Name")),
+        Err(Error::InvalidName { .. })
+    ));
+    assert!(matches!(
+        server.register(Service::new("Ok").method("", |x: i32| Ok::<_, String>(x))),
+        Err(Error::InvalidName { .. })
+    ));
+}
+
+#[test]
+fn shutdown_lets_calls_in_flight_finish_then_leaves_no_thread() {
+    init_log();
+    let server = Server::builder()
+        .shutdown_grace(Duration::from_secs(5))
+        .build();
+    let running = Arc::new(start_with(server));
+    let client = Client::dial(&running.addr().to_string()).unwrap();
+    let calls: Vec<_> = (0..4)
+        .map(|i| {
+            client
+                .go::<_, i64>("Arith.SleepMs", &Args { num1: 300, num2: i })
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(running.live_threads() > 0);
+    running.shutdown();
+    for (i, c) in calls.into_iter().enumerate() {
+        assert_eq!(
+            c.wait_timeout(Duration::from_secs(5)).unwrap(),
+            300 + i as i64
+        );
+    }
+    assert_eq!(running.live_threads(), 0);
+    // New connections are refused once shut down.
+    assert!(Client::builder()
+        .connect_timeout(Some(Duration::from_secs(1)))
+        .dial(&running.addr().to_string())
+        .and_then(|c| c.call::<_, i64>("Arith.Sum", &Args { num1: 1, num2: 1 }))
+        .is_err());
+}
