@@ -1,12 +1,79 @@
-//! A call in flight, returned by [`Client::go`](super::Client::go).
+//! A call in flight, returned by [`Client::go`](super::Client::go), and the
+//! one-shot slot its result is delivered to.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvError, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::{Condvar, Mutex};
 
 use super::Inner;
 use crate::error::{Error, Result};
+
+/// Where a call's result lands. Waiting parks the thread at once (a channel's
+/// blocking receive spins first, which with many callers on two cores burns
+/// the CPU the reader needs). A channel is attached only for callers that
+/// want to select.
+pub(super) struct Slot<R> {
+    ready: AtomicBool,
+    state: Mutex<SlotState<R>>,
+    cv: Condvar,
+}
+
+struct SlotState<R> {
+    value: Option<Result<R>>,
+    /// Set once someone asked for a receiver: the result goes there instead.
+    tx: Option<Sender<Result<R>>>,
+}
+
+impl<R> Slot<R> {
+    pub(super) fn new() -> Self {
+        Slot {
+            ready: AtomicBool::new(false),
+            state: Mutex::new(SlotState {
+                value: None,
+                tx: None,
+            }),
+            cv: Condvar::new(),
+        }
+    }
+
+    pub(super) fn complete(&self, value: Result<R>) {
+        let mut s = self.state.lock();
+        match s.tx.take() {
+            Some(tx) => {
+                let _ = tx.send(value);
+            }
+            None => s.value = Some(value),
+        }
+        self.ready.store(true, Ordering::Release);
+        drop(s);
+        self.cv.notify_one();
+    }
+
+    pub(super) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The result, waiting until `deadline` (None: for ever).
+    fn take(&self, deadline: Option<Instant>) -> Option<Result<R>> {
+        let mut s = self.state.lock();
+        loop {
+            if let Some(v) = s.value.take() {
+                return Some(v);
+            }
+            match deadline {
+                None => self.cv.wait(&mut s),
+                Some(d) => {
+                    if self.cv.wait_until(&mut s, d).timed_out() {
+                        return s.value.take();
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// A call sent and not yet waited for.
 ///
@@ -17,8 +84,9 @@ use crate::error::{Error, Result};
 pub struct Call<R> {
     pub(super) client: Arc<Inner>,
     pub(super) seq: u64,
-    pub(super) method: String,
-    pub(super) rx: Receiver<Result<R>>,
+    pub(super) method: Arc<str>,
+    pub(super) slot: Arc<Slot<R>>,
+    pub(super) rx: OnceLock<Receiver<Result<R>>>,
 }
 
 impl<R> Call<R> {
@@ -30,19 +98,38 @@ impl<R> Call<R> {
     /// The channel the result arrives on, for `crossbeam_channel::select!`.
     /// Exactly one result is ever sent.
     pub fn receiver(&self) -> &Receiver<Result<R>> {
-        &self.rx
+        self.rx.get_or_init(|| {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let mut s = self.slot.state.lock();
+            match s.value.take() {
+                Some(v) => {
+                    let _ = tx.send(v);
+                }
+                None => s.tx = Some(tx),
+            }
+            rx
+        })
     }
 
     /// The result if it has arrived.
     pub fn try_wait(&self) -> Option<Result<R>> {
-        self.receiver().try_recv().ok()
+        match self.rx.get() {
+            Some(rx) => rx.try_recv().ok(),
+            None => self.slot.state.lock().value.take(),
+        }
     }
 
     /// Waits for the result.
     pub fn wait(self) -> Result<R> {
-        let rx = self.receiver();
-        self.client.lead_until(rx);
-        self.finish(rx.recv())
+        if let Some(rx) = self.rx.get() {
+            return rx
+                .recv()
+                .unwrap_or_else(|_| Err(self.client.closed_error("call abandoned")));
+        }
+        self.client.lead_until(|| self.slot.is_ready());
+        self.slot
+            .take(None)
+            .unwrap_or_else(|| Err(self.client.closed_error("call abandoned")))
     }
 
     /// Waits at most `timeout`; then the call is abandoned with
@@ -58,27 +145,32 @@ impl<R> Call<R> {
     }
 
     fn wait_until(self, deadline: Instant, timeout: Duration) -> Result<R> {
-        let rx = self.receiver();
-        match rx.recv_deadline(deadline) {
-            Ok(r) => r,
-            Err(RecvTimeoutError::Timeout) => {
-                if self.client.forget(self.seq) {
-                    Err(Error::Timeout {
-                        method: self.method.clone(),
-                        addr: self.client.addr.clone(),
-                        timeout,
-                    })
-                } else {
-                    // The reply is being handed over right now.
-                    self.finish(rx.recv())
+        let got = match self.rx.get() {
+            Some(rx) => match rx.recv_deadline(deadline) {
+                Ok(v) => Some(v),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    Some(Err(self.client.closed_error("call abandoned")))
                 }
-            }
-            Err(RecvTimeoutError::Disconnected) => self.finish(Err(RecvError)),
+            },
+            None => self.slot.take(Some(deadline)),
+        };
+        if let Some(v) = got {
+            return v;
         }
-    }
-
-    pub(super) fn finish(&self, got: std::result::Result<Result<R>, RecvError>) -> Result<R> {
-        got.unwrap_or_else(|_| Err(self.client.closed_error("call abandoned")))
+        if self.client.forget(self.seq) {
+            return Err(Error::Timeout {
+                method: self.method.to_string(),
+                addr: self.client.addr.clone(),
+                timeout,
+            });
+        }
+        // The reply is being handed over right now.
+        match self.rx.get() {
+            Some(rx) => rx.recv().ok(),
+            None => self.slot.take(None),
+        }
+        .unwrap_or_else(|| Err(self.client.closed_error("call abandoned")))
     }
 }
 

@@ -334,13 +334,12 @@ impl Client {
         R: DeserializeOwned + Send + 'static,
     {
         let inner = &self.inner;
-        let (tx, rx) = crossbeam_channel::bounded(1);
         let codec = inner.codec;
-        let method = service_method.to_string();
-        let m = method.clone();
+        let method: Arc<str> = service_method.into();
+        let slot = Arc::new(call::Slot::new());
+        let (m, s) = (method.clone(), slot.clone());
         let complete: Completion = Box::new(move |outcome| {
-            let result = outcome.and_then(|body| codec.decode::<R>(body, &format!("reply of {m}")));
-            let _ = tx.send(result);
+            s.complete(outcome.and_then(|body| codec.decode::<R>(body, &format!("reply of {m}"))));
         });
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         {
@@ -354,7 +353,7 @@ impl Client {
             p.calls.insert(seq, complete);
         }
         let header = Header {
-            service_method: method,
+            service_method: service_method.to_string(),
             seq,
             error: String::new(),
         };
@@ -371,8 +370,9 @@ impl Client {
         Ok(Call {
             client: self.inner.clone(),
             seq,
-            method: header.service_method,
-            rx,
+            method,
+            slot,
+            rx: std::sync::OnceLock::new(),
         })
     }
 
@@ -423,13 +423,13 @@ impl Inner {
 
     /// Leads the reading until `rx` has its reply, or waits for it if
     /// another thread reads.
-    fn lead_until<T>(&self, rx: &Receiver<T>) {
-        if !rx.is_empty() {
+    fn lead_until(&self, done: impl Fn() -> bool) {
+        if done() {
             return;
         }
         // If someone else reads, it wakes the reader thread when it stops.
         if let Some(mut rd) = self.reader.try_lock() {
-            self.read_replies(&mut rd, || !rx.is_empty());
+            self.read_replies(&mut rd, &done);
             drop(rd);
             if !self.pending.lock().calls.is_empty() {
                 let _ = self.wake_reader.try_send(());
