@@ -38,6 +38,8 @@ pub(crate) struct FrameReader<R> {
     max_message: usize,
     eof: bool,
     scan: Option<MessageScan>,
+    /// A whole message found by `has_buffered_message`, not yet handed out.
+    peeked: Option<MessageSpans>,
 }
 
 /// The spans of one message inside the reader's buffer.
@@ -57,6 +59,7 @@ impl<R: Read> FrameReader<R> {
             max_message,
             eof: false,
             scan: None,
+            peeked: None,
         }
     }
 
@@ -112,6 +115,7 @@ impl<R: Read> FrameReader<R> {
     /// Makes sure at least `n` bytes are buffered (fewer only at end of
     /// stream) and returns what is buffered.
     pub(crate) fn peek(&mut self, n: usize) -> Result<&[u8]> {
+        debug_assert!(self.peeked.is_none(), "a peeked message must be read first");
         self.release_handed_out();
         while self.end - self.start < n && !self.eof {
             self.fill(n).map_err(|e| Error::io("read", e))?;
@@ -121,6 +125,7 @@ impl<R: Read> FrameReader<R> {
 
     /// Reads up to and including `delim`, at most `limit` bytes; consumes it.
     pub(crate) fn read_until(&mut self, delim: &[u8], limit: usize) -> Result<Vec<u8>> {
+        debug_assert!(self.peeked.is_none(), "a peeked message must be read first");
         self.release_handed_out();
         let mut searched: usize = 0;
         loop {
@@ -150,6 +155,7 @@ impl<R: Read> FrameReader<R> {
 
     /// Reads one whole value (the handshake Option) and consumes it.
     pub(crate) fn read_value(&mut self, codec: Codec, limit: usize) -> Result<Option<Vec<u8>>> {
+        debug_assert!(self.peeked.is_none(), "a peeked message must be read first");
         self.release_handed_out();
         let mut sc = codec.scanner();
         loop {
@@ -268,18 +274,28 @@ impl<R: Read> FrameReader<R> {
     /// Reads the next message. Its spans stay valid until the next read.
     /// A read timeout leaves the partial message buffered, to be resumed.
     pub(crate) fn read_message(&mut self, codec: Codec) -> Result<Option<MessageSpans>> {
+        if let Some(m) = self.peeked.take() {
+            self.handed_out = m.body.end - m.header.start;
+            return Ok(Some(m));
+        }
         self.next_message(codec, true)
     }
 
     /// Whether another whole message is already buffered (no read is made).
     pub(crate) fn has_buffered_message(&mut self, codec: Codec) -> bool {
-        let found = matches!(self.next_message(codec, false), Ok(Some(_)));
-        if found {
-            // Not handed out yet: the next read_message finds it again.
-            self.handed_out = 0;
-            self.scan = None;
+        if self.peeked.is_some() {
+            return true;
         }
-        found
+        match self.next_message(codec, false) {
+            Ok(Some(m)) => {
+                // Kept for the next read_message; its bytes stay in place
+                // because nothing is consumed or read before then.
+                self.handed_out = 0;
+                self.peeked = Some(m);
+                true
+            }
+            _ => false,
+        }
     }
 }
 

@@ -166,19 +166,21 @@ fn sixty_four_threads_share_one_client() {
 #[test]
 fn a_slow_call_does_not_delay_a_fast_one_on_the_same_connection() {
     init_log();
-    let running = start_server();
+    let server = Server::new();
+    let (started_tx, started) = crossbeam_channel::unbounded();
+    server.register(gate(started_tx)).unwrap();
+    let running = start_with(server);
     let client = Client::dial(&running.addr().to_string()).unwrap();
     let slow = client
         .go::<_, i64>(
-            "Arith.SleepMs",
+            "Gate.Hold",
             &Args {
                 num1: 2000,
                 num2: 0,
             },
         )
         .unwrap();
-    // Let the slow request reach the server first.
-    std::thread::sleep(Duration::from_millis(50));
+    started.recv_timeout(Duration::from_secs(5)).unwrap();
     let t0 = Instant::now();
     let sum: i64 = client
         .call("Arith.Sum", &Args { num1: 1, num2: 2 })
@@ -310,7 +312,8 @@ fn pending_calls_fail_promptly_when_the_server_dies() {
         let c = client.clone();
         std::thread::spawn(move || c.call::<_, i64>("Arith.Sum", &Args { num1: 1, num2: 1 }))
     };
-    std::thread::sleep(Duration::from_millis(50));
+    // Whether or not the calls reached the peer before it dies, each must
+    // end with an error.
     let t0 = Instant::now();
     kill.send(()).unwrap();
     for c in calls {
@@ -332,18 +335,20 @@ fn pending_calls_fail_promptly_when_the_server_dies() {
 #[test]
 fn the_real_server_shut_down_mid_call_fails_pending_calls() {
     let server = Server::builder().shutdown_grace(Duration::ZERO).build();
+    let (started_tx, started) = crossbeam_channel::unbounded();
+    server.register(gate(started_tx)).unwrap();
     let running = start_with(server);
     let client = Client::dial(&running.addr().to_string()).unwrap();
     let slow = client
         .go::<_, i64>(
-            "Arith.SleepMs",
+            "Gate.Hold",
             &Args {
                 num1: 3000,
                 num2: 0,
             },
         )
         .unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    started.recv_timeout(Duration::from_secs(5)).unwrap();
     let t0 = Instant::now();
     std::thread::spawn(move || running.shutdown());
     let err = slow.wait_timeout(Duration::from_secs(5)).unwrap_err();
@@ -573,16 +578,22 @@ fn shutdown_lets_calls_in_flight_finish_then_leaves_no_thread() {
     let server = Server::builder()
         .shutdown_grace(Duration::from_secs(5))
         .build();
+    let (started_tx, started) = crossbeam_channel::unbounded();
+    server.register(gate(started_tx)).unwrap();
     let running = Arc::new(start_with(server));
     let client = Client::dial(&running.addr().to_string()).unwrap();
     let calls: Vec<_> = (0..4)
         .map(|i| {
             client
-                .go::<_, i64>("Arith.SleepMs", &Args { num1: 300, num2: i })
+                .go::<_, i64>("Gate.Hold", &Args { num1: 300, num2: i })
                 .unwrap()
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..4 {
+        started
+            .recv_timeout(Duration::from_secs(5))
+            .expect("all four calls start");
+    }
     assert!(running.live_threads() > 0);
     running.shutdown();
     for (i, c) in calls.into_iter().enumerate() {

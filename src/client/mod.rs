@@ -21,7 +21,7 @@ mod call;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -222,6 +222,10 @@ struct Inner {
     pending: Mutex<Pending>,
     seq: AtomicU64,
     wake_reader: Sender<()>,
+    /// Set while a reader hands out replies it has already read. Callers
+    /// woken meanwhile only queue their next request; the reader writes the
+    /// whole batch before it blocks again, in one syscall.
+    dispatching: AtomicBool,
 }
 
 impl Client {
@@ -255,6 +259,7 @@ impl Client {
             }),
             seq: AtomicU64::new(1),
             wake_reader: wake_tx,
+            dispatching: AtomicBool::new(false),
         });
         let threads = ThreadGroup::default();
         let r = inner.clone();
@@ -364,8 +369,10 @@ impl Client {
             inner.pending.lock().calls.remove(&seq);
             return Err(e);
         }
-        if let Err(e) = inner.writer.flush() {
-            inner.close(&format!("write failed: {e}"));
+        // SeqCst pairs with the reader's store before its flush: either it
+        // sees our request, or we see it is not dispatching and flush.
+        if !inner.dispatching.load(Ordering::SeqCst) {
+            inner.flush();
         }
         Ok(Call {
             client: self.inner.clone(),
@@ -440,8 +447,27 @@ impl Inner {
     /// Reads replies and completes their calls until `done` or the stream
     /// ends (which closes the client).
     fn read_replies(&self, rd: &mut FrameReader<Stream>, done: impl Fn() -> bool) {
+        self.read_replies_batched(rd, done);
+        self.dispatching.store(false, Ordering::SeqCst);
+        self.flush();
+    }
+
+    fn flush(&self) {
+        if let Err(e) = self.writer.flush() {
+            self.close(&format!("write failed: {e}"));
+        }
+    }
+
+    fn read_replies_batched(&self, rd: &mut FrameReader<Stream>, done: impl Fn() -> bool) {
         while !done() {
-            let msg = match rd.read_message(self.codec) {
+            if !rd.has_buffered_message(self.codec) {
+                // About to block: send what callers queued meanwhile.
+                self.dispatching.store(false, Ordering::SeqCst);
+                self.flush();
+            }
+            let read = rd.read_message(self.codec);
+            self.dispatching.store(true, Ordering::SeqCst);
+            let msg = match read {
                 Ok(Some(m)) => m,
                 Ok(None) => {
                     self.close("connection closed by the server");

@@ -243,7 +243,6 @@ impl Server {
     }
 
     fn start(&self, listener: Listener, addr: Address) -> Result<ServerHandle> {
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let running = Arc::new(Running {
             server: self.clone(),
             addr,
@@ -254,7 +253,7 @@ impl Server {
             inflight: AtomicUsize::new(0),
             drained: (Mutex::new(()), Condvar::new()),
             deadlines: Mutex::new(Vec::new()),
-            monitor_stop: stop_tx,
+            monitor_stop: monitor::Stop::default(),
             on_shutdown: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
         });
@@ -262,7 +261,7 @@ impl Server {
         let r = running.clone();
         running
             .threads
-            .spawn("geerpc-monitor", None, move || monitor::run(&r, stop_rx))
+            .spawn("geerpc-monitor", None, move || monitor::run(&r))
             .map_err(|e| Error::io("start monitor thread", e))?;
         let r = running.clone();
         let accept = std::thread::Builder::new()
@@ -332,7 +331,7 @@ pub(crate) struct Running {
     inflight: AtomicUsize,
     drained: (Mutex<()>, Condvar),
     deadlines: Mutex<Vec<Deadline>>,
-    monitor_stop: crossbeam_channel::Sender<()>,
+    monitor_stop: monitor::Stop,
     on_shutdown: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
     stopped: AtomicBool,
 }
@@ -486,7 +485,7 @@ impl ServerHandle {
         for c in run.conns.lock().drain().map(|(_, c)| c) {
             c.close();
         }
-        let _ = run.monitor_stop.send(());
+        run.monitor_stop.stop();
         let stuck = run
             .threads
             .join_until(Instant::now().max(deadline) + Duration::from_secs(1));

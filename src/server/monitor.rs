@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use parking_lot::{Condvar, Mutex};
 
 use super::conn::Conn;
 use super::Running;
@@ -24,22 +24,66 @@ pub(crate) struct Deadline {
     pub answered: Arc<AtomicBool>,
 }
 
-pub(super) fn run(run: &Arc<Running>, stop: Receiver<()>) {
-    let tick = run.server.config().steal_after;
-    loop {
-        match stop.recv_timeout(tick) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+/// Longest sleep of an idle monitor (no handler running, no deadline): a
+/// handler that starts then is handed off within this plus one tick.
+const IDLE_TICK: Duration = Duration::from_millis(20);
+
+/// Tells the monitor to stop; its wait is a condvar, not a channel, because a
+/// channel's timed receive spins first, which on every tick costs the server
+/// CPU it needs for calls.
+#[derive(Default)]
+pub(super) struct Stop {
+    stopped: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Stop {
+    pub(super) fn stop(&self) {
+        *self.stopped.lock() = true;
+        self.cv.notify_all();
+    }
+
+    /// Sleeps until `until`; true if told to stop.
+    fn sleep_until(&self, until: Instant) -> bool {
+        let mut stopped = self.stopped.lock();
+        while !*stopped {
+            if self.cv.wait_until(&mut stopped, until).timed_out() {
+                break;
+            }
         }
-        steal_from_stuck_leaders(run);
-        expire_deadlines(run);
+        *stopped
     }
 }
 
-fn steal_from_stuck_leaders(run: &Arc<Running>) {
+pub(super) fn run(run: &Arc<Running>) {
+    let tick = run.server.config().steal_after;
+    let mut sleep = tick;
+    loop {
+        let mut until = Instant::now() + sleep;
+        if let Some(first) = run.deadlines.lock().iter().map(|d| d.at).min() {
+            until = until.min(first);
+        }
+        if run.monitor_stop.sleep_until(until) {
+            return;
+        }
+        let busy = steal_from_stuck_leaders(run);
+        let waiting = expire_deadlines(run);
+        // Tick fast only while some handler runs; back off when idle.
+        sleep = if busy || waiting {
+            tick
+        } else {
+            (sleep * 2).min(IDLE_TICK.max(tick))
+        };
+    }
+}
+
+/// Returns whether any leader was inside a handler.
+fn steal_from_stuck_leaders(run: &Arc<Running>) -> bool {
     let mut stuck = Vec::new();
+    let mut busy = false;
     for conn in run.conns.lock().values() {
         let v = conn.busy.load(Ordering::Acquire);
+        busy |= v & 1 == 1;
         let before = conn.seen.swap(v, Ordering::Relaxed);
         if v & 1 == 1
             && v == before
@@ -63,9 +107,11 @@ fn steal_from_stuck_leaders(run: &Arc<Running>) {
             conn.close();
         }
     }
+    busy
 }
 
-fn expire_deadlines(run: &Running) {
+/// Returns whether calls with a deadline are still running.
+fn expire_deadlines(run: &Running) -> bool {
     let now = Instant::now();
     let mut due = Vec::new();
     run.deadlines.lock().retain_mut(|d| {
@@ -87,6 +133,7 @@ fn expire_deadlines(run: &Running) {
         }
         true
     });
+    let waiting = !run.deadlines.lock().is_empty();
     for d in due {
         let Some(&(codec, _)) = d.conn.proto.get() else {
             continue;
@@ -107,4 +154,5 @@ fn expire_deadlines(run: &Running) {
             let _ = d.conn.writer.flush();
         }
     }
+    waiting
 }

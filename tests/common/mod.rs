@@ -62,3 +62,14 @@ pub fn threads_named(prefix: &str) -> Vec<String> {
     }
     out
 }
+
+/// A `Gate.Hold` method that reports on `started` when it begins, then
+/// sleeps Num1 milliseconds and returns Num1 + Num2: tests wait for the
+/// signal instead of guessing how long a request takes to arrive.
+pub fn gate(started: crossbeam_channel::Sender<i64>) -> Service {
+    Service::new("Gate").method("Hold", move |a: Args| {
+        let _ = started.send(a.num2);
+        std::thread::sleep(Duration::from_millis(a.num1 as u64));
+        Ok::<_, String>(a.num1 + a.num2)
+    })
+}
