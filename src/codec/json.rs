@@ -27,64 +27,102 @@ fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
+/// Bytes that matter inside a container (outside strings).
+const CONTAINER: u8 = 1;
+/// Bytes that end a scalar.
+const DELIM: u8 = 4;
+
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'"' as usize] = CONTAINER | DELIM;
+    let mut i = 0;
+    let brackets = *b"{}[]";
+    while i < brackets.len() {
+        t[brackets[i] as usize] = CONTAINER | DELIM;
+        i += 1;
+    }
+    let others = *b" \t\n\r,:";
+    let mut i = 0;
+    while i < others.len() {
+        t[others[i] as usize] = DELIM;
+        i += 1;
+    }
+    t
+};
+
+/// The offset of the first byte at or after `from` whose class has `mask`.
+#[inline]
+fn skip_to(buf: &[u8], from: usize, mask: u8) -> usize {
+    buf[from..]
+        .iter()
+        .position(|&b| CLASS[b as usize] & mask != 0)
+        .map_or(buf.len(), |i| from + i)
+}
+
 impl JsonScan {
     pub(crate) fn started(&self, _buf: &[u8]) -> bool {
         self.mode != Mode::Leading
     }
 
     pub(crate) fn scan(&mut self, buf: &[u8], eof: bool) -> Result<Scan, String> {
-        while self.pos < buf.len() {
-            let b = buf[self.pos];
-            match self.mode {
-                Mode::Leading => {
-                    if is_ws(b) {
-                        self.pos += 1;
-                        continue;
-                    }
-                    match b {
-                        b'{' | b'[' => {
-                            self.depth = 1;
-                            self.mode = Mode::Container;
-                        }
-                        b'"' => self.mode = Mode::Str { escaped: false },
-                        b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => self.mode = Mode::Scalar,
-                        _ => {
-                            return Err(format!(
-                                "invalid character {:?} at the start of a JSON value",
-                                b as char
-                            ))
-                        }
-                    }
+        let mut pos = self.pos;
+        let result = self.scan_from(buf, &mut pos, eof);
+        self.pos = pos;
+        result
+    }
+
+    fn scan_from(&mut self, buf: &[u8], pos: &mut usize, eof: bool) -> Result<Scan, String> {
+        loop {
+            // Skip what cannot change the state, then look at one byte.
+            *pos = match self.mode {
+                Mode::Container => skip_to(buf, *pos, CONTAINER),
+                Mode::Str { escaped: false } => {
+                    memchr::memchr2(b'"', b'\\', &buf[*pos..]).map_or(buf.len(), |i| *pos + i)
                 }
+                Mode::Scalar => skip_to(buf, *pos, DELIM),
+                _ => *pos,
+            };
+            let Some(&b) = buf.get(*pos) else {
+                if eof && self.mode == Mode::Scalar {
+                    return Ok(Scan::Complete(buf.len()));
+                }
+                return Ok(Scan::Incomplete(buf.len() + 1));
+            };
+            match self.mode {
+                Mode::Leading => match b {
+                    _ if is_ws(b) => {}
+                    b'{' | b'[' => {
+                        self.depth = 1;
+                        self.mode = Mode::Container;
+                    }
+                    b'"' => self.mode = Mode::Str { escaped: false },
+                    b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => self.mode = Mode::Scalar,
+                    _ => {
+                        return Err(format!(
+                            "invalid character {:?} at the start of a JSON value",
+                            b as char
+                        ))
+                    }
+                },
                 Mode::Container => match b {
                     b'"' => self.mode = Mode::Str { escaped: false },
                     b'{' | b'[' => self.depth += 1,
-                    b'}' | b']' => {
+                    _ => {
                         self.depth -= 1;
                         if self.depth == 0 {
-                            return Ok(Scan::Complete(self.pos + 1));
+                            return Ok(Scan::Complete(*pos + 1));
                         }
                     }
-                    _ => {}
                 },
                 Mode::Str { escaped: true } => self.mode = Mode::Str { escaped: false },
                 Mode::Str { escaped: false } => match b {
                     b'\\' => self.mode = Mode::Str { escaped: true },
-                    b'"' if self.depth == 0 => return Ok(Scan::Complete(self.pos + 1)),
-                    b'"' => self.mode = Mode::Container,
-                    _ => {}
+                    _ if self.depth == 0 => return Ok(Scan::Complete(*pos + 1)),
+                    _ => self.mode = Mode::Container,
                 },
-                Mode::Scalar => {
-                    if is_ws(b) || matches!(b, b'{' | b'}' | b'[' | b']' | b',' | b':' | b'"') {
-                        return Ok(Scan::Complete(self.pos));
-                    }
-                }
+                Mode::Scalar => return Ok(Scan::Complete(*pos)),
             }
-            self.pos += 1;
+            *pos += 1;
         }
-        if eof && self.mode == Mode::Scalar {
-            return Ok(Scan::Complete(buf.len()));
-        }
-        Ok(Scan::Incomplete(buf.len() + 1))
     }
 }

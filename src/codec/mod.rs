@@ -44,8 +44,19 @@ impl Codec {
         }
     }
 
-    /// Appends `value`, encoded, to `out`.
-    pub(crate) fn encode_into<T: Serialize + ?Sized>(
+    /// Appends `value`, encoded as this codec puts it on the wire, to `out`
+    /// (`what` names the value in the error).
+    ///
+    /// ```
+    /// use geerpc::Codec;
+    /// let mut out = Vec::new();
+    /// Codec::Json.encode_into(&mut out, &[1, 2], "list")?;
+    /// assert_eq!(out, b"[1,2]\n");
+    /// let back: Vec<i32> = Codec::Json.decode(&out, "list")?;
+    /// assert_eq!(back, [1, 2]);
+    /// # Ok::<(), geerpc::Error>(())
+    /// ```
+    pub fn encode_into<T: Serialize + ?Sized>(
         self,
         out: &mut Vec<u8>,
         value: &T,
@@ -65,8 +76,8 @@ impl Codec {
         })
     }
 
-    /// Decodes one whole value from `bytes`.
-    pub(crate) fn decode<T: DeserializeOwned>(self, bytes: &[u8], what: &str) -> Result<T> {
+    /// Decodes one whole value from `bytes` (`what` names it in the error).
+    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8], what: &str) -> Result<T> {
         let res = match self {
             Codec::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
             Codec::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
