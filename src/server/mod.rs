@@ -15,6 +15,7 @@
 //! handle-timeout error reply at each call's deadline.
 
 mod conn;
+mod debug;
 mod http;
 mod monitor;
 
