@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::service::{MethodInfo, ServiceInfo};
 use crate::transport::Address;
@@ -15,36 +15,65 @@ use crate::transport::Address;
 /// Where the JSON flavour lives (the HTML page links to it).
 pub(super) const JSON_PATH: &str = "/debug/geerpc.json";
 
+/// The JSON document, fields in this order.
+#[derive(Serialize)]
+struct Doc<'a> {
+    addr: String,
+    services: Vec<ServiceDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct ServiceDoc<'a> {
+    name: &'a str,
+    methods: Vec<MethodDoc<'a>>,
+}
+
+/// Latencies in microseconds; `None` (null) before the first call.
+#[derive(Serialize)]
+struct MethodDoc<'a> {
+    name: &'a str,
+    arg_type: &'a str,
+    reply_type: &'a str,
+    calls: u64,
+    errors: u64,
+    total_time_us: f64,
+    mean_us: Option<f64>,
+    p50_us: Option<f64>,
+    p99_us: Option<f64>,
+}
+
 /// The JSON document: `{"addr", "services": [{"name", "methods": [..]}]}`
 /// with full Rust type names and latencies in microseconds (`null` before
 /// the first call).
 pub(super) fn json(addr: &Address, services: &[ServiceInfo]) -> Vec<u8> {
-    let services: Vec<Value> = services
-        .iter()
-        .map(|s| {
-            let methods: Vec<Value> = s.methods.iter().map(method_json).collect();
-            json!({ "name": s.name, "methods": methods })
-        })
-        .collect();
-    let doc = json!({ "addr": addr.to_string(), "services": services });
+    let us = |d: Duration| d.as_nanos() as f64 / 1_000.0;
+    let doc = Doc {
+        addr: addr.to_string(),
+        services: services
+            .iter()
+            .map(|s| ServiceDoc {
+                name: &s.name,
+                methods: s
+                    .methods
+                    .iter()
+                    .map(|m| MethodDoc {
+                        name: &m.name,
+                        arg_type: m.arg_type,
+                        reply_type: m.reply_type,
+                        calls: m.stats.calls,
+                        errors: m.stats.errors,
+                        total_time_us: us(m.stats.total_time),
+                        mean_us: mean(m).map(us),
+                        p50_us: m.stats.p50.map(us),
+                        p99_us: m.stats.p99.map(us),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
     let mut out = serde_json::to_vec_pretty(&doc).unwrap_or_default();
     out.push(b'\n');
     out
-}
-
-fn method_json(m: &MethodInfo) -> Value {
-    let us = |d: Duration| d.as_nanos() as f64 / 1_000.0;
-    json!({
-        "name": m.name,
-        "arg_type": m.arg_type,
-        "reply_type": m.reply_type,
-        "calls": m.stats.calls,
-        "errors": m.stats.errors,
-        "total_time_us": us(m.stats.total_time),
-        "mean_us": mean(m).map(us),
-        "p50_us": m.stats.p50.map(us),
-        "p99_us": m.stats.p99.map(us),
-    })
 }
 
 fn mean(m: &MethodInfo) -> Option<Duration> {
@@ -60,16 +89,18 @@ h2{font-size:18px;margin:28px 0 8px}
 .sub{color:#59636e;margin:0 0 4px}
 .sub code{color:#1f2328}
 a{color:#0969da}
-table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #d1d9e0;border-radius:6px;overflow:hidden}
+div.scroll{overflow-x:auto}
+table{border-collapse:collapse;table-layout:fixed;width:100%;min-width:800px;background:#fff;border:1px solid #d1d9e0;border-radius:6px;overflow:hidden}
 th,td{padding:7px 12px;text-align:left;border-bottom:1px solid #e5e9ee;vertical-align:top}
 th{background:#eef1f4;font-weight:600;font-size:13px;color:#3d444d;white-space:nowrap}
 tr:last-child td{border-bottom:none}
 tbody tr:hover{background:#f6f8fa}
-td.m,td.t{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:13px}
+td.m,td.t{overflow-wrap:anywhere;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:13px}
 td.m{font-weight:600}
-td.t{color:#3d444d;word-break:break-all}
+td.t{color:#3d444d}
 .n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.bad{color:#cf222e;font-weight:600}
+td.zero{color:#8c959f}
 .none{color:#8c959f}
 .empty{background:#fff;border:1px solid #d1d9e0;border-radius:6px;padding:16px;color:#59636e}
 ";
@@ -108,14 +139,16 @@ pub(super) fn html(addr: &Address, services: &[ServiceInfo]) -> String {
         let name = escape(&s.name);
         let _ = writeln!(out, "<h2 id=\"{name}\">{name}</h2>");
         out.push_str(
-            "<table>\n<thead><tr><th>Method</th><th>Argument</th><th>Reply</th>\
+            "<div class=\"scroll\"><table>\n<colgroup><col style=\"width:17%\"><col style=\"width:19%\">\
+             <col style=\"width:19%\"><col style=\"width:9%\"><col style=\"width:9%\">\
+             <col style=\"width:9%\"><col style=\"width:9%\"><col style=\"width:9%\"></colgroup>\n<thead><tr><th>Method</th><th>Argument</th><th>Reply</th>\
              <th class=\"n\">Calls</th><th class=\"n\">Errors</th><th class=\"n\">p50</th>\
              <th class=\"n\">p99</th><th class=\"n\">Mean</th></tr></thead>\n<tbody>\n",
         );
         for m in &s.methods {
             method_row(&mut out, &s.name, m);
         }
-        out.push_str("</tbody>\n</table>\n");
+        out.push_str("</tbody>\n</table></div>\n");
     }
     out.push_str("</main>\n</body>\n</html>\n");
     out
@@ -135,7 +168,7 @@ fn method_row(out: &mut String, service: &str, m: &MethodInfo) {
         reply = type_cell(m.reply_type),
         calls = st.calls,
         errors = st.errors,
-        bad = if st.errors > 0 { " bad" } else { "" },
+        bad = if st.errors > 0 { " bad" } else { " zero" },
         p50 = latency_cell(st.p50),
         p99 = latency_cell(st.p99),
         mean = latency_cell(mean(m)),
@@ -229,6 +262,7 @@ fn human(d: Duration) -> String {
 mod tests {
     use super::*;
     use crate::stats::StatsSnapshot;
+    use serde_json::Value;
 
     #[test]
     fn type_names_lose_their_paths() {
