@@ -518,3 +518,20 @@ fn a_malformed_address_lists_the_accepted_forms() {
         );
     }
 }
+
+#[test]
+fn the_debug_page_is_not_held_to_the_rpc_message_limit() {
+    init_log();
+    let server = start_with(Server::builder().max_message_size(512).build());
+    let target = server.addr().target().to_string();
+    let page = get(&target, "/debug/geerpc");
+    assert_eq!(page.status, "HTTP/1.0 200 OK");
+    assert!(page.body.len() > 512, "{} bytes", page.body.len());
+    assert!(page.text().contains(&row("Arith.Sum", 0, 0)));
+    // A tunnelled RPC connection still works after the CONNECT reply.
+    let client = Client::dial(&format!("http@{target}")).unwrap();
+    let sum: i64 = client
+        .call("Arith.Sum", &Args { num1: 1, num2: 2 })
+        .unwrap();
+    assert_eq!(sum, 3);
+}

@@ -65,6 +65,18 @@ impl Conn {
         let _ = self.stream.shutdown(Shutdown::Read);
     }
 
+    /// Writes an HTTP reply straight to the socket. It comes before any RPC
+    /// traffic, so nothing else writes yet, and it must not be held to the
+    /// RPC message size limit (a debug page may well exceed a small one). A
+    /// peer that does not read is given up on after `timeout`.
+    pub(super) fn write_http(&self, bytes: &[u8], timeout: Duration) -> std::io::Result<()> {
+        let mut s = self.stream.try_clone()?;
+        s.set_write_timeout(Some(timeout))?;
+        std::io::Write::write_all(&mut s, bytes)?;
+        // The socket option is shared with the RPC writer, which has none.
+        s.set_write_timeout(None)
+    }
+
     /// Closes a connection after a plain HTTP reply. Closing a socket with
     /// input still unread makes the kernel send a reset, which can destroy
     /// the reply before the peer has read it (a POST body we never read, say);

@@ -126,6 +126,7 @@ pub(super) fn serve(run: &Running, conn: &Conn, rd: &mut FrameReader<Stream>) ->
                 conn.peer
             );
             let _ = respond(
+                run,
                 conn,
                 "400 Bad Request",
                 TEXT,
@@ -139,7 +140,7 @@ pub(super) fn serve(run: &Running, conn: &Conn, rd: &mut FrameReader<Stream>) ->
     let path = head.path.split('?').next().unwrap_or_default();
     if let Some((_, status)) = RPC_PATHS.iter().find(|(p, _)| *p == path) {
         if head.method == "CONNECT" {
-            write_raw(conn, format!("HTTP/1.0 {status}\n\n").as_bytes())?;
+            write_raw(run, conn, format!("HTTP/1.0 {status}\n\n").as_bytes())?;
             return Ok(Outcome::Rpc);
         }
         log::debug!(
@@ -150,6 +151,7 @@ pub(super) fn serve(run: &Running, conn: &Conn, rd: &mut FrameReader<Stream>) ->
             head.path
         );
         respond(
+            run,
             conn,
             "405 Method Not Allowed",
             TEXT,
@@ -165,6 +167,7 @@ pub(super) fn serve(run: &Running, conn: &Conn, rd: &mut FrameReader<Stream>) ->
         let with_body = head.method == "GET";
         if !with_body && head.method != "HEAD" {
             respond(
+                run,
                 conn,
                 "405 Method Not Allowed",
                 TEXT,
@@ -188,7 +191,7 @@ pub(super) fn serve(run: &Running, conn: &Conn, rd: &mut FrameReader<Stream>) ->
             )
         };
         let extra = [("Cache-Control", "no-store"), ("Vary", "Accept")];
-        respond(conn, "200 OK", content_type, &extra, &body, with_body)?;
+        respond(run, conn, "200 OK", content_type, &extra, &body, with_body)?;
         return Ok(Outcome::Done);
     }
     log::debug!(
@@ -199,6 +202,7 @@ pub(super) fn serve(run: &Running, conn: &Conn, rd: &mut FrameReader<Stream>) ->
         head.path
     );
     respond(
+        run,
         conn,
         "404 Not Found",
         TEXT,
@@ -212,6 +216,7 @@ pub(super) fn serve(run: &Running, conn: &Conn, rd: &mut FrameReader<Stream>) ->
 /// Writes a whole HTTP/1.0 reply; `with_body` false (HEAD) sends the head
 /// only, with the length the body would have.
 fn respond(
+    run: &Running,
     conn: &Conn,
     status: &str,
     content_type: &str,
@@ -231,17 +236,10 @@ fn respond(
     if with_body {
         out.extend_from_slice(body);
     }
-    write_raw(conn, &out)
+    write_raw(run, conn, &out)
 }
 
-fn write_raw(conn: &Conn, bytes: &[u8]) -> Result<()> {
-    // A debug page may exceed the writer's message limit only with absurd
-    // numbers of services; refusing it then is fine.
-    conn.writer.enqueue(|out| {
-        out.extend_from_slice(bytes);
-        Ok(())
-    })?;
-    conn.writer
-        .flush()
+fn write_raw(run: &Running, conn: &Conn, bytes: &[u8]) -> Result<()> {
+    conn.write_http(bytes, run.server.config().handshake_timeout)
         .map_err(|e| Error::io("write HTTP reply", e))
 }
