@@ -139,36 +139,52 @@ impl ClientBuilder {
     }
 }
 
-/// Sends `CONNECT` and checks the status line (PROTOCOL.md section 5).
+/// What an `http@` client sends: Go's client writes exactly this.
+const CONNECT_REQUEST: &[u8] = b"CONNECT /_geerpc_ HTTP/1.0\n\n";
+/// Longest status line, and longest whole head, read from a CONNECT reply.
+const MAX_STATUS_LINE: usize = 1024;
+const MAX_CONNECT_HEAD: usize = 8 * 1024;
+
+/// Sends `CONNECT` and checks the reply (PROTOCOL.md section 5): any
+/// `200` turns the connection into an RPC one; anything else, or no HTTP
+/// reply at all, is [`Error::HttpConnect`] with what the server said. I/O
+/// failures come back as [`Error::Io`] for the caller to classify.
 fn http_connect(w: &mut Stream, rd: &mut FrameReader<Stream>, addr: &str) -> Result<()> {
-    w.write_all(b"CONNECT /_geerpc_ HTTP/1.0\n\n")
+    w.write_all(CONNECT_REQUEST)
         .map_err(|e| Error::io("send CONNECT", e))?;
-    let status = rd.read_until(b"\n", 1024).map_err(|e| match e {
-        Error::Io { source, .. } => Error::io("read CONNECT reply", source),
-        _ => Error::HttpConnect {
-            addr: addr.to_string(),
-            status: "no HTTP status line".into(),
-        },
-    })?;
-    let status = String::from_utf8_lossy(&status).trim_end().to_string();
-    // Skip the rest of the head, up to the empty line.
+    let refused = |status: String| Error::HttpConnect {
+        addr: addr.to_string(),
+        status,
+    };
+    let line = match rd.read_until(b"\n", MAX_STATUS_LINE) {
+        Ok(line) => line,
+        Err(Error::Io { source, .. }) => return Err(Error::io("read CONNECT reply", source)),
+        Err(Error::MessageTooLarge { .. }) => {
+            return Err(refused(format!(
+                "no HTTP status line in the first {MAX_STATUS_LINE} bytes of the reply"
+            )))
+        }
+        Err(_) => return Err(refused("connection closed without an HTTP reply".into())),
+    };
+    let status = String::from_utf8_lossy(&line).trim_end().to_string();
+    let mut parts = status.split(' ');
+    let is_http = parts.next().is_some_and(|v| v.starts_with("HTTP/"));
+    if !is_http || parts.next() != Some("200") {
+        return Err(refused(status));
+    }
+    // Skip the rest of the head, up to the empty line; the RPC stream follows.
+    let mut total = line.len();
     loop {
-        let line = rd.read_until(b"\n", 8192).map_err(|_| Error::HttpConnect {
-            addr: addr.to_string(),
-            status: status.clone(),
-        })?;
+        let line = match rd.read_until(b"\n", MAX_CONNECT_HEAD.saturating_sub(total)) {
+            Ok(line) => line,
+            Err(Error::Io { source, .. }) => return Err(Error::io("read CONNECT reply", source)),
+            Err(e) => return Err(refused(format!("{status}, then a bad head: {e}"))),
+        };
+        total += line.len();
         if line.trim_ascii().is_empty() {
-            break;
+            return Ok(());
         }
     }
-    let code = status.split_whitespace().nth(1);
-    if !status.starts_with("HTTP/") || code != Some("200") {
-        return Err(Error::HttpConnect {
-            addr: addr.to_string(),
-            status,
-        });
-    }
-    Ok(())
 }
 
 /// A connection to one server, shared by any number of threads.

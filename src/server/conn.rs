@@ -11,12 +11,18 @@ use parking_lot::Mutex;
 use super::monitor::Deadline;
 use super::{http, Running};
 use crate::codec::{encode_message_raw, Codec, Header};
+use crate::duration::GoDuration;
 use crate::error::{Error, Result};
 use crate::frame::FrameReader;
 use crate::handshake::{Handshake, MAX_HANDSHAKE};
 use crate::service::{CallFailure, Context};
 use crate::transport::Stream;
 use crate::writer::SharedWriter;
+
+/// How long a connection answered over plain HTTP waits for its peer to
+/// close, and how much of what it still sends is read meanwhile.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
 
 pub(crate) struct Conn {
     pub(super) id: u64,
@@ -57,6 +63,43 @@ impl Conn {
     /// Makes the leader's read return end of stream; replies can still go out.
     pub(super) fn stop_reading(&self) {
         let _ = self.stream.shutdown(Shutdown::Read);
+    }
+
+    /// Writes an HTTP reply straight to the socket. It comes before any RPC
+    /// traffic, so nothing else writes yet, and it must not be held to the
+    /// RPC message size limit (a debug page may well exceed a small one). A
+    /// peer that does not read is given up on after `timeout`.
+    pub(super) fn write_http(&self, bytes: &[u8], timeout: Duration) -> std::io::Result<()> {
+        let mut s = self.stream.try_clone()?;
+        s.set_write_timeout(Some(timeout))?;
+        std::io::Write::write_all(&mut s, bytes)?;
+        // The socket option is shared with the RPC writer, which has none.
+        s.set_write_timeout(None)
+    }
+
+    /// Closes a connection after a plain HTTP reply. Closing a socket with
+    /// input still unread makes the kernel send a reset, which can destroy
+    /// the reply before the peer has read it (a POST body we never read, say);
+    /// so the write side closes first and what the peer still sends is read
+    /// and dropped, for a moment at most.
+    pub(super) fn linger_close(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        if let Ok(mut s) = self.stream.try_clone() {
+            let until = Instant::now() + LINGER;
+            let mut buf = [0u8; 4096];
+            let mut left = LINGER_BYTES;
+            while left > 0 {
+                let wait = until.saturating_duration_since(Instant::now());
+                if wait.is_zero() || s.set_read_timeout(Some(wait)).is_err() {
+                    break;
+                }
+                match std::io::Read::read(&mut s, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        }
+        self.close();
     }
 
     pub(super) fn close(&self) {
@@ -107,9 +150,34 @@ pub(super) fn serve(run: &Arc<Running>, conn: Arc<Conn>) {
     }
 }
 
+/// Whether `e` is a read that ran out of time (the handshake timeout).
+pub(super) fn is_timeout(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. }
+        if matches!(source.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+}
+
+/// The error for a peer that did not finish its handshake (or HTTP head) in
+/// time; the bare I/O error would only say "resource temporarily unavailable".
+pub(super) fn handshake_timeout_error(run: &Running, what: &str) -> Error {
+    Error::Protocol(format!(
+        "no complete {what} within {} (the handshake timeout)",
+        GoDuration(run.server.config().handshake_timeout)
+    ))
+}
+
 /// Reads what comes first on a new connection. `Ok(None)`: nothing more to
 /// do (the peer left, or an HTTP request was answered).
 fn handshake(run: &Arc<Running>, conn: &Conn) -> Result<Option<(Codec, Option<Duration>)>> {
+    read_first(run, conn).map_err(|e| {
+        if is_timeout(&e) {
+            handshake_timeout_error(run, "handshake")
+        } else {
+            e
+        }
+    })
+}
+
+fn read_first(run: &Arc<Running>, conn: &Conn) -> Result<Option<(Codec, Option<Duration>)>> {
     let cfg = run.server.config();
     conn.stream
         .set_read_timeout(Some(cfg.handshake_timeout))
@@ -127,7 +195,11 @@ fn handshake(run: &Arc<Running>, conn: &Conn) -> Result<Option<(Codec, Option<Du
                     None => return Ok(None),
                 }
             }
-            http::Outcome::Done => return Ok(None),
+            http::Outcome::Done => {
+                drop(rd);
+                conn.linger_close();
+                return Ok(None);
+            }
         }
     }
     if !(first == b'{' || first.is_ascii_whitespace()) {

@@ -1,13 +1,15 @@
 //! HTTP on the RPC port (PROTOCOL.md section 5): the CONNECT tunnel that
-//! turns the connection into an RPC one, and plain requests.
+//! turns the connection into an RPC one, the debug page, and a short answer
+//! to anything else. Every plain request gets an HTTP/1.0 reply and the
+//! connection closes after it.
 
-use super::conn::Conn;
-use super::Running;
+use super::conn::{self, Conn};
+use super::{debug, Running};
 use crate::error::{Error, Result};
 use crate::frame::FrameReader;
 use crate::transport::Stream;
 
-/// Longest HTTP head read before the connection is dropped.
+/// Longest HTTP head read before the request is refused.
 const MAX_HEAD: usize = 8 * 1024;
 
 /// The RPC paths and the status text each Go client compares exactly.
@@ -17,23 +19,29 @@ const RPC_PATHS: [(&str, &str); 3] = [
     ("/myrpc", "200 Connected to RPC"),
 ];
 
+/// The debug page's paths (the original series' and the article's).
+const DEBUG_PATHS: [&str; 2] = ["/debug/geerpc", "/debug/rpc"];
+/// The same data as JSON whatever the `Accept` header says.
+const DEBUG_JSON_PATHS: [&str; 2] = [debug::JSON_PATH, "/debug/rpc.json"];
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
 pub(super) enum Outcome {
     /// A CONNECT was accepted: the RPC handshake follows on this connection.
     Rpc,
-    /// The request was answered; close the connection.
+    /// The request was answered (or refused); close the connection.
     Done,
 }
 
 /// A parsed request head.
-pub(super) struct Head {
-    pub method: String,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
+struct Head {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
 }
 
 impl Head {
-    #[allow(dead_code)]
-    pub(super) fn header(&self, name: &str) -> Option<&str> {
+    fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -42,28 +50,34 @@ impl Head {
 }
 
 /// Reads a head: a request line and header lines up to an empty line
-/// (`\n` or `\r\n` line ends, as Go clients send either).
+/// (`\n` or `\r\n` line ends: Go's client sends bare `\n`).
 fn read_head(rd: &mut FrameReader<Stream>) -> Result<Head> {
     let mut total = 0;
     let mut line = |rd: &mut FrameReader<Stream>| -> Result<String> {
-        let raw = rd.read_until(b"\n", MAX_HEAD - total)?;
+        let raw = rd
+            .read_until(b"\n", MAX_HEAD.saturating_sub(total))
+            .map_err(|e| match e {
+                Error::MessageTooLarge { .. } => {
+                    Error::Protocol(format!("HTTP head longer than {MAX_HEAD} bytes"))
+                }
+                other => other,
+            })?;
         total += raw.len();
         let text =
             String::from_utf8(raw).map_err(|_| Error::Protocol("HTTP head is not UTF-8".into()))?;
         Ok(text.trim_end_matches(['\r', '\n']).to_string())
     };
     let request = line(rd)?;
-    let mut parts = request.split_whitespace();
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    let malformed = || Error::Protocol(format!("malformed HTTP request line {request:?}"));
+    let mut parts = request.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(Error::Protocol(format!(
-            "malformed HTTP request line {request:?}"
-        )));
+        return Err(malformed());
     };
-    if !version.starts_with("HTTP/") {
-        return Err(Error::Protocol(format!(
-            "malformed HTTP request line {request:?}"
-        )));
+    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphabetic());
+    if !token(method) || target.is_empty() || !version.starts_with("HTTP/") {
+        return Err(malformed());
     }
     let (method, path) = (method.to_string(), target.to_string());
     let mut headers = Vec::new();
@@ -83,56 +97,149 @@ fn read_head(rd: &mut FrameReader<Stream>) -> Result<Head> {
     })
 }
 
-/// Answers one HTTP request on the RPC port.
+/// Answers one HTTP request on the RPC port. Errors are about writing the
+/// reply; a bad request is answered with 400 and logged here.
 pub(super) fn serve(run: &Running, conn: &Conn, rd: &mut FrameReader<Stream>) -> Result<Outcome> {
     let head = match read_head(rd) {
         Ok(h) => h,
+        Err(e) if conn::is_timeout(&e) => {
+            let e = conn::handshake_timeout_error(run, "HTTP request head");
+            log::warn!(
+                "rpc server {}: HTTP request from {}: {e}; closing",
+                run.addr,
+                conn.peer
+            );
+            return Ok(Outcome::Done);
+        }
+        Err(e @ Error::Io { .. }) => {
+            log::warn!(
+                "rpc server {}: HTTP request from {}: {e}; closing",
+                run.addr,
+                conn.peer
+            );
+            return Ok(Outcome::Done);
+        }
         Err(e) => {
-            let _ = respond(conn, "400 Bad Request", "text/plain", b"400 bad request\n");
-            return Err(e);
+            log::warn!(
+                "rpc server {}: HTTP request from {}: {e}; answering 400",
+                run.addr,
+                conn.peer
+            );
+            let _ = respond(
+                run,
+                conn,
+                "400 Bad Request",
+                TEXT,
+                &[],
+                b"400 bad request\n",
+                true,
+            );
+            return Ok(Outcome::Done);
         }
     };
     let path = head.path.split('?').next().unwrap_or_default();
     if let Some((_, status)) = RPC_PATHS.iter().find(|(p, _)| *p == path) {
         if head.method == "CONNECT" {
-            write_raw(conn, format!("HTTP/1.0 {status}\n\n").as_bytes())?;
+            write_raw(run, conn, format!("HTTP/1.0 {status}\n\n").as_bytes())?;
             return Ok(Outcome::Rpc);
         }
+        log::debug!(
+            "rpc server {}: HTTP request from {}: {} {}: must CONNECT",
+            run.addr,
+            conn.peer,
+            head.method,
+            head.path
+        );
         respond(
+            run,
             conn,
             "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
+            TEXT,
+            &[("Allow", "CONNECT")],
             b"405 must CONNECT\n",
+            true,
         )?;
         return Ok(Outcome::Done);
     }
-    let _ = run;
+    let page = DEBUG_PATHS.contains(&path);
+    let json_path = DEBUG_JSON_PATHS.contains(&path);
+    if page || json_path {
+        let with_body = head.method == "GET";
+        if !with_body && head.method != "HEAD" {
+            respond(
+                run,
+                conn,
+                "405 Method Not Allowed",
+                TEXT,
+                &[("Allow", "GET, HEAD")],
+                b"405 method not allowed: the debug page answers GET\n",
+                true,
+            )?;
+            return Ok(Outcome::Done);
+        }
+        let services = run.server.services();
+        let wants_json = json_path
+            || head
+                .header("Accept")
+                .is_some_and(|a| a.contains("application/json"));
+        let (content_type, body) = if wants_json {
+            ("application/json", debug::json(&run.addr, &services))
+        } else {
+            (
+                "text/html; charset=utf-8",
+                debug::html(&run.addr, &services).into_bytes(),
+            )
+        };
+        let extra = [("Cache-Control", "no-store"), ("Vary", "Accept")];
+        respond(run, conn, "200 OK", content_type, &extra, &body, with_body)?;
+        return Ok(Outcome::Done);
+    }
     log::debug!(
-        "rpc server: {}: HTTP {} {} not found",
+        "rpc server {}: HTTP request from {}: {} {}: not found",
+        run.addr,
         conn.peer,
         head.method,
         head.path
     );
-    respond(conn, "404 Not Found", "text/plain", b"404 page not found\n")?;
+    respond(
+        run,
+        conn,
+        "404 Not Found",
+        TEXT,
+        &[],
+        b"404 page not found\n",
+        head.method != "HEAD",
+    )?;
     Ok(Outcome::Done)
 }
 
-fn respond(conn: &Conn, status: &str, content_type: &str, body: &[u8]) -> Result<()> {
-    let mut out = format!(
-        "HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+/// Writes a whole HTTP/1.0 reply; `with_body` false (HEAD) sends the head
+/// only, with the length the body would have.
+fn respond(
+    run: &Running,
+    conn: &Conn,
+    status: &str,
+    content_type: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+    with_body: bool,
+) -> Result<()> {
+    let mut head = format!(
+        "HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
         body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    write_raw(conn, &out)
+    );
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    let mut out = head.into_bytes();
+    if with_body {
+        out.extend_from_slice(body);
+    }
+    write_raw(run, conn, &out)
 }
 
-fn write_raw(conn: &Conn, bytes: &[u8]) -> Result<()> {
-    conn.writer.enqueue(|out| {
-        out.extend_from_slice(bytes);
-        Ok(())
-    })?;
-    conn.writer
-        .flush()
+fn write_raw(run: &Running, conn: &Conn, bytes: &[u8]) -> Result<()> {
+    conn.write_http(bytes, run.server.config().handshake_timeout)
         .map_err(|e| Error::io("write HTTP reply", e))
 }

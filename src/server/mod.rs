@@ -15,6 +15,7 @@
 //! handle-timeout error reply at each call's deadline.
 
 mod conn;
+mod debug;
 mod http;
 mod monitor;
 
@@ -206,8 +207,16 @@ impl Server {
     /// Listens on `addr` and serves in background threads.
     ///
     /// `addr` is `tcp@HOST:PORT`, `unix@PATH` or a plain `HOST:PORT`; port 0
-    /// picks a free port, which [`ServerHandle::addr`] tells. The same port
-    /// also answers HTTP `CONNECT` tunnels and the debug page.
+    /// picks a free port, which [`ServerHandle::addr`] tells.
+    ///
+    /// The same port tells its peers apart by their first bytes: an RPC
+    /// client's handshake; an HTTP `CONNECT` on `/_geerpc_` (or `/_geeprc_`,
+    /// `/myrpc`), after which the connection is an RPC one (what an
+    /// `http@` client does); and an HTTP `GET` of the debug page at
+    /// `/debug/geerpc` (alias `/debug/rpc`), which lists every service and
+    /// method with its types, calls, errors and p50/p99 latency, as JSON at
+    /// `/debug/geerpc.json` or with `Accept: application/json`. Anything else
+    /// gets a short HTTP 400 or is closed, and is logged.
     pub fn listen(&self, addr: &str) -> Result<ServerHandle> {
         let parsed: Address = if addr.contains('@') {
             addr.parse()?
