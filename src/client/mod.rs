@@ -244,6 +244,16 @@ struct Inner {
     dispatching: AtomicBool,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.inner.addr)
+            .field("codec", &self.inner.codec)
+            .field("alive", &self.is_alive())
+            .finish()
+    }
+}
+
 impl Client {
     /// Connects to `addr` with default settings (JSON, 10 s connect timeout).
     pub fn dial(addr: &str) -> Result<Client> {

@@ -69,12 +69,17 @@ impl Conn {
     /// traffic, so nothing else writes yet, and it must not be held to the
     /// RPC message size limit (a debug page may well exceed a small one). A
     /// peer that does not read is given up on after `timeout`.
-    pub(super) fn write_http(&self, bytes: &[u8], timeout: Duration) -> std::io::Result<()> {
+    pub(super) fn write_http(
+        &self,
+        bytes: &[u8],
+        timeout: Duration,
+        rpc_timeout: Duration,
+    ) -> std::io::Result<()> {
         let mut s = self.stream.try_clone()?;
         s.set_write_timeout(Some(timeout))?;
         std::io::Write::write_all(&mut s, bytes)?;
-        // The socket option is shared with the RPC writer, which has none.
-        s.set_write_timeout(None)
+        // The socket option is shared with the RPC writer: give it back its own.
+        s.set_write_timeout(Some(rpc_timeout))
     }
 
     /// Closes a connection after a plain HTTP reply. Closing a socket with
@@ -370,12 +375,14 @@ fn handle(
             ))
         }
     };
-    method.stats.record(started.elapsed(), error.is_some());
-    if let Some(flag) = answered {
-        if flag.swap(true, Ordering::AcqRel) {
-            // The monitor already sent the handle-timeout error.
-            return;
-        }
+    // The monitor may have answered already with the handle-timeout error:
+    // then this result is dropped and the call counts as failed.
+    let timed_out = answered.is_some_and(|flag| flag.swap(true, Ordering::AcqRel));
+    method
+        .stats
+        .record(started.elapsed(), error.is_some() || timed_out);
+    if timed_out {
+        return;
     }
     let mut reply = Header {
         service_method: ctx.service_method,

@@ -240,6 +240,10 @@ fn respond(
 }
 
 fn write_raw(run: &Running, conn: &Conn, bytes: &[u8]) -> Result<()> {
-    conn.write_http(bytes, run.server.config().handshake_timeout)
-        .map_err(|e| Error::io("write HTTP reply", e))
+    conn.write_http(
+        bytes,
+        run.server.config().handshake_timeout,
+        run.server.config().write_timeout,
+    )
+    .map_err(|e| Error::io("write HTTP reply", e))
 }

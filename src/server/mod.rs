@@ -48,6 +48,7 @@ struct Config {
     shutdown_grace: Duration,
     thread_stack_size: usize,
     steal_after: Duration,
+    write_timeout: Duration,
 }
 
 impl Default for Config {
@@ -58,6 +59,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(5),
             thread_stack_size: 256 * 1024,
             steal_after: Duration::from_millis(1),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -98,6 +100,13 @@ impl ServerBuilder {
     /// thread takes over reading (default 1 ms).
     pub fn steal_after(mut self, t: Duration) -> Self {
         self.config.steal_after = t.max(Duration::from_micros(100));
+        self
+    }
+
+    /// How long a write to a peer that does not read may block before the
+    /// connection is given up (default 30 s).
+    pub fn write_timeout(mut self, t: Duration) -> Self {
+        self.config.write_timeout = t.max(Duration::from_millis(1));
         self
     }
 
@@ -397,6 +406,11 @@ fn accept_loop(run: &Arc<Running>, listener: Listener) {
             }
         };
         let id = run.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        // A peer that stops reading must not hold a writer (and with it the
+        // connection's replies) for ever.
+        if let Err(e) = stream.set_write_timeout(Some(run.server.config().write_timeout)) {
+            log::warn!("rpc server {}: cannot set a write timeout: {e}", run.addr);
+        }
         let conn = match Conn::new(id, stream, run.server.config().max_message_size) {
             Ok(c) => Arc::new(c),
             Err(e) => {
