@@ -73,6 +73,7 @@ fn codec_of(flags: &HashMap<String, String>) -> Codec {
 }
 
 fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {
         usage()

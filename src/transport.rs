@@ -6,6 +6,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 #[cfg(unix)]
 use std::os::unix::net::UnixStream;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -110,11 +111,16 @@ impl FromStr for Address {
 }
 
 /// A connected byte stream: TCP or a Unix socket.
+///
+/// Clones share one socket (an `Arc`, not a `dup`): the reader, the writer
+/// and the owner of a connection then cost one file descriptor, not three,
+/// which is what lets a server hold tens of thousands of connections under
+/// an ordinary open-files limit.
 #[derive(Debug)]
 pub(crate) enum Stream {
-    Tcp(TcpStream),
+    Tcp(Arc<TcpStream>),
     #[cfg(unix)]
-    Unix(UnixStream),
+    Unix(Arc<UnixStream>),
 }
 
 impl Stream {
@@ -137,7 +143,7 @@ impl Stream {
                     match attempt {
                         Ok(s) => {
                             s.set_nodelay(true)?;
-                            return Ok(Stream::Tcp(s));
+                            return Ok(Stream::Tcp(Arc::new(s)));
                         }
                         Err(e) => last_err = Some(e),
                     }
@@ -147,7 +153,7 @@ impl Stream {
                 }))
             }
             #[cfg(unix)]
-            Protocol::Unix => Ok(Stream::Unix(UnixStream::connect(&addr.target)?)),
+            Protocol::Unix => Ok(Stream::Unix(Arc::new(UnixStream::connect(&addr.target)?))),
             #[cfg(not(unix))]
             Protocol::Unix => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -156,12 +162,23 @@ impl Stream {
         }
     }
 
+    /// Another handle on the same socket. Never fails; kept fallible so
+    /// callers need not change if a platform ever needs a real `dup`.
     pub(crate) fn try_clone(&self) -> io::Result<Stream> {
-        match self {
-            Stream::Tcp(s) => s.try_clone().map(Stream::Tcp),
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(s.clone()),
             #[cfg(unix)]
-            Stream::Unix(s) => s.try_clone().map(Stream::Unix),
-        }
+            Stream::Unix(s) => Stream::Unix(s.clone()),
+        })
+    }
+
+    pub(crate) fn tcp(s: TcpStream) -> Stream {
+        Stream::Tcp(Arc::new(s))
+    }
+
+    #[cfg(unix)]
+    pub(crate) fn unix(s: UnixStream) -> Stream {
+        Stream::Unix(Arc::new(s))
     }
 
     pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
@@ -208,9 +225,9 @@ impl Stream {
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => s.read(buf),
+            Stream::Tcp(s) => (&**s).read(buf),
             #[cfg(unix)]
-            Stream::Unix(s) => s.read(buf),
+            Stream::Unix(s) => (&**s).read(buf),
         }
     }
 }
@@ -218,17 +235,17 @@ impl Read for Stream {
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => s.write(buf),
+            Stream::Tcp(s) => (&**s).write(buf),
             #[cfg(unix)]
-            Stream::Unix(s) => s.write(buf),
+            Stream::Unix(s) => (&**s).write(buf),
         }
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Tcp(s) => (&**s).write_vectored(bufs),
             #[cfg(unix)]
-            Stream::Unix(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => (&**s).write_vectored(bufs),
         }
     }
 

@@ -329,10 +329,10 @@ impl Listener {
             Listener::Tcp(l) => {
                 let (s, _) = l.accept()?;
                 s.set_nodelay(true)?;
-                Ok(Stream::Tcp(s))
+                Ok(Stream::tcp(s))
             }
             #[cfg(unix)]
-            Listener::Unix(l, _) => Ok(Stream::Unix(l.accept()?.0)),
+            Listener::Unix(l, _) => Ok(Stream::unix(l.accept()?.0)),
         }
     }
 }
@@ -464,7 +464,9 @@ impl ServerHandle {
         if run.stopped.swap(true, Ordering::AcqRel) {
             return;
         }
-        for f in std::mem::take(&mut *run.on_shutdown.lock()) {
+        // Taken out first: the lock must not be held while callbacks run.
+        let callbacks = std::mem::take(&mut *run.on_shutdown.lock());
+        for f in callbacks {
             f();
         }
         let deadline = Instant::now() + run.server.config().shutdown_grace;

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Side-by-side comparison of geerpc with the peers in ../shared/anchors, as
+# issue 6 asks: each goal's two systems run alternately, point after point,
+# ROUNDS times, and the table shows medians and their ratio. Not part of CI:
+# timings are not tests.
+#
+#   benches/compare.sh            # everything (about 15 minutes)
+#   ONLY="c1 mux" benches/compare.sh
+#
+# Environment: ANCHORS (default ../shared/anchors), SECS per point (5),
+# ROUNDS (3), ONLY (subset of: c1 mux payload xclient idle registry),
+# IDLE_CONNS (10000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ANCHORS=${ANCHORS:-$ROOT/../shared/anchors}
+SECS=${SECS:-5}
+ROUNDS=${ROUNDS:-3}
+ONLY=${ONLY:-"c1 mux payload xclient idle registry"}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+OUT=$(mktemp -d "${TMPDIR:-/tmp}/geerpc-compare.XXXXXX")
+trap 'jobs -p | xargs -r kill 2>/dev/null; rm -rf "$OUT"' EXIT
+want() { [[ " $ONLY " == *" $1 "* ]]; }
+
+echo "building geerpc and the peers..." >&2
+cargo build --release --quiet --examples --bin geerpc
+T=$ROOT/target/release
+LOADGEN=$T/examples/loadgen
+# The anchors' folder may be read-only: build them into our target dir.
+CARGO_TARGET_DIR=$T/anchors cargo build --release --quiet --manifest-path "$ANCHORS/rawtcp/Cargo.toml"
+CARGO_TARGET_DIR=$T/anchors cargo build --release --quiet --manifest-path "$ANCHORS/tarpc/Cargo.toml"
+RAWTCP=$T/anchors/release/rawtcp
+TARPC=$T/anchors/release/tarpc-anchor
+SWEEP="$ANCHORS/run-sweep.sh"
+
+# point NAME "SERVER_CMD" "LOAD_CMD" CONNS:CONC:PAYLOAD -> appends one JSON line to $OUT/NAME
+point() {
+    SECS=$SECS PAUSE=0 SWEEP="$4" "$SWEEP" "$2" "$3" "$1" 2>>"$OUT/log" >>"$OUT/$1" || true
+}
+
+# median FILE FIELD
+median() {
+    python3 - "$1" "$2" <<'PY'
+import json, statistics, sys
+vals = [json.loads(l)[sys.argv[2]] for l in open(sys.argv[1]) if l.strip()]
+print(statistics.median(vals) if vals else "nan")
+PY
+}
+
+ROWS=$OUT/rows
+row() { printf '%-46s %12s %12s %8s %8s  %s\n' "$@" >>"$ROWS"; }
+ratio() { python3 -c "a,b=float('$1'),float('$2'); print(f'{a/b:.2f}x' if b else 'nan')"; }
+# compare GOAL FIELD A B TARGET: ratio of A over B for FIELD
+compare() {
+    local a b
+    a=$(median "$OUT/$3" "$2"); b=$(median "$OUT/$4" "$2")
+    row "$1" "$a" "$b" "$(ratio "$a" "$b")" "$5" "$3 vs $4 ($2)"
+}
+
+if want c1; then
+    echo "c1: concurrency 1, pinned and unpinned" >&2
+    for _ in $(seq "$ROUNDS"); do
+        point g-pin "taskset -c 0 $LOADGEN serve" "taskset -c 0 $LOADGEN load" 1:1:0
+        point raw-pin "taskset -c 0 $RAWTCP serve" "taskset -c 0 $RAWTCP load --mode pingpong" 1:1:0
+        point g-c1 "$LOADGEN serve" "$LOADGEN load" 1:1:0
+        point raw-c1 "$RAWTCP serve" "$RAWTCP load --mode pingpong" 1:1:0
+    done
+fi
+if want mux; then
+    echo "mux: 1 and 4 connections, concurrency 64" >&2
+    for _ in $(seq "$ROUNDS"); do
+        point g-1x64 "$LOADGEN serve" "$LOADGEN load" 1:64:0
+        point t-1x64 "$TARPC serve" "$TARPC load" 1:64:0
+        point g-4x64 "$LOADGEN serve" "$LOADGEN load" 4:64:0
+        point t-4x64 "$TARPC serve" "$TARPC load" 4:64:0
+        point g-1x16 "$LOADGEN serve" "$LOADGEN load" 1:16:0
+        point t-1x16 "$TARPC serve" "$TARPC load" 1:16:0
+    done
+fi
+if want payload; then
+    echo "payload: 1 connection, concurrency 16, 4 KiB" >&2
+    for _ in $(seq "$ROUNDS"); do
+        point g-4k-json "$LOADGEN serve" "$LOADGEN load --codec json" 1:16:4096
+        point g-4k-msgpack "$LOADGEN serve" "$LOADGEN load --codec msgpack" 1:16:4096
+        point t-4k "$TARPC serve" "$TARPC load" 1:16:4096
+        point raw-4k "$RAWTCP serve" "$RAWTCP load" 1:16:4096
+    done
+fi
+if want xclient; then
+    echo "xclient: registry discovery, 2 servers, concurrency 64" >&2
+    REG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "$T/geerpc" registry --addr "127.0.0.1:$REG_PORT" --ttl 1m 2>>"$OUT/log" &
+    REG=http://127.0.0.1:$REG_PORT/_rpc_/registry
+    for p in 1 2; do
+        "$LOADGEN" serve --addr 127.0.0.1:0 --registry "$REG" >/dev/null 2>>"$OUT/log" &
+    done
+    "$T/geerpc" list --registry "$REG" >/dev/null 2>&1 || sleep 1
+    for _ in $(seq "$ROUNDS"); do
+        "$LOADGEN" load --registry "$REG" --select round_robin --concurrency 64 --secs "$SECS" >>"$OUT/x-registry" 2>>"$OUT/log" || true
+        point x-direct "$LOADGEN serve" "$LOADGEN load" 2:64:0
+    done
+fi
+
+: >"$ROWS"
+row "goal" "geerpc" "peer" "ratio" "target" "what"
+if want c1; then
+    compare "c=1 pinned p50 (lower is better)" p50_us g-pin raw-pin "<=1.30x"
+    compare "c=1 unpinned p50 (lower is better)" p50_us g-c1 raw-c1 "<=1.15x"
+fi
+if want mux; then
+    compare "1 conn c=64 calls/s" calls_per_sec g-1x64 t-1x64 ">=1.25x"
+    compare "4 conns c=64 calls/s" calls_per_sec g-4x64 t-4x64 ">=1.25x"
+    compare "1 conn c=16 calls/s" calls_per_sec g-1x16 t-1x16 "-"
+fi
+if want payload; then
+    compare "4 KiB c=16 vs tarpc (json)" calls_per_sec g-4k-json t-4k ">=1.2x"
+    compare "4 KiB c=16 vs tarpc (msgpack)" calls_per_sec g-4k-msgpack t-4k ">=1.2x"
+    compare "4 KiB c=16 vs rawtcp mux (json)" calls_per_sec g-4k-json raw-4k ">=1.0x"
+    compare "4 KiB c=16 vs rawtcp mux (msgpack)" calls_per_sec g-4k-msgpack raw-4k ">=1.0x"
+fi
+if want xclient; then
+    compare "XClient+registry vs direct 2 conns" calls_per_sec x-registry x-direct ">=0.9x"
+fi
+if want idle; then
+    echo "idle: $IDLE_CONNS idle connections" >&2
+    (ulimit -n $((IDLE_CONNS * 2 + 1000)) && "$T/examples/idle_conns" --conns "$IDLE_CONNS") >"$OUT/idle" 2>>"$OUT/log" || true
+    row "idle conns: RSS KiB per connection" "$(median "$OUT/idle" rss_kib_per_conn)" "-" "-" "<=64" "server RSS growth / connections"
+    row "idle conns: new call latency ms" "$(median "$OUT/idle" new_call_ms)" "-" "-" "<=10" "a call on a new connection"
+fi
+if want registry && command -v wrk >/dev/null; then
+    echo "registry: wrk heartbeats and lookups" >&2
+    REG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "$T/geerpc" registry --addr "127.0.0.1:$REG_PORT" --ttl 5m 2>>"$OUT/log" &
+    REG=http://127.0.0.1:$REG_PORT/_rpc_/registry
+    for i in $(seq 100); do curl -s -X POST -H "X-rpc-Server: tcp@127.0.0.1:$((20000 + i))" "$REG" >/dev/null || true; done
+    wrk -t2 -c32 -d5s --latency -s <(printf 'wrk.method = "POST"\nwrk.headers["X-rpc-Server"] = "tcp@127.0.0.1:7001"\n') "$REG" >"$OUT/wrk-post" 2>&1 || true
+    wrk -t2 -c32 -d5s --latency "$REG" >"$OUT/wrk-get" 2>&1 || true
+    for f in post get; do
+        rps=$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-$f")
+        p99=$(awk '$1 == "99%" {print $2}' "$OUT/wrk-$f")
+        row "registry $f req/s (p99 $p99)" "$rps" "-" "-" "$([ $f = post ] && echo '>=60k' || echo '>=40k')" "wrk -t2 -c32 -d5s"
+    done
+fi
+cat "$ROWS"
