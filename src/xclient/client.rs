@@ -9,10 +9,10 @@ use crossbeam_channel::Receiver;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::discovery::{Discovery, Snapshot};
+use super::discovery::{Discovery, Instance, Snapshot};
 use super::pool::{InflightGuard, Pool, Slot, Slots};
 use super::selector::{SelectContext, SelectMode, Selector};
-use crate::client::{Call, ClientBuilder};
+use crate::client::{Call, Client, ClientBuilder};
 use crate::error::{Error, Result};
 
 /// What an [`XClient`] does when a call fails.
@@ -169,7 +169,8 @@ impl XClientBuilder {
 
 /// Calls to a service that runs on several instances.
 ///
-/// Each call asks the [`Discovery`] for the current instances, lets the
+/// Each call asks the [`Discovery`] for the current instances (those whose
+/// [`Instance::services`] name another service are left out), lets the
 /// [`Selector`] pick one, and goes over that instance's cached connection
 /// (dialled on first use, re-dialled when broken). An instance whose
 /// connection fails is taken out of selection at once and let back when a
@@ -207,6 +208,7 @@ pub struct XClient {
 pub struct XCall<R> {
     call: Call<R>,
     slot: Arc<Slot>,
+    _client: Client,
     pool: Arc<Pool>,
     deadline: Option<Instant>,
     _inflight: InflightGuard,
@@ -283,6 +285,13 @@ impl Plan<'_> {
             && (self.idempotent || e.is_not_sent())
     }
 
+    /// Whether `inst` serves this call's service (an instance that lists
+    /// no services may serve any).
+    fn served_by(&self, inst: &Instance) -> bool {
+        let service = self.method.split('.').next().unwrap_or_default();
+        inst.services.is_empty() || inst.services.iter().any(|s| s == service)
+    }
+
     fn no_servers(&self) -> Error {
         Error::NoServers {
             service: self
@@ -321,6 +330,9 @@ impl Plan<'_> {
 struct Sent<R> {
     call: Call<R>,
     slot: Arc<Slot>,
+    /// Keeps the connection open while the call is out, even if the slot
+    /// drops or replaces it.
+    client: Client,
     guard: InflightGuard,
 }
 
@@ -468,6 +480,7 @@ impl XClient {
                     return Ok(XCall {
                         call: sent.call,
                         slot: sent.slot,
+                        _client: sent.client,
                         pool: self.pool.clone(),
                         deadline: plan.deadline,
                         _inflight: sent.guard,
@@ -632,13 +645,12 @@ impl XClient {
         exclude: &[bool],
     ) -> Result<usize> {
         let inflight: Vec<usize> = view.iter().map(|s| s.inflight()).collect();
-        let mut available: Vec<bool> = view
-            .iter()
-            .zip(exclude)
-            .map(|(s, ex)| !ex && !s.is_dead())
+        let candidate = |i: usize| !exclude[i] && plan.served_by(&snap.instances[i]);
+        let mut available: Vec<bool> = (0..view.len())
+            .map(|i| candidate(i) && !view[i].is_dead())
             .collect();
         if !available.contains(&true) {
-            available = exclude.iter().map(|ex| !ex).collect();
+            available = (0..view.len()).map(candidate).collect();
         }
         if !available.contains(&true) {
             return Err(plan.no_servers());
@@ -689,11 +701,12 @@ impl XClient {
         let guard = InflightGuard::new(slot);
         let r = slot
             .client(self.pool.builder())
-            .and_then(|c| c.go(plan.method, args));
+            .and_then(|c| Ok((c.go(plan.method, args)?, c)));
         match r {
-            Ok(call) => Ok(Sent {
+            Ok((call, client)) => Ok(Sent {
                 call,
                 slot: slot.clone(),
+                client,
                 guard,
             }),
             Err(e) => {
@@ -858,10 +871,20 @@ impl XClient {
         A: Serialize + Sync + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        let (_, view) = self.instances()?;
-        let mut targets: Vec<Arc<Slot>> = view.iter().filter(|s| !s.is_dead()).cloned().collect();
+        let (snap, view) = self.instances()?;
+        let serving: Vec<&Arc<Slot>> = view
+            .iter()
+            .zip(snap.instances.iter())
+            .filter(|(_, inst)| plan.served_by(inst))
+            .map(|(s, _)| s)
+            .collect();
+        let mut targets: Vec<Arc<Slot>> = serving
+            .iter()
+            .filter(|s| !s.is_dead())
+            .map(|s| Arc::clone(s))
+            .collect();
         if targets.is_empty() {
-            targets = view.to_vec();
+            targets = serving.into_iter().cloned().collect();
         }
         if targets.is_empty() {
             return Err(plan.no_servers());
@@ -943,10 +966,10 @@ where
         if cancel.try_recv() == Err(crossbeam_channel::TryRecvError::Disconnected) {
             return Err(Error::Shutdown("broadcast"));
         }
-        c.go::<A, R>(plan.method, args)
+        Ok((c.go::<A, R>(plan.method, args)?, c))
     });
-    let call = match sent {
-        Ok(call) => call,
+    let (call, _client) = match sent {
+        Ok(sent) => sent,
         Err(Error::Shutdown("broadcast")) => return None,
         Err(e) => {
             pool.report_error(slot, &e);

@@ -60,8 +60,13 @@ impl Slot {
         Ok(c)
     }
 
+    /// Caches a connection the prober dialled, unless a caller has dialled
+    /// a good one meanwhile (replacing it would close its calls).
     fn install(&self, client: Client) {
-        *self.conn.lock() = Some(client);
+        let mut conn = self.conn.lock();
+        if !conn.as_ref().is_some_and(Client::is_alive) {
+            *conn = Some(client);
+        }
     }
 
     pub(super) fn inflight(&self) -> usize {
