@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 /// ([`Error::Remote`]) is never retried, and the call's timeout bounds all
 /// attempts together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum FailMode {
     /// Return the first error.
     #[default]
@@ -497,8 +498,9 @@ impl XClient {
     /// succeeded, one of the replies. The client's timeout bounds the whole
     /// broadcast. Evicted instances are left out unless all are.
     ///
-    /// Each instance is called from its own scoped thread; a thread busy
-    /// dialling an instance is waited for (up to the connect timeout).
+    /// Each instance is called from its own scoped thread, all joined before
+    /// this returns. Dialling fits in the timeout too; without a timeout, a
+    /// thread still dialling is waited for up to the connect timeout.
     pub fn broadcast<A, R>(&self, service_method: &str, args: &A) -> Result<R>
     where
         A: Serialize + Sync + ?Sized,
@@ -680,14 +682,13 @@ impl XClient {
         if plan.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(plan.timed_out(std::iter::once(slot.addr.as_str())));
         }
-        let r = slot
-            .client(self.pool.builder())
-            .and_then(|c| match plan.deadline {
-                Some(d) => c
-                    .call_deadline(plan.method, args, d)
-                    .map_err(|e| plan.whole_timeout(e)),
-                None => c.call(plan.method, args),
-            });
+        let c = self.pool.connect(slot, plan.deadline)?;
+        let r = match plan.deadline {
+            Some(d) => c
+                .call_deadline(plan.method, args, d)
+                .map_err(|e| plan.whole_timeout(e)),
+            None => c.call(plan.method, args),
+        };
         self.pool.report(slot, &r);
         r
     }
@@ -699,11 +700,9 @@ impl XClient {
         R: DeserializeOwned + Send + 'static,
     {
         let guard = InflightGuard::new(slot);
-        let r = slot
-            .client(self.pool.builder())
-            .and_then(|c| Ok((c.go(plan.method, args)?, c)));
-        match r {
-            Ok((call, client)) => Ok(Sent {
+        let client = self.pool.connect(slot, plan.deadline)?;
+        match client.go(plan.method, args) {
+            Ok(call) => Ok(Sent {
                 call,
                 slot: slot.clone(),
                 client,
@@ -962,15 +961,16 @@ where
     R: DeserializeOwned + Send + 'static,
 {
     let _inflight = InflightGuard::new(slot);
-    let sent = slot.client(pool.builder()).and_then(|c| {
-        if cancel.try_recv() == Err(crossbeam_channel::TryRecvError::Disconnected) {
-            return Err(Error::Shutdown("broadcast"));
-        }
-        Ok((c.go::<A, R>(plan.method, args)?, c))
-    });
-    let (call, _client) = match sent {
-        Ok(sent) => sent,
-        Err(Error::Shutdown("broadcast")) => return None,
+    // Kept until the reply is in, so the connection stays open.
+    let client = match pool.connect(slot, plan.deadline) {
+        Ok(c) => c,
+        Err(e) => return Some(Err(e)),
+    };
+    if cancel.try_recv() == Err(crossbeam_channel::TryRecvError::Disconnected) {
+        return None;
+    }
+    let call = match client.go::<A, R>(plan.method, args) {
+        Ok(call) => call,
         Err(e) => {
             pool.report_error(slot, &e);
             return Some(Err(e));
