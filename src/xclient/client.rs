@@ -42,7 +42,8 @@ pub enum FailMode {
     /// If the first instance has not answered within `after`, send the call
     /// to a second one as well; the first success wins and the other call
     /// is abandoned. Cuts the tail latency a slow instance causes, at the
-    /// cost of duplicate work.
+    /// cost of duplicate work. Only idempotent calls get a backup while the
+    /// first may still run; any call gets one if the first was never sent.
     Failbackup {
         /// How long to wait for the first instance alone.
         after: Duration,
