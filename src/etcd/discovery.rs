@@ -450,7 +450,7 @@ impl Shared {
                     let flow = self.handle_line(&line, backoff, failures);
                     line.clear();
                     if let ControlFlow::Break(end) = flow {
-                        return end.unwrap_or_else(|m| fail(m));
+                        return end.unwrap_or_else(&fail);
                     }
                 }
                 // The stream ended inside a line: the next read says so.
