@@ -167,6 +167,7 @@ pub(crate) fn parse_endpoints<S: AsRef<str>>(endpoints: &[S]) -> Result<Vec<Stri
 /// Unary calls to one etcd cluster, tried on each endpoint in turn.
 pub(crate) struct EtcdClient {
     endpoints: Vec<String>,
+    timeout: Duration,
     /// The endpoint that answered last; calls start there.
     current: AtomicUsize,
     agent: ureq::Agent,
@@ -183,9 +184,24 @@ impl EtcdClient {
             .into();
         EtcdClient {
             endpoints,
+            timeout,
             current: AtomicUsize::new(0),
             agent,
         }
+    }
+
+    /// Another client for the same endpoints, starting where this one is,
+    /// with connections of its own (it outlives a [`shutdown`](Self::shutdown)).
+    pub(crate) fn sibling(&self) -> EtcdClient {
+        let c = EtcdClient::new(self.endpoints.clone(), self.timeout);
+        c.prefer(self.current());
+        c
+    }
+
+    /// Closes every connection, making a request in flight on another
+    /// thread fail now; later requests fail too.
+    pub(crate) fn shutdown(&self) {
+        self.agent.clone().shutdown();
     }
 
     /// The endpoints, normalised.

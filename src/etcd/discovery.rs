@@ -19,7 +19,8 @@ use crate::threads::ThreadGroup;
 use crate::xclient::{Discovery, Instance, Snapshot};
 
 /// How long a blocked watch read waits before looking at the stop flag: it
-/// bounds how long dropping the discovery takes.
+/// bounds how long dropping the discovery takes should closing the
+/// connection not wake the read.
 const READ_TICK: Duration = Duration::from_millis(300);
 /// Timeout of the list requests.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -222,6 +223,10 @@ impl Drop for EtcdDiscovery {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
         let _ = self.stop_tx.try_send(());
+        // Closing the connections ends a blocked read or list at once; the
+        // read timeout is the fallback (a connect in progress is not cut).
+        self.shared.watch_agent.clone().shutdown();
+        self.shared.client.shutdown();
         let stuck = self
             .threads
             .join_until(Instant::now() + READ_TICK + Duration::from_secs(1));

@@ -277,7 +277,8 @@ struct Inner {
     lease: Mutex<Lease>,
     stop_tx: Sender<()>,
     threads: ThreadGroup,
-    /// How long `stop` waits for the heartbeat thread (one request at most).
+    /// How long `stop` waits for the heartbeat thread (a connect in
+    /// progress is not cut short).
     join_grace: Duration,
 }
 
@@ -297,7 +298,7 @@ impl Inner {
         let mut lease = self.lease.lock();
         if lease.stopped {
             drop(lease);
-            let _ = self.client.revoke(id);
+            let _ = self.client.sibling().revoke(id);
             return Err(Error::Shutdown("etcd registration"));
         }
         lease.id = id;
@@ -374,6 +375,9 @@ impl Inner {
             lease.stopped = true;
         }
         let _ = self.stop_tx.try_send(());
+        // Cut short a keepalive in flight: etcd may be unreachable, and a
+        // shutdown should not wait out the request timeout for it.
+        self.client.shutdown();
         let stuck = self.threads.join_until(Instant::now() + self.join_grace);
         if stuck > 0 {
             log::warn!(
@@ -385,6 +389,6 @@ impl Inner {
             return Ok(());
         }
         let id = self.lease.lock().id;
-        self.client.revoke(id).map(|_| ())
+        self.client.sibling().revoke(id).map(|_| ())
     }
 }
