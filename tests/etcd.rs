@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::{start_server, Args};
 use geerpc::etcd::{self, RegisterOptions};
-use geerpc::{Client, Discovery, EtcdDiscovery, Snapshot};
+use geerpc::{
+    Client, Discovery, EtcdDiscovery, FailMode, SelectMode, ServerHandle, Snapshot, XClient,
+};
 
 // ---------------------------------------------------------------- fixture
 
@@ -221,7 +223,6 @@ impl Etcd {
     }
 
     /// Index of the member that is the raft leader now.
-    #[allow(dead_code)]
     fn leader(&self) -> usize {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(2)))
@@ -519,6 +520,12 @@ fn reregisters_when_the_lease_is_revoked_behind_its_back() {
         .is_some(),
         "not registered again"
     );
+    // The keys appear a moment before the registration records its new
+    // lease.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reg.lease_id() == old && Instant::now() < deadline {
+        let _ = rx.recv_timeout(Duration::from_millis(10));
+    }
     assert_ne!(reg.lease_id(), old);
 }
 
@@ -578,4 +585,142 @@ fn dropping_the_discovery_stops_its_thread_quickly() {
         rx.recv_timeout(Duration::from_secs(1)),
         Err(crossbeam_channel::RecvTimeoutError::Disconnected)
     ));
+}
+
+/// Calls served by `server`'s Arith.Sum so far.
+fn sums_served(server: &ServerHandle) -> u64 {
+    server
+        .server()
+        .services()
+        .iter()
+        .filter(|s| s.name == "Arith")
+        .flat_map(|s| s.methods.iter())
+        .filter(|m| m.name == "Sum")
+        .map(|m| m.stats.calls)
+        .sum()
+}
+
+#[test]
+fn cluster_member_killed_while_calls_run() {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::Arc;
+
+    common::init_log();
+    let mut etcd = Etcd::cluster(3);
+    // The leader first: everyone talks to it, and killing it costs the
+    // cluster its leader and every client its endpoint.
+    let leader = etcd.leader();
+    let mut order = vec![leader];
+    order.extend((0..3).filter(|&i| i != leader));
+    let eps: Vec<String> = order.iter().map(|&i| etcd.endpoint(i)).collect();
+
+    let ttl = 4;
+    let s1 = start_server();
+    let s2 = start_server();
+    let _r1 = etcd::register(&s1, &eps, opts(ttl)).unwrap();
+    let _r2 = etcd::register(&s2, &eps, opts(ttl)).unwrap();
+    let discovery = EtcdDiscovery::new(&eps, Some("Arith")).unwrap();
+    let changed = discovery.watch().unwrap();
+    assert_eq!(discovery.snapshot().unwrap().instances.len(), 2);
+    let xc = Arc::new(
+        XClient::builder(discovery)
+            .select_mode(SelectMode::RoundRobin)
+            .fail_mode(FailMode::Failover { retries: 2 })
+            .timeout(Some(Duration::from_secs(5)))
+            .build(),
+    );
+
+    // Callers run until told to stop (and never more than 60 s).
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let (progress_tx, progress) = crossbeam_channel::bounded::<()>(1);
+    let (failed_tx, failed) = crossbeam_channel::unbounded::<String>();
+    let callers: Vec<_> = (0..2)
+        .map(|t| {
+            let (xc, stop, ok) = (xc.clone(), stop.clone(), ok.clone());
+            let (progress_tx, failed_tx) = (progress_tx.clone(), failed_tx.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut n = 0i64;
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
+                    n += 1;
+                    match xc.call::<_, i64>("Arith.Sum", &Args { num1: t, num2: n }) {
+                        Ok(v) if v == t + n => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            let _ = progress_tx.try_send(());
+                        }
+                        Ok(v) => failed_tx.send(format!("{t}+{n} gave {v}")).unwrap(),
+                        Err(e) => failed_tx.send(e.to_string()).unwrap(),
+                    }
+                }
+            })
+        })
+        .collect();
+    let wait_calls = |n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ok.load(Ordering::Relaxed) < n && Instant::now() < deadline {
+            let _ = progress.recv_timeout(Duration::from_millis(100));
+        }
+        assert!(
+            ok.load(Ordering::Relaxed) >= n,
+            "calls stalled at {}",
+            ok.load(Ordering::Relaxed)
+        );
+    };
+    wait_calls(50);
+
+    etcd.kill(leader);
+    let killed = Instant::now();
+    let before = ok.load(Ordering::Relaxed);
+    wait_calls(before + 50);
+
+    // Registration carries on: a newcomer registers (the dead endpoint
+    // first in its list), the running discovery sees it, calls reach it.
+    let s3 = start_server();
+    let _r3 = etcd::register(&s3, &eps, opts(ttl)).unwrap();
+    let d = xc.discovery();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while d.snapshot().unwrap().instances.len() != 3 && Instant::now() < deadline {
+        let _ = changed.recv_timeout(Duration::from_millis(100));
+    }
+    assert_eq!(
+        d.snapshot().unwrap().instances.len(),
+        3,
+        "newcomer not discovered after the kill"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sums_served(&s3) == 0 && Instant::now() < deadline {
+        let _ = progress.recv_timeout(Duration::from_millis(100));
+    }
+    assert!(sums_served(&s3) > 0, "no call reached the newcomer");
+
+    // Keepalives carry on: past the TTL since the kill, the first two are
+    // still registered, as a fresh list from the survivors says.
+    let ttl_passed = killed + Duration::from_secs(ttl + 1);
+    while Instant::now() < ttl_passed {
+        let _ = progress.recv_timeout(ttl_passed.saturating_duration_since(Instant::now()));
+    }
+    let fresh = EtcdDiscovery::new(&eps, Some("Arith")).unwrap();
+    let mut all = vec![
+        s1.addr().to_string(),
+        s2.addr().to_string(),
+        s3.addr().to_string(),
+    ];
+    all.sort();
+    assert_eq!(addrs(&fresh.snapshot().unwrap()), all);
+    assert_eq!(addrs(&d.snapshot().unwrap()), all);
+
+    stop.store(true, Ordering::Relaxed);
+    for c in callers {
+        c.join().unwrap();
+    }
+    drop(failed_tx);
+    let failures: Vec<String> = failed.iter().collect();
+    assert!(
+        failures.is_empty(),
+        "{} calls failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(sums_served(&s1) > 0 && sums_served(&s2) > 0);
 }

@@ -359,6 +359,9 @@ impl Shared {
             }
             if !listed {
                 if let Err(e) = self.list(true) {
+                    if self.stop.load(Ordering::Acquire) {
+                        return;
+                    }
                     failures += 1;
                     if failures == 1 {
                         log::warn!("etcd discovery: list {} failed: {e}; retrying", self.range);
@@ -372,7 +375,12 @@ impl Shared {
             }
             let from = self.state.lock().revision + 1;
             let endpoint = self.client.current();
-            match self.watch_once(endpoint, from, &mut backoff, &mut failures) {
+            let end = self.watch_once(endpoint, from, &mut backoff, &mut failures);
+            // Dropping the discovery breaks the stream: not worth a warning.
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            match end {
                 WatchEnd::Stopped => return,
                 WatchEnd::Relist(why) => {
                     log::info!(
