@@ -443,12 +443,7 @@ impl XClient {
 
     /// Like [`go`](XClient::go) with per-call settings (key, timeout for
     /// [`XCall::wait`]).
-    pub fn go_with<A, R>(
-        &self,
-        service_method: &str,
-        args: &A,
-        opts: &CallOptions,
-    ) -> Result<XCall<R>>
+    pub fn go_with<A, R>(&self, service_method: &str, args: &A, opts: &CallOptions) -> Result<XCall<R>>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
@@ -496,12 +491,7 @@ impl XClient {
 
     /// Like [`broadcast`](XClient::broadcast) with per-call settings
     /// (timeout).
-    pub fn broadcast_with<A, R>(
-        &self,
-        service_method: &str,
-        args: &A,
-        opts: &CallOptions,
-    ) -> Result<R>
+    pub fn broadcast_with<A, R>(&self, service_method: &str, args: &A, opts: &CallOptions) -> Result<R>
     where
         A: Serialize + Sync + ?Sized,
         R: DeserializeOwned + Send + 'static,
@@ -624,13 +614,7 @@ impl XClient {
     /// Asks the selector for an instance not in `exclude`, leaving out
     /// evicted instances unless every candidate is evicted (then a call
     /// may as well try: it re-dials, and a success re-admits it).
-    fn pick(
-        &self,
-        plan: &Plan<'_>,
-        snap: &Snapshot,
-        view: &[Arc<Slot>],
-        exclude: &[bool],
-    ) -> Result<usize> {
+    fn pick(&self, plan: &Plan<'_>, snap: &Snapshot, view: &[Arc<Slot>], exclude: &[bool]) -> Result<usize> {
         let inflight: Vec<usize> = view.iter().map(|s| s.inflight()).collect();
         let mut available: Vec<bool> = view
             .iter()
@@ -651,9 +635,7 @@ impl XClient {
         };
         match self.selector.select(snap, &ctx) {
             Some(i) if i < available.len() && available[i] => Ok(i),
-            Some(i) if i < available.len() => {
-                ctx.next_available(i).ok_or_else(|| plan.no_servers())
-            }
+            Some(i) if i < available.len() => ctx.next_available(i).ok_or_else(|| plan.no_servers()),
             _ => Err(plan.no_servers()),
         }
     }
@@ -668,14 +650,12 @@ impl XClient {
         if plan.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(plan.timed_out(std::iter::once(slot.addr.as_str())));
         }
-        let r = slot
-            .client(self.pool.builder())
-            .and_then(|c| match plan.deadline {
-                Some(d) => c
-                    .call_deadline(plan.method, args, d)
-                    .map_err(|e| plan.whole_timeout(e)),
-                None => c.call(plan.method, args),
-            });
+        let r = slot.client(self.pool.builder()).and_then(|c| match plan.deadline {
+            Some(d) => c
+                .call_deadline(plan.method, args, d)
+                .map_err(|e| plan.whole_timeout(e)),
+            None => c.call(plan.method, args),
+        });
         self.pool.report(slot, &r);
         r
     }
@@ -723,11 +703,7 @@ impl XClient {
             match self.once(plan, &view[i], args) {
                 Ok(r) => return Ok(r),
                 Err(e) if attempt < retries && plan.may_retry(&e) => {
-                    log::debug!(
-                        "xclient: {} on {} failed: {e}; failing over",
-                        plan.method,
-                        view[i].addr
-                    );
+                    log::debug!("xclient: {} on {} failed: {e}; failing over", plan.method, view[i].addr);
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
@@ -849,12 +825,7 @@ impl XClient {
     /// Calls every (available) instance on its own scoped thread and
     /// collects results until `stop` says so, all have arrived, or the
     /// deadline passes. Calls still out are abandoned.
-    fn fan_out<A, R>(
-        &self,
-        plan: &Plan<'_>,
-        args: &A,
-        stop: fn(&Result<R>) -> bool,
-    ) -> Result<FanOut<R>>
+    fn fan_out<A, R>(&self, plan: &Plan<'_>, args: &A, stop: fn(&Result<R>) -> bool) -> Result<FanOut<R>>
     where
         A: Serialize + Sync + ?Sized,
         R: DeserializeOwned + Send + 'static,
