@@ -54,8 +54,9 @@ pub use server::{Server, ServerBuilder, ServerHandle};
 pub use service::{Context, MethodInfo, Service, ServiceInfo};
 pub use stats::StatsSnapshot;
 pub use transport::{Address, Protocol};
-pub use xclient::{Discovery, Instance, Snapshot};
 pub use xclient::{
-    hash_key, CallOptions, ConsistentHashSelector, FailMode, MultiServerDiscovery, P2cSelector, RandomSelector,
-    RoundRobinSelector, SelectContext, SelectMode, Selector, WeightedRoundRobinSelector, XCall, XClient, XClientBuilder,
+    hash_key, CallOptions, ConsistentHashSelector, FailMode, MultiServerDiscovery, P2cSelector,
+    RandomSelector, RoundRobinSelector, SelectContext, SelectMode, Selector,
+    WeightedRoundRobinSelector, XCall, XClient, XClientBuilder,
 };
+pub use xclient::{Discovery, Instance, Snapshot};

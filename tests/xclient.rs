@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use geerpc::{
-    CallOptions, ConsistentHashSelector, Discovery, Error, FailMode, Instance, MultiServerDiscovery,
-    SelectContext, SelectMode, Selector, Server, ServerHandle, Service, Snapshot, XClient,
+    CallOptions, ConsistentHashSelector, Discovery, Error, FailMode, Instance,
+    MultiServerDiscovery, SelectContext, SelectMode, Selector, Server, ServerHandle, Service,
+    Snapshot, XClient,
 };
 
 /// The tests run one at a time: they measure latencies and count threads,
@@ -113,7 +114,11 @@ fn round_robin_and_random_spread_evenly() {
     assert_eq!(counts.len(), 4, "{counts:?}");
     for n in &ns {
         let c = counts[&n.addr];
-        assert!((95..=105).contains(&c), "round robin gave {c} of 400 to {}: {counts:?}", n.addr);
+        assert!(
+            (95..=105).contains(&c),
+            "round robin gave {c} of 400 to {}: {counts:?}",
+            n.addr
+        );
     }
 
     let xc = XClient::new(discovery(&ns), SelectMode::Random);
@@ -121,7 +126,11 @@ fn round_robin_and_random_spread_evenly() {
     for n in &ns {
         // Expect 200 each; the standard deviation is about 12.
         let c = counts.get(&n.addr).copied().unwrap_or(0);
-        assert!((140..=260).contains(&c), "random gave {c} of 800 to {}: {counts:?}", n.addr);
+        assert!(
+            (140..=260).contains(&c),
+            "random gave {c} of 800 to {}: {counts:?}",
+            n.addr
+        );
     }
 }
 
@@ -131,7 +140,9 @@ fn weights_one_to_three() {
     let ns = nodes(2);
     let d = MultiServerDiscovery::new([
         Instance::new(ns[0].addr.as_str()).with_weight(1),
-        Instance::new(ns[1].addr.as_str()).with_weight(3).with_metadata("zone", "b"),
+        Instance::new(ns[1].addr.as_str())
+            .with_weight(3)
+            .with_metadata("zone", "b"),
     ]);
     let xc = XClient::new(d, SelectMode::WeightedRoundRobin);
     let counts = spread(&xc, 400);
@@ -165,10 +176,12 @@ fn consistent_hash_moves_about_a_tenth_when_one_is_added() {
         s.instances[sel.select(s, &ctx).unwrap()].addr.clone()
     };
     let keys = 10_000;
+    let names: Vec<String> = (0..keys).map(|k| format!("user-{k}")).collect();
+    // One list at a time: the ring is cached for the latest version.
+    let homes: Vec<String> = names.iter().map(|k| pick(&before, k.as_bytes())).collect();
     let mut moved = 0;
-    for k in 0..keys {
-        let key = format!("user-{k}");
-        let (a, b) = (pick(&before, key.as_bytes()), pick(&after, key.as_bytes()));
+    for (key, a) in names.iter().zip(homes) {
+        let b = pick(&after, key.as_bytes());
         if a != b {
             // A key that moves moves to the new instance, nowhere else.
             assert_eq!(b, "tcp@10.0.0.99:9000", "key {key} moved from {a} to {b}");
@@ -177,7 +190,10 @@ fn consistent_hash_moves_about_a_tenth_when_one_is_added() {
     }
     // Ideal: 1/11 (9 %). Mod-n hashing would move about 90 %.
     let share = moved as f64 / keys as f64;
-    assert!((0.03..0.20).contains(&share), "{moved} of {keys} keys moved");
+    assert!(
+        (0.03..0.20).contains(&share),
+        "{moved} of {keys} keys moved"
+    );
 }
 
 #[test]
@@ -195,7 +211,11 @@ fn consistent_hash_keeps_a_key_on_one_instance() {
         }
         homes.insert(first, ());
     }
-    assert!(homes.len() >= 3, "40 keys landed on only {:?}", homes.keys());
+    assert!(
+        homes.len() >= 3,
+        "40 keys landed on only {:?}",
+        homes.keys()
+    );
 }
 
 #[test]
@@ -220,7 +240,10 @@ fn p2c_sends_fewer_calls_to_a_slow_instance() {
     let slow = counts.get(&ns[0].addr).copied().unwrap_or(0);
     assert_eq!(total, 320);
     // An even share would be 80; P2C should leave the slow one far fewer.
-    assert!(slow < total / 8, "slow instance got {slow} of {total}: {counts:?}");
+    assert!(
+        slow < total / 8,
+        "slow instance got {slow} of {total}: {counts:?}"
+    );
 }
 
 #[test]
@@ -231,7 +254,10 @@ fn broadcast_returns_the_first_error_promptly() {
 
     let all: String = xc.broadcast("Who.Am", &ARGS).unwrap();
     assert!(ns.iter().any(|n| n.addr == all));
-    assert!(ns.iter().all(|n| n.hits() == 1), "every instance gets the broadcast");
+    assert!(
+        ns.iter().all(|n| n.hits() == 1),
+        "every instance gets the broadcast"
+    );
 
     let informed: HashMap<String, geerpc::Result<String>> = xc.inform("Who.Am", &ARGS).unwrap();
     assert_eq!(informed.len(), 4);
@@ -246,7 +272,10 @@ fn broadcast_returns_the_first_error_promptly() {
     let took = t.elapsed();
     assert!(matches!(err, Error::Remote { .. }), "{err:?}");
     assert!(err.to_string().contains(&ns[1].addr), "{err}");
-    assert!(took < Duration::from_millis(1000), "broadcast took {took:?}");
+    assert!(
+        took < Duration::from_millis(1000),
+        "broadcast took {took:?}"
+    );
 
     // fork: the first success wins, the failing and the slow one do not matter.
     let t = Instant::now();
@@ -264,15 +293,27 @@ fn broadcast_under_a_timeout_returns_at_the_timeout() {
         .build();
     let t = Instant::now();
     let err = xc
-        .broadcast::<_, i64>("Arith.SleepMs", &Args { num1: 1600, num2: 0 })
+        .broadcast::<_, i64>(
+            "Arith.SleepMs",
+            &Args {
+                num1: 1600,
+                num2: 0,
+            },
+        )
         .unwrap_err();
     let took = t.elapsed();
     assert!(
         matches!(err, Error::Timeout { timeout, .. } if timeout == Duration::from_secs(1)),
         "{err:?}"
     );
-    assert!(took >= Duration::from_millis(990), "returned early: {took:?}");
-    assert!(took < Duration::from_millis(1800), "returned late: {took:?}");
+    assert!(
+        took >= Duration::from_millis(990),
+        "returned early: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(1800),
+        "returned late: {took:?}"
+    );
     // The abandoned calls left nothing in flight: a quick call still works.
     let sum: i64 = xc.call("Arith.Sum", &Args { num1: 1, num2: 2 }).unwrap();
     assert_eq!(sum, 3);
@@ -314,7 +355,12 @@ fn failover_keeps_every_call_succeeding_while_a_server_goes_down() {
     });
     assert_eq!(ns[1].handle.live_threads(), 0, "server 1 was shut down");
     let failures = failures.into_inner().unwrap();
-    assert!(failures.is_empty(), "{} calls failed: {:?}", failures.len(), failures.first());
+    assert!(
+        failures.is_empty(),
+        "{} calls failed: {:?}",
+        failures.len(),
+        failures.first()
+    );
     assert_eq!(done.load(Ordering::SeqCst), 600);
     assert_eq!(xc.evicted(), vec![ns[1].addr.clone()]);
 }
@@ -344,7 +390,10 @@ fn failbackup_cuts_the_tail_a_slow_instance_causes() {
         after: Duration::from_millis(30),
     });
     assert!(fast >= Duration::from_millis(300), "failfast p99 {fast:?}");
-    assert!(backup < fast / 2, "failbackup p99 {backup:?} vs failfast {fast:?}");
+    assert!(
+        backup < fast / 2,
+        "failbackup p99 {backup:?} vs failfast {fast:?}"
+    );
 }
 
 #[test]
@@ -363,7 +412,9 @@ fn failtry_repeats_on_the_same_instance_only_when_allowed() {
     let opts = CallOptions::new()
         .fail_mode(FailMode::Failover { retries: 3 })
         .idempotent(false);
-    let err = xc.call_with::<_, String>("Who.Am", &ARGS, &opts).unwrap_err();
+    let err = xc
+        .call_with::<_, String>("Who.Am", &ARGS, &opts)
+        .unwrap_err();
     assert!(err.to_string().contains("failed on purpose"), "{err}");
     assert_eq!(ns[0].hits(), 2);
 }
@@ -405,7 +456,11 @@ fn a_dead_instance_gets_no_calls_once_its_failure_is_seen_and_comes_back() {
     while !xc.evicted().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(xc.evicted().is_empty(), "not re-admitted: {:?}", xc.evicted());
+    assert!(
+        xc.evicted().is_empty(),
+        "not re-admitted: {:?}",
+        xc.evicted()
+    );
     spread(&xc, 30);
     assert_eq!(back.hits(), 10);
 }
@@ -415,7 +470,9 @@ fn a_user_selector_decides() {
     struct Last;
     impl Selector for Last {
         fn select(&self, snapshot: &Snapshot, ctx: &SelectContext<'_>) -> Option<usize> {
-            (0..snapshot.instances.len()).rev().find(|&i| ctx.available[i])
+            (0..snapshot.instances.len())
+                .rev()
+                .find(|&i| ctx.available[i])
         }
     }
     let _g = serial();
@@ -432,11 +489,17 @@ fn a_user_selector_decides() {
 #[test]
 fn no_instances_is_a_clear_error() {
     let _g = serial();
-    let xc = XClient::new(MultiServerDiscovery::new(Vec::<Instance>::new()), SelectMode::Random);
+    let xc = XClient::new(
+        MultiServerDiscovery::new(Vec::<Instance>::new()),
+        SelectMode::Random,
+    );
     let err = who(&xc).unwrap_err();
     assert!(matches!(err, Error::NoServers { .. }), "{err:?}");
     assert!(err.to_string().contains("Who"), "{err}");
-    assert!(matches!(xc.broadcast::<_, String>("Who.Am", &ARGS), Err(Error::NoServers { .. })));
+    assert!(matches!(
+        xc.broadcast::<_, String>("Who.Am", &ARGS),
+        Err(Error::NoServers { .. })
+    ));
 }
 
 #[test]
@@ -459,7 +522,11 @@ fn go_and_close_leave_no_thread_behind() {
     ns[0].handle.shutdown();
     let _ = xc.broadcast::<_, String>("Who.Am", &ARGS);
     assert_eq!(xc.evicted(), vec![ns[0].addr.clone()]);
-    assert_eq!(threads_named("geerpc-xclient").len(), 1, "the probe thread runs");
+    assert_eq!(
+        threads_named("geerpc-xclient").len(),
+        1,
+        "the probe thread runs"
+    );
     xc.close();
     assert!(matches!(who(&xc), Err(Error::Shutdown(_))));
     assert_eq!(threads_named("geerpc-xclient"), Vec::<String>::new());

@@ -443,7 +443,12 @@ impl XClient {
 
     /// Like [`go`](XClient::go) with per-call settings (key, timeout for
     /// [`XCall::wait`]).
-    pub fn go_with<A, R>(&self, service_method: &str, args: &A, opts: &CallOptions) -> Result<XCall<R>>
+    pub fn go_with<A, R>(
+        &self,
+        service_method: &str,
+        args: &A,
+        opts: &CallOptions,
+    ) -> Result<XCall<R>>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
@@ -491,7 +496,12 @@ impl XClient {
 
     /// Like [`broadcast`](XClient::broadcast) with per-call settings
     /// (timeout).
-    pub fn broadcast_with<A, R>(&self, service_method: &str, args: &A, opts: &CallOptions) -> Result<R>
+    pub fn broadcast_with<A, R>(
+        &self,
+        service_method: &str,
+        args: &A,
+        opts: &CallOptions,
+    ) -> Result<R>
     where
         A: Serialize + Sync + ?Sized,
         R: DeserializeOwned + Send + 'static,
@@ -614,7 +624,13 @@ impl XClient {
     /// Asks the selector for an instance not in `exclude`, leaving out
     /// evicted instances unless every candidate is evicted (then a call
     /// may as well try: it re-dials, and a success re-admits it).
-    fn pick(&self, plan: &Plan<'_>, snap: &Snapshot, view: &[Arc<Slot>], exclude: &[bool]) -> Result<usize> {
+    fn pick(
+        &self,
+        plan: &Plan<'_>,
+        snap: &Snapshot,
+        view: &[Arc<Slot>],
+        exclude: &[bool],
+    ) -> Result<usize> {
         let inflight: Vec<usize> = view.iter().map(|s| s.inflight()).collect();
         let mut available: Vec<bool> = view
             .iter()
@@ -635,7 +651,9 @@ impl XClient {
         };
         match self.selector.select(snap, &ctx) {
             Some(i) if i < available.len() && available[i] => Ok(i),
-            Some(i) if i < available.len() => ctx.next_available(i).ok_or_else(|| plan.no_servers()),
+            Some(i) if i < available.len() => {
+                ctx.next_available(i).ok_or_else(|| plan.no_servers())
+            }
             _ => Err(plan.no_servers()),
         }
     }
@@ -650,12 +668,14 @@ impl XClient {
         if plan.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(plan.timed_out(std::iter::once(slot.addr.as_str())));
         }
-        let r = slot.client(self.pool.builder()).and_then(|c| match plan.deadline {
-            Some(d) => c
-                .call_deadline(plan.method, args, d)
-                .map_err(|e| plan.whole_timeout(e)),
-            None => c.call(plan.method, args),
-        });
+        let r = slot
+            .client(self.pool.builder())
+            .and_then(|c| match plan.deadline {
+                Some(d) => c
+                    .call_deadline(plan.method, args, d)
+                    .map_err(|e| plan.whole_timeout(e)),
+                None => c.call(plan.method, args),
+            });
         self.pool.report(slot, &r);
         r
     }
@@ -703,7 +723,11 @@ impl XClient {
             match self.once(plan, &view[i], args) {
                 Ok(r) => return Ok(r),
                 Err(e) if attempt < retries && plan.may_retry(&e) => {
-                    log::debug!("xclient: {} on {} failed: {e}; failing over", plan.method, view[i].addr);
+                    log::debug!(
+                        "xclient: {} on {} failed: {e}; failing over",
+                        plan.method,
+                        view[i].addr
+                    );
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
@@ -825,7 +849,12 @@ impl XClient {
     /// Calls every (available) instance on its own scoped thread and
     /// collects results until `stop` says so, all have arrived, or the
     /// deadline passes. Calls still out are abandoned.
-    fn fan_out<A, R>(&self, plan: &Plan<'_>, args: &A, stop: fn(&Result<R>) -> bool) -> Result<FanOut<R>>
+    fn fan_out<A, R>(
+        &self,
+        plan: &Plan<'_>,
+        args: &A,
+        stop: fn(&Result<R>) -> bool,
+    ) -> Result<FanOut<R>>
     where
         A: Serialize + Sync + ?Sized,
         R: DeserializeOwned + Send + 'static,
@@ -844,6 +873,7 @@ impl XClient {
         let (cancel_tx, cancel_rx) = crossbeam_channel::bounded::<()>(0);
         let mut arrived = Vec::with_capacity(targets.len());
         std::thread::scope(|scope| {
+            let mut handles = Vec::with_capacity(targets.len());
             for (k, slot) in targets.iter().enumerate() {
                 let thread_tx = tx.clone();
                 let cancel = cancel_rx.clone();
@@ -856,8 +886,11 @@ impl XClient {
                             let _ = thread_tx.send((k, r));
                         }
                     });
-                if let Err(e) = spawned {
-                    let _ = tx.send((k, Err(Error::io("start a broadcast thread", e))));
+                match spawned {
+                    Ok(h) => handles.push(h),
+                    Err(e) => {
+                        let _ = tx.send((k, Err(Error::io("start a broadcast thread", e))));
+                    }
                 }
             }
             drop(tx);
@@ -880,6 +913,11 @@ impl XClient {
                 }
             }
             drop(cancel_tx);
+            // The scope only waits for the closures; joining waits for the
+            // threads themselves to be gone.
+            for h in handles {
+                let _ = h.join();
+            }
         });
         Ok(FanOut {
             addrs: targets.iter().map(|s| s.addr.clone()).collect(),

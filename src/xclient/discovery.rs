@@ -182,9 +182,12 @@ impl Discovery for MultiServerDiscovery {
             *cur = sorted_snapshot(cur.version + 1, dedup(instances));
         }
         // A watcher that is gone or already has a pending signal is fine.
-        self.watchers
-            .lock()
-            .retain(|tx| !matches!(tx.try_send(()), Err(crossbeam_channel::TrySendError::Disconnected(_))));
+        self.watchers.lock().retain(|tx| {
+            !matches!(
+                tx.try_send(()),
+                Err(crossbeam_channel::TrySendError::Disconnected(_))
+            )
+        });
         Ok(())
     }
 

@@ -9,6 +9,6 @@ mod selector;
 pub use client::{CallOptions, FailMode, XCall, XClient, XClientBuilder};
 pub use discovery::{Discovery, Instance, MultiServerDiscovery, Snapshot};
 pub use selector::{
-    hash_key, ConsistentHashSelector, P2cSelector, RandomSelector, RoundRobinSelector, SelectContext,
-    SelectMode, Selector, WeightedRoundRobinSelector,
+    hash_key, ConsistentHashSelector, P2cSelector, RandomSelector, RoundRobinSelector,
+    SelectContext, SelectMode, Selector, WeightedRoundRobinSelector,
 };

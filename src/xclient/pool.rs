@@ -134,7 +134,11 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    pub(super) fn new(builder: ClientBuilder, min_backoff: Duration, max_backoff: Duration) -> Pool {
+    pub(super) fn new(
+        builder: ClientBuilder,
+        min_backoff: Duration,
+        max_backoff: Duration,
+    ) -> Pool {
         let min_backoff = min_backoff.max(Duration::from_millis(1));
         Pool {
             shared: Arc::new(Shared {
@@ -326,7 +330,10 @@ fn probe_loop(shared: &Shared, stop: &Receiver<()>, wake: &Receiver<()>) {
                     h.dead = false;
                     h.backoff = Duration::ZERO;
                     drop(h);
-                    log::info!("xclient: probe of {} succeeded; back in selection", slot.addr);
+                    log::info!(
+                        "xclient: probe of {} succeeded; back in selection",
+                        slot.addr
+                    );
                 }
                 Err(e) => {
                     let mut h = slot.health.lock();

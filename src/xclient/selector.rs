@@ -44,9 +44,7 @@ impl SelectContext<'_> {
     /// The first available instance at or after `start`, wrapping around.
     pub fn next_available(&self, start: usize) -> Option<usize> {
         let n = self.available.len();
-        (0..n)
-            .map(|k| (start + k) % n)
-            .find(|&i| self.available[i])
+        (0..n).map(|k| (start + k) % n).find(|&i| self.available[i])
     }
 }
 
