@@ -251,7 +251,13 @@ impl EtcdClient {
                 }
             }
         }
-        let e = last.expect("there is at least one endpoint");
+        let e = match last.expect("there is at least one endpoint") {
+            Error::Registry { url, message } if n > 1 => Error::Registry {
+                url,
+                message: format!("{message} (the {n} endpoints all failed)"),
+            },
+            e => e,
+        };
         Err((UNAVAILABLE, e))
     }
 
