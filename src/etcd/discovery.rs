@@ -136,34 +136,7 @@ impl EtcdDiscovery {
         prefix: &str,
         service: Option<&str>,
     ) -> Result<EtcdDiscovery> {
-        let endpoints = parse_endpoints(endpoints)?;
-        let prefix = normalize_prefix(prefix);
-        let range = match service {
-            Some(s) => format!("{prefix}/{s}/"),
-            None => format!("{prefix}/"),
-        };
-        let watch_agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(1)))
-            .timeout_per_read(Some(READ_TICK))
-            .build()
-            .into();
-        let shared = Arc::new(Shared {
-            client: EtcdClient::new(endpoints, REQUEST_TIMEOUT),
-            watch_agent,
-            range,
-            prefix,
-            state: Mutex::new(State {
-                revision: 0,
-                entries: BTreeMap::new(),
-                snapshot: Snapshot {
-                    version: 0,
-                    instances: Arc::from(Vec::new()),
-                },
-            }),
-            watchers: Mutex::new(Vec::new()),
-            stop: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(parse_endpoints(endpoints)?, prefix, service));
         shared.list(true)?;
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let threads = ThreadGroup::default();
@@ -246,6 +219,36 @@ impl std::fmt::Debug for EtcdDiscovery {
 }
 
 impl Shared {
+    fn new(endpoints: Vec<String>, prefix: &str, service: Option<&str>) -> Shared {
+        let prefix = normalize_prefix(prefix);
+        let range = match service {
+            Some(s) => format!("{prefix}/{s}/"),
+            None => format!("{prefix}/"),
+        };
+        let watch_agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(1)))
+            .timeout_per_read(Some(READ_TICK))
+            .build()
+            .into();
+        Shared {
+            client: EtcdClient::new(endpoints, REQUEST_TIMEOUT),
+            watch_agent,
+            range,
+            prefix,
+            state: Mutex::new(State {
+                revision: 0,
+                entries: BTreeMap::new(),
+                snapshot: Snapshot {
+                    version: 0,
+                    instances: Arc::from(Vec::new()),
+                },
+            }),
+            watchers: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        }
+    }
+
     /// Lists the range and installs the result. `force`: even if older than
     /// what is known (a rebuilt cluster starts its revisions again); only the
     /// watch thread, which watches from the list's revision next, forces.
@@ -543,4 +546,107 @@ fn is_timeout(e: &std::io::Error) -> bool {
     e.get_ref()
         .and_then(|inner| inner.downcast_ref::<ureq::Error>())
         .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(service: Option<&str>) -> Shared {
+        Shared::new(vec!["http://127.0.0.1:1".into()], "/geerpc", service)
+    }
+
+    fn put(key: &str, instance: &Instance, rev: i64) -> String {
+        json!({"kv": {
+            "key": b64(key.as_bytes()),
+            "value": b64(&serde_json::to_vec(instance).unwrap()),
+            "mod_revision": rev.to_string(),
+        }})
+        .to_string()
+    }
+
+    fn delete(key: &str, rev: i64) -> String {
+        json!({"type": "DELETE", "kv": {"key": b64(key.as_bytes()), "mod_revision": rev.to_string()}})
+            .to_string()
+    }
+
+    fn line(events: &[String]) -> Vec<u8> {
+        format!(
+            r#"{{"result":{{"header":{{"revision":"9"}},"events":[{}]}}}}"#,
+            events.join(",")
+        )
+        .into_bytes()
+    }
+
+    fn feed(s: &Shared, l: &[u8]) -> ControlFlow<std::result::Result<WatchEnd, String>> {
+        s.handle_line(l, &mut Duration::from_secs(1), &mut 0)
+    }
+
+    fn addrs(s: &Shared) -> Vec<String> {
+        s.state
+            .lock()
+            .snapshot
+            .instances
+            .iter()
+            .map(|i| i.addr.clone())
+            .collect()
+    }
+
+    #[test]
+    fn events_of_one_revision_apply_together_and_old_ones_are_skipped() {
+        let s = shared(None);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        s.watchers.lock().push(tx);
+        let mut a = Instance::new("x");
+        a.services = vec!["Arith".into(), "Echo".into()];
+        // One registration: two keys in one revision.
+        let l = line(&[
+            put("/geerpc/Arith/tcp@a:1", &a, 5),
+            put("/geerpc/Echo/tcp@a:1", &a, 5),
+        ]);
+        assert!(feed(&s, &l).is_continue());
+        assert_eq!(addrs(&s), ["tcp@a:1"]);
+        assert_eq!(s.state.lock().revision, 5);
+        assert!(rx.try_recv().is_ok());
+        let version = s.state.lock().snapshot.version;
+
+        // Replayed events change nothing and signal nothing.
+        assert!(feed(&s, &line(&[delete("/geerpc/Arith/tcp@a:1", 4)])).is_continue());
+        assert_eq!(addrs(&s), ["tcp@a:1"]);
+        assert_eq!(s.state.lock().snapshot.version, version);
+        assert!(rx.try_recv().is_err());
+
+        // One key of two gone: still there, under the other service.
+        assert!(feed(&s, &line(&[delete("/geerpc/Arith/tcp@a:1", 6)])).is_continue());
+        assert_eq!(
+            s.state.lock().snapshot.instances[0].services,
+            ["Arith", "Echo"]
+        );
+        assert!(feed(&s, &line(&[delete("/geerpc/Echo/tcp@a:1", 7)])).is_continue());
+        assert!(addrs(&s).is_empty());
+        assert!(s.state.lock().snapshot.version > version);
+    }
+
+    #[test]
+    fn cancellations_and_errors_end_the_stream() {
+        let s = shared(Some("Arith"));
+        let created = br#"{"result":{"header":{"revision":"3"},"created":true}}"#;
+        assert!(feed(&s, created).is_continue());
+        let compacted = br#"{"result":{"header":{},"canceled":true,"compact_revision":"3"}}"#;
+        assert!(matches!(
+            feed(&s, compacted),
+            ControlFlow::Break(Ok(WatchEnd::Relist(_)))
+        ));
+        let canceled = br#"{"result":{"canceled":true,"cancel_reason":"no leader"}}"#;
+        assert!(
+            matches!(feed(&s, canceled), ControlFlow::Break(Err(m)) if m.contains("no leader"))
+        );
+        let error = br#"{"error":{"grpc_code":14,"message":"etcdserver: no leader"}}"#;
+        assert!(matches!(feed(&s, error), ControlFlow::Break(Err(m)) if m.contains("no leader")));
+        assert!(matches!(feed(&s, b"{oops"), ControlFlow::Break(Err(_))));
+        // A key of another service under the prefix is ignored, not fatal.
+        let other = line(&[put("/geerpc/Arith", &Instance::new("x"), 9)]);
+        assert!(feed(&s, &other).is_continue());
+        assert!(addrs(&s).is_empty());
+    }
 }
