@@ -20,15 +20,16 @@ use geerpc::{
 
 /// The etcd binary: `$ETCD_BIN`, else `etcd` on the PATH.
 fn etcd_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("ETCD_BIN") {
-        return PathBuf::from(p);
-    }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]) {
-        let candidate = dir.join("etcd");
-        if candidate.is_file() {
-            return candidate;
-        }
+    let found = match std::env::var_os("ETCD_BIN") {
+        Some(p) => Some(PathBuf::from(p)).filter(|p| p.is_file()),
+        None => std::env::split_paths(&path)
+            .chain([PathBuf::from("/usr/bin")])
+            .map(|dir| dir.join("etcd"))
+            .find(|p| p.is_file()),
+    };
+    if let Some(bin) = found {
+        return bin;
     }
     panic!(
         "etcd is not installed: the etcd tests need the etcd 3.4 server binary. \
