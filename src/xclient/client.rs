@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::discovery::{Discovery, Snapshot};
-use super::pool::{InflightGuard, Pool, Slot};
+use super::pool::{InflightGuard, Pool, Slot, Slots};
 use super::selector::{SelectContext, SelectMode, Selector};
 use crate::client::{Call, ClientBuilder};
 use crate::error::{Error, Result};
@@ -614,7 +614,7 @@ impl XClient {
     }
 
     /// The current list and the slot of each instance.
-    fn instances(&self) -> Result<(Snapshot, Arc<[Arc<Slot>]>)> {
+    fn instances(&self) -> Result<(Snapshot, Slots)> {
         self.pool.check_open()?;
         let snap = self.discovery.snapshot()?;
         let view = self.pool.view(&snap);
@@ -697,9 +697,8 @@ impl XClient {
                 guard,
             }),
             Err(e) => {
-                let r: Result<()> = Err(e);
-                self.pool.report(slot, &r);
-                Err(r.unwrap_err())
+                self.pool.report_error(slot, &e);
+                Err(e)
             }
         }
     }
@@ -950,9 +949,8 @@ where
         Ok(call) => call,
         Err(Error::Shutdown("broadcast")) => return None,
         Err(e) => {
-            let r = Err(e);
-            pool.report(slot, &r);
-            return Some(r);
+            pool.report_error(slot, &e);
+            return Some(Err(e));
         }
     };
     let deadline = plan

@@ -124,11 +124,14 @@ struct Prober {
     threads: ThreadGroup,
 }
 
+/// Slots index for index with a snapshot's instances.
+pub(super) type Slots = Arc<[Arc<Slot>]>;
+
 /// The slots of the instances in the latest list.
 pub(super) struct Pool {
     shared: Arc<Shared>,
     /// The slots in the order of the snapshot they were built for.
-    view: Mutex<Option<(u64, Arc<[Arc<Slot>]>)>>,
+    view: Mutex<Option<(u64, Slots)>>,
     prober: Mutex<Option<Prober>>,
     closed: AtomicBool,
 }
@@ -168,7 +171,7 @@ impl Pool {
     /// The slots for `snapshot.instances`, index for index. Instances that
     /// left the list lose their slot; their connection closes when the
     /// last call using it ends.
-    pub(super) fn view(&self, snapshot: &Snapshot) -> Arc<[Arc<Slot>]> {
+    pub(super) fn view(&self, snapshot: &Snapshot) -> Slots {
         let mut view = self.view.lock();
         if let Some((v, slots)) = &*view {
             if *v == snapshot.version && slots.len() == snapshot.instances.len() {
@@ -176,7 +179,7 @@ impl Pool {
             }
         }
         let mut all = self.shared.slots.lock();
-        let fresh: Arc<[Arc<Slot>]> = snapshot
+        let fresh: Slots = snapshot
             .instances
             .iter()
             .map(|i| {
@@ -195,10 +198,17 @@ impl Pool {
     pub(super) fn report<R>(&self, slot: &Slot, result: &Result<R>) {
         match result {
             Ok(_) => self.revive(slot),
-            Err(e) if is_connection_failure(e) => self.evict(slot, e),
+            Err(e) => self.report_error(slot, e),
+        }
+    }
+
+    /// Like [`report`](Pool::report) for a failure.
+    pub(super) fn report_error(&self, slot: &Slot, e: &Error) {
+        match e {
+            e if is_connection_failure(e) => self.evict(slot, e),
             // A reply, even an error one, means the instance is there.
-            Err(Error::Remote { .. }) => self.revive(slot),
-            Err(_) => {}
+            Error::Remote { .. } => self.revive(slot),
+            _ => {}
         }
     }
 
