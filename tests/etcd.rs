@@ -1,0 +1,727 @@
+//! Registration and discovery against real etcd processes (etcd 3.4 from
+//! Debian's `etcd-server` package), started by each test on free loopback
+//! ports with throw-away data directories.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{start_server, Args};
+use geerpc::etcd::{self, RegisterOptions};
+use geerpc::{
+    Client, Discovery, EtcdDiscovery, FailMode, SelectMode, ServerHandle, Snapshot, XClient,
+};
+
+// ---------------------------------------------------------------- fixture
+
+/// The etcd binary: `$ETCD_BIN`, else `etcd` on the PATH.
+fn etcd_binary() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = match std::env::var_os("ETCD_BIN") {
+        Some(p) => Some(PathBuf::from(p)).filter(|p| p.is_file()),
+        None => std::env::split_paths(&path)
+            .chain([PathBuf::from("/usr/bin")])
+            .map(|dir| dir.join("etcd"))
+            .find(|p| p.is_file()),
+    };
+    if let Some(bin) = found {
+        return bin;
+    }
+    panic!(
+        "etcd is not installed: the etcd tests need the etcd 3.4 server binary. \
+         Install it with `apt-get install etcd-server` (.ci/run does this), \
+         or point ETCD_BIN at an etcd binary."
+    );
+}
+
+/// A port that was free a moment ago (etcd binds it next; a start that
+/// loses the race is retried with other ports).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
+fn unique_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let dir = std::env::temp_dir().join(format!(
+        "geerpc-etcd-test-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    dir
+}
+
+struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+    /// Bumped on each fresh restart: a new, empty data directory.
+    generation: u32,
+}
+
+/// One etcd cluster of local processes; Drop kills them and removes their
+/// data.
+struct Etcd {
+    dir: PathBuf,
+    token: String,
+    members: Vec<Member>,
+}
+
+impl Etcd {
+    fn single() -> Etcd {
+        Etcd::cluster(1)
+    }
+
+    fn cluster(n: usize) -> Etcd {
+        let bin = etcd_binary();
+        let mut last_log = String::new();
+        for _attempt in 0..5 {
+            let dir = unique_dir();
+            let token = dir.file_name().unwrap().to_string_lossy().into_owned();
+            let members = (0..n)
+                .map(|i| Member {
+                    name: format!("m{i}"),
+                    client_port: free_port(),
+                    peer_port: free_port(),
+                    child: None,
+                    generation: 0,
+                })
+                .collect();
+            let mut etcd = Etcd {
+                dir,
+                token,
+                members,
+            };
+            for i in 0..n {
+                etcd.spawn(&bin, i);
+            }
+            if (0..n).all(|i| etcd.wait_healthy(i, Duration::from_secs(30))) {
+                return etcd;
+            }
+            // Lost a port race, most likely: drop these (killing them) and
+            // try other ports.
+            last_log = etcd.logs();
+        }
+        panic!("etcd did not start after 5 attempts; last logs:\n{last_log}");
+    }
+
+    fn data_dir(&self, i: usize) -> PathBuf {
+        let m = &self.members[i];
+        self.dir.join(format!("{}-{}.etcd", m.name, m.generation))
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("{}.log", self.members[i].name))
+    }
+
+    fn spawn(&mut self, bin: &Path, i: usize) {
+        let cluster: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect();
+        let m = &self.members[i];
+        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))
+            .expect("open etcd log");
+        let mut cmd = Command::new(bin);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("ETCD_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.arg("--name")
+            .arg(&m.name)
+            .arg("--data-dir")
+            .arg(self.data_dir(i))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &cluster.join(",")])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", &self.token])
+            .args(["--logger", "zap", "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log);
+        let child = cmd.spawn().expect("start etcd");
+        self.members[i].child = Some(child);
+    }
+
+    /// Waits until member `i` says it is healthy (it has a leader); false if
+    /// it exited or `limit` passed.
+    fn wait_healthy(&mut self, i: usize, limit: Duration) -> bool {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(1)))
+            .build()
+            .into();
+        let url = format!("{}/health", self.endpoint(i));
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(child) = self.members[i].child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return false;
+                }
+            }
+            if let Ok(mut r) = agent.get(&url).call() {
+                if r.body_mut()
+                    .read_to_string()
+                    .unwrap_or_default()
+                    .contains("true")
+                {
+                    return true;
+                }
+            }
+            // Polling: etcd offers nothing to block on until it is up.
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        false
+    }
+
+    fn endpoint(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.members[i].client_port)
+    }
+
+    fn endpoints(&self) -> Vec<String> {
+        (0..self.members.len()).map(|i| self.endpoint(i)).collect()
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills member `i` and starts it again on the same ports with an empty
+    /// data directory: a single-member cluster that lost everything.
+    fn restart_fresh(&mut self, i: usize) {
+        self.kill(i);
+        self.members[i].generation += 1;
+        self.spawn(&etcd_binary(), i);
+        assert!(
+            self.wait_healthy(i, Duration::from_secs(30)),
+            "etcd did not restart; logs:\n{}",
+            self.logs()
+        );
+    }
+
+    /// Index of the member that is the raft leader now.
+    fn leader(&self) -> usize {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(2)))
+            .build()
+            .into();
+        for i in 0..self.members.len() {
+            if self.members[i].child.is_none() {
+                continue;
+            }
+            let url = format!("{}/v3/maintenance/status", self.endpoint(i));
+            let Ok(mut r) = agent.post(&url).send("{}") else {
+                continue;
+            };
+            let text = r.body_mut().read_to_string().unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if v["leader"].is_string() && v["leader"] == v["header"]["member_id"] {
+                return i;
+            }
+        }
+        panic!("no etcd member says it is the leader");
+    }
+
+    fn logs(&self) -> String {
+        (0..self.members.len())
+            .map(|i| std::fs::read_to_string(self.log_path(i)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A raw gateway call, for what the tests do behind geerpc's back.
+    fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let url = format!("{}{path}", self.endpoint(0));
+        let text = ureq::post(&url)
+            .send(body.to_string())
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn addrs(s: &Snapshot) -> Vec<String> {
+    s.instances.iter().map(|i| i.addr.clone()).collect()
+}
+
+/// Waits (on the discovery's watch signal) until `cond` holds for its
+/// snapshot; returns how long it took, or None at `limit`.
+fn wait_for(
+    d: &EtcdDiscovery,
+    rx: &crossbeam_channel::Receiver<()>,
+    limit: Duration,
+    cond: impl Fn(&Snapshot) -> bool,
+) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if cond(&d.snapshot().unwrap()) {
+            return Some(start.elapsed());
+        }
+        let left = limit.checked_sub(start.elapsed())?;
+        let _ = rx.recv_timeout(left);
+    }
+}
+
+fn opts(ttl_secs: u64) -> RegisterOptions {
+    RegisterOptions::default().ttl(Duration::from_secs(ttl_secs))
+}
+
+fn sum(c: &Client, a: i64, b: i64) -> i64 {
+    c.call("Arith.Sum", &Args { num1: a, num2: b }).unwrap()
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn register_then_discover() {
+    common::init_log();
+    let etcd = Etcd::single();
+    let eps = etcd.endpoints();
+    let server = start_server();
+    let addr = server.addr().to_string();
+    let reg = etcd::register(&server, &eps, opts(10).metadata("zone", "a").weight(3)).unwrap();
+    assert_eq!(
+        reg.keys(),
+        [
+            format!("/geerpc/Arith/{addr}"),
+            format!("/geerpc/Echo/{addr}")
+        ]
+    );
+    assert!(reg.ttl() >= Duration::from_secs(10));
+
+    let arith = EtcdDiscovery::new(&eps, Some("Arith")).unwrap();
+    let snap = arith.snapshot().unwrap();
+    assert_eq!(addrs(&snap), [addr.as_str()]);
+    let i = &snap.instances[0];
+    assert_eq!(i.services, ["Arith", "Echo"]);
+    assert_eq!(i.weight, 3);
+    assert_eq!(i.metadata.get("zone").map(String::as_str), Some("a"));
+
+    // All services: the instance once, not once per key.
+    let all = EtcdDiscovery::new(&eps, None).unwrap();
+    assert_eq!(addrs(&all.snapshot().unwrap()), [addr.as_str()]);
+    // Another prefix sees nothing.
+    let other = EtcdDiscovery::with_prefix(&eps, "/elsewhere", None).unwrap();
+    assert!(other.snapshot().unwrap().instances.is_empty());
+
+    // The address found is the one that answers.
+    let client = Client::dial(&snap.instances[0].addr).unwrap();
+    assert_eq!(sum(&client, 2, 3), 5);
+
+    // A second server shows up in the running discovery.
+    let rx = arith.watch().unwrap();
+    let server2 = start_server();
+    let addr2 = server2.addr().to_string();
+    let _reg2 = etcd::register(&server2, &eps, opts(10).services(["Arith"])).unwrap();
+    let mut both = vec![addr.clone(), addr2.clone()];
+    both.sort();
+    assert!(
+        wait_for(&arith, &rx, Duration::from_secs(5), |s| addrs(s) == both).is_some(),
+        "second server not discovered: {:?}",
+        arith.snapshot().unwrap()
+    );
+    // server2 registered Arith only: the Echo list does not have it.
+    let echo = EtcdDiscovery::new(&eps, Some("Echo")).unwrap();
+    assert_eq!(addrs(&echo.snapshot().unwrap()), [addr]);
+    drop(reg);
+}
+
+#[test]
+fn unreachable_etcd_is_a_clear_error() {
+    let port = free_port();
+    let err = EtcdDiscovery::new(&[format!("127.0.0.1:{port}")], None).unwrap_err();
+    assert!(err.to_string().contains(&port.to_string()), "{err}");
+    let server = start_server();
+    let err = etcd::register(&server, &[format!("127.0.0.1:{port}")], opts(5)).unwrap_err();
+    assert!(matches!(err, geerpc::Error::Registry { .. }), "{err}");
+    assert!(EtcdDiscovery::new::<&str>(&[], None).is_err());
+}
+
+#[test]
+fn failover_to_the_next_endpoint() {
+    common::init_log();
+    let etcd = Etcd::single();
+    // A dead endpoint first: every call goes on to the live one.
+    let eps = [format!("127.0.0.1:{}", free_port()), etcd.endpoint(0)];
+    let server = start_server();
+    let reg = etcd::register(&server, &eps, opts(5)).unwrap();
+    let d = EtcdDiscovery::new(&eps, Some("Arith")).unwrap();
+    assert_eq!(addrs(&d.snapshot().unwrap()), [server.addr().to_string()]);
+    let rx = d.watch().unwrap();
+    reg.deregister().unwrap();
+    assert!(wait_for(&d, &rx, Duration::from_secs(5), |s| s.instances.is_empty()).is_some());
+}
+
+#[test]
+fn deregisters_at_once_on_shutdown_and_drop() {
+    common::init_log();
+    let etcd = Etcd::single();
+    let eps = etcd.endpoints();
+    let a = start_server();
+    let b = start_server();
+    let _reg_a = etcd::register(&a, &eps, opts(30)).unwrap();
+    let reg_b = etcd::register(&b, &eps, opts(30)).unwrap();
+    let d = EtcdDiscovery::new(&eps, Some("Arith")).unwrap();
+    assert_eq!(d.snapshot().unwrap().instances.len(), 2);
+
+    // Shutdown revokes the lease before it returns: a fresh list right
+    // after has the server gone (its TTL of 30 s has nothing to do with it).
+    let a_addr = a.addr().to_string();
+    a.shutdown();
+    d.refresh().unwrap();
+    assert_eq!(addrs(&d.snapshot().unwrap()), [b.addr().to_string()]);
+    assert!(!addrs(&EtcdDiscovery::new(&eps, None).unwrap().snapshot().unwrap()).contains(&a_addr));
+
+    // Dropping the registration does the same.
+    drop(reg_b);
+    d.refresh().unwrap();
+    assert!(d.snapshot().unwrap().instances.is_empty());
+    let raw = etcd.post(
+        "/v3/kv/range",
+        serde_json::json!({"key": "L2dlZXJwYy8=", "range_end": "L2dlZXJwYzA="}),
+    );
+    assert!(raw.get("kvs").is_none(), "keys left in etcd: {raw}");
+}
+
+#[test]
+fn expires_after_ttl_when_not_deregistered() {
+    common::init_log();
+    let etcd = Etcd::single();
+    let eps = etcd.endpoints();
+    let server = start_server();
+    let addr = server.addr().to_string();
+    let reg = etcd::register(&server, &eps, opts(2)).unwrap();
+    let ttl = reg.ttl();
+    let d = EtcdDiscovery::new(&eps, Some("Arith")).unwrap();
+    let rx = d.watch().unwrap();
+    assert_eq!(addrs(&d.snapshot().unwrap()), [addr.as_str()]);
+
+    // As if the process died: no more keepalives, no revoke.
+    let abandoned = Instant::now();
+    reg.abandon();
+    d.refresh().unwrap();
+    assert_eq!(addrs(&d.snapshot().unwrap()), [addr], "gone before its TTL");
+    let gone = wait_for(&d, &rx, ttl + Duration::from_secs(8), |s| {
+        s.instances.is_empty()
+    });
+    assert!(
+        gone.is_some(),
+        "still registered {:?} after abandon",
+        abandoned.elapsed()
+    );
+    // It was the lease that ran out: not before most of the TTL had passed
+    // (the last keepalive was at most a third of it before abandon).
+    assert!(
+        abandoned.elapsed() >= ttl / 2,
+        "gone after {:?}",
+        abandoned.elapsed()
+    );
+    // The server itself still runs; its shutdown has nothing to revoke.
+    assert_eq!(
+        sum(&Client::dial(&server.addr().to_string()).unwrap(), 1, 1),
+        2
+    );
+    server.shutdown();
+}
+
+#[test]
+fn watch_delivers_add_and_remove_within_100ms() {
+    common::init_log();
+    let etcd = Etcd::single();
+    let eps = etcd.endpoints();
+    let d = EtcdDiscovery::new(&eps, Some("Arith")).unwrap();
+    let rx = d.watch().unwrap();
+    assert!(d.snapshot().unwrap().instances.is_empty());
+    let version = d.snapshot().unwrap().version;
+
+    let server = start_server();
+    let addr = server.addr().to_string();
+    let reg = etcd::register(&server, &eps, opts(10)).unwrap();
+    // `register` returns once etcd has committed the keys.
+    let added = wait_for(&d, &rx, Duration::from_secs(5), |s| {
+        addrs(s) == [addr.clone()]
+    });
+    let added = added.expect("addition never seen");
+    assert!(
+        added <= Duration::from_millis(100),
+        "addition took {added:?}"
+    );
+    assert!(d.snapshot().unwrap().version > version);
+
+    reg.deregister().unwrap();
+    let removed = wait_for(&d, &rx, Duration::from_secs(5), |s| s.instances.is_empty());
+    let removed = removed.expect("removal never seen");
+    assert!(
+        removed <= Duration::from_millis(100),
+        "removal took {removed:?}"
+    );
+}
+
+#[test]
+fn reregisters_when_the_lease_is_revoked_behind_its_back() {
+    common::init_log();
+    let etcd = Etcd::single();
+    let eps = etcd.endpoints();
+    let server = start_server();
+    let addr = server.addr().to_string();
+    let reg = etcd::register(&server, &eps, opts(3)).unwrap();
+    let d = EtcdDiscovery::new(&eps, Some("Arith")).unwrap();
+    let rx = d.watch().unwrap();
+    let old = reg.lease_id();
+
+    etcd.post(
+        "/v3/lease/revoke",
+        serde_json::json!({ "ID": old.to_string() }),
+    );
+    assert!(
+        wait_for(&d, &rx, Duration::from_secs(5), |s| s.instances.is_empty()).is_some(),
+        "revocation not seen"
+    );
+    // The next keepalive finds the lease gone and registers again.
+    assert!(
+        wait_for(&d, &rx, Duration::from_secs(10), |s| addrs(s)
+            == [addr.clone()])
+        .is_some(),
+        "not registered again"
+    );
+    // The keys appear a moment before the registration records its new
+    // lease.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reg.lease_id() == old && Instant::now() < deadline {
+        let _ = rx.recv_timeout(Duration::from_millis(10));
+    }
+    assert_ne!(reg.lease_id(), old);
+}
+
+#[test]
+fn reregisters_and_rewatches_after_etcd_restarts_empty() {
+    common::init_log();
+    let mut etcd = Etcd::single();
+    let eps = etcd.endpoints();
+    let a = start_server();
+    let a_addr = a.addr().to_string();
+    let reg = etcd::register(&a, &eps, opts(3)).unwrap();
+    let old = reg.lease_id();
+    let d = EtcdDiscovery::new(&eps, Some("Arith")).unwrap();
+    let rx = d.watch().unwrap();
+
+    // Same ports, empty data: the lease and the keys are gone, and the
+    // revisions start again from 1.
+    etcd.restart_fresh(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reg.lease_id() == old && Instant::now() < deadline {
+        let _ = rx.recv_timeout(Duration::from_millis(100));
+    }
+    assert_ne!(
+        reg.lease_id(),
+        old,
+        "not registered again after the restart"
+    );
+    let fresh = EtcdDiscovery::new(&eps, Some("Arith")).unwrap();
+    assert_eq!(addrs(&fresh.snapshot().unwrap()), [a_addr.as_str()]);
+
+    // The old discovery follows the new store: it sees a newcomer.
+    let b = start_server();
+    let _reg_b = etcd::register(&b, &eps, opts(3)).unwrap();
+    let mut both = vec![a_addr, b.addr().to_string()];
+    both.sort();
+    assert!(
+        wait_for(&d, &rx, Duration::from_secs(15), |s| addrs(s) == both).is_some(),
+        "discovery did not follow the restarted etcd: {:?}",
+        d.snapshot().unwrap()
+    );
+}
+
+#[test]
+fn dropping_the_discovery_stops_its_thread_quickly() {
+    let etcd = Etcd::single();
+    let d = EtcdDiscovery::new(&etcd.endpoints(), None).unwrap();
+    let rx = d.watch().unwrap();
+    let start = Instant::now();
+    drop(d);
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "drop took {:?}",
+        start.elapsed()
+    );
+    // The watch channel closes with it.
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(1)),
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+    ));
+}
+
+/// Calls served by `server`'s Arith.Sum so far.
+fn sums_served(server: &ServerHandle) -> u64 {
+    server
+        .server()
+        .services()
+        .iter()
+        .filter(|s| s.name == "Arith")
+        .flat_map(|s| s.methods.iter())
+        .filter(|m| m.name == "Sum")
+        .map(|m| m.stats.calls)
+        .sum()
+}
+
+#[test]
+fn cluster_member_killed_while_calls_run() {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::Arc;
+
+    common::init_log();
+    let mut etcd = Etcd::cluster(3);
+    // The leader first: everyone talks to it, and killing it costs the
+    // cluster its leader and every client its endpoint.
+    let leader = etcd.leader();
+    let mut order = vec![leader];
+    order.extend((0..3).filter(|&i| i != leader));
+    let eps: Vec<String> = order.iter().map(|&i| etcd.endpoint(i)).collect();
+
+    let ttl = 4;
+    let s1 = start_server();
+    let s2 = start_server();
+    let _r1 = etcd::register(&s1, &eps, opts(ttl)).unwrap();
+    let _r2 = etcd::register(&s2, &eps, opts(ttl)).unwrap();
+    let discovery = EtcdDiscovery::new(&eps, Some("Arith")).unwrap();
+    let changed = discovery.watch().unwrap();
+    assert_eq!(discovery.snapshot().unwrap().instances.len(), 2);
+    let xc = Arc::new(
+        XClient::builder(discovery)
+            .select_mode(SelectMode::RoundRobin)
+            .fail_mode(FailMode::Failover { retries: 2 })
+            .timeout(Some(Duration::from_secs(5)))
+            .build(),
+    );
+
+    // Callers run until told to stop (and never more than 60 s).
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let (progress_tx, progress) = crossbeam_channel::bounded::<()>(1);
+    let (failed_tx, failed) = crossbeam_channel::unbounded::<String>();
+    let callers: Vec<_> = (0..2)
+        .map(|t| {
+            let (xc, stop, ok) = (xc.clone(), stop.clone(), ok.clone());
+            let (progress_tx, failed_tx) = (progress_tx.clone(), failed_tx.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut n = 0i64;
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
+                    n += 1;
+                    match xc.call::<_, i64>("Arith.Sum", &Args { num1: t, num2: n }) {
+                        Ok(v) if v == t + n => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            let _ = progress_tx.try_send(());
+                        }
+                        Ok(v) => failed_tx.send(format!("{t}+{n} gave {v}")).unwrap(),
+                        Err(e) => failed_tx.send(e.to_string()).unwrap(),
+                    }
+                }
+            })
+        })
+        .collect();
+    let wait_calls = |n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ok.load(Ordering::Relaxed) < n && Instant::now() < deadline {
+            let _ = progress.recv_timeout(Duration::from_millis(100));
+        }
+        assert!(
+            ok.load(Ordering::Relaxed) >= n,
+            "calls stalled at {}",
+            ok.load(Ordering::Relaxed)
+        );
+    };
+    wait_calls(50);
+
+    etcd.kill(leader);
+    let killed = Instant::now();
+    let before = ok.load(Ordering::Relaxed);
+    wait_calls(before + 50);
+
+    // Registration carries on: a newcomer registers (the dead endpoint
+    // first in its list), the running discovery sees it, calls reach it.
+    let s3 = start_server();
+    let _r3 = etcd::register(&s3, &eps, opts(ttl)).unwrap();
+    let d = xc.discovery();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while d.snapshot().unwrap().instances.len() != 3 && Instant::now() < deadline {
+        let _ = changed.recv_timeout(Duration::from_millis(100));
+    }
+    assert_eq!(
+        d.snapshot().unwrap().instances.len(),
+        3,
+        "newcomer not discovered after the kill"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sums_served(&s3) == 0 && Instant::now() < deadline {
+        let _ = progress.recv_timeout(Duration::from_millis(100));
+    }
+    assert!(sums_served(&s3) > 0, "no call reached the newcomer");
+
+    // Keepalives carry on: past the TTL since the kill, the first two are
+    // still registered, as a fresh list from the survivors says.
+    let ttl_passed = killed + Duration::from_secs(ttl + 1);
+    while Instant::now() < ttl_passed {
+        let _ = progress.recv_timeout(ttl_passed.saturating_duration_since(Instant::now()));
+    }
+    let fresh = EtcdDiscovery::new(&eps, Some("Arith")).unwrap();
+    let mut all = vec![
+        s1.addr().to_string(),
+        s2.addr().to_string(),
+        s3.addr().to_string(),
+    ];
+    all.sort();
+    assert_eq!(addrs(&fresh.snapshot().unwrap()), all);
+    assert_eq!(addrs(&d.snapshot().unwrap()), all);
+
+    stop.store(true, Ordering::Relaxed);
+    for c in callers {
+        c.join().unwrap();
+    }
+    drop(failed_tx);
+    let failures: Vec<String> = failed.iter().collect();
+    assert!(
+        failures.is_empty(),
+        "{} calls failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(sums_served(&s1) > 0 && sums_served(&s2) > 0);
+}
