@@ -174,6 +174,16 @@ impl<R> Call<R> {
     }
 }
 
+/// An abandoned call frees its slot at once; its reply, if it comes, is
+/// read and dropped.
+impl<R> Drop for Call<R> {
+    fn drop(&mut self) {
+        if !self.slot.is_ready() {
+            self.client.forget(self.seq);
+        }
+    }
+}
+
 impl<R> std::fmt::Debug for Call<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Call")
