@@ -35,6 +35,7 @@ mod duration;
 mod error;
 mod frame;
 mod handshake;
+mod registry;
 mod server;
 mod service;
 mod stats;
@@ -48,6 +49,9 @@ pub use codec::Codec;
 pub use duration::{parse_duration, GoDuration};
 pub use error::{Error, Result};
 pub use handshake::{LEGACY_MAGIC_NUMBER, MAGIC_NUMBER};
+pub use registry::{
+    Heartbeat, HeartbeatOptions, Registry, RegistryDiscovery, RegistryDiscoveryBuilder, RegistryHandle,
+};
 pub use server::{Server, ServerBuilder, ServerHandle};
 pub use service::{Context, MethodInfo, Service, ServiceInfo};
 pub use stats::StatsSnapshot;
