@@ -363,10 +363,8 @@ impl Beat {
                     // Spread retries so that servers that lost the same
                     // registry do not come back in lockstep.
                     let wait = delay.mul_f64(rand::rng().random_range(0.8..1.0));
-                    log::warn!(
-                        "heartbeat: {e}; retrying in {} (failure {failures})",
-                        GoDuration(wait)
-                    );
+                    let wait = Duration::from_millis(wait.as_millis().max(1) as u64);
+                    log::warn!("{e}; retrying in {} (failure {failures})", GoDuration(wait));
                     delay = (delay * 2).min(max);
                     wait
                 }
