@@ -56,4 +56,9 @@ pub use server::{Server, ServerBuilder, ServerHandle};
 pub use service::{Context, MethodInfo, Service, ServiceInfo};
 pub use stats::StatsSnapshot;
 pub use transport::{Address, Protocol};
+pub use xclient::{
+    hash_key, CallOptions, ConsistentHashSelector, FailMode, MultiServerDiscovery, P2cSelector,
+    RandomSelector, RoundRobinSelector, SelectContext, SelectMode, Selector,
+    WeightedRoundRobinSelector, XCall, XClient, XClientBuilder,
+};
 pub use xclient::{Discovery, Instance, Snapshot};

@@ -85,3 +85,123 @@ pub trait Discovery: Send + Sync {
         None
     }
 }
+
+impl From<String> for Instance {
+    fn from(addr: String) -> Instance {
+        Instance::new(addr)
+    }
+}
+
+impl Instance {
+    /// The same instance with one more metadata entry (a tag, a zone...).
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Instance {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// A snapshot of `instances`, sorted by address, at `version`.
+fn sorted_snapshot(version: u64, mut instances: Vec<Instance>) -> Snapshot {
+    instances.sort_by(|a, b| a.addr.cmp(&b.addr));
+    Snapshot {
+        version,
+        instances: instances.into(),
+    }
+}
+
+/// A shared discovery is a discovery: an [`XClient`](crate::XClient) can
+/// take an `Arc` while its owner keeps a handle to update the list.
+impl<D: Discovery + ?Sized> Discovery for Arc<D> {
+    fn snapshot(&self) -> Result<Snapshot> {
+        (**self).snapshot()
+    }
+
+    fn refresh(&self) -> Result<()> {
+        (**self).refresh()
+    }
+
+    fn update(&self, instances: Vec<Instance>) -> Result<()> {
+        (**self).update(instances)
+    }
+
+    fn watch(&self) -> Option<crossbeam_channel::Receiver<()>> {
+        (**self).watch()
+    }
+}
+
+/// A fixed list of instances, changed only by [`update`](Discovery::update).
+///
+/// ```
+/// use geerpc::{Discovery, Instance, MultiServerDiscovery};
+///
+/// let d = MultiServerDiscovery::new(["tcp@127.0.0.1:7001", "tcp@127.0.0.1:7002"]);
+/// assert_eq!(d.snapshot()?.instances.len(), 2);
+/// d.update(vec![Instance::new("tcp@127.0.0.1:7003").with_weight(3)])?;
+/// let s = d.snapshot()?;
+/// assert_eq!((s.version, s.instances[0].weight), (2, 3));
+/// # Ok::<(), geerpc::Error>(())
+/// ```
+pub struct MultiServerDiscovery {
+    current: parking_lot::Mutex<Snapshot>,
+    watchers: parking_lot::Mutex<Vec<crossbeam_channel::Sender<()>>>,
+}
+
+impl MultiServerDiscovery {
+    /// A discovery over `instances`: addresses (`PROTOCOL@ADDR`, weight 1)
+    /// or [`Instance`]s. Duplicate addresses keep their first entry.
+    pub fn new<I: Into<Instance>>(instances: impl IntoIterator<Item = I>) -> MultiServerDiscovery {
+        MultiServerDiscovery {
+            current: parking_lot::Mutex::new(sorted_snapshot(1, dedup(instances))),
+            watchers: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+fn dedup<I: Into<Instance>>(instances: impl IntoIterator<Item = I>) -> Vec<Instance> {
+    let mut seen = std::collections::HashSet::new();
+    instances
+        .into_iter()
+        .map(Into::into)
+        .filter(|i: &Instance| seen.insert(i.addr.clone()))
+        .collect()
+}
+
+impl Discovery for MultiServerDiscovery {
+    fn snapshot(&self) -> Result<Snapshot> {
+        Ok(self.current.lock().clone())
+    }
+
+    /// Nothing to fetch: the list is fixed.
+    fn refresh(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn update(&self, instances: Vec<Instance>) -> Result<()> {
+        {
+            let mut cur = self.current.lock();
+            *cur = sorted_snapshot(cur.version + 1, dedup(instances));
+        }
+        // A watcher that is gone or already has a pending signal is fine.
+        self.watchers.lock().retain(|tx| {
+            !matches!(
+                tx.try_send(()),
+                Err(crossbeam_channel::TrySendError::Disconnected(_))
+            )
+        });
+        Ok(())
+    }
+
+    fn watch(&self) -> Option<crossbeam_channel::Receiver<()>> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.watchers.lock().push(tx);
+        Some(rx)
+    }
+}
+
+impl std::fmt::Debug for MultiServerDiscovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MultiServerDiscovery")
+            .field("snapshot", &*self.current.lock())
+            .finish()
+    }
+}

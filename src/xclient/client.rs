@@ -1,0 +1,989 @@
+//! [`XClient`]: calls through a discovery, with selection, fail modes,
+//! broadcast and fork.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::discovery::{Discovery, Snapshot};
+use super::pool::{InflightGuard, Pool, Slot, Slots};
+use super::selector::{SelectContext, SelectMode, Selector};
+use crate::client::{Call, ClientBuilder};
+use crate::error::{Error, Result};
+
+/// What an [`XClient`] does when a call fails.
+///
+/// Whatever the mode, a call is sent again only if it is idempotent
+/// ([`XClientBuilder::idempotent`], [`CallOptions::idempotent`]) or the
+/// failed attempt certainly never reached a server
+/// ([`Error::is_not_sent`]). An error the service itself returned
+/// ([`Error::Remote`]) is never retried, and the call's timeout bounds all
+/// attempts together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailMode {
+    /// Return the first error.
+    #[default]
+    FailFast,
+    /// Try another instance, up to `retries` more times.
+    Failover {
+        /// Attempts after the first.
+        retries: u32,
+    },
+    /// Try the same instance again, up to `retries` more times.
+    Failtry {
+        /// Attempts after the first.
+        retries: u32,
+    },
+    /// If the first instance has not answered within `after`, send the call
+    /// to a second one as well; the first success wins and the other call
+    /// is abandoned. Cuts the tail latency a slow instance causes, at the
+    /// cost of duplicate work.
+    Failbackup {
+        /// How long to wait for the first instance alone.
+        after: Duration,
+    },
+}
+
+/// Per-call settings that differ from the [`XClient`]'s.
+///
+/// ```
+/// use geerpc::CallOptions;
+/// use std::time::Duration;
+///
+/// let opts = CallOptions::new().key("user-42").timeout(Duration::from_secs(1)).idempotent(true);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    key: Option<Vec<u8>>,
+    timeout: Option<Duration>,
+    idempotent: Option<bool>,
+    fail_mode: Option<FailMode>,
+}
+
+impl CallOptions {
+    /// The client's settings.
+    pub fn new() -> CallOptions {
+        CallOptions::default()
+    }
+
+    /// The key for key-affine selection ([`SelectMode::ConsistentHash`]).
+    pub fn key(mut self, key: impl AsRef<[u8]>) -> CallOptions {
+        self.key = Some(key.as_ref().to_vec());
+        self
+    }
+
+    /// A limit on the whole call, retries included.
+    pub fn timeout(mut self, timeout: Duration) -> CallOptions {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Whether running the call twice is harmless, so that it may be
+    /// retried after it may have reached a server.
+    pub fn idempotent(mut self, idempotent: bool) -> CallOptions {
+        self.idempotent = Some(idempotent);
+        self
+    }
+
+    /// Another fail mode for this call.
+    pub fn fail_mode(mut self, mode: FailMode) -> CallOptions {
+        self.fail_mode = Some(mode);
+        self
+    }
+}
+
+/// Settings for an [`XClient`]; see [`XClient::builder`].
+pub struct XClientBuilder {
+    discovery: Arc<dyn Discovery>,
+    selector: Arc<dyn Selector>,
+    fail_mode: FailMode,
+    client: ClientBuilder,
+    timeout: Option<Duration>,
+    idempotent: bool,
+    backoff: (Duration, Duration),
+}
+
+impl XClientBuilder {
+    /// One of the built-in selection policies (default random).
+    pub fn select_mode(mut self, mode: SelectMode) -> Self {
+        self.selector = mode.selector();
+        self
+    }
+
+    /// Your own selection policy.
+    pub fn selector(mut self, selector: impl Selector + 'static) -> Self {
+        self.selector = Arc::new(selector);
+        self
+    }
+
+    /// What to do when a call fails (default [`FailMode::FailFast`]).
+    pub fn fail_mode(mut self, mode: FailMode) -> Self {
+        self.fail_mode = mode;
+        self
+    }
+
+    /// Settings for each connection: codec, connect and handle timeouts.
+    pub fn client(mut self, builder: ClientBuilder) -> Self {
+        self.client = builder;
+        self
+    }
+
+    /// A limit on every call, broadcast and fork, retries included
+    /// (default none).
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Whether calls are idempotent by default (default false): only then
+    /// may a call that may have reached a server be sent again.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = idempotent;
+        self
+    }
+
+    /// How long an evicted instance waits before it is probed: `min` after
+    /// its failure, doubling after each failed probe up to `max` (default
+    /// 100 ms to 30 s).
+    pub fn eviction_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff = (min, max);
+        self
+    }
+
+    /// The client. Connections are dialled on first use.
+    pub fn build(self) -> XClient {
+        XClient {
+            pool: Arc::new(Pool::new(self.client, self.backoff.0, self.backoff.1)),
+            discovery: self.discovery,
+            selector: self.selector,
+            fail_mode: self.fail_mode,
+            timeout: self.timeout,
+            idempotent: self.idempotent,
+        }
+    }
+}
+
+/// Calls to a service that runs on several instances.
+///
+/// Each call asks the [`Discovery`] for the current instances, lets the
+/// [`Selector`] pick one, and goes over that instance's cached connection
+/// (dialled on first use, re-dialled when broken). An instance whose
+/// connection fails is taken out of selection at once and let back when a
+/// re-dial after a back-off succeeds (if every instance is out, calls try
+/// them anyway). [`broadcast`](XClient::broadcast), [`fork`](XClient::fork)
+/// and [`inform`](XClient::inform) call every instance at once.
+///
+/// ```no_run
+/// use geerpc::{FailMode, MultiServerDiscovery, SelectMode, XClient};
+///
+/// let d = MultiServerDiscovery::new(["tcp@127.0.0.1:7001", "tcp@127.0.0.1:7002"]);
+/// let xc = XClient::builder(d)
+///     .select_mode(SelectMode::RoundRobin)
+///     .fail_mode(FailMode::Failover { retries: 2 })
+///     .idempotent(true)
+///     .build();
+/// let sum: i64 = xc.call("Arith.Sum", &serde_json::json!({"Num1": 1, "Num2": 2}))?;
+/// # Ok::<(), geerpc::Error>(())
+/// ```
+pub struct XClient {
+    discovery: Arc<dyn Discovery>,
+    selector: Arc<dyn Selector>,
+    fail_mode: FailMode,
+    timeout: Option<Duration>,
+    idempotent: bool,
+    pool: Arc<Pool>,
+}
+
+/// A call sent by [`XClient::go`] and not yet waited for.
+///
+/// Like [`Call`], with the instance it went to. Waiting through it lets the
+/// [`XClient`] see a connection failure (and evict the instance) and counts
+/// the call in flight for [`SelectMode::PowerOfTwoChoices`] until it is
+/// waited for or dropped.
+pub struct XCall<R> {
+    call: Call<R>,
+    slot: Arc<Slot>,
+    pool: Arc<Pool>,
+    deadline: Option<Instant>,
+    _inflight: InflightGuard,
+}
+
+impl<R> XCall<R> {
+    /// The instance the call went to (`PROTOCOL@ADDR`).
+    pub fn addr(&self) -> &str {
+        &self.slot.addr
+    }
+
+    /// `Service.Method` of this call.
+    pub fn service_method(&self) -> &str {
+        self.call.service_method()
+    }
+
+    /// The channel the result arrives on, for `crossbeam_channel::select!`.
+    pub fn receiver(&self) -> &Receiver<Result<R>> {
+        self.call.receiver()
+    }
+
+    /// The result if it has arrived.
+    pub fn try_wait(&self) -> Option<Result<R>> {
+        let r = self.call.try_wait()?;
+        self.pool.report(&self.slot, &r);
+        Some(r)
+    }
+
+    /// Waits for the result, at most until the client's timeout (counted
+    /// from [`XClient::go`]) if it has one.
+    pub fn wait(self) -> Result<R> {
+        let r = match self.deadline {
+            Some(d) => self.call.wait_deadline(d),
+            None => self.call.wait(),
+        };
+        self.pool.report(&self.slot, &r);
+        r
+    }
+
+    /// Waits at most `timeout`; then the call is abandoned with
+    /// [`Error::Timeout`].
+    pub fn wait_timeout(self, timeout: Duration) -> Result<R> {
+        let r = self.call.wait_timeout(timeout);
+        self.pool.report(&self.slot, &r);
+        r
+    }
+}
+
+impl<R> std::fmt::Debug for XCall<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XCall")
+            .field("addr", &self.slot.addr)
+            .field("call", &self.call)
+            .finish()
+    }
+}
+
+/// The resolved settings of one call.
+struct Plan<'a> {
+    method: &'a str,
+    key: Option<&'a [u8]>,
+    deadline: Option<Instant>,
+    timeout: Option<Duration>,
+    idempotent: bool,
+    mode: FailMode,
+}
+
+impl Plan<'_> {
+    /// Whether a failed attempt may be followed by another.
+    fn may_retry(&self, e: &Error) -> bool {
+        let in_time = self.deadline.map_or(true, |d| Instant::now() < d);
+        in_time
+            && !matches!(e, Error::Remote { .. } | Error::Timeout { .. })
+            && (self.idempotent || e.is_not_sent())
+    }
+
+    fn no_servers(&self) -> Error {
+        Error::NoServers {
+            service: self
+                .method
+                .split('.')
+                .next()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        }
+    }
+
+    /// The timeout error for the whole call, naming the instances that did
+    /// not answer.
+    fn timed_out<'s>(&self, waiting: impl Iterator<Item = &'s str>) -> Error {
+        Error::Timeout {
+            method: self.method.to_string(),
+            addr: waiting.collect::<Vec<_>>().join(", "),
+            timeout: self.timeout.unwrap_or_default(),
+        }
+    }
+
+    /// A per-attempt timeout reported as the whole call's.
+    fn whole_timeout(&self, e: Error) -> Error {
+        match (e, self.timeout) {
+            (Error::Timeout { method, addr, .. }, Some(timeout)) => Error::Timeout {
+                method,
+                addr,
+                timeout,
+            },
+            (e, _) => e,
+        }
+    }
+}
+
+/// A call sent to one instance, counted in flight.
+struct Sent<R> {
+    call: Call<R>,
+    slot: Arc<Slot>,
+    guard: InflightGuard,
+}
+
+/// Gives up a call: its slot in the connection is freed and a late reply is
+/// dropped.
+fn abandon<R>(call: Call<R>) {
+    let _ = call.wait_deadline(Instant::now());
+}
+
+fn lost_reply(addr: &str) -> Error {
+    Error::ConnectionClosed {
+        addr: addr.to_string(),
+        reason: "reply channel closed".into(),
+    }
+}
+
+/// What a fan-out collected.
+struct FanOut<R> {
+    addrs: Vec<String>,
+    /// Results in the order they arrived, by index into `addrs`.
+    arrived: Vec<(usize, Result<R>)>,
+}
+
+impl<R> FanOut<R> {
+    /// Addresses with no result (the deadline passed or the fan-out stopped
+    /// early).
+    fn waiting(&self) -> impl Iterator<Item = &str> {
+        let mut got = vec![false; self.addrs.len()];
+        for (k, _) in &self.arrived {
+            got[*k] = true;
+        }
+        self.addrs
+            .iter()
+            .zip(got)
+            .filter(|(_, g)| !g)
+            .map(|(a, _)| a.as_str())
+    }
+}
+
+impl XClient {
+    /// A client over `discovery` with the `mode` selection policy and
+    /// default settings (fail fast, JSON, no timeout).
+    pub fn new(discovery: impl Discovery + 'static, mode: SelectMode) -> XClient {
+        XClient::builder(discovery).select_mode(mode).build()
+    }
+
+    /// Settings other than the defaults. Pass an `Arc` of the discovery to
+    /// keep a handle on it.
+    pub fn builder(discovery: impl Discovery + 'static) -> XClientBuilder {
+        XClientBuilder {
+            discovery: Arc::new(discovery),
+            selector: SelectMode::Random.selector(),
+            fail_mode: FailMode::FailFast,
+            client: ClientBuilder::default(),
+            timeout: None,
+            idempotent: false,
+            backoff: (Duration::from_millis(100), Duration::from_secs(30)),
+        }
+    }
+
+    /// The discovery this client asks.
+    pub fn discovery(&self) -> &dyn Discovery {
+        &*self.discovery
+    }
+
+    /// Calls `service_method` on one instance, as the fail mode says.
+    pub fn call<A, R>(&self, service_method: &str, args: &A) -> Result<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        self.call_with(service_method, args, &CallOptions::new())
+    }
+
+    /// Like [`call`](XClient::call), all attempts within `timeout`.
+    pub fn call_timeout<A, R>(&self, service_method: &str, args: &A, timeout: Duration) -> Result<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        self.call_with(service_method, args, &CallOptions::new().timeout(timeout))
+    }
+
+    /// Like [`call`](XClient::call), selecting by `key` (with
+    /// [`SelectMode::ConsistentHash`], calls with the same key go to the
+    /// same instance while it is available).
+    pub fn call_key<A, R>(&self, service_method: &str, args: &A, key: impl AsRef<[u8]>) -> Result<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        self.call_with(service_method, args, &CallOptions::new().key(key))
+    }
+
+    /// Like [`call`](XClient::call) with per-call settings.
+    pub fn call_with<A, R>(&self, service_method: &str, args: &A, opts: &CallOptions) -> Result<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let plan = self.plan(service_method, opts);
+        match plan.mode {
+            FailMode::FailFast => self.failover(&plan, args, 0),
+            FailMode::Failover { retries } => self.failover(&plan, args, retries),
+            FailMode::Failtry { retries } => self.failtry(&plan, args, retries),
+            FailMode::Failbackup { after } => self.failbackup(&plan, args, after),
+        }
+    }
+
+    /// Sends `service_method` to one instance and returns at once. If the
+    /// chosen instance cannot be reached, another is tried (the call was
+    /// not sent); other fail modes do not apply.
+    pub fn go<A, R>(&self, service_method: &str, args: &A) -> Result<XCall<R>>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        self.go_with(service_method, args, &CallOptions::new())
+    }
+
+    /// Like [`go`](XClient::go) with per-call settings (key, timeout for
+    /// [`XCall::wait`]).
+    pub fn go_with<A, R>(
+        &self,
+        service_method: &str,
+        args: &A,
+        opts: &CallOptions,
+    ) -> Result<XCall<R>>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let plan = self.plan(service_method, opts);
+        let (snap, view) = self.instances()?;
+        let mut tried = vec![false; view.len()];
+        let mut last = None;
+        loop {
+            let i = match self.pick(&plan, &snap, &view, &tried) {
+                Ok(i) => i,
+                Err(e) => return Err(last.unwrap_or(e)),
+            };
+            tried[i] = true;
+            match self.send(&plan, &view[i], args) {
+                Ok(sent) => {
+                    return Ok(XCall {
+                        call: sent.call,
+                        slot: sent.slot,
+                        pool: self.pool.clone(),
+                        deadline: plan.deadline,
+                        _inflight: sent.guard,
+                    })
+                }
+                Err(e) if e.is_not_sent() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Calls every instance at once. Returns the first error as soon as it
+    /// arrives (the other calls are abandoned), or when every instance
+    /// succeeded, one of the replies. The client's timeout bounds the whole
+    /// broadcast. Evicted instances are left out unless all are.
+    ///
+    /// Each instance is called from its own scoped thread; a thread busy
+    /// dialling an instance is waited for (up to the connect timeout).
+    pub fn broadcast<A, R>(&self, service_method: &str, args: &A) -> Result<R>
+    where
+        A: Serialize + Sync + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        self.broadcast_with(service_method, args, &CallOptions::new())
+    }
+
+    /// Like [`broadcast`](XClient::broadcast) with per-call settings
+    /// (timeout).
+    pub fn broadcast_with<A, R>(
+        &self,
+        service_method: &str,
+        args: &A,
+        opts: &CallOptions,
+    ) -> Result<R>
+    where
+        A: Serialize + Sync + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let plan = self.plan(service_method, opts);
+        let got = self.fan_out(&plan, args, |r: &Result<R>| r.is_err())?;
+        let timed_out = got.waiting().next().is_some();
+        let err = (timed_out).then(|| plan.timed_out(got.waiting()));
+        let mut reply = None;
+        for (_, r) in got.arrived {
+            match r {
+                Err(e) => return Err(e),
+                Ok(v) => reply = reply.or(Some(v)),
+            }
+        }
+        match (err, reply) {
+            (Some(e), _) => Err(e),
+            (None, Some(v)) => Ok(v),
+            (None, None) => Err(plan.no_servers()),
+        }
+    }
+
+    /// Calls every instance at once and returns the first success (the
+    /// other calls are abandoned); if all fail, the first error.
+    pub fn fork<A, R>(&self, service_method: &str, args: &A) -> Result<R>
+    where
+        A: Serialize + Sync + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        self.fork_with(service_method, args, &CallOptions::new())
+    }
+
+    /// Like [`fork`](XClient::fork) with per-call settings (timeout).
+    pub fn fork_with<A, R>(&self, service_method: &str, args: &A, opts: &CallOptions) -> Result<R>
+    where
+        A: Serialize + Sync + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let plan = self.plan(service_method, opts);
+        let got = self.fan_out(&plan, args, |r: &Result<R>| r.is_ok())?;
+        let timed_out = got.waiting().next().is_some();
+        let err = (timed_out).then(|| plan.timed_out(got.waiting()));
+        let mut first_err = None;
+        for (_, r) in got.arrived {
+            match r {
+                Ok(v) => return Ok(v),
+                Err(e) => first_err = first_err.or(Some(e)),
+            }
+        }
+        Err(err.or(first_err).unwrap_or_else(|| plan.no_servers()))
+    }
+
+    /// Calls every instance at once and returns each one's result, keyed
+    /// by address; those that did not answer within the timeout have
+    /// [`Error::Timeout`].
+    pub fn inform<A, R>(&self, service_method: &str, args: &A) -> Result<HashMap<String, Result<R>>>
+    where
+        A: Serialize + Sync + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        self.inform_with(service_method, args, &CallOptions::new())
+    }
+
+    /// Like [`inform`](XClient::inform) with per-call settings (timeout).
+    pub fn inform_with<A, R>(
+        &self,
+        service_method: &str,
+        args: &A,
+        opts: &CallOptions,
+    ) -> Result<HashMap<String, Result<R>>>
+    where
+        A: Serialize + Sync + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let plan = self.plan(service_method, opts);
+        let got = self.fan_out(&plan, args, |_: &Result<R>| false)?;
+        let mut out: HashMap<String, Result<R>> = got
+            .waiting()
+            .map(|a| (a.to_string(), Err(plan.timed_out(std::iter::once(a)))))
+            .collect();
+        for (k, r) in got.arrived {
+            out.insert(got.addrs[k].clone(), r);
+        }
+        Ok(out)
+    }
+
+    /// Addresses currently taken out of selection after a connection
+    /// failure, waiting for a probe to succeed.
+    pub fn evicted(&self) -> Vec<String> {
+        self.pool.evicted()
+    }
+
+    /// Closes every cached connection and stops the probe thread; later
+    /// calls fail with [`Error::Shutdown`]. Dropping the client does the
+    /// same.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
+    fn plan<'a>(&self, method: &'a str, opts: &'a CallOptions) -> Plan<'a> {
+        let timeout = opts.timeout.or(self.timeout);
+        Plan {
+            method,
+            key: opts.key.as_deref(),
+            deadline: timeout.map(|t| Instant::now() + t),
+            timeout,
+            idempotent: opts.idempotent.unwrap_or(self.idempotent),
+            mode: opts.fail_mode.unwrap_or(self.fail_mode),
+        }
+    }
+
+    /// The current list and the slot of each instance.
+    fn instances(&self) -> Result<(Snapshot, Slots)> {
+        self.pool.check_open()?;
+        let snap = self.discovery.snapshot()?;
+        let view = self.pool.view(&snap);
+        Ok((snap, view))
+    }
+
+    /// Asks the selector for an instance not in `exclude`, leaving out
+    /// evicted instances unless every candidate is evicted (then a call
+    /// may as well try: it re-dials, and a success re-admits it).
+    fn pick(
+        &self,
+        plan: &Plan<'_>,
+        snap: &Snapshot,
+        view: &[Arc<Slot>],
+        exclude: &[bool],
+    ) -> Result<usize> {
+        let inflight: Vec<usize> = view.iter().map(|s| s.inflight()).collect();
+        let mut available: Vec<bool> = view
+            .iter()
+            .zip(exclude)
+            .map(|(s, ex)| !ex && !s.is_dead())
+            .collect();
+        if !available.contains(&true) {
+            available = exclude.iter().map(|ex| !ex).collect();
+        }
+        if !available.contains(&true) {
+            return Err(plan.no_servers());
+        }
+        let ctx = SelectContext {
+            service_method: plan.method,
+            key: plan.key,
+            inflight: &inflight,
+            available: &available,
+        };
+        match self.selector.select(snap, &ctx) {
+            Some(i) if i < available.len() && available[i] => Ok(i),
+            Some(i) if i < available.len() => {
+                ctx.next_available(i).ok_or_else(|| plan.no_servers())
+            }
+            _ => Err(plan.no_servers()),
+        }
+    }
+
+    /// One blocking attempt on one instance.
+    fn once<A, R>(&self, plan: &Plan<'_>, slot: &Arc<Slot>, args: &A) -> Result<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let _inflight = InflightGuard::new(slot);
+        if plan.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(plan.timed_out(std::iter::once(slot.addr.as_str())));
+        }
+        let r = slot
+            .client(self.pool.builder())
+            .and_then(|c| match plan.deadline {
+                Some(d) => c
+                    .call_deadline(plan.method, args, d)
+                    .map_err(|e| plan.whole_timeout(e)),
+                None => c.call(plan.method, args),
+            });
+        self.pool.report(slot, &r);
+        r
+    }
+
+    /// Sends without waiting.
+    fn send<A, R>(&self, plan: &Plan<'_>, slot: &Arc<Slot>, args: &A) -> Result<Sent<R>>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let guard = InflightGuard::new(slot);
+        let r = slot
+            .client(self.pool.builder())
+            .and_then(|c| c.go(plan.method, args));
+        match r {
+            Ok(call) => Ok(Sent {
+                call,
+                slot: slot.clone(),
+                guard,
+            }),
+            Err(e) => {
+                self.pool.report_error(slot, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Failfast (`retries` 0) and failover.
+    fn failover<A, R>(&self, plan: &Plan<'_>, args: &A, retries: u32) -> Result<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let (snap, view) = self.instances()?;
+        let mut tried = vec![false; view.len()];
+        let mut attempt = 0;
+        loop {
+            if tried.iter().all(|t| *t) {
+                // Every instance had its turn: start another round.
+                tried.iter_mut().for_each(|t| *t = false);
+            }
+            let i = self.pick(plan, &snap, &view, &tried)?;
+            tried[i] = true;
+            match self.once(plan, &view[i], args) {
+                Ok(r) => return Ok(r),
+                Err(e) if attempt < retries && plan.may_retry(&e) => {
+                    log::debug!(
+                        "xclient: {} on {} failed: {e}; failing over",
+                        plan.method,
+                        view[i].addr
+                    );
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The same instance, up to `retries` more times.
+    fn failtry<A, R>(&self, plan: &Plan<'_>, args: &A, retries: u32) -> Result<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let (snap, view) = self.instances()?;
+        let i = self.pick(plan, &snap, &view, &vec![false; view.len()])?;
+        let mut attempt = 0;
+        loop {
+            match self.once(plan, &view[i], args) {
+                Ok(r) => return Ok(r),
+                Err(e) if attempt < retries && plan.may_retry(&e) => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One instance, and a second one too if the first is slow.
+    fn failbackup<A, R>(&self, plan: &Plan<'_>, args: &A, after: Duration) -> Result<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let (snap, view) = self.instances()?;
+        let mut tried = vec![false; view.len()];
+        let mut sent: Vec<Sent<R>> = Vec::with_capacity(2);
+        let mut first_err: Option<Error> = None;
+        let mut attempts = 0;
+        let backup_at = Instant::now() + after;
+        loop {
+            // Send the first call, or the backup once it is due: when the
+            // first is slow (idempotent calls only) or failed retryably.
+            let due = match (attempts, &first_err) {
+                (0, _) => true,
+                (1, Some(e)) if sent.is_empty() => plan.may_retry(e),
+                (1, _) => plan.idempotent && Instant::now() >= backup_at,
+                _ => false,
+            };
+            if due {
+                attempts += 1;
+                match self.pick(plan, &snap, &view, &tried) {
+                    Ok(i) => {
+                        tried[i] = true;
+                        match self.send(plan, &view[i], args) {
+                            Ok(s) => sent.push(s),
+                            Err(e) => {
+                                first_err.get_or_insert(e);
+                            }
+                        }
+                    }
+                    // No second instance: wait for the first alone.
+                    Err(e) if attempts == 1 => return Err(e),
+                    Err(_) => {}
+                }
+                continue;
+            }
+            if sent.is_empty() {
+                return Err(first_err.unwrap_or_else(|| plan.no_servers()));
+            }
+            let mut wait_until = plan.deadline;
+            if attempts == 1 && plan.idempotent {
+                wait_until = Some(wait_until.map_or(backup_at, |d| d.min(backup_at)));
+            }
+            let waited = {
+                let mut sel = crossbeam_channel::Select::new();
+                for s in &sent {
+                    sel.recv(s.call.receiver());
+                }
+                let op = match wait_until {
+                    Some(t) => sel.select_deadline(t),
+                    None => Ok(sel.select()),
+                };
+                match op {
+                    Ok(op) => {
+                        let k = op.index();
+                        let r = op
+                            .recv(sent[k].call.receiver())
+                            .unwrap_or_else(|_| Err(lost_reply(&sent[k].slot.addr)));
+                        Some((k, r))
+                    }
+                    Err(_) => None,
+                }
+            };
+            let Some((k, r)) = waited else {
+                if plan.deadline.is_some_and(|d| Instant::now() >= d) {
+                    let err = plan.timed_out(sent.iter().map(|s| s.slot.addr.as_str()));
+                    for s in sent {
+                        abandon(s.call);
+                    }
+                    return Err(err);
+                }
+                // Time for the backup.
+                continue;
+            };
+            let done = sent.swap_remove(k);
+            self.pool.report(&done.slot, &r);
+            match r {
+                Ok(v) => {
+                    for s in sent {
+                        abandon(s.call);
+                    }
+                    return Ok(v);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+    }
+
+    /// Calls every (available) instance on its own scoped thread and
+    /// collects results until `stop` says so, all have arrived, or the
+    /// deadline passes. Calls still out are abandoned.
+    fn fan_out<A, R>(
+        &self,
+        plan: &Plan<'_>,
+        args: &A,
+        stop: fn(&Result<R>) -> bool,
+    ) -> Result<FanOut<R>>
+    where
+        A: Serialize + Sync + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let (_, view) = self.instances()?;
+        let mut targets: Vec<Arc<Slot>> = view.iter().filter(|s| !s.is_dead()).cloned().collect();
+        if targets.is_empty() {
+            targets = view.to_vec();
+        }
+        if targets.is_empty() {
+            return Err(plan.no_servers());
+        }
+        let pool = &*self.pool;
+        let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<R>)>();
+        // Dropped to tell every thread to abandon its call.
+        let (cancel_tx, cancel_rx) = crossbeam_channel::bounded::<()>(0);
+        let mut arrived = Vec::with_capacity(targets.len());
+        std::thread::scope(|scope| {
+            let mut handles = Vec::with_capacity(targets.len());
+            for (k, slot) in targets.iter().enumerate() {
+                let thread_tx = tx.clone();
+                let cancel = cancel_rx.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("geerpc-xclient-fanout".into())
+                    .stack_size(256 * 1024)
+                    .spawn_scoped(scope, move || {
+                        let r = call_until_cancelled(pool, plan, slot, args, &cancel);
+                        if let Some(r) = r {
+                            let _ = thread_tx.send((k, r));
+                        }
+                    });
+                match spawned {
+                    Ok(h) => handles.push(h),
+                    Err(e) => {
+                        let _ = tx.send((k, Err(Error::io("start a broadcast thread", e))));
+                    }
+                }
+            }
+            drop(tx);
+            let deadline = plan
+                .deadline
+                .map_or_else(crossbeam_channel::never, crossbeam_channel::at);
+            loop {
+                crossbeam_channel::select! {
+                    recv(rx) -> got => match got {
+                        Ok((k, r)) => {
+                            let enough = stop(&r);
+                            arrived.push((k, r));
+                            if enough {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
+                    },
+                    recv(deadline) -> _ => break,
+                }
+            }
+            drop(cancel_tx);
+            // The scope only waits for the closures; joining waits for the
+            // threads themselves to be gone.
+            for h in handles {
+                let _ = h.join();
+            }
+        });
+        Ok(FanOut {
+            addrs: targets.iter().map(|s| s.addr.clone()).collect(),
+            arrived,
+        })
+    }
+}
+
+/// One instance's part of a fan-out: `None` if it was cancelled or ran
+/// out of time (the collector accounts for it).
+fn call_until_cancelled<A, R>(
+    pool: &Pool,
+    plan: &Plan<'_>,
+    slot: &Arc<Slot>,
+    args: &A,
+    cancel: &Receiver<()>,
+) -> Option<Result<R>>
+where
+    A: Serialize + ?Sized,
+    R: DeserializeOwned + Send + 'static,
+{
+    let _inflight = InflightGuard::new(slot);
+    let sent = slot.client(pool.builder()).and_then(|c| {
+        if cancel.try_recv() == Err(crossbeam_channel::TryRecvError::Disconnected) {
+            return Err(Error::Shutdown("broadcast"));
+        }
+        c.go::<A, R>(plan.method, args)
+    });
+    let call = match sent {
+        Ok(call) => call,
+        Err(Error::Shutdown("broadcast")) => return None,
+        Err(e) => {
+            pool.report_error(slot, &e);
+            return Some(Err(e));
+        }
+    };
+    let deadline = plan
+        .deadline
+        .map_or_else(crossbeam_channel::never, crossbeam_channel::at);
+    let r = crossbeam_channel::select! {
+        recv(call.receiver()) -> r => r.unwrap_or_else(|_| Err(lost_reply(&slot.addr))),
+        recv(cancel) -> _ => {
+            abandon(call);
+            return None;
+        }
+        recv(deadline) -> _ => {
+            abandon(call);
+            return None;
+        }
+    };
+    pool.report(slot, &r);
+    Some(r)
+}
+
+impl Drop for XClient {
+    fn drop(&mut self) {
+        self.pool.close();
+    }
+}
+
+impl std::fmt::Debug for XClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XClient")
+            .field("fail_mode", &self.fail_mode)
+            .field("timeout", &self.timeout)
+            .field("idempotent", &self.idempotent)
+            .field("evicted", &self.pool.evicted())
+            .finish()
+    }
+}

@@ -1,0 +1,373 @@
+//! One cached connection per instance, and the health of each instance:
+//! eviction on a connection failure, re-admission after a back-off probe.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+
+use super::discovery::Snapshot;
+use crate::client::{Client, ClientBuilder};
+use crate::error::{Error, Result};
+use crate::threads::ThreadGroup;
+
+/// One instance as this client sees it.
+pub(super) struct Slot {
+    pub(super) addr: String,
+    /// The cached connection. Its own lock, so dialling one instance never
+    /// waits for another; callers of the same instance wait for one dial
+    /// instead of each dialling.
+    conn: Mutex<Option<Client>>,
+    inflight: AtomicUsize,
+    health: Mutex<Health>,
+}
+
+struct Health {
+    dead: bool,
+    retry_at: Instant,
+    backoff: Duration,
+}
+
+impl Slot {
+    fn new(addr: &str) -> Slot {
+        Slot {
+            addr: addr.to_string(),
+            conn: Mutex::new(None),
+            inflight: AtomicUsize::new(0),
+            health: Mutex::new(Health {
+                dead: false,
+                retry_at: Instant::now(),
+                backoff: Duration::ZERO,
+            }),
+        }
+    }
+
+    /// The cached connection, or a new one in place of a missing or broken
+    /// one.
+    pub(super) fn client(&self, builder: &ClientBuilder) -> Result<Client> {
+        let mut conn = self.conn.lock();
+        if let Some(c) = &*conn {
+            if c.is_alive() {
+                return Ok(c.clone());
+            }
+        }
+        *conn = None;
+        let c = builder.dial(&self.addr)?;
+        *conn = Some(c.clone());
+        Ok(c)
+    }
+
+    fn install(&self, client: Client) {
+        *self.conn.lock() = Some(client);
+    }
+
+    pub(super) fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn is_dead(&self) -> bool {
+        self.health.lock().dead
+    }
+
+    fn close(&self) {
+        if let Some(c) = self.conn.lock().take() {
+            c.close();
+        }
+    }
+}
+
+/// Counts a call in flight on a slot for as long as it lives.
+pub(super) struct InflightGuard(Arc<Slot>);
+
+impl InflightGuard {
+    pub(super) fn new(slot: &Arc<Slot>) -> InflightGuard {
+        slot.inflight.fetch_add(1, Ordering::Relaxed);
+        InflightGuard(slot.clone())
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether an error says the instance (or the way to it) is broken, as
+/// opposed to the call being slow or refused by the service.
+pub(super) fn is_connection_failure(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Connect { .. }
+            | Error::ConnectTimeout { .. }
+            | Error::HttpConnect { .. }
+            | Error::ConnectionClosed { .. }
+            | Error::Protocol(_)
+            | Error::Io { .. }
+    )
+}
+
+/// What the pool and its prober thread share.
+struct Shared {
+    builder: ClientBuilder,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    min_backoff: Duration,
+    max_backoff: Duration,
+}
+
+struct Prober {
+    /// Dropped to stop the prober.
+    stop: Sender<()>,
+    wake: Sender<()>,
+    threads: ThreadGroup,
+}
+
+/// Slots index for index with a snapshot's instances.
+pub(super) type Slots = Arc<[Arc<Slot>]>;
+
+/// The slots of the instances in the latest list.
+pub(super) struct Pool {
+    shared: Arc<Shared>,
+    /// The slots in the order of the snapshot they were built for.
+    view: Mutex<Option<(u64, Slots)>>,
+    prober: Mutex<Option<Prober>>,
+    closed: AtomicBool,
+}
+
+impl Pool {
+    pub(super) fn new(
+        builder: ClientBuilder,
+        min_backoff: Duration,
+        max_backoff: Duration,
+    ) -> Pool {
+        let min_backoff = min_backoff.max(Duration::from_millis(1));
+        Pool {
+            shared: Arc::new(Shared {
+                builder,
+                slots: Mutex::new(HashMap::new()),
+                min_backoff,
+                max_backoff: max_backoff.max(min_backoff),
+            }),
+            view: Mutex::new(None),
+            prober: Mutex::new(None),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn builder(&self) -> &ClientBuilder {
+        &self.shared.builder
+    }
+
+    pub(super) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Shutdown("xclient"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The slots for `snapshot.instances`, index for index. Instances that
+    /// left the list lose their slot; their connection closes when the
+    /// last call using it ends.
+    pub(super) fn view(&self, snapshot: &Snapshot) -> Slots {
+        let mut view = self.view.lock();
+        if let Some((v, slots)) = &*view {
+            if *v == snapshot.version && slots.len() == snapshot.instances.len() {
+                return slots.clone();
+            }
+        }
+        let mut all = self.shared.slots.lock();
+        let fresh: Slots = snapshot
+            .instances
+            .iter()
+            .map(|i| {
+                all.entry(i.addr.clone())
+                    .or_insert_with(|| Arc::new(Slot::new(&i.addr)))
+                    .clone()
+            })
+            .collect();
+        all.retain(|addr, _| fresh.iter().any(|s| &s.addr == addr));
+        *view = Some((snapshot.version, fresh.clone()));
+        fresh
+    }
+
+    /// Takes note of how a call on `slot` ended: a connection failure
+    /// evicts the instance, a success re-admits it.
+    pub(super) fn report<R>(&self, slot: &Slot, result: &Result<R>) {
+        match result {
+            Ok(_) => self.revive(slot),
+            Err(e) => self.report_error(slot, e),
+        }
+    }
+
+    /// Like [`report`](Pool::report) for a failure.
+    pub(super) fn report_error(&self, slot: &Slot, e: &Error) {
+        match e {
+            e if is_connection_failure(e) => self.evict(slot, e),
+            // A reply, even an error one, means the instance is there.
+            Error::Remote { .. } => self.revive(slot),
+            _ => {}
+        }
+    }
+
+    fn revive(&self, slot: &Slot) {
+        let mut h = slot.health.lock();
+        if h.dead {
+            h.dead = false;
+            h.backoff = Duration::ZERO;
+            log::info!("xclient: {} answers again; back in selection", slot.addr);
+        }
+    }
+
+    fn evict(&self, slot: &Slot, e: &Error) {
+        {
+            let mut h = slot.health.lock();
+            if h.dead {
+                return;
+            }
+            h.dead = true;
+            h.backoff = self.shared.min_backoff;
+            h.retry_at = Instant::now() + h.backoff;
+        }
+        log::warn!(
+            "xclient: {} taken out of selection: {e}; probing again in {:?}",
+            slot.addr,
+            self.shared.min_backoff
+        );
+        self.wake_prober();
+    }
+
+    fn wake_prober(&self) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let mut prober = self.prober.lock();
+        if prober.is_none() {
+            let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+            let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
+            let threads = ThreadGroup::default();
+            let shared = self.shared.clone();
+            let spawned = threads.spawn("geerpc-xclient-probe", Some(256 * 1024), move || {
+                probe_loop(&shared, &stop_rx, &wake_rx)
+            });
+            if let Err(e) = spawned {
+                // Without a prober, evicted instances come back when every
+                // instance is out (see `XClient`'s selection fallback).
+                log::warn!("xclient: cannot start the probe thread: {e}");
+                return;
+            }
+            *prober = Some(Prober {
+                stop: stop_tx,
+                wake: wake_tx,
+                threads,
+            });
+        }
+        if let Some(p) = &*prober {
+            let _ = p.wake.try_send(());
+        }
+    }
+
+    /// Addresses currently out of selection.
+    pub(super) fn evicted(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .shared
+            .slots
+            .lock()
+            .values()
+            .filter(|s| s.is_dead())
+            .map(|s| s.addr.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Stops the prober and closes every cached connection.
+    pub(super) fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(p) = self.prober.lock().take() {
+            drop(p.stop);
+            // A probe in the middle of a dial finishes within the connect
+            // timeout; it is not waited for longer.
+            let stuck = p
+                .threads
+                .join_until(Instant::now() + Duration::from_secs(5));
+            if stuck > 0 {
+                log::warn!("xclient: probe thread still dialling after close");
+            }
+        }
+        let slots: Vec<Arc<Slot>> = self.shared.slots.lock().drain().map(|(_, s)| s).collect();
+        for s in slots {
+            s.close();
+        }
+        *self.view.lock() = None;
+    }
+}
+
+/// Re-dials evicted instances once their back-off has passed: a success
+/// installs the new connection and re-admits the instance, a failure
+/// doubles its back-off.
+fn probe_loop(shared: &Shared, stop: &Receiver<()>, wake: &Receiver<()>) {
+    loop {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
+        for slot in shared.slots.lock().values() {
+            let h = slot.health.lock();
+            if !h.dead {
+                continue;
+            }
+            if h.retry_at <= now {
+                due.push(slot.clone());
+            } else {
+                next = Some(next.map_or(h.retry_at, |n| n.min(h.retry_at)));
+            }
+        }
+        for slot in &due {
+            if stop.try_recv() != Err(crossbeam_channel::TryRecvError::Empty) {
+                return;
+            }
+            if !slot.is_dead() {
+                continue;
+            }
+            match shared.builder.dial(&slot.addr) {
+                Ok(client) => {
+                    slot.install(client);
+                    let mut h = slot.health.lock();
+                    h.dead = false;
+                    h.backoff = Duration::ZERO;
+                    drop(h);
+                    log::info!(
+                        "xclient: probe of {} succeeded; back in selection",
+                        slot.addr
+                    );
+                }
+                Err(e) => {
+                    let mut h = slot.health.lock();
+                    h.backoff = (h.backoff * 2).clamp(shared.min_backoff, shared.max_backoff);
+                    h.retry_at = Instant::now() + h.backoff;
+                    log::debug!(
+                        "xclient: probe of {} failed: {e}; next in {:?}",
+                        slot.addr,
+                        h.backoff
+                    );
+                }
+            }
+        }
+        if !due.is_empty() {
+            continue;
+        }
+        let timeout = match next {
+            Some(t) => crossbeam_channel::at(t),
+            None => crossbeam_channel::never(),
+        };
+        crossbeam_channel::select! {
+            recv(stop) -> _ => return,
+            recv(wake) -> _ => {}
+            recv(timeout) -> _ => {}
+        }
+    }
+}

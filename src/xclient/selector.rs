@@ -1,0 +1,379 @@
+//! Which instance gets a call: the [`Selector`] trait and the built-in
+//! policies.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rand::Rng;
+
+use super::discovery::Snapshot;
+
+/// What a [`Selector`] knows about one call besides the instance list.
+///
+/// The slices are indexed like `snapshot.instances`.
+#[derive(Debug, Clone, Copy)]
+pub struct SelectContext<'a> {
+    /// `Service.Method` of the call.
+    pub service_method: &'a str,
+    /// The key given with the call, for key-affine selection.
+    pub key: Option<&'a [u8]>,
+    /// Calls this client has in flight on each instance.
+    pub inflight: &'a [usize],
+    /// Whether each instance may be picked: false for an instance evicted
+    /// after a failure or already tried by this call.
+    pub available: &'a [bool],
+}
+
+impl SelectContext<'_> {
+    /// How many instances may be picked.
+    pub fn available_count(&self) -> usize {
+        self.available.iter().filter(|a| **a).count()
+    }
+
+    /// The `n`-th available instance (0-based), as an index into the list.
+    pub fn nth_available(&self, n: usize) -> Option<usize> {
+        self.available
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| **a)
+            .nth(n)
+            .map(|(i, _)| i)
+    }
+
+    /// The first available instance at or after `start`, wrapping around.
+    pub fn next_available(&self, start: usize) -> Option<usize> {
+        let n = self.available.len();
+        (0..n).map(|k| (start + k) % n).find(|&i| self.available[i])
+    }
+}
+
+/// Picks one instance for a call.
+///
+/// Called on every call, from many threads at once: keep it quick, and
+/// keep what you derive from the list (rings, weights) keyed by
+/// `snapshot.version`. Return an index into `snapshot.instances` whose
+/// `ctx.available` entry is true, or `None` if none fits (the call then fails
+/// with [`Error::NoServers`](crate::Error::NoServers)); an index that is not
+/// available is replaced by the next available one.
+///
+/// ```
+/// use geerpc::{SelectContext, Selector, Snapshot};
+///
+/// /// Always the first available instance: a primary with standbys.
+/// struct FirstAvailable;
+///
+/// impl Selector for FirstAvailable {
+///     fn select(&self, _snapshot: &Snapshot, ctx: &SelectContext<'_>) -> Option<usize> {
+///         ctx.next_available(0)
+///     }
+/// }
+/// ```
+pub trait Selector: Send + Sync {
+    /// The index of the instance to call.
+    fn select(&self, snapshot: &Snapshot, ctx: &SelectContext<'_>) -> Option<usize>;
+}
+
+/// The built-in selection policies; see [`SelectMode::selector`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SelectMode {
+    /// Uniformly at random ([`RandomSelector`]).
+    Random,
+    /// In turn ([`RoundRobinSelector`]).
+    RoundRobin,
+    /// In turn, in proportion to weights, interleaved
+    /// ([`WeightedRoundRobinSelector`]).
+    WeightedRoundRobin,
+    /// By the call's key on a hash ring ([`ConsistentHashSelector`]).
+    ConsistentHash,
+    /// The less busy of two random instances ([`P2cSelector`]).
+    PowerOfTwoChoices,
+}
+
+impl SelectMode {
+    /// A fresh selector for this mode.
+    pub fn selector(self) -> Arc<dyn Selector> {
+        match self {
+            SelectMode::Random => Arc::new(RandomSelector),
+            SelectMode::RoundRobin => Arc::new(RoundRobinSelector::default()),
+            SelectMode::WeightedRoundRobin => Arc::new(WeightedRoundRobinSelector::default()),
+            SelectMode::ConsistentHash => Arc::new(ConsistentHashSelector::default()),
+            SelectMode::PowerOfTwoChoices => Arc::new(P2cSelector),
+        }
+    }
+}
+
+/// Any available instance, uniformly at random.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RandomSelector;
+
+impl Selector for RandomSelector {
+    fn select(&self, _: &Snapshot, ctx: &SelectContext<'_>) -> Option<usize> {
+        let n = ctx.available_count();
+        if n == 0 {
+            return None;
+        }
+        ctx.nth_available(rand::rng().random_range(0..n))
+    }
+}
+
+/// Available instances in turn.
+#[derive(Debug, Default)]
+pub struct RoundRobinSelector {
+    next: AtomicUsize,
+}
+
+impl Selector for RoundRobinSelector {
+    fn select(&self, snapshot: &Snapshot, ctx: &SelectContext<'_>) -> Option<usize> {
+        let n = snapshot.instances.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        ctx.next_available(start)
+    }
+}
+
+/// Smooth weighted round-robin (as in nginx): over any run of calls each
+/// instance gets its share of the weights, and a heavy instance's turns are
+/// spread out rather than bunched (weights 5,1,1 give a a b a c a a, not
+/// a a a a a b c). Weight 0 takes no calls unless every available instance
+/// has weight 0.
+#[derive(Debug, Default)]
+pub struct WeightedRoundRobinSelector {
+    /// The running "current weight" of each instance, for one list version.
+    state: Mutex<(u64, Vec<i64>)>,
+}
+
+impl Selector for WeightedRoundRobinSelector {
+    fn select(&self, snapshot: &Snapshot, ctx: &SelectContext<'_>) -> Option<usize> {
+        let instances = &snapshot.instances;
+        let all_zero = instances
+            .iter()
+            .zip(ctx.available)
+            .all(|(i, a)| !*a || i.weight == 0);
+        let weight = |i: usize| -> i64 {
+            if all_zero {
+                1
+            } else {
+                i64::from(instances[i].weight)
+            }
+        };
+        let mut state = self.state.lock();
+        if state.0 != snapshot.version || state.1.len() != instances.len() {
+            *state = (snapshot.version, vec![0; instances.len()]);
+        }
+        let current = &mut state.1;
+        let mut total = 0;
+        let mut best: Option<usize> = None;
+        for i in 0..instances.len() {
+            if !ctx.available[i] || weight(i) == 0 {
+                continue;
+            }
+            current[i] += weight(i);
+            total += weight(i);
+            if best.map_or(true, |b| current[i] > current[b]) {
+                best = Some(i);
+            }
+        }
+        let b = best?;
+        current[b] -= total;
+        Some(b)
+    }
+}
+
+/// Consistent hashing on the call's key: a ring with `replicas` virtual
+/// nodes per instance (default 160), rebuilt only when the list version
+/// changes. Adding one instance to n moves about 1/(n+1) of the keys; an
+/// unavailable instance's keys go to the next instance on the ring while the
+/// others keep theirs. Calls without a key go to a random instance.
+///
+/// The hash (FNV-1a, then a 64-bit mixer) is fixed, so every client process
+/// maps a key to the same instance.
+#[derive(Debug)]
+pub struct ConsistentHashSelector {
+    replicas: usize,
+    ring: Mutex<Option<(u64, Arc<Ring>)>>,
+}
+
+#[derive(Debug)]
+struct Ring {
+    /// (point, instance index), sorted by point.
+    points: Vec<(u64, usize)>,
+}
+
+impl Default for ConsistentHashSelector {
+    fn default() -> Self {
+        ConsistentHashSelector::new(160)
+    }
+}
+
+impl ConsistentHashSelector {
+    /// A ring with `replicas` virtual nodes per instance (at least 1).
+    pub fn new(replicas: usize) -> ConsistentHashSelector {
+        ConsistentHashSelector {
+            replicas: replicas.max(1),
+            ring: Mutex::new(None),
+        }
+    }
+
+    fn ring(&self, snapshot: &Snapshot) -> Arc<Ring> {
+        let mut cached = self.ring.lock();
+        if let Some((v, ring)) = &*cached {
+            if *v == snapshot.version {
+                return ring.clone();
+            }
+        }
+        let mut points = Vec::with_capacity(snapshot.instances.len() * self.replicas);
+        for (i, inst) in snapshot.instances.iter().enumerate() {
+            for r in 0..self.replicas {
+                points.push((hash_key(format!("{}#{r}", inst.addr).as_bytes()), i));
+            }
+        }
+        points.sort_unstable();
+        let ring = Arc::new(Ring { points });
+        *cached = Some((snapshot.version, ring.clone()));
+        ring
+    }
+}
+
+impl Selector for ConsistentHashSelector {
+    fn select(&self, snapshot: &Snapshot, ctx: &SelectContext<'_>) -> Option<usize> {
+        let Some(key) = ctx.key else {
+            return RandomSelector.select(snapshot, ctx);
+        };
+        let ring = self.ring(snapshot);
+        if ring.points.is_empty() {
+            return None;
+        }
+        let h = hash_key(key);
+        let start = ring.points.partition_point(|(p, _)| *p < h);
+        let n = ring.points.len();
+        (0..n)
+            .map(|k| ring.points[(start + k) % n].1)
+            .find(|&i| ctx.available[i])
+    }
+}
+
+/// The stable 64-bit hash of a key used by [`ConsistentHashSelector`].
+pub fn hash_key(key: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // FNV alone clusters similar keys ("a#1", "a#2"): finish with a mixer.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Power of two choices: two distinct random available instances, and the
+/// one with fewer calls in flight from this client. A slow instance piles
+/// up calls in flight and so is picked less, without any latency tracking.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct P2cSelector;
+
+impl Selector for P2cSelector {
+    fn select(&self, _: &Snapshot, ctx: &SelectContext<'_>) -> Option<usize> {
+        let n = ctx.available_count();
+        let mut rng = rand::rng();
+        match n {
+            0 => None,
+            1 => ctx.nth_available(0),
+            _ => {
+                let a = rng.random_range(0..n);
+                let mut b = rng.random_range(0..n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let (a, b) = (ctx.nth_available(a)?, ctx.nth_available(b)?);
+                Some(if ctx.inflight[b] < ctx.inflight[a] {
+                    b
+                } else {
+                    a
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xclient::discovery::Instance;
+
+    fn snap(version: u64, instances: Vec<Instance>) -> Snapshot {
+        Snapshot {
+            version,
+            instances: instances.into(),
+        }
+    }
+
+    fn pick(s: &dyn Selector, snapshot: &Snapshot, key: Option<&[u8]>) -> usize {
+        let n = snapshot.instances.len();
+        let ctx = SelectContext {
+            service_method: "A.B",
+            key,
+            inflight: &vec![0; n],
+            available: &vec![true; n],
+        };
+        s.select(snapshot, &ctx).unwrap()
+    }
+
+    #[test]
+    fn smooth_weighted_interleaves() {
+        let s = snap(
+            1,
+            vec![
+                Instance::new("a").with_weight(5),
+                Instance::new("b"),
+                Instance::new("c"),
+            ],
+        );
+        let sel = WeightedRoundRobinSelector::default();
+        let order: Vec<usize> = (0..7).map(|_| pick(&sel, &s, None)).collect();
+        assert_eq!(order, vec![0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn ring_skips_unavailable_and_keeps_others() {
+        let s = snap(1, (0..5).map(|i| Instance::new(format!("i{i}"))).collect());
+        let sel = ConsistentHashSelector::default();
+        let mut avail = vec![true; 5];
+        avail[2] = false;
+        let infl = vec![0; 5];
+        for k in 0..200u32 {
+            let key = k.to_be_bytes();
+            let before = pick(&sel, &s, Some(&key));
+            let ctx = SelectContext {
+                service_method: "A.B",
+                key: Some(&key),
+                inflight: &infl,
+                available: &avail,
+            };
+            let after = sel.select(&s, &ctx).unwrap();
+            assert_ne!(after, 2);
+            if before != 2 {
+                assert_eq!(before, after);
+            }
+        }
+    }
+
+    #[test]
+    fn p2c_prefers_less_busy() {
+        let s = snap(1, vec![Instance::new("a"), Instance::new("b")]);
+        let ctx = SelectContext {
+            service_method: "A.B",
+            key: None,
+            inflight: &[5, 0],
+            available: &[true, true],
+        };
+        for _ in 0..20 {
+            assert_eq!(P2cSelector.select(&s, &ctx), Some(1));
+        }
+    }
+}
