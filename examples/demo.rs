@@ -60,7 +60,11 @@ pub fn run(out: &mut (dyn Write + Send)) -> Result<(), Box<dyn std::error::Error
     let (stop_tx, stop_rx): (Sender<()>, Receiver<()>) = crossbeam_channel::bounded(0);
     let servers = [start_server(&url, &stop_rx)?, start_server(&url, &stop_rx)?];
     for s in &servers {
-        writeln!(out, "server {} started, heartbeating to the registry", s.addr())?;
+        writeln!(
+            out,
+            "server {} started, heartbeating to the registry",
+            s.addr()
+        )?;
     }
 
     let discovery = RegistryDiscovery::builder(&url).service("Foo").build()?;
@@ -71,7 +75,12 @@ pub fn run(out: &mut (dyn Write + Send)) -> Result<(), Box<dyn std::error::Error
         let snap = discovery.snapshot()?;
         if snap.instances.len() == servers.len() {
             let addrs: Vec<&str> = snap.instances.iter().map(|i| i.addr.as_str()).collect();
-            writeln!(out, "discovery sees {} instances: {}", addrs.len(), addrs.join(", "))?;
+            writeln!(
+                out,
+                "discovery sees {} instances: {}",
+                addrs.len(),
+                addrs.join(", ")
+            )?;
             break;
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -92,12 +101,17 @@ pub fn run(out: &mut (dyn Write + Send)) -> Result<(), Box<dyn std::error::Error
         for i in 0..5i64 {
             let (xc, say) = (&xc, &say);
             s.spawn(move || {
-                let args = Args { num1: i, num2: i * i };
+                let args = Args {
+                    num1: i,
+                    num2: i * i,
+                };
                 let line = match xc.go::<_, i64>("Foo.Sum", &args) {
                     Ok(call) => {
                         let addr = call.addr().to_string();
                         match call.wait() {
-                            Ok(r) => format!("call Foo.Sum {i} + {} = {r} (answered by {addr})", i * i),
+                            Ok(r) => {
+                                format!("call Foo.Sum {i} + {} = {r} (answered by {addr})", i * i)
+                            }
                             Err(e) => format!("call Foo.Sum {i} + {} error: {e}", i * i),
                         }
                     }
@@ -112,9 +126,15 @@ pub fn run(out: &mut (dyn Write + Send)) -> Result<(), Box<dyn std::error::Error
         for i in 0..5i64 {
             let (xc, say) = (&xc, &say);
             s.spawn(move || {
-                let args = Args { num1: i, num2: i * i };
+                let args = Args {
+                    num1: i,
+                    num2: i * i,
+                };
                 say(match xc.broadcast::<_, i64>("Foo.Sum", &args) {
-                    Ok(r) => format!("broadcast Foo.Sum {i} + {} = {r} (every instance answered)", i * i),
+                    Ok(r) => format!(
+                        "broadcast Foo.Sum {i} + {} = {r} (every instance answered)",
+                        i * i
+                    ),
                     Err(e) => format!("broadcast Foo.Sum {i} + {} error: {e}", i * i),
                 });
             });
@@ -126,11 +146,16 @@ pub fn run(out: &mut (dyn Write + Send)) -> Result<(), Box<dyn std::error::Error
         for i in 0..5i64 {
             let (xc, say, timeout) = (&xc, &say, &timeout);
             s.spawn(move || {
-                let args = Args { num1: i, num2: i * i };
-                say(match xc.broadcast_with::<_, i64>("Foo.Sleep", &args, timeout) {
-                    Ok(r) => format!("broadcast Foo.Sleep {i}s: ok, {i} + {} = {r}", i * i),
-                    Err(e) => format!("broadcast Foo.Sleep {i}s: error: {e}"),
-                });
+                let args = Args {
+                    num1: i,
+                    num2: i * i,
+                };
+                say(
+                    match xc.broadcast_with::<_, i64>("Foo.Sleep", &args, timeout) {
+                        Ok(r) => format!("broadcast Foo.Sleep {i}s: ok, {i} + {} = {r}", i * i),
+                        Err(e) => format!("broadcast Foo.Sleep {i}s: error: {e}"),
+                    },
+                );
             });
         }
     });
@@ -151,7 +176,8 @@ pub fn run(out: &mut (dyn Write + Send)) -> Result<(), Box<dyn std::error::Error
 
 #[allow(dead_code)] // tests/demo.rs includes this file and calls `run`.
 fn main() {
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).try_init();
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .try_init();
     let mut stdout = std::io::stdout();
     if let Err(e) = run(&mut stdout) {
         eprintln!("demo: {e}");

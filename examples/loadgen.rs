@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use std::collections::BTreeSet;
 
 use geerpc::{
-    Client, Codec, Discovery, FailMode, Heartbeat, HeartbeatOptions, RegistryDiscovery,
-    SelectMode, Server, Service, XClient,
+    Client, Codec, Discovery, FailMode, Heartbeat, HeartbeatOptions, RegistryDiscovery, SelectMode,
+    Server, Service, XClient,
 };
 use serde::{Deserialize, Serialize};
 
@@ -118,9 +118,11 @@ fn serve(flags: &HashMap<String, String>) {
         }
     };
     // Before `ready`, so that a signal sent right after it is not lost.
-    let mut signals =
-        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-            .expect("install signal handlers");
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .expect("install signal handlers");
     if let Some(url) = flags.get("registry") {
         if let Err(e) = Heartbeat::for_server(&running, url, HeartbeatOptions::new()) {
             eprintln!("loadgen: {e}");
@@ -217,7 +219,11 @@ fn fail_mode(flags: &HashMap<String, String>) -> FailMode {
 
 /// The calls go through an XClient over the registry's instances; the
 /// addresses it lists during the run are collected in `seen`.
-fn registry_target(flags: &HashMap<String, String>, url: &str, payload: usize) -> (Target, Arc<RegistryDiscovery>) {
+fn registry_target(
+    flags: &HashMap<String, String>,
+    url: &str,
+    payload: usize,
+) -> (Target, Arc<RegistryDiscovery>) {
     let service = if payload > 0 { "Echo" } else { "Arith" };
     let discovery = RegistryDiscovery::builder(url)
         .service(service)
@@ -296,10 +302,13 @@ fn load(flags: &HashMap<String, String>) {
             let builder = Client::builder().codec(codec);
             (0..conns)
                 .map(|_| {
-                    builder.dial(&target).map(Target::Direct).unwrap_or_else(|e| {
-                        eprintln!("loadgen: {e}");
-                        exit(1)
-                    })
+                    builder
+                        .dial(&target)
+                        .map(Target::Direct)
+                        .unwrap_or_else(|e| {
+                            eprintln!("loadgen: {e}");
+                            exit(1)
+                        })
                 })
                 .collect()
         }

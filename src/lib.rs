@@ -50,7 +50,8 @@ pub use duration::{parse_duration, GoDuration};
 pub use error::{Error, Result};
 pub use handshake::{LEGACY_MAGIC_NUMBER, MAGIC_NUMBER};
 pub use registry::{
-    Heartbeat, HeartbeatOptions, Registry, RegistryDiscovery, RegistryDiscoveryBuilder, RegistryHandle,
+    Heartbeat, HeartbeatOptions, Registry, RegistryDiscovery, RegistryDiscoveryBuilder,
+    RegistryHandle,
 };
 pub use server::{Server, ServerBuilder, ServerHandle};
 pub use service::{Context, MethodInfo, Service, ServiceInfo};

@@ -73,7 +73,10 @@ fn list_until(args: &[&str], cond: impl Fn(&str) -> bool) -> String {
         if cond(&out) {
             return out;
         }
-        assert!(Instant::now() < deadline, "never got the expected list; last:\n{out}");
+        assert!(
+            Instant::now() < deadline,
+            "never got the expected list; last:\n{out}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -89,7 +92,10 @@ fn registry_list_and_call_end_to_end() {
     Heartbeat::for_server(
         &b,
         &url,
-        HeartbeatOptions::new().services(["Echo"]).weight(3).tags(["eu", "canary"]),
+        HeartbeatOptions::new()
+            .services(["Echo"])
+            .weight(3)
+            .tags(["eu", "canary"]),
     )
     .unwrap();
     let (a_addr, b_addr) = (a.addr().to_string(), b.addr().to_string());
@@ -101,23 +107,42 @@ fn registry_list_and_call_end_to_end() {
     let firsts: Vec<&str> = out.lines().map(|l| l.split(' ').next().unwrap()).collect();
     assert_eq!(firsts, want, "{out}");
     let a_line = out.lines().find(|l| l.starts_with(&a_addr)).unwrap();
-    assert!(a_line.contains("services=Arith,Echo") && a_line.contains("version=1.0"), "{a_line}");
+    assert!(
+        a_line.contains("services=Arith,Echo") && a_line.contains("version=1.0"),
+        "{a_line}"
+    );
     let b_line = out.lines().find(|l| l.starts_with(&b_addr)).unwrap();
-    assert!(b_line.contains("weight=3") && b_line.contains("tags=eu,canary"), "{b_line}");
+    assert!(
+        b_line.contains("weight=3") && b_line.contains("tags=eu,canary"),
+        "{b_line}"
+    );
 
     let o = geerpc(&["list", "--registry", &url, "--service", "Arith"]);
     assert!(o.status.success());
-    assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), [a_line], "{}", stdout(&o));
+    assert_eq!(
+        stdout(&o).lines().collect::<Vec<_>>(),
+        [a_line],
+        "{}",
+        stdout(&o)
+    );
 
     let o = geerpc(&["list", "--registry", &url, "--json"]);
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let arr = v.as_array().unwrap();
     assert_eq!(arr.len(), 2);
-    assert!(arr.iter().any(|i| i["addr"] == b_addr.as_str() && i["weight"] == 3));
+    assert!(arr
+        .iter()
+        .any(|i| i["addr"] == b_addr.as_str() && i["weight"] == 3));
 
     // call through the registry: only Arith's instance serves Arith.Sum.
-    let o = geerpc(&["call", "--registry", &url, "Arith.Sum", r#"{"Num1":20,"Num2":22}"#]);
+    let o = geerpc(&[
+        "call",
+        "--registry",
+        &url,
+        "Arith.Sum",
+        r#"{"Num1":20,"Num2":22}"#,
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "42");
     // call a server directly.
@@ -127,10 +152,18 @@ fn registry_list_and_call_end_to_end() {
     // Errors: the server's message, exit code 1.
     let o = geerpc(&["call", "--addr", &a_addr, "Arith.Nope", "{}"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("can't find method Nope"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("can't find method Nope"),
+        "{}",
+        stderr(&o)
+    );
     let o = geerpc(&["call", "--registry", &url, "Nobody.Sum", "{}"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("no instance of Nobody"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no instance of Nobody"),
+        "{}",
+        stderr(&o)
+    );
     let o = geerpc(&["call", "--addr", &a_addr, "Arith.Sum", "{not json"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("not JSON"), "{}", stderr(&o));
@@ -163,6 +196,13 @@ fn registry_ttl_takes_go_durations_and_rejects_garbage() {
     assert!(stderr(&o).contains("--ttl"), "{}", stderr(&o));
     let o = geerpc(&["call", "Arith.Sum", "{}"]);
     assert_eq!(o.status.code(), Some(2), "needs --registry or --addr");
-    let o = geerpc(&["call", "--registry", "http://x", "--addr", "tcp@x:1", "Arith.Sum"]);
+    let o = geerpc(&[
+        "call",
+        "--registry",
+        "http://x",
+        "--addr",
+        "tcp@x:1",
+        "Arith.Sum",
+    ]);
     assert_eq!(o.status.code(), Some(2), "not both");
 }

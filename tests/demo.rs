@@ -16,10 +16,18 @@ fn the_demo_runs_the_articles_scenario_and_says_who_answered() {
     let text = String::from_utf8(out).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let find = |prefix: &str| -> Vec<&str> {
-        lines.iter().copied().filter(|l| l.starts_with(prefix)).collect()
+        lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with(prefix))
+            .collect()
     };
 
-    assert_eq!(find("registry listening on http://127.0.0.1:").len(), 1, "{text}");
+    assert_eq!(
+        find("registry listening on http://127.0.0.1:").len(),
+        1,
+        "{text}"
+    );
     let servers: Vec<String> = find("server tcp@127.0.0.1:")
         .iter()
         .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
@@ -33,23 +41,42 @@ fn the_demo_runs_the_articles_scenario_and_says_who_answered() {
 
     for i in 0..5i64 {
         let sum = i + i * i;
-        let call = find(&format!("call Foo.Sum {i} + {} = {sum} (answered by tcp@", i * i));
+        let call = find(&format!(
+            "call Foo.Sum {i} + {} = {sum} (answered by tcp@",
+            i * i
+        ));
         assert_eq!(call.len(), 1, "call {i} in:\n{text}");
-        assert!(servers.iter().any(|s| call[0].ends_with(&format!("{s})"))), "{}", call[0]);
+        assert!(
+            servers.iter().any(|s| call[0].ends_with(&format!("{s})"))),
+            "{}",
+            call[0]
+        );
         let bc = find(&format!("broadcast Foo.Sum {i} + {} = {sum} ", i * i));
         assert_eq!(bc.len(), 1, "broadcast {i} in:\n{text}");
     }
     for i in [0, 1] {
-        assert_eq!(find(&format!("broadcast Foo.Sleep {i}s: ok")).len(), 1, "{text}");
+        assert_eq!(
+            find(&format!("broadcast Foo.Sleep {i}s: ok")).len(),
+            1,
+            "{text}"
+        );
     }
     for i in [3, 4] {
         let e = find(&format!("broadcast Foo.Sleep {i}s: error: "));
         assert_eq!(e.len(), 1, "{text}");
-        assert!(e[0].contains("timeout") && e[0].contains("expect within 2s"), "{}", e[0]);
+        assert!(
+            e[0].contains("timeout") && e[0].contains("expect within 2s"),
+            "{}",
+            e[0]
+        );
     }
     // Sleep(2s) under a 2 s timeout may go either way, but it is reported.
     assert_eq!(find("broadcast Foo.Sleep 2s: ").len(), 1, "{text}");
-    assert_eq!(find("servers deregistered (0 left), registry stopped").len(), 1, "{text}");
+    assert_eq!(
+        find("servers deregistered (0 left), registry stopped").len(),
+        1,
+        "{text}"
+    );
     assert_eq!(lines.len(), 1 + 2 + 1 + 5 + 5 + 5 + 1, "{text}");
     assert!(took < Duration::from_secs(15), "demo took {took:?}");
 }

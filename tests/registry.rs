@@ -126,9 +126,22 @@ fn each_post_header_spelling_registers_and_get_lists_under_both_names() {
 fn both_paths_answer_and_others_are_404() {
     let reg = start(Registry::DEFAULT_TTL);
     let base = format!("http://{}", reg.addr());
-    assert_eq!(post(&format!("{base}/_geerpc_/registry"), "X-rpc-Server", "tcp@127.0.0.1:1"), 200);
-    assert_eq!(get_header(&format!("{base}/_rpc_/registry"), "X-rpc-Servers"), "tcp@127.0.0.1:1");
-    assert_eq!(get_header(&format!("{base}/_geerpc_/registry"), "X-rpc-Servers"), "tcp@127.0.0.1:1");
+    assert_eq!(
+        post(
+            &format!("{base}/_geerpc_/registry"),
+            "X-rpc-Server",
+            "tcp@127.0.0.1:1"
+        ),
+        200
+    );
+    assert_eq!(
+        get_header(&format!("{base}/_rpc_/registry"), "X-rpc-Servers"),
+        "tcp@127.0.0.1:1"
+    );
+    assert_eq!(
+        get_header(&format!("{base}/_geerpc_/registry"), "X-rpc-Servers"),
+        "tcp@127.0.0.1:1"
+    );
     let resp = http().get(format!("{base}/elsewhere")).call().unwrap();
     assert_eq!(resp.status(), 404);
 }
@@ -136,7 +149,11 @@ fn both_paths_answer_and_others_are_404() {
 #[test]
 fn custom_path_replaces_the_defaults() {
     init_log();
-    let reg = Registry::new().addr("127.0.0.1:0").path("reg").start().unwrap();
+    let reg = Registry::new()
+        .addr("127.0.0.1:0")
+        .path("reg")
+        .start()
+        .unwrap();
     assert!(reg.url().ends_with("/reg"), "{}", reg.url());
     assert_eq!(post(&reg.url(), "X-rpc-Server", "tcp@127.0.0.1:1"), 200);
     let other = format!("http://{}/_rpc_/registry", reg.addr());
@@ -163,7 +180,13 @@ fn missing_address_is_400_naming_the_header() {
 #[test]
 fn malformed_address_is_400() {
     let reg = start(Registry::DEFAULT_TTL);
-    for bad in ["127.0.0.1:7001", "tcp@127.0.0.1", "udp@127.0.0.1:1", "tcp@a,b:1", "tcp@:1"] {
+    for bad in [
+        "127.0.0.1:7001",
+        "tcp@127.0.0.1",
+        "udp@127.0.0.1:1",
+        "tcp@a,b:1",
+        "tcp@:1",
+    ] {
         let mut resp = http()
             .post(reg.url())
             .header("X-rpc-Server", bad)
@@ -230,7 +253,10 @@ fn a_go_peer_that_knows_no_extension_works() {
         .lines()
         .find(|l| l.to_ascii_lowercase().starts_with("x-rpc-servers:"))
         .unwrap_or_else(|| panic!("no X-rpc-Servers header in {resp}"));
-    assert_eq!(header.split_once(':').unwrap().1.trim(), "tcp@127.0.0.1:7001");
+    assert_eq!(
+        header.split_once(':').unwrap().1.trim(),
+        "tcp@127.0.0.1:7001"
+    );
     // A Go discovery never asks for a service: unnamed instances are listed
     // for every service, too.
     let arith = get_json(&format!("{}?service=Arith", reg.url()));
@@ -267,7 +293,14 @@ fn services_and_metadata_filter_the_listing() {
         "metadata": {"version": "1.2.0", "tags": "eu,canary"}
     });
     assert_eq!(post_json(&url, "tcp@127.0.0.1:1", body), 200);
-    assert_eq!(post_json(&url, "tcp@127.0.0.1:2", serde_json::json!({"services": ["Echo"]})), 200);
+    assert_eq!(
+        post_json(
+            &url,
+            "tcp@127.0.0.1:2",
+            serde_json::json!({"services": ["Echo"]})
+        ),
+        200
+    );
     // A plain renewal (a Go heartbeat) keeps what the instance said before.
     assert_eq!(post(&url, "X-rpc-Server", "tcp@127.0.0.1:1"), 200);
 
@@ -278,10 +311,17 @@ fn services_and_metadata_filter_the_listing() {
     assert_eq!(one["services"], serde_json::json!(["Arith", "Echo"]));
     assert_eq!(one["metadata"]["version"], "1.2.0");
     assert_eq!(one["metadata"]["tags"], "eu,canary");
-    assert_eq!(addrs(&get_json(&format!("{url}?service=Echo"))), ["tcp@127.0.0.1:1", "tcp@127.0.0.1:2"]);
+    assert_eq!(
+        addrs(&get_json(&format!("{url}?service=Echo"))),
+        ["tcp@127.0.0.1:1", "tcp@127.0.0.1:2"]
+    );
     assert!(addrs(&get_json(&format!("{url}?service=Nope"))).is_empty());
     // The same through the discovery.
-    let d = RegistryDiscovery::builder(&url).service("Arith").watch(false).build().unwrap();
+    let d = RegistryDiscovery::builder(&url)
+        .service("Arith")
+        .watch(false)
+        .build()
+        .unwrap();
     let snap = d.snapshot().unwrap();
     assert_eq!(snap.instances.len(), 1);
     assert_eq!(snap.instances[0].weight, 3);
@@ -302,7 +342,10 @@ fn an_address_not_renewed_within_the_ttl_is_purged_without_a_get() {
     let waited = registered.elapsed();
     assert!(addrs(&changed).is_empty(), "{changed}");
     assert_ne!(changed["version"].as_u64().unwrap(), version);
-    assert!(waited >= Duration::from_millis(290), "purged after {waited:?}, before the TTL");
+    assert!(
+        waited >= Duration::from_millis(290),
+        "purged after {waited:?}, before the TTL"
+    );
     assert!(waited < Duration::from_secs(5), "purged after {waited:?}");
     assert!(reg.instances().is_empty());
 }
@@ -322,7 +365,10 @@ fn heartbeats_keep_an_address_alive_past_the_ttl() {
     // Three TTLs later the address is still there, never dropped in between.
     let end = Instant::now() + Duration::from_millis(1200);
     let changed = d.watch().unwrap();
-    assert!(changed.recv_timeout(end - Instant::now()).is_err(), "list changed");
+    assert!(
+        changed.recv_timeout(end - Instant::now()).is_err(),
+        "list changed"
+    );
     assert_eq!(d.snapshot().unwrap().version, v);
     assert!(hb.beats() >= 3, "{} beats", hb.beats());
     assert!(hb.is_registered());
@@ -339,7 +385,10 @@ fn five_thousand_instances_are_listed_whole() {
     for i in 0..5000 {
         let resp = agent
             .post(&url)
-            .header("X-rpc-Server", format!("tcp@10.0.{}.{}:7000", i / 250, i % 250))
+            .header(
+                "X-rpc-Server",
+                format!("tcp@10.0.{}.{}:7000", i / 250, i % 250),
+            )
             .header("Content-Type", "application/json")
             .send(r#"{"services":["Arith"],"metadata":{"zone":"eu-west-1a"}}"#.as_bytes())
             .unwrap();
@@ -351,7 +400,11 @@ fn five_thousand_instances_are_listed_whole() {
     let mut sorted = got.clone();
     sorted.sort();
     assert_eq!(got, sorted, "listing is sorted");
-    let d = RegistryDiscovery::builder(&url).service("Arith").watch(false).build().unwrap();
+    let d = RegistryDiscovery::builder(&url)
+        .service("Arith")
+        .watch(false)
+        .build()
+        .unwrap();
     assert_eq!(d.snapshot().unwrap().instances.len(), 5000);
 }
 
@@ -416,16 +469,25 @@ fn a_restarted_registry_gets_every_heartbeat_back_within_one_backoff() {
     // interval); there is no signal for that, so look every few ms.
     let deadline = Instant::now() + interval * 3;
     while beats.iter().any(|b| b.is_registered()) {
-        assert!(Instant::now() < deadline, "heartbeats did not notice the registry stopped");
+        assert!(
+            Instant::now() < deadline,
+            "heartbeats did not notice the registry stopped"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let reg = Registry::new().addr(addr.to_string()).start().expect("rebind the same port");
+    let reg = Registry::new()
+        .addr(addr.to_string())
+        .start()
+        .expect("rebind the same port");
     let restarted = Instant::now();
     let d = RegistryDiscovery::new(&reg.url()).unwrap();
     wait_for(&d, Duration::from_secs(10), |s| s.instances.len() == 20);
     let took = restarted.elapsed();
     // Well under the 4 s interval: the retries, not the regular beats, did it.
-    assert!(took < Duration::from_secs(3), "took {took:?} (max back-off {max_backoff:?})");
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?} (max back-off {max_backoff:?})"
+    );
     drop(beats);
     assert!(reg.instances().is_empty());
 }
@@ -458,9 +520,16 @@ fn discovery_keeps_serving_the_last_list_during_an_outage() {
 fn discovery_with_no_registry_ever_fails_clearly() {
     init_log();
     // A port nobody listens on: bind one, note it, close it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}/_rpc_/registry");
-    let d = RegistryDiscovery::builder(&url).watch(false).build().unwrap();
+    let d = RegistryDiscovery::builder(&url)
+        .watch(false)
+        .build()
+        .unwrap();
     let err = d.snapshot().unwrap_err();
     assert!(err.to_string().contains(&url), "{err}");
     assert!(RegistryDiscovery::new("localhost:9999").is_err());
@@ -486,26 +555,45 @@ fn the_watch_delivers_a_change_within_100ms() {
         let addr = format!("tcp@127.0.0.1:{}", 22000 + i);
         let t0 = Instant::now();
         post_json(&url, &addr, serde_json::json!({"services": ["Arith"]}));
-        changed.recv_timeout(Duration::from_secs(5)).expect("change signalled");
+        changed
+            .recv_timeout(Duration::from_secs(5))
+            .expect("change signalled");
         took.push(t0.elapsed());
         let snap = d.snapshot().unwrap();
         assert!(snap.instances.iter().any(|x| x.addr == addr));
         assert_eq!(snap.instances.len(), i + 1);
     }
     // An instance of another service is no change for this discovery.
-    post_json(&url, "tcp@127.0.0.1:1", serde_json::json!({"services": ["Echo"]}));
+    post_json(
+        &url,
+        "tcp@127.0.0.1:1",
+        serde_json::json!({"services": ["Echo"]}),
+    );
     // Removal is seen as quickly.
     let t0 = Instant::now();
-    http().delete(&url).header("X-rpc-Server", "tcp@127.0.0.1:22000").call().unwrap();
-    changed.recv_timeout(Duration::from_secs(5)).expect("removal signalled");
+    http()
+        .delete(&url)
+        .header("X-rpc-Server", "tcp@127.0.0.1:22000")
+        .call()
+        .unwrap();
+    changed
+        .recv_timeout(Duration::from_secs(5))
+        .expect("removal signalled");
     took.push(t0.elapsed());
     assert_eq!(d.snapshot().unwrap().instances.len(), 4);
     took.sort();
-    assert!(took[took.len() / 2] < Duration::from_millis(100), "{took:?}");
+    assert!(
+        took[took.len() / 2] < Duration::from_millis(100),
+        "{took:?}"
+    );
     // Dropping interrupts the long poll in flight at once.
     let t0 = Instant::now();
     drop(d);
-    assert!(t0.elapsed() < Duration::from_secs(1), "drop took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "drop took {:?}",
+        t0.elapsed()
+    );
 }
 
 #[test]
@@ -514,7 +602,10 @@ fn for_server_registers_its_services_and_shutdown_deregisters() {
     let running = start_server();
     let addr = running.addr().to_string();
     Heartbeat::for_server(&running, &reg.url(), HeartbeatOptions::new().version("9.9")).unwrap();
-    let d = RegistryDiscovery::builder(&reg.url()).service("Echo").build().unwrap();
+    let d = RegistryDiscovery::builder(&reg.url())
+        .service("Echo")
+        .build()
+        .unwrap();
     let snap = wait_for(&d, Duration::from_secs(10), |s| s.instances.len() == 1);
     let inst = &snap.instances[0];
     assert_eq!(inst.addr, addr);
@@ -534,7 +625,9 @@ fn shutdown_answers_long_polls_and_joins_every_thread() {
     let version = get_json(&url)["version"].as_u64().unwrap();
     let poll = std::thread::spawn(move || {
         let t0 = Instant::now();
-        let r = http().get(format!("{url}?watch={version}&timeout=60s")).call();
+        let r = http()
+            .get(format!("{url}?watch={version}&timeout=60s"))
+            .call();
         (r.map(|r| r.status().as_u16()), t0.elapsed())
     });
     // The poll is parked (the reaper holds it), not a worker: GETs still work.
@@ -543,11 +636,18 @@ fn shutdown_answers_long_polls_and_joins_every_thread() {
     }
     let t0 = Instant::now();
     reg.shutdown();
-    assert!(t0.elapsed() < Duration::from_secs(3), "shutdown took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
     assert_eq!(reg.live_threads(), 0);
     let (status, waited) = poll.join().unwrap();
     // Answered (or cut) at shutdown, not after its 60 s.
-    assert!(waited < Duration::from_secs(10), "{status:?} after {waited:?}");
+    assert!(
+        waited < Duration::from_secs(10),
+        "{status:?} after {waited:?}"
+    );
     // The port is free again at once.
     std::net::TcpListener::bind(reg.addr()).expect("port released");
 }
@@ -573,9 +673,14 @@ fn a_server_through_registry_discovery_answers_calls() {
     server.register(arith()).unwrap();
     let running = server.listen("tcp@127.0.0.1:0").unwrap();
     Heartbeat::for_server(&running, &reg.url(), HeartbeatOptions::new()).unwrap();
-    let d = RegistryDiscovery::builder(&reg.url()).service("Arith").build().unwrap();
+    let d = RegistryDiscovery::builder(&reg.url())
+        .service("Arith")
+        .build()
+        .unwrap();
     let snap = wait_for(&d, Duration::from_secs(10), |s| !s.instances.is_empty());
     let client = geerpc::Client::dial(&snap.instances[0].addr).unwrap();
-    let sum: i64 = client.call("Arith.Sum", &Args { num1: 2, num2: 40 }).unwrap();
+    let sum: i64 = client
+        .call("Arith.Sum", &Args { num1: 2, num2: 40 })
+        .unwrap();
     assert_eq!(sum, 42);
 }

@@ -11,9 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use geerpc::{
-    Client, Discovery, Instance, Registry, RegistryDiscovery, SelectMode, XClient,
-};
+use geerpc::{Client, Discovery, Instance, Registry, RegistryDiscovery, SelectMode, XClient};
 
 #[derive(Parser)]
 #[command(name = "geerpc", version, about = "GeeRPC registry and client tool")]
@@ -90,8 +88,7 @@ fn main() -> ExitCode {
         Command::Registry { .. } => "info",
         _ => "warn",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log))
-        .init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log)).init();
     let result = match cli.command {
         Command::Registry { addr, ttl, path } => registry(&addr, ttl, path),
         Command::List {

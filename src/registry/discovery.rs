@@ -212,8 +212,14 @@ impl Drop for RegistryDiscovery {
             let _ = w.stop_tx.try_send(());
             // Interrupts the long poll in flight.
             w.agent.shutdown();
-            if w.threads.join_until(Instant::now() + Duration::from_secs(2)) > 0 {
-                log::warn!("registry discovery {}: watch thread did not stop", self.shared.url);
+            if w.threads
+                .join_until(Instant::now() + Duration::from_secs(2))
+                > 0
+            {
+                log::warn!(
+                    "registry discovery {}: watch thread did not stop",
+                    self.shared.url
+                );
             }
         }
     }

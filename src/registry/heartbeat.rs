@@ -122,11 +122,12 @@ impl HeartbeatOptions {
     /// The interval in force: as set, or TTL - 1 min (half the TTL when the
     /// TTL is under 2 min).
     pub fn interval_or_default(&self) -> Duration {
-        self.interval.unwrap_or(if self.ttl >= Duration::from_secs(120) {
-            self.ttl - Duration::from_secs(60)
-        } else {
-            (self.ttl / 2).max(Duration::from_millis(1))
-        })
+        self.interval
+            .unwrap_or(if self.ttl >= Duration::from_secs(120) {
+                self.ttl - Duration::from_secs(60)
+            } else {
+                (self.ttl / 2).max(Duration::from_millis(1))
+            })
     }
 
     fn registration(&self) -> Registration {
@@ -199,7 +200,10 @@ impl Heartbeat {
         check_url(registry_url)?;
         check_addr(&addr)?;
         let interval = options.interval_or_default();
-        let backoff = (options.backoff.0.min(interval), options.backoff.1.min(interval));
+        let backoff = (
+            options.backoff.0.min(interval),
+            options.backoff.1.min(interval),
+        );
         let body = serde_json::to_vec(&options.registration()).map_err(|e| Error::Encode {
             what: "registration".into(),
             message: e.to_string(),
@@ -250,7 +254,14 @@ impl Heartbeat {
         mut options: HeartbeatOptions,
     ) -> Result<()> {
         if options.services.is_none() {
-            options.services = Some(server.server().services().into_iter().map(|s| s.name).collect());
+            options.services = Some(
+                server
+                    .server()
+                    .services()
+                    .into_iter()
+                    .map(|s| s.name)
+                    .collect(),
+            );
         }
         let hb = Heartbeat::start(registry_url, server.addr().to_string(), options)?;
         server.on_shutdown(move || hb.stop());
@@ -287,9 +298,15 @@ impl Heartbeat {
         self.status.stopping.store(true, Ordering::Release);
         let _ = self.stop_tx.try_send(());
         self.agent.clone().shutdown();
-        let stuck = self.threads.join_until(Instant::now() + Duration::from_secs(2));
+        let stuck = self
+            .threads
+            .join_until(Instant::now() + Duration::from_secs(2));
         if stuck > 0 {
-            log::warn!("heartbeat {} to {}: thread did not stop", self.addr, self.url);
+            log::warn!(
+                "heartbeat {} to {}: thread did not stop",
+                self.addr,
+                self.url
+            );
         }
         let was_registered = self.status.registered.swap(false, Ordering::AcqRel);
         let agent = agent(self.timeout.min(Duration::from_secs(2)));
@@ -302,7 +319,11 @@ impl Heartbeat {
                 log::info!("heartbeat: {} deregistered from {}", self.addr, self.url)
             }
             Ok(r) if r.status() == 404 => {
-                log::debug!("heartbeat: {} was not registered at {}", self.addr, self.url)
+                log::debug!(
+                    "heartbeat: {} was not registered at {}",
+                    self.addr,
+                    self.url
+                )
             }
             Ok(r) => log::warn!(
                 "heartbeat: deregister {} from {}: status {}",

@@ -326,7 +326,10 @@ fn handle(shared: &Shared, rq: Request) {
     let url = rq.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     if !shared.paths.iter().any(|p| p == path) {
-        let msg = format!("404 not found: the registry is at {}\n", shared.paths.join(" and "));
+        let msg = format!(
+            "404 not found: the registry is at {}\n",
+            shared.paths.join(" and ")
+        );
         return respond(shared, rq, text(404, msg));
     }
     let query = parse_query(query);
@@ -361,12 +364,12 @@ fn missing_addr() -> String {
 
 fn post(shared: &Shared, mut rq: Request) {
     let mut body = Vec::new();
-    if let Err(e) = rq
-        .as_reader()
-        .take(MAX_BODY + 1)
-        .read_to_end(&mut body)
-    {
-        return respond(shared, rq, text(400, format!("400 cannot read body: {e}\n")));
+    if let Err(e) = rq.as_reader().take(MAX_BODY + 1).read_to_end(&mut body) {
+        return respond(
+            shared,
+            rq,
+            text(400, format!("400 cannot read body: {e}\n")),
+        );
     }
     if body.len() as u64 > MAX_BODY {
         let msg = format!("413 body larger than {MAX_BODY} bytes\n");
@@ -389,7 +392,10 @@ fn post(shared: &Shared, mut rq: Request) {
         return respond(shared, rq, text(400, missing_addr()));
     };
     if let Err(e) = check_addr(&addr) {
-        log::warn!("registry {}: POST with a malformed address: {e}", shared.addr);
+        log::warn!(
+            "registry {}: POST with a malformed address: {e}",
+            shared.addr
+        );
         let msg = format!("400 malformed address in header X-rpc-Server: {e}\n");
         return respond(shared, rq, text(400, msg));
     }
@@ -409,7 +415,11 @@ fn post(shared: &Shared, mut rq: Request) {
         Put::Changed => log::info!("registry {}: {addr} updated", shared.addr),
         Put::Renewed => log::trace!("registry {}: {addr} renewed", shared.addr),
     }
-    respond(shared, rq, Response::from_string(String::new()).with_status_code(200))
+    respond(
+        shared,
+        rq,
+        Response::from_string(String::new()).with_status_code(200),
+    )
 }
 
 fn delete(shared: &Shared, rq: Request) {
@@ -429,7 +439,11 @@ fn delete(shared: &Shared, rq: Request) {
         log::info!("registry {}: {addr} deregistered", shared.addr);
         respond(shared, rq, text(200, ""))
     } else {
-        respond(shared, rq, text(404, format!("404 {addr} is not registered\n")))
+        respond(
+            shared,
+            rq,
+            text(404, format!("404 {addr} is not registered\n")),
+        )
     }
 }
 
@@ -490,9 +504,10 @@ fn percent_decode(s: &str) -> String {
 
 fn wants_json(rq: &Request, query: &Query) -> bool {
     query.json
-        || rq.headers().iter().any(|h| {
-            h.field.equiv("Accept") && h.value.as_str().contains("application/json")
-        })
+        || rq
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv("Accept") && h.value.as_str().contains("application/json"))
 }
 
 fn get(shared: &Shared, rq: Request, query: &Query) {
@@ -501,7 +516,10 @@ fn get(shared: &Shared, rq: Request, query: &Query) {
     let Some(watch) = &query.watch else {
         let (instances, version) = {
             let st = shared.state.lock();
-            (st.table.alive(service, Instant::now()), st.table.version(service))
+            (
+                st.table.alive(service, Instant::now()),
+                st.table.version(service),
+            )
         };
         return respond(shared, rq, listing(&instances, version, json));
     };
@@ -537,8 +555,8 @@ fn get(shared: &Shared, rq: Request, query: &Query) {
 fn listing(instances: &[Instance], version: u64, json: bool) -> Response<Cursor<Vec<u8>>> {
     let version_header = header(VERSION_HEADER, &version.to_string());
     if json {
-        let body = serde_json::to_vec(&ListingRef { version, instances })
-            .expect("a listing serializes");
+        let body =
+            serde_json::to_vec(&ListingRef { version, instances }).expect("a listing serializes");
         return Response::from_data(body)
             .with_header(header("Content-Type", "application/json"))
             .with_header(version_header);

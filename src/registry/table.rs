@@ -203,11 +203,17 @@ mod tests {
         assert_eq!(t.put("tcp@a:1", &Registration::default(), now), Put::New);
         let v1 = t.version(None);
         assert!(v1 > v0);
-        assert_eq!(t.put("tcp@a:1", &Registration::default(), now), Put::Renewed);
+        assert_eq!(
+            t.put("tcp@a:1", &Registration::default(), now),
+            Put::Renewed
+        );
         assert_eq!(t.version(None), v1);
         assert_eq!(t.put("tcp@a:1", &reg(&["Arith"]), now), Put::Changed);
         // A plain renewal keeps the services given before.
-        assert_eq!(t.put("tcp@a:1", &Registration::default(), now), Put::Renewed);
+        assert_eq!(
+            t.put("tcp@a:1", &Registration::default(), now),
+            Put::Renewed
+        );
         assert_eq!(t.alive(None, now)[0].services, vec!["Arith".to_string()]);
     }
 
@@ -234,7 +240,11 @@ mod tests {
         let mut t = Table::new(Duration::from_secs(10));
         let now = Instant::now();
         t.put("tcp@a:1", &Registration::default(), now);
-        t.put("tcp@b:1", &Registration::default(), now + Duration::from_secs(5));
+        t.put(
+            "tcp@b:1",
+            &Registration::default(),
+            now + Duration::from_secs(5),
+        );
         assert_eq!(t.next_expiry(), Some(now + Duration::from_secs(10)));
         let later = now + Duration::from_secs(11);
         assert_eq!(t.alive(None, later).len(), 1);
