@@ -80,6 +80,7 @@ impl RegistryDiscoveryBuilder {
                 fetched: None,
                 next_try: None,
                 failing: false,
+                last_error: None,
                 remote_version: None,
             }),
             refreshing: AtomicBool::new(false),
@@ -162,6 +163,8 @@ struct State {
     /// After a failed fetch, no new attempt before this.
     next_try: Option<Instant>,
     failing: bool,
+    /// What the last failed fetch said.
+    last_error: Option<String>,
     /// The registry's version of the list, for the long poll.
     remote_version: Option<u64>,
 }
@@ -234,6 +237,14 @@ impl Discovery for RegistryDiscovery {
             (st.snapshot.clone(), st.fetched, st.next_try)
         };
         let Some(fetched) = fetched else {
+            if next_try.is_some_and(|t| now < t) {
+                // Failed a moment ago: do not hammer a registry that is down.
+                let last = s.state.lock().last_error.clone().unwrap_or_default();
+                return Err(Error::Registry {
+                    url: s.url.clone(),
+                    message: format!("no instance list yet ({last})"),
+                });
+            }
             // Nothing to serve yet: this caller has to wait for the fetch.
             s.fetch_and_install(&s.agent, None, None)?;
             return Ok(s.state.lock().snapshot.clone());
@@ -397,6 +408,7 @@ impl Shared {
     fn note_failure(&self, e: &Error) {
         let mut st = self.state.lock();
         st.next_try = Some(Instant::now() + self.refresh_after.min(Duration::from_secs(1)));
+        st.last_error = Some(e.to_string());
         if !st.failing {
             st.failing = true;
             log::warn!(

@@ -25,6 +25,8 @@ const MAX_BODY: u64 = 64 * 1024;
 const DEFAULT_WATCH: Duration = Duration::from_secs(30);
 /// The longest wait a long poll may ask for.
 const MAX_WATCH: Duration = Duration::from_secs(300);
+/// Long polls parked at once; more are refused with 503 (and back off).
+const MAX_WATCHERS: usize = 10_000;
 
 /// Settings for a registry server; [`start`](Registry::start) runs it.
 ///
@@ -539,6 +541,15 @@ fn get(shared: &Shared, rq: Request, query: &Query) {
         let instances = st.table.alive(service, now);
         drop(st);
         return respond(shared, rq, listing(&instances, version, json));
+    }
+    if st.watchers.len() >= MAX_WATCHERS {
+        drop(st);
+        log::warn!(
+            "registry {}: {MAX_WATCHERS} long polls waiting, refusing more",
+            shared.addr
+        );
+        let msg = format!("503 too many long polls waiting ({MAX_WATCHERS}); retry later\n");
+        return respond(shared, rq, text(503, msg));
     }
     st.watchers.push(Watcher {
         request: rq,
