@@ -684,3 +684,87 @@ fn a_server_through_registry_discovery_answers_calls() {
         .unwrap();
     assert_eq!(sum, 42);
 }
+
+/// A registry that refuses the first heartbeats with 503: each refusal is
+/// retried after the back-off, and the heartbeat carries all three header
+/// spellings and the instance's details.
+#[test]
+fn a_refused_heartbeat_is_retried_with_backoff() {
+    init_log();
+    let fake = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+    let url = format!(
+        "http://{}/_rpc_/registry",
+        fake.server_addr().to_ip().unwrap()
+    );
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let f = fake.clone();
+    let server = std::thread::spawn(move || {
+        for n in 0.. {
+            let Ok(mut rq) = f.recv() else { break };
+            let headers: Vec<String> = rq
+                .headers()
+                .iter()
+                .map(|h| format!("{}: {}", h.field, h.value))
+                .collect();
+            let mut body = String::new();
+            rq.as_reader().read_to_string(&mut body).unwrap();
+            let status = if n < 3 { 503 } else { 200 };
+            let _ = tx.send((
+                Instant::now(),
+                rq.method().to_string(),
+                status,
+                headers,
+                body,
+            ));
+            rq.respond(tiny_http::Response::empty(status)).unwrap();
+        }
+    });
+    let hb = Heartbeat::start(
+        &url,
+        "tcp@127.0.0.1:7001",
+        HeartbeatOptions::new()
+            .services(["Arith"])
+            .weight(2)
+            .interval(Duration::from_secs(30))
+            .backoff(Duration::from_millis(40), Duration::from_millis(100)),
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("a heartbeat"),
+        );
+    }
+    let statuses: Vec<u16> = seen.iter().map(|s| s.2).collect();
+    assert_eq!(statuses, [503, 503, 503, 200]);
+    // The waits between tries grow, and stay under the longest back-off
+    // (the 30 s interval is never waited after a failure).
+    let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(
+        gaps.iter().all(|g| *g >= Duration::from_millis(25)),
+        "{gaps:?}"
+    );
+    assert!(gaps.iter().all(|g| *g < Duration::from_secs(5)), "{gaps:?}");
+    let (_, method, _, headers, body) = &seen[3];
+    assert_eq!(method, "POST");
+    for h in ["X-rpc-Server", "X-rpc-Servers", "X-Geerpc-Server"] {
+        let want = format!("{}: tcp@127.0.0.1:7001", h.to_ascii_lowercase());
+        assert!(
+            headers.iter().any(|x| x.to_ascii_lowercase() == want),
+            "{h} missing in {headers:?}"
+        );
+    }
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["services"], serde_json::json!(["Arith"]));
+    assert_eq!(body["weight"], 2);
+    // Stopping deregisters with a DELETE.
+    hb.stop();
+    let (_, method, _, headers, _) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(method, "DELETE");
+    assert!(headers
+        .iter()
+        .any(|x| x.eq_ignore_ascii_case("X-rpc-Server: tcp@127.0.0.1:7001")));
+    fake.unblock();
+    server.join().unwrap();
+}
