@@ -44,10 +44,10 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Sends SIGTERM and waits (on a thread, with a deadline) for the exit.
-fn terminate(mut child: Child) -> (std::process::ExitStatus, String) {
+/// Sends `signal` and waits (on a thread, with a deadline) for the exit.
+fn terminate(mut child: Child, signal: &str) -> (std::process::ExitStatus, String) {
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -59,7 +59,7 @@ fn terminate(mut child: Child) -> (std::process::ExitStatus, String) {
         let _ = tx.send((child.wait().unwrap(), s));
     });
     rx.recv_timeout(Duration::from_secs(10))
-        .expect("registry exits within 10s of SIGTERM")
+        .expect("registry exits within 10s of the signal")
 }
 
 /// Runs `geerpc list` until `cond` holds on its output (registration is
@@ -173,7 +173,7 @@ fn registry_list_and_call_end_to_end() {
     let out = geerpc(&["list", "--registry", &url]);
     assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
 
-    let (status, log) = terminate(child);
+    let (status, log) = terminate(child, "-TERM");
     assert!(status.success(), "{status:?}\n{log}");
     assert!(log.contains("SIGTERM received"), "{log}");
     assert!(log.contains("shut down"), "{log}");
@@ -187,9 +187,10 @@ fn registry_list_and_call_end_to_end() {
 fn registry_ttl_takes_go_durations_and_rejects_garbage() {
     let (child, url) = start_registry(&["--ttl", "500ms"]);
     assert!(url.ends_with("/_rpc_/registry"));
-    let (status, log) = terminate(child);
+    let (status, log) = terminate(child, "-INT");
     assert!(status.success(), "{log}");
     assert!(log.contains("TTL 500ms"), "{log}");
+    assert!(log.contains("SIGINT received"), "{log}");
 
     let o = geerpc(&["registry", "--addr", "127.0.0.1:0", "--ttl", "5 parsecs"]);
     assert_eq!(o.status.code(), Some(2));

@@ -29,6 +29,7 @@ use crate::threads::ThreadGroup;
 ///     .tags(["eu-west", "canary"])
 ///     .ttl(Duration::from_secs(60));
 /// assert_eq!(opts.interval_or_default(), Duration::from_secs(30));
+/// assert_eq!(HeartbeatOptions::new().interval_or_default(), Duration::from_secs(240));
 /// ```
 #[derive(Debug, Clone)]
 pub struct HeartbeatOptions {
@@ -120,14 +121,18 @@ impl HeartbeatOptions {
     }
 
     /// The interval in force: as set, or TTL - 1 min (half the TTL when the
-    /// TTL is under 2 min).
+    /// TTL is under 2 min; 4 min for a TTL of zero, which never expires).
     pub fn interval_or_default(&self) -> Duration {
-        self.interval
-            .unwrap_or(if self.ttl >= Duration::from_secs(120) {
-                self.ttl - Duration::from_secs(60)
-            } else {
-                (self.ttl / 2).max(Duration::from_millis(1))
-            })
+        let ttl = if self.ttl.is_zero() {
+            crate::Registry::DEFAULT_TTL
+        } else {
+            self.ttl
+        };
+        self.interval.unwrap_or(if ttl >= Duration::from_secs(120) {
+            ttl - Duration::from_secs(60)
+        } else {
+            (ttl / 2).max(Duration::from_millis(1))
+        })
     }
 
     fn registration(&self) -> Registration {
