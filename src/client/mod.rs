@@ -90,6 +90,11 @@ impl ClientBuilder {
         self
     }
 
+    /// The connect timeout set, for callers that fit a dial into a deadline.
+    pub(crate) fn connect_timeout_setting(&self) -> Option<Duration> {
+        self.connect_timeout
+    }
+
     /// Connects to `addr` (`tcp@HOST:PORT`, `http@HOST:PORT`, `unix@PATH`).
     pub fn dial(&self, addr: &str) -> Result<Client> {
         let address: Address = addr.parse()?;

@@ -9,10 +9,10 @@ use crossbeam_channel::Receiver;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::discovery::{Discovery, Snapshot};
+use super::discovery::{Discovery, Instance, Snapshot};
 use super::pool::{InflightGuard, Pool, Slot, Slots};
 use super::selector::{SelectContext, SelectMode, Selector};
-use crate::client::{Call, ClientBuilder};
+use crate::client::{Call, Client, ClientBuilder};
 use crate::error::{Error, Result};
 
 /// What an [`XClient`] does when a call fails.
@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 /// ([`Error::Remote`]) is never retried, and the call's timeout bounds all
 /// attempts together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum FailMode {
     /// Return the first error.
     #[default]
@@ -41,7 +42,8 @@ pub enum FailMode {
     /// If the first instance has not answered within `after`, send the call
     /// to a second one as well; the first success wins and the other call
     /// is abandoned. Cuts the tail latency a slow instance causes, at the
-    /// cost of duplicate work.
+    /// cost of duplicate work. Only idempotent calls get a backup while the
+    /// first may still run; any call gets one if the first was never sent.
     Failbackup {
         /// How long to wait for the first instance alone.
         after: Duration,
@@ -169,7 +171,8 @@ impl XClientBuilder {
 
 /// Calls to a service that runs on several instances.
 ///
-/// Each call asks the [`Discovery`] for the current instances, lets the
+/// Each call asks the [`Discovery`] for the current instances (those whose
+/// [`Instance::services`] name another service are left out), lets the
 /// [`Selector`] pick one, and goes over that instance's cached connection
 /// (dialled on first use, re-dialled when broken). An instance whose
 /// connection fails is taken out of selection at once and let back when a
@@ -207,6 +210,7 @@ pub struct XClient {
 pub struct XCall<R> {
     call: Call<R>,
     slot: Arc<Slot>,
+    _client: Client,
     pool: Arc<Pool>,
     deadline: Option<Instant>,
     _inflight: InflightGuard,
@@ -283,6 +287,13 @@ impl Plan<'_> {
             && (self.idempotent || e.is_not_sent())
     }
 
+    /// Whether `inst` serves this call's service (an instance that lists
+    /// no services may serve any).
+    fn served_by(&self, inst: &Instance) -> bool {
+        let service = self.method.split('.').next().unwrap_or_default();
+        inst.services.is_empty() || inst.services.iter().any(|s| s == service)
+    }
+
     fn no_servers(&self) -> Error {
         Error::NoServers {
             service: self
@@ -321,6 +332,9 @@ impl Plan<'_> {
 struct Sent<R> {
     call: Call<R>,
     slot: Arc<Slot>,
+    /// Keeps the connection open while the call is out, even if the slot
+    /// drops or replaces it.
+    client: Client,
     guard: InflightGuard,
 }
 
@@ -468,6 +482,7 @@ impl XClient {
                     return Ok(XCall {
                         call: sent.call,
                         slot: sent.slot,
+                        _client: sent.client,
                         pool: self.pool.clone(),
                         deadline: plan.deadline,
                         _inflight: sent.guard,
@@ -484,8 +499,9 @@ impl XClient {
     /// succeeded, one of the replies. The client's timeout bounds the whole
     /// broadcast. Evicted instances are left out unless all are.
     ///
-    /// Each instance is called from its own scoped thread; a thread busy
-    /// dialling an instance is waited for (up to the connect timeout).
+    /// Each instance is called from its own scoped thread, all joined before
+    /// this returns. Dialling fits in the timeout too; without a timeout, a
+    /// thread still dialling is waited for up to the connect timeout.
     pub fn broadcast<A, R>(&self, service_method: &str, args: &A) -> Result<R>
     where
         A: Serialize + Sync + ?Sized,
@@ -632,13 +648,12 @@ impl XClient {
         exclude: &[bool],
     ) -> Result<usize> {
         let inflight: Vec<usize> = view.iter().map(|s| s.inflight()).collect();
-        let mut available: Vec<bool> = view
-            .iter()
-            .zip(exclude)
-            .map(|(s, ex)| !ex && !s.is_dead())
+        let candidate = |i: usize| !exclude[i] && plan.served_by(&snap.instances[i]);
+        let mut available: Vec<bool> = (0..view.len())
+            .map(|i| candidate(i) && !view[i].is_dead())
             .collect();
         if !available.contains(&true) {
-            available = exclude.iter().map(|ex| !ex).collect();
+            available = (0..view.len()).map(candidate).collect();
         }
         if !available.contains(&true) {
             return Err(plan.no_servers());
@@ -668,14 +683,13 @@ impl XClient {
         if plan.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(plan.timed_out(std::iter::once(slot.addr.as_str())));
         }
-        let r = slot
-            .client(self.pool.builder())
-            .and_then(|c| match plan.deadline {
-                Some(d) => c
-                    .call_deadline(plan.method, args, d)
-                    .map_err(|e| plan.whole_timeout(e)),
-                None => c.call(plan.method, args),
-            });
+        let c = self.pool.connect(slot, plan.deadline)?;
+        let r = match plan.deadline {
+            Some(d) => c
+                .call_deadline(plan.method, args, d)
+                .map_err(|e| plan.whole_timeout(e)),
+            None => c.call(plan.method, args),
+        };
         self.pool.report(slot, &r);
         r
     }
@@ -687,13 +701,12 @@ impl XClient {
         R: DeserializeOwned + Send + 'static,
     {
         let guard = InflightGuard::new(slot);
-        let r = slot
-            .client(self.pool.builder())
-            .and_then(|c| c.go(plan.method, args));
-        match r {
+        let client = self.pool.connect(slot, plan.deadline)?;
+        match client.go(plan.method, args) {
             Ok(call) => Ok(Sent {
                 call,
                 slot: slot.clone(),
+                client,
                 guard,
             }),
             Err(e) => {
@@ -858,10 +871,20 @@ impl XClient {
         A: Serialize + Sync + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        let (_, view) = self.instances()?;
-        let mut targets: Vec<Arc<Slot>> = view.iter().filter(|s| !s.is_dead()).cloned().collect();
+        let (snap, view) = self.instances()?;
+        let serving: Vec<&Arc<Slot>> = view
+            .iter()
+            .zip(snap.instances.iter())
+            .filter(|(_, inst)| plan.served_by(inst))
+            .map(|(s, _)| s)
+            .collect();
+        let mut targets: Vec<Arc<Slot>> = serving
+            .iter()
+            .filter(|s| !s.is_dead())
+            .map(|s| Arc::clone(s))
+            .collect();
         if targets.is_empty() {
-            targets = view.to_vec();
+            targets = serving.into_iter().cloned().collect();
         }
         if targets.is_empty() {
             return Err(plan.no_servers());
@@ -939,15 +962,16 @@ where
     R: DeserializeOwned + Send + 'static,
 {
     let _inflight = InflightGuard::new(slot);
-    let sent = slot.client(pool.builder()).and_then(|c| {
-        if cancel.try_recv() == Err(crossbeam_channel::TryRecvError::Disconnected) {
-            return Err(Error::Shutdown("broadcast"));
-        }
-        c.go::<A, R>(plan.method, args)
-    });
-    let call = match sent {
+    // Kept until the reply is in, so the connection stays open.
+    let client = match pool.connect(slot, plan.deadline) {
+        Ok(c) => c,
+        Err(e) => return Some(Err(e)),
+    };
+    if cancel.try_recv() == Err(crossbeam_channel::TryRecvError::Disconnected) {
+        return None;
+    }
+    let call = match client.go::<A, R>(plan.method, args) {
         Ok(call) => call,
-        Err(Error::Shutdown("broadcast")) => return None,
         Err(e) => {
             pool.report_error(slot, &e);
             return Some(Err(e));

@@ -46,22 +46,66 @@ impl Slot {
     }
 
     /// The cached connection, or a new one in place of a missing or broken
-    /// one.
-    pub(super) fn client(&self, builder: &ClientBuilder) -> Result<Client> {
-        let mut conn = self.conn.lock();
+    /// one, dialled within `deadline` if there is one.
+    ///
+    /// `Err((e, cut_short))`: `cut_short` says the dial failed only because
+    /// the caller's deadline was shorter than the connect timeout, which
+    /// says nothing about the instance.
+    fn client(
+        &self,
+        builder: &ClientBuilder,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<Client, (Error, bool)> {
+        let configured = builder.connect_timeout_setting();
+        let out_of_time = || {
+            let e = Error::ConnectTimeout {
+                addr: self.addr.clone(),
+                timeout: configured.unwrap_or_default(),
+            };
+            (e, true)
+        };
+        let mut conn = match deadline {
+            None => self.conn.lock(),
+            Some(d) => self.conn.try_lock_until(d).ok_or_else(out_of_time)?,
+        };
         if let Some(c) = &*conn {
             if c.is_alive() {
                 return Ok(c.clone());
             }
         }
         *conn = None;
-        let c = builder.dial(&self.addr)?;
-        *conn = Some(c.clone());
-        Ok(c)
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left == Some(Duration::ZERO) {
+            return Err(out_of_time());
+        }
+        let (dialled, cut_short) = match (left, configured) {
+            (Some(left), Some(t)) if left < t => (
+                builder.clone().connect_timeout(Some(left)).dial(&self.addr),
+                true,
+            ),
+            (Some(left), None) => (
+                builder.clone().connect_timeout(Some(left)).dial(&self.addr),
+                true,
+            ),
+            _ => (builder.dial(&self.addr), false),
+        };
+        match dialled {
+            Ok(c) => {
+                *conn = Some(c.clone());
+                Ok(c)
+            }
+            Err(e @ Error::ConnectTimeout { .. }) => Err((e, cut_short)),
+            Err(e) => Err((e, false)),
+        }
     }
 
+    /// Caches a connection the prober dialled, unless a caller has dialled
+    /// a good one meanwhile (replacing it would close its calls).
     fn install(&self, client: Client) {
-        *self.conn.lock() = Some(client);
+        let mut conn = self.conn.lock();
+        if !conn.as_ref().is_some_and(Client::is_alive) {
+            *conn = Some(client);
+        }
     }
 
     pub(super) fn inflight(&self) -> usize {
@@ -156,8 +200,17 @@ impl Pool {
         }
     }
 
-    pub(super) fn builder(&self) -> &ClientBuilder {
-        &self.shared.builder
+    /// The connection to `slot`, dialled within `deadline` if need be. A
+    /// failed dial is reported (the instance is evicted) unless only the
+    /// deadline cut it short.
+    pub(super) fn connect(&self, slot: &Slot, deadline: Option<Instant>) -> Result<Client> {
+        slot.client(&self.shared.builder, deadline)
+            .map_err(|(e, cut_short)| {
+                if !cut_short {
+                    self.report_error(slot, &e);
+                }
+                e
+            })
     }
 
     pub(super) fn check_open(&self) -> Result<()> {
