@@ -5,6 +5,9 @@
 //!   Unix sockets, with JSON or MessagePack chosen per connection.
 //! - [`Client`] multiplexes any number of concurrent calls on one
 //!   connection, blocking ([`Client::call`]) or not ([`Client::go`]).
+//! - [`Registry`] is the HTTP registry servers register with; a
+//!   [`Heartbeat`] keeps a server registered, and [`RegistryDiscovery`]
+//!   tells clients where a service's instances are.
 //!
 //! No async runtime: every thread is a plain `std` thread with a name, an
 //! owner and a way to stop.
