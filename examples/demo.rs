@@ -1,31 +1,186 @@
-//! The article's scenario. Until the registry lands, this starts a server
-//! and calls it.
+//! The article's day 7, made real: a registry, two servers that keep
+//! themselves registered with heartbeats, and a client that finds them
+//! through the registry.
+//!
+//! ```text
+//! cargo run --example demo
+//! ```
+//!
+//! It makes five concurrent `Foo.Sum` calls (random selection), five
+//! broadcasts of `Foo.Sum`, and five broadcasts of `Foo.Sleep` for 0 to 4
+//! seconds under a 2 s timeout, of which the longer ones fail with the
+//! timeout error. Everything listens on free loopback ports.
 
-use geerpc::{Client, Server, Service};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use geerpc::{
+    CallOptions, Discovery, Heartbeat, HeartbeatOptions, Registry, RegistryDiscovery, SelectMode,
+    Server, ServerHandle, Service, XClient,
+};
 use serde::{Deserialize, Serialize};
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct Args {
     num1: i64,
     num2: i64,
 }
 
-fn main() -> Result<(), geerpc::Error> {
+/// The article's `Foo`: `Sum` adds, `Sleep` waits `Num1` seconds first.
+/// The wait ends early when `stop` closes, so that the demo's servers shut
+/// down at once instead of waiting for sleepers nobody listens to any more.
+fn foo(stop: Receiver<()>) -> Service {
+    Service::new("Foo")
+        .method("Sum", |a: Args| Ok::<_, String>(a.num1 + a.num2))
+        .method("Sleep", move |a: Args| {
+            let _ = stop.recv_timeout(Duration::from_secs(a.num1.max(0) as u64));
+            Ok::<_, String>(a.num1 + a.num2)
+        })
+}
+
+fn start_server(registry_url: &str, stop: &Receiver<()>) -> geerpc::Result<ServerHandle> {
     let server = Server::new();
-    server
-        .register(Service::new("Foo").method("Sum", |a: Args| Ok::<_, String>(a.num1 + a.num2)))?;
+    server.register(foo(stop.clone()))?;
     let running = server.listen("tcp@127.0.0.1:0")?;
-    let client = Client::dial(&running.addr().to_string())?;
-    for i in 0..5 {
-        let sum: i64 = client.call(
-            "Foo.Sum",
-            &Args {
-                num1: i,
-                num2: i * i,
-            },
+    // Registers at once, then every TTL - 1 min; shutdown deregisters.
+    Heartbeat::for_server(&running, registry_url, HeartbeatOptions::new())?;
+    Ok(running)
+}
+
+/// Runs the whole scenario, writing what happens to `out`.
+pub fn run(out: &mut (dyn Write + Send)) -> Result<(), Box<dyn std::error::Error>> {
+    let t0 = Instant::now();
+    let registry = Registry::new().addr("127.0.0.1:0").start()?;
+    let url = registry.url();
+    writeln!(out, "registry listening on {url}")?;
+
+    // Closed at the end: ends any Sleep still running.
+    let (stop_tx, stop_rx): (Sender<()>, Receiver<()>) = crossbeam_channel::bounded(0);
+    let servers = [start_server(&url, &stop_rx)?, start_server(&url, &stop_rx)?];
+    for s in &servers {
+        writeln!(
+            out,
+            "server {} started, heartbeating to the registry",
+            s.addr()
         )?;
-        println!("{} + {} = {sum}", i, i * i);
     }
+
+    let discovery = RegistryDiscovery::builder(&url).service("Foo").build()?;
+    // No fixed sleep: wait until the registry lists both servers.
+    let changed = discovery.watch().expect("registry discovery watches");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let snap = discovery.snapshot()?;
+        if snap.instances.len() == servers.len() {
+            let addrs: Vec<&str> = snap.instances.iter().map(|i| i.addr.as_str()).collect();
+            writeln!(
+                out,
+                "discovery sees {} instances: {}",
+                addrs.len(),
+                addrs.join(", ")
+            )?;
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("the servers did not register within 10s".into());
+        }
+        let _ = changed.recv_timeout(left);
+    }
+
+    let xc = XClient::new(discovery, SelectMode::Random);
+    let out = std::sync::Mutex::new(out);
+    let say = |line: String| {
+        let mut o = out.lock().unwrap();
+        let _ = writeln!(o, "{line}");
+    };
+
+    std::thread::scope(|s| {
+        for i in 0..5i64 {
+            let (xc, say) = (&xc, &say);
+            s.spawn(move || {
+                let args = Args {
+                    num1: i,
+                    num2: i * i,
+                };
+                let line = match xc.go::<_, i64>("Foo.Sum", &args) {
+                    Ok(call) => {
+                        let addr = call.addr().to_string();
+                        match call.wait() {
+                            Ok(r) => {
+                                format!("call Foo.Sum {i} + {} = {r} (answered by {addr})", i * i)
+                            }
+                            Err(e) => format!("call Foo.Sum {i} + {} error: {e}", i * i),
+                        }
+                    }
+                    Err(e) => format!("call Foo.Sum {i} + {} error: {e}", i * i),
+                };
+                say(line);
+            });
+        }
+    });
+
+    std::thread::scope(|s| {
+        for i in 0..5i64 {
+            let (xc, say) = (&xc, &say);
+            s.spawn(move || {
+                let args = Args {
+                    num1: i,
+                    num2: i * i,
+                };
+                say(match xc.broadcast::<_, i64>("Foo.Sum", &args) {
+                    Ok(r) => format!(
+                        "broadcast Foo.Sum {i} + {} = {r} (every instance answered)",
+                        i * i
+                    ),
+                    Err(e) => format!("broadcast Foo.Sum {i} + {} error: {e}", i * i),
+                });
+            });
+        }
+    });
+
+    let timeout = CallOptions::new().timeout(Duration::from_secs(2));
+    std::thread::scope(|s| {
+        for i in 0..5i64 {
+            let (xc, say, timeout) = (&xc, &say, &timeout);
+            s.spawn(move || {
+                let args = Args {
+                    num1: i,
+                    num2: i * i,
+                };
+                say(
+                    match xc.broadcast_with::<_, i64>("Foo.Sleep", &args, timeout) {
+                        Ok(r) => format!("broadcast Foo.Sleep {i}s: ok, {i} + {} = {r}", i * i),
+                        Err(e) => format!("broadcast Foo.Sleep {i}s: error: {e}"),
+                    },
+                );
+            });
+        }
+    });
+
+    drop(xc);
+    drop(stop_tx);
+    for s in &servers {
+        s.shutdown();
+    }
+    let left = registry.instances().len();
+    registry.shutdown();
+    say(format!(
+        "servers deregistered ({left} left), registry stopped; done in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    ));
     Ok(())
+}
+
+#[allow(dead_code)] // tests/demo.rs includes this file and calls `run`.
+fn main() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .try_init();
+    let mut stdout = std::io::stdout();
+    if let Err(e) = run(&mut stdout) {
+        eprintln!("demo: {e}");
+        std::process::exit(1);
+    }
 }

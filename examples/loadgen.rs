@@ -4,6 +4,8 @@
 //! loadgen serve --addr 127.0.0.1:PORT [--codec json|msgpack]
 //! loadgen load  --addr 127.0.0.1:PORT --conns K --concurrency C --secs S
 //!               [--payload BYTES] [--codec json|msgpack]
+//! loadgen serve --addr 127.0.0.1:PORT --registry URL      (also registers)
+//! loadgen load  --registry URL [--select MODE] [--fail MODE] --concurrency C --secs S
 //! ```
 //!
 //! Uses only geerpc's public API, as a user would.
@@ -15,7 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use geerpc::{Client, Codec, Server, Service};
+use std::collections::BTreeSet;
+
+use geerpc::{
+    Client, Codec, Discovery, FailMode, Heartbeat, HeartbeatOptions, RegistryDiscovery, SelectMode,
+    Server, Service, XClient,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -28,7 +35,10 @@ struct SumArgs {
 fn usage() -> ! {
     eprintln!(
         "usage:\n  loadgen serve --addr HOST:PORT [--codec json|msgpack]\n  \
-         loadgen load --addr HOST:PORT [--conns K] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]"
+         loadgen load --addr HOST:PORT [--conns K] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]\n  \
+         loadgen serve --addr HOST:PORT --registry URL   (registers, heartbeats, deregisters on SIGINT/SIGTERM)\n  \
+         loadgen load --registry URL [--select random|round_robin|weighted_round_robin|consistent_hash|p2c]\n               \
+         [--fail failfast|failover|failtry|failbackup] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]"
     );
     exit(2)
 }
@@ -108,12 +118,25 @@ fn serve(flags: &HashMap<String, String>) {
             exit(1)
         }
     };
+    // Before `ready`, so that a signal sent right after it is not lost.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .expect("install signal handlers");
+    if let Some(url) = flags.get("registry") {
+        if let Err(e) = Heartbeat::for_server(&running, url, HeartbeatOptions::new()) {
+            eprintln!("loadgen: {e}");
+            exit(1)
+        }
+        eprintln!("loadgen: registering {} with {url}", running.addr());
+    }
     eprintln!("loadgen: serving on {}", running.addr());
     println!("ready");
     std::io::stdout().flush().ok();
-    loop {
-        std::thread::park();
-    }
+    signals.forever().next();
+    // Deregisters from the registry (if any) and joins every thread.
+    running.shutdown();
 }
 
 /// One caller's work: the next request and a check of its reply.
@@ -122,8 +145,28 @@ struct Work {
     payload: Option<String>,
 }
 
+/// Where calls go: one server, or the instances a registry lists.
+#[derive(Clone)]
+enum Target {
+    Direct(Client),
+    Registry(Arc<XClient>),
+}
+
+impl Target {
+    fn call<A, R>(&self, method: &str, args: &A) -> geerpc::Result<R>
+    where
+        A: Serialize + ?Sized,
+        R: serde::de::DeserializeOwned + Send + 'static,
+    {
+        match self {
+            Target::Direct(c) => c.call(method, args),
+            Target::Registry(x) => x.call(method, args),
+        }
+    }
+}
+
 impl Work {
-    fn call(&mut self, client: &Client) -> bool {
+    fn call(&mut self, client: &Target) -> bool {
         self.n = self.n.wrapping_add(1);
         match &self.payload {
             None => {
@@ -146,8 +189,97 @@ fn percentile(sorted: &[u64], q: f64) -> f64 {
     sorted[i] as f64 / 1_000.0
 }
 
+fn select_mode(flags: &HashMap<String, String>) -> SelectMode {
+    match flags.get("select").map(String::as_str) {
+        None | Some("random") => SelectMode::Random,
+        Some("round_robin") => SelectMode::RoundRobin,
+        Some("weighted_round_robin") | Some("weighted") => SelectMode::WeightedRoundRobin,
+        Some("consistent_hash") => SelectMode::ConsistentHash,
+        Some("p2c") => SelectMode::PowerOfTwoChoices,
+        Some(other) => {
+            eprintln!("unknown select mode {other}");
+            usage()
+        }
+    }
+}
+
+fn fail_mode(flags: &HashMap<String, String>) -> FailMode {
+    match flags.get("fail").map(String::as_str) {
+        None | Some("failfast") => FailMode::FailFast,
+        Some("failover") => FailMode::Failover { retries: 2 },
+        Some("failtry") => FailMode::Failtry { retries: 2 },
+        Some("failbackup") => FailMode::Failbackup {
+            after: Duration::from_millis(10),
+        },
+        Some(other) => {
+            eprintln!("unknown fail mode {other}");
+            usage()
+        }
+    }
+}
+
+/// The calls go through an XClient over the registry's instances; the
+/// addresses it lists during the run are collected in `seen`.
+fn registry_target(
+    flags: &HashMap<String, String>,
+    url: &str,
+    payload: usize,
+) -> (Target, Arc<RegistryDiscovery>) {
+    let service = if payload > 0 { "Echo" } else { "Arith" };
+    let discovery = RegistryDiscovery::builder(url)
+        .service(service)
+        .build()
+        .unwrap_or_else(|e| {
+            eprintln!("loadgen: {e}");
+            exit(1)
+        });
+    let discovery = Arc::new(discovery);
+    match discovery.snapshot() {
+        Ok(s) if !s.instances.is_empty() => {}
+        Ok(_) => {
+            eprintln!("loadgen: registry {url} lists no instance of {service}");
+            exit(1)
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            exit(1)
+        }
+    }
+    let xc = XClient::builder(discovery.clone())
+        .select_mode(select_mode(flags))
+        .fail_mode(fail_mode(flags))
+        .idempotent(true)
+        .client(Client::builder().codec(codec_of(flags)))
+        .build();
+    (Target::Registry(Arc::new(xc)), discovery)
+}
+
+fn note_servers(d: &Option<Arc<RegistryDiscovery>>, seen: &mut BTreeSet<String>) {
+    if let Some(Ok(s)) = d.as_ref().map(|d| d.snapshot()) {
+        seen.extend(s.instances.iter().map(|i| i.addr.clone()));
+    }
+}
+
+/// Sleeps `d`, noting the registry's instances every 100 ms.
+fn run_for(d: Duration, discovery: &Option<Arc<RegistryDiscovery>>, seen: &mut BTreeSet<String>) {
+    let end = Instant::now() + d;
+    loop {
+        note_servers(discovery, seen);
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
 fn load(flags: &HashMap<String, String>) {
-    let addr = flags.get("addr").cloned().unwrap_or_else(|| usage());
+    let registry = flags.get("registry").cloned();
+    let addr = match (&registry, flags.get("addr")) {
+        (Some(_), _) => String::new(),
+        (None, Some(a)) => a.clone(),
+        (None, None) => usage(),
+    };
     let conns: usize = flag(flags, "conns", 1).max(1);
     let concurrency: usize = flag(flags, "concurrency", 1).max(1);
     let secs: f64 = flag(flags, "secs", 5.0);
@@ -159,18 +291,33 @@ fn load(flags: &HashMap<String, String>) {
         format!("tcp@{addr}")
     };
 
-    let builder = Client::builder().codec(codec);
-    let clients: Vec<Client> = (0..conns)
-        .map(|_| {
-            builder.dial(&target).unwrap_or_else(|e| {
-                eprintln!("loadgen: {e}");
-                exit(1)
-            })
-        })
-        .collect();
+    let mut seen = BTreeSet::new();
+    let mut discovery = None;
+    let clients: Vec<Target> = match &registry {
+        Some(url) => {
+            let (t, d) = registry_target(flags, url, payload);
+            discovery = Some(d);
+            vec![t]
+        }
+        None => {
+            let builder = Client::builder().codec(codec);
+            (0..conns)
+                .map(|_| {
+                    builder
+                        .dial(&target)
+                        .map(Target::Direct)
+                        .unwrap_or_else(|e| {
+                            eprintln!("loadgen: {e}");
+                            exit(1)
+                        })
+                })
+                .collect()
+        }
+    };
+    let conns = clients.len();
 
     let warmup = Duration::from_millis(500);
-    let run_for = Duration::from_secs_f64(secs);
+    let run_time = Duration::from_secs_f64(secs);
     let counting = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Arc::new(Barrier::new(concurrency + 1));
@@ -209,7 +356,7 @@ fn load(flags: &HashMap<String, String>) {
     std::thread::sleep(warmup);
     counting.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
-    std::thread::sleep(run_for);
+    run_for(run_time, &discovery, &mut seen);
     counting.store(false, Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
@@ -222,7 +369,7 @@ fn load(flags: &HashMap<String, String>) {
     }
     all.sort_unstable();
     let calls = all.len() as u64;
-    let line = serde_json::json!({
+    let mut line = serde_json::json!({
         "system": "geerpc",
         "conns": conns,
         "concurrency": concurrency,
@@ -234,5 +381,8 @@ fn load(flags: &HashMap<String, String>) {
         "p50_us": percentile(&all, 0.50),
         "p99_us": percentile(&all, 0.99),
     });
+    if discovery.is_some() {
+        line["servers"] = seen.len().into();
+    }
     println!("{line}");
 }

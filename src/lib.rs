@@ -5,6 +5,9 @@
 //!   Unix sockets, with JSON or MessagePack chosen per connection.
 //! - [`Client`] multiplexes any number of concurrent calls on one
 //!   connection, blocking ([`Client::call`]) or not ([`Client::go`]).
+//! - [`Registry`] is the HTTP registry servers register with; a
+//!   [`Heartbeat`] keeps a server registered, and [`RegistryDiscovery`]
+//!   tells clients where a service's instances are.
 //!
 //! No async runtime: every thread is a plain `std` thread with a name, an
 //! owner and a way to stop.
@@ -36,6 +39,7 @@ mod error;
 pub mod etcd;
 mod frame;
 mod handshake;
+mod registry;
 mod server;
 mod service;
 mod stats;
@@ -50,6 +54,10 @@ pub use duration::{parse_duration, GoDuration};
 pub use error::{Error, Result};
 pub use etcd::EtcdDiscovery;
 pub use handshake::{LEGACY_MAGIC_NUMBER, MAGIC_NUMBER};
+pub use registry::{
+    Heartbeat, HeartbeatOptions, Registry, RegistryDiscovery, RegistryDiscoveryBuilder,
+    RegistryHandle,
+};
 pub use server::{Server, ServerBuilder, ServerHandle};
 pub use service::{Context, MethodInfo, Service, ServiceInfo};
 pub use stats::StatsSnapshot;

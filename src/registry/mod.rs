@@ -1,0 +1,121 @@
+//! The HTTP registry (PROTOCOL.md section 7): the [`Registry`] server, the
+//! [`Heartbeat`] that keeps a server registered, and the
+//! [`RegistryDiscovery`] that clients read it through.
+//!
+//! # Wire format
+//!
+//! The registry answers on `/_rpc_/registry` and `/_geerpc_/registry` (or one
+//! path of your choice). What a Go GeeRPC peer sends works unchanged:
+//!
+//! - `POST` with `X-rpc-Server: tcp@HOST:PORT` (or `X-rpc-Servers`, or
+//!   `X-Geerpc-Server`) registers or renews an address;
+//! - `GET` answers with the alive addresses, sorted and comma-separated, in
+//!   the response headers `X-rpc-Servers` and `X-Geerpc-Servers`.
+//!
+//! Extensions, which a Go peer never sends:
+//!
+//! - a `POST` body `{"services":["Arith"],"weight":2,"metadata":{"version":"1.2"}}`
+//!   (`application/json`, every field optional; it may also carry `addr`
+//!   instead of the header) says what the instance serves;
+//! - `DELETE` with the same header deregisters;
+//! - `GET ?service=Arith` lists only the instances that serve `Arith` (and
+//!   those that did not say what they serve);
+//! - `GET` with `Accept: application/json` (or `?format=json`) answers with
+//!   `{"version":N,"instances":[...]}` in the body and no list header, so
+//!   thousands of instances do not overflow a client's header limit;
+//! - `GET ?watch=N&timeout=30s` is a long poll: it answers as soon as the
+//!   version of the (filtered) list differs from `N`, or at the timeout with
+//!   the list unchanged. Every answer carries the list's version in
+//!   `X-Geerpc-Version`.
+
+mod discovery;
+mod heartbeat;
+mod server;
+mod table;
+
+pub use discovery::{RegistryDiscovery, RegistryDiscoveryBuilder};
+pub use heartbeat::{Heartbeat, HeartbeatOptions};
+pub use server::{Registry, RegistryHandle};
+
+use serde::{Deserialize, Serialize};
+
+use crate::xclient::Instance;
+
+/// The request headers that carry an address, in the order they are looked for.
+pub(crate) const ADDR_HEADERS: [&str; 3] = ["X-rpc-Server", "X-rpc-Servers", "X-Geerpc-Server"];
+/// The response headers that carry the comma-separated list.
+pub(crate) const LIST_HEADERS: [&str; 2] = ["X-rpc-Servers", "X-Geerpc-Servers"];
+/// The response header that carries the list's version.
+pub(crate) const VERSION_HEADER: &str = "X-Geerpc-Version";
+
+/// The JSON listing a `GET` answers with when asked for JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Listing {
+    pub(crate) version: u64,
+    pub(crate) instances: Vec<Instance>,
+}
+
+/// What a `POST` body may say about the instance; every field is optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Registration {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) addr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) services: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) weight: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) metadata: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// Checks that `addr` is a `PROTOCOL@ADDR` that fits in a comma-separated
+/// header list.
+pub(crate) fn check_addr(addr: &str) -> crate::Result<()> {
+    addr.parse::<crate::Address>()?;
+    if addr
+        .chars()
+        .any(|c| c == ',' || !c.is_ascii() || c.is_ascii_whitespace() || c.is_ascii_control())
+    {
+        return Err(crate::Error::InvalidAddress {
+            addr: addr.to_string(),
+            reason: "only ASCII without commas, spaces or control characters is allowed".into(),
+        });
+    }
+    Ok(())
+}
+
+/// A ureq agent for registry requests: no connection reuse (a heartbeat a
+/// minute gains nothing from it, and a pooled connection to a registry that
+/// restarted would only fail the next request), status codes as values.
+pub(crate) fn agent(timeout: std::time::Duration) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .max_idle_connections(0)
+        .max_idle_connections_per_host(0)
+        .user_agent(concat!("geerpc/", env!("CARGO_PKG_VERSION")))
+        .build();
+    ureq::Agent::new_with_config(config)
+}
+
+/// Checks that a registry URL is an `http(s)://` URL.
+pub(crate) fn check_url(url: &str) -> crate::Result<()> {
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.parse::<ureq::http::Uri>().is_ok();
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::Error::Registry {
+            url: url.to_string(),
+            message: "expected a URL such as http://127.0.0.1:9999/_rpc_/registry".into(),
+        })
+    }
+}
+
+/// The error for a failed request to `url`.
+pub(crate) fn request_error(url: &str, what: &str, e: impl std::fmt::Display) -> crate::Error {
+    crate::Error::Registry {
+        url: url.to_string(),
+        message: format!("{what}: {e}"),
+    }
+}
