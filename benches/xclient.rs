@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use geerpc::{
-    Discovery, Instance, MultiServerDiscovery, SelectContext, SelectMode, Server, Service,
-    XClient,
+    Discovery, Instance, MultiServerDiscovery, SelectContext, SelectMode, Server, Service, XClient,
 };
 use serde::{Deserialize, Serialize};
 
@@ -57,8 +56,10 @@ fn bench_broadcast(c: &mut Criterion) {
     let servers: Vec<_> = (0..8)
         .map(|_| {
             let s = Server::new();
-            s.register(Service::new("Arith").method("Sum", |a: Args| Ok::<_, String>(a.num1 + a.num2)))
-                .unwrap();
+            s.register(
+                Service::new("Arith").method("Sum", |a: Args| Ok::<_, String>(a.num1 + a.num2)),
+            )
+            .unwrap();
             s.listen("tcp@127.0.0.1:0").unwrap()
         })
         .collect();
@@ -76,7 +77,9 @@ fn bench_broadcast(c: &mut Criterion) {
     });
     g.bench_function("broadcast_8", |b| {
         b.iter(|| {
-            let r: i64 = xc.broadcast("Arith.Sum", &Args { num1: 1, num2: 2 }).unwrap();
+            let r: i64 = xc
+                .broadcast("Arith.Sum", &Args { num1: 1, num2: 2 })
+                .unwrap();
             r
         })
     });
