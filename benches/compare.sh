@@ -94,7 +94,10 @@ if want xclient; then
     for p in 1 2; do
         "$LOADGEN" serve --addr 127.0.0.1:0 --registry "$REG" >/dev/null 2>>"$OUT/log" &
     done
-    "$T/geerpc" list --registry "$REG" >/dev/null 2>&1 || sleep 1
+    for _ in $(seq 100); do   # until both servers are registered (10 s at most)
+        [ "$("$T/geerpc" list --registry "$REG" 2>/dev/null | wc -l)" -ge 2 ] && break
+        sleep 0.1
+    done
     for _ in $(seq "$ROUNDS"); do
         "$LOADGEN" load --registry "$REG" --select round_robin --concurrency 64 --secs "$SECS" >>"$OUT/x-registry" 2>>"$OUT/log" || true
         point x-direct "$LOADGEN serve" "$LOADGEN load" 2:64:0

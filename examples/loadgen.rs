@@ -5,7 +5,9 @@
 //! loadgen load  --addr 127.0.0.1:PORT --conns K --concurrency C --secs S
 //!               [--payload BYTES] [--codec json|msgpack]
 //! loadgen serve --addr 127.0.0.1:PORT --registry URL      (also registers)
+//! loadgen serve --addr 127.0.0.1:PORT --etcd ENDPOINTS     (registers in etcd)
 //! loadgen load  --registry URL [--select MODE] [--fail MODE] --concurrency C --secs S
+//! loadgen load  --etcd ENDPOINTS [--select MODE] [--fail MODE] --concurrency C --secs S
 //! ```
 //!
 //! Uses only geerpc's public API, as a user would.
@@ -20,8 +22,8 @@ use std::time::{Duration, Instant};
 use std::collections::BTreeSet;
 
 use geerpc::{
-    Client, Codec, Discovery, FailMode, Heartbeat, HeartbeatOptions, RegistryDiscovery, SelectMode,
-    Server, Service, XClient,
+    Client, Codec, Discovery, EtcdDiscovery, FailMode, Heartbeat, HeartbeatOptions,
+    RegistryDiscovery, SelectMode, Server, Service, XClient,
 };
 use serde::{Deserialize, Serialize};
 
@@ -36,8 +38,8 @@ fn usage() -> ! {
     eprintln!(
         "usage:\n  loadgen serve --addr HOST:PORT [--codec json|msgpack]\n  \
          loadgen load --addr HOST:PORT [--conns K] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]\n  \
-         loadgen serve --addr HOST:PORT --registry URL   (registers, heartbeats, deregisters on SIGINT/SIGTERM)\n  \
-         loadgen load --registry URL [--select random|round_robin|weighted_round_robin|consistent_hash|p2c]\n               \
+         loadgen serve --addr HOST:PORT (--registry URL | --etcd ENDPOINTS)   (registers, deregisters on SIGINT/SIGTERM)\n  \
+         loadgen load (--registry URL | --etcd ENDPOINTS) [--select random|round_robin|weighted_round_robin|consistent_hash|p2c]\n               \
          [--fail failfast|failover|failtry|failbackup] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]"
     );
     exit(2)
@@ -131,6 +133,23 @@ fn serve(flags: &HashMap<String, String>) {
         }
         eprintln!("loadgen: registering {} with {url}", running.addr());
     }
+    // Kept until the end: dropping it revokes the etcd lease.
+    let _etcd = flags.get("etcd").map(|endpoints| {
+        let r = geerpc::etcd::register(
+            &running,
+            &[endpoints.as_str()],
+            geerpc::etcd::RegisterOptions::default(),
+        )
+        .unwrap_or_else(|e| {
+            eprintln!("loadgen: {e}");
+            exit(1)
+        });
+        eprintln!(
+            "loadgen: registering {} in etcd {endpoints}",
+            running.addr()
+        );
+        r
+    });
     eprintln!("loadgen: serving on {}", running.addr());
     println!("ready");
     std::io::stdout().flush().ok();
@@ -218,26 +237,36 @@ fn fail_mode(flags: &HashMap<String, String>) -> FailMode {
     }
 }
 
-/// The calls go through an XClient over the registry's instances; the
-/// addresses it lists during the run are collected in `seen`.
-fn registry_target(
+/// The calls go through an XClient over the instances a registry (`--registry
+/// URL`) or etcd (`--etcd ENDPOINTS`) lists.
+fn discovered_target(
     flags: &HashMap<String, String>,
-    url: &str,
     payload: usize,
-) -> (Target, Arc<RegistryDiscovery>) {
+) -> (Target, Arc<dyn Discovery>) {
     let service = if payload > 0 { "Echo" } else { "Arith" };
-    let discovery = RegistryDiscovery::builder(url)
-        .service(service)
-        .build()
-        .unwrap_or_else(|e| {
-            eprintln!("loadgen: {e}");
-            exit(1)
-        });
-    let discovery = Arc::new(discovery);
+    let found: geerpc::Result<(Arc<dyn Discovery>, String)> =
+        match (flags.get("registry"), flags.get("etcd")) {
+            (Some(url), _) => RegistryDiscovery::builder(url)
+                .service(service)
+                .build()
+                .map(|d| (Arc::new(d) as Arc<dyn Discovery>, format!("registry {url}"))),
+            (None, Some(endpoints)) => EtcdDiscovery::new(&[endpoints.as_str()], Some(service))
+                .map(|d| {
+                    (
+                        Arc::new(d) as Arc<dyn Discovery>,
+                        format!("etcd {endpoints}"),
+                    )
+                }),
+            (None, None) => usage(),
+        };
+    let (discovery, source) = found.unwrap_or_else(|e| {
+        eprintln!("loadgen: {e}");
+        exit(1)
+    });
     match discovery.snapshot() {
         Ok(s) if !s.instances.is_empty() => {}
         Ok(_) => {
-            eprintln!("loadgen: registry {url} lists no instance of {service}");
+            eprintln!("loadgen: {source} lists no instance of {service}");
             exit(1)
         }
         Err(e) => {
@@ -254,14 +283,14 @@ fn registry_target(
     (Target::Registry(Arc::new(xc)), discovery)
 }
 
-fn note_servers(d: &Option<Arc<RegistryDiscovery>>, seen: &mut BTreeSet<String>) {
+fn note_servers(d: &Option<Arc<dyn Discovery>>, seen: &mut BTreeSet<String>) {
     if let Some(Ok(s)) = d.as_ref().map(|d| d.snapshot()) {
         seen.extend(s.instances.iter().map(|i| i.addr.clone()));
     }
 }
 
 /// Sleeps `d`, noting the registry's instances every 100 ms.
-fn run_for(d: Duration, discovery: &Option<Arc<RegistryDiscovery>>, seen: &mut BTreeSet<String>) {
+fn run_for(d: Duration, discovery: &Option<Arc<dyn Discovery>>, seen: &mut BTreeSet<String>) {
     let end = Instant::now() + d;
     loop {
         note_servers(discovery, seen);
@@ -274,11 +303,11 @@ fn run_for(d: Duration, discovery: &Option<Arc<RegistryDiscovery>>, seen: &mut B
 }
 
 fn load(flags: &HashMap<String, String>) {
-    let registry = flags.get("registry").cloned();
-    let addr = match (&registry, flags.get("addr")) {
-        (Some(_), _) => String::new(),
-        (None, Some(a)) => a.clone(),
-        (None, None) => usage(),
+    let discovered = flags.contains_key("registry") || flags.contains_key("etcd");
+    let addr = match (discovered, flags.get("addr")) {
+        (true, _) => String::new(),
+        (false, Some(a)) => a.clone(),
+        (false, None) => usage(),
     };
     let conns: usize = flag(flags, "conns", 1).max(1);
     let concurrency: usize = flag(flags, "concurrency", 1).max(1);
@@ -293,13 +322,13 @@ fn load(flags: &HashMap<String, String>) {
 
     let mut seen = BTreeSet::new();
     let mut discovery = None;
-    let clients: Vec<Target> = match &registry {
-        Some(url) => {
-            let (t, d) = registry_target(flags, url, payload);
+    let clients: Vec<Target> = match discovered {
+        true => {
+            let (t, d) = discovered_target(flags, payload);
             discovery = Some(d);
             vec![t]
         }
-        None => {
+        false => {
             let builder = Client::builder().codec(codec);
             (0..conns)
                 .map(|_| {

@@ -81,6 +81,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// The connection had closed before the call: it was never sent, so it
+    /// is safe to send elsewhere.
+    #[error("connection to {addr} is closed ({reason}); the call to {method} was not sent")]
+    NotSent {
+        /// The peer.
+        addr: String,
+        /// `Service.Method` of the call.
+        method: String,
+        /// Why the connection closed.
+        reason: String,
+    },
+
     /// A message was larger than the configured maximum.
     #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
     MessageTooLarge {
@@ -174,6 +186,7 @@ impl Error {
                 | Error::Connect { .. }
                 | Error::ConnectTimeout { .. }
                 | Error::HttpConnect { .. }
+                | Error::NotSent { .. }
                 | Error::NoServers { .. }
                 | Error::Shutdown(_)
         )

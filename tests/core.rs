@@ -320,14 +320,23 @@ fn pending_calls_fail_promptly_when_the_server_dies() {
         let err = c.wait_timeout(Duration::from_secs(5)).unwrap_err();
         assert!(matches!(err, Error::ConnectionClosed { .. }), "{err:?}");
     }
+    // This one may not have been sent before the peer died.
     let err = blocking.join().unwrap().unwrap_err();
-    assert!(matches!(err, Error::ConnectionClosed { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::ConnectionClosed { .. } | Error::NotSent { .. }),
+        "{err:?}"
+    );
     assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
-    // Later calls fail at once.
+    // Later calls fail at once, and say they were not sent.
     let err = client
         .call::<_, i64>("Arith.Sum", &Args { num1: 1, num2: 1 })
         .unwrap_err();
-    assert!(err.to_string().contains("closed"), "{err}");
+    assert!(matches!(err, Error::NotSent { .. }), "{err:?}");
+    assert!(err.is_not_sent());
+    assert!(
+        err.to_string().contains("closed") && err.to_string().contains("Arith.Sum"),
+        "{err}"
+    );
     assert!(!client.is_alive());
     h.join().unwrap();
 }
@@ -609,4 +618,72 @@ fn shutdown_lets_calls_in_flight_finish_then_leaves_no_thread() {
         .dial(&running.addr().to_string())
         .and_then(|c| c.call::<_, i64>("Arith.Sum", &Args { num1: 1, num2: 1 }))
         .is_err());
+}
+
+#[test]
+fn waiting_again_after_the_result_was_taken_ends_at_once() {
+    let running = start_server();
+    let client = Client::dial(&running.addr().to_string()).unwrap();
+    // Taken through the receiver.
+    let call = client
+        .go::<_, i64>("Arith.Sum", &Args { num1: 1, num2: 2 })
+        .unwrap();
+    assert_eq!(call.receiver().recv().unwrap().unwrap(), 3);
+    assert!(call.try_wait().is_none());
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || tx.send(call.wait().is_err()));
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(true));
+    // Taken through try_wait.
+    let call = client
+        .go::<_, i64>("Arith.Sum", &Args { num1: 2, num2: 2 })
+        .unwrap();
+    let t0 = Instant::now();
+    let got = loop {
+        if let Some(r) = call.try_wait() {
+            break r;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "no reply");
+        std::thread::yield_now();
+    };
+    assert_eq!(got.unwrap(), 4);
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || tx.send(call.wait_timeout(Duration::from_secs(60)).is_err()));
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(true));
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireHeader {
+    seq: u64,
+    error: String,
+}
+
+#[test]
+fn deeply_nested_msgpack_is_refused_without_harm() {
+    init_log();
+    let running = start_server();
+    let mut s = raw_connect(running.addr());
+    let mut wire = b"{\"MagicNumber\":3882844,\"CodecType\":\"application/msgpack\"}\n".to_vec();
+    wire.extend([0x83, 0xad]);
+    wire.extend(b"ServiceMethod");
+    wire.push(0xa9);
+    wire.extend(b"Echo.Echo");
+    wire.push(0xa3);
+    wire.extend(b"Seq");
+    wire.extend([0x07, 0xa5]);
+    wire.extend(b"Error");
+    wire.push(0xa0);
+    // 100,000 arrays inside each other: far deeper than any stack allows.
+    wire.extend(std::iter::repeat_n(0x91u8, 100_000));
+    wire.push(0xc0);
+    s.write_all(&wire).unwrap();
+    let header: WireHeader = rmp_serde::from_read(&mut s).unwrap();
+    assert_eq!(header.seq, 7);
+    assert!(
+        header.error.contains("cannot decode argument"),
+        "{}",
+        header.error
+    );
+    assert!(header.error.contains("depth"), "{}", header.error);
+    assert_still_serves(&running);
 }

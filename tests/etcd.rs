@@ -725,3 +725,38 @@ fn cluster_member_killed_while_calls_run() {
     );
     assert!(sums_served(&s1) > 0 && sums_served(&s2) > 0);
 }
+
+/// `geerpc list --etcd` and `geerpc call --etcd` see what servers register.
+#[test]
+fn the_geerpc_command_lists_and_calls_through_etcd() {
+    common::init_log();
+    let etcd = Etcd::single();
+    let eps = etcd.endpoints();
+    let server = start_server();
+    let addr = server.addr().to_string();
+    let _reg = etcd::register(&server, &eps, opts(10)).unwrap();
+    let joined = eps.join(",");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_geerpc"))
+            .args(args)
+            .output()
+            .expect("run geerpc");
+        assert!(
+            out.status.success(),
+            "geerpc {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed = run(&["list", "--etcd", &joined, "--service", "Arith"]);
+    assert!(listed.starts_with(&format!("{addr} ")), "{listed}");
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    let reply = run(&[
+        "call",
+        "--etcd",
+        &joined,
+        "Arith.Sum",
+        r#"{"Num1":40,"Num2":2}"#,
+    ]);
+    assert_eq!(reply.trim(), "42");
+}

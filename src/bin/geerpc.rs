@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! geerpc registry [--addr 127.0.0.1:9999] [--ttl 5m]
-//! geerpc list --registry URL [--service NAME] [--json]
-//! geerpc call (--registry URL | --addr tcp@HOST:PORT) Service.Method 'JSON args'
+//! geerpc list (--registry URL | --etcd ENDPOINTS) [--service NAME] [--json]
+//! geerpc call (--registry URL | --etcd ENDPOINTS | --addr tcp@HOST:PORT) Service.Method 'JSON args'
 //! ```
 
 use std::io::Write;
@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use geerpc::{Client, Discovery, Instance, Registry, RegistryDiscovery, SelectMode, XClient};
+use geerpc::{
+    Client, Discovery, EtcdDiscovery, Instance, Registry, RegistryDiscovery, SelectMode, XClient,
+};
 
 #[derive(Parser)]
 #[command(name = "geerpc", version, about = "GeeRPC registry and client tool")]
@@ -37,11 +39,11 @@ enum Command {
         #[arg(long)]
         path: Option<String>,
     },
-    /// List the instances a registry knows, one per line, address first.
+    /// List the instances a registry (or etcd) knows, one per line, address
+    /// first.
     List {
-        /// The registry, e.g. http://127.0.0.1:9999/_rpc_/registry.
-        #[arg(long)]
-        registry: String,
+        #[command(flatten)]
+        source: Source,
         /// Only the instances serving this service.
         #[arg(long)]
         service: Option<String>,
@@ -69,13 +71,50 @@ struct CallArgs {
 
 #[derive(Args)]
 #[group(required = true, multiple = false)]
+struct Source {
+    /// The registry, e.g. http://127.0.0.1:9999/_rpc_/registry.
+    #[arg(long)]
+    registry: Option<String>,
+    /// etcd endpoints, comma-separated, e.g. 127.0.0.1:2379,127.0.0.1:22379.
+    #[arg(long)]
+    etcd: Option<String>,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
 struct Target {
     /// Find the service's instances through this registry URL.
     #[arg(long)]
     registry: Option<String>,
+    /// Find the service's instances in etcd (endpoints, comma-separated).
+    #[arg(long)]
+    etcd: Option<String>,
     /// Call this server directly: tcp@HOST:PORT, http@HOST:PORT, unix@PATH.
     #[arg(long)]
     addr: Option<String>,
+}
+
+/// A one-shot discovery (no watch) over a registry or etcd, and where it
+/// looks, for messages.
+fn discovery(
+    registry: Option<String>,
+    etcd: Option<String>,
+    service: Option<&str>,
+) -> Result<(Box<dyn Discovery>, String), Box<dyn std::error::Error>> {
+    match (registry, etcd) {
+        (Some(url), _) => {
+            let mut b = RegistryDiscovery::builder(&url).watch(false);
+            if let Some(s) = service {
+                b = b.service(s);
+            }
+            Ok((Box::new(b.build()?), format!("registry {url}")))
+        }
+        (None, Some(endpoints)) => {
+            let d = EtcdDiscovery::new(&[endpoints.as_str()], service)?;
+            Ok((Box::new(d), format!("etcd {endpoints}")))
+        }
+        (None, None) => Err("one of --registry or --etcd is needed".into()),
+    }
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -92,10 +131,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Registry { addr, ttl, path } => registry(&addr, ttl, path),
         Command::List {
-            registry,
+            source,
             service,
             json,
-        } => list(&registry, service, json),
+        } => list(source, service, json),
         Command::Call(args) => call(args),
     };
     match result {
@@ -129,12 +168,8 @@ fn registry(addr: &str, ttl: Duration, path: Option<String>) -> CliResult {
     Ok(())
 }
 
-fn list(url: &str, service: Option<String>, json: bool) -> CliResult {
-    let mut b = RegistryDiscovery::builder(url).watch(false);
-    if let Some(s) = service {
-        b = b.service(s);
-    }
-    let d = b.build()?;
+fn list(source: Source, service: Option<String>, json: bool) -> CliResult {
+    let (d, _) = discovery(source.registry, source.etcd, service.as_deref())?;
     let snap = d.snapshot()?;
     let mut out = std::io::stdout().lock();
     if json {
@@ -167,26 +202,22 @@ fn call(a: CallArgs) -> CliResult {
     let Some((service, _)) = a.method.rsplit_once('.') else {
         return Err(format!("expected Service.Method, got {:?}", a.method).into());
     };
-    let reply: serde_json::Value = match (a.target.registry, a.target.addr) {
-        (Some(url), _) => {
-            let d = RegistryDiscovery::builder(&url)
-                .service(service)
-                .watch(false)
-                .build()?;
-            // An empty list is the registry's answer, not a call error.
-            if d.snapshot()?.instances.is_empty() {
-                return Err(format!("registry {url} lists no instance of {service}").into());
-            }
-            let xc = XClient::new(d, SelectMode::Random);
-            xc.call_timeout(&a.method, &args, a.timeout)?
-        }
-        (None, Some(addr)) => {
+    let reply: serde_json::Value = match a.target.addr {
+        Some(addr) => {
             let client = Client::builder()
                 .connect_timeout(Some(a.timeout))
                 .dial(&addr)?;
             client.call_timeout(&a.method, &args, a.timeout)?
         }
-        (None, None) => unreachable!("clap requires --registry or --addr"),
+        None => {
+            let (d, source) = discovery(a.target.registry, a.target.etcd, Some(service))?;
+            // An empty list is the source's answer, not a call error.
+            if d.snapshot()?.instances.is_empty() {
+                return Err(format!("{source} lists no instance of {service}").into());
+            }
+            let xc = XClient::new(d, SelectMode::Random);
+            xc.call_timeout(&a.method, &args, a.timeout)?
+        }
     };
     println!("{}", serde_json::to_string(&reply)?);
     Ok(())

@@ -23,6 +23,9 @@ pub(super) struct Slot<R> {
 
 struct SlotState<R> {
     value: Option<Result<R>>,
+    /// The value was handed out (to `try_wait` or a receiver): later waits
+    /// end at once instead of waiting for a value that will not come.
+    taken: bool,
     /// Set once someone asked for a receiver: the result goes there instead.
     tx: Option<Sender<Result<R>>>,
 }
@@ -33,6 +36,7 @@ impl<R> Slot<R> {
             ready: AtomicBool::new(false),
             state: Mutex::new(SlotState {
                 value: None,
+                taken: false,
                 tx: None,
             }),
             cv: Condvar::new(),
@@ -43,6 +47,7 @@ impl<R> Slot<R> {
         let mut s = self.state.lock();
         match s.tx.take() {
             Some(tx) => {
+                s.taken = true;
                 let _ = tx.send(value);
             }
             None => s.value = Some(value),
@@ -56,12 +61,25 @@ impl<R> Slot<R> {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// The result, waiting until `deadline` (None: for ever).
+    /// Hands the value out if it is there.
+    fn try_take(&self) -> Option<Result<R>> {
+        let mut s = self.state.lock();
+        let v = s.value.take();
+        s.taken |= v.is_some();
+        v
+    }
+
+    /// The result, waiting until `deadline` (None: for ever). None at the
+    /// deadline, or at once if the value was handed out already.
     fn take(&self, deadline: Option<Instant>) -> Option<Result<R>> {
         let mut s = self.state.lock();
         loop {
             if let Some(v) = s.value.take() {
+                s.taken = true;
                 return Some(v);
+            }
+            if s.taken {
+                return None;
             }
             match deadline {
                 None => self.cv.wait(&mut s),
@@ -103,8 +121,11 @@ impl<R> Call<R> {
             let mut s = self.slot.state.lock();
             match s.value.take() {
                 Some(v) => {
+                    s.taken = true;
                     let _ = tx.send(v);
                 }
+                // Handed out before: the channel is closed at once.
+                None if s.taken => drop(tx),
                 None => s.tx = Some(tx),
             }
             rx
@@ -115,7 +136,7 @@ impl<R> Call<R> {
     pub fn try_wait(&self) -> Option<Result<R>> {
         match self.rx.get() {
             Some(rx) => rx.try_recv().ok(),
-            None => self.slot.state.lock().value.take(),
+            None => self.slot.try_take(),
         }
     }
 
@@ -129,7 +150,7 @@ impl<R> Call<R> {
         self.client.lead_until(|| self.slot.is_ready());
         self.slot
             .take(None)
-            .unwrap_or_else(|| Err(self.client.closed_error("call abandoned")))
+            .unwrap_or_else(|| Err(self.client.closed_error("the result was taken already")))
     }
 
     /// Waits at most `timeout`; then the call is abandoned with

@@ -294,7 +294,8 @@ impl Client {
         });
         let threads = ThreadGroup::default();
         let r = inner.clone();
-        if let Err(e) = threads.spawn("geerpc-client-reader", Some(128 * 1024), move || {
+        // The default stack: this thread decodes the callers' reply types.
+        if let Err(e) = threads.spawn("geerpc-client-reader", None, move || {
             reader_thread(&r, wake_rx)
         }) {
             inner.close(&format!("cannot start reader thread: {e}"));
@@ -381,8 +382,9 @@ impl Client {
         {
             let mut p = inner.pending.lock();
             if let Some(reason) = &p.closed {
-                return Err(Error::ConnectionClosed {
+                return Err(Error::NotSent {
                     addr: inner.addr.clone(),
+                    method: service_method.to_string(),
                     reason: reason.clone(),
                 });
             }

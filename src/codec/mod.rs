@@ -16,6 +16,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// Deepest nesting a decoder follows. Decoding recurses once per level, and
+/// handlers run on threads with small stacks: rmp-serde's default of 1024
+/// levels lets a kilobyte of `0x91` bytes overflow one and abort the
+/// process. serde_json stops at 128 too.
+const MAX_DEPTH: usize = 128;
+
 /// A wire codec, chosen per connection by the client's handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Codec {
@@ -80,7 +86,11 @@ impl Codec {
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8], what: &str) -> Result<T> {
         let res = match self {
             Codec::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
-            Codec::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
+            Codec::MsgPack => {
+                let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+                de.set_max_depth(MAX_DEPTH);
+                T::deserialize(&mut de).map_err(|e| e.to_string())
+            }
         };
         res.map_err(|message| Error::Decode {
             what: what.to_string(),

@@ -115,6 +115,13 @@ impl Registry {
         let local = listener
             .local_addr()
             .map_err(|e| Error::io("registry: read listener address", e))?;
+        // tiny_http writes a response's head and body separately and never
+        // sets TCP_NODELAY, so Nagle holds the body back until the peer's
+        // delayed ACK: 40 ms a request (91 requests/s under wrk). Accepted
+        // sockets inherit the option from the listener.
+        socket2::SockRef::from(&listener)
+            .set_tcp_nodelay(true)
+            .map_err(|e| Error::io("registry: set TCP_NODELAY", e))?;
         let http = tiny_http::Server::from_listener(listener, None).map_err(|e| Error::Io {
             context: format!("registry: serve on {local}"),
             source: std::io::Error::other(e.to_string()),

@@ -128,6 +128,21 @@ impl Conn {
             .is_ok()
     }
 
+    /// Writes out what is queued. A failed write leaves the stream with a
+    /// partial frame at best, so the connection is closed: its peer then
+    /// sees the end of the stream and fails its calls, instead of waiting
+    /// for replies that were dropped.
+    pub(super) fn flush(&self) -> bool {
+        match self.writer.flush() {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("rpc server: write to {} failed: {e}; closing", self.peer);
+                self.close();
+                false
+            }
+        }
+    }
+
     /// Encodes and queues one reply (not yet written).
     pub(super) fn queue_reply(&self, codec: Codec, header: &Header, body: &[u8]) -> Result<()> {
         self.writer
@@ -240,8 +255,8 @@ fn read_request(conn: &Conn, codec: Codec) -> Next {
     let mut rd = conn.reader.lock();
     if !rd.has_buffered_message(codec) {
         // About to block: let the replies batched so far go out first.
-        if let Err(e) = conn.writer.flush() {
-            return Next::Broken(Error::io("write", e));
+        if !conn.flush() {
+            return Next::End;
         }
     }
     match rd.read_message(codec) {
@@ -293,15 +308,15 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
         run.call_ended();
         if !still_leader {
             // Another thread reads now; send our reply and bow out.
-            let _ = conn.writer.flush();
+            conn.flush();
             return;
         }
     }
-    let _ = conn.writer.flush();
+    conn.flush();
     finish(run, &conn);
 }
 
-fn finish(run: &Running, conn: &Conn) {
+pub(super) fn finish(run: &Running, conn: &Conn) {
     run.conns.lock().remove(&conn.id);
 }
 

@@ -57,7 +57,7 @@ impl Default for Config {
             max_message_size: DEFAULT_MAX_MESSAGE,
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
-            thread_stack_size: 256 * 1024,
+            thread_stack_size: 2 << 20,
             steal_after: Duration::from_millis(1),
             write_timeout: Duration::from_secs(30),
         }
@@ -90,7 +90,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Stack size of connection threads, which run handlers (default 256 KiB).
+    /// Stack size of connection threads, which run handlers (default 2 MiB,
+    /// as for any std thread; only the pages a thread touches cost memory).
     pub fn thread_stack_size(mut self, bytes: usize) -> Self {
         self.config.thread_stack_size = bytes;
         self

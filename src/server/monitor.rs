@@ -95,9 +95,10 @@ fn steal_from_stuck_leaders(run: &Arc<Running>) -> bool {
             stuck.push(conn.clone());
         }
     }
+    // The monitor never writes to a socket itself (a peer that does not read
+    // would stall it, and with it every hand-off and timeout): the new
+    // leader flushes what is batched before it blocks.
     for conn in stuck {
-        // Replies batched behind the slow handler go out now.
-        let _ = conn.writer.flush();
         if let Err(e) = run.spawn_conn_thread(conn.clone(), false) {
             log::error!(
                 "rpc server {}: cannot start a reader for {}: {e}; closing it",
@@ -105,6 +106,7 @@ fn steal_from_stuck_leaders(run: &Arc<Running>) -> bool {
                 conn.peer
             );
             conn.close();
+            super::conn::finish(run, &conn);
         }
     }
     busy
@@ -151,7 +153,14 @@ fn expire_deadlines(run: &Running) -> bool {
             .queue_reply(codec, &header, codec.empty_body())
             .is_ok()
         {
-            let _ = d.conn.writer.flush();
+            // Written from a thread of its own, for the reason above; a
+            // timeout is rare enough for a thread each.
+            let conn = d.conn.clone();
+            if let Err(e) = run.threads.spawn("geerpc-timeout", None, move || {
+                conn.flush();
+            }) {
+                log::error!("rpc server {}: cannot send a timeout reply: {e}", run.addr);
+            }
         }
     }
     waiting

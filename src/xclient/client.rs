@@ -901,7 +901,6 @@ impl XClient {
                 let cancel = cancel_rx.clone();
                 let spawned = std::thread::Builder::new()
                     .name("geerpc-xclient-fanout".into())
-                    .stack_size(256 * 1024)
                     .spawn_scoped(scope, move || {
                         let r = call_until_cancelled(pool, plan, slot, args, &cancel);
                         if let Some(r) = r {

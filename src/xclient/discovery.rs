@@ -109,25 +109,33 @@ fn sorted_snapshot(version: u64, mut instances: Vec<Instance>) -> Snapshot {
     }
 }
 
-/// A shared discovery is a discovery: an [`XClient`](crate::XClient) can
-/// take an `Arc` while its owner keeps a handle to update the list.
-impl<D: Discovery + ?Sized> Discovery for Arc<D> {
-    fn snapshot(&self) -> Result<Snapshot> {
-        (**self).snapshot()
-    }
+/// Forwards every method to the discovery behind a pointer.
+macro_rules! forward_discovery {
+    ($($ptr:ident),*) => {$(
+        impl<D: Discovery + ?Sized> Discovery for $ptr<D> {
+            fn snapshot(&self) -> Result<Snapshot> {
+                (**self).snapshot()
+            }
 
-    fn refresh(&self) -> Result<()> {
-        (**self).refresh()
-    }
+            fn refresh(&self) -> Result<()> {
+                (**self).refresh()
+            }
 
-    fn update(&self, instances: Vec<Instance>) -> Result<()> {
-        (**self).update(instances)
-    }
+            fn update(&self, instances: Vec<Instance>) -> Result<()> {
+                (**self).update(instances)
+            }
 
-    fn watch(&self) -> Option<crossbeam_channel::Receiver<()>> {
-        (**self).watch()
-    }
+            fn watch(&self) -> Option<crossbeam_channel::Receiver<()>> {
+                (**self).watch()
+            }
+        }
+    )*};
 }
+
+// A shared discovery is a discovery: an XClient can take an `Arc` while its
+// owner keeps a handle to update the list, or a `Box<dyn Discovery>` chosen
+// at run time.
+forward_discovery!(Arc, Box);
 
 /// A fixed list of instances, changed only by [`update`](Discovery::update).
 ///

@@ -148,6 +148,7 @@ pub(super) fn is_connection_failure(e: &Error) -> bool {
             | Error::ConnectTimeout { .. }
             | Error::HttpConnect { .. }
             | Error::ConnectionClosed { .. }
+            | Error::NotSent { .. }
             | Error::Protocol(_)
             | Error::Io { .. }
     )
