@@ -687,3 +687,31 @@ fn deeply_nested_msgpack_is_refused_without_harm() {
     assert!(header.error.contains("depth"), "{}", header.error);
     assert_still_serves(&running);
 }
+
+#[test]
+fn handle_timeouts_are_on_time_even_when_the_monitor_ticks_slowly() {
+    let server = Server::builder()
+        .steal_after(Duration::from_secs(1))
+        .build();
+    let running = start_with(server);
+    let client = Client::builder()
+        .handle_timeout(Some(Duration::from_millis(100)))
+        .dial(&running.addr().to_string())
+        .unwrap();
+    let t0 = Instant::now();
+    let err = client
+        .call::<_, i64>(
+            "Arith.SleepMs",
+            &Args {
+                num1: 1500,
+                num2: 0,
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("expect within 100ms"), "{err}");
+    assert!(
+        t0.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        t0.elapsed()
+    );
+}

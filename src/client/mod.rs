@@ -52,6 +52,7 @@ pub struct ClientBuilder {
     connect_timeout: Option<Duration>,
     handle_timeout: Option<Duration>,
     max_message_size: usize,
+    write_timeout: Duration,
 }
 
 impl Default for ClientBuilder {
@@ -61,6 +62,7 @@ impl Default for ClientBuilder {
             connect_timeout: Some(Duration::from_secs(10)),
             handle_timeout: None,
             max_message_size: DEFAULT_MAX_MESSAGE,
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -95,6 +97,13 @@ impl ClientBuilder {
         self.connect_timeout
     }
 
+    /// How long a write to a server that does not read may block before
+    /// the connection is given up (default 30 s).
+    pub fn write_timeout(mut self, t: Duration) -> Self {
+        self.write_timeout = t.max(Duration::from_millis(1));
+        self
+    }
+
     /// Connects to `addr` (`tcp@HOST:PORT`, `http@HOST:PORT`, `unix@PATH`).
     pub fn dial(&self, addr: &str) -> Result<Client> {
         let address: Address = addr.parse()?;
@@ -126,7 +135,10 @@ impl ClientBuilder {
                 _ => None,
             };
             stream.set_read_timeout(left)?;
-            stream.set_write_timeout(left)
+            // After the handshake writes keep a limit: a server that stops
+            // reading must not hold the flushing caller for ever (the
+            // connection then closes and every pending call fails).
+            stream.set_write_timeout(left.or(Some(self.write_timeout)))
         };
         set_timeouts(true).map_err(fail)?;
         let mut w = stream.try_clone().map_err(fail)?;

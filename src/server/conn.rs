@@ -355,6 +355,7 @@ fn handle(
             service_method: header.service_method.clone(),
             answered: flag.clone(),
         });
+        run.monitor_stop.wake_by(started + timeout);
         flag
     });
     let ctx = Context {

@@ -2,7 +2,7 @@
 //! leader is stuck in a handler, and answers calls whose handle timeout ran
 //! out, at the deadline.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,27 +31,66 @@ const IDLE_TICK: Duration = Duration::from_millis(20);
 /// Tells the monitor to stop; its wait is a condvar, not a channel, because a
 /// channel's timed receive spins first, which on every tick costs the server
 /// CPU it needs for calls.
-#[derive(Default)]
 pub(super) struct Stop {
-    stopped: Mutex<bool>,
+    state: Mutex<StopState>,
     cv: Condvar,
+    /// When the monitor plans to wake, in nanoseconds since `epoch`
+    /// (u64::MAX while it is awake). A deadline earlier than that wakes it,
+    /// and only such a one, so that calls with a handle timeout do not each
+    /// cost a wake-up.
+    wake_at: AtomicU64,
+    epoch: Instant,
+}
+
+#[derive(Default)]
+struct StopState {
+    stopped: bool,
+    /// An earlier deadline came while the monitor was awake: its next sleep
+    /// ends at once, so the deadline is seen whatever the timing.
+    kicked: bool,
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Stop {
+            state: Mutex::new(StopState::default()),
+            cv: Condvar::new(),
+            wake_at: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl Stop {
     pub(super) fn stop(&self) {
-        *self.stopped.lock() = true;
+        self.state.lock().stopped = true;
         self.cv.notify_all();
     }
 
-    /// Sleeps until `until`; true if told to stop.
-    fn sleep_until(&self, until: Instant) -> bool {
-        let mut stopped = self.stopped.lock();
-        while !*stopped {
-            if self.cv.wait_until(&mut stopped, until).timed_out() {
-                break;
-            }
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Makes sure the monitor looks at the deadlines again by `at`. Call it
+    /// after the deadline is in the list.
+    pub(super) fn wake_by(&self, at: Instant) {
+        if self.nanos(at) < self.wake_at.load(Ordering::Acquire) {
+            self.state.lock().kicked = true;
+            self.cv.notify_all();
         }
-        *stopped
+    }
+
+    /// Sleeps until `until`, an earlier deadline, or a stop; true if told
+    /// to stop.
+    fn sleep_until(&self, until: Instant) -> bool {
+        let mut state = self.state.lock();
+        if !state.kicked && !state.stopped {
+            self.wake_at.store(self.nanos(until), Ordering::Release);
+            self.cv.wait_until(&mut state, until);
+        }
+        self.wake_at.store(u64::MAX, Ordering::Release);
+        state.kicked = false;
+        state.stopped
     }
 }
 

@@ -201,6 +201,8 @@ pub struct ConsistentHashSelector {
 struct Ring {
     /// (point, instance index), sorted by point.
     points: Vec<(u64, usize)>,
+    /// How many instances the ring was built for.
+    instances: usize,
 }
 
 impl Default for ConsistentHashSelector {
@@ -221,7 +223,10 @@ impl ConsistentHashSelector {
     fn ring(&self, snapshot: &Snapshot) -> Arc<Ring> {
         let mut cached = self.ring.lock();
         if let Some((v, ring)) = &*cached {
-            if *v == snapshot.version {
+            // The length check too: a discovery that breaks the version
+            // contract, or a selector shared by two clients, must not index
+            // out of bounds.
+            if *v == snapshot.version && ring.instances == snapshot.instances.len() {
                 return ring.clone();
             }
         }
@@ -232,7 +237,10 @@ impl ConsistentHashSelector {
             }
         }
         points.sort_unstable();
-        let ring = Arc::new(Ring { points });
+        let ring = Arc::new(Ring {
+            points,
+            instances: snapshot.instances.len(),
+        });
         *cached = Some((snapshot.version, ring.clone()));
         ring
     }
@@ -252,7 +260,7 @@ impl Selector for ConsistentHashSelector {
         let n = ring.points.len();
         (0..n)
             .map(|k| ring.points[(start + k) % n].1)
-            .find(|&i| ctx.available[i])
+            .find(|&i| ctx.available.get(i).copied().unwrap_or(false))
     }
 }
 
