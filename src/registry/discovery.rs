@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use super::{agent, check_url, request_error, Listing, LIST_HEADERS, VERSION_HEADER};
 use crate::duration::GoDuration;
@@ -72,7 +72,7 @@ impl RegistryDiscoveryBuilder {
             service: self.service,
             refresh_after: self.refresh_after,
             agent: agent(self.timeout),
-            state: Mutex::new(State {
+            state: RwLock::new(State {
                 snapshot: Snapshot {
                     version: 0,
                     instances: Arc::from(Vec::new()),
@@ -147,7 +147,7 @@ struct Shared {
     service: Option<String>,
     refresh_after: Duration,
     agent: ureq::Agent,
-    state: Mutex<State>,
+    state: RwLock<State>,
     /// A caller is fetching a stale list; the others need not.
     refreshing: AtomicBool,
     /// The watch's last poll succeeded: the list is current.
@@ -233,13 +233,13 @@ impl Discovery for RegistryDiscovery {
         let s = &self.shared;
         let now = Instant::now();
         let (snapshot, fetched, next_try) = {
-            let st = s.state.lock();
+            let st = s.state.read();
             (st.snapshot.clone(), st.fetched, st.next_try)
         };
         let Some(fetched) = fetched else {
             if next_try.is_some_and(|t| now < t) {
                 // Failed a moment ago: do not hammer a registry that is down.
-                let last = s.state.lock().last_error.clone().unwrap_or_default();
+                let last = s.state.read().last_error.clone().unwrap_or_default();
                 return Err(Error::Registry {
                     url: s.url.clone(),
                     message: format!("no instance list yet ({last})"),
@@ -247,7 +247,7 @@ impl Discovery for RegistryDiscovery {
             }
             // Nothing to serve yet: this caller has to wait for the fetch.
             s.fetch_and_install(&s.agent, None, None)?;
-            return Ok(s.state.lock().snapshot.clone());
+            return Ok(s.state.read().snapshot.clone());
         };
         let fresh = now.duration_since(fetched) < s.refresh_after
             || s.watch_live.load(Ordering::Acquire)
@@ -258,7 +258,7 @@ impl Discovery for RegistryDiscovery {
         // Errors are logged; the last good list stays.
         let _ = s.fetch_and_install(&s.agent, None, None);
         s.refreshing.store(false, Ordering::Release);
-        Ok(s.state.lock().snapshot.clone())
+        Ok(s.state.read().snapshot.clone())
     }
 
     fn refresh(&self) -> Result<()> {
@@ -372,7 +372,7 @@ impl Shared {
         instances.sort_by(|a, b| a.addr.cmp(&b.addr));
         instances.dedup_by(|a, b| a.addr == b.addr);
         let changed = {
-            let mut st = self.state.lock();
+            let mut st = self.state.write();
             let changed = *st.snapshot.instances != instances[..];
             if changed {
                 st.snapshot = Snapshot {
@@ -406,7 +406,7 @@ impl Shared {
     }
 
     fn note_failure(&self, e: &Error) {
-        let mut st = self.state.lock();
+        let mut st = self.state.write();
         st.next_try = Some(Instant::now() + self.refresh_after.min(Duration::from_secs(1)));
         st.last_error = Some(e.to_string());
         if !st.failing {
@@ -434,10 +434,10 @@ fn watch_loop(shared: &Shared, agent: &ureq::Agent, poll: Duration, stop: Receiv
         if shared.stopping.load(Ordering::Acquire) {
             break;
         }
-        let known = shared.state.lock().remote_version;
+        let known = shared.state.read().remote_version;
         // Version 0 is never current: the first poll answers at once.
         match shared.fetch_and_install(agent, Some(known.unwrap_or(0)), Some(poll)) {
-            Ok(()) if shared.state.lock().remote_version.is_none() => {
+            Ok(()) if shared.state.read().remote_version.is_none() => {
                 log::info!(
                     "registry discovery {}: the registry cannot long-poll; refreshing every {}",
                     shared.url,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use super::discovery::Snapshot;
 use crate::client::{Client, ClientBuilder};
@@ -20,9 +20,12 @@ pub(super) struct Slot {
     /// The cached connection. Its own lock, so dialling one instance never
     /// waits for another; callers of the same instance wait for one dial
     /// instead of each dialling.
-    conn: Mutex<Option<Client>>,
+    conn: RwLock<Option<Client>>,
     inflight: AtomicUsize,
     health: Mutex<Health>,
+    /// `health.dead`, readable without the lock: every call checks it, and
+    /// 64 callers taking one mutex per call park each other.
+    dead: AtomicBool,
 }
 
 struct Health {
@@ -35,8 +38,9 @@ impl Slot {
     fn new(addr: &str) -> Slot {
         Slot {
             addr: addr.to_string(),
-            conn: Mutex::new(None),
+            conn: RwLock::new(None),
             inflight: AtomicUsize::new(0),
+            dead: AtomicBool::new(false),
             health: Mutex::new(Health {
                 dead: false,
                 retry_at: Instant::now(),
@@ -64,9 +68,15 @@ impl Slot {
             };
             (e, true)
         };
+        // The common case: a live connection, shared under a read lock.
+        if let Some(c) = &*self.conn.read() {
+            if c.is_alive() {
+                return Ok(c.clone());
+            }
+        }
         let mut conn = match deadline {
-            None => self.conn.lock(),
-            Some(d) => self.conn.try_lock_until(d).ok_or_else(out_of_time)?,
+            None => self.conn.write(),
+            Some(d) => self.conn.try_write_until(d).ok_or_else(out_of_time)?,
         };
         if let Some(c) = &*conn {
             if c.is_alive() {
@@ -102,7 +112,7 @@ impl Slot {
     /// Caches a connection the prober dialled, unless a caller has dialled
     /// a good one meanwhile (replacing it would close its calls).
     fn install(&self, client: Client) {
-        let mut conn = self.conn.lock();
+        let mut conn = self.conn.write();
         if !conn.as_ref().is_some_and(Client::is_alive) {
             *conn = Some(client);
         }
@@ -113,11 +123,11 @@ impl Slot {
     }
 
     pub(super) fn is_dead(&self) -> bool {
-        self.health.lock().dead
+        self.dead.load(Ordering::Acquire)
     }
 
     fn close(&self) {
-        if let Some(c) = self.conn.lock().take() {
+        if let Some(c) = self.conn.write().take() {
             c.close();
         }
     }
@@ -176,7 +186,7 @@ pub(super) type Slots = Arc<[Arc<Slot>]>;
 pub(super) struct Pool {
     shared: Arc<Shared>,
     /// The slots in the order of the snapshot they were built for.
-    view: Mutex<Option<(u64, Slots)>>,
+    view: RwLock<Option<(u64, Slots)>>,
     prober: Mutex<Option<Prober>>,
     closed: AtomicBool,
 }
@@ -195,7 +205,7 @@ impl Pool {
                 min_backoff,
                 max_backoff: max_backoff.max(min_backoff),
             }),
-            view: Mutex::new(None),
+            view: RwLock::new(None),
             prober: Mutex::new(None),
             closed: AtomicBool::new(false),
         }
@@ -226,7 +236,12 @@ impl Pool {
     /// left the list lose their slot; their connection closes when the
     /// last call using it ends.
     pub(super) fn view(&self, snapshot: &Snapshot) -> Slots {
-        let mut view = self.view.lock();
+        if let Some((v, slots)) = &*self.view.read() {
+            if *v == snapshot.version && slots.len() == snapshot.instances.len() {
+                return slots.clone();
+            }
+        }
+        let mut view = self.view.write();
         if let Some((v, slots)) = &*view {
             if *v == snapshot.version && slots.len() == snapshot.instances.len() {
                 return slots.clone();
@@ -267,9 +282,13 @@ impl Pool {
     }
 
     fn revive(&self, slot: &Slot) {
+        if !slot.is_dead() {
+            return;
+        }
         let mut h = slot.health.lock();
         if h.dead {
             h.dead = false;
+            slot.dead.store(false, Ordering::Release);
             h.backoff = Duration::ZERO;
             log::info!("xclient: {} answers again; back in selection", slot.addr);
         }
@@ -282,6 +301,7 @@ impl Pool {
                 return;
             }
             h.dead = true;
+            slot.dead.store(true, Ordering::Release);
             h.backoff = self.shared.min_backoff;
             h.retry_at = Instant::now() + h.backoff;
         }
@@ -357,7 +377,7 @@ impl Pool {
         for s in slots {
             s.close();
         }
-        *self.view.lock() = None;
+        *self.view.write() = None;
     }
 }
 
@@ -392,6 +412,7 @@ fn probe_loop(shared: &Shared, stop: &Receiver<()>, wake: &Receiver<()>) {
                     slot.install(client);
                     let mut h = slot.health.lock();
                     h.dead = false;
+                    slot.dead.store(false, Ordering::Release);
                     h.backoff = Duration::ZERO;
                     drop(h);
                     log::info!(
