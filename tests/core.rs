@@ -167,9 +167,7 @@ fn sixty_four_threads_share_one_client() {
 fn a_slow_call_does_not_delay_a_fast_one_on_the_same_connection() {
     init_log();
     let server = Server::new();
-    let (started_tx, started) = crossbeam_channel::unbounded();
-    server.register(gate(started_tx)).unwrap();
-    let running = start_with(server);
+    let (running, started) = start_gated(server);
     let client = Client::dial(&running.addr().to_string()).unwrap();
     let slow = client
         .go::<_, i64>(
@@ -344,9 +342,7 @@ fn pending_calls_fail_promptly_when_the_server_dies() {
 #[test]
 fn the_real_server_shut_down_mid_call_fails_pending_calls() {
     let server = Server::builder().shutdown_grace(Duration::ZERO).build();
-    let (started_tx, started) = crossbeam_channel::unbounded();
-    server.register(gate(started_tx)).unwrap();
-    let running = start_with(server);
+    let (running, started) = start_gated(server);
     let client = Client::dial(&running.addr().to_string()).unwrap();
     let slow = client
         .go::<_, i64>(
@@ -587,9 +583,8 @@ fn shutdown_lets_calls_in_flight_finish_then_leaves_no_thread() {
     let server = Server::builder()
         .shutdown_grace(Duration::from_secs(5))
         .build();
-    let (started_tx, started) = crossbeam_channel::unbounded();
-    server.register(gate(started_tx)).unwrap();
-    let running = Arc::new(start_with(server));
+    let (running, started) = start_gated(server);
+    let running = Arc::new(running);
     let client = Client::dial(&running.addr().to_string()).unwrap();
     let calls: Vec<_> = (0..4)
         .map(|i| {

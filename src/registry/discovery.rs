@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Mutex, RwLock};
 
-use super::{agent, check_url, request_error, Listing, LIST_HEADERS, VERSION_HEADER};
+use super::{agent, check_url, request_error, status_error, Listing, LIST_HEADERS, VERSION_HEADER};
 use crate::duration::GoDuration;
 use crate::error::{Error, Result};
 use crate::threads::ThreadGroup;
@@ -320,15 +320,7 @@ impl Shared {
             .call()
             .map_err(|e| request_error(&self.url, "list instances", e))?;
         if !resp.status().is_success() {
-            let status = resp.status();
-            let text = resp
-                .body_mut()
-                .with_config()
-                .limit(1024)
-                .read_to_string()
-                .unwrap_or_default();
-            let msg = format!("status {status}: {}", text.trim());
-            return Err(request_error(&self.url, "list instances", msg));
+            return Err(status_error(&self.url, "list instances", &mut resp));
         }
         let version = resp
             .headers()

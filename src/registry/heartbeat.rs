@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rand::Rng;
 
-use super::{agent, check_addr, check_url, request_error, Registration, ADDR_HEADERS};
+use super::{
+    agent, check_addr, check_url, request_error, status_error, Registration, ADDR_HEADERS,
+};
 use crate::duration::GoDuration;
 use crate::error::{Error, Result};
 use crate::server::ServerHandle;
@@ -418,16 +420,6 @@ impl Beat {
         if resp.status().is_success() {
             return Ok(());
         }
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(1024)
-            .read_to_string()
-            .unwrap_or_default();
-        Err(request_error(
-            &self.url,
-            &what,
-            format!("status {}: {}", resp.status(), text.trim()),
-        ))
+        Err(status_error(&self.url, &what, &mut resp))
     }
 }

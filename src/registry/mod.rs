@@ -119,3 +119,22 @@ pub(crate) fn request_error(url: &str, what: &str, e: impl std::fmt::Display) ->
         message: format!("{what}: {e}"),
     }
 }
+
+/// The error for a non-2xx answer: its status and the start of its body.
+pub(crate) fn status_error(
+    url: &str,
+    what: &str,
+    resp: &mut ureq::http::Response<ureq::Body>,
+) -> crate::Error {
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(1024)
+        .read_to_string()
+        .unwrap_or_default();
+    request_error(
+        url,
+        what,
+        format!("status {}: {}", resp.status(), text.trim()),
+    )
+}

@@ -73,3 +73,11 @@ pub fn gate(started: crossbeam_channel::Sender<i64>) -> Service {
         Ok::<_, String>(a.num1 + a.num2)
     })
 }
+
+/// A server with Arith, Echo and `gate`, and the receiver of its start
+/// signals.
+pub fn start_gated(server: Server) -> (ServerHandle, crossbeam_channel::Receiver<i64>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    server.register(gate(tx)).unwrap();
+    (start_with(server), rx)
+}
