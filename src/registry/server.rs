@@ -523,6 +523,17 @@ fn get(shared: &Shared, rq: Request, query: &Query) {
     let json = wants_json(&rq, query);
     let service = query.service.as_deref();
     let Some(watch) = &query.watch else {
+        if !json {
+            let (addrs, version) = {
+                let st = shared.state.lock();
+                let version = st.table.version(service);
+                (
+                    st.table.alive_addrs(service, Instant::now()).join(","),
+                    version,
+                )
+            };
+            return respond(shared, rq, addr_listing(addrs, version));
+        }
         let (instances, version) = {
             let st = shared.state.lock();
             (
@@ -580,12 +591,15 @@ fn listing(instances: &[Instance], version: u64, json: bool) -> Response<Cursor<
             .with_header(version_header);
     }
     let addrs: Vec<&str> = instances.iter().map(|i| i.addr.as_str()).collect();
-    let joined = addrs.join(",");
-    let mut body = addrs.join("\n");
-    if !body.is_empty() {
-        body.push('\n');
-    }
-    let mut resp = text(200, body).with_header(version_header);
+    addr_listing(addrs.join(","), version)
+}
+
+/// The plain listing: the sorted addresses, comma-separated, under both
+/// header names, which is where Go peers read them. The body stays empty:
+/// the JSON listing is the one for long lists.
+fn addr_listing(joined: String, version: u64) -> Response<Cursor<Vec<u8>>> {
+    let mut resp =
+        text(200, String::new()).with_header(header(VERSION_HEADER, &version.to_string()));
     for name in LIST_HEADERS {
         resp.add_header(header(name, &joined));
     }

@@ -155,6 +155,17 @@ impl Table {
             .collect()
     }
 
+    /// The alive addresses, sorted, without copying the instances: what a
+    /// plain GET answers, on the hot path of every lookup.
+    pub(crate) fn alive_addrs(&self, service: Option<&str>, now: Instant) -> Vec<&str> {
+        self.entries
+            .values()
+            .filter(|e| e.expires.map_or(true, |t| t > now))
+            .filter(|e| serves(&e.instance, service))
+            .map(|e| e.instance.addr.as_str())
+            .collect()
+    }
+
     /// The version of the list for `service` (the whole list for `None`).
     pub(crate) fn version(&self, service: Option<&str>) -> u64 {
         match service {
