@@ -473,8 +473,8 @@ impl Inner {
         }
     }
 
-    /// Leads the reading until `rx` has its reply, or waits for it if
-    /// another thread reads.
+    /// Reads replies (leads) until `done`, if no other thread is reading;
+    /// otherwise returns at once and the caller waits for its slot.
     fn lead_until(&self, done: impl Fn() -> bool) {
         if done() {
             return;

@@ -276,7 +276,9 @@ impl Server {
             on_shutdown: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
         });
-        let wake = listener.wake_target();
+        let wake = listener
+            .wake_target()
+            .map_err(|e| Error::io("read listener address", e))?;
         let r = running.clone();
         running
             .threads
@@ -308,10 +310,10 @@ enum WakeTarget {
 }
 
 impl Listener {
-    fn wake_target(&self) -> WakeTarget {
-        match self {
+    fn wake_target(&self) -> io::Result<WakeTarget> {
+        Ok(match self {
             Listener::Tcp(l) => {
-                let mut a = l.local_addr().expect("a bound listener has an address");
+                let mut a = l.local_addr()?;
                 if a.ip().is_unspecified() {
                     a.set_ip(match a {
                         SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
@@ -322,7 +324,7 @@ impl Listener {
             }
             #[cfg(unix)]
             Listener::Unix(_, path) => WakeTarget::Unix(path.clone()),
-        }
+        })
     }
 
     fn accept(&self) -> io::Result<Stream> {
