@@ -205,6 +205,18 @@ impl Stream {
         }
     }
 
+    /// Sends what the socket takes now without blocking (`WouldBlock` if
+    /// nothing), whatever the socket's blocking mode, which is shared by
+    /// every handle and must stay blocking for the others.
+    pub(crate) fn send_nowait(&self, buf: &[u8]) -> io::Result<usize> {
+        let sock = match self {
+            Stream::Tcp(s) => socket2::SockRef::from(&**s),
+            #[cfg(unix)]
+            Stream::Unix(s) => socket2::SockRef::from(&**s),
+        };
+        sock.send_with_flags(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    }
+
     /// The peer, as a display string (`127.0.0.1:5000`, or the socket path).
     pub(crate) fn peer_label(&self) -> String {
         match self {

@@ -10,7 +10,9 @@
 //! Invariant: after `flush` returns, every byte enqueued before the call has
 //! been written or is being written by a flusher that will re-check
 //! `pending` after it lets go of `io` (the re-check below closes the race of
-//! a sender that enqueued just as the flusher was leaving).
+//! a sender that enqueued just as the flusher was leaving). After
+//! `flush_nowait` returns `Ok(false)`, bytes are left over and the caller
+//! must see that some thread calls `flush`.
 
 use std::io::{self, Write};
 
@@ -31,6 +33,9 @@ pub(crate) struct SharedWriter {
 struct Io {
     stream: Stream,
     batch: Vec<u8>,
+    /// How much of `batch` is written already (a non-blocking flush can
+    /// stop part way).
+    sent: usize,
     broken: Option<io::ErrorKind>,
 }
 
@@ -41,6 +46,7 @@ impl SharedWriter {
             io: Mutex::new(Io {
                 stream,
                 batch: Vec::with_capacity(1024),
+                sent: 0,
                 broken: None,
             }),
             max_message,
@@ -70,9 +76,22 @@ impl SharedWriter {
     /// doing so (it then writes our bytes too). An error means the stream is
     /// broken: what was pending is lost and every later flush fails.
     pub(crate) fn flush(&self) -> io::Result<()> {
+        self.flush_inner(false).map(|_| ())
+    }
+
+    /// Like `flush`, but never blocks: it writes what the socket takes at
+    /// once and returns `Ok(false)` if bytes are left, which some thread
+    /// must then `flush`. For the thread that reads a connection: if it
+    /// blocked writing to a peer that is itself blocked writing to us, both
+    /// would wait for ever.
+    pub(crate) fn flush_nowait(&self) -> io::Result<bool> {
+        self.flush_inner(true)
+    }
+
+    fn flush_inner(&self, nowait: bool) -> io::Result<bool> {
         loop {
             let Some(mut guard) = self.io.try_lock() else {
-                return Ok(());
+                return Ok(true);
             };
             let io = &mut *guard;
             loop {
@@ -80,29 +99,98 @@ impl SharedWriter {
                     self.pending.lock().clear();
                     return Err(kind.into());
                 }
-                {
+                if io.sent == io.batch.len() {
+                    if io.batch.capacity() > KEEP_BATCH {
+                        io.batch = Vec::with_capacity(1024);
+                    } else {
+                        io.batch.clear();
+                    }
+                    io.sent = 0;
                     let mut pending = self.pending.lock();
                     if pending.is_empty() {
                         break;
                     }
                     std::mem::swap(&mut *pending, &mut io.batch);
                 }
-                let res = io.stream.write_all(&io.batch);
-                if io.batch.capacity() > KEEP_BATCH {
-                    io.batch = Vec::with_capacity(1024);
-                } else {
-                    io.batch.clear();
-                }
-                if let Err(e) = res {
-                    io.broken = Some(e.kind());
-                    self.pending.lock().clear();
-                    return Err(e);
+                match write_some(io, nowait) {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(false),
+                    Err(e) => {
+                        io.broken = Some(e.kind());
+                        self.pending.lock().clear();
+                        return Err(e);
+                    }
                 }
             }
             drop(guard);
             if self.pending.lock().is_empty() {
-                return Ok(());
+                return Ok(true);
             }
         }
+    }
+}
+
+/// Writes the rest of `io.batch`; `Ok(false)` if the socket would block and
+/// `nowait` is set.
+fn write_some(io: &mut Io, nowait: bool) -> io::Result<bool> {
+    while io.sent < io.batch.len() {
+        let rest = &io.batch[io.sent..];
+        let written = if nowait {
+            io.stream.send_nowait(rest)
+        } else {
+            io.stream.write(rest)
+        };
+        match written {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io.sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if nowait && e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn flush_nowait_never_blocks_and_flush_finishes_the_job() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let w = SharedWriter::new(Stream::unix(a), 64 << 20);
+        // Far more than the socket buffer holds, with the peer not reading.
+        let total: usize = 8 << 20;
+        let chunk: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+        for _ in 0..total / chunk.len() {
+            w.enqueue(|out| {
+                out.extend_from_slice(&chunk);
+                Ok(())
+            })
+            .unwrap();
+        }
+        let t0 = std::time::Instant::now();
+        assert!(
+            !w.flush_nowait().unwrap(),
+            "a full socket leaves bytes over"
+        );
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(1),
+            "it did not block"
+        );
+        // Once the peer reads, a blocking flush sends the rest, in order.
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; total];
+            b.read_exact(&mut got).unwrap();
+            got
+        });
+        w.flush().unwrap();
+        let got = reader.join().unwrap();
+        assert!(
+            got.chunks(chunk.len()).all(|c| c == chunk),
+            "bytes out of order"
+        );
     }
 }

@@ -710,3 +710,36 @@ fn handle_timeouts_are_on_time_even_when_the_monitor_ticks_slowly() {
         t0.elapsed()
     );
 }
+
+/// Many large calls in flight both ways fill both sockets' buffers; the
+/// threads that read (client and server) never block writing, so neither
+/// side stops reading and everything completes.
+#[test]
+fn large_pipelined_calls_in_both_directions_complete() {
+    init_log();
+    let running = start_server();
+    for codec in [Codec::Json, Codec::MsgPack] {
+        let client = Client::builder()
+            .codec(codec)
+            .dial(&running.addr().to_string())
+            .unwrap();
+        let t0 = Instant::now();
+        std::thread::scope(|scope| {
+            for t in 0..24u8 {
+                let client = client.clone();
+                scope.spawn(move || {
+                    let big = Value::String(((b'a' + t) as char).to_string().repeat(1 << 20));
+                    for _ in 0..2 {
+                        let back: Value = client.call("Echo.Echo", &big).unwrap();
+                        assert!(back == big, "echo of caller {t}");
+                    }
+                });
+            }
+        });
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{codec}: {:?}",
+            t0.elapsed()
+        );
+    }
+}

@@ -259,6 +259,12 @@ struct Inner {
     /// woken meanwhile only queue their next request; the reader writes the
     /// whole batch before it blocks again, in one syscall.
     dispatching: AtomicBool,
+    /// Wakes the writer thread, started the first time a reader could not
+    /// write all it had batched without blocking.
+    wake_writer: std::sync::OnceLock<Sender<()>>,
+    /// This client, for starting the writer thread from `&self`.
+    me: std::sync::Weak<Inner>,
+    threads: ThreadGroup,
 }
 
 impl std::fmt::Debug for Client {
@@ -290,7 +296,8 @@ impl Client {
         writer: SharedWriter,
     ) -> Client {
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
-        let inner = Arc::new(Inner {
+        let threads = ThreadGroup::default();
+        let inner = Arc::new_cyclic(|me| Inner {
             addr: addr.to_string(),
             codec,
             writer,
@@ -303,8 +310,10 @@ impl Client {
             seq: AtomicU64::new(1),
             wake_reader: wake_tx,
             dispatching: AtomicBool::new(false),
+            wake_writer: std::sync::OnceLock::new(),
+            me: me.clone(),
+            threads: threads.clone(),
         });
-        let threads = ThreadGroup::default();
         let r = inner.clone();
         // The default stack: this thread decodes the callers' reply types.
         if let Err(e) = threads.spawn("geerpc-client-reader", None, move || {
@@ -460,6 +469,9 @@ impl Inner {
             complete(Err(self.closed_error(reason)));
         }
         let _ = self.wake_reader.try_send(());
+        if let Some(w) = self.wake_writer.get() {
+            let _ = w.try_send(());
+        }
     }
 
     fn is_closed(&self) -> bool {
@@ -494,7 +506,7 @@ impl Inner {
     fn read_replies(&self, rd: &mut FrameReader<Stream>, done: impl Fn() -> bool) {
         self.read_replies_batched(rd, done);
         self.dispatching.store(false, Ordering::SeqCst);
-        self.flush();
+        self.flush_from_reader();
     }
 
     fn flush(&self) {
@@ -503,12 +515,47 @@ impl Inner {
         }
     }
 
+    /// The reader's flush: it must not block on a write, or with a server
+    /// that is blocked writing replies to us, neither side would read again.
+    /// What the socket does not take at once, the writer thread sends.
+    fn flush_from_reader(&self) {
+        match self.writer.flush_nowait() {
+            Ok(true) => {}
+            Ok(false) => {
+                log::debug!(
+                    "rpc client {}: socket full; the writer thread sends the rest",
+                    self.addr
+                );
+                self.wake_writer_thread()
+            }
+            Err(e) => self.close(&format!("write failed: {e}")),
+        }
+    }
+
+    fn wake_writer_thread(&self) {
+        let wake = self.wake_writer.get_or_init(|| {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            if let Some(inner) = self.me.upgrade() {
+                let started = self.threads.spawn("geerpc-client-writer", None, move || {
+                    while rx.recv().is_ok() && !inner.is_closed() {
+                        inner.flush();
+                    }
+                });
+                if let Err(e) = started {
+                    self.close(&format!("cannot start writer thread: {e}"));
+                }
+            }
+            tx
+        });
+        let _ = wake.try_send(());
+    }
+
     fn read_replies_batched(&self, rd: &mut FrameReader<Stream>, done: impl Fn() -> bool) {
         while !done() {
             if !rd.has_buffered_message(self.codec) {
                 // About to block: send what callers queued meanwhile.
                 self.dispatching.store(false, Ordering::SeqCst);
-                self.flush();
+                self.flush_from_reader();
             }
             let read = rd.read_message(self.codec);
             self.dispatching.store(true, Ordering::SeqCst);

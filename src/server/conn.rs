@@ -251,12 +251,38 @@ enum Next {
     Broken(Error),
 }
 
-fn read_request(conn: &Conn, codec: Codec) -> Next {
+fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec) -> Next {
     let mut rd = conn.reader.lock();
     if !rd.has_buffered_message(codec) {
-        // About to block: let the replies batched so far go out first.
-        if !conn.flush() {
-            return Next::End;
+        // About to block: let the replies batched so far go out first, but
+        // without blocking on the write (see SharedWriter::flush_nowait);
+        // what the socket does not take now, a writer thread sends.
+        match conn.writer.flush_nowait() {
+            Ok(true) => {}
+            Ok(false) => {
+                log::debug!(
+                    "rpc server {}: socket to {} full; a writer sends the rest",
+                    run.addr,
+                    conn.peer
+                );
+                let c = conn.clone();
+                if let Err(e) = run.threads.spawn("geerpc-writer", None, move || {
+                    c.flush();
+                }) {
+                    log::error!("rpc server {}: cannot start a writer: {e}", run.addr);
+                    conn.close();
+                    return Next::End;
+                }
+            }
+            Err(e) => {
+                log::warn!(
+                    "rpc server {}: write to {} failed: {e}; closing",
+                    run.addr,
+                    conn.peer
+                );
+                conn.close();
+                return Next::End;
+            }
         }
     }
     match rd.read_message(codec) {
@@ -288,7 +314,7 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
     };
     let mut scratch = Vec::new();
     loop {
-        let req = match read_request(&conn, codec) {
+        let req = match read_request(run, &conn, codec) {
             Next::Request(r) => r,
             Next::End => break,
             Next::Broken(e) => {
