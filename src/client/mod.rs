@@ -259,6 +259,9 @@ struct Inner {
     /// woken meanwhile only queue their next request; the reader writes the
     /// whole batch before it blocks again, in one syscall.
     dispatching: AtomicBool,
+    /// `pending.closed.is_some()`, readable without the lock: an XClient
+    /// asks before every call.
+    closed: AtomicBool,
     /// Wakes the writer thread, started the first time a reader could not
     /// write all it had batched without blocking.
     wake_writer: std::sync::OnceLock<Sender<()>>,
@@ -310,6 +313,7 @@ impl Client {
             seq: AtomicU64::new(1),
             wake_reader: wake_tx,
             dispatching: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             wake_writer: std::sync::OnceLock::new(),
             me: me.clone(),
             threads: threads.clone(),
@@ -337,7 +341,7 @@ impl Client {
 
     /// Whether the connection is still usable.
     pub fn is_alive(&self) -> bool {
-        self.inner.pending.lock().closed.is_none()
+        !self.inner.closed.load(Ordering::Acquire)
     }
 
     /// Calls `service_method` and waits for the reply.
@@ -461,6 +465,7 @@ impl Inner {
             let mut p = self.pending.lock();
             if p.closed.is_none() {
                 p.closed = Some(reason.to_string());
+                self.closed.store(true, Ordering::Release);
             }
             std::mem::take(&mut p.calls)
         };
@@ -475,7 +480,7 @@ impl Inner {
     }
 
     fn is_closed(&self) -> bool {
-        self.pending.lock().closed.is_some()
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Wakes the reader thread if nobody is reading while calls are pending.
