@@ -217,6 +217,22 @@ impl Stream {
         sock.send_with_flags(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
     }
 
+    /// Whether the peer has closed, looked at without reading or blocking:
+    /// `Ok(true)` at end of stream.
+    pub(crate) fn peer_closed(&self) -> io::Result<bool> {
+        let sock = match self {
+            Stream::Tcp(s) => socket2::SockRef::from(&**s),
+            #[cfg(unix)]
+            Stream::Unix(s) => socket2::SockRef::from(&**s),
+        };
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        match sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+            Ok(n) => Ok(n == 0),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The peer, as a display string (`127.0.0.1:5000`, or the socket path).
     pub(crate) fn peer_label(&self) -> String {
         match self {

@@ -743,3 +743,28 @@ fn large_pipelined_calls_in_both_directions_complete() {
         );
     }
 }
+
+#[test]
+fn a_call_on_a_connection_the_server_closed_while_idle_is_not_sent() {
+    init_log();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("tcp@{}", l.local_addr().unwrap());
+    let (closed_tx, closed) = crossbeam_channel::bounded(1);
+    let peer = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        drop(s);
+        closed_tx.send(()).unwrap();
+    });
+    let client = Client::dial(&addr).unwrap();
+    closed.recv_timeout(Duration::from_secs(5)).unwrap();
+    peer.join().unwrap();
+    // Idle past the client's idle check (100 ms): the next call looks first.
+    std::thread::sleep(Duration::from_millis(300));
+    let err = client
+        .call::<_, i64>("Arith.Sum", &Args { num1: 1, num2: 1 })
+        .unwrap_err();
+    assert!(matches!(err, Error::NotSent { .. }), "{err:?}");
+    assert!(err.is_not_sent());
+}

@@ -574,3 +574,36 @@ fn only_instances_that_serve_the_service_are_picked() {
     assert_eq!(sum, 9);
     assert_eq!(ns[0].hits(), 0);
 }
+
+/// A cached connection whose server went away while it sat idle is noticed
+/// before a call is sent on it: the call is not sent, so even a call not
+/// marked idempotent fails over to another instance.
+#[test]
+fn an_idle_connection_closed_by_its_server_is_not_sent_on() {
+    let _serial = serial();
+    let a = start_server();
+    let b = start_server();
+    let addrs = [a.addr().to_string(), b.addr().to_string()];
+    let xc = XClient::builder(MultiServerDiscovery::new(addrs.iter().map(String::as_str)))
+        .select_mode(SelectMode::RoundRobin)
+        .fail_mode(FailMode::Failover { retries: 1 })
+        .idempotent(false)
+        .build();
+    // Both instances get a cached connection.
+    for i in 0..4 {
+        let sum: i64 = xc.call("Arith.Sum", &Args { num1: i, num2: 1 }).unwrap();
+        assert_eq!(sum, i + 1);
+    }
+    a.shutdown();
+    // Let the connections sit idle past the client's idle check (100 ms).
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..10 {
+        let sum: i64 = xc
+            .call("Arith.Sum", &Args { num1: i, num2: 2 })
+            .unwrap_or_else(|e| panic!("call {i}: {e}"));
+        assert_eq!(sum, i + 2);
+    }
+    // The probe thread for the dead instance is gone before the next test.
+    xc.close();
+    assert_eq!(lingering("geerpc-xclient"), Vec::<String>::new());
+}

@@ -41,6 +41,10 @@ use crate::writer::SharedWriter;
 
 pub use call::Call;
 
+/// How long a connection must have been idle before a call checks that the
+/// server has not closed it.
+const IDLE_CHECK: Duration = Duration::from_millis(100);
+
 /// What a pending call is told when its reply (or failure) arrives: the
 /// reply body in the connection's codec, or the error.
 type Completion = Box<dyn FnOnce(std::result::Result<&[u8], Error>) + Send>;
@@ -259,6 +263,10 @@ struct Inner {
     /// woken meanwhile only queue their next request; the reader writes the
     /// whole batch before it blocks again, in one syscall.
     dispatching: AtomicBool,
+    /// When this client was made, and when it last sent (nanoseconds since
+    /// then), to tell an idle connection.
+    epoch: Instant,
+    last_send: AtomicU64,
     /// `pending.closed.is_some()`, readable without the lock: an XClient
     /// asks before every call.
     closed: AtomicBool,
@@ -313,6 +321,8 @@ impl Client {
             seq: AtomicU64::new(1),
             wake_reader: wake_tx,
             dispatching: AtomicBool::new(false),
+            epoch: Instant::now(),
+            last_send: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             wake_writer: std::sync::OnceLock::new(),
             me: me.clone(),
@@ -404,6 +414,7 @@ impl Client {
             s.complete(outcome.and_then(|body| codec.decode::<R>(body, &format!("reply of {m}"))));
         });
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
+        inner.check_idle_close();
         {
             let mut p = inner.pending.lock();
             if let Some(reason) = &p.closed {
@@ -476,6 +487,25 @@ impl Inner {
         let _ = self.wake_reader.try_send(());
         if let Some(w) = self.wake_writer.get() {
             let _ = w.try_send(());
+        }
+    }
+
+    /// A connection left idle may have been closed by the server with no
+    /// thread reading to notice; a call sent on it would fail as sent, and
+    /// could not safely be retried. So before sending on a connection idle
+    /// for a while (never between calls back to back), look without
+    /// blocking whether the server has gone; if so the call is refused as
+    /// [`Error::NotSent`].
+    fn check_idle_close(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let last = self.last_send.swap(now, Ordering::Relaxed);
+        if now.saturating_sub(last) < IDLE_CHECK.as_nanos() as u64 || self.reader.is_locked() {
+            return;
+        }
+        match self.stream.peer_closed() {
+            Ok(false) => {}
+            Ok(true) => self.close("connection closed by the server while idle"),
+            Err(e) => self.close(&format!("connection broken while idle: {e}")),
         }
     }
 
