@@ -107,9 +107,29 @@ impl Conn {
         self.close();
     }
 
-    pub(super) fn close(&self) {
-        if !self.closed.swap(true, Ordering::AcqRel) {
+    /// Closes the connection; true for the call that did it.
+    pub(super) fn close(&self) -> bool {
+        let first = !self.closed.swap(true, Ordering::AcqRel);
+        if first {
             let _ = self.stream.shutdown(Shutdown::Both);
+        }
+        first
+    }
+
+    /// Closes the connection after a failed write, saying so once: at debug
+    /// level when the peer simply left (its replies have nowhere to go),
+    /// as a warning otherwise.
+    pub(super) fn close_after_write_error(&self, e: &std::io::Error) {
+        if self.close() {
+            let gone = matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            );
+            if gone {
+                log::debug!("rpc server: {} left; replies for it dropped", self.peer);
+            } else {
+                log::warn!("rpc server: write to {} failed: {e}; closing", self.peer);
+            }
         }
     }
 
@@ -136,8 +156,7 @@ impl Conn {
         match self.writer.flush() {
             Ok(()) => true,
             Err(e) => {
-                log::warn!("rpc server: write to {} failed: {e}; closing", self.peer);
-                self.close();
+                self.close_after_write_error(&e);
                 false
             }
         }
@@ -275,12 +294,7 @@ fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec) -> Next {
                 }
             }
             Err(e) => {
-                log::warn!(
-                    "rpc server {}: write to {} failed: {e}; closing",
-                    run.addr,
-                    conn.peer
-                );
-                conn.close();
+                conn.close_after_write_error(&e);
                 return Next::End;
             }
         }
