@@ -361,10 +361,28 @@ impl Shared {
     /// Installs a list; a different list gets a new version and wakes the
     /// subscribers.
     fn install(&self, mut instances: Vec<Instance>, remote_version: Option<Option<u64>>) {
+        log::debug!(
+            "registry discovery {}: {} instances at version {remote_version:?}",
+            self.url,
+            instances.len()
+        );
         instances.sort_by(|a, b| a.addr.cmp(&b.addr));
         instances.dedup_by(|a, b| a.addr == b.addr);
         let changed = {
             let mut st = self.state.write();
+            // Fetches overlap (the first list, the watch, a refresh); one
+            // that answered older than what is installed must not replace
+            // it, or the discovery would serve a stale list while its watch
+            // waits for a change past the newer version.
+            if let (Some(Some(new)), Some(current)) = (remote_version, st.remote_version) {
+                if new < current {
+                    log::debug!(
+                        "registry discovery {}: dropped a listing at version {new}, older than {current}",
+                        self.url
+                    );
+                    return;
+                }
+            }
             let changed = *st.snapshot.instances != instances[..];
             if changed {
                 st.snapshot = Snapshot {
@@ -427,6 +445,10 @@ fn watch_loop(shared: &Shared, agent: &ureq::Agent, poll: Duration, stop: Receiv
             break;
         }
         let known = shared.state.read().remote_version;
+        log::debug!(
+            "registry discovery {}: polling from version {known:?}",
+            shared.url
+        );
         // Version 0 is never current: the first poll answers at once.
         match shared.fetch_and_install(agent, Some(known.unwrap_or(0)), Some(poll)) {
             Ok(()) if shared.state.read().remote_version.is_none() => {
@@ -452,4 +474,34 @@ fn watch_loop(shared: &Shared, agent: &ureq::Agent, poll: Duration, stop: Receiv
         }
     }
     shared.watch_live.store(false, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Overlapping fetches can answer out of order: an older listing that
+    /// lands last must not replace a newer one.
+    #[test]
+    fn an_older_listing_never_replaces_a_newer_one() {
+        let d = RegistryDiscovery::builder("http://127.0.0.1:9/_rpc_/registry")
+            .watch(false)
+            .build()
+            .unwrap();
+        let both = vec![
+            Instance::new("tcp@127.0.0.1:1"),
+            Instance::new("tcp@127.0.0.1:2"),
+        ];
+        d.shared.install(both.clone(), Some(Some(12)));
+        d.shared
+            .install(vec![Instance::new("tcp@127.0.0.1:1")], Some(Some(11)));
+        let snap = d.snapshot().unwrap();
+        assert_eq!(&*snap.instances, &both[..]);
+        // A newer one does replace it; a Go registry's (no version) too.
+        d.shared
+            .install(vec![Instance::new("tcp@127.0.0.1:2")], Some(Some(13)));
+        assert_eq!(d.snapshot().unwrap().instances.len(), 1);
+        d.shared.install(Vec::new(), Some(None));
+        assert!(d.snapshot().unwrap().instances.is_empty());
+    }
 }

@@ -569,6 +569,10 @@ fn get(shared: &Shared, rq: Request, query: &Query) {
         let msg = format!("503 too many long polls waiting ({MAX_WATCHERS}); retry later\n");
         return respond(shared, rq, text(503, msg));
     }
+    log::debug!(
+        "registry {}: long poll parked at version {version} for {service:?}",
+        shared.addr
+    );
     st.watchers.push(Watcher {
         request: rq,
         service: query.service.clone(),
