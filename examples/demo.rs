@@ -97,66 +97,35 @@ pub fn run(out: &mut (dyn Write + Send)) -> Result<(), Box<dyn std::error::Error
         let _ = writeln!(o, "{line}");
     };
 
-    std::thread::scope(|s| {
-        for i in 0..5i64 {
-            let (xc, say) = (&xc, &say);
-            s.spawn(move || {
-                let args = Args {
-                    num1: i,
-                    num2: i * i,
-                };
-                let line = match xc.go::<_, i64>("Foo.Sum", &args) {
-                    Ok(call) => {
-                        let addr = call.addr().to_string();
-                        match call.wait() {
-                            Ok(r) => {
-                                format!("call Foo.Sum {i} + {} = {r} (answered by {addr})", i * i)
-                            }
-                            Err(e) => format!("call Foo.Sum {i} + {} error: {e}", i * i),
-                        }
-                    }
-                    Err(e) => format!("call Foo.Sum {i} + {} error: {e}", i * i),
-                };
-                say(line);
-            });
+    // The article's five concurrent Sum calls, each through the XClient.
+    five_at_once(&say, |i, args| match xc.go::<_, i64>("Foo.Sum", args) {
+        Ok(call) => {
+            let addr = call.addr().to_string();
+            match call.wait() {
+                Ok(r) => format!("call Foo.Sum {i} + {} = {r} (answered by {addr})", i * i),
+                Err(e) => format!("call Foo.Sum {i} + {} error: {e}", i * i),
+            }
+        }
+        Err(e) => format!("call Foo.Sum {i} + {} error: {e}", i * i),
+    });
+
+    // Five broadcasts of Sum: every instance answers each.
+    five_at_once(&say, |i, args| {
+        match xc.broadcast::<_, i64>("Foo.Sum", args) {
+            Ok(r) => format!(
+                "broadcast Foo.Sum {i} + {} = {r} (every instance answered)",
+                i * i
+            ),
+            Err(e) => format!("broadcast Foo.Sum {i} + {} error: {e}", i * i),
         }
     });
 
-    std::thread::scope(|s| {
-        for i in 0..5i64 {
-            let (xc, say) = (&xc, &say);
-            s.spawn(move || {
-                let args = Args {
-                    num1: i,
-                    num2: i * i,
-                };
-                say(match xc.broadcast::<_, i64>("Foo.Sum", &args) {
-                    Ok(r) => format!(
-                        "broadcast Foo.Sum {i} + {} = {r} (every instance answered)",
-                        i * i
-                    ),
-                    Err(e) => format!("broadcast Foo.Sum {i} + {} error: {e}", i * i),
-                });
-            });
-        }
-    });
-
+    // Five broadcasts of Sleep(i s) under a 2 s timeout: the slow ones fail.
     let timeout = CallOptions::new().timeout(Duration::from_secs(2));
-    std::thread::scope(|s| {
-        for i in 0..5i64 {
-            let (xc, say, timeout) = (&xc, &say, &timeout);
-            s.spawn(move || {
-                let args = Args {
-                    num1: i,
-                    num2: i * i,
-                };
-                say(
-                    match xc.broadcast_with::<_, i64>("Foo.Sleep", &args, timeout) {
-                        Ok(r) => format!("broadcast Foo.Sleep {i}s: ok, {i} + {} = {r}", i * i),
-                        Err(e) => format!("broadcast Foo.Sleep {i}s: error: {e}"),
-                    },
-                );
-            });
+    five_at_once(&say, |i, args| {
+        match xc.broadcast_with::<_, i64>("Foo.Sleep", args, &timeout) {
+            Ok(r) => format!("broadcast Foo.Sleep {i}s: ok, {i} + {} = {r}", i * i),
+            Err(e) => format!("broadcast Foo.Sleep {i}s: error: {e}"),
         }
     });
 
@@ -183,4 +152,21 @@ fn main() {
         eprintln!("demo: {e}");
         std::process::exit(1);
     }
+}
+
+/// Runs `step` for i = 0..5 at once, with the article's arguments
+/// (i, i * i), and says each line it returns.
+fn five_at_once(say: &(dyn Fn(String) + Sync), step: impl Fn(i64, &Args) -> String + Sync) {
+    std::thread::scope(|s| {
+        for i in 0..5i64 {
+            let step = &step;
+            s.spawn(move || {
+                let args = Args {
+                    num1: i,
+                    num2: i * i,
+                };
+                say(step(i, &args));
+            });
+        }
+    });
 }

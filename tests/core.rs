@@ -169,16 +169,7 @@ fn a_slow_call_does_not_delay_a_fast_one_on_the_same_connection() {
     let server = Server::new();
     let (running, started) = start_gated(server);
     let client = Client::dial(&running.addr().to_string()).unwrap();
-    let slow = client
-        .go::<_, i64>(
-            "Gate.Hold",
-            &Args {
-                num1: 2000,
-                num2: 0,
-            },
-        )
-        .unwrap();
-    started.recv_timeout(Duration::from_secs(5)).unwrap();
+    let slow = hold_started(&client, &started, 2000);
     let t0 = Instant::now();
     let sum: i64 = client
         .call("Arith.Sum", &Args { num1: 1, num2: 2 })
@@ -344,16 +335,7 @@ fn the_real_server_shut_down_mid_call_fails_pending_calls() {
     let server = Server::builder().shutdown_grace(Duration::ZERO).build();
     let (running, started) = start_gated(server);
     let client = Client::dial(&running.addr().to_string()).unwrap();
-    let slow = client
-        .go::<_, i64>(
-            "Gate.Hold",
-            &Args {
-                num1: 3000,
-                num2: 0,
-            },
-        )
-        .unwrap();
-    started.recv_timeout(Duration::from_secs(5)).unwrap();
+    let slow = hold_started(&client, &started, 3000);
     let t0 = Instant::now();
     std::thread::spawn(move || running.shutdown());
     let err = slow.wait_timeout(Duration::from_secs(5)).unwrap_err();
@@ -767,4 +749,18 @@ fn a_call_on_a_connection_the_server_closed_while_idle_is_not_sent() {
         .unwrap_err();
     assert!(matches!(err, Error::NotSent { .. }), "{err:?}");
     assert!(err.is_not_sent());
+}
+
+/// Sends a `Gate.Hold` of `ms` milliseconds and returns once its handler
+/// has started.
+fn hold_started(
+    client: &Client,
+    started: &crossbeam_channel::Receiver<i64>,
+    ms: i64,
+) -> geerpc::Call<i64> {
+    let call = client.go("Gate.Hold", &Args { num1: ms, num2: 0 }).unwrap();
+    started
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the handler starts");
+    call
 }
