@@ -88,6 +88,12 @@ impl SharedWriter {
         self.flush_inner(true)
     }
 
+    /// Bytes enqueued and not yet taken by a flusher.
+    #[cfg(test)]
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.lock().len()
+    }
+
     fn flush_inner(&self, nowait: bool) -> io::Result<bool> {
         loop {
             let Some(mut guard) = self.io.try_lock() else {

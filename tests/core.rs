@@ -163,6 +163,34 @@ fn sixty_four_threads_share_one_client() {
     }
 }
 
+/// Callers that go round two connections, as an XClient does: a request
+/// sent by a caller that one connection's reader just woke is flushed with
+/// that reader's batch. None may be left unsent.
+#[test]
+fn callers_alternating_between_connections_all_get_replies() {
+    init_log();
+    let one = start_server();
+    let two = start_server();
+    let clients = [
+        Client::dial(&one.addr().to_string()).unwrap(),
+        Client::dial(&two.addr().to_string()).unwrap(),
+    ];
+    std::thread::scope(|scope| {
+        for t in 0..32i64 {
+            let clients = &clients;
+            scope.spawn(move || {
+                for i in 0..200i64 {
+                    let args = Args { num1: t, num2: i };
+                    let sum: i64 = clients[((t + i) % 2) as usize]
+                        .call_timeout("Arith.Sum", &args, Duration::from_secs(10))
+                        .unwrap_or_else(|e| panic!("thread {t} call {i}: {e}"));
+                    assert_eq!(sum, t + i);
+                }
+            });
+        }
+    });
+}
+
 #[test]
 fn a_slow_call_does_not_delay_a_fast_one_on_the_same_connection() {
     init_log();

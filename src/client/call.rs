@@ -148,9 +148,12 @@ impl<R> Call<R> {
                 .unwrap_or_else(|_| Err(self.client.closed_error("call abandoned")));
         }
         self.client.lead_until(|| self.slot.is_ready());
-        self.slot
+        let result = self
+            .slot
             .take(None)
-            .unwrap_or_else(|| Err(self.client.closed_error("the result was taken already")))
+            .unwrap_or_else(|| Err(self.client.closed_error("the result was taken already")));
+        self.client.note_woken();
+        result
     }
 
     /// Waits at most `timeout`; then the call is abandoned with
@@ -177,6 +180,7 @@ impl<R> Call<R> {
             None => self.slot.take(Some(deadline)),
         };
         if let Some(v) = got {
+            self.client.note_woken();
             return v;
         }
         if self.client.forget(self.seq) {

@@ -15,6 +15,23 @@
 //! lets go of `reader` re-checks `pending` after unlocking and wakes the
 //! reader thread if needed, and every caller that registers a call and does
 //! not lead checks whether `reader` is held after registering.
+//!
+//! # How requests are batched
+//!
+//! While a reader hands out replies it has already read (`dispatching`),
+//! the callers it wakes only queue their next request; the reader writes
+//! them all in one syscall before it blocks again. A caller woken that way
+//! that sends its next request on *another* connection (an XClient going
+//! round its instances) queues it there too and leaves the flush to the
+//! waking reader, through that reader's `deferred` list. A thread-local
+//! notes which connection's batch the caller was woken from.
+//!
+//! Invariant: a request queued without a flush is flushed by a reader that
+//! has yet to end its dispatch. `dispatching` is set false only under the
+//! `deferred` lock, and a caller adds to `deferred` only under that lock
+//! and only while `dispatching` is true; so the reader that sets it false
+//! flushes everything deferred to it, and a caller that finds it false
+//! flushes its own request.
 
 mod call;
 
@@ -263,6 +280,9 @@ struct Inner {
     /// woken meanwhile only queue their next request; the reader writes the
     /// whole batch before it blocks again, in one syscall.
     dispatching: AtomicBool,
+    /// Other connections with requests queued by callers this reader woke,
+    /// flushed when the dispatch ends (see "How requests are batched").
+    deferred: Mutex<Vec<Arc<Inner>>>,
     /// When this client was made, and when it last sent (nanoseconds since
     /// then), to tell an idle connection.
     epoch: Instant,
@@ -321,6 +341,7 @@ impl Client {
             seq: AtomicU64::new(1),
             wake_reader: wake_tx,
             dispatching: AtomicBool::new(false),
+            deferred: Mutex::new(Vec::new()),
             epoch: Instant::now(),
             last_send: AtomicU64::new(0),
             closed: AtomicBool::new(false),
@@ -440,8 +461,12 @@ impl Client {
         }
         // SeqCst pairs with the reader's store before its flush: either it
         // sees our request, or we see it is not dispatching and flush.
+        let woken_by = WOKEN_BY.take();
         if !inner.dispatching.load(Ordering::SeqCst) {
-            inner.flush();
+            match woken_by {
+                Some(waker) if !Arc::ptr_eq(&waker, inner) && waker.defer_flush(inner) => {}
+                _ => inner.flush(),
+            }
         }
         Ok(Call {
             client: self.inner.clone(),
@@ -540,8 +565,43 @@ impl Inner {
     /// ends (which closes the client).
     fn read_replies(&self, rd: &mut FrameReader<Stream>, done: impl Fn() -> bool) {
         self.read_replies_batched(rd, done);
-        self.dispatching.store(false, Ordering::SeqCst);
+        self.end_dispatch();
+    }
+
+    /// Ends a dispatch: writes what the callers it woke have queued, here
+    /// and on the connections they deferred to it.
+    fn end_dispatch(&self) {
+        let others = {
+            let mut deferred = self.deferred.lock();
+            self.dispatching.store(false, Ordering::SeqCst);
+            std::mem::take(&mut *deferred)
+        };
         self.flush_from_reader();
+        for other in others {
+            other.flush_from_reader();
+        }
+    }
+
+    /// Takes on flushing `other` when this connection's dispatch ends;
+    /// false if it is not dispatching (the caller flushes itself).
+    fn defer_flush(&self, other: &Arc<Inner>) -> bool {
+        let mut deferred = self.deferred.lock();
+        if !self.dispatching.load(Ordering::SeqCst) {
+            return false;
+        }
+        if !deferred.iter().any(|d| Arc::ptr_eq(d, other)) {
+            deferred.push(other.clone());
+        }
+        true
+    }
+
+    /// Called by a caller just given its result: if this connection's
+    /// reader is still handing out a batch, the caller's next request, on
+    /// whichever connection, can join the batch's flush.
+    fn note_woken(self: &Arc<Self>) {
+        if self.dispatching.load(Ordering::Relaxed) {
+            WOKEN_BY.set(Some(self.clone()));
+        }
     }
 
     fn flush(&self) {
@@ -589,8 +649,7 @@ impl Inner {
         while !done() {
             if !rd.has_buffered_message(self.codec) {
                 // About to block: send what callers queued meanwhile.
-                self.dispatching.store(false, Ordering::SeqCst);
-                self.flush_from_reader();
+                self.end_dispatch();
             }
             let read = rd.read_message(self.codec);
             self.dispatching.store(true, Ordering::SeqCst);
@@ -637,6 +696,12 @@ impl Inner {
     }
 }
 
+thread_local! {
+    /// The connection whose reader handed this thread its last result while
+    /// dispatching a batch; taken by the thread's next send.
+    static WOKEN_BY: std::cell::Cell<Option<Arc<Inner>>> = const { std::cell::Cell::new(None) };
+}
+
 /// The client's own reader: reads whenever woken while calls are pending
 /// and no caller is reading.
 fn reader_thread(inner: &Inner, wake: Receiver<()>) {
@@ -653,5 +718,47 @@ fn reader_thread(inner: &Inner, wake: Receiver<()>) {
         if inner.is_closed() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Server, Service};
+
+    #[test]
+    fn a_request_deferred_to_another_connections_dispatch_goes_out_when_it_ends() {
+        let server = Server::new();
+        server
+            .register(
+                Service::new("Arith").method("Sum", |a: (i64, i64)| Ok::<_, String>(a.0 + a.1)),
+            )
+            .unwrap();
+        let handle = server.listen("tcp@127.0.0.1:0").unwrap();
+        let addr = handle.addr().to_string();
+        let a = Client::dial(&addr).unwrap();
+        let b = Client::dial(&addr).unwrap();
+
+        // As if this thread had just been handed a result by `a`'s reader,
+        // which is still dispatching its batch.
+        a.inner.dispatching.store(true, Ordering::SeqCst);
+        WOKEN_BY.set(Some(a.inner.clone()));
+        let call = b.go::<_, i64>("Arith.Sum", &(1, 2)).unwrap();
+        assert!(
+            b.inner.writer.pending_len() > 0,
+            "the request waits for a's flush"
+        );
+        assert_eq!(a.inner.deferred.lock().len(), 1);
+
+        a.inner.end_dispatch();
+        assert_eq!(b.inner.writer.pending_len(), 0);
+        assert!(a.inner.deferred.lock().is_empty());
+        assert_eq!(call.wait_timeout(Duration::from_secs(5)).unwrap(), 3);
+
+        // With `a` no longer dispatching, the sender flushes at once.
+        WOKEN_BY.set(Some(a.inner.clone()));
+        let call = b.go::<_, i64>("Arith.Sum", &(2, 3)).unwrap();
+        assert_eq!(b.inner.writer.pending_len(), 0);
+        assert_eq!(call.wait_timeout(Duration::from_secs(5)).unwrap(), 5);
     }
 }
