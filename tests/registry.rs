@@ -263,6 +263,61 @@ fn a_go_peer_that_knows_no_extension_works() {
     assert_eq!(addrs(&arith), ["tcp@127.0.0.1:7001"]);
 }
 
+/// Responses are written whole, in one piece each (see `respond` in the
+/// registry): pipelined requests on one connection still get theirs in
+/// order, HTTP/1.0 included, and `Connection: close` still closes.
+#[test]
+fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let reg = start(Registry::DEFAULT_TTL);
+    for i in 0..100 {
+        assert_eq!(
+            post(
+                &reg.url(),
+                "X-rpc-Server",
+                &format!("tcp@127.0.0.1:{}", 20000 + i)
+            ),
+            200
+        );
+    }
+    let host = reg.addr();
+    let mut s = TcpStream::connect(host).unwrap();
+    s.write_all(
+        format!(
+            "GET /_rpc_/registry HTTP/1.1\r\nHost: {host}\r\n\r\n\
+             PUT /_rpc_/registry HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n\
+             GET /_rpc_/registry HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .expect("the connection is closed after the last response");
+    let starts: Vec<&str> = out
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &out[i + 9..i + 12])
+        .collect();
+    assert_eq!(starts, ["200", "405", "200"], "{out}");
+    let listed = out
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("x-rpc-servers:"))
+        .unwrap();
+    assert_eq!(listed.split(',').count(), 100);
+    assert!(
+        out.trim_end().ends_with("}]}"),
+        "the JSON listing comes last: {out}"
+    );
+
+    let mut s = TcpStream::connect(host).unwrap();
+    s.write_all(format!("GET /_rpc_/registry HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.0 200"), "{out}");
+}
+
 #[test]
 fn delete_deregisters() {
     let reg = start(Registry::DEFAULT_TTL);
