@@ -1,7 +1,7 @@
 //! The `geerpc` command: run a registry, list what it knows, call a method.
 //!
 //! ```text
-//! geerpc registry [--addr 127.0.0.1:9999] [--ttl 5m]
+//! geerpc registry [--addr 127.0.0.1:9999] [--ttl 5m] [--workers 4]
 //! geerpc list (--registry URL | --etcd ENDPOINTS) [--service NAME] [--json]
 //! geerpc call (--registry URL | --etcd ENDPOINTS | --addr tcp@HOST:PORT) Service.Method 'JSON args'
 //! ```
@@ -38,6 +38,9 @@ enum Command {
         /// /_geerpc_/registry.
         #[arg(long)]
         path: Option<String>,
+        /// Threads answering requests.
+        #[arg(long, default_value_t = Registry::DEFAULT_WORKERS)]
+        workers: usize,
     },
     /// List the instances a registry (or etcd) knows, one per line, address
     /// first.
@@ -129,7 +132,12 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log)).init();
     let result = match cli.command {
-        Command::Registry { addr, ttl, path } => registry(&addr, ttl, path),
+        Command::Registry {
+            addr,
+            ttl,
+            path,
+            workers,
+        } => registry(&addr, ttl, path, workers),
         Command::List {
             source,
             service,
@@ -148,11 +156,11 @@ fn main() -> ExitCode {
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
-fn registry(addr: &str, ttl: Duration, path: Option<String>) -> CliResult {
+fn registry(addr: &str, ttl: Duration, path: Option<String>, workers: usize) -> CliResult {
     use signal_hook::consts::{SIGINT, SIGTERM};
     // Before starting, so that a signal that comes early is not lost.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    let mut builder = Registry::new().addr(addr).ttl(ttl);
+    let mut builder = Registry::new().addr(addr).ttl(ttl).workers(workers);
     if let Some(p) = path {
         builder = builder.path(p);
     }

@@ -461,7 +461,7 @@ impl Client {
         }
         // SeqCst pairs with the reader's store before its flush: either it
         // sees our request, or we see it is not dispatching and flush.
-        let woken_by = WOKEN_BY.take();
+        let woken_by = WOKEN_BY.take().and_then(|w| w.upgrade());
         if !inner.dispatching.load(Ordering::SeqCst) {
             match woken_by {
                 Some(waker) if !Arc::ptr_eq(&waker, inner) && waker.defer_flush(inner) => {}
@@ -600,7 +600,7 @@ impl Inner {
     /// whichever connection, can join the batch's flush.
     fn note_woken(self: &Arc<Self>) {
         if self.dispatching.load(Ordering::Relaxed) {
-            WOKEN_BY.set(Some(self.clone()));
+            WOKEN_BY.set(Some(Arc::downgrade(self)));
         }
     }
 
@@ -698,8 +698,11 @@ impl Inner {
 
 thread_local! {
     /// The connection whose reader handed this thread its last result while
-    /// dispatching a batch; taken by the thread's next send.
-    static WOKEN_BY: std::cell::Cell<Option<Arc<Inner>>> = const { std::cell::Cell::new(None) };
+    /// dispatching a batch; taken by the thread's next send. Weak, so that a
+    /// thread that never sends again does not keep a closed connection's
+    /// socket open.
+    static WOKEN_BY: std::cell::Cell<Option<std::sync::Weak<Inner>>> =
+        const { std::cell::Cell::new(None) };
 }
 
 /// The client's own reader: reads whenever woken while calls are pending
@@ -742,7 +745,7 @@ mod tests {
         // As if this thread had just been handed a result by `a`'s reader,
         // which is still dispatching its batch.
         a.inner.dispatching.store(true, Ordering::SeqCst);
-        WOKEN_BY.set(Some(a.inner.clone()));
+        WOKEN_BY.set(Some(Arc::downgrade(&a.inner)));
         let call = b.go::<_, i64>("Arith.Sum", &(1, 2)).unwrap();
         assert!(
             b.inner.writer.pending_len() > 0,
@@ -756,7 +759,7 @@ mod tests {
         assert_eq!(call.wait_timeout(Duration::from_secs(5)).unwrap(), 3);
 
         // With `a` no longer dispatching, the sender flushes at once.
-        WOKEN_BY.set(Some(a.inner.clone()));
+        WOKEN_BY.set(Some(Arc::downgrade(&a.inner)));
         let call = b.go::<_, i64>("Arith.Sum", &(2, 3)).unwrap();
         assert_eq!(b.inner.writer.pending_len(), 0);
         assert_eq!(call.wait_timeout(Duration::from_secs(5)).unwrap(), 5);

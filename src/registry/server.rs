@@ -63,6 +63,8 @@ impl Registry {
     pub const DEFAULT_PATH: &'static str = "/_rpc_/registry";
     /// How long an address stays listed without a heartbeat.
     pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+    /// Threads answering requests, by default.
+    pub const DEFAULT_WORKERS: usize = 4;
 
     /// A registry on `127.0.0.1:9999` with a 5 minute TTL, answering on
     /// `/_rpc_/registry` and `/_geerpc_/registry`.
@@ -74,7 +76,7 @@ impl Registry {
                 Registry::DEFAULT_PATH.to_string(),
                 "/_geerpc_/registry".to_string(),
             ],
-            workers: 4,
+            workers: Self::DEFAULT_WORKERS,
         }
     }
 
@@ -101,7 +103,7 @@ impl Registry {
         self
     }
 
-    /// How many threads answer requests (default 4). Long polls do not hold
+    /// How many threads answer requests ([`DEFAULT_WORKERS`](Self::DEFAULT_WORKERS)). Long polls do not hold
     /// one while they wait.
     pub fn workers(mut self, n: usize) -> Registry {
         self.workers = n.max(1);
