@@ -318,6 +318,53 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
     assert!(out.starts_with("HTTP/1.0 200"), "{out}");
 }
 
+/// A peer that sends requests and never reads the answers can hold a worker
+/// only for the write timeout per answer: with a single worker, other
+/// clients are still answered.
+#[test]
+fn a_peer_that_does_not_read_holds_a_worker_only_for_the_write_timeout() {
+    init_log();
+    let reg = Registry::new()
+        .addr("127.0.0.1:0")
+        .workers(1)
+        .write_timeout(Duration::from_millis(100))
+        .start()
+        .unwrap();
+    let url = reg.url();
+    let agent = http();
+    for i in 0..5000 {
+        let addr = format!("tcp@10.0.{}.{}:7000", i / 250, i % 250);
+        let resp = agent
+            .post(&url)
+            .header("X-rpc-Server", addr)
+            .send_empty()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    // ~225 KB a listing; 32 of them are more than loopback buffers hold
+    // (tcp_wmem's largest send buffer is 4 MiB) when the peer reads nothing.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&reg.addr().into()).unwrap();
+    let mut stalled: TcpStream = sock.into();
+    let one = format!(
+        "GET /_rpc_/registry HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\r\n",
+        reg.addr()
+    );
+    stalled.write_all(one.repeat(32).as_bytes()).unwrap();
+
+    let t0 = Instant::now();
+    let status = post(&url, "X-rpc-Server", "tcp@127.0.0.1:1");
+    assert_eq!(status, 200);
+    // At most 32 stalled writes of 100 ms each stand in front of it.
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "answered after {:?}",
+        t0.elapsed()
+    );
+    drop(stalled);
+}
+
 #[test]
 fn delete_deregisters() {
     let reg = start(Registry::DEFAULT_TTL);

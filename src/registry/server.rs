@@ -48,6 +48,7 @@ pub struct Registry {
     ttl: Duration,
     paths: Vec<String>,
     workers: usize,
+    write_timeout: Duration,
 }
 
 impl Default for Registry {
@@ -65,6 +66,8 @@ impl Registry {
     pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
     /// Threads answering requests, by default.
     pub const DEFAULT_WORKERS: usize = 4;
+    /// How long writing one response may block on a peer that does not read.
+    pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
     /// A registry on `127.0.0.1:9999` with a 5 minute TTL, answering on
     /// `/_rpc_/registry` and `/_geerpc_/registry`.
@@ -77,6 +80,7 @@ impl Registry {
                 "/_geerpc_/registry".to_string(),
             ],
             workers: Self::DEFAULT_WORKERS,
+            write_timeout: Self::DEFAULT_WRITE_TIMEOUT,
         }
     }
 
@@ -103,10 +107,19 @@ impl Registry {
         self
     }
 
-    /// How many threads answer requests ([`DEFAULT_WORKERS`](Self::DEFAULT_WORKERS)). Long polls do not hold
+    /// How many threads answer requests
+    /// ([`DEFAULT_WORKERS`](Self::DEFAULT_WORKERS)). Long polls do not hold
     /// one while they wait.
     pub fn workers(mut self, n: usize) -> Registry {
         self.workers = n.max(1);
+        self
+    }
+
+    /// How long a worker may block writing a response to a peer that does
+    /// not read ([`DEFAULT_WRITE_TIMEOUT`](Self::DEFAULT_WRITE_TIMEOUT));
+    /// then that connection's response fails and the worker moves on.
+    pub fn write_timeout(mut self, timeout: Duration) -> Registry {
+        self.write_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
@@ -121,9 +134,14 @@ impl Registry {
         // sets TCP_NODELAY, so Nagle holds the body back until the peer's
         // delayed ACK: 40 ms a request (91 requests/s under wrk). Accepted
         // sockets inherit the option from the listener.
-        socket2::SockRef::from(&listener)
-            .set_tcp_nodelay(true)
+        let sock = socket2::SockRef::from(&listener);
+        sock.set_tcp_nodelay(true)
             .map_err(|e| Error::io("registry: set TCP_NODELAY", e))?;
+        // tiny_http gives no access to the sockets it accepts, and a worker
+        // writing to a peer that never reads would block for ever. Linux
+        // copies SO_SNDTIMEO to accepted sockets as well.
+        sock.set_write_timeout(Some(self.write_timeout))
+            .map_err(|e| Error::io("registry: set SO_SNDTIMEO", e))?;
         let http = tiny_http::Server::from_listener(listener, None).map_err(|e| Error::Io {
             context: format!("registry: serve on {local}"),
             source: std::io::Error::other(e.to_string()),
