@@ -95,9 +95,12 @@ impl<R: Read> FrameReader<R> {
     /// can be held. Returns the number of bytes read (0 at end of stream).
     fn fill(&mut self, want: usize) -> io::Result<usize> {
         // Room for `want` bytes past `start`, and for a read of at least
-        // half of `read_size`. Compacting first keeps the buffer from
-        // growing just because its unconsumed bytes sit near the end.
-        let min_free = self.read_size / 2;
+        // half of `read_size`, or of as much as is already buffered, so that
+        // a large message arriving in pieces (JSON's scanner only ever asks
+        // for one more byte) is read in doubling steps, not fixed ones.
+        // Compacting first keeps the buffer from growing just because its
+        // unconsumed bytes sit near the end.
+        let min_free = (self.read_size / 2).max(self.end - self.start);
         let short = |r: &Self| r.buf.len() < r.start + want || r.buf.len() - r.end < min_free;
         if short(self) && self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
@@ -378,6 +381,28 @@ mod tests {
             "buffer stays within KEEP_BUF: {}",
             r.buf.len()
         );
+    }
+
+    #[test]
+    fn a_large_message_is_read_in_growing_steps() {
+        // After small messages (a small read size), one 1 MiB JSON message:
+        // reads double in size instead of adding a few KiB each time.
+        let mut stream = Vec::new();
+        for seq in 0..4 {
+            stream.extend_from_slice(format!("{{\"Seq\":{seq}}}\n1\n").as_bytes());
+        }
+        let big = format!("\"{}\"\n", "y".repeat(1 << 20));
+        stream.extend_from_slice(b"{\"Seq\":9}\n");
+        stream.extend_from_slice(big.as_bytes());
+        let mut r = FrameReader::new(Counting(io::Cursor::new(stream), 0), 2 << 20);
+        for _ in 0..4 {
+            r.read_message(Codec::Json).unwrap().unwrap();
+        }
+        let before = r.inner.1;
+        let m = r.read_message(Codec::Json).unwrap().unwrap();
+        assert_eq!(r.bytes(m.body).len(), big.len());
+        let reads = r.inner.1 - before;
+        assert!(reads <= 16, "{reads} reads for one 1 MiB message");
     }
 
     #[test]

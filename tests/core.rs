@@ -191,6 +191,37 @@ fn callers_alternating_between_connections_all_get_replies() {
     });
 }
 
+/// A reply type whose `Deserialize` panics, as a user's hand-written one
+/// might.
+#[derive(Debug)]
+struct Explodes;
+
+impl<'de> Deserialize<'de> for Explodes {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("this reply type panics on purpose")
+    }
+}
+
+#[test]
+fn a_reply_type_that_panics_fails_its_call_and_the_connection_goes_on() {
+    init_log();
+    let running = start_server();
+    let client = Client::dial(&running.addr().to_string()).unwrap();
+    let args = Args { num1: 1, num2: 2 };
+    // Once read by the calling thread, once by the reader thread.
+    let led = client.call::<_, Explodes>("Arith.Sum", &args);
+    assert!(matches!(led, Err(Error::Decode { .. })), "{led:?}");
+    let timed = client.call_timeout::<_, Explodes>("Arith.Sum", &args, Duration::from_secs(5));
+    match timed {
+        Err(e @ Error::Decode { .. }) => assert!(e.to_string().contains("Arith.Sum"), "{e}"),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    let sum: i64 = client
+        .call_timeout("Arith.Sum", &args, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(sum, 3);
+}
+
 #[test]
 fn a_slow_call_does_not_delay_a_fast_one_on_the_same_connection() {
     init_log();

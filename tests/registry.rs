@@ -365,6 +365,40 @@ fn a_peer_that_does_not_read_holds_a_worker_only_for_the_write_timeout() {
     drop(stalled);
 }
 
+/// A client that announces a body with `Expect: 100-continue` waits for
+/// our answer before sending it: the answer must not wait for the body.
+#[test]
+fn a_request_whose_body_never_comes_is_still_answered() {
+    let reg = start(Registry::DEFAULT_TTL);
+    let host = reg.addr();
+    for (head, status) in [
+        ("GET /_rpc_/registry", "200"),
+        ("POST /wrong", "404"),
+        ("DELETE /_rpc_/registry", "400"),
+        ("PUT /_rpc_/registry", "405"),
+    ] {
+        let mut s = TcpStream::connect(host).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(
+            format!(
+                "{head} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5000\r\n\
+                 Expect: 100-continue\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let mut buf = [0u8; 512];
+        let n = s
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("{head}: no answer: {e}"));
+        let got = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            got.starts_with(&format!("HTTP/1.1 {status}")),
+            "{head}: {got}"
+        );
+    }
+}
+
 #[test]
 fn delete_deregisters() {
     let reg = start(Registry::DEFAULT_TTL);

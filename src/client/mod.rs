@@ -432,7 +432,7 @@ impl Client {
         let slot = Arc::new(call::Slot::new());
         let (m, s) = (method.clone(), slot.clone());
         let complete: Completion = Box::new(move |outcome| {
-            s.complete(outcome.and_then(|body| codec.decode::<R>(body, &format!("reply of {m}"))));
+            s.complete(outcome.and_then(|body| decode_reply::<R>(codec, body, &m)));
         });
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         inner.check_idle_close();
@@ -693,6 +693,27 @@ impl Inner {
     /// Forgets a pending call; false if its reply is already being delivered.
     fn forget(&self, seq: u64) -> bool {
         self.pending.lock().calls.remove(&seq).is_some()
+    }
+}
+
+/// Decodes a reply for its caller. A `Deserialize` impl that panics must
+/// not take the connection's reader with it (every other pending call would
+/// wait for ever): the panic becomes this call's error.
+fn decode_reply<R: DeserializeOwned>(codec: Codec, body: &[u8], method: &str) -> Result<R> {
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        codec.decode::<R>(body, "reply")
+    }));
+    match decoded {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(Error::Decode { message, .. })) => Err(Error::Decode {
+            what: format!("reply of {method}"),
+            message,
+        }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::Decode {
+            what: format!("reply of {method}"),
+            message: "the reply type's Deserialize panicked".into(),
+        }),
     }
 }
 

@@ -350,23 +350,44 @@ fn text(status: u16, body: impl Into<String>) -> Response<Cursor<Vec<u8>>> {
 /// out in five segments, each waking the peer (`perf stat`: 5 sendto per
 /// GET). Formatting is still tiny_http's (`raw_print`): only the buffering
 /// is ours.
+///
+/// `into_writer` drops the request first, and dropping an unread body
+/// reads the rest of it: a peer that sent `Expect: 100-continue` would wait
+/// for our answer while we wait for its body. So the one-write path is
+/// taken only when tiny_http already holds the whole body in memory.
 fn respond(shared: &Shared, rq: Request, resp: Response<Cursor<Vec<u8>>>) {
-    let mut out = Vec::with_capacity(1024);
-    let head = *rq.method() == Method::Head;
-    let printed = resp.raw_print(
-        &mut out,
-        rq.http_version().clone(),
-        rq.headers(),
-        head,
-        None,
-    );
-    let sent = printed.and_then(|()| {
-        let mut w = rq.into_writer();
-        w.write_all(&out)?;
-        w.flush()
-    });
+    let sent = if body_buffered(&rq) {
+        let mut out = Vec::with_capacity(1024);
+        let head = *rq.method() == Method::Head;
+        let printed = resp.raw_print(
+            &mut out,
+            rq.http_version().clone(),
+            rq.headers(),
+            head,
+            None,
+        );
+        printed.and_then(|()| {
+            let mut w = rq.into_writer();
+            w.write_all(&out)?;
+            w.flush()
+        })
+    } else {
+        rq.respond(resp)
+    };
     if let Err(e) = sent {
         log::debug!("registry {}: cannot send response: {e}", shared.addr);
+    }
+}
+
+/// Whether tiny_http has read the request's whole body already: it does so
+/// for bodies of up to 1 KiB sent without `Expect: 100-continue`, and a
+/// request with neither length nor transfer encoding has none.
+fn body_buffered(rq: &Request) -> bool {
+    let has = |name: &'static str| rq.headers().iter().any(|h| h.field.equiv(name));
+    match rq.body_length() {
+        Some(0) => true,
+        Some(n) => n <= 1024 && !has("Expect"),
+        None => !has("Transfer-Encoding"),
     }
 }
 
