@@ -222,6 +222,59 @@ fn a_reply_type_that_panics_fails_its_call_and_the_connection_goes_on() {
     assert_eq!(sum, 3);
 }
 
+/// A peer pipelining slow calls gets a thread per call only up to
+/// `max_concurrent_calls`; past it, its connection waits for a handler to
+/// return, and other connections are still served.
+#[test]
+fn slow_calls_pipelined_on_one_connection_are_capped() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    init_log();
+    let running_now = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (now, max) = (running_now.clone(), most.clone());
+    let server = Server::builder().max_concurrent_calls(2).build();
+    server
+        .register(Service::new("Slow").method("Hold", move |a: Args| {
+            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+            max.fetch_max(n, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(a.num1 as u64));
+            now.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, String>(a.num2)
+        }))
+        .unwrap();
+    let running = start_with(server);
+    let addr = running.addr().to_string();
+    let client = Client::dial(&addr).unwrap();
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            client
+                .go::<_, i64>("Slow.Hold", &Args { num1: 100, num2: i })
+                .unwrap()
+        })
+        .collect();
+    // Another connection's call is read by that connection's own thread.
+    let other = Client::dial(&addr).unwrap();
+    let sum: i64 = other
+        .call_timeout(
+            "Arith.Sum",
+            &Args { num1: 1, num2: 2 },
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(sum, 3);
+    for (i, call) in calls.into_iter().enumerate() {
+        assert_eq!(
+            call.wait_timeout(Duration::from_secs(10)).unwrap(),
+            i as i64
+        );
+    }
+    let most = most.load(Ordering::SeqCst);
+    assert!(
+        most <= 2,
+        "{most} slow calls ran at once, with max_concurrent_calls(2)"
+    );
+}
+
 #[test]
 fn a_slow_call_does_not_delay_a_fast_one_on_the_same_connection() {
     init_log();

@@ -49,6 +49,7 @@ struct Config {
     thread_stack_size: usize,
     steal_after: Duration,
     write_timeout: Duration,
+    max_concurrent_calls: usize,
 }
 
 impl Default for Config {
@@ -60,6 +61,7 @@ impl Default for Config {
             thread_stack_size: 2 << 20,
             steal_after: Duration::from_millis(1),
             write_timeout: Duration::from_secs(30),
+            max_concurrent_calls: 10_000,
         }
     }
 }
@@ -108,6 +110,17 @@ impl ServerBuilder {
     /// connection is given up (default 30 s).
     pub fn write_timeout(mut self, t: Duration) -> Self {
         self.config.write_timeout = t.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How many calls may run at once across the server before slow ones
+    /// stop getting a thread of their own (default 10,000). Past it, a
+    /// connection whose handler is slow reads its next request only when
+    /// that handler returns, so a peer that pipelines slow calls waits on
+    /// TCP flow control instead of costing the server a thread per call.
+    /// Every connection still gets its own reader.
+    pub fn max_concurrent_calls(mut self, n: usize) -> Self {
+        self.config.max_concurrent_calls = n.max(1);
         self
     }
 
@@ -270,6 +283,7 @@ impl Server {
             next_conn_id: AtomicU64::new(1),
             threads: ThreadGroup::default(),
             inflight: AtomicUsize::new(0),
+            capped: AtomicBool::new(false),
             drained: (Mutex::new(()), Condvar::new()),
             deadlines: Mutex::new(Vec::new()),
             monitor_stop: monitor::Stop::default(),
@@ -350,6 +364,8 @@ pub(crate) struct Running {
     threads: ThreadGroup,
     /// Requests read and not yet answered (or dropped after a timeout).
     inflight: AtomicUsize,
+    /// `max_concurrent_calls` was reached (logged once per episode).
+    capped: AtomicBool,
     drained: (Mutex<()>, Condvar),
     deadlines: Mutex<Vec<Deadline>>,
     monitor_stop: monitor::Stop,

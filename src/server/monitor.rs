@@ -120,11 +120,20 @@ pub(super) fn run(run: &Arc<Running>) {
 fn steal_from_stuck_leaders(run: &Arc<Running>) -> bool {
     let mut stuck = Vec::new();
     let mut busy = false;
+    // Each hand-off lets one more call start on that connection.
+    let mut room = run
+        .server
+        .config()
+        .max_concurrent_calls
+        .saturating_sub(run.inflight.load(Ordering::Acquire));
+    let mut capped = false;
     for conn in run.conns.lock().values() {
         let v = conn.busy.load(Ordering::Acquire);
         busy |= v & 1 == 1;
         let before = conn.seen.swap(v, Ordering::Relaxed);
-        if v & 1 == 1
+        if v & 1 == 1 && v == before && room == 0 {
+            capped = true;
+        } else if v & 1 == 1
             && v == before
             && conn
                 .busy
@@ -132,7 +141,18 @@ fn steal_from_stuck_leaders(run: &Arc<Running>) -> bool {
                 .is_ok()
         {
             stuck.push(conn.clone());
+            room = room.saturating_sub(1);
         }
+    }
+    if capped && !run.capped.swap(true, Ordering::Relaxed) {
+        log::warn!(
+            "rpc server {}: {} calls running, the most allowed (max_concurrent_calls): \
+             connections with a slow call wait for it before reading more",
+            run.addr,
+            run.inflight.load(Ordering::Relaxed)
+        );
+    } else if !capped && room > 0 {
+        run.capped.store(false, Ordering::Relaxed);
     }
     // The monitor never writes to a socket itself (a peer that does not read
     // would stall it, and with it every hand-off and timeout): the new
