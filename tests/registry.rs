@@ -737,7 +737,8 @@ fn for_server_registers_its_services_and_shutdown_deregisters() {
     let reg = start(Registry::DEFAULT_TTL);
     let running = start_server();
     let addr = running.addr().to_string();
-    Heartbeat::for_server(&running, &reg.url(), HeartbeatOptions::new().version("9.9")).unwrap();
+    let hb = Heartbeat::for_server(&running, &reg.url(), HeartbeatOptions::new().version("9.9"))
+        .unwrap();
     let d = RegistryDiscovery::builder(&reg.url())
         .service("Echo")
         .build()
@@ -747,9 +748,11 @@ fn for_server_registers_its_services_and_shutdown_deregisters() {
     assert_eq!(inst.addr, addr);
     assert_eq!(inst.services, ["Arith", "Echo"]);
     assert_eq!(inst.metadata["version"], "9.9");
+    assert_eq!((hb.addr(), hb.url()), (addr.as_str(), reg.url().as_str()));
     running.shutdown();
     // The DELETE went out before shutdown returned.
     assert!(reg.instances().is_empty(), "{:?}", reg.instances());
+    assert!(!hb.is_registered(), "the handle sees the deregistration");
 }
 
 #[test]

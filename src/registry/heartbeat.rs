@@ -244,7 +244,9 @@ impl Heartbeat {
     /// Registers a running server: its address, and unless the options say
     /// otherwise the services it serves. The heartbeat lives as long as the
     /// server: [`ServerHandle::shutdown`] (or dropping the handle)
-    /// deregisters it and joins its thread.
+    /// deregisters it and joins its thread. The returned handle tells how
+    /// registration goes ([`is_registered`](Heartbeat::is_registered)) and
+    /// can [`stop`](Heartbeat::stop) it sooner; dropping it does not.
     ///
     /// ```no_run
     /// use geerpc::{Heartbeat, HeartbeatOptions, Server, Service};
@@ -259,7 +261,7 @@ impl Heartbeat {
         server: &ServerHandle,
         registry_url: &str,
         mut options: HeartbeatOptions,
-    ) -> Result<()> {
+    ) -> Result<Arc<Heartbeat>> {
         if options.services.is_none() {
             options.services = Some(
                 server
@@ -270,9 +272,14 @@ impl Heartbeat {
                     .collect(),
             );
         }
-        let hb = Heartbeat::start(registry_url, server.addr().to_string(), options)?;
-        server.on_shutdown(move || hb.stop());
-        Ok(())
+        let hb = Arc::new(Heartbeat::start(
+            registry_url,
+            server.addr().to_string(),
+            options,
+        )?);
+        let on_shutdown = hb.clone();
+        server.on_shutdown(move || on_shutdown.stop());
+        Ok(hb)
     }
 
     /// The registered address.
