@@ -496,6 +496,31 @@ fn a_refused_connect_is_an_error_with_the_status_line() {
     }
 }
 
+/// A Go server from the article serves RPC on `/myrpc` only; the CONNECT
+/// path is a client setting for it.
+#[test]
+fn the_connect_path_is_a_client_setting() {
+    init_log();
+    let server = start_server();
+    let addr = format!("http@{}", server.addr().target());
+    let client = Client::builder()
+        .connect_path("/myrpc")
+        .dial(&addr)
+        .unwrap();
+    let sum: i64 = client
+        .call("Arith.Sum", &Args { num1: 2, num2: 3 })
+        .unwrap();
+    assert_eq!(sum, 5);
+    match Client::builder().connect_path("elsewhere").dial(&addr) {
+        Err(Error::HttpConnect { status, .. }) => assert!(status.contains("404"), "{status}"),
+        other => panic!("expected a refused CONNECT, got {other:?}"),
+    }
+    match Client::builder().connect_path("/a b").dial(&addr) {
+        Err(Error::HttpConnect { status, .. }) => assert!(status.contains("\"/a b\""), "{status}"),
+        other => panic!("expected an unusable path, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_malformed_address_lists_the_accepted_forms() {
     for bad in [

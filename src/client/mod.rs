@@ -74,6 +74,7 @@ pub struct ClientBuilder {
     handle_timeout: Option<Duration>,
     max_message_size: usize,
     write_timeout: Duration,
+    connect_path: String,
 }
 
 impl Default for ClientBuilder {
@@ -84,6 +85,7 @@ impl Default for ClientBuilder {
             handle_timeout: None,
             max_message_size: DEFAULT_MAX_MESSAGE,
             write_timeout: Duration::from_secs(30),
+            connect_path: DEFAULT_CONNECT_PATH.to_string(),
         }
     }
 }
@@ -122,6 +124,18 @@ impl ClientBuilder {
     /// the connection is given up (default 30 s).
     pub fn write_timeout(mut self, t: Duration) -> Self {
         self.write_timeout = t.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The path an `http@` client sends its `CONNECT` to (default
+    /// `/_geerpc_`, as PROTOCOL.md says). A Go server from the article
+    /// serves RPC on `/myrpc` only: `connect_path("/myrpc")` reaches it.
+    pub fn connect_path(mut self, path: impl Into<String>) -> Self {
+        let mut p: String = path.into();
+        if !p.starts_with('/') {
+            p.insert(0, '/');
+        }
+        self.connect_path = p;
         self
     }
 
@@ -164,7 +178,7 @@ impl ClientBuilder {
         set_timeouts(true).map_err(fail)?;
         let mut w = stream.try_clone().map_err(fail)?;
         if address.protocol() == Protocol::Http {
-            http_connect(&mut w, &mut reader, addr).map_err(|e| match e {
+            http_connect(&mut w, &mut reader, addr, &self.connect_path).map_err(|e| match e {
                 Error::Io { source, .. } => fail(source),
                 other => other,
             })?;
@@ -177,8 +191,9 @@ impl ClientBuilder {
     }
 }
 
-/// What an `http@` client sends: Go's client writes exactly this.
-const CONNECT_REQUEST: &[u8] = b"CONNECT /_geerpc_ HTTP/1.0\n\n";
+/// Where an `http@` client sends its `CONNECT`: Go's client writes exactly
+/// `CONNECT /_geerpc_ HTTP/1.0\n\n`.
+const DEFAULT_CONNECT_PATH: &str = "/_geerpc_";
 /// Longest status line, and longest whole head, read from a CONNECT reply.
 const MAX_STATUS_LINE: usize = 1024;
 const MAX_CONNECT_HEAD: usize = 8 * 1024;
@@ -187,8 +202,23 @@ const MAX_CONNECT_HEAD: usize = 8 * 1024;
 /// `200` turns the connection into an RPC one; anything else, or no HTTP
 /// reply at all, is [`Error::HttpConnect`] with what the server said. I/O
 /// failures come back as [`Error::Io`] for the caller to classify.
-fn http_connect(w: &mut Stream, rd: &mut FrameReader<Stream>, addr: &str) -> Result<()> {
-    w.write_all(CONNECT_REQUEST)
+fn http_connect(
+    w: &mut Stream,
+    rd: &mut FrameReader<Stream>,
+    addr: &str,
+    path: &str,
+) -> Result<()> {
+    // A path with a space or line break would make another request line.
+    if path
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(Error::HttpConnect {
+            addr: addr.to_string(),
+            status: format!("not a usable CONNECT path: {path:?}"),
+        });
+    }
+    w.write_all(format!("CONNECT {path} HTTP/1.0\n\n").as_bytes())
         .map_err(|e| Error::io("send CONNECT", e))?;
     let refused = |status: String| Error::HttpConnect {
         addr: addr.to_string(),
