@@ -30,6 +30,7 @@
 
 mod discovery;
 mod heartbeat;
+mod roles;
 mod server;
 mod table;
 

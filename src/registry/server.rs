@@ -1,5 +1,6 @@
-//! The registry server: `tiny_http` worker threads over one locked table,
-//! and a reaper thread that purges expired entries and answers long polls.
+//! The registry server: `tiny_http` worker threads over one locked table
+//! (one of them receiving at a time, see `roles`), and a reaper thread that
+//! purges expired entries and answers long polls.
 
 use std::collections::HashMap;
 use std::io::{Cursor, Read, Write};
@@ -12,6 +13,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 use tiny_http::{Header, Method, Request, Response};
 
+use super::roles::{self, Roles};
 use super::table::{Put, Table};
 use super::{check_addr, Registration, ADDR_HEADERS, LIST_HEADERS, VERSION_HEADER};
 use crate::duration::{parse_duration, GoDuration};
@@ -108,8 +110,11 @@ impl Registry {
     }
 
     /// How many threads answer requests
-    /// ([`DEFAULT_WORKERS`](Self::DEFAULT_WORKERS)). Long polls do not hold
-    /// one while they wait.
+    /// ([`DEFAULT_WORKERS`](Self::DEFAULT_WORKERS)). One of them receives
+    /// at a time, which under load saves waking a thread per request;
+    /// another takes over when one request has held it for a millisecond
+    /// (a peer slow to read, a large listing). Long polls do not hold one
+    /// while they wait.
     pub fn workers(mut self, n: usize) -> Registry {
         self.workers = n.max(1);
         self
@@ -157,6 +162,7 @@ impl Registry {
             }),
             wake: wake_tx,
             stopping: AtomicBool::new(false),
+            roles: Roles::default(),
         });
         let handle = RegistryHandle {
             shared: shared.clone(),
@@ -171,6 +177,15 @@ impl Registry {
                 .threads
                 .spawn("geerpc-registry-http", None, move || serve(&s, &h))
                 .map_err(|e| Error::io("registry: start worker thread", e))?;
+        }
+        if self.workers > 1 {
+            let s = shared.clone();
+            handle
+                .threads
+                .spawn("geerpc-registry-ticker", None, move || {
+                    s.roles.run_ticker(roles::TICK)
+                })
+                .map_err(|e| Error::io("registry: start ticker thread", e))?;
         }
         let s = shared.clone();
         handle
@@ -240,6 +255,7 @@ impl RegistryHandle {
         }
         let shared = &self.shared;
         shared.stopping.store(true, Ordering::Release);
+        shared.roles.stop();
         let http = self.http.lock().take();
         if let Some(h) = &http {
             for _ in 0..self.workers {
@@ -295,6 +311,7 @@ struct Shared {
     /// Wakes the reaper: a new long poll, or a change while polls wait.
     wake: Sender<()>,
     stopping: AtomicBool,
+    roles: Roles,
 }
 
 struct State {
@@ -317,19 +334,35 @@ impl Shared {
     }
 }
 
+/// A worker: sleeps until it holds the receiving role (see `roles`), then
+/// receives and answers until the role is handed on or the registry stops.
 fn serve(shared: &Shared, http: &tiny_http::Server) {
-    loop {
-        match http.recv() {
-            Ok(rq) => handle(shared, rq),
-            Err(_) if shared.stopping.load(Ordering::Acquire) => break,
-            Err(e) => {
-                // tiny_http hands accept errors to one receiver and stops
-                // accepting: this registry cannot serve new connections.
-                log::error!("registry {}: listener failed: {e}", shared.addr);
+    let roles = &shared.roles;
+    while roles.take() {
+        loop {
+            let rq = match http.recv() {
+                Ok(rq) => rq,
+                Err(_) if shared.stopping.load(Ordering::Acquire) => {
+                    roles.give_up();
+                    return;
+                }
+                Err(e) => {
+                    // tiny_http hands accept errors to one receiver and stops
+                    // accepting: this registry cannot serve new connections.
+                    log::error!("registry {}: listener failed: {e}", shared.addr);
+                    continue;
+                }
+            };
+            let mark = roles.enter();
+            handle(shared, rq);
+            if !roles.leave(mark) {
+                // Another worker receives now; sleep until needed.
+                break;
             }
-        }
-        if shared.stopping.load(Ordering::Acquire) {
-            break;
+            if shared.stopping.load(Ordering::Acquire) {
+                roles.give_up();
+                return;
+            }
         }
     }
 }
