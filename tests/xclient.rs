@@ -607,3 +607,37 @@ fn an_idle_connection_closed_by_its_server_is_not_sent_on() {
     xc.close();
     assert_eq!(lingering("geerpc-xclient"), Vec::<String>::new());
 }
+
+/// `close` does not wait for a caller's dial in progress (which can take
+/// up to the connect timeout); the dial's connection is not kept.
+#[test]
+fn close_does_not_wait_for_a_dial_in_progress() {
+    let _serial = serial();
+    init_log();
+    // Accepts, and never answers the CONNECT: the dial hangs.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http@{}", silent.local_addr().unwrap());
+    let xc = Arc::new(
+        XClient::builder(MultiServerDiscovery::new([addr.as_str()]))
+            .client(Client::builder().connect_timeout(Some(Duration::from_secs(30))))
+            .build(),
+    );
+    let caller = {
+        let xc = xc.clone();
+        std::thread::spawn(move || xc.call::<_, i64>("Arith.Sum", &Args { num1: 1, num2: 2 }))
+    };
+    let (held, _) = silent.accept().unwrap(); // the caller is dialling now
+    let t0 = Instant::now();
+    xc.close();
+    let took = t0.elapsed();
+    drop(held); // the dial fails at once
+    assert!(
+        took < Duration::from_secs(5),
+        "close waited {took:?} for the dial"
+    );
+    assert!(caller.join().unwrap().is_err());
+    assert!(matches!(
+        xc.call::<_, i64>("Arith.Sum", &Args { num1: 1, num2: 2 }),
+        Err(Error::Shutdown(_))
+    ));
+}

@@ -26,6 +26,9 @@ pub(super) struct Slot {
     /// `health.dead`, readable without the lock: every call checks it, and
     /// 64 callers taking one mutex per call park each other.
     dead: AtomicBool,
+    /// The pool closed: a dial that finishes now is used for its one call
+    /// and not cached (`close` does not wait for dials in progress).
+    closed: AtomicBool,
 }
 
 struct Health {
@@ -41,6 +44,7 @@ impl Slot {
             conn: RwLock::new(None),
             inflight: AtomicUsize::new(0),
             dead: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             health: Mutex::new(Health {
                 dead: false,
                 retry_at: Instant::now(),
@@ -101,7 +105,9 @@ impl Slot {
         };
         match dialled {
             Ok(c) => {
-                *conn = Some(c.clone());
+                if !self.closed.load(Ordering::Acquire) {
+                    *conn = Some(c.clone());
+                }
                 Ok(c)
             }
             Err(e @ Error::ConnectTimeout { .. }) => Err((e, cut_short)),
@@ -113,6 +119,9 @@ impl Slot {
     /// a good one meanwhile (replacing it would close its calls).
     fn install(&self, client: Client) {
         let mut conn = self.conn.write();
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
         if !conn.as_ref().is_some_and(Client::is_alive) {
             *conn = Some(client);
         }
@@ -126,9 +135,16 @@ impl Slot {
         self.dead.load(Ordering::Acquire)
     }
 
+    /// Closes the cached connection. A dial in progress holds the lock for
+    /// up to the connect timeout: it is not waited for (only brief holders
+    /// are), and what it dials is not cached; at worst, dialled just before
+    /// `closed` was seen, it closes when the slot is dropped.
     fn close(&self) {
-        if let Some(c) = self.conn.write().take() {
-            c.close();
+        self.closed.store(true, Ordering::Release);
+        if let Some(mut conn) = self.conn.try_write_for(Duration::from_millis(50)) {
+            if let Some(c) = conn.take() {
+                c.close();
+            }
         }
     }
 }
