@@ -491,10 +491,15 @@ impl Client {
         }
         // SeqCst pairs with the reader's store before its flush: either it
         // sees our request, or we see it is not dispatching and flush.
-        let woken_by = WOKEN_BY.take().and_then(|w| w.upgrade());
+        let woken_by = WOKEN_BY.take();
         if !inner.dispatching.load(Ordering::SeqCst) {
-            match woken_by {
-                Some(waker) if !Arc::ptr_eq(&waker, inner) && waker.defer_flush(inner) => {}
+            // Woken by this very connection (a plain client): nothing to
+            // defer to, and no need to touch the shared count to find out.
+            let waker = woken_by
+                .filter(|w| !std::ptr::eq(w.as_ptr(), Arc::as_ptr(inner)))
+                .and_then(|w| w.upgrade());
+            match waker {
+                Some(waker) if waker.defer_flush(inner) => {}
                 _ => inner.flush(),
             }
         }
