@@ -15,6 +15,7 @@
 //! must see that some thread calls `flush`.
 
 use std::io::{self, Write};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
@@ -94,10 +95,28 @@ impl SharedWriter {
         self.pending.lock().len()
     }
 
+    /// For closing a connection without cutting a message short: waits
+    /// until `deadline` for a flush in progress on another thread, then
+    /// writes what the socket takes without blocking. `Ok(true)`: every
+    /// message enqueued before the call has been written; `Ok(false)`: the
+    /// peer stopped reading, or a flusher was still blocked at `deadline`.
+    pub(crate) fn finish_nowait(&self, deadline: Instant) -> io::Result<bool> {
+        self.flush_with(true, Some(deadline))
+    }
+
     fn flush_inner(&self, nowait: bool) -> io::Result<bool> {
+        self.flush_with(nowait, None)
+    }
+
+    fn flush_with(&self, nowait: bool, wait_until: Option<Instant>) -> io::Result<bool> {
         loop {
-            let Some(mut guard) = self.io.try_lock() else {
-                return Ok(true);
+            let lock = match wait_until {
+                Some(d) => self.io.try_lock_until(d).ok_or(false),
+                None => self.io.try_lock().ok_or(true),
+            };
+            let mut guard = match lock {
+                Ok(g) => g,
+                Err(done) => return Ok(done),
             };
             let io = &mut *guard;
             loop {
