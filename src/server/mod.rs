@@ -526,9 +526,9 @@ impl ServerHandle {
         // A call counts as ended once its reply is queued, which may be just
         // before another thread writes it: let those writes finish (without
         // blocking on peers that do not read) before closing.
-        let still_open: Vec<Arc<Conn>> = run.conns.lock().values().cloned().collect();
+        // (`conns` holds every connection: the accept thread is joined.)
         let writes_by = Instant::now() + Duration::from_secs(1);
-        for c in conns.iter().chain(&still_open) {
+        for c in &conns {
             let _ = c.writer.finish_nowait(writes_by);
         }
         for c in &conns {
