@@ -6,6 +6,10 @@
 //! a channel), then waits for them here with a deadline, so a shutdown never
 //! hangs on a thread stuck in user code: such a thread is reported, not
 //! waited for forever.
+//!
+//! Linux keeps only the first 15 bytes of a thread's name (what `top -H`,
+//! `perf` and `/proc/*/task/*/comm` show), so every name here fits in 15
+//! bytes and differs from the others within them.
 
 use std::io;
 use std::sync::Arc;
@@ -45,6 +49,10 @@ impl ThreadGroup {
     where
         F: FnOnce() + Send + 'static,
     {
+        debug_assert!(
+            name.len() <= 15,
+            "thread name {name:?} is cut short by Linux"
+        );
         *self.inner.live.lock() += 1;
         let guard = LiveGuard(self.inner.clone());
         let mut b = thread::Builder::new().name(name.to_string());

@@ -568,7 +568,7 @@ fn a_hundred_threads_heartbeat_at_once() {
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     wait_for(&d, Duration::from_secs(20), |s| s.instances.len() == 100);
-    assert!(!threads_named("geerpc-heartbea").is_empty());
+    assert!(!wait_for_threads("geerpc-hb", |n| n > 0).is_empty());
     assert!(beats.iter().all(|b| b.beats() >= 1));
     // Stopping deregisters each at once (no TTL wait).
     std::thread::scope(|s| {
@@ -685,7 +685,7 @@ fn the_watch_delivers_a_change_within_100ms() {
         .unwrap();
     assert!(d.snapshot().unwrap().instances.is_empty());
     let changed = d.watch().unwrap();
-    assert!(!threads_named("geerpc-discover").is_empty());
+    assert!(!wait_for_threads("geerpc-watch", |n| n > 0).is_empty());
     let mut took = Vec::new();
     for i in 0..5 {
         let addr = format!("tcp@127.0.0.1:{}", 22000 + i);
@@ -759,7 +759,7 @@ fn for_server_registers_its_services_and_shutdown_deregisters() {
 fn shutdown_answers_long_polls_and_joins_every_thread() {
     let reg = start(Registry::DEFAULT_TTL);
     assert!(reg.live_threads() >= 2);
-    assert!(!threads_named("geerpc-registr").is_empty());
+    assert!(!wait_for_threads("geerpc-reg-", |n| n > 0).is_empty());
     let url = reg.url();
     let version = get_json(&url)["version"].as_u64().unwrap();
     let poll = std::thread::spawn(move || {

@@ -523,37 +523,35 @@ fn go_and_close_leave_no_thread_behind() {
     let _ = xc.broadcast::<_, String>("Who.Am", &ARGS);
     assert_eq!(xc.evicted(), vec![ns[0].addr.clone()]);
     assert_eq!(
-        threads_named("geerpc-xclient").len(),
+        wait_for_threads("geerpc-xc-probe", |n| n == 1).len(),
         1,
         "the probe thread runs"
     );
     xc.close();
     assert!(matches!(who(&xc), Err(Error::Shutdown(_))));
-    assert_eq!(lingering("geerpc-xclient"), Vec::<String>::new());
-    assert_eq!(lingering("geerpc-client"), Vec::<String>::new());
+    assert_eq!(
+        wait_for_threads("geerpc-xc-", |n| n == 0),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        wait_for_threads("geerpc-client", |n| n == 0),
+        Vec::<String>::new()
+    );
     drop(xc);
 
     // Drop alone does the same.
     let xc = XClient::new(discovery(&ns[1..]), SelectMode::Random);
     let _: String = xc.broadcast("Who.Am", &ARGS).unwrap();
-    assert_eq!(threads_named("geerpc-client").len(), 2);
+    assert_eq!(wait_for_threads("geerpc-client", |n| n == 2).len(), 2);
     drop(xc);
-    assert_eq!(lingering("geerpc-client"), Vec::<String>::new());
-    assert_eq!(lingering("geerpc-xclient"), Vec::<String>::new());
-}
-
-/// Threads named `prefix...` still listed a moment after they were joined:
-/// a joined thread can stay in /proc for a few microseconds while the
-/// kernel tears it down, so look again briefly before calling it a leak.
-fn lingering(prefix: &str) -> Vec<String> {
-    let give_up = Instant::now() + Duration::from_secs(2);
-    loop {
-        let left = threads_named(prefix);
-        if left.is_empty() || Instant::now() > give_up {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    assert_eq!(
+        wait_for_threads("geerpc-client", |n| n == 0),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        wait_for_threads("geerpc-xc-", |n| n == 0),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -605,7 +603,10 @@ fn an_idle_connection_closed_by_its_server_is_not_sent_on() {
     }
     // The probe thread for the dead instance is gone before the next test.
     xc.close();
-    assert_eq!(lingering("geerpc-xclient"), Vec::<String>::new());
+    assert_eq!(
+        wait_for_threads("geerpc-xc-", |n| n == 0),
+        Vec::<String>::new()
+    );
 }
 
 /// `close` does not wait for a caller's dial in progress (which can take

@@ -381,9 +381,7 @@ impl Client {
         });
         let r = inner.clone();
         // The default stack: this thread decodes the callers' reply types.
-        if let Err(e) = threads.spawn("geerpc-client-reader", None, move || {
-            reader_thread(&r, wake_rx)
-        }) {
+        if let Err(e) = threads.spawn("geerpc-client", None, move || reader_thread(&r, wake_rx)) {
             inner.close(&format!("cannot start reader thread: {e}"));
         }
         Client {
@@ -666,7 +664,7 @@ impl Inner {
         let wake = self.wake_writer.get_or_init(|| {
             let (tx, rx) = crossbeam_channel::bounded(1);
             if let Some(inner) = self.me.upgrade() {
-                let started = self.threads.spawn("geerpc-client-writer", None, move || {
+                let started = self.threads.spawn("geerpc-client-w", None, move || {
                     while rx.recv().is_ok() && !inner.is_closed() {
                         inner.flush();
                     }

@@ -31,7 +31,7 @@ const MAX_LINE: usize = 64 << 20;
 /// [`register`](super::register)) as they come and go.
 ///
 /// It lists the keys under `PREFIX/` (or `PREFIX/SERVICE/` for one service)
-/// when created, then a thread of its own (`geerpc-etcd-watch`) watches
+/// when created, then a thread of its own (`geerpc-etcd-wch`) watches
 /// them from the next revision: every change is applied as soon as etcd
 /// reports it, [`snapshot`](Discovery::snapshot) is a lock and an `Arc`
 /// clone, and [`watch`](Discovery::watch) receivers are signalled. After an
@@ -142,7 +142,7 @@ impl EtcdDiscovery {
         let threads = ThreadGroup::default();
         let s = shared.clone();
         threads
-            .spawn("geerpc-etcd-watch", None, move || s.follow(&stop_rx))
+            .spawn("geerpc-etcd-wch", None, move || s.follow(&stop_rx))
             .map_err(|e| Error::io("start etcd watch thread", e))?;
         Ok(EtcdDiscovery {
             shared,

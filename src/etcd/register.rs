@@ -192,9 +192,9 @@ pub fn register_instance<S: AsRef<str>>(
     });
     inner.grant_and_put()?;
     let beating = inner.clone();
-    let started = inner.threads.spawn("geerpc-etcd-heartbeat", None, move || {
-        beating.heartbeat(stop_rx)
-    });
+    let started = inner
+        .threads
+        .spawn("geerpc-etcd-hb", None, move || beating.heartbeat(stop_rx));
     if let Err(e) = started {
         let _ = inner.stop(true);
         return Err(Error::io("start etcd heartbeat thread", e));

@@ -94,7 +94,7 @@ impl RegistryDiscoveryBuilder {
             let threads = ThreadGroup::default();
             let (s, a, poll) = (shared.clone(), agent.clone(), self.poll);
             threads
-                .spawn("geerpc-discovery-watch", None, move || {
+                .spawn("geerpc-watch", None, move || {
                     watch_loop(&s, &a, poll, stop_rx)
                 })
                 .map_err(|e| Error::io("start discovery watch thread", e))?;
@@ -116,7 +116,7 @@ impl RegistryDiscoveryBuilder {
 /// list is fresh. A stale list is fetched again by one caller, outside the
 /// lock, while the others go on with the list they have; when the registry
 /// cannot be reached the last good list stays in use, and the log says so
-/// once per outage. A background thread (`geerpc-discovery-watch`, stopped
+/// once per outage. A background thread (`geerpc-watch`, stopped
 /// on drop) keeps a long poll open, so that a new or removed instance is
 /// seen within milliseconds.
 ///

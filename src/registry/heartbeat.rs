@@ -196,7 +196,7 @@ impl std::fmt::Debug for Heartbeat {
 
 impl Heartbeat {
     /// Starts heartbeating `addr` (`PROTOCOL@ADDR`) to the registry at
-    /// `registry_url` from a thread named `geerpc-heartbeat`. The first
+    /// `registry_url` from a thread named `geerpc-hb`. The first
     /// heartbeat goes out at once. Fails only on a malformed address or URL.
     pub fn start(
         registry_url: &str,
@@ -234,7 +234,7 @@ impl Heartbeat {
             status: hb.status.clone(),
         };
         hb.threads
-            .spawn("geerpc-heartbeat", None, move || {
+            .spawn("geerpc-hb", None, move || {
                 beat.run(interval, backoff, stop_rx)
             })
             .map_err(|e| Error::io("start heartbeat thread", e))?;

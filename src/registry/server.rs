@@ -175,14 +175,14 @@ impl Registry {
             let (s, h) = (shared.clone(), http.clone());
             handle
                 .threads
-                .spawn("geerpc-registry-http", None, move || serve(&s, &h))
+                .spawn("geerpc-reg-http", None, move || serve(&s, &h))
                 .map_err(|e| Error::io("registry: start worker thread", e))?;
         }
         if self.workers > 1 {
             let s = shared.clone();
             handle
                 .threads
-                .spawn("geerpc-registry-ticker", None, move || {
+                .spawn("geerpc-reg-tick", None, move || {
                     s.roles.run_ticker(roles::TICK)
                 })
                 .map_err(|e| Error::io("registry: start ticker thread", e))?;
@@ -190,7 +190,7 @@ impl Registry {
         let s = shared.clone();
         handle
             .threads
-            .spawn("geerpc-registry-reaper", None, move || reap(&s, wake_rx))
+            .spawn("geerpc-reg-reap", None, move || reap(&s, wake_rx))
             .map_err(|e| Error::io("registry: start reaper thread", e))?;
         log::info!(
             "registry: listening on http://{local}{} (TTL {})",

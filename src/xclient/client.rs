@@ -900,7 +900,7 @@ impl XClient {
                 let thread_tx = tx.clone();
                 let cancel = cancel_rx.clone();
                 let spawned = std::thread::Builder::new()
-                    .name("geerpc-xclient-fanout".into())
+                    .name("geerpc-xc-fan".into())
                     .spawn_scoped(scope, move || {
                         let r = call_until_cancelled(pool, plan, slot, args, &cancel);
                         if let Some(r) = r {

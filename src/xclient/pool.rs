@@ -339,7 +339,7 @@ impl Pool {
             let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
             let threads = ThreadGroup::default();
             let shared = self.shared.clone();
-            let spawned = threads.spawn("geerpc-xclient-probe", Some(256 * 1024), move || {
+            let spawned = threads.spawn("geerpc-xc-probe", Some(256 * 1024), move || {
                 probe_loop(&shared, &stop_rx, &wake_rx)
             });
             if let Err(e) = spawned {

@@ -63,6 +63,22 @@ pub fn threads_named(prefix: &str) -> Vec<String> {
     out
 }
 
+/// Threads named `prefix...` once their count satisfies `settled`, or as
+/// last seen after 2 s. /proc lags the program by a moment both ways: a new
+/// thread names itself only once it first runs, and a joined thread stays
+/// listed while the kernel tears it down. Nothing signals either, so look
+/// again briefly rather than call it a leak or a missing thread.
+pub fn wait_for_threads(prefix: &str, settled: impl Fn(usize) -> bool) -> Vec<String> {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let seen = threads_named(prefix);
+        if settled(seen.len()) || std::time::Instant::now() > give_up {
+            return seen;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// A `Gate.Hold` method that reports on `started` when it begins, then
 /// sleeps Num1 milliseconds and returns Num1 + Num2: tests wait for the
 /// signal instead of guessing how long a request takes to arrive.
