@@ -84,7 +84,9 @@ fn list_until(args: &[&str], cond: impl Fn(&str) -> bool) -> String {
 #[test]
 fn registry_list_and_call_end_to_end() {
     init_log();
-    let (child, url) = start_registry(&["--ttl", "2s"]);
+    // A TTL far longer than the test: "deregisters at once" below must be
+    // the DELETE, and a slow machine must not see instances expire.
+    let (child, url) = start_registry(&["--ttl", "60s"]);
 
     let a = start_server();
     let b = start_server();

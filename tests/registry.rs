@@ -465,10 +465,11 @@ fn services_and_metadata_filter_the_listing() {
 
 #[test]
 fn an_address_not_renewed_within_the_ttl_is_purged_without_a_get() {
-    let reg = start(Duration::from_millis(300));
+    let reg = start(Duration::from_secs(1));
     let url = reg.url();
-    post(&url, "X-rpc-Server", "tcp@127.0.0.1:1");
+    // Taken before the POST: the TTL runs from when the registry saw it.
     let registered = Instant::now();
+    post(&url, "X-rpc-Server", "tcp@127.0.0.1:1");
     let listing = get_json(&url);
     assert_eq!(addrs(&listing), ["tcp@127.0.0.1:1"]);
     let version = listing["version"].as_u64().unwrap();
@@ -479,7 +480,7 @@ fn an_address_not_renewed_within_the_ttl_is_purged_without_a_get() {
     assert!(addrs(&changed).is_empty(), "{changed}");
     assert_ne!(changed["version"].as_u64().unwrap(), version);
     assert!(
-        waited >= Duration::from_millis(290),
+        waited >= Duration::from_secs(1),
         "purged after {waited:?}, before the TTL"
     );
     assert!(waited < Duration::from_secs(5), "purged after {waited:?}");
@@ -488,7 +489,8 @@ fn an_address_not_renewed_within_the_ttl_is_purged_without_a_get() {
 
 #[test]
 fn heartbeats_keep_an_address_alive_past_the_ttl() {
-    let reg = start(Duration::from_millis(400));
+    // One beat late by most of a TTL on a loaded machine is still in time.
+    let reg = start(Duration::from_secs(1));
     let hb = Heartbeat::start(
         &reg.url(),
         "tcp@127.0.0.1:1",
@@ -499,7 +501,7 @@ fn heartbeats_keep_an_address_alive_past_the_ttl() {
     wait_for(&d, Duration::from_secs(5), |s| s.instances.len() == 1);
     let v = d.snapshot().unwrap().version;
     // Three TTLs later the address is still there, never dropped in between.
-    let end = Instant::now() + Duration::from_millis(1200);
+    let end = Instant::now() + Duration::from_secs(3);
     let changed = d.watch().unwrap();
     assert!(
         changed.recv_timeout(end - Instant::now()).is_err(),
@@ -569,6 +571,12 @@ fn a_hundred_threads_heartbeat_at_once() {
     });
     wait_for(&d, Duration::from_secs(20), |s| s.instances.len() == 100);
     assert!(!wait_for_threads("geerpc-hb", |n| n > 0).is_empty());
+    // A beat is counted once its thread has read the answer, which can
+    // come after the registry (and so the discovery) has the instance.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while beats.iter().any(|b| b.beats() == 0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert!(beats.iter().all(|b| b.beats() >= 1));
     // Stopping deregisters each at once (no TTL wait).
     std::thread::scope(|s| {

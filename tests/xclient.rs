@@ -222,7 +222,8 @@ fn consistent_hash_keeps_a_key_on_one_instance() {
 fn p2c_sends_fewer_calls_to_a_slow_instance() {
     let _g = serial();
     let ns = nodes(4);
-    ns[0].delay_ms.store(40, Ordering::SeqCst);
+    // Far slower than a fast call can get on a loaded machine.
+    ns[0].delay_ms.store(150, Ordering::SeqCst);
     let xc = XClient::new(discovery(&ns), SelectMode::PowerOfTwoChoices);
     let counts: Mutex<HashMap<String, usize>> = Mutex::new(HashMap::new());
     std::thread::scope(|s| {
@@ -369,14 +370,15 @@ fn failover_keeps_every_call_succeeding_while_a_server_goes_down() {
 fn failbackup_cuts_the_tail_a_slow_instance_causes() {
     let _g = serial();
     let ns = nodes(3);
-    ns[0].delay_ms.store(300, Ordering::SeqCst);
+    // The bound below tolerates a stall of half this on a loaded machine.
+    ns[0].delay_ms.store(1000, Ordering::SeqCst);
     let run = |mode: FailMode| -> Duration {
         let xc = XClient::builder(discovery(&ns))
             .select_mode(SelectMode::RoundRobin)
             .fail_mode(mode)
             .idempotent(true)
             .build();
-        let samples = (0..21)
+        let samples = (0..9)
             .map(|_| {
                 let t = Instant::now();
                 who(&xc).unwrap();
@@ -389,7 +391,7 @@ fn failbackup_cuts_the_tail_a_slow_instance_causes() {
     let backup = run(FailMode::Failbackup {
         after: Duration::from_millis(30),
     });
-    assert!(fast >= Duration::from_millis(300), "failfast p99 {fast:?}");
+    assert!(fast >= Duration::from_millis(1000), "failfast p99 {fast:?}");
     assert!(
         backup < fast / 2,
         "failbackup p99 {backup:?} vs failfast {fast:?}"

@@ -797,7 +797,9 @@ mod tests {
         let b = Client::dial(&addr).unwrap();
 
         // As if this thread had just been handed a result by `a`'s reader,
-        // which is still dispatching its batch.
+        // which is still dispatching its batch. `b`'s reader is held, or
+        // `b`'s reader thread, woken by the call, could flush `b` itself.
+        let b_reading = b.inner.reader.lock();
         a.inner.dispatching.store(true, Ordering::SeqCst);
         WOKEN_BY.set(Some(Arc::downgrade(&a.inner)));
         let call = b.go::<_, i64>("Arith.Sum", &(1, 2)).unwrap();
@@ -810,6 +812,9 @@ mod tests {
         a.inner.end_dispatch();
         assert_eq!(b.inner.writer.pending_len(), 0);
         assert!(a.inner.deferred.lock().is_empty());
+        // As a leader does when it stops: hand reading to the reader thread.
+        drop(b_reading);
+        b.inner.ensure_reader();
         assert_eq!(call.wait_timeout(Duration::from_secs(5)).unwrap(), 3);
 
         // With `a` no longer dispatching, `a` takes nothing on and the
