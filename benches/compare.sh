@@ -89,7 +89,7 @@ fi
 if want xclient; then
     echo "xclient: registry discovery, 2 servers, concurrency 64" >&2
     REG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    "$T/geerpc" registry --addr "127.0.0.1:$REG_PORT" --ttl 1m 2>>"$OUT/log" &
+    "$T/geerpc" registry --addr "127.0.0.1:$REG_PORT" --ttl 1m >/dev/null 2>>"$OUT/log" &
     REG=http://127.0.0.1:$REG_PORT/_rpc_/registry
     for p in 1 2; do
         "$LOADGEN" serve --addr 127.0.0.1:0 --registry "$REG" >/dev/null 2>>"$OUT/log" &
@@ -135,16 +135,31 @@ fi
 if want registry && command -v wrk >/dev/null; then
     echo "registry: wrk heartbeats and lookups" >&2
     REG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    "$T/geerpc" registry --addr "127.0.0.1:$REG_PORT" --ttl 5m 2>>"$OUT/log" &
+    "$T/geerpc" registry --addr "127.0.0.1:$REG_PORT" --ttl 5m >/dev/null 2>>"$OUT/log" &
     REG=http://127.0.0.1:$REG_PORT/_rpc_/registry
     for i in $(seq 100); do curl -s -X POST -H "X-rpc-Server: tcp@127.0.0.1:$((20000 + i))" "$REG" >/dev/null || true; done
     printf 'wrk.method = "POST"\nwrk.headers["X-rpc-Server"] = "tcp@127.0.0.1:7001"\n' >"$OUT/post.lua"
-    wrk -t2 -c32 -d5s --latency -s "$OUT/post.lua" "$REG" >"$OUT/wrk-post" 2>&1 || true
-    wrk -t2 -c32 -d5s --latency "$REG" >"$OUT/wrk-get" 2>&1 || true
+    # ROUNDS alternations of POST and GET; the medians are reported.
+    for _ in $(seq "$ROUNDS"); do
+        for f in post get; do
+            script=()
+            [ $f = post ] && script=(-s "$OUT/post.lua")
+            wrk -t2 -c32 -d"${SECS}s" --latency "${script[@]}" "$REG" >"$OUT/wrk-$f.txt" 2>&1 || true
+            python3 - "$OUT/wrk-$f.txt" >>"$OUT/wrk-$f" <<'PY'
+import json, re, sys
+text = open(sys.argv[1]).read()
+rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+if rps and p99:
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)]
+    print(json.dumps({"rps": float(rps.group(1)), "p99_ms": float(p99.group(1)) * scale}))
+PY
+        done
+    done
     for f in post get; do
-        rps=$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-$f")
-        p99=$(awk '$1 == "99%" {print $2}' "$OUT/wrk-$f")
-        row "registry $f req/s (p99 $p99)" "$rps" "-" "-" "$([ $f = post ] && echo '>=60k' || echo '>=40k')" "wrk -t2 -c32 -d5s"
+        rps=$(median "$OUT/wrk-$f" rps)
+        p99=$(printf "%.2f" "$(median "$OUT/wrk-$f" p99_ms)")
+        row "registry $f req/s (p99 ${p99} ms)" "$rps" "-" "-" "$([ $f = post ] && echo '>=60k' || echo '>=40k')" "wrk -t2 -c32 -d${SECS}s, median of $ROUNDS"
     done
 fi
 cat "$ROWS"
