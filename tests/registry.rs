@@ -916,3 +916,62 @@ fn a_refused_heartbeat_is_retried_with_backoff() {
     fake.unblock();
     server.join().unwrap();
 }
+
+/// A registry restarted with its version behind (its clock went back, or
+/// another registry answers at the same URL) answers the watch with an
+/// older version than the one asked after. Its list is taken, and the
+/// watch goes back to waiting: no stale list, no polling in a tight loop.
+#[test]
+fn a_registry_whose_version_went_back_is_followed_not_spun_on() {
+    init_log();
+    let fake = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+    let url = format!(
+        "http://{}/_rpc_/registry",
+        fake.server_addr().to_ip().unwrap()
+    );
+    let gets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let serving = {
+        let (fake, gets) = (fake.clone(), gets.clone());
+        std::thread::spawn(move || {
+            // Long polls after version 5 are held, never answered.
+            let mut held = Vec::new();
+            while let Ok(Some(rq)) = fake.recv_timeout(Duration::from_secs(30)) {
+                gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let watch = rq
+                    .url()
+                    .split("watch=")
+                    .nth(1)
+                    .and_then(|w| w.split('&').next())
+                    .map(|w| w.parse::<u64>().unwrap());
+                let (version, addr) = match watch {
+                    None | Some(0) => (100, "tcp@127.0.0.1:1"),
+                    Some(100) => (5, "tcp@127.0.0.1:2"),
+                    Some(_) => {
+                        held.push(rq);
+                        continue;
+                    }
+                };
+                let body = serde_json::json!({"version": version, "instances": [{"addr": addr}]});
+                let header: tiny_http::Header =
+                    format!("X-Geerpc-Version: {version}").parse().unwrap();
+                let _ = rq.respond(
+                    tiny_http::Response::from_string(body.to_string()).with_header(header),
+                );
+            }
+        })
+    };
+    let d = RegistryDiscovery::new(&url).unwrap();
+    let snap = wait_for(&d, Duration::from_secs(5), |s| {
+        s.instances.first().map(|i| i.addr.as_str()) == Some("tcp@127.0.0.1:2")
+    });
+    assert_eq!(snap.instances.len(), 1);
+    // The watch now waits after version 5. Spinning on the old version
+    // would make hundreds of requests in this window.
+    let seen = gets.load(std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(300));
+    let more = gets.load(std::sync::atomic::Ordering::SeqCst) - seen;
+    assert!(more <= 2, "{more} more requests in 300 ms");
+    drop(d);
+    fake.unblock();
+    serving.join().unwrap();
+}

@@ -267,7 +267,7 @@ impl Discovery for RegistryDiscovery {
     }
 
     fn update(&self, instances: Vec<Instance>) -> Result<()> {
-        self.shared.install(instances, None);
+        self.shared.install(instances, None, false);
         Ok(())
     }
 
@@ -289,7 +289,23 @@ impl Shared {
     ) -> Result<()> {
         match self.fetch(agent, watch, poll) {
             Ok(listing) => {
-                self.install(listing.instances, Some(listing.version));
+                // Asked for changes after `w` and answered with an older
+                // version: not an overlapping fetch landing late, but the
+                // registry itself going back (restarted with its clock
+                // behind, or another registry behind the same URL).
+                let went_back = matches!(
+                    (watch, listing.version),
+                    (Some(w), Some(v)) if v < w
+                );
+                if went_back {
+                    log::info!(
+                        "registry discovery {}: the registry's version went back from {} to {}; taking its list",
+                        self.url,
+                        watch.unwrap_or(0),
+                        listing.version.unwrap_or(0)
+                    );
+                }
+                self.install(listing.instances, Some(listing.version), went_back);
                 Ok(())
             }
             Err(e) => {
@@ -359,8 +375,14 @@ impl Shared {
     }
 
     /// Installs a list; a different list gets a new version and wakes the
-    /// subscribers.
-    fn install(&self, mut instances: Vec<Instance>, remote_version: Option<Option<u64>>) {
+    /// subscribers. `went_back`: the registry's own version went back, so
+    /// the list replaces the installed one whatever their versions.
+    fn install(
+        &self,
+        mut instances: Vec<Instance>,
+        remote_version: Option<Option<u64>>,
+        went_back: bool,
+    ) {
         log::debug!(
             "registry discovery {}: {} instances at version {remote_version:?}",
             self.url,
@@ -375,7 +397,7 @@ impl Shared {
             // it, or the discovery would serve a stale list while its watch
             // waits for a change past the newer version.
             if let (Some(Some(new)), Some(current)) = (remote_version, st.remote_version) {
-                if new < current {
+                if new < current && !went_back {
                     log::debug!(
                         "registry discovery {}: dropped a listing at version {new}, older than {current}",
                         self.url
@@ -492,16 +514,22 @@ mod tests {
             Instance::new("tcp@127.0.0.1:1"),
             Instance::new("tcp@127.0.0.1:2"),
         ];
-        d.shared.install(both.clone(), Some(Some(12)));
-        d.shared
-            .install(vec![Instance::new("tcp@127.0.0.1:1")], Some(Some(11)));
+        d.shared.install(both.clone(), Some(Some(12)), false);
+        d.shared.install(
+            vec![Instance::new("tcp@127.0.0.1:1")],
+            Some(Some(11)),
+            false,
+        );
         let snap = d.snapshot().unwrap();
         assert_eq!(&*snap.instances, &both[..]);
         // A newer one does replace it; a Go registry's (no version) too.
-        d.shared
-            .install(vec![Instance::new("tcp@127.0.0.1:2")], Some(Some(13)));
+        d.shared.install(
+            vec![Instance::new("tcp@127.0.0.1:2")],
+            Some(Some(13)),
+            false,
+        );
         assert_eq!(d.snapshot().unwrap().instances.len(), 1);
-        d.shared.install(Vec::new(), Some(None));
+        d.shared.install(Vec::new(), Some(None), false);
         assert!(d.snapshot().unwrap().instances.is_empty());
     }
 }
