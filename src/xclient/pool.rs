@@ -26,9 +26,6 @@ pub(super) struct Slot {
     /// `health.dead`, readable without the lock: every call checks it, and
     /// 64 callers taking one mutex per call park each other.
     dead: AtomicBool,
-    /// The pool closed: a dial that finishes now is used for its one call
-    /// and not cached (`close` does not wait for dials in progress).
-    closed: AtomicBool,
 }
 
 struct Health {
@@ -44,7 +41,6 @@ impl Slot {
             conn: RwLock::new(None),
             inflight: AtomicUsize::new(0),
             dead: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
             health: Mutex::new(Health {
                 dead: false,
                 retry_at: Instant::now(),
@@ -61,9 +57,10 @@ impl Slot {
     /// says nothing about the instance.
     fn client(
         &self,
-        builder: &ClientBuilder,
+        shared: &Shared,
         deadline: Option<Instant>,
     ) -> std::result::Result<Client, (Error, bool)> {
+        let builder = &shared.builder;
         let configured = builder.connect_timeout_setting();
         let out_of_time = || {
             let e = Error::ConnectTimeout {
@@ -105,7 +102,9 @@ impl Slot {
         };
         match dialled {
             Ok(c) => {
-                if !self.closed.load(Ordering::Acquire) {
+                // `close` does not wait for dials in progress: one that
+                // ends after it is used for its one call, not cached.
+                if !shared.is_closed() {
                     *conn = Some(c.clone());
                 }
                 Ok(c)
@@ -117,9 +116,9 @@ impl Slot {
 
     /// Caches a connection the prober dialled, unless a caller has dialled
     /// a good one meanwhile (replacing it would close its calls).
-    fn install(&self, client: Client) {
+    fn install(&self, shared: &Shared, client: Client) {
         let mut conn = self.conn.write();
-        if self.closed.load(Ordering::Acquire) {
+        if shared.is_closed() {
             return;
         }
         if !conn.as_ref().is_some_and(Client::is_alive) {
@@ -140,7 +139,6 @@ impl Slot {
     /// are), and what it dials is not cached; at worst, dialled just before
     /// `closed` was seen, it closes when the slot is dropped.
     fn close(&self) {
-        self.closed.store(true, Ordering::Release);
         if let Some(mut conn) = self.conn.try_write_for(Duration::from_millis(50)) {
             if let Some(c) = conn.take() {
                 c.close();
@@ -186,6 +184,16 @@ struct Shared {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     min_backoff: Duration,
     max_backoff: Duration,
+    /// Set by `Pool::close`. Shared, not per slot: a caller racing `close`
+    /// can build new slots (`Pool::view`) after it drained the old ones,
+    /// and must not cache what it dials in them either.
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
 }
 
 struct Prober {
@@ -204,7 +212,6 @@ pub(super) struct Pool {
     /// The slots in the order of the snapshot they were built for.
     view: RwLock<Option<(u64, Slots)>>,
     prober: Mutex<Option<Prober>>,
-    closed: AtomicBool,
 }
 
 impl Pool {
@@ -220,10 +227,10 @@ impl Pool {
                 slots: Mutex::new(HashMap::new()),
                 min_backoff,
                 max_backoff: max_backoff.max(min_backoff),
+                closed: AtomicBool::new(false),
             }),
             view: RwLock::new(None),
             prober: Mutex::new(None),
-            closed: AtomicBool::new(false),
         }
     }
 
@@ -231,7 +238,7 @@ impl Pool {
     /// failed dial is reported (the instance is evicted) unless only the
     /// deadline cut it short.
     pub(super) fn connect(&self, slot: &Slot, deadline: Option<Instant>) -> Result<Client> {
-        slot.client(&self.shared.builder, deadline)
+        slot.client(&self.shared, deadline)
             .map_err(|(e, cut_short)| {
                 if !cut_short {
                     self.report_error(slot, &e);
@@ -241,7 +248,7 @@ impl Pool {
     }
 
     pub(super) fn check_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
+        if self.shared.is_closed() {
             Err(Error::Shutdown("xclient"))
         } else {
             Ok(())
@@ -330,7 +337,7 @@ impl Pool {
     }
 
     fn wake_prober(&self) {
-        if self.closed.load(Ordering::Acquire) {
+        if self.shared.is_closed() {
             return;
         }
         let mut prober = self.prober.lock();
@@ -375,7 +382,7 @@ impl Pool {
 
     /// Stops the prober and closes every cached connection.
     pub(super) fn close(&self) {
-        if self.closed.swap(true, Ordering::AcqRel) {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
             return;
         }
         if let Some(p) = self.prober.lock().take() {
@@ -425,7 +432,7 @@ fn probe_loop(shared: &Shared, stop: &Receiver<()>, wake: &Receiver<()>) {
             }
             match shared.builder.dial(&slot.addr) {
                 Ok(client) => {
-                    slot.install(client);
+                    slot.install(shared, client);
                     let mut h = slot.health.lock();
                     h.dead = false;
                     slot.dead.store(false, Ordering::Release);
