@@ -144,7 +144,7 @@ if want registry && command -v wrk >/dev/null; then
         for f in post get; do
             script=()
             [ $f = post ] && script=(-s "$OUT/post.lua")
-            wrk -t2 -c32 -d"${SECS}s" --latency "${script[@]}" "$REG" >"$OUT/wrk-$f.txt" 2>&1 || true
+            wrk -t2 -c32 -d"${SECS}s" --latency ${script[@]+"${script[@]}"} "$REG" >"$OUT/wrk-$f.txt" 2>&1 || true
             python3 - "$OUT/wrk-$f.txt" >>"$OUT/wrk-$f" <<'PY'
 import json, re, sys
 text = open(sys.argv[1]).read()

@@ -9,7 +9,7 @@
 //!
 //! Linux keeps only the first 15 bytes of a thread's name (what `top -H`,
 //! `perf` and `/proc/*/task/*/comm` show), so every name here fits in 15
-//! bytes and differs from the others within them.
+//! bytes and none is a prefix of another (tests find threads by prefix).
 
 use std::io;
 use std::sync::Arc;

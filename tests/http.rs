@@ -515,10 +515,23 @@ fn the_connect_path_is_a_client_setting() {
         Err(Error::HttpConnect { status, .. }) => assert!(status.contains("404"), "{status}"),
         other => panic!("expected a refused CONNECT, got {other:?}"),
     }
-    match Client::builder().connect_path("/a b").dial(&addr) {
-        Err(Error::HttpConnect { status, .. }) => assert!(status.contains("\"/a b\""), "{status}"),
+    // A path that would break the request line is refused before any
+    // connection is made, and not as the server's failure (an XClient would
+    // evict the instance).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let nobody = format!("http@{}", listener.local_addr().unwrap());
+    match Client::builder().connect_path("/a b").dial(&nobody) {
+        Err(Error::InvalidAddress { reason, .. }) => {
+            assert!(reason.contains("\"/a b\""), "{reason}")
+        }
         other => panic!("expected an unusable path, got {other:?}"),
     }
+    assert_eq!(
+        listener.accept().map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::WouldBlock),
+        "no connection was made"
+    );
 }
 
 #[test]

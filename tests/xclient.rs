@@ -536,7 +536,7 @@ fn go_and_close_leave_no_thread_behind() {
         Vec::<String>::new()
     );
     assert_eq!(
-        wait_for_threads("geerpc-client", |n| n == 0),
+        wait_for_threads("geerpc-cl-", |n| n == 0),
         Vec::<String>::new()
     );
     drop(xc);
@@ -544,10 +544,10 @@ fn go_and_close_leave_no_thread_behind() {
     // Drop alone does the same.
     let xc = XClient::new(discovery(&ns[1..]), SelectMode::Random);
     let _: String = xc.broadcast("Who.Am", &ARGS).unwrap();
-    assert_eq!(wait_for_threads("geerpc-client", |n| n == 2).len(), 2);
+    assert_eq!(wait_for_threads("geerpc-cl-read", |n| n == 2).len(), 2);
     drop(xc);
     assert_eq!(
-        wait_for_threads("geerpc-client", |n| n == 0),
+        wait_for_threads("geerpc-cl-", |n| n == 0),
         Vec::<String>::new()
     );
     assert_eq!(

@@ -142,6 +142,22 @@ impl ClientBuilder {
     /// Connects to `addr` (`tcp@HOST:PORT`, `http@HOST:PORT`, `unix@PATH`).
     pub fn dial(&self, addr: &str) -> Result<Client> {
         let address: Address = addr.parse()?;
+        // Checked before connecting, and not as a failure of the server:
+        // an XClient must not evict every instance over a client setting.
+        if address.protocol() == Protocol::Http
+            && self
+                .connect_path
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err(Error::InvalidAddress {
+                addr: addr.to_string(),
+                reason: format!(
+                    "CONNECT path {:?} would break the request line",
+                    self.connect_path
+                ),
+            });
+        }
         let deadline = self.connect_timeout.map(|t| Instant::now() + t);
         let timed_out = |e: &std::io::Error| {
             matches!(
@@ -208,16 +224,6 @@ fn http_connect(
     addr: &str,
     path: &str,
 ) -> Result<()> {
-    // A path with a space or line break would make another request line.
-    if path
-        .bytes()
-        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-    {
-        return Err(Error::HttpConnect {
-            addr: addr.to_string(),
-            status: format!("not a usable CONNECT path: {path:?}"),
-        });
-    }
     w.write_all(format!("CONNECT {path} HTTP/1.0\n\n").as_bytes())
         .map_err(|e| Error::io("send CONNECT", e))?;
     let refused = |status: String| Error::HttpConnect {
@@ -381,7 +387,7 @@ impl Client {
         });
         let r = inner.clone();
         // The default stack: this thread decodes the callers' reply types.
-        if let Err(e) = threads.spawn("geerpc-client", None, move || reader_thread(&r, wake_rx)) {
+        if let Err(e) = threads.spawn("geerpc-cl-read", None, move || reader_thread(&r, wake_rx)) {
             inner.close(&format!("cannot start reader thread: {e}"));
         }
         Client {
@@ -664,7 +670,7 @@ impl Inner {
         let wake = self.wake_writer.get_or_init(|| {
             let (tx, rx) = crossbeam_channel::bounded(1);
             if let Some(inner) = self.me.upgrade() {
-                let started = self.threads.spawn("geerpc-client-w", None, move || {
+                let started = self.threads.spawn("geerpc-cl-write", None, move || {
                     while rx.recv().is_ok() && !inner.is_closed() {
                         inner.flush();
                     }

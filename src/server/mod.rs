@@ -526,7 +526,8 @@ impl ServerHandle {
         // A call counts as ended once its reply is queued, which may be just
         // before another thread writes it: let those writes finish (without
         // blocking on peers that do not read) before closing.
-        // (`conns` holds every connection: the accept thread is joined.)
+        // (`conns` holds every connection unless the accept thread could
+        // not be woken; any it accepts later are closed below, unwaited.)
         let writes_by = Instant::now() + Duration::from_secs(1);
         for c in &conns {
             let _ = c.writer.finish_nowait(writes_by);
