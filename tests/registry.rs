@@ -833,17 +833,24 @@ fn a_server_through_registry_discovery_answers_calls() {
     assert_eq!(sum, 42);
 }
 
+/// An HTTP server standing in for a registry, and its registry URL: the
+/// test answers its requests by hand.
+fn fake_registry() -> (Arc<tiny_http::Server>, String) {
+    let fake = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+    let url = format!(
+        "http://{}/_rpc_/registry",
+        fake.server_addr().to_ip().unwrap()
+    );
+    (fake, url)
+}
+
 /// A registry that refuses the first heartbeats with 503: each refusal is
 /// retried after the back-off, and the heartbeat carries all three header
 /// spellings and the instance's details.
 #[test]
 fn a_refused_heartbeat_is_retried_with_backoff() {
     init_log();
-    let fake = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-    let url = format!(
-        "http://{}/_rpc_/registry",
-        fake.server_addr().to_ip().unwrap()
-    );
+    let (fake, url) = fake_registry();
     let (tx, rx) = crossbeam_channel::unbounded();
     let f = fake.clone();
     let server = std::thread::spawn(move || {
@@ -924,11 +931,7 @@ fn a_refused_heartbeat_is_retried_with_backoff() {
 #[test]
 fn a_registry_whose_version_went_back_is_followed_not_spun_on() {
     init_log();
-    let fake = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-    let url = format!(
-        "http://{}/_rpc_/registry",
-        fake.server_addr().to_ip().unwrap()
-    );
+    let (fake, url) = fake_registry();
     let gets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let serving = {
         let (fake, gets) = (fake.clone(), gets.clone());
