@@ -11,12 +11,20 @@
 //! `perf` and `/proc/*/task/*/comm` show), so every name here fits in 15
 //! bytes and none is a prefix of another (tests find threads by prefix).
 
+use std::cell::Cell;
 use std::io;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
+
+thread_local! {
+    /// The group (its `Inner`'s address) the current thread belongs to, or
+    /// 0: a thread of the group that waits for the group must not wait for
+    /// itself.
+    static GROUP: Cell<usize> = const { Cell::new(0) };
+}
 
 #[derive(Clone, Default)]
 pub(crate) struct ThreadGroup {
@@ -37,7 +45,8 @@ impl Drop for LiveGuard {
     fn drop(&mut self) {
         let mut live = self.0.live.lock();
         *live -= 1;
-        if *live == 0 {
+        // 1: the one left may be the thread waiting (see `join_until`).
+        if *live <= 1 {
             self.0.ended.notify_all();
         }
     }
@@ -55,12 +64,14 @@ impl ThreadGroup {
         );
         *self.inner.live.lock() += 1;
         let guard = LiveGuard(self.inner.clone());
+        let group = self.id();
         let mut b = thread::Builder::new().name(name.to_string());
         if let Some(s) = stack {
             b = b.stack_size(s);
         }
         let spawned = b.spawn(move || {
             let _guard = guard;
+            GROUP.with(|g| g.set(group));
             f()
         });
         // On failure the closure (and its guard) was dropped: the count is right.
@@ -73,22 +84,34 @@ impl ThreadGroup {
         Ok(())
     }
 
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    /// Whether the calling thread is one of this group's.
+    pub(crate) fn is_current(&self) -> bool {
+        GROUP.with(|g| g.get()) == self.id()
+    }
+
     /// Threads of this group still running.
     pub(crate) fn live(&self) -> usize {
         *self.inner.live.lock()
     }
 
     /// Waits until every thread has ended or `deadline` passes, then joins
-    /// those that ended. Returns how many are still running.
+    /// those that ended. Returns how many are still running. Called from a
+    /// thread of the group (a handler shutting its own server down), it
+    /// neither waits for nor joins that thread, nor counts it.
     pub(crate) fn join_until(&self, deadline: Instant) -> usize {
+        let me_too = usize::from(self.is_current());
         let all_ended = {
             let mut live = self.inner.live.lock();
-            while *live > 0 {
+            while *live > me_too {
                 if self.inner.ended.wait_until(&mut live, deadline).timed_out() {
                     break;
                 }
             }
-            *live == 0
+            *live == me_too
         };
         let handles = std::mem::take(&mut *self.inner.handles.lock());
         let me = thread::current().id();

@@ -5,11 +5,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use common::*;
-use geerpc::{Client, Codec, Error, Server, Service};
+use geerpc::{Client, Codec, Error, Server, ServerHandle, Service};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -729,6 +729,56 @@ fn shutdown_lets_calls_in_flight_finish_then_leaves_no_thread() {
     assert!(Client::builder()
         .connect_timeout(Some(Duration::from_secs(1)))
         .dial(&running.addr().to_string())
+        .and_then(|c| c.call::<_, i64>("Arith.Sum", &Args { num1: 1, num2: 1 }))
+        .is_err());
+}
+
+#[test]
+fn a_handler_can_shut_its_own_server_down_and_still_answer() {
+    init_log();
+    // A grace far longer than the test may take: waiting it out (for the
+    // very call that asked to stop) is the failure this test catches.
+    let server = Server::builder()
+        .shutdown_grace(Duration::from_secs(60))
+        .build();
+    let handle: Arc<OnceLock<Weak<ServerHandle>>> = Arc::default();
+    let h = handle.clone();
+    server
+        .register(Service::new("Admin").method("Stop", move |a: Args| {
+            let running = h.get().and_then(Weak::upgrade).ok_or("no server")?;
+            running.shutdown();
+            Ok::<_, String>(a.num1)
+        }))
+        .unwrap();
+    let (running, started) = start_gated(server);
+    let running = Arc::new(running);
+    handle.set(Arc::downgrade(&running)).unwrap();
+    let addr = running.addr().to_string();
+    // Another call, in flight on another connection, is let finish.
+    let other = Client::dial(&addr).unwrap();
+    let slow = other
+        .go::<_, i64>("Gate.Hold", &Args { num1: 300, num2: 1 })
+        .unwrap();
+    started.recv_timeout(Duration::from_secs(5)).unwrap();
+    let admin = Client::dial(&addr).unwrap();
+    let t0 = Instant::now();
+    let stopped = admin.call::<_, i64>("Admin.Stop", &Args { num1: 7, num2: 0 });
+    assert_eq!(stopped.unwrap(), 7, "the stopping call is answered");
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "shutdown waited {:?} for its own call",
+        t0.elapsed()
+    );
+    assert_eq!(slow.wait_timeout(Duration::from_secs(5)).unwrap(), 301);
+    // The handler's thread ends on its own once its reply is out.
+    let give_up = Instant::now() + Duration::from_secs(5);
+    while running.live_threads() > 0 && Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(running.live_threads(), 0);
+    assert!(Client::builder()
+        .connect_timeout(Some(Duration::from_secs(1)))
+        .dial(&addr)
         .and_then(|c| c.call::<_, i64>("Arith.Sum", &Args { num1: 1, num2: 1 }))
         .is_err());
 }

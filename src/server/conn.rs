@@ -1,5 +1,6 @@
 //! One server connection: sniffing, handshake, and the leader loop.
 
+use std::cell::Cell;
 use std::net::Shutdown;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +24,17 @@ use crate::writer::SharedWriter;
 /// close, and how much of what it still sends is read meanwhile.
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
+
+thread_local! {
+    /// The connection whose call this thread is running a handler for.
+    static HANDLING: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// The connection whose call the current thread is handling, if it is one
+/// of the server's threads inside a handler.
+pub(super) fn handling() -> Option<u64> {
+    HANDLING.with(|h| h.get())
+}
 
 pub(crate) struct Conn {
     pub(super) id: u64,
@@ -343,7 +355,9 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
         };
         run.call_started();
         let mark = conn.enter_handler();
+        HANDLING.with(|h| h.set(Some(conn.id)));
         handle(run, &conn, codec, handle_timeout, req, &mut scratch);
+        HANDLING.with(|h| h.set(None));
         let still_leader = conn.leave_handler(mark);
         run.call_ended();
         if !still_leader {

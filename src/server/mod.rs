@@ -379,7 +379,8 @@ impl Running {
     }
 
     fn call_ended(&self) {
-        if self.inflight.fetch_sub(1, Ordering::AcqRel) == 1
+        // Down to 1 as well: shutdown may be waiting inside the last call.
+        if self.inflight.fetch_sub(1, Ordering::AcqRel) <= 2
             && self.stopping.load(Ordering::Acquire)
         {
             let _guard = self.drained.0.lock();
@@ -478,6 +479,10 @@ impl ServerHandle {
     /// Stops accepting, lets calls in flight finish within the grace period,
     /// closes every connection and joins every thread the server started.
     /// Calling it again does nothing.
+    ///
+    /// A handler may call it (an admin method that stops its server): it
+    /// then waits for the other calls only, and the handler's own reply
+    /// still goes out before its connection closes.
     pub fn shutdown(&self) {
         let run = &self.running;
         if run.stopped.swap(true, Ordering::AcqRel) {
@@ -488,6 +493,17 @@ impl ServerHandle {
         for f in callbacks {
             f();
         }
+        // Called from one of this server's handlers (an admin method that
+        // stops the server), that call stays in flight until this returns:
+        // wait for the other calls only, and leave its connection open for
+        // its reply. Its thread sends it, sees the end of reading and closes
+        // the connection.
+        let own_conn = if run.threads.is_current() {
+            conn::handling()
+        } else {
+            None
+        };
+        let own_calls = usize::from(own_conn.is_some());
         let deadline = Instant::now() + run.server.config().shutdown_grace;
         run.stopping.store(true, Ordering::Release);
         if let Some((accept, wake)) = self.accept.lock().take() {
@@ -510,13 +526,13 @@ impl ServerHandle {
         }
         {
             let mut guard = run.drained.0.lock();
-            while run.inflight.load(Ordering::Acquire) > 0 {
+            while run.inflight.load(Ordering::Acquire) > own_calls {
                 if run.drained.1.wait_until(&mut guard, deadline).timed_out() {
                     break;
                 }
             }
         }
-        let left = run.inflight.load(Ordering::Acquire);
+        let left = run.inflight.load(Ordering::Acquire) - own_calls;
         if left > 0 {
             log::warn!(
                 "rpc server {}: shutting down with {left} calls still running",
@@ -532,10 +548,11 @@ impl ServerHandle {
         for c in &conns {
             let _ = c.writer.finish_nowait(writes_by);
         }
-        for c in &conns {
+        let others = |c: &Arc<Conn>| Some(c.id) != own_conn;
+        for c in conns.iter().filter(|c| others(c)) {
             c.close();
         }
-        for c in run.conns.lock().drain().map(|(_, c)| c) {
+        for c in run.conns.lock().drain().map(|(_, c)| c).filter(others) {
             c.close();
         }
         run.monitor_stop.stop();
