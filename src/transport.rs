@@ -110,6 +110,25 @@ impl FromStr for Address {
     }
 }
 
+/// Idle time before the first keepalive probe, and between probes.
+pub(crate) const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Unanswered probes after which the connection is reset.
+pub(crate) const KEEPALIVE_PROBES: u32 = 9;
+
+/// Turns on TCP keepalive as Go does for every connection it dials or
+/// accepts (15 s idle, then a probe every 15 s, reset after 9 unanswered).
+/// A peer whose host vanished sends no FIN or RST: without probes its
+/// connection (a server thread blocked reading it, or on a client every
+/// call without a timeout) would wait for ever. With them the read fails
+/// after about 2.5 minutes and every pending call gets that error.
+pub(crate) fn set_keepalive(sock: socket2::SockRef<'_>) -> io::Result<()> {
+    let params = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE)
+        .with_interval(KEEPALIVE)
+        .with_retries(KEEPALIVE_PROBES);
+    sock.set_tcp_keepalive(&params)
+}
+
 /// A connected byte stream: TCP or a Unix socket.
 ///
 /// Clones share one socket (an `Arc`, not a `dup`): the reader, the writer
@@ -141,10 +160,7 @@ impl Stream {
                         }
                     };
                     match attempt {
-                        Ok(s) => {
-                            s.set_nodelay(true)?;
-                            return Ok(Stream::Tcp(Arc::new(s)));
-                        }
+                        Ok(s) => return Stream::tcp(s),
                         Err(e) => last_err = Some(e),
                     }
                 }
@@ -172,8 +188,12 @@ impl Stream {
         })
     }
 
-    pub(crate) fn tcp(s: TcpStream) -> Stream {
-        Stream::Tcp(Arc::new(s))
+    /// A TCP connection, dialled or accepted: no Nagle delay, and Go's
+    /// keepalive (see [`set_keepalive`]).
+    pub(crate) fn tcp(s: TcpStream) -> io::Result<Stream> {
+        s.set_nodelay(true)?;
+        set_keepalive(socket2::SockRef::from(&s))?;
+        Ok(Stream::Tcp(Arc::new(s)))
     }
 
     #[cfg(unix)]
@@ -209,24 +229,26 @@ impl Stream {
     /// nothing), whatever the socket's blocking mode, which is shared by
     /// every handle and must stay blocking for the others.
     pub(crate) fn send_nowait(&self, buf: &[u8]) -> io::Result<usize> {
-        let sock = match self {
+        self.sock()
+            .send_with_flags(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    }
+
+    fn sock(&self) -> socket2::SockRef<'_> {
+        match self {
             Stream::Tcp(s) => socket2::SockRef::from(&**s),
             #[cfg(unix)]
             Stream::Unix(s) => socket2::SockRef::from(&**s),
-        };
-        sock.send_with_flags(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        }
     }
 
     /// Whether the peer has closed, looked at without reading or blocking:
     /// `Ok(true)` at end of stream.
     pub(crate) fn peer_closed(&self) -> io::Result<bool> {
-        let sock = match self {
-            Stream::Tcp(s) => socket2::SockRef::from(&**s),
-            #[cfg(unix)]
-            Stream::Unix(s) => socket2::SockRef::from(&**s),
-        };
         let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
-        match sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        match self
+            .sock()
+            .recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+        {
             Ok(n) => Ok(n == 0),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
             Err(e) => Err(e),
@@ -283,8 +305,32 @@ impl Write for Stream {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Keepalive as `set_keepalive` sets it, read back from the socket.
+    pub(crate) fn keepalive_of(sock: socket2::SockRef<'_>) -> (bool, Duration, Duration, u32) {
+        (
+            sock.keepalive().unwrap(),
+            sock.tcp_keepalive_time().unwrap(),
+            sock.tcp_keepalive_interval().unwrap(),
+            sock.tcp_keepalive_retries().unwrap(),
+        )
+    }
+
+    pub(crate) const GO_KEEPALIVE: (bool, Duration, Duration, u32) =
+        (true, KEEPALIVE, KEEPALIVE, KEEPALIVE_PROBES);
+
+    #[test]
+    fn a_dialled_tcp_connection_probes_its_peer_as_go_does() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = Address::tcp(l.local_addr().unwrap());
+        let s = Stream::connect(&addr, None).unwrap();
+        assert_eq!(keepalive_of(s.sock()), GO_KEEPALIVE);
+        // The OS default differs, so the check above can fail.
+        let (plain, _) = l.accept().unwrap();
+        assert!(!socket2::SockRef::from(&plain).keepalive().unwrap());
+    }
 
     #[test]
     fn parses_each_protocol_and_rejects_the_rest() {

@@ -135,18 +135,7 @@ impl Registry {
         let local = listener
             .local_addr()
             .map_err(|e| Error::io("registry: read listener address", e))?;
-        // tiny_http writes a response's head and body separately and never
-        // sets TCP_NODELAY, so Nagle holds the body back until the peer's
-        // delayed ACK: 40 ms a request (91 requests/s under wrk). Accepted
-        // sockets inherit the option from the listener.
-        let sock = socket2::SockRef::from(&listener);
-        sock.set_tcp_nodelay(true)
-            .map_err(|e| Error::io("registry: set TCP_NODELAY", e))?;
-        // tiny_http gives no access to the sockets it accepts, and a worker
-        // writing to a peer that never reads would block for ever. Linux
-        // copies SO_SNDTIMEO to accepted sockets as well.
-        sock.set_write_timeout(Some(self.write_timeout))
-            .map_err(|e| Error::io("registry: set SO_SNDTIMEO", e))?;
+        set_inherited_options(&listener, self.write_timeout)?;
         let http = tiny_http::Server::from_listener(listener, None).map_err(|e| Error::Io {
             context: format!("registry: serve on {local}"),
             source: std::io::Error::other(e.to_string()),
@@ -199,6 +188,23 @@ impl Registry {
         );
         Ok(handle)
     }
+}
+
+/// Sets on the listener what every accepted socket should have, since
+/// tiny_http gives no access to the sockets it accepts: Linux copies these
+/// options to them.
+fn set_inherited_options(listener: &TcpListener, write_timeout: Duration) -> Result<()> {
+    let sock = socket2::SockRef::from(listener);
+    // tiny_http writes a response's head and body separately and never
+    // sets TCP_NODELAY, so Nagle held the body back until the peer's
+    // delayed ACK: 40 ms a request (91 requests/s under wrk).
+    sock.set_tcp_nodelay(true)
+        .map_err(|e| Error::io("registry: set TCP_NODELAY", e))?;
+    // A worker writing to a peer that never reads would block for ever.
+    sock.set_write_timeout(Some(write_timeout))
+        .map_err(|e| Error::io("registry: set SO_SNDTIMEO", e))?;
+    // A peer whose host vanished would hold a tiny_http thread for ever.
+    crate::transport::set_keepalive(sock).map_err(|e| Error::io("registry: set TCP keepalive", e))
 }
 
 /// A running registry. Dropping it shuts it down.
@@ -780,5 +786,23 @@ fn lists(table: &Table, watchers: Vec<Watcher>, now: Instant) -> Vec<Due> {
 fn answer(shared: &Shared, due: Vec<Due>) {
     for (w, instances, version) in due {
         respond(shared, w.request, listing(&instances, version, w.json));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::tests::{keepalive_of, GO_KEEPALIVE};
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay_write_timeout_and_keepalive() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        set_inherited_options(&l, Duration::from_secs(7)).unwrap();
+        let _peer = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        let sock = socket2::SockRef::from(&s);
+        assert!(sock.tcp_nodelay().unwrap());
+        assert_eq!(sock.write_timeout().unwrap(), Some(Duration::from_secs(7)));
+        assert_eq!(keepalive_of(sock), GO_KEEPALIVE);
     }
 }

@@ -345,8 +345,7 @@ impl Listener {
         match self {
             Listener::Tcp(l) => {
                 let (s, _) = l.accept()?;
-                s.set_nodelay(true)?;
-                Ok(Stream::tcp(s))
+                Stream::tcp(s)
             }
             #[cfg(unix)]
             Listener::Unix(l, _) => Ok(Stream::unix(l.accept()?.0)),
@@ -582,5 +581,22 @@ impl ServerHandle {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::tests::{keepalive_of, GO_KEEPALIVE};
+
+    #[test]
+    fn an_accepted_tcp_connection_probes_its_peer_as_go_does() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let Stream::Tcp(s) = Listener::Tcp(l).accept().unwrap() else {
+            panic!("a TCP listener accepts TCP")
+        };
+        assert_eq!(keepalive_of(socket2::SockRef::from(&*s)), GO_KEEPALIVE);
+        drop(peer);
     }
 }
