@@ -38,6 +38,7 @@ mod duration;
 mod error;
 pub mod etcd;
 mod frame;
+mod handoff;
 mod handshake;
 mod registry;
 mod server;

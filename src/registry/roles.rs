@@ -10,18 +10,21 @@
 //!
 //! So one worker at a time, the leader, receives and answers; the others
 //! sleep on `cv`. A ticker, like the RPC server's monitor, hands the role
-//! on when the leader has been inside one request for a whole tick. The
-//! old leader, once done, finds its role gone and goes back to sleep.
+//! on when the leader has been inside one request for a whole tick (see
+//! `handoff`). The old leader, once done, finds its role gone and goes
+//! back to sleep.
 //!
 //! Invariant: `state.taken` is true while some worker holds the role. The
-//! leader gives it up only through `leave` failing (the ticker already set
-//! `taken` false for it) or `give_up`; the ticker clears `taken` only after
-//! its compare-exchange on `busy` won, so the role is handed on once.
+//! leader gives it up only through `leave` failing (the ticker took the
+//! role from it and cleared `taken`) or `give_up`; the ticker clears
+//! `taken` only when its look took the role, which happens once per stuck
+//! request.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
+
+use crate::handoff::{Busy, Look};
 
 /// How long the leader may spend inside one request before another worker
 /// takes over receiving.
@@ -36,9 +39,8 @@ pub(super) struct Roles {
     cv: Condvar,
     /// The ticker sleeps here, apart: a hand-off must wake a worker.
     tick_cv: Condvar,
-    /// `epoch << 1 | in_request`: the leader bumps the epoch and sets the
-    /// low bit around each request it answers.
-    busy: AtomicU64,
+    /// Whether the leader is inside a request.
+    busy: Busy,
 }
 
 #[derive(Default)]
@@ -70,17 +72,12 @@ impl Roles {
 
     /// Marks the start of a request; returns the value for `leave`.
     pub(super) fn enter(&self) -> u64 {
-        let epoch = (self.busy.load(Ordering::Relaxed) >> 1) + 1;
-        let v = (epoch << 1) | 1;
-        self.busy.store(v, Ordering::Release);
-        v
+        self.busy.enter()
     }
 
     /// Marks the end of a request; false if the role was handed on meanwhile.
     pub(super) fn leave(&self, v: u64) -> bool {
-        self.busy
-            .compare_exchange(v, v & !1, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        self.busy.leave(v)
     }
 
     /// Wakes every sleeping worker for good.
@@ -91,10 +88,9 @@ impl Roles {
     }
 
     /// The ticker: until stopping, hands the role on whenever the leader has
-    /// been in the same request for a tick. Ticks every `tick` while
-    /// requests come, backing off to `IDLE_TICK` while none do.
+    /// been in the same request for a tick. Ticks every `tick` while a
+    /// request is being answered, backing off to `IDLE_TICK` while none is.
     pub(super) fn run_ticker(&self, tick: Duration) {
-        let mut seen = self.busy.load(Ordering::Acquire);
         let mut sleep = tick;
         loop {
             {
@@ -110,23 +106,16 @@ impl Roles {
                     return;
                 }
             }
-            let v = self.busy.load(Ordering::Acquire);
-            let stuck = v & 1 == 1
-                && v == seen
-                && self
-                    .busy
-                    .compare_exchange(v, v & !1, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok();
-            if stuck {
+            let look = self.busy.look(true);
+            if look == Look::Taken {
                 log::debug!("registry: a request took over {tick:?}; another worker takes over");
                 self.give_up();
             }
-            sleep = if v != seen || v & 1 == 1 {
-                tick
-            } else {
+            sleep = if look == Look::Idle {
                 (sleep * 2).min(IDLE_TICK.max(tick))
+            } else {
+                tick
             };
-            seen = self.busy.load(Ordering::Acquire);
         }
     }
 }

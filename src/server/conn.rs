@@ -3,7 +3,7 @@
 use std::cell::Cell;
 use std::net::Shutdown;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use crate::codec::{encode_message_raw, Codec, Header};
 use crate::duration::GoDuration;
 use crate::error::{Error, Result};
 use crate::frame::FrameReader;
+use crate::handoff::Busy;
 use crate::handshake::{Handshake, MAX_HANDSHAKE};
 use crate::service::{CallFailure, Context};
 use crate::transport::Stream;
@@ -44,13 +45,9 @@ pub(crate) struct Conn {
     pub(super) writer: SharedWriter,
     /// The codec and handle timeout, once the handshake is done.
     pub(super) proto: OnceLock<(Codec, Option<Duration>)>,
-    /// `epoch << 1 | in_handler`: the leader bumps the epoch and sets the low
-    /// bit around each handler it runs inline. The monitor may clear the bit
-    /// of a value it has seen twice (a handler that outlived a tick): the
-    /// leader's own clearing then fails, and it knows it lost its role.
-    pub(super) busy: AtomicU64,
-    /// The `busy` value the monitor saw on its previous tick.
-    pub(super) seen: AtomicU64,
+    /// Whether the leader is inside a handler, for the monitor to take
+    /// reading away from a slow one.
+    pub(super) busy: Busy,
     closed: AtomicBool,
 }
 
@@ -66,8 +63,7 @@ impl Conn {
             reader: Mutex::new(reader),
             writer,
             proto: OnceLock::new(),
-            busy: AtomicU64::new(0),
-            seen: AtomicU64::new(0),
+            busy: Busy::default(),
             closed: AtomicBool::new(false),
         })
     }
@@ -143,21 +139,6 @@ impl Conn {
                 log::warn!("rpc server: write to {} failed: {e}; closing", self.peer);
             }
         }
-    }
-
-    /// Marks the start of an inline handler; returns the value to clear.
-    fn enter_handler(&self) -> u64 {
-        let epoch = (self.busy.load(Ordering::Relaxed) >> 1) + 1;
-        let v = (epoch << 1) | 1;
-        self.busy.store(v, Ordering::Release);
-        v
-    }
-
-    /// Marks the end of an inline handler; false if the role was taken away.
-    fn leave_handler(&self, v: u64) -> bool {
-        self.busy
-            .compare_exchange(v, v & !1, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
     }
 
     /// Writes out what is queued. A failed write leaves the stream with a
@@ -354,11 +335,11 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
             }
         };
         run.call_started();
-        let mark = conn.enter_handler();
+        let mark = conn.busy.enter();
         HANDLING.with(|h| h.set(Some(conn.id)));
         handle(run, &conn, codec, handle_timeout, req, &mut scratch);
         HANDLING.with(|h| h.set(None));
-        let still_leader = conn.leave_handler(mark);
+        let still_leader = conn.busy.leave(mark);
         run.call_ended();
         if !still_leader {
             // Another thread reads now; send our reply and bow out.

@@ -12,6 +12,7 @@ use super::conn::Conn;
 use super::Running;
 use crate::codec::Header;
 use crate::duration::GoDuration;
+use crate::handoff::Look;
 
 /// A call that must be answered by `at`.
 pub(crate) struct Deadline {
@@ -128,20 +129,15 @@ fn steal_from_stuck_leaders(run: &Arc<Running>) -> bool {
         .saturating_sub(run.inflight.load(Ordering::Acquire));
     let mut capped = false;
     for conn in run.conns.lock().values() {
-        let v = conn.busy.load(Ordering::Acquire);
-        busy |= v & 1 == 1;
-        let before = conn.seen.swap(v, Ordering::Relaxed);
-        if v & 1 == 1 && v == before && room == 0 {
-            capped = true;
-        } else if v & 1 == 1
-            && v == before
-            && conn
-                .busy
-                .compare_exchange(v, v & !1, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            stuck.push(conn.clone());
-            room = room.saturating_sub(1);
+        match conn.busy.look(room > 0) {
+            Look::Idle => {}
+            Look::Working => busy = true,
+            Look::Stuck => (busy, capped) = (true, true),
+            Look::Taken => {
+                busy = true;
+                stuck.push(conn.clone());
+                room -= 1;
+            }
         }
     }
     if capped && !run.capped.swap(true, Ordering::Relaxed) {
