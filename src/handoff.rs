@@ -19,8 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// What the watcher found on one look at a leader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Look {
-    /// No work running.
+    /// No work running, and none since the last look.
     Idle,
+    /// No work running, but some ran since the last look.
+    Moved,
     /// Work running, started since the last look (or the leader changed).
     Working,
     /// The same work as at the last look, and the role was not taken
@@ -63,7 +65,11 @@ impl Busy {
         let v = self.word.load(Ordering::Acquire);
         let before = self.seen.swap(v, Ordering::Relaxed);
         if v & 1 == 0 {
-            Look::Idle
+            if v == before {
+                Look::Idle
+            } else {
+                Look::Moved
+            }
         } else if v != before {
             Look::Working
         } else if !may_take {
@@ -76,7 +82,7 @@ impl Busy {
             Look::Taken
         } else {
             // The leader finished just now and keeps its role.
-            Look::Idle
+            Look::Moved
         }
     }
 }
@@ -93,7 +99,8 @@ mod tests {
         assert_eq!(b.look(true), Look::Working);
         assert_eq!(b.look(false), Look::Stuck, "not taken without leave");
         assert_eq!(b.look(true), Look::Taken);
-        assert_eq!(b.look(true), Look::Idle, "taken once");
+        assert_eq!(b.look(true), Look::Moved, "taken once");
+        assert_eq!(b.look(true), Look::Idle);
         assert!(!b.leave(v), "the old leader learns it lost the role");
     }
 

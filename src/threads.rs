@@ -38,6 +38,22 @@ struct Inner {
     handles: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// Marks the current thread as one of a group's until dropped.
+struct Member;
+
+impl Member {
+    fn enter(group: usize) -> Member {
+        GROUP.with(|g| g.set(group));
+        Member
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        GROUP.with(|g| g.set(0));
+    }
+}
+
 /// Counts a thread out of its group when it ends, even by panic.
 struct LiveGuard(Arc<Inner>);
 
@@ -71,7 +87,9 @@ impl ThreadGroup {
         }
         let spawned = b.spawn(move || {
             let _guard = guard;
-            GROUP.with(|g| g.set(group));
+            // Dropped before `_guard`: once counted out, the thread is no
+            // longer one of the group (thread-local destructors run later).
+            let _member = Member::enter(group);
             f()
         });
         // On failure the closure (and its guard) was dropped: the count is right.

@@ -119,8 +119,10 @@ pub(crate) const KEEPALIVE_PROBES: u32 = 9;
 /// accepts (15 s idle, then a probe every 15 s, reset after 9 unanswered).
 /// A peer whose host vanished sends no FIN or RST: without probes its
 /// connection (a server thread blocked reading it, or on a client every
-/// call without a timeout) would wait for ever. With them the read fails
-/// after about 2.5 minutes and every pending call gets that error.
+/// call without a timeout) would wait for ever. With them an idle
+/// connection fails after about 2.5 minutes, and every pending call gets
+/// that error; with data unacknowledged, TCP's retransmission limit ends
+/// it instead (about 15 minutes on Linux).
 pub(crate) fn set_keepalive(sock: socket2::SockRef<'_>) -> io::Result<()> {
     let params = socket2::TcpKeepalive::new()
         .with_time(KEEPALIVE)
@@ -160,7 +162,7 @@ impl Stream {
                         }
                     };
                     match attempt {
-                        Ok(s) => return Stream::tcp(s),
+                        Ok(s) => return Ok(Stream::tcp(s)),
                         Err(e) => last_err = Some(e),
                     }
                 }
@@ -189,11 +191,17 @@ impl Stream {
     }
 
     /// A TCP connection, dialled or accepted: no Nagle delay, and Go's
-    /// keepalive (see [`set_keepalive`]).
-    pub(crate) fn tcp(s: TcpStream) -> io::Result<Stream> {
-        s.set_nodelay(true)?;
-        set_keepalive(socket2::SockRef::from(&s))?;
-        Ok(Stream::Tcp(Arc::new(s)))
+    /// keepalive (see [`set_keepalive`]). An option that does not take (the
+    /// peer may have reset already) is logged, not a reason to refuse the
+    /// connection: its first read or write reports what is wrong.
+    pub(crate) fn tcp(s: TcpStream) -> Stream {
+        if let Err(e) = s
+            .set_nodelay(true)
+            .and_then(|()| set_keepalive(socket2::SockRef::from(&s)))
+        {
+            log::debug!("cannot set TCP_NODELAY or keepalive: {e}");
+        }
+        Stream::Tcp(Arc::new(s))
     }
 
     #[cfg(unix)]

@@ -733,13 +733,19 @@ fn shutdown_lets_calls_in_flight_finish_then_leaves_no_thread() {
         .is_err());
 }
 
-#[test]
-fn a_handler_can_shut_its_own_server_down_and_still_answer() {
+/// A handler stops its own server while another connection's call runs:
+/// the stopping call is answered, the other call finishes, and then the
+/// stopping call's connection is closed and every thread has ended.
+/// `steal_after`: how soon the monitor hands reading to another thread (a
+/// short one makes the handler's thread bow out before it returns; a long
+/// one keeps it the reader). `handle_timeout`: the admin client's.
+fn a_handler_stops_its_own_server(steal_after: Duration, handle_timeout: Option<Duration>) {
     init_log();
     // A grace far longer than the test may take: waiting it out (for the
     // very call that asked to stop) is the failure this test catches.
     let server = Server::builder()
         .shutdown_grace(Duration::from_secs(60))
+        .steal_after(steal_after)
         .build();
     let handle: Arc<OnceLock<Weak<ServerHandle>>> = Arc::default();
     let h = handle.clone();
@@ -760,7 +766,10 @@ fn a_handler_can_shut_its_own_server_down_and_still_answer() {
         .go::<_, i64>("Gate.Hold", &Args { num1: 300, num2: 1 })
         .unwrap();
     started.recv_timeout(Duration::from_secs(5)).unwrap();
-    let admin = Client::dial(&addr).unwrap();
+    let admin = Client::builder()
+        .handle_timeout(handle_timeout)
+        .dial(&addr)
+        .unwrap();
     let t0 = Instant::now();
     let stopped = admin.call::<_, i64>("Admin.Stop", &Args { num1: 7, num2: 0 });
     assert_eq!(stopped.unwrap(), 7, "the stopping call is answered");
@@ -770,6 +779,17 @@ fn a_handler_can_shut_its_own_server_down_and_still_answer() {
         t0.elapsed()
     );
     assert_eq!(slow.wait_timeout(Duration::from_secs(5)).unwrap(), 301);
+    // The stopping call's connection is closed after its reply: a call on
+    // it fails at once rather than waiting out its timeout unanswered.
+    let after = admin.call_timeout::<_, i64>(
+        "Arith.Sum",
+        &Args { num1: 1, num2: 1 },
+        Duration::from_secs(10),
+    );
+    assert!(
+        matches!(&after, Err(e) if !matches!(e, Error::Timeout { .. })),
+        "{after:?}"
+    );
     // The handler's thread ends on its own once its reply is out.
     let give_up = Instant::now() + Duration::from_secs(5);
     while running.live_threads() > 0 && Instant::now() < give_up {
@@ -781,6 +801,16 @@ fn a_handler_can_shut_its_own_server_down_and_still_answer() {
         .dial(&addr)
         .and_then(|c| c.call::<_, i64>("Arith.Sum", &Args { num1: 1, num2: 1 }))
         .is_err());
+}
+
+#[test]
+fn a_handler_can_shut_its_own_server_down_and_still_answer() {
+    a_handler_stops_its_own_server(Duration::from_millis(1), None);
+}
+
+#[test]
+fn a_handler_still_reading_its_connection_can_shut_its_server_down() {
+    a_handler_stops_its_own_server(Duration::from_secs(60), Some(Duration::from_secs(30)));
 }
 
 #[test]

@@ -88,8 +88,8 @@ impl Roles {
     }
 
     /// The ticker: until stopping, hands the role on whenever the leader has
-    /// been in the same request for a tick. Ticks every `tick` while a
-    /// request is being answered, backing off to `IDLE_TICK` while none is.
+    /// been in the same request for a tick. Ticks every `tick` while
+    /// requests come, backing off to `IDLE_TICK` while none do.
     pub(super) fn run_ticker(&self, tick: Duration) {
         let mut sleep = tick;
         loop {
@@ -111,6 +111,8 @@ impl Roles {
                 log::debug!("registry: a request took over {tick:?}; another worker takes over");
                 self.give_up();
             }
+            // Requests answered since the last look keep the tick short:
+            // the next one may be the one that stalls.
             sleep = if look == Look::Idle {
                 (sleep * 2).min(IDLE_TICK.max(tick))
             } else {

@@ -49,6 +49,10 @@ pub(crate) struct Conn {
     /// reading away from a slow one.
     pub(super) busy: Busy,
     closed: AtomicBool,
+    /// Set by a shutdown called from a handler of this connection, on that
+    /// handler's thread: shutdown leaves the connection open for the reply,
+    /// and the thread closes it once the reply is sent.
+    pub(super) close_after_reply: AtomicBool,
 }
 
 impl Conn {
@@ -65,6 +69,7 @@ impl Conn {
             proto: OnceLock::new(),
             busy: Busy::default(),
             closed: AtomicBool::new(false),
+            close_after_reply: AtomicBool::new(false),
         })
     }
 
@@ -341,6 +346,15 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
         HANDLING.with(|h| h.set(None));
         let still_leader = conn.busy.leave(mark);
         run.call_ended();
+        if conn.close_after_reply.load(Ordering::Acquire) {
+            // This handler shut its own server down, and shutdown left the
+            // connection open for this reply: send it and close. Requests
+            // still buffered are not run (their callers see the connection
+            // close), since no monitor is left to hand off or time them out.
+            conn.flush();
+            conn.close();
+            return;
+        }
         if !still_leader {
             // Another thread reads now; send our reply and bow out.
             conn.flush();

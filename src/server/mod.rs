@@ -345,7 +345,7 @@ impl Listener {
         match self {
             Listener::Tcp(l) => {
                 let (s, _) = l.accept()?;
-                Stream::tcp(s)
+                Ok(Stream::tcp(s))
             }
             #[cfg(unix)]
             Listener::Unix(l, _) => Ok(Stream::unix(l.accept()?.0)),
@@ -495,8 +495,8 @@ impl ServerHandle {
         // Called from one of this server's handlers (an admin method that
         // stops the server), that call stays in flight until this returns:
         // wait for the other calls only, and leave its connection open for
-        // its reply. Its thread sends it, sees the end of reading and closes
-        // the connection.
+        // its reply. The handler's thread sends it and closes the connection
+        // (see `conn::lead`).
         let own_conn = if run.threads.is_current() {
             conn::handling()
         } else {
@@ -522,6 +522,9 @@ impl ServerHandle {
         let conns: Vec<Arc<Conn>> = run.conns.lock().values().cloned().collect();
         for c in &conns {
             c.stop_reading();
+            if Some(c.id) == own_conn {
+                c.close_after_reply.store(true, Ordering::Release);
+            }
         }
         {
             let mut guard = run.drained.0.lock();
@@ -555,6 +558,8 @@ impl ServerHandle {
             c.close();
         }
         run.monitor_stop.stop();
+        // Nobody answers deadlines any more; let go of their connections.
+        run.deadlines.lock().clear();
         let stuck = run
             .threads
             .join_until(Instant::now().max(deadline) + Duration::from_secs(1));

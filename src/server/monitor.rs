@@ -130,7 +130,7 @@ fn steal_from_stuck_leaders(run: &Arc<Running>) -> bool {
     let mut capped = false;
     for conn in run.conns.lock().values() {
         match conn.busy.look(room > 0) {
-            Look::Idle => {}
+            Look::Idle | Look::Moved => {}
             Look::Working => busy = true,
             Look::Stuck => (busy, capped) = (true, true),
             Look::Taken => {
