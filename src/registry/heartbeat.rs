@@ -12,6 +12,7 @@ use rand::Rng;
 
 use super::{
     agent, check_addr, check_url, request_error, status_error, Registration, ADDR_HEADERS,
+    TTL_HEADER,
 };
 use crate::duration::GoDuration;
 use crate::error::{Error, Result};
@@ -96,13 +97,17 @@ impl HeartbeatOptions {
         self.metadata("tags", joined.join(","))
     }
 
-    /// The registry's TTL, from which the default interval follows.
+    /// The registry's TTL, from which the default interval follows until
+    /// the registry says what its TTL is (a geerpc registry answers every
+    /// heartbeat with it; a Go registry does not).
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
     }
 
-    /// Time between heartbeats, instead of the default.
+    /// Time between heartbeats, instead of the default. Kept even when the
+    /// registry's TTL is shorter (the address then drops out between
+    /// beats), which is logged once.
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = Some(interval.max(Duration::from_millis(1)));
         self
@@ -125,16 +130,7 @@ impl HeartbeatOptions {
     /// The interval in force: as set, or TTL - 1 min (half the TTL when the
     /// TTL is under 2 min; 4 min for a TTL of zero, which never expires).
     pub fn interval_or_default(&self) -> Duration {
-        let ttl = if self.ttl.is_zero() {
-            crate::Registry::DEFAULT_TTL
-        } else {
-            self.ttl
-        };
-        self.interval.unwrap_or(if ttl >= Duration::from_secs(120) {
-            ttl - Duration::from_secs(60)
-        } else {
-            (ttl / 2).max(Duration::from_millis(1))
-        })
+        self.interval.unwrap_or_else(|| interval_for_ttl(self.ttl))
     }
 
     fn registration(&self) -> Registration {
@@ -143,6 +139,85 @@ impl HeartbeatOptions {
             services: self.services.clone(),
             weight: self.weight,
             metadata: (!self.metadata.is_empty()).then(|| self.metadata.clone()),
+        }
+    }
+}
+
+/// The default interval for a TTL: TTL - 1 min, or half a TTL under 2 min.
+fn interval_for_ttl(ttl: Duration) -> Duration {
+    let ttl = if ttl.is_zero() {
+        crate::Registry::DEFAULT_TTL
+    } else {
+        ttl
+    };
+    if ttl >= Duration::from_secs(120) {
+        ttl - Duration::from_secs(60)
+    } else {
+        (ttl / 2).max(Duration::from_millis(1))
+    }
+}
+
+/// The shortest interval a registry's announced TTL can bring about, so that
+/// a registry announcing nonsense cannot turn heartbeats into a flood.
+const MIN_FOLLOWED_INTERVAL: Duration = Duration::from_millis(50);
+
+/// When the next heartbeat goes out, and how retries back off.
+#[derive(Debug, Clone, PartialEq)]
+struct Cadence {
+    /// As the options set it; `None` follows the TTL.
+    explicit: Option<Duration>,
+    /// The TTL in force: as assumed from the options, then as the registry
+    /// announces it.
+    ttl: Duration,
+    interval: Duration,
+    /// First and longest retry wait, as set; capped at the interval.
+    backoff: (Duration, Duration),
+}
+
+impl Cadence {
+    fn new(options: &HeartbeatOptions) -> Cadence {
+        Cadence {
+            explicit: options.interval,
+            ttl: options.ttl,
+            interval: options.interval_or_default(),
+            backoff: options.backoff,
+        }
+    }
+
+    fn backoff(&self) -> (Duration, Duration) {
+        (
+            self.backoff.0.min(self.interval),
+            self.backoff.1.min(self.interval),
+        )
+    }
+
+    /// Takes in the TTL a registry announced. The default interval follows
+    /// it; an interval set by hand stays, with a warning (the first time)
+    /// when it is too long to keep the address alive.
+    fn follow(&mut self, ttl: Duration, who: &str) {
+        if ttl == self.ttl {
+            return;
+        }
+        self.ttl = ttl;
+        match self.explicit {
+            Some(interval) if !ttl.is_zero() && interval >= ttl => log::warn!(
+                "{who}: a heartbeat every {} is too slow for the registry's TTL of {}: \
+                 the address drops out between beats",
+                GoDuration(interval),
+                GoDuration(ttl)
+            ),
+            Some(_) => {}
+            None => {
+                let interval = interval_for_ttl(ttl).max(MIN_FOLLOWED_INTERVAL);
+                if interval != self.interval {
+                    log::info!(
+                        "{who}: the registry's TTL is {}; a heartbeat every {}",
+                        GoDuration(ttl),
+                        GoDuration(interval)
+                    );
+                    self.interval = interval;
+                }
+            }
         }
     }
 }
@@ -206,11 +281,7 @@ impl Heartbeat {
         let addr = addr.into();
         check_url(registry_url)?;
         check_addr(&addr)?;
-        let interval = options.interval_or_default();
-        let backoff = (
-            options.backoff.0.min(interval),
-            options.backoff.1.min(interval),
-        );
+        let cadence = Cadence::new(&options);
         let body = serde_json::to_vec(&options.registration()).map_err(|e| Error::Encode {
             what: "registration".into(),
             message: e.to_string(),
@@ -234,9 +305,7 @@ impl Heartbeat {
             status: hb.status.clone(),
         };
         hb.threads
-            .spawn("geerpc-hb", None, move || {
-                beat.run(interval, backoff, stop_rx)
-            })
+            .spawn("geerpc-hb", None, move || beat.run(cadence, stop_rx))
             .map_err(|e| Error::io("start heartbeat thread", e))?;
         Ok(hb)
     }
@@ -370,12 +439,16 @@ struct Beat {
 }
 
 impl Beat {
-    fn run(&self, interval: Duration, (first, max): (Duration, Duration), stop: Receiver<()>) {
-        let mut delay = first;
+    fn run(&self, mut cadence: Cadence, stop: Receiver<()>) {
+        let mut delay = cadence.backoff().0;
         let mut failures = 0u32;
+        let who = format!("heartbeat {} to {}", self.addr, self.url);
         loop {
             let wait = match self.send() {
-                Ok(()) => {
+                Ok(ttl) => {
+                    if let Some(ttl) = ttl {
+                        cadence.follow(ttl, &who);
+                    }
                     if failures > 0 {
                         log::info!(
                             "heartbeat: {} registered again at {} after {failures} failures",
@@ -386,10 +459,10 @@ impl Beat {
                         log::info!("heartbeat: {} registered at {}", self.addr, self.url);
                     }
                     failures = 0;
-                    delay = first;
+                    delay = cadence.backoff().0;
                     self.status.registered.store(true, Ordering::Release);
                     self.status.beats.fetch_add(1, Ordering::AcqRel);
-                    interval
+                    cadence.interval
                 }
                 Err(_) if self.status.stopping.load(Ordering::Acquire) => break,
                 Err(e) => {
@@ -400,7 +473,7 @@ impl Beat {
                     let wait = delay.mul_f64(rand::rng().random_range(0.8..1.0));
                     let wait = Duration::from_millis(wait.as_millis().max(1) as u64);
                     log::warn!("{e}; retrying in {} (failure {failures})", GoDuration(wait));
-                    delay = (delay * 2).min(max);
+                    delay = (delay * 2).min(cadence.backoff().1);
                     wait
                 }
             };
@@ -411,7 +484,8 @@ impl Beat {
         }
     }
 
-    fn send(&self) -> Result<()> {
+    /// One heartbeat; the registry's TTL if it said.
+    fn send(&self) -> Result<Option<Duration>> {
         let what = format!("heartbeat for {}", self.addr);
         // All three spellings, so that either Go registry takes it too.
         let mut rq = self
@@ -424,9 +498,54 @@ impl Beat {
         let mut resp = rq
             .send(&self.body[..])
             .map_err(|e| request_error(&self.url, &what, e))?;
-        if resp.status().is_success() {
-            return Ok(());
+        if !resp.status().is_success() {
+            return Err(status_error(&self.url, &what, &mut resp));
         }
-        Err(status_error(&self.url, &what, &mut resp))
+        let ttl = resp
+            .headers()
+            .get(TTL_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_millis);
+        Ok(ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_interval_follows_the_ttl_a_registry_announces() {
+        let mut c = Cadence::new(&HeartbeatOptions::new());
+        assert_eq!(c.interval, Duration::from_secs(240));
+        c.follow(Duration::from_secs(1), "test");
+        assert_eq!(c.interval, Duration::from_millis(500));
+        assert_eq!(
+            c.backoff(),
+            (Duration::from_millis(500), Duration::from_millis(500))
+        );
+        c.follow(Duration::from_secs(600), "test");
+        assert_eq!(c.interval, Duration::from_secs(540));
+        assert_eq!(
+            c.backoff(),
+            (Duration::from_secs(1), Duration::from_secs(30))
+        );
+        // A registry that never expires: the default for no TTL.
+        c.follow(Duration::ZERO, "test");
+        assert_eq!(c.interval, Duration::from_secs(240));
+        // A TTL of a millisecond does not make a flood.
+        c.follow(Duration::from_millis(1), "test");
+        assert_eq!(c.interval, MIN_FOLLOWED_INTERVAL);
+    }
+
+    #[test]
+    fn an_interval_set_by_hand_stays_whatever_the_registry_says() {
+        let opts = HeartbeatOptions::new().interval(Duration::from_secs(10));
+        let mut c = Cadence::new(&opts);
+        c.follow(Duration::from_secs(1), "test");
+        assert_eq!(c.interval, Duration::from_secs(10));
+        c.follow(Duration::from_secs(600), "test");
+        assert_eq!(c.interval, Duration::from_secs(10));
     }
 }

@@ -27,6 +27,11 @@
 //!   version of the (filtered) list differs from `N`, or at the timeout with
 //!   the list unchanged. Every answer carries the list's version in
 //!   `X-Geerpc-Version`.
+//! - A `POST`'s answer says in `X-Geerpc-Ttl-Ms` after how many
+//!   milliseconds the registry forgets an address it does not hear from
+//!   again (0: never). A [`Heartbeat`] follows it, so that an instance never
+//!   drops out of a registry whose TTL is shorter than the interval it
+//!   assumed.
 
 mod discovery;
 mod heartbeat;
@@ -48,6 +53,8 @@ pub(crate) const ADDR_HEADERS: [&str; 3] = ["X-rpc-Server", "X-rpc-Servers", "X-
 pub(crate) const LIST_HEADERS: [&str; 2] = ["X-rpc-Servers", "X-Geerpc-Servers"];
 /// The response header that carries the list's version.
 pub(crate) const VERSION_HEADER: &str = "X-Geerpc-Version";
+/// The `POST` response header that carries the registry's TTL, in milliseconds.
+pub(crate) const TTL_HEADER: &str = "X-Geerpc-Ttl-Ms";
 
 /// The JSON listing a `GET` answers with when asked for JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]

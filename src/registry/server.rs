@@ -15,7 +15,7 @@ use tiny_http::{Header, Method, Request, Response};
 
 use super::roles::{self, Roles};
 use super::table::{Put, Table};
-use super::{check_addr, Registration, ADDR_HEADERS, LIST_HEADERS, VERSION_HEADER};
+use super::{check_addr, Registration, ADDR_HEADERS, LIST_HEADERS, TTL_HEADER, VERSION_HEADER};
 use crate::duration::{parse_duration, GoDuration};
 use crate::error::{Error, Result};
 use crate::threads::ThreadGroup;
@@ -145,6 +145,7 @@ impl Registry {
         let shared = Arc::new(Shared {
             addr: local,
             paths: self.paths,
+            ttl_ms: self.ttl.as_millis().to_string(),
             state: Mutex::new(State {
                 table: Table::new(self.ttl),
                 watchers: Vec::new(),
@@ -313,6 +314,8 @@ fn wait_port_free(addr: SocketAddr) {
 struct Shared {
     addr: SocketAddr,
     paths: Vec<String>,
+    /// The TTL in milliseconds, as a `POST`'s answer tells it.
+    ttl_ms: String,
     state: Mutex<State>,
     /// Wakes the reaper: a new long poll, or a change while polls wait.
     wake: Sender<()>,
@@ -526,7 +529,9 @@ fn post(shared: &Shared, mut rq: Request) {
     respond(
         shared,
         rq,
-        Response::from_string(String::new()).with_status_code(200),
+        Response::from_string(String::new())
+            .with_status_code(200)
+            .with_header(header(TTL_HEADER, &shared.ttl_ms)),
     )
 }
 
