@@ -517,8 +517,9 @@ fn heartbeats_keep_an_address_alive_past_the_ttl() {
 #[test]
 fn a_default_heartbeat_follows_a_registry_ttl_shorter_than_it_assumed() {
     // The heartbeat assumes the default 5 min TTL (a beat every 4 min); the
-    // registry forgets addresses after 1 s and says so.
-    let reg = start(Duration::from_secs(1));
+    // registry forgets addresses after 2 s, and says so.
+    let ttl = Duration::from_secs(2);
+    let reg = start(ttl);
     let resp = http()
         .post(&reg.url())
         .header("X-rpc-Server", "tcp@127.0.0.1:2")
@@ -531,21 +532,28 @@ fn a_default_heartbeat_follows_a_registry_ttl_shorter_than_it_assumed() {
             .unwrap()
             .to_str()
             .unwrap(),
-        "1000"
+        "2000"
     );
+    let gone = http()
+        .delete(&reg.url())
+        .header("X-rpc-Server", "tcp@127.0.0.1:2")
+        .call()
+        .unwrap();
+    assert_eq!(gone.status(), 200);
+
     let hb = Heartbeat::start(&reg.url(), "tcp@127.0.0.1:1", HeartbeatOptions::new()).unwrap();
     let d = RegistryDiscovery::new(&reg.url()).unwrap();
-    let mine = |s: &Snapshot| s.instances.iter().any(|i| i.addr == "tcp@127.0.0.1:1");
-    wait_for(&d, Duration::from_secs(5), mine);
-    // Well past the TTL, the address was never dropped: it is still listed,
-    // and the heartbeat has beaten again since the first beat.
-    let end = Instant::now() + Duration::from_millis(2500);
-    while Instant::now() < end {
-        let changed = d.watch().unwrap();
-        assert!(mine(&d.snapshot().unwrap()), "the address expired");
-        let _ = changed.recv_timeout(end.saturating_duration_since(Instant::now()));
-    }
-    assert!(mine(&d.snapshot().unwrap()), "the address expired");
+    let v = wait_for(&d, Duration::from_secs(5), |s| s.instances.len() == 1).version;
+    // Two and a half TTLs later the address is still there, never dropped
+    // in between, and beaten again since the first beat.
+    let end = Instant::now() + ttl * 5 / 2;
+    let changed = d.watch().unwrap();
+    assert!(
+        changed.recv_timeout(end - Instant::now()).is_err(),
+        "list changed: {:?}",
+        d.snapshot().unwrap().instances
+    );
+    assert_eq!(d.snapshot().unwrap().version, v);
     assert!(hb.beats() >= 3, "{} beats in 2.5 TTLs", hb.beats());
     hb.stop();
 }

@@ -53,8 +53,9 @@ impl Default for HeartbeatOptions {
 
 impl HeartbeatOptions {
     /// Defaults: the registry's default TTL (5 min), a heartbeat every
-    /// TTL - 1 min, retries after 1 s doubling up to 30 s, requests bounded
-    /// by 5 s, no services or metadata.
+    /// TTL - 1 min (sooner if the registry says its TTL is shorter), retries
+    /// after 1 s doubling up to 30 s, requests bounded by 5 s, no services
+    /// or metadata.
     pub fn new() -> HeartbeatOptions {
         HeartbeatOptions {
             services: None,
@@ -97,17 +98,17 @@ impl HeartbeatOptions {
         self.metadata("tags", joined.join(","))
     }
 
-    /// The registry's TTL, from which the default interval follows until
-    /// the registry says what its TTL is (a geerpc registry answers every
-    /// heartbeat with it; a Go registry does not).
+    /// The registry's TTL, from which the default interval follows; a
+    /// geerpc registry also says its TTL in every answer, and a shorter
+    /// one shortens the default interval (a Go registry does not say).
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
     }
 
-    /// Time between heartbeats, instead of the default. Kept even when the
-    /// registry's TTL is shorter (the address then drops out between
-    /// beats), which is logged once.
+    /// Time between heartbeats, instead of the default. Kept even when it is
+    /// as long as the TTL (the address then drops out between beats), which
+    /// is logged once.
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = Some(interval.max(Duration::from_millis(1)));
         self
@@ -127,8 +128,10 @@ impl HeartbeatOptions {
         self
     }
 
-    /// The interval in force: as set, or TTL - 1 min (half the TTL when the
-    /// TTL is under 2 min; 4 min for a TTL of zero, which never expires).
+    /// The interval to start with: as set, or TTL - 1 min (half the TTL
+    /// when the TTL is under 2 min; 4 min for a TTL of zero, which never
+    /// expires). Unless set, it shortens if the registry announces a TTL
+    /// shorter than [`ttl`](HeartbeatOptions::ttl).
     pub fn interval_or_default(&self) -> Duration {
         self.interval.unwrap_or_else(|| interval_for_ttl(self.ttl))
     }
@@ -166,22 +169,27 @@ const MIN_FOLLOWED_INTERVAL: Duration = Duration::from_millis(50);
 struct Cadence {
     /// As the options set it; `None` follows the TTL.
     explicit: Option<Duration>,
-    /// The TTL in force: as assumed from the options, then as the registry
-    /// announces it.
+    /// The TTL the interval is kept under: as assumed from the options,
+    /// lowered when a registry announces a shorter one. Zero: none.
     ttl: Duration,
     interval: Duration,
     /// First and longest retry wait, as set; capped at the interval.
     backoff: (Duration, Duration),
+    /// Whether the interval was found too long for the TTL, and said so.
+    warned: bool,
 }
 
 impl Cadence {
     fn new(options: &HeartbeatOptions) -> Cadence {
-        Cadence {
+        let mut c = Cadence {
             explicit: options.interval,
             ttl: options.ttl,
             interval: options.interval_or_default(),
             backoff: options.backoff,
-        }
+            warned: false,
+        };
+        c.check("heartbeat options");
+        c
     }
 
     fn backoff(&self) -> (Duration, Duration) {
@@ -191,33 +199,41 @@ impl Cadence {
         )
     }
 
-    /// Takes in the TTL a registry announced. The default interval follows
-    /// it; an interval set by hand stays, with a warning (the first time)
-    /// when it is too long to keep the address alive.
-    fn follow(&mut self, ttl: Duration, who: &str) {
-        if ttl == self.ttl {
+    /// Takes in the TTL a registry announced. Only a shorter TTL than the
+    /// one in force changes anything: beating more often than a longer TTL
+    /// needs costs little, and keeps an address lost by a registry restart
+    /// away for one interval at most. The default interval follows; an
+    /// interval set by hand stays.
+    fn follow(&mut self, announced: Duration, who: &str) {
+        let shorter = !announced.is_zero() && (self.ttl.is_zero() || announced < self.ttl);
+        if !shorter {
             return;
         }
-        self.ttl = ttl;
-        match self.explicit {
-            Some(interval) if !ttl.is_zero() && interval >= ttl => log::warn!(
-                "{who}: a heartbeat every {} is too slow for the registry's TTL of {}: \
-                 the address drops out between beats",
-                GoDuration(interval),
-                GoDuration(ttl)
-            ),
-            Some(_) => {}
-            None => {
-                let interval = interval_for_ttl(ttl).max(MIN_FOLLOWED_INTERVAL);
-                if interval != self.interval {
-                    log::info!(
-                        "{who}: the registry's TTL is {}; a heartbeat every {}",
-                        GoDuration(ttl),
-                        GoDuration(interval)
-                    );
-                    self.interval = interval;
-                }
+        self.ttl = announced;
+        if self.explicit.is_none() {
+            let interval = interval_for_ttl(announced).max(MIN_FOLLOWED_INTERVAL);
+            if interval < self.interval {
+                log::info!(
+                    "{who}: the registry's TTL is {}; a heartbeat every {}",
+                    GoDuration(announced),
+                    GoDuration(interval)
+                );
+                self.interval = interval;
             }
+        }
+        self.check(who);
+    }
+
+    /// Warns, once, when beats come too far apart for the TTL.
+    fn check(&mut self, who: &str) {
+        if !self.warned && !self.ttl.is_zero() && self.interval >= self.ttl {
+            self.warned = true;
+            log::warn!(
+                "{who}: a heartbeat every {} is too slow for a TTL of {}: \
+                 the address drops out between beats",
+                GoDuration(self.interval),
+                GoDuration(self.ttl)
+            );
         }
     }
 }
@@ -472,7 +488,13 @@ impl Beat {
                     // registry do not come back in lockstep.
                     let wait = delay.mul_f64(rand::rng().random_range(0.8..1.0));
                     let wait = Duration::from_millis(wait.as_millis().max(1) as u64);
-                    log::warn!("{e}; retrying in {} (failure {failures})", GoDuration(wait));
+                    // Every failure while a registry is down would be a warning
+                    // a second with a short TTL: warn at 1, 2, 4, 8... only.
+                    if failures.is_power_of_two() {
+                        log::warn!("{e}; retrying in {} (failure {failures})", GoDuration(wait));
+                    } else {
+                        log::debug!("{e}; retrying in {} (failure {failures})", GoDuration(wait));
+                    }
                     delay = (delay * 2).min(cadence.backoff().1);
                     wait
                 }
@@ -516,8 +538,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_interval_follows_the_ttl_a_registry_announces() {
+    fn the_default_interval_follows_a_shorter_ttl_a_registry_announces() {
         let mut c = Cadence::new(&HeartbeatOptions::new());
+        assert_eq!(c.interval, Duration::from_secs(240));
+        // Longer, or none: beating as before is soon enough.
+        c.follow(Duration::from_secs(3600), "test");
+        c.follow(Duration::ZERO, "test");
         assert_eq!(c.interval, Duration::from_secs(240));
         c.follow(Duration::from_secs(1), "test");
         assert_eq!(c.interval, Duration::from_millis(500));
@@ -525,27 +551,31 @@ mod tests {
             c.backoff(),
             (Duration::from_millis(500), Duration::from_millis(500))
         );
+        // A replica announcing a longer TTL does not lengthen it again.
         c.follow(Duration::from_secs(600), "test");
-        assert_eq!(c.interval, Duration::from_secs(540));
-        assert_eq!(
-            c.backoff(),
-            (Duration::from_secs(1), Duration::from_secs(30))
-        );
-        // A registry that never expires: the default for no TTL.
-        c.follow(Duration::ZERO, "test");
-        assert_eq!(c.interval, Duration::from_secs(240));
-        // A TTL of a millisecond does not make a flood.
+        assert_eq!(c.interval, Duration::from_millis(500));
+        assert!(!c.warned);
+        // A TTL of a millisecond does not make a flood; it is said once.
         c.follow(Duration::from_millis(1), "test");
         assert_eq!(c.interval, MIN_FOLLOWED_INTERVAL);
+        assert!(c.warned);
     }
 
     #[test]
-    fn an_interval_set_by_hand_stays_whatever_the_registry_says() {
+    fn an_interval_set_by_hand_stays_and_is_warned_about_once() {
         let opts = HeartbeatOptions::new().interval(Duration::from_secs(10));
         let mut c = Cadence::new(&opts);
+        assert!(!c.warned);
+        c.follow(Duration::from_secs(20), "test");
+        assert_eq!(c.interval, Duration::from_secs(10));
+        assert!(!c.warned);
         c.follow(Duration::from_secs(1), "test");
         assert_eq!(c.interval, Duration::from_secs(10));
-        c.follow(Duration::from_secs(600), "test");
-        assert_eq!(c.interval, Duration::from_secs(10));
+        assert!(c.warned);
+        // Set too long for the TTL set beside it: said at the start.
+        let opts = HeartbeatOptions::new()
+            .ttl(Duration::from_secs(1))
+            .interval(Duration::from_secs(10));
+        assert!(Cadence::new(&opts).warned);
     }
 }

@@ -145,7 +145,8 @@ impl Registry {
         let shared = Arc::new(Shared {
             addr: local,
             paths: self.paths,
-            ttl_ms: self.ttl.as_millis().to_string(),
+            // Rounded up: "0" would say the entries never expire.
+            ttl_ms: self.ttl.as_nanos().div_ceil(1_000_000).to_string(),
             state: Mutex::new(State {
                 table: Table::new(self.ttl),
                 watchers: Vec::new(),
