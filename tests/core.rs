@@ -163,6 +163,51 @@ fn sixty_four_threads_share_one_client() {
     }
 }
 
+/// Replies for a thread waiting on many asynchronous calls, which does not
+/// call again until all are in, share batches with callers that do call
+/// back to back (whose reader may yield before it flushes). Every call of
+/// both kinds must be answered, round after round.
+#[test]
+fn many_async_calls_and_back_to_back_callers_share_a_connection() {
+    init_log();
+    let running = start_server();
+    let client = Client::dial(&running.addr().to_string()).unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..8i64 {
+            let client = client.clone();
+            scope.spawn(move || {
+                for i in 0..300i64 {
+                    let args = Args { num1: t, num2: i };
+                    let sum: i64 = client
+                        .call_timeout("Arith.Sum", &args, Duration::from_secs(10))
+                        .unwrap_or_else(|e| panic!("caller {t} call {i}: {e}"));
+                    assert_eq!(sum, t + i);
+                }
+            });
+        }
+        let client = client.clone();
+        scope.spawn(move || {
+            for round in 0..50i64 {
+                let calls: Vec<_> = (0..32i64)
+                    .map(|i| {
+                        let args = Args {
+                            num1: round,
+                            num2: i,
+                        };
+                        (i, client.go::<_, i64>("Arith.Sum", &args).unwrap())
+                    })
+                    .collect();
+                for (i, call) in calls {
+                    let sum = call
+                        .wait_timeout(Duration::from_secs(10))
+                        .unwrap_or_else(|e| panic!("round {round} call {i}: {e}"));
+                    assert_eq!(sum, round + i);
+                }
+            }
+        });
+    });
+}
+
 /// Callers that go round two connections, as an XClient does: a request
 /// sent by a caller that one connection's reader just woke is flushed with
 /// that reader's batch. None may be left unsent.

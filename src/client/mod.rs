@@ -26,13 +26,17 @@
 //! waking reader, through that reader's `deferred` list. A thread-local
 //! notes which connection's batch the caller was woken from.
 //!
-//! Before that flush, a reader that woke two or more callers, some of which
-//! have not queued their next request yet, yields its CPU once: on a busy
-//! machine they are often waiting for that very CPU, and the batch then
-//! goes out in one write instead of one per caller, with the server woken
-//! once for them all. (gRPC-Go's transport writer yields once before a
-//! small flush for the same reason.) Where cores are idle the yield
-//! returns at once.
+//! Before that flush, a reader that woke several callers, of which some
+//! have queued their next request already and (as far as a rough count
+//! tells) others not yet, yields its CPU once: on a busy machine the others
+//! are often waiting for that very CPU, and the batch then goes out in one
+//! write instead of one per caller, with the server woken once for them
+//! all. gRPC-Go's transport writer yields once before a small flush for the
+//! same reason. Where a core is idle the yield returns at once; where the
+//! CPU is contended by other work it can hold the flush for up to a
+//! scheduler time slice. Callers that do not call again (one thread
+//! waiting on many [`Client::go`] calls, say) queue nothing, and then the
+//! reader does not yield.
 //!
 //! Invariant: a request queued without a flush is flushed by a reader that
 //! has yet to end its dispatch. `dispatching` is set false only under the
@@ -325,8 +329,9 @@ struct Inner {
     /// whole batch before it blocks again, in one syscall.
     dispatching: AtomicBool,
     /// Requests queued into the current dispatch's batch, here or deferred
-    /// to it: fewer than the callers the reader handed results to means
-    /// some of them have yet to queue their next request.
+    /// to it. Compared with how many callers the reader handed results to,
+    /// it tells roughly whether some of them have yet to queue their next
+    /// request (it counts requests, not callers).
     rejoined: AtomicUsize,
     /// Other connections with requests queued by callers this reader woke,
     /// flushed when the dispatch ends (see "How requests are batched").
@@ -707,9 +712,10 @@ impl Inner {
             if !rd.has_buffered_message(self.codec) {
                 // About to block: send what callers queued meanwhile. If some
                 // of those it woke have not queued yet, perhaps for want of
-                // this CPU, let them first (once): one write instead of one
-                // each, and the server woken once for them all.
-                if handed > 1 && self.rejoined.load(Ordering::Relaxed) < handed {
+                // this CPU, let them first (once; see "How requests are
+                // batched").
+                let rejoined = self.rejoined.load(Ordering::Relaxed);
+                if rejoined > 0 && rejoined < handed {
                     std::thread::yield_now();
                 }
                 handed = 0;
