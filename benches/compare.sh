@@ -23,7 +23,7 @@ trap 'jobs -p | xargs -r kill 2>/dev/null; rm -rf "$OUT"' EXIT
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 
 echo "building geerpc and the peers..." >&2
-cargo build --release --quiet --examples --bin geerpc
+cargo build --release --quiet --examples --features cli --bin geerpc
 T=$ROOT/target/release
 LOADGEN=$T/examples/loadgen
 # The anchors' folder may be read-only: build them into our target dir.

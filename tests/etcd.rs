@@ -731,6 +731,7 @@ fn cluster_member_killed_while_calls_run() {
 
 /// `geerpc list --etcd` and `geerpc call --etcd` see what servers register.
 #[test]
+#[cfg(feature = "cli")]
 fn the_geerpc_command_lists_and_calls_through_etcd() {
     common::init_log();
     let etcd = Etcd::single();
