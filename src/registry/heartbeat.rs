@@ -180,7 +180,7 @@ struct Cadence {
 }
 
 impl Cadence {
-    fn new(options: &HeartbeatOptions) -> Cadence {
+    fn new(options: &HeartbeatOptions, who: &str) -> Cadence {
         let mut c = Cadence {
             explicit: options.interval,
             ttl: options.ttl,
@@ -188,7 +188,7 @@ impl Cadence {
             backoff: options.backoff,
             warned: false,
         };
-        c.check("heartbeat options");
+        c.check(who);
         c
     }
 
@@ -297,7 +297,7 @@ impl Heartbeat {
         let addr = addr.into();
         check_url(registry_url)?;
         check_addr(&addr)?;
-        let cadence = Cadence::new(&options);
+        let cadence = Cadence::new(&options, &format!("heartbeat {addr} to {registry_url}"));
         let body = serde_json::to_vec(&options.registration()).map_err(|e| Error::Encode {
             what: "registration".into(),
             message: e.to_string(),
@@ -539,7 +539,7 @@ mod tests {
 
     #[test]
     fn the_default_interval_follows_a_shorter_ttl_a_registry_announces() {
-        let mut c = Cadence::new(&HeartbeatOptions::new());
+        let mut c = Cadence::new(&HeartbeatOptions::new(), "test");
         assert_eq!(c.interval, Duration::from_secs(240));
         // Longer, or none: beating as before is soon enough.
         c.follow(Duration::from_secs(3600), "test");
@@ -564,7 +564,7 @@ mod tests {
     #[test]
     fn an_interval_set_by_hand_stays_and_is_warned_about_once() {
         let opts = HeartbeatOptions::new().interval(Duration::from_secs(10));
-        let mut c = Cadence::new(&opts);
+        let mut c = Cadence::new(&opts, "test");
         assert!(!c.warned);
         c.follow(Duration::from_secs(20), "test");
         assert_eq!(c.interval, Duration::from_secs(10));
@@ -576,6 +576,6 @@ mod tests {
         let opts = HeartbeatOptions::new()
             .ttl(Duration::from_secs(1))
             .interval(Duration::from_secs(10));
-        assert!(Cadence::new(&opts).warned);
+        assert!(Cadence::new(&opts, "test").warned);
     }
 }
