@@ -29,9 +29,9 @@
 //!   `X-Geerpc-Version`.
 //! - A `POST`'s answer says in `X-Geerpc-Ttl-Ms` after how many
 //!   milliseconds the registry forgets an address it does not hear from
-//!   again (0: never). A [`Heartbeat`] follows it, so that an instance never
-//!   drops out of a registry whose TTL is shorter than the interval it
-//!   assumed.
+//!   again (0: never). A [`Heartbeat`] on its default interval follows a
+//!   TTL shorter than it assumed, so that its instance does not drop out
+//!   between beats; an interval set by hand stays as set.
 
 mod discovery;
 mod heartbeat;
