@@ -99,7 +99,8 @@ if want xclient; then
         sleep 0.1
     done
     for _ in $(seq "$ROUNDS"); do
-        "$LOADGEN" load --registry "$REG" --select round_robin --concurrency 64 --secs "$SECS" >>"$OUT/x-registry" 2>>"$OUT/log" || true
+        "$LOADGEN" load --registry "$REG" --select p2c --concurrency 64 --secs "$SECS" >>"$OUT/x-registry" 2>>"$OUT/log" || true
+        "$LOADGEN" load --registry "$REG" --select round_robin --concurrency 64 --secs "$SECS" >>"$OUT/x-registry-rr" 2>>"$OUT/log" || true
         point x-direct "$LOADGEN serve" "$LOADGEN load" 2:64:0
     done
 fi
@@ -122,7 +123,8 @@ if want payload; then
     compare "4 KiB c=16 vs rawtcp mux (msgpack)" calls_per_sec g-4k-msgpack raw-4k ">=1.0x"
 fi
 if want xclient; then
-    compare "XClient+registry vs direct 2 conns" calls_per_sec x-registry x-direct ">=0.9x"
+    compare "XClient+registry (p2c) vs direct 2 conns" calls_per_sec x-registry x-direct ">=0.9x"
+    compare "XClient+registry (round robin) vs direct" calls_per_sec x-registry-rr x-direct "-"
 fi
 if want idle; then
     echo "idle: $IDLE_CONNS idle connections" >&2

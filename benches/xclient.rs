@@ -44,6 +44,7 @@ fn bench_selectors(c: &mut Criterion) {
                     key: Some(&key),
                     inflight: &inflight,
                     available: &available,
+                    home: None,
                 };
                 selector.select(black_box(&snapshot), &ctx)
             })

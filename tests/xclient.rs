@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use geerpc::{
     CallOptions, Client, Codec, ConsistentHashSelector, Discovery, Error, FailMode, Instance,
-    MultiServerDiscovery, SelectContext, SelectMode, Selector, Server, ServerHandle, Service,
-    Snapshot, XClient,
+    MultiServerDiscovery, P2cSelector, SelectContext, SelectMode, Selector, Server, ServerHandle,
+    Service, Snapshot, XClient,
 };
 
 /// The tests run one at a time: they measure latencies and count threads,
@@ -172,6 +172,7 @@ fn consistent_hash_moves_about_a_tenth_when_one_is_added() {
             key: Some(key),
             inflight: &vec![0; n],
             available: &vec![true; n],
+            home: None,
         };
         s.instances[sel.select(s, &ctx).unwrap()].addr.clone()
     };
@@ -486,6 +487,66 @@ fn a_user_selector_decides() {
     // A new list is seen on the next call.
     d.update(vec![Instance::new(ns[0].addr.as_str())]).unwrap();
     assert_eq!(spread(&xc, 3), HashMap::from([(ns[0].addr.clone(), 3)]));
+}
+
+#[test]
+fn p2c_keeps_batched_callers_home_and_still_spreads() {
+    /// P2C, counting the picks made with a home.
+    #[derive(Default)]
+    struct Watched {
+        with_home: AtomicUsize,
+        home_not_available: AtomicBool,
+    }
+    struct Watch(Arc<Watched>);
+    impl Selector for Watch {
+        fn select(&self, snapshot: &Snapshot, ctx: &SelectContext<'_>) -> Option<usize> {
+            if let Some(h) = ctx.home {
+                self.0.with_home.fetch_add(1, Ordering::SeqCst);
+                if !ctx.available[h] {
+                    self.0.home_not_available.store(true, Ordering::SeqCst);
+                }
+            }
+            P2cSelector.select(snapshot, ctx)
+        }
+    }
+    let _g = serial();
+    let ns = nodes(2);
+    let watched = Arc::new(Watched::default());
+    let xc = XClient::builder(discovery(&ns))
+        .selector(Watch(watched.clone()))
+        .build();
+
+    // A lone caller reads its own replies: no batch, no home, and plain
+    // p2c between two idle instances spreads its calls.
+    let counts = spread(&xc, 200);
+    assert_eq!(watched.with_home.load(Ordering::SeqCst), 0);
+    for n in &ns {
+        let c = counts.get(&n.addr).copied().unwrap_or(0);
+        assert!(c >= 60, "a lone caller gave {c} of 200 to {}", n.addr);
+    }
+
+    // Concurrent callers are woken in batches, and mostly kept home; yet
+    // each instance still gets a fair part of the load.
+    let before: Vec<usize> = ns.iter().map(Node::hits).collect();
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            s.spawn(|| {
+                for _ in 0..200 {
+                    who(&xc).unwrap();
+                }
+            });
+        }
+    });
+    assert!(watched.with_home.load(Ordering::SeqCst) > 0);
+    assert!(!watched.home_not_available.load(Ordering::SeqCst));
+    for (n, b) in ns.iter().zip(before) {
+        let got = n.hits() - b;
+        assert!(
+            got >= 3200 / 4,
+            "{} got {got} of 3200 concurrent calls",
+            n.addr
+        );
+    }
 }
 
 #[test]

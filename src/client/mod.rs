@@ -427,6 +427,23 @@ impl Client {
         !self.inner.closed.load(Ordering::Acquire)
     }
 
+    /// Whether this thread's last reply came from this connection's reader
+    /// while it handed out a batch: a request this thread sends here next
+    /// can join the write of the batch's other callers. The XClient keeps
+    /// such a thread on the instance (see [`SelectContext::home`]).
+    ///
+    /// [`SelectContext::home`]: crate::SelectContext::home
+    pub(crate) fn woke_this_thread_in_batch(&self) -> bool {
+        WOKEN_BY.with(|w| {
+            let last = w.take();
+            let here = last
+                .as_ref()
+                .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&self.inner)));
+            w.set(last);
+            here
+        })
+    }
+
     /// Calls `service_method` and waits for the reply.
     pub fn call<A, R>(&self, service_method: &str, args: &A) -> Result<R>
     where

@@ -1,6 +1,7 @@
 //! [`XClient`]: calls through a discovery, with selection, fail modes,
 //! broadcast and fork.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +15,14 @@ use super::pool::{InflightGuard, Pool, Slot, Slots};
 use super::selector::{SelectContext, SelectMode, Selector};
 use crate::client::{Call, Client, ClientBuilder};
 use crate::error::{Error, Result};
+
+thread_local! {
+    /// The slot (its address) whose connection handed this thread its last
+    /// reply in a batch; 0 for none. Compared with the current list's slots
+    /// only, never dereferenced: a stale match, from a slot since dropped
+    /// whose memory a new one took, at worst weighs one pick.
+    static BATCH_HOME: Cell<usize> = const { Cell::new(0) };
+}
 
 /// What an [`XClient`] does when a call fails.
 ///
@@ -658,11 +667,17 @@ impl XClient {
         if !available.contains(&true) {
             return Err(plan.no_servers());
         }
+        let home = BATCH_HOME.get();
+        let home = (home != 0)
+            .then(|| view.iter().position(|s| Arc::as_ptr(s) as usize == home))
+            .flatten()
+            .filter(|&i| available[i]);
         let ctx = SelectContext {
             service_method: plan.method,
             key: plan.key,
             inflight: &inflight,
             available: &available,
+            home,
         };
         match self.selector.select(snap, &ctx) {
             Some(i) if i < available.len() && available[i] => Ok(i),
@@ -690,6 +705,11 @@ impl XClient {
                 .map_err(|e| plan.whole_timeout(e)),
             None => c.call(plan.method, args),
         };
+        let home = match r {
+            Ok(_) if c.woke_this_thread_in_batch() => Arc::as_ptr(slot) as usize,
+            _ => 0,
+        };
+        BATCH_HOME.set(home);
         self.pool.report(slot, &r);
         r
     }
