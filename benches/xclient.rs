@@ -22,16 +22,18 @@ fn bench_selectors(c: &mut Criterion) {
         .map(|i| Instance::new(format!("tcp@127.0.0.1:{}", 7000 + i)).with_weight(1 + i % 3))
         .collect();
     let snapshot = MultiServerDiscovery::new(instances).snapshot().unwrap();
-    let inflight = vec![0usize; 10];
+    // Some calls in flight everywhere, as under load, where p2c's home counts.
+    let inflight = vec![3usize; 10];
     let available = vec![true; 10];
     let mut g = c.benchmark_group("select");
     g.throughput(Throughput::Elements(1));
-    for (name, mode) in [
-        ("random", SelectMode::Random),
-        ("round_robin", SelectMode::RoundRobin),
-        ("weighted_round_robin", SelectMode::WeightedRoundRobin),
-        ("consistent_hash", SelectMode::ConsistentHash),
-        ("p2c", SelectMode::PowerOfTwoChoices),
+    for (name, mode, home) in [
+        ("random", SelectMode::Random, None),
+        ("round_robin", SelectMode::RoundRobin, None),
+        ("weighted_round_robin", SelectMode::WeightedRoundRobin, None),
+        ("consistent_hash", SelectMode::ConsistentHash, None),
+        ("p2c", SelectMode::PowerOfTwoChoices, None),
+        ("p2c_with_home", SelectMode::PowerOfTwoChoices, Some(4)),
     ] {
         let selector = mode.selector();
         let mut n = 0u64;
@@ -44,7 +46,7 @@ fn bench_selectors(c: &mut Criterion) {
                     key: Some(&key),
                     inflight: &inflight,
                     available: &available,
-                    home: None,
+                    home,
                 };
                 selector.select(black_box(&snapshot), &ctx)
             })

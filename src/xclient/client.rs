@@ -17,10 +17,11 @@ use crate::client::{Call, Client, ClientBuilder};
 use crate::error::{Error, Result};
 
 thread_local! {
-    /// The slot (its address) whose connection handed this thread its last
-    /// reply in a batch; 0 for none. Compared with the current list's slots
-    /// only, never dereferenced: a stale match, from a slot since dropped
-    /// whose memory a new one took, at worst weighs one pick.
+    /// The slot (its address) whose connection handed this thread the reply
+    /// of its last blocking call in a batch; 0 for none. Taken by the next
+    /// pick. Compared with the current list's slots only, never
+    /// dereferenced: a stale match, from a slot since dropped whose memory
+    /// a new one took, at worst weighs that one pick.
     static BATCH_HOME: Cell<usize> = const { Cell::new(0) };
 }
 
@@ -656,6 +657,9 @@ impl XClient {
         view: &[Arc<Slot>],
         exclude: &[bool],
     ) -> Result<usize> {
+        // Used once, like the batch it stands for: a later pick (a retry, a
+        // backup, a `go`) has no batch to join.
+        let home = BATCH_HOME.replace(0);
         let inflight: Vec<usize> = view.iter().map(|s| s.inflight()).collect();
         let candidate = |i: usize| !exclude[i] && plan.served_by(&snap.instances[i]);
         let mut available: Vec<bool> = (0..view.len())
@@ -667,7 +671,6 @@ impl XClient {
         if !available.contains(&true) {
             return Err(plan.no_servers());
         }
-        let home = BATCH_HOME.get();
         let home = (home != 0)
             .then(|| view.iter().position(|s| Arc::as_ptr(s) as usize == home))
             .flatten()
@@ -705,11 +708,11 @@ impl XClient {
                 .map_err(|e| plan.whole_timeout(e)),
             None => c.call(plan.method, args),
         };
-        let home = match r {
-            Ok(_) if c.woke_this_thread_in_batch() => Arc::as_ptr(slot) as usize,
-            _ => 0,
-        };
-        BATCH_HOME.set(home);
+        // An error from the service itself still came through the batch.
+        let answered = matches!(r, Ok(_) | Err(Error::Remote { .. }));
+        if answered && c.woke_this_thread_in_batch() {
+            BATCH_HOME.set(Arc::as_ptr(slot) as usize);
+        }
         self.pool.report(slot, &r);
         r
     }

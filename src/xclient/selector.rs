@@ -23,14 +23,16 @@ pub struct SelectContext<'a> {
     /// Whether each instance may be picked: false for an instance evicted
     /// after a failure or already tried by this call.
     pub available: &'a [bool],
-    /// The available instance whose connection handed the calling thread
-    /// its previous reply together with other callers' replies, if any.
+    /// The available instance whose connection's reader handed the calling
+    /// thread the reply of its previous blocking call while handing out a
+    /// batch of replies, if it did.
     ///
-    /// A blocking caller is woken by the connection's reader, which writes
-    /// the next requests of all the callers it woke in one go; a call sent
-    /// to `home` joins that write, where a call sent elsewhere costs a
-    /// write of its own and wakes another server. `None` when the thread
-    /// read its own reply (a lone caller: nothing to join).
+    /// That reader writes the next requests of the callers it woke in one
+    /// go: a call sent to `home` can join that write, where a call sent
+    /// elsewhere costs a write of its own and wakes another server. `None`
+    /// when the thread read its own reply, when its previous call went
+    /// through [`XClient::go`](crate::XClient::go) or failed, and for a
+    /// retry or backup within a call.
     pub home: Option<usize>,
 }
 
@@ -96,7 +98,8 @@ pub enum SelectMode {
     WeightedRoundRobin,
     /// By the call's key on a hash ring ([`ConsistentHashSelector`]).
     ConsistentHash,
-    /// The less busy of two random instances ([`P2cSelector`]).
+    /// The less busy of two instances, random or the caller's home
+    /// ([`P2cSelector`]).
     PowerOfTwoChoices,
 }
 
@@ -292,15 +295,15 @@ pub fn hash_key(key: &[u8]) -> u64 {
 /// one with fewer calls in flight from this client. A slow instance piles
 /// up calls in flight and so is picked less, without any latency tracking.
 ///
-/// When the calling thread has a [`home`](SelectContext::home), the two
-/// are the home and one random other, and the home is kept unless the
-/// other has fewer than three quarters of its calls in flight. Under load
-/// this keeps most blocking callers on the connection that just woke them,
-/// so their requests share writes (64 callers over two instances on a
-/// 2-core loopback benchmark: a fifth fewer writes per call, and a lower
-/// p99), while an instance that slows down still sheds callers once its
-/// calls pile up. Finagle's aperture balancer likewise trades some spread
-/// for locality. A lone caller has no home, and its calls are spread.
+/// When the calling thread has a [`home`](SelectContext::home) with calls
+/// in flight, the two are the home and one random other, and the home is
+/// kept unless the other has fewer than three quarters of its calls in
+/// flight. Under load this keeps most blocking callers on the connection
+/// that just woke them, so that their requests share writes, while an
+/// instance that slows down still sheds callers once its calls pile up
+/// (the home may carry up to a third more calls than the other). A home
+/// with nothing in flight has no batch to join: a lone caller's calls are
+/// spread as without one.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct P2cSelector;
 
@@ -312,7 +315,9 @@ impl Selector for P2cSelector {
             0 => None,
             1 => ctx.nth_available(0),
             _ => {
-                let home = ctx.home.filter(|&h| ctx.available.get(h) == Some(&true));
+                let home = ctx
+                    .home
+                    .filter(|&h| ctx.available.get(h) == Some(&true) && ctx.inflight[h] > 0);
                 // The home's rank among the available, or a random first pick.
                 let a = match home {
                     Some(h) => ctx.available[..h].iter().filter(|a| **a).count(),
@@ -435,13 +440,21 @@ mod tests {
         for _ in 0..50 {
             // Within a quarter: the home stays, even against an idler one.
             assert_eq!(pick(&[8, 7, 6], &all, Some(0)), 0);
-            assert_eq!(pick(&[0, 0, 0], &all, Some(2)), 2);
+            assert_eq!(pick(&[1, 1, 1], &all, Some(2)), 2);
             // Under three quarters of the home's load: the other is taken.
             assert_ne!(pick(&[4, 8, 2], &all, Some(1)), 1);
             // A home that may not be picked is no home: plain p2c.
             let only_ac = [true, false, true];
-            assert_eq!(pick(&[9, 0, 1], &only_ac, Some(1)), 2);
+            assert_eq!(pick(&[4, 0, 5], &only_ac, Some(1)), 0);
+            // The home found among the available past an unavailable one.
+            assert_eq!(pick(&[0, 8, 7], &[false, true, true], Some(2)), 2);
         }
+        // A home with nothing in flight is no home: plain p2c spreads.
+        let mut idle = HashMap::new();
+        for _ in 0..300 {
+            *idle.entry(pick(&[0, 0, 0], &all, Some(0))).or_insert(0) += 1;
+        }
+        assert!(idle.len() == 3 && idle[&0] < 200, "{idle:?}");
         // The home is compared with each other instance in turn.
         let mut others = HashMap::new();
         for _ in 0..300 {
