@@ -163,6 +163,37 @@ fn sixty_four_threads_share_one_client() {
     }
 }
 
+/// More callers on one connection than its wake set has places for (128):
+/// some sleep there and are woken a batch at a time, the rest wait on
+/// their call's condition variable. Blocking and timed calls both, every
+/// one answered with its own reply.
+#[test]
+fn more_blocked_callers_than_the_wake_set_holds_all_get_their_replies() {
+    init_log();
+    let running = start_server();
+    let client = Client::dial(&running.addr().to_string()).unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..160i64 {
+            let client = client.clone();
+            scope.spawn(move || {
+                for i in 0..40i64 {
+                    let args = Args {
+                        num1: t * 1000,
+                        num2: i,
+                    };
+                    let sum: i64 = if (t + i) % 3 == 0 {
+                        client.call_timeout("Arith.Sum", &args, Duration::from_secs(20))
+                    } else {
+                        client.call("Arith.Sum", &args)
+                    }
+                    .unwrap_or_else(|e| panic!("thread {t} call {i}: {e}"));
+                    assert_eq!(sum, t * 1000 + i, "thread {t} call {i}");
+                }
+            });
+        }
+    });
+}
+
 /// Replies for a thread waiting on many asynchronous calls, which does not
 /// call again until all are in, share batches with callers that do call
 /// back to back (whose reader may yield before it flushes). Every call of

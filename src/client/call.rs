@@ -1,13 +1,14 @@
 //! A call in flight, returned by [`Client::go`](super::Client::go), and the
 //! one-shot slot its result is delivered to.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
 
+use super::wake::Ticket;
 use super::Inner;
 use crate::error::{Error, Result};
 
@@ -17,6 +18,8 @@ use crate::error::{Error, Result};
 /// want to select.
 pub(super) struct Slot<R> {
     ready: AtomicBool,
+    /// The waiter's place in the connection's wake set, if it sleeps there.
+    sleeper: AtomicU32,
     state: Mutex<SlotState<R>>,
     cv: Condvar,
 }
@@ -34,6 +37,7 @@ impl<R> Slot<R> {
     pub(super) fn new() -> Self {
         Slot {
             ready: AtomicBool::new(false),
+            sleeper: AtomicU32::new(0),
             state: Mutex::new(SlotState {
                 value: None,
                 taken: false,
@@ -43,7 +47,9 @@ impl<R> Slot<R> {
         }
     }
 
-    pub(super) fn complete(&self, value: Result<R>) {
+    /// Delivers the result; returns the waiter's place in the wake set,
+    /// which the caller must wake (0: none).
+    pub(super) fn complete(&self, value: Result<R>) -> Ticket {
         let mut s = self.state.lock();
         match s.tx.take() {
             Some(tx) => {
@@ -52,9 +58,11 @@ impl<R> Slot<R> {
             }
             None => s.value = Some(value),
         }
-        self.ready.store(true, Ordering::Release);
+        // SeqCst: see the wake set's invariant.
+        self.ready.store(true, Ordering::SeqCst);
         drop(s);
         self.cv.notify_one();
+        self.sleeper.load(Ordering::SeqCst)
     }
 
     pub(super) fn is_ready(&self) -> bool {
@@ -148,6 +156,7 @@ impl<R> Call<R> {
                 .unwrap_or_else(|_| Err(self.client.closed_error("call abandoned")));
         }
         self.client.lead_until(|| self.slot.is_ready());
+        self.sleep(None);
         let result = self
             .slot
             .take(None)
@@ -168,6 +177,23 @@ impl<R> Call<R> {
         self.wait_until(deadline, timeout)
     }
 
+    /// Sleeps in the connection's wake set until the result is there or
+    /// `deadline`, if it has a free place; the caller then takes the result
+    /// from the slot, waiting there if it is not in yet.
+    fn sleep(&self, deadline: Option<Instant>) {
+        if self.slot.is_ready() {
+            return;
+        }
+        let wakes = &self.client.wakes;
+        if let Some(t) = wakes.acquire() {
+            self.slot.sleeper.store(t, Ordering::SeqCst);
+            wakes.wait(t, || self.slot.ready.load(Ordering::SeqCst), deadline);
+            // Fewer wasted wake-ups of the place's next holder.
+            self.slot.sleeper.store(0, Ordering::SeqCst);
+            wakes.release(t);
+        }
+    }
+
     fn wait_until(self, deadline: Instant, timeout: Duration) -> Result<R> {
         let got = match self.rx.get() {
             Some(rx) => match rx.recv_deadline(deadline) {
@@ -177,7 +203,10 @@ impl<R> Call<R> {
                     Some(Err(self.client.closed_error("call abandoned")))
                 }
             },
-            None => self.slot.take(Some(deadline)),
+            None => {
+                self.sleep(Some(deadline));
+                self.slot.take(Some(deadline))
+            }
         };
         if let Some(v) = got {
             self.client.note_woken();

@@ -20,7 +20,9 @@
 //!
 //! While a reader hands out replies it has already read (`dispatching`),
 //! the callers it wakes only queue their next request; the reader writes
-//! them all in one syscall before it blocks again. A caller woken that way
+//! them all in one syscall before it blocks again. It wakes those callers
+//! together, when it has handed out all it read (see [`wake`]): one by
+//! one, each would take the reader's CPU in turn. A caller woken that way
 //! that sends its next request on *another* connection (an XClient going
 //! round its instances) queues it there too and leaves the flush to the
 //! waking reader, through that reader's `deferred` list. A thread-local
@@ -46,6 +48,7 @@
 //! flushes its own request.
 
 mod call;
+mod wake;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -75,8 +78,10 @@ pub use call::Call;
 const IDLE_CHECK: Duration = Duration::from_millis(100);
 
 /// What a pending call is told when its reply (or failure) arrives: the
-/// reply body in the connection's codec, or the error.
-type Completion = Box<dyn FnOnce(std::result::Result<&[u8], Error>) + Send>;
+/// reply body in the connection's codec, or the error. It returns the
+/// caller's place in the connection's [`wake::WakeSet`] if the caller
+/// sleeps there (0 if not): the completing thread must wake it.
+type Completion = Box<dyn FnOnce(std::result::Result<&[u8], Error>) -> wake::Ticket + Send>;
 
 /// Settings for dialling; see [`Client::builder`].
 #[derive(Debug, Clone)]
@@ -336,6 +341,8 @@ struct Inner {
     /// Other connections with requests queued by callers this reader woke,
     /// flushed when the dispatch ends (see "How requests are batched").
     deferred: Mutex<Vec<Arc<Inner>>>,
+    /// Callers blocked for their replies, woken a batch at a time.
+    wakes: wake::WakeSet,
     /// When this client was made, and when it last sent (nanoseconds since
     /// then), to tell an idle connection.
     epoch: Instant,
@@ -396,6 +403,7 @@ impl Client {
             dispatching: AtomicBool::new(false),
             rejoined: AtomicUsize::new(0),
             deferred: Mutex::new(Vec::new()),
+            wakes: wake::WakeSet::default(),
             epoch: Instant::now(),
             last_send: AtomicU64::new(0),
             closed: AtomicBool::new(false),
@@ -501,7 +509,7 @@ impl Client {
         let slot = Arc::new(call::Slot::new());
         let (m, s) = (method.clone(), slot.clone());
         let complete: Completion = Box::new(move |outcome| {
-            s.complete(outcome.and_then(|body| decode_reply::<R>(codec, body, &m)));
+            s.complete(outcome.and_then(|body| decode_reply::<R>(codec, body, &m)))
         });
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         inner.check_idle_close();
@@ -583,8 +591,9 @@ impl Inner {
         };
         let _ = self.stream.shutdown(Shutdown::Both);
         for (_, complete) in calls {
-            complete(Err(self.closed_error(reason)));
+            self.wakes.mark(complete(Err(self.closed_error(reason))));
         }
+        self.wakes.wake_marked();
         let _ = self.wake_reader.try_send(());
         if let Some(w) = self.wake_writer.get() {
             let _ = w.try_send(());
@@ -640,6 +649,15 @@ impl Inner {
     /// Reads replies and completes their calls until `done` or the stream
     /// ends (which closes the client).
     fn read_replies(&self, rd: &mut FrameReader<Stream>, done: impl Fn() -> bool) {
+        // Callers handed a result are woken only when the batch ends; should
+        // this unwind half way, they must still be.
+        struct WakeOnUnwind<'a>(&'a wake::WakeSet);
+        impl Drop for WakeOnUnwind<'_> {
+            fn drop(&mut self) {
+                self.0.wake_marked();
+            }
+        }
+        let _wake = WakeOnUnwind(&self.wakes);
         self.read_replies_batched(rd, done);
         self.end_dispatch();
     }
@@ -647,6 +665,7 @@ impl Inner {
     /// Ends a dispatch: writes what the callers it woke have queued, here
     /// and on the connections they deferred to it.
     fn end_dispatch(&self) {
+        self.wakes.wake_marked();
         let others = {
             let mut deferred = self.deferred.lock();
             self.dispatching.store(false, Ordering::SeqCst);
@@ -727,10 +746,11 @@ impl Inner {
         let mut handed = 0usize;
         while !done() {
             if !rd.has_buffered_message(self.codec) {
-                // About to block: send what callers queued meanwhile. If some
-                // of those it woke have not queued yet, perhaps for want of
-                // this CPU, let them first (once; see "How requests are
-                // batched").
+                // About to block: wake the callers handed results, all at
+                // once, then send what they queue. If some have not queued
+                // yet, perhaps for want of this CPU, let them first (once;
+                // see "How requests are batched").
+                self.wakes.wake_marked();
                 let rejoined = self.rejoined.load(Ordering::Relaxed);
                 if rejoined > 0 && rejoined < handed {
                     std::thread::yield_now();
@@ -762,19 +782,23 @@ impl Inner {
             };
             let complete = self.pending.lock().calls.remove(&header.seq);
             handed += usize::from(complete.is_some());
-            match complete {
+            let sleeper = match complete {
                 // Its caller gave up (timeout): the reply is dropped.
-                None => log::debug!(
-                    "rpc client {}: dropped late reply seq {}",
-                    self.addr,
-                    header.seq
-                ),
+                None => {
+                    log::debug!(
+                        "rpc client {}: dropped late reply seq {}",
+                        self.addr,
+                        header.seq
+                    );
+                    0
+                }
                 Some(complete) if !header.error.is_empty() => complete(Err(Error::Remote {
                     method: header.service_method,
                     message: header.error,
                 })),
                 Some(complete) => complete(Ok(rd.bytes(msg.body))),
-            }
+            };
+            self.wakes.mark(sleeper);
         }
     }
 
