@@ -20,25 +20,25 @@
 //!
 //! While a reader hands out replies it has already read (`dispatching`),
 //! the callers it wakes only queue their next request; the reader writes
-//! them all in one syscall before it blocks again. It wakes those callers
-//! together, when it has handed out all it read (see [`wake`]): one by
-//! one, each would take the reader's CPU in turn. A caller woken that way
+//! them all in one syscall before it blocks again. Callers blocked in a
+//! wait it wakes together, once it has handed out all it has read (see
+//! [`wake`]): woken one by one, each would take the reader's CPU in turn. A caller woken that way
 //! that sends its next request on *another* connection (an XClient going
 //! round its instances) queues it there too and leaves the flush to the
 //! waking reader, through that reader's `deferred` list. A thread-local
 //! notes which connection's batch the caller was woken from.
 //!
-//! Before that flush, a reader that woke several callers, of which some
-//! have queued their next request already and (as far as a rough count
-//! tells) others not yet, yields its CPU once: on a busy machine the others
-//! are often waiting for that very CPU, and the batch then goes out in one
-//! write instead of one per caller, with the server woken once for them
-//! all. gRPC-Go's transport writer yields once before a small flush for the
-//! same reason. Where a core is idle the yield returns at once; where the
-//! CPU is contended by other work it can hold the flush for up to a
-//! scheduler time slice. Callers that do not call again (one thread
-//! waiting on many [`Client::go`] calls, say) queue nothing, and then the
-//! reader does not yield.
+//! Before that flush, a reader that handed out results of which (as far
+//! as a rough count tells) some have yet to come back as requests yields
+//! its CPU once, if it has just woken sleeping callers or some have queued
+//! already: on a busy machine the others are often waiting for that very
+//! CPU, and the batch then goes out in one write instead of one per
+//! caller, with the server woken once for them all. gRPC-Go's transport
+//! writer yields once before a small flush for the same reason. Where a
+//! core is idle the yield returns at once; where the CPU is contended by
+//! other work it can hold the flush for up to a scheduler time slice.
+//! Results that only went to channels ([`Call::receiver`]), which nobody
+//! was woken for here and which brought no request back, make no yield.
 //!
 //! Invariant: a request queued without a flush is flushed by a reader that
 //! has yet to end its dispatch. `dispatching` is set false only under the
@@ -649,8 +649,9 @@ impl Inner {
     /// Reads replies and completes their calls until `done` or the stream
     /// ends (which closes the client).
     fn read_replies(&self, rd: &mut FrameReader<Stream>, done: impl Fn() -> bool) {
-        // Callers handed a result are woken only when the batch ends; should
-        // this unwind half way, they must still be.
+        // Callers handed a result are woken only when the batch ends. Should
+        // a bug make this unwind, those at least are not left asleep (the
+        // connection itself is then beyond saving).
         struct WakeOnUnwind<'a>(&'a wake::WakeSet);
         impl Drop for WakeOnUnwind<'_> {
             fn drop(&mut self) {
@@ -750,9 +751,9 @@ impl Inner {
                 // once, then send what they queue. If some have not queued
                 // yet, perhaps for want of this CPU, let them first (once;
                 // see "How requests are batched").
-                self.wakes.wake_marked();
+                let woke = self.wakes.wake_marked();
                 let rejoined = self.rejoined.load(Ordering::Relaxed);
-                if rejoined > 0 && rejoined < handed {
+                if (woke || rejoined > 0) && rejoined < handed {
                     std::thread::yield_now();
                 }
                 handed = 0;

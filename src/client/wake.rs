@@ -13,8 +13,9 @@
 //! `FUTEX_WAIT_BITSET` on that bit. The reader marks the bits of the callers
 //! it hands results to and, before it next blocks, wakes them all with one
 //! `FUTEX_WAKE_BITSET` per word. A caller that finds no free bit (more than
-//! [`SLEEPERS`] waiting on one connection), and every caller on other
-//! systems, waits on its call's condition variable instead, woken at once.
+//! 128 waiting on one connection), one that asked for its call's channel,
+//! and every caller on other systems (and 32-bit Linux) wait on their
+//! call's condition variable or channel instead, woken one by one.
 //!
 //! Invariant (no lost wake-up): a caller publishes its bit where the
 //! completing thread will look, then reads its word's sequence number, then
@@ -32,9 +33,11 @@ pub(super) type Ticket = u32;
 #[allow(unused_imports)] // SLEEPERS is for tests.
 pub(super) use sys::{WakeSet, SLEEPERS};
 
-#[cfg(target_os = "linux")]
+// 64-bit only: there `libc::timespec` is what `SYS_futex` expects (32-bit
+// targets may have a 64-bit `time_t`, or only `SYS_futex_time64`).
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 mod sys {
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use std::time::Instant;
 
     use super::Ticket;
@@ -44,6 +47,10 @@ mod sys {
     /// Callers that can sleep in one connection's wake set at once.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(in super::super) const SLEEPERS: usize = WORDS * 32;
+
+    /// Set if the kernel refused a futex wait (a seccomp filter, say):
+    /// from then on no places are handed out.
+    static UNUSABLE: AtomicBool = AtomicBool::new(false);
 
     #[derive(Default)]
     pub(in super::super) struct WakeSet {
@@ -63,6 +70,9 @@ mod sys {
     impl WakeSet {
         /// A free place, or None (the caller waits some other way).
         pub(in super::super) fn acquire(&self) -> Option<Ticket> {
+            if UNUSABLE.load(Ordering::Relaxed) {
+                return None;
+            }
             for (i, w) in self.words.iter().enumerate() {
                 let mut taken = w.taken.load(Ordering::Relaxed);
                 while taken != u32::MAX {
@@ -88,6 +98,8 @@ mod sys {
 
         /// Sleeps until `ready()` or `deadline`. `t` must be published
         /// where the completing thread reads it (see the module's invariant).
+        /// Returns early if the kernel refuses the wait: the caller then
+        /// waits on its condition variable, which is always notified too.
         pub(in super::super) fn wait(
             &self,
             t: Ticket,
@@ -107,7 +119,15 @@ mod sys {
                         _ => return,
                     },
                 };
-                futex::wait_bitset(&w.seq, seq, bit, until);
+                if let Err(e) = futex::wait_bitset(&w.seq, seq, bit, until) {
+                    if !UNUSABLE.swap(true, Ordering::Relaxed) {
+                        log::warn!(
+                            "rpc client: futex wait refused ({e}); callers wait on \
+                             condition variables from now on"
+                        );
+                    }
+                    return;
+                }
             }
         }
 
@@ -119,8 +139,9 @@ mod sys {
             }
         }
 
-        /// Wakes every caller marked so far.
-        pub(in super::super) fn wake_marked(&self) {
+        /// Wakes every caller marked so far; false if there were none.
+        pub(in super::super) fn wake_marked(&self) -> bool {
+            let mut woke = false;
             for w in &self.words {
                 if w.marked.load(Ordering::Relaxed) == 0 {
                     continue;
@@ -129,8 +150,10 @@ mod sys {
                 if bits != 0 {
                     w.seq.fetch_add(1, Ordering::SeqCst);
                     futex::wake_bitset(&w.seq, bits);
+                    woke = true;
                 }
             }
+            woke
         }
 
         fn place(&self, t: Ticket) -> (&Word, u32) {
@@ -139,19 +162,20 @@ mod sys {
         }
     }
 
-    mod futex {
+    pub(super) mod futex {
         use std::sync::atomic::AtomicU32;
         use std::time::Duration;
 
         /// Sleeps while `*word == expected` until a wake names one of
-        /// `bits`, or `left` has passed. May return early for any reason
-        /// (a signal, a mismatch): the caller checks again.
-        pub(super) fn wait_bitset(
+        /// `bits`, or `left` has passed. May return early (a signal, a
+        /// mismatch): the caller checks again. An error means the kernel
+        /// will not do this wait at all.
+        pub(in super::super) fn wait_bitset(
             word: &AtomicU32,
             expected: u32,
             bits: u32,
             left: Option<Duration>,
-        ) {
+        ) -> std::io::Result<()> {
             // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time.
             let abs = left.map(|left| {
                 let mut now = libc::timespec {
@@ -175,7 +199,7 @@ mod sys {
             // SAFETY: `word` is a live, aligned u32 for the whole call and
             // the kernel only reads it; `timeout` is null or points to a
             // timespec that outlives the call.
-            unsafe {
+            let r = unsafe {
                 libc::syscall(
                     libc::SYS_futex,
                     word.as_ptr(),
@@ -184,14 +208,25 @@ mod sys {
                     timeout,
                     std::ptr::null::<u32>(),
                     bits,
-                );
+                )
+            };
+            if r == -1 {
+                let e = std::io::Error::last_os_error();
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::EAGAIN | libc::EINTR | libc::ETIMEDOUT)
+                ) {
+                    return Err(e);
+                }
             }
+            Ok(())
         }
 
-        /// Wakes every sleeper on `word` whose bits meet `bits`.
+        /// Wakes every sleeper on `word` whose bits meet `bits`; if the
+        /// kernel refuses that, every sleeper on `word` (they check again).
         pub(super) fn wake_bitset(word: &AtomicU32, bits: u32) {
             // SAFETY: as above; a wake only uses the address as a key.
-            unsafe {
+            let r = unsafe {
                 libc::syscall(
                     libc::SYS_futex,
                     word.as_ptr(),
@@ -200,7 +235,18 @@ mod sys {
                     std::ptr::null::<libc::timespec>(),
                     std::ptr::null::<u32>(),
                     bits,
-                );
+                )
+            };
+            if r == -1 {
+                // SAFETY: as above.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_futex,
+                        word.as_ptr(),
+                        libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                        i32::MAX,
+                    )
+                };
             }
         }
     }
@@ -208,7 +254,7 @@ mod sys {
 
 /// Elsewhere there are no places: every caller waits on its call's
 /// condition variable, and marking and waking do nothing.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
 mod sys {
     use std::time::Instant;
 
@@ -227,11 +273,13 @@ mod sys {
         pub(in super::super) fn release(&self, _: Ticket) {}
         pub(in super::super) fn wait(&self, _: Ticket, _: impl Fn() -> bool, _: Option<Instant>) {}
         pub(in super::super) fn mark(&self, _: Ticket) {}
-        pub(in super::super) fn wake_marked(&self) {}
+        pub(in super::super) fn wake_marked(&self) -> bool {
+            false
+        }
     }
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(all(test, target_os = "linux", target_pointer_width = "64"))]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -248,6 +296,16 @@ mod tests {
         assert!(!got.contains(&0), "0 means no place");
         set.release(got[40]);
         assert_eq!(set.acquire(), Some(got[40]));
+    }
+
+    #[test]
+    fn a_wait_the_kernel_refuses_is_an_error_not_a_spin() {
+        let word = AtomicU32::new(0);
+        // A zero bitset is invalid (EINVAL).
+        let e = sys::futex::wait_bitset(&word, 0, 0, None).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+        // A changed word is no error: the caller checks again.
+        sys::futex::wait_bitset(&word, 1, 1, None).unwrap();
     }
 
     #[test]
