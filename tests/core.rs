@@ -136,52 +136,20 @@ fn the_legacy_magic_number_is_accepted() {
     assert_eq!(values.next().unwrap(), 9);
 }
 
-#[test]
-fn sixty_four_threads_share_one_client() {
-    init_log();
-    let running = start_server();
-    for codec in [Codec::Json, Codec::MsgPack] {
-        let client = Client::builder()
-            .codec(codec)
-            .dial(&running.addr().to_string())
-            .unwrap();
-        std::thread::scope(|scope| {
-            for t in 0..64i64 {
-                let client = client.clone();
-                scope.spawn(move || {
-                    for i in 0..50i64 {
-                        let args = Args {
-                            num1: t * 1000,
-                            num2: i,
-                        };
-                        let sum: i64 = client.call("Arith.Sum", &args).unwrap();
-                        assert_eq!(sum, t * 1000 + i, "thread {t} call {i}");
-                    }
-                });
-            }
-        });
-    }
-}
-
-/// More callers on one connection than its wake set has places for (128):
-/// some sleep there and are woken a batch at a time, the rest wait on
-/// their call's condition variable. Blocking and timed calls both, every
-/// one answered with its own reply.
-#[test]
-fn more_blocked_callers_than_the_wake_set_holds_all_get_their_replies() {
-    init_log();
-    let running = start_server();
-    let client = Client::dial(&running.addr().to_string()).unwrap();
+/// `threads` threads share `client`, each making `calls` calls with its own
+/// arguments; every third call (if `timed`) has a timeout. Each reply must
+/// be the caller's own.
+fn share_one_client(client: &Client, threads: i64, calls: i64, timed: bool) {
     std::thread::scope(|scope| {
-        for t in 0..160i64 {
+        for t in 0..threads {
             let client = client.clone();
             scope.spawn(move || {
-                for i in 0..40i64 {
+                for i in 0..calls {
                     let args = Args {
                         num1: t * 1000,
                         num2: i,
                     };
-                    let sum: i64 = if (t + i) % 3 == 0 {
+                    let sum: i64 = if timed && (t + i) % 3 == 0 {
                         client.call_timeout("Arith.Sum", &args, Duration::from_secs(20))
                     } else {
                         client.call("Arith.Sum", &args)
@@ -192,6 +160,30 @@ fn more_blocked_callers_than_the_wake_set_holds_all_get_their_replies() {
             });
         }
     });
+}
+
+#[test]
+fn sixty_four_threads_share_one_client() {
+    init_log();
+    let running = start_server();
+    for codec in [Codec::Json, Codec::MsgPack] {
+        let client = Client::builder()
+            .codec(codec)
+            .dial(&running.addr().to_string())
+            .unwrap();
+        share_one_client(&client, 64, 50, false);
+    }
+}
+
+/// More callers on one connection than its wake set has places for (128):
+/// some sleep there and are woken a batch at a time, the rest wait on
+/// their call's condition variable. Blocking and timed calls both.
+#[test]
+fn more_blocked_callers_than_the_wake_set_holds_all_get_their_replies() {
+    init_log();
+    let running = start_server();
+    let client = Client::dial(&running.addr().to_string()).unwrap();
+    share_one_client(&client, 160, 40, true);
 }
 
 /// Replies for a thread waiting on many asynchronous calls, which does not
