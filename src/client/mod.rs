@@ -22,11 +22,12 @@
 //! the callers it wakes only queue their next request; the reader writes
 //! them all in one syscall before it blocks again. Callers blocked in a
 //! wait it wakes together, once it has handed out all it has read (see
-//! [`wake`]): woken one by one, each would take the reader's CPU in turn. A caller woken that way
-//! that sends its next request on *another* connection (an XClient going
-//! round its instances) queues it there too and leaves the flush to the
-//! waking reader, through that reader's `deferred` list. A thread-local
-//! notes which connection's batch the caller was woken from.
+//! [`wake`]): woken one by one, each would take the reader's CPU in turn.
+//! A caller woken that way that sends its next request on *another*
+//! connection (an XClient going round its instances) queues it there too
+//! and leaves the flush to the waking reader, through that reader's
+//! `deferred` list. A thread-local notes which connection's batch the
+//! caller was woken from.
 //!
 //! Before that flush, a reader that handed out results of which (as far
 //! as a rough count tells) some have yet to come back as requests yields
