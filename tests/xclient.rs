@@ -135,6 +135,19 @@ fn round_robin_and_random_spread_evenly() {
 }
 
 #[test]
+fn a_list_longer_than_sixteen_instances_is_picked_from_in_full() {
+    let _g = serial();
+    // More instances than the client keeps its selection inputs for on the
+    // stack (16): the longer list takes the other path.
+    let ns = nodes(20);
+    let xc = XClient::new(discovery(&ns), SelectMode::RoundRobin);
+    let counts = spread(&xc, 60);
+    for n in &ns {
+        assert_eq!(counts.get(&n.addr), Some(&3), "{}: {counts:?}", n.addr);
+    }
+}
+
+#[test]
 fn weights_one_to_three() {
     let _g = serial();
     let ns = nodes(2);

@@ -231,13 +231,12 @@ impl Drop for RegistryDiscovery {
 impl Discovery for RegistryDiscovery {
     fn snapshot(&self) -> Result<Snapshot> {
         let s = &self.shared;
-        let now = Instant::now();
         let (snapshot, fetched, next_try) = {
             let st = s.state.read();
             (st.snapshot.clone(), st.fetched, st.next_try)
         };
         let Some(fetched) = fetched else {
-            if next_try.is_some_and(|t| now < t) {
+            if next_try.is_some_and(|t| Instant::now() < t) {
                 // Failed a moment ago: do not hammer a registry that is down.
                 let last = s.state.read().last_error.clone().unwrap_or_default();
                 return Err(Error::Registry {
@@ -249,9 +248,11 @@ impl Discovery for RegistryDiscovery {
             s.fetch_and_install(&s.agent, None, None)?;
             return Ok(s.state.read().snapshot.clone());
         };
-        let fresh = now.duration_since(fetched) < s.refresh_after
-            || s.watch_live.load(Ordering::Acquire)
-            || next_try.is_some_and(|t| now < t);
+        // A live watch keeps the list current: no need to read the clock.
+        let fresh = s.watch_live.load(Ordering::Acquire) || {
+            let now = Instant::now();
+            now.duration_since(fetched) < s.refresh_after || next_try.is_some_and(|t| now < t)
+        };
         if fresh || s.refreshing.swap(true, Ordering::AcqRel) {
             return Ok(snapshot);
         }

@@ -25,6 +25,10 @@ thread_local! {
     static BATCH_HOME: Cell<usize> = const { Cell::new(0) };
 }
 
+/// Lists up to this long are picked from with the selector's inputs on the
+/// stack; longer ones allocate them.
+const PICK_ON_STACK: usize = 16;
+
 /// What an [`XClient`] does when a call fails.
 ///
 /// Whatever the mode, a call is sent again only if it is idempotent
@@ -281,6 +285,8 @@ impl<R> std::fmt::Debug for XCall<R> {
 /// The resolved settings of one call.
 struct Plan<'a> {
     method: &'a str,
+    /// `method` up to the dot.
+    service: &'a str,
     key: Option<&'a [u8]>,
     deadline: Option<Instant>,
     timeout: Option<Duration>,
@@ -300,18 +306,12 @@ impl Plan<'_> {
     /// Whether `inst` serves this call's service (an instance that lists
     /// no services may serve any).
     fn served_by(&self, inst: &Instance) -> bool {
-        let service = self.method.split('.').next().unwrap_or_default();
-        inst.services.is_empty() || inst.services.iter().any(|s| s == service)
+        inst.services.is_empty() || inst.services.iter().any(|s| s == self.service)
     }
 
     fn no_servers(&self) -> Error {
         Error::NoServers {
-            service: self
-                .method
-                .split('.')
-                .next()
-                .filter(|s| !s.is_empty())
-                .map(str::to_string),
+            service: (!self.service.is_empty()).then(|| self.service.to_string()),
         }
     }
 
@@ -631,6 +631,7 @@ impl XClient {
         let timeout = opts.timeout.or(self.timeout);
         Plan {
             method,
+            service: method.split_once('.').map_or(method, |(s, _)| s),
             key: opts.key.as_deref(),
             deadline: timeout.map(|t| Instant::now() + t),
             timeout,
@@ -647,7 +648,8 @@ impl XClient {
         Ok((snap, view))
     }
 
-    /// Asks the selector for an instance not in `exclude`, leaving out
+    /// Asks the selector for an instance not in `exclude` (indexed like
+    /// `view`; instances past its end are not excluded), leaving out
     /// evicted instances unless every candidate is evicted (then a call
     /// may as well try: it re-dials, and a success re-admits it).
     fn pick(
@@ -657,16 +659,53 @@ impl XClient {
         view: &[Arc<Slot>],
         exclude: &[bool],
     ) -> Result<usize> {
+        let n = view.len();
+        if n <= PICK_ON_STACK {
+            let (mut inflight, mut available) = ([0; PICK_ON_STACK], [false; PICK_ON_STACK]);
+            self.pick_in(
+                plan,
+                snap,
+                view,
+                exclude,
+                &mut inflight[..n],
+                &mut available[..n],
+            )
+        } else {
+            self.pick_in(
+                plan,
+                snap,
+                view,
+                exclude,
+                &mut vec![0; n],
+                &mut vec![false; n],
+            )
+        }
+    }
+
+    /// [`pick`](XClient::pick) with room for its selector's inputs, one
+    /// entry per instance.
+    fn pick_in(
+        &self,
+        plan: &Plan<'_>,
+        snap: &Snapshot,
+        view: &[Arc<Slot>],
+        exclude: &[bool],
+        inflight: &mut [usize],
+        available: &mut [bool],
+    ) -> Result<usize> {
         // Used once, like the batch it stands for: a later pick (a retry, a
         // backup, a `go`) has no batch to join.
         let home = BATCH_HOME.replace(0);
-        let inflight: Vec<usize> = view.iter().map(|s| s.inflight()).collect();
-        let candidate = |i: usize| !exclude[i] && plan.served_by(&snap.instances[i]);
-        let mut available: Vec<bool> = (0..view.len())
-            .map(|i| candidate(i) && !view[i].is_dead())
-            .collect();
+        let candidate =
+            |i: usize| exclude.get(i) != Some(&true) && plan.served_by(&snap.instances[i]);
+        for (i, slot) in view.iter().enumerate() {
+            inflight[i] = slot.inflight();
+            available[i] = candidate(i) && !slot.is_dead();
+        }
         if !available.contains(&true) {
-            available = (0..view.len()).map(candidate).collect();
+            for (i, a) in available.iter_mut().enumerate() {
+                *a = candidate(i);
+            }
         }
         if !available.contains(&true) {
             return Err(plan.no_servers());
@@ -678,8 +717,8 @@ impl XClient {
         let ctx = SelectContext {
             service_method: plan.method,
             key: plan.key,
-            inflight: &inflight,
-            available: &available,
+            inflight,
+            available,
             home,
         };
         match self.selector.select(snap, &ctx) {
@@ -697,7 +736,7 @@ impl XClient {
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        let _inflight = InflightGuard::new(slot);
+        let _inflight = InflightGuard::new(&**slot);
         if plan.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(plan.timed_out(std::iter::once(slot.addr.as_str())));
         }
@@ -723,7 +762,7 @@ impl XClient {
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        let guard = InflightGuard::new(slot);
+        let guard = InflightGuard::new(slot.clone());
         let client = self.pool.connect(slot, plan.deadline)?;
         match client.go(plan.method, args) {
             Ok(call) => Ok(Sent {
@@ -746,15 +785,18 @@ impl XClient {
         R: DeserializeOwned + Send + 'static,
     {
         let (snap, view) = self.instances()?;
-        let mut tried = vec![false; view.len()];
+        // Only a call that may fail over needs to remember where it went.
+        let mut tried = vec![false; if retries > 0 { view.len() } else { 0 }];
         let mut attempt = 0;
         loop {
-            if tried.iter().all(|t| *t) {
+            if !tried.is_empty() && tried.iter().all(|t| *t) {
                 // Every instance had its turn: start another round.
                 tried.iter_mut().for_each(|t| *t = false);
             }
             let i = self.pick(plan, &snap, &view, &tried)?;
-            tried[i] = true;
+            if let Some(t) = tried.get_mut(i) {
+                *t = true;
+            }
             match self.once(plan, &view[i], args) {
                 Ok(r) => return Ok(r),
                 Err(e) if attempt < retries && plan.may_retry(&e) => {
@@ -777,7 +819,7 @@ impl XClient {
         R: DeserializeOwned + Send + 'static,
     {
         let (snap, view) = self.instances()?;
-        let i = self.pick(plan, &snap, &view, &vec![false; view.len()])?;
+        let i = self.pick(plan, &snap, &view, &[])?;
         let mut attempt = 0;
         loop {
             match self.once(plan, &view[i], args) {
@@ -983,7 +1025,7 @@ where
     A: Serialize + ?Sized,
     R: DeserializeOwned + Send + 'static,
 {
-    let _inflight = InflightGuard::new(slot);
+    let _inflight = InflightGuard::new(&**slot);
     // Kept until the reply is in, so the connection stays open.
     let client = match pool.connect(slot, plan.deadline) {
         Ok(c) => c,

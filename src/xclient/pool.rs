@@ -2,6 +2,7 @@
 //! eviction on a connection failure, re-admission after a back-off probe.
 
 use std::collections::HashMap;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -147,17 +148,19 @@ impl Slot {
     }
 }
 
-/// Counts a call in flight on a slot for as long as it lives.
-pub(super) struct InflightGuard(Arc<Slot>);
+/// Counts a call in flight on a slot for as long as it lives. `S` is how
+/// it holds the slot: borrowed within a call, an `Arc` in a call that
+/// outlives its caller's stack frame.
+pub(super) struct InflightGuard<S: Deref<Target = Slot> = Arc<Slot>>(S);
 
-impl InflightGuard {
-    pub(super) fn new(slot: &Arc<Slot>) -> InflightGuard {
+impl<S: Deref<Target = Slot>> InflightGuard<S> {
+    pub(super) fn new(slot: S) -> InflightGuard<S> {
         slot.inflight.fetch_add(1, Ordering::Relaxed);
-        InflightGuard(slot.clone())
+        InflightGuard(slot)
     }
 }
 
-impl Drop for InflightGuard {
+impl<S: Deref<Target = Slot>> Drop for InflightGuard<S> {
     fn drop(&mut self) {
         self.0.inflight.fetch_sub(1, Ordering::Relaxed);
     }

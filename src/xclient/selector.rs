@@ -1,13 +1,27 @@
 //! Which instance gets a call: the [`Selector`] trait and the built-in
 //! policies.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use rand::Rng;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 use super::discovery::Snapshot;
+
+thread_local! {
+    /// Spreading calls needs no unpredictability: a fast generator per
+    /// thread, seeded once from the OS-seeded thread generator, instead of
+    /// a cryptographic one on every call.
+    static SPREAD_RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
+}
+
+/// A uniform draw from `0..n` (`n > 0`).
+fn draw(n: usize) -> usize {
+    SPREAD_RNG.with_borrow_mut(|rng| rng.random_range(0..n))
+}
 
 /// What a [`Selector`] knows about one call besides the instance list.
 ///
@@ -126,7 +140,7 @@ impl Selector for RandomSelector {
         if n == 0 {
             return None;
         }
-        ctx.nth_available(rand::rng().random_range(0..n))
+        ctx.nth_available(draw(n))
     }
 }
 
@@ -310,7 +324,6 @@ pub struct P2cSelector;
 impl Selector for P2cSelector {
     fn select(&self, _: &Snapshot, ctx: &SelectContext<'_>) -> Option<usize> {
         let n = ctx.available_count();
-        let mut rng = rand::rng();
         match n {
             0 => None,
             1 => ctx.nth_available(0),
@@ -321,9 +334,9 @@ impl Selector for P2cSelector {
                 // The home's rank among the available, or a random first pick.
                 let a = match home {
                     Some(h) => ctx.available[..h].iter().filter(|a| **a).count(),
-                    None => rng.random_range(0..n),
+                    None => draw(n),
                 };
-                let mut b = rng.random_range(0..n - 1);
+                let mut b = draw(n - 1);
                 if b >= a {
                     b += 1;
                 }
