@@ -1022,3 +1022,60 @@ fn a_registry_whose_version_went_back_is_followed_not_spun_on() {
     fake.unblock();
     serving.join().unwrap();
 }
+
+/// This process's threads named `prefix...`, each with its scheduling
+/// policy (field 41 of `/proc/self/task/*/stat`; 3 is `SCHED_BATCH`).
+#[cfg(target_os = "linux")]
+fn thread_policies(prefix: &str) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(e.path().join("comm")),
+            std::fs::read_to_string(e.path().join("stat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        // Fields after the parenthesised name start at field 3.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy = after.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+        out.push((name.trim().to_string(), policy));
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn http_threads_are_named_and_batch_scheduled() {
+    let reg = start(Registry::DEFAULT_TTL);
+    // A connection gets its tiny_http thread.
+    assert_eq!(get_header(&reg.url(), "X-rpc-Servers"), "");
+    // A worker names itself, then sets its policy, once it first runs.
+    let give_up = Instant::now() + Duration::from_secs(5);
+    let threads = loop {
+        let threads = thread_policies("geerpc-reg-");
+        let conn = threads.iter().filter(|t| t.0 == "geerpc-reg-conn").count();
+        let settled = threads
+            .iter()
+            .filter(|t| t.0 == "geerpc-reg-conn" || t.0 == "geerpc-reg-http")
+            .all(|t| t.1 == 3);
+        if (conn >= 2 && settled) || Instant::now() > give_up {
+            break threads;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // The accept thread and at least one connection thread.
+    let conn = threads.iter().filter(|t| t.0 == "geerpc-reg-conn").count();
+    assert!(conn >= 2, "{threads:?}");
+    for (name, policy) in &threads {
+        let want = match name.as_str() {
+            "geerpc-reg-conn" | "geerpc-reg-http" => 3,
+            // The reaper and the ticker keep the default policy.
+            _ => 0,
+        };
+        assert_eq!(*policy, want, "{name}: {threads:?}");
+    }
+    reg.shutdown();
+}
