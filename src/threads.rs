@@ -7,6 +7,11 @@
 //! hangs on a thread stuck in user code: such a thread is reported, not
 //! waited for forever.
 //!
+//! The one exception is tiny_http's threads in the registry server, which
+//! tiny_http starts and ends itself: the accept thread at shutdown, idle
+//! pool threads a few seconds later, and a connection's thread when its
+//! peer closes the connection.
+//!
 //! Linux keeps only the first 15 bytes of a thread's name (what `top -H`,
 //! `perf` and `/proc/*/task/*/comm` show), so every name here fits in 15
 //! bytes and none is a prefix of another (tests find threads by prefix).
@@ -161,15 +166,25 @@ impl ThreadGroup {
 /// machine: preempting the peer that just sent a request, only to block
 /// again a few microseconds later, costs both a context switch and cuts
 /// the peer's batch of sends short.
+///
+/// The pthread calls rather than `sched_setscheduler`, which musl does not
+/// implement (it fails with `ENOSYS`).
 #[cfg(target_os = "linux")]
 pub(crate) fn use_batch_policy() -> bool {
-    // SAFETY: pid 0 names the calling thread, and `param` outlives the call.
+    // SAFETY: `pthread_self` is the calling thread, alive throughout, and
+    // `policy` and `param` outlive the calls. A zeroed `sched_param` is
+    // valid (musl's has fields besides the priority).
     unsafe {
-        if libc::sched_getscheduler(0) != libc::SCHED_OTHER {
+        let me = libc::pthread_self();
+        let mut policy = 0;
+        let mut param: libc::sched_param = std::mem::zeroed();
+        if libc::pthread_getschedparam(me, &mut policy, &mut param) != 0
+            || policy != libc::SCHED_OTHER
+        {
             return false;
         }
-        let param = libc::sched_param { sched_priority: 0 };
-        libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) == 0
+        param.sched_priority = 0;
+        libc::pthread_setschedparam(me, libc::SCHED_BATCH, &param) == 0
     }
 }
 

@@ -35,9 +35,9 @@ const MAX_WATCHERS: usize = 10_000;
 /// On Linux the threads that answer requests (named `geerpc-reg-conn` and
 /// `geerpc-reg-http`) run under the `SCHED_BATCH` policy when started from
 /// a thread under the default one: a request arriving does not preempt the
-/// thread that sent it. Under load that is worth a fifth more requests a
-/// second; a request waits at most for the running thread's time slice (a
-/// few milliseconds; p99 stayed under 0.4 ms under `wrk`).
+/// thread that sent it, which under load saves a context switch and lets
+/// the sender go on sending. A woken thread may wait a little longer for a
+/// CPU, until the running thread blocks or the scheduler's next tick.
 ///
 /// ```
 /// use geerpc::Registry;
@@ -195,21 +195,24 @@ impl Registry {
     }
 }
 
-/// Starts tiny_http's accept thread, which starts a thread per connection.
+/// Starts tiny_http's accept thread, which serves each open connection on
+/// a thread of its pool.
 ///
-/// tiny_http names none of its threads and sets nothing on them, but a new
-/// thread inherits its parent's name and scheduling policy: starting the
-/// server from a thread named `geerpc-reg-conn` under the batch policy
-/// gives all of them that name and policy. Under load every request wakes
-/// a connection thread; as a batch thread it no longer preempts the client
-/// that sent the request (wrk heartbeats: a median 56k requests/s became
-/// 70k, and the bad runs at 36-54k were gone).
+/// tiny_http names none of its threads and sets nothing on them, but on
+/// Linux a new thread inherits its parent's name and scheduling policy:
+/// starting the server from a thread named `geerpc-reg-conn` under the
+/// batch policy gives all of them that name and policy. Under load every
+/// request wakes a connection thread; as a batch thread it no longer
+/// preempts the client that sent the request (session 7 counted 0.33
+/// preemptions of `wrk` per heartbeat).
 fn start_tiny_http(listener: TcpListener, local: SocketAddr) -> Result<tiny_http::Server> {
     let started = std::thread::Builder::new()
         .name("geerpc-reg-conn".into())
         .spawn(move || {
-            crate::threads::use_batch_policy();
-            tiny_http::Server::from_listener(listener, None).map_err(|e| e.to_string())
+            if !crate::threads::use_batch_policy() {
+                log::debug!("registry {local}: threads keep the scheduling policy they have");
+            }
+            tiny_http::Server::from_listener(listener, None)
         })
         .map_err(|e| Error::io("registry: start the accept thread", e))?
         .join()
@@ -282,9 +285,11 @@ impl RegistryHandle {
         self.threads.live()
     }
 
-    /// Stops serving: answers pending long polls, joins every thread and
-    /// closes the port, so that a new registry can bind it at once. Calling
-    /// it again does nothing.
+    /// Stops serving: answers pending long polls, joins every thread it
+    /// started and closes the port, so that a new registry can bind it at
+    /// once. tiny_http's own threads end by themselves: idle ones within
+    /// seconds, a connection's when its peer closes it. Calling it again
+    /// does nothing.
     pub fn shutdown(&self) {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return;
@@ -377,7 +382,7 @@ impl Shared {
 fn serve(shared: &Shared, http: &tiny_http::Server) {
     // Like the connection threads (see `start_tiny_http`): a worker woken
     // by a request need not preempt the thread that queued it.
-    crate::threads::use_batch_policy();
+    let _ = crate::threads::use_batch_policy();
     let roles = &shared.roles;
     while roles.take() {
         loop {

@@ -479,14 +479,14 @@ impl XClient {
     {
         let plan = self.plan(service_method, opts);
         let (snap, view) = self.instances()?;
-        let mut tried = vec![false; view.len()];
+        // Filled in only once a send fails.
+        let mut tried = Vec::new();
         let mut last = None;
         loop {
             let i = match self.pick(&plan, &snap, &view, &tried) {
                 Ok(i) => i,
                 Err(e) => return Err(last.unwrap_or(e)),
             };
-            tried[i] = true;
             match self.send(&plan, &view[i], args) {
                 Ok(sent) => {
                     return Ok(XCall {
@@ -498,7 +498,11 @@ impl XClient {
                         _inflight: sent.guard,
                     })
                 }
-                Err(e) if e.is_not_sent() => last = Some(e),
+                Err(e) if e.is_not_sent() => {
+                    tried.resize(view.len(), false);
+                    tried[i] = true;
+                    last = Some(e);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -1073,5 +1077,52 @@ impl std::fmt::Debug for XClient {
             .field("idempotent", &self.idempotent)
             .field("evicted", &self.pool.evicted())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xclient::discovery::MultiServerDiscovery;
+
+    /// A list too long for the stack takes `pick`'s allocating path, which
+    /// must exclude and fall back exactly like the other.
+    #[test]
+    fn pick_from_a_long_list_excludes_and_falls_back_to_evicted() {
+        let n = PICK_ON_STACK + 4;
+        // Nothing listens on these ports: the prober an eviction starts
+        // gets its refusal at once.
+        let addrs: Vec<String> = (1..=n).map(|p| format!("tcp@127.0.0.1:{p}")).collect();
+        let discovery = MultiServerDiscovery::new(addrs.iter().map(String::as_str));
+        let xc = XClient::new(discovery, SelectMode::RoundRobin);
+        let opts = CallOptions::new();
+        let plan = xc.plan("A.B", &opts);
+        let (snap, view) = xc.instances().unwrap();
+        let (last, before) = (n - 1, n - 2);
+        let all_but =
+            |keep: &[usize]| -> Vec<bool> { (0..n).map(|i| !keep.contains(&i)).collect() };
+        for _ in 0..3 {
+            assert_eq!(
+                xc.pick(&plan, &snap, &view, &all_but(&[last])).unwrap(),
+                last
+            );
+        }
+        let refused = Error::Connect {
+            addr: view[last].addr.clone(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        xc.pool.report_error(&view[last], &refused);
+        // Evicted: passed over while another candidate is available...
+        for _ in 0..4 {
+            let two = all_but(&[before, last]);
+            assert_eq!(xc.pick(&plan, &snap, &view, &two).unwrap(), before);
+        }
+        // ...and picked when every candidate is evicted.
+        assert_eq!(
+            xc.pick(&plan, &snap, &view, &all_but(&[last])).unwrap(),
+            last
+        );
+        let none = xc.pick(&plan, &snap, &view, &all_but(&[]));
+        assert!(matches!(none, Err(Error::NoServers { .. })), "{none:?}");
     }
 }
