@@ -980,7 +980,10 @@ fn a_registry_whose_version_went_back_is_followed_not_spun_on() {
     let serving = {
         let (fake, gets) = (fake.clone(), gets.clone());
         std::thread::spawn(move || {
-            // Long polls after version 5 are held, never answered.
+            // Version 100 until a poll after it finds the registry gone back
+            // to 5; then version 5, and polls after it are held, never
+            // answered.
+            let mut current = (100, "tcp@127.0.0.1:1");
             let mut held = Vec::new();
             while let Ok(Some(rq)) = fake.recv_timeout(Duration::from_secs(30)) {
                 gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -991,8 +994,11 @@ fn a_registry_whose_version_went_back_is_followed_not_spun_on() {
                     .and_then(|w| w.split('&').next())
                     .map(|w| w.parse::<u64>().unwrap());
                 let (version, addr) = match watch {
-                    None | Some(0) => (100, "tcp@127.0.0.1:1"),
-                    Some(100) => (5, "tcp@127.0.0.1:2"),
+                    None | Some(0) => current,
+                    Some(100) => {
+                        current = (5, "tcp@127.0.0.1:2");
+                        current
+                    }
                     Some(_) => {
                         held.push(rq);
                         continue;

@@ -2,7 +2,7 @@
 //! current by a long-poll watch, and kept as it is while the registry is
 //! unreachable.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,8 +82,10 @@ impl RegistryDiscoveryBuilder {
                 failing: false,
                 last_error: None,
                 remote_version: None,
+                went_back_at: 0,
             }),
             refreshing: AtomicBool::new(false),
+            fetches: AtomicU64::new(0),
             watch_live: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             subscribers: Mutex::new(Vec::new()),
@@ -150,6 +152,8 @@ struct Shared {
     state: RwLock<State>,
     /// A caller is fetching a stale list; the others need not.
     refreshing: AtomicBool,
+    /// Fetches sent so far, to number them.
+    fetches: AtomicU64,
     /// The watch's last poll succeeded: the list is current.
     watch_live: AtomicBool,
     stopping: AtomicBool,
@@ -167,6 +171,21 @@ struct State {
     last_error: Option<String>,
     /// The registry's version of the list, for the long poll.
     remote_version: Option<u64>,
+    /// The number of the fetch that found the registry's version gone
+    /// back. A fetch sent before it may bring the list from before the
+    /// registry went back, with a higher version, and is dropped.
+    went_back_at: u64,
+}
+
+/// Where an installed list came from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// [`Discovery::update`]: always installed.
+    Update,
+    /// The fetch numbered `seq` in the order fetches were sent;
+    /// `went_back`: the registry answered with a version older than the
+    /// one asked after.
+    Fetch { seq: u64, went_back: bool },
 }
 
 impl std::fmt::Debug for RegistryDiscovery {
@@ -268,7 +287,7 @@ impl Discovery for RegistryDiscovery {
     }
 
     fn update(&self, instances: Vec<Instance>) -> Result<()> {
-        self.shared.install(instances, None, false);
+        self.shared.install(instances, None, Source::Update);
         Ok(())
     }
 
@@ -288,6 +307,7 @@ impl Shared {
         watch: Option<u64>,
         poll: Option<Duration>,
     ) -> Result<()> {
+        let seq = self.fetches.fetch_add(1, Ordering::Relaxed) + 1;
         match self.fetch(agent, watch, poll) {
             Ok(listing) => {
                 // Asked for changes after `w` and answered with an older
@@ -306,7 +326,8 @@ impl Shared {
                         listing.version.unwrap_or(0)
                     );
                 }
-                self.install(listing.instances, Some(listing.version), went_back);
+                let from = Source::Fetch { seq, went_back };
+                self.install(listing.instances, Some(listing.version), from);
                 Ok(())
             }
             Err(e) => {
@@ -376,14 +397,21 @@ impl Shared {
     }
 
     /// Installs a list; a different list gets a new version and wakes the
-    /// subscribers. `went_back`: the registry's own version went back, so
-    /// the list replaces the installed one whatever their versions.
+    /// subscribers. A list from a fetch that saw the registry's version go
+    /// back replaces the installed one whatever their versions.
     fn install(
         &self,
         mut instances: Vec<Instance>,
         remote_version: Option<Option<u64>>,
-        went_back: bool,
+        from: Source,
     ) {
+        let went_back = matches!(
+            from,
+            Source::Fetch {
+                went_back: true,
+                ..
+            }
+        );
         log::debug!(
             "registry discovery {}: {} instances at version {remote_version:?}",
             self.url,
@@ -393,6 +421,18 @@ impl Shared {
         instances.dedup_by(|a, b| a.addr == b.addr);
         let changed = {
             let mut st = self.state.write();
+            if let Source::Fetch { seq, .. } = from {
+                if seq < st.went_back_at {
+                    log::debug!(
+                        "registry discovery {}: dropped a listing asked for before the registry's version went back",
+                        self.url
+                    );
+                    return;
+                }
+                if went_back {
+                    st.went_back_at = seq;
+                }
+            }
             // Fetches overlap (the first list, the watch, a refresh); one
             // that answered older than what is installed must not replace
             // it, or the discovery would serve a stale list while its watch
@@ -503,6 +543,41 @@ fn watch_loop(shared: &Shared, agent: &ureq::Agent, poll: Duration, stop: Receiv
 mod tests {
     use super::*;
 
+    fn fetch(seq: u64, went_back: bool) -> Source {
+        Source::Fetch { seq, went_back }
+    }
+
+    fn addrs(d: &RegistryDiscovery) -> Vec<String> {
+        let snap = d.snapshot().unwrap();
+        snap.instances.iter().map(|i| i.addr.clone()).collect()
+    }
+
+    /// A registry restarted behind its old version: a listing asked for
+    /// before the watch saw that, landing after, is from the old registry
+    /// (its version is higher) and must not come back.
+    #[test]
+    fn a_listing_sent_before_the_version_went_back_is_dropped() {
+        let d = RegistryDiscovery::builder("http://127.0.0.1:9/_rpc_/registry")
+            .watch(false)
+            .build()
+            .unwrap();
+        let one = |a: &str| vec![Instance::new(a)];
+        d.shared
+            .install(one("tcp@127.0.0.1:1"), Some(Some(100)), fetch(2, false));
+        d.shared
+            .install(one("tcp@127.0.0.1:2"), Some(Some(5)), fetch(3, true));
+        d.shared
+            .install(one("tcp@127.0.0.1:1"), Some(Some(100)), fetch(1, false));
+        assert_eq!(addrs(&d), ["tcp@127.0.0.1:2"]);
+        // Sent after: the registry's list again, by versions as usual.
+        d.shared
+            .install(one("tcp@127.0.0.1:3"), Some(Some(6)), fetch(4, false));
+        assert_eq!(addrs(&d), ["tcp@127.0.0.1:3"]);
+        // By hand: always.
+        d.update(one("tcp@127.0.0.1:4")).unwrap();
+        assert_eq!(addrs(&d), ["tcp@127.0.0.1:4"]);
+    }
+
     /// Overlapping fetches can answer out of order: an older listing that
     /// lands last must not replace a newer one.
     #[test]
@@ -515,11 +590,12 @@ mod tests {
             Instance::new("tcp@127.0.0.1:1"),
             Instance::new("tcp@127.0.0.1:2"),
         ];
-        d.shared.install(both.clone(), Some(Some(12)), false);
+        d.shared
+            .install(both.clone(), Some(Some(12)), fetch(1, false));
         d.shared.install(
             vec![Instance::new("tcp@127.0.0.1:1")],
             Some(Some(11)),
-            false,
+            fetch(2, false),
         );
         let snap = d.snapshot().unwrap();
         assert_eq!(&*snap.instances, &both[..]);
@@ -527,10 +603,10 @@ mod tests {
         d.shared.install(
             vec![Instance::new("tcp@127.0.0.1:2")],
             Some(Some(13)),
-            false,
+            fetch(3, false),
         );
         assert_eq!(d.snapshot().unwrap().instances.len(), 1);
-        d.shared.install(Vec::new(), Some(None), false);
+        d.shared.install(Vec::new(), Some(None), fetch(4, false));
         assert!(d.snapshot().unwrap().instances.is_empty());
     }
 }
