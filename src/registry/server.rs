@@ -203,8 +203,8 @@ impl Registry {
 /// starting the server from a thread named `geerpc-reg-conn` under the
 /// batch policy gives all of them that name and policy. Under load every
 /// request wakes a connection thread; as a batch thread it no longer
-/// preempts the client that sent the request (session 7 counted 0.33
-/// preemptions of `wrk` per heartbeat).
+/// preempts the client that sent the request (under `wrk`, that had been
+/// 0.33 preemptions of `wrk` per heartbeat).
 fn start_tiny_http(listener: TcpListener, local: SocketAddr) -> Result<tiny_http::Server> {
     let started = std::thread::Builder::new()
         .name("geerpc-reg-conn".into())
