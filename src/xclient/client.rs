@@ -664,26 +664,14 @@ impl XClient {
         exclude: &[bool],
     ) -> Result<usize> {
         let n = view.len();
-        if n <= PICK_ON_STACK {
-            let (mut inflight, mut available) = ([0; PICK_ON_STACK], [false; PICK_ON_STACK]);
-            self.pick_in(
-                plan,
-                snap,
-                view,
-                exclude,
-                &mut inflight[..n],
-                &mut available[..n],
-            )
+        let (mut on_stack, mut on_heap) = (([0; PICK_ON_STACK], [false; PICK_ON_STACK]), None);
+        let (inflight, available): (&mut [usize], &mut [bool]) = if n <= PICK_ON_STACK {
+            (&mut on_stack.0[..n], &mut on_stack.1[..n])
         } else {
-            self.pick_in(
-                plan,
-                snap,
-                view,
-                exclude,
-                &mut vec![0; n],
-                &mut vec![false; n],
-            )
-        }
+            let (i, a) = on_heap.insert((vec![0; n], vec![false; n]));
+            (i, a)
+        };
+        self.pick_in(plan, snap, view, exclude, inflight, available)
     }
 
     /// [`pick`](XClient::pick) with room for its selector's inputs, one
