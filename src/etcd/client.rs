@@ -129,6 +129,23 @@ const UNAVAILABLE: i32 = 14;
 const DEADLINE_EXCEEDED: i32 = 4;
 /// The lease (or key) asked for does not exist.
 const NOT_FOUND: i32 = 5;
+/// `FailedPrecondition`: for a grant with a chosen ID, "lease already exists".
+const FAILED_PRECONDITION: i32 = 9;
+
+/// What a grant with a chosen lease ID came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Granted {
+    /// etcd granted it now, with this TTL (seconds).
+    Now(i64),
+    /// etcd already has a lease with this ID: ours if an earlier attempt
+    /// with the same ID may have reached etcd (its answer was lost),
+    /// someone else's otherwise.
+    Exists {
+        /// Whether an attempt of this very call failed on an endpoint
+        /// before another endpoint answered "exists".
+        after_lost_attempt: bool,
+    },
+}
 
 /// How one attempt on one endpoint went wrong.
 enum Failure {
@@ -227,6 +244,18 @@ impl EtcdClient {
         path: &str,
         body: &serde_json::Value,
     ) -> std::result::Result<T, (i32, Error)> {
+        self.post_counted(path, body, &mut 0)
+    }
+
+    /// [`post`](Self::post), counting in `lost` the endpoints that failed
+    /// (refused, timed out, broke) before one answered: a request that
+    /// timed out may still have been carried out.
+    fn post_counted<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        lost: &mut u32,
+    ) -> std::result::Result<T, (i32, Error)> {
         let body = body.to_string();
         let start = self.current();
         let n = self.endpoints.len();
@@ -247,6 +276,7 @@ impl EtcdClient {
                 }
                 Err(Failure::Endpoint(e)) => {
                     log::debug!("etcd endpoint failed: {e}");
+                    *lost += 1;
                     last = Some(e);
                 }
             }
@@ -308,20 +338,47 @@ impl EtcdClient {
         }
     }
 
-    /// Grants a lease of `ttl` (etcd may raise it to its minimum). Returns
-    /// the lease ID and the TTL granted, in seconds.
-    pub(crate) fn grant(&self, ttl: Duration) -> Result<(i64, i64)> {
+    /// Grants lease `id` (chosen by the caller, non-zero) of `ttl` (etcd
+    /// may raise it to its minimum).
+    ///
+    /// The ID is chosen here rather than by etcd so that a grant whose
+    /// answer is lost (a timeout after etcd carried it out) can be retried
+    /// without leaving an orphan: the retry asks for the same ID and etcd
+    /// answers "exists" instead of granting a second lease nobody knows.
+    pub(crate) fn grant(&self, id: i64, ttl: Duration) -> Result<Granted> {
         let secs = ttl.as_secs().max(1);
-        let r: GrantReply = self
-            .post("/v3/lease/grant", &json!({ "TTL": secs.to_string() }))
-            .map_err(|(_, e)| e)?;
-        if !r.error.is_empty() || r.id == 0 {
+        let mut lost = 0;
+        let r: GrantReply = match self.post_counted(
+            "/v3/lease/grant",
+            &json!({ "TTL": secs.to_string(), "ID": id.to_string() }),
+            &mut lost,
+        ) {
+            Ok(r) => r,
+            Err((FAILED_PRECONDITION, e)) if e.to_string().contains("exists") => {
+                return Ok(Granted::Exists {
+                    after_lost_attempt: lost > 0,
+                })
+            }
+            Err((_, e)) => return Err(e),
+        };
+        if !r.error.is_empty() || r.id != id {
             return Err(Error::Registry {
                 url: self.endpoints[self.current()].clone() + "/v3/lease/grant",
-                message: format!("lease not granted: {}", r.error),
+                message: format!("lease {id} not granted (got {}): {}", r.id, r.error),
             });
         }
-        Ok((r.id, r.ttl))
+        Ok(Granted::Now(r.ttl))
+    }
+
+    /// Asks endpoint `i` alone (no failover) for its status: a cheap
+    /// request that only a member that is running and reachable answers
+    /// within the request timeout.
+    pub(crate) fn probe(&self, i: usize) -> Result<()> {
+        let url = format!("{}/v3/maintenance/status", self.endpoints[i]);
+        match self.post_once::<serde_json::Value>(&url, "{}") {
+            Ok(_) => Ok(()),
+            Err(Failure::Endpoint(e)) | Err(Failure::Answer { error: e, .. }) => Err(e),
+        }
     }
 
     /// Renews a lease. `Ok(None)`: etcd no longer knows it.

@@ -48,9 +48,12 @@
 mod client;
 mod discovery;
 mod register;
+mod warmup;
+mod watch;
 
 pub use discovery::EtcdDiscovery;
 pub use register::{register, register_instance, RegisterOptions, Registration};
+pub use warmup::DEFAULT_WARMUP;
 
 use crate::xclient::Instance;
 

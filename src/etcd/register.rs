@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-use super::client::{parse_endpoints, EtcdClient};
+use super::client::{parse_endpoints, EtcdClient, Granted};
 use super::{instance_key, normalize_prefix, DEFAULT_PREFIX};
 use crate::error::{Error, Result};
 use crate::server::ServerHandle;
@@ -190,7 +190,11 @@ pub fn register_instance<S: AsRef<str>>(
         threads: ThreadGroup::default(),
         join_grace: options.request_timeout + Duration::from_secs(1),
     });
-    inner.grant_and_put()?;
+    if let Err(e) = inner.grant_and_put() {
+        // Revokes a lease an attempt may have granted (answer lost).
+        let _ = inner.stop(true);
+        return Err(e);
+    }
     let beating = inner.clone();
     let started = inner
         .threads
@@ -202,8 +206,19 @@ pub fn register_instance<S: AsRef<str>>(
     Ok(Registration { inner, instance })
 }
 
-/// A live registration in etcd. Dropping it stops the heartbeat and revokes
-/// the lease, which deletes the keys at once.
+/// A live registration in etcd.
+///
+/// Dropping it deregisters, like dropping a [`Heartbeat`](crate::Heartbeat)
+/// (which sends its `DELETE`): the keepalive thread stops and the lease is
+/// revoked, which deletes the keys at once, so clients stop picking the
+/// server within their watch's latency rather than after the TTL. The drop
+/// waits at most the request timeout per endpoint for the revocation; a
+/// failed one is logged and the keys then expire after the TTL. To stop
+/// keeping the registration alive *without* deregistering (the keys then
+/// stay until the TTL runs out, as when a process dies), call
+/// [`abandon`](Registration::abandon). A registration made by [`register`]
+/// is also revoked when the server shuts down, before it stops serving.
+#[must_use = "dropping the Registration deregisters the server at once"]
 pub struct Registration {
     inner: Arc<Inner>,
     instance: Instance,
@@ -265,6 +280,10 @@ impl std::fmt::Debug for Registration {
 struct Lease {
     id: i64,
     ttl: i64,
+    /// A lease ID asked for whose grant may have happened (its answer was
+    /// lost) or whose keys are not known to be put: retried with the same
+    /// ID, revoked by `stop`. 0: none.
+    pending: i64,
     /// Set once by `stop`; a lease granted after it is revoked by whoever
     /// granted it.
     stopped: bool,
@@ -282,20 +301,39 @@ struct Inner {
     join_grace: Duration,
 }
 
+/// How long a failing heartbeat waits before it tries again: 0.5 to 1 s.
+fn retry_wait() -> Duration {
+    Duration::from_millis(rand::random_range(500..=1000))
+}
+
 /// How often a lease of `ttl` seconds is renewed.
 fn renew_every(ttl: i64) -> Duration {
     Duration::from_millis((ttl.max(1) as u64) * 1000 / 3).max(Duration::from_millis(100))
 }
 
+/// A fresh lease ID: random, positive, non-zero. Two clients picking the
+/// same one is a 1 in 2^63 event; the grant then answers "exists" on a
+/// first attempt and another ID is drawn.
+fn new_lease_id() -> i64 {
+    loop {
+        let id = rand::random::<i64>() & i64::MAX;
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
 impl Inner {
     /// Grants a new lease and puts every key under it.
     fn grant_and_put(&self) -> Result<()> {
-        let (id, ttl) = self.client.grant(self.ttl)?;
-        if let Err(e) = self.client.put_all(&self.keys, id) {
-            let _ = self.client.revoke(id);
-            return Err(e);
-        }
+        let (id, ttl) = self.grant()?;
+        // On failure the lease stays `pending`: the next attempt asks for
+        // the same ID (etcd says "exists") and puts again, and `stop`
+        // revokes it, so a lease whose keys may have been put is never
+        // forgotten.
+        self.client.put_all(&self.keys, id)?;
         let mut lease = self.lease.lock();
+        lease.pending = 0;
         if lease.stopped {
             drop(lease);
             let _ = self.client.sibling().revoke(id);
@@ -308,6 +346,51 @@ impl Inner {
             self.keys[0].0
         );
         Ok(())
+    }
+
+    /// Grants a lease whose ID we choose, so that no attempt can leave a
+    /// lease we do not know about (an orphan): the ID is remembered as
+    /// `pending` before the first attempt, a retry (another endpoint within
+    /// one call, or the next heartbeat) asks for the same ID, and an
+    /// "exists" answer then means an earlier attempt did grant it and only
+    /// its answer was lost: the lease is ours and is used. A lease left
+    /// pending when the registration stops is revoked by `stop`.
+    fn grant(&self) -> Result<(i64, i64)> {
+        for _ in 0..4 {
+            let (id, retry) = {
+                let mut l = self.lease.lock();
+                if l.pending == 0 {
+                    l.pending = new_lease_id();
+                    (l.pending, false)
+                } else {
+                    (l.pending, true)
+                }
+            };
+            match self.client.grant(id, self.ttl)? {
+                Granted::Now(ttl) => return Ok((id, ttl)),
+                Granted::Exists { after_lost_attempt } if retry || after_lost_attempt => {
+                    // Ours, granted by an attempt whose answer was lost.
+                    // Renewing it both says its TTL and restarts it (it
+                    // may have run for a while); gone by now: grant again.
+                    if let Some(ttl) = self.client.keep_alive(id)? {
+                        log::info!(
+                            "etcd: lease {id} of {} was granted by an attempt whose \
+                             answer was lost; using it",
+                            self.keys[0].0
+                        );
+                        return Ok((id, ttl));
+                    }
+                }
+                Granted::Exists { .. } => {
+                    // Someone else's lease: draw another ID.
+                    self.lease.lock().pending = 0;
+                }
+            }
+        }
+        Err(Error::Registry {
+            url: self.client.endpoints()[self.client.current()].clone() + "/v3/lease/grant",
+            message: "no lease granted after 4 attempts".into(),
+        })
     }
 
     fn heartbeat(&self, stop: crossbeam_channel::Receiver<()>) {
@@ -351,13 +434,16 @@ impl Inner {
                             self.keys[0].0
                         );
                     }
-                    // Retry soon, but no more often than twice a second.
-                    wait = (if failing {
-                        wait * 2
-                    } else {
-                        Duration::from_millis(500)
-                    })
-                    .min(renew_every(ttl));
+                    // Retry within a second, for as long as it fails: when
+                    // etcd comes back (restarted, restored, partition
+                    // healed) the next keepalive finds out at once whether
+                    // the lease survived, and registers again if not, so a
+                    // lost registration costs at most about a second after
+                    // etcd is back. (A lease lost while every keepalive
+                    // succeeds — revoked behind our back — is seen at the
+                    // next renewal, a third of the TTL later.) The jitter
+                    // spreads a fleet's retries against a recovering etcd.
+                    wait = retry_wait().min(renew_every(ttl));
                     failing = true;
                 }
             }
@@ -388,7 +474,21 @@ impl Inner {
         if !revoke {
             return Ok(());
         }
-        let id = self.lease.lock().id;
-        self.client.sibling().revoke(id).map(|_| ())
+        let (id, pending) = {
+            let l = self.lease.lock();
+            (l.id, l.pending)
+        };
+        let client = self.client.sibling();
+        if pending != 0 && pending != id {
+            // Granted perhaps (a lost answer): revoke it too, so it does
+            // not outlive us; NotFound is fine.
+            if let Err(e) = client.revoke(pending) {
+                log::debug!("etcd: revoking pending lease {pending}: {e}");
+            }
+        }
+        if id == 0 {
+            return Ok(());
+        }
+        client.revoke(id).map(|_| ())
     }
 }
