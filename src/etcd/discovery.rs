@@ -81,7 +81,6 @@ pub(super) struct State {
     pub(super) warmup: Warmup,
 }
 
-
 impl EtcdDiscovery {
     /// Follows the instances of `service` (all services with `None`) under
     /// [`DEFAULT_PREFIX`] on the etcd cluster at `endpoints`. Fails if no
@@ -290,10 +289,9 @@ impl Shared {
         }
         let listed: Vec<Instance> = by_addr.into_values().collect();
         let shown = state.snapshot.instances.clone();
-        let instances =
-            state
-                .warmup
-                .filter(listed, &shown, store_changed, Instant::now());
+        let instances = state
+            .warmup
+            .filter(listed, &shown, store_changed, Instant::now());
         if *instances == *state.snapshot.instances {
             return false;
         }
@@ -355,5 +353,4 @@ impl Shared {
             self.notify();
         }
     }
-
 }

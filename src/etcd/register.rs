@@ -34,6 +34,7 @@ pub struct RegisterOptions {
     services: Option<Vec<String>>,
     metadata: BTreeMap<String, String>,
     request_timeout: Duration,
+    renew_every: Duration,
 }
 
 impl Default for RegisterOptions {
@@ -46,6 +47,7 @@ impl Default for RegisterOptions {
             services: None,
             metadata: BTreeMap::new(),
             request_timeout: Duration::from_secs(3),
+            renew_every: DEFAULT_RENEW_EVERY,
         }
     }
 }
@@ -58,9 +60,10 @@ impl RegisterOptions {
     }
 
     /// Lease TTL (default 10 s; whole seconds, at least etcd's minimum,
-    /// which is 2 s by default). The lease is renewed every third of it, so
-    /// a server that dies without deregistering disappears after at most
-    /// this long.
+    /// which is 2 s by default). A server that dies without deregistering
+    /// disappears after at most this long. The lease is renewed every
+    /// [`renew_every`](Self::renew_every) or every third of the TTL,
+    /// whichever is shorter.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
@@ -94,6 +97,18 @@ impl RegisterOptions {
     /// uses it.
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Longest time between two renewals of the lease (default 1 s; a third
+    /// of the TTL when that is shorter). It is also how soon a lost lease
+    /// is noticed and the server registered again: etcd rebuilt, restored
+    /// or restarted empty, or the lease expired while the server was cut
+    /// off. A renewal is one small request to the etcd leader (no raft
+    /// round); a longer period saves those requests at the cost of a longer
+    /// absence from discovery after etcd loses the lease.
+    pub fn renew_every(mut self, period: Duration) -> Self {
+        self.renew_every = period;
         self
     }
 
@@ -188,6 +203,7 @@ pub fn register_instance<S: AsRef<str>>(
         lease: Mutex::new(Lease::default()),
         stop_tx,
         threads: ThreadGroup::default(),
+        renew_max: options.renew_every,
         join_grace: options.request_timeout + Duration::from_secs(1),
     });
     if let Err(e) = inner.grant_and_put() {
@@ -296,6 +312,8 @@ struct Inner {
     lease: Mutex<Lease>,
     stop_tx: Sender<()>,
     threads: ThreadGroup,
+    /// The longest time between renewals ([`RegisterOptions::renew_every`]).
+    renew_max: Duration,
     /// How long `stop` waits for the heartbeat thread (a connect in
     /// progress is not cut short).
     join_grace: Duration,
@@ -306,9 +324,15 @@ fn retry_wait() -> Duration {
     Duration::from_millis(rand::random_range(500..=1000))
 }
 
-/// How often a lease of `ttl` seconds is renewed.
-fn renew_every(ttl: i64) -> Duration {
-    Duration::from_millis((ttl.max(1) as u64) * 1000 / 3).max(Duration::from_millis(100))
+/// The default of [`RegisterOptions::renew_every`].
+const DEFAULT_RENEW_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a lease of `ttl` seconds is renewed: every third of it, or
+/// every `max` if sooner (a lost lease is noticed at the next renewal).
+fn renew_every(ttl: i64, max: Duration) -> Duration {
+    Duration::from_millis((ttl.max(1) as u64) * 1000 / 3)
+        .min(max)
+        .max(Duration::from_millis(100))
 }
 
 /// A fresh lease ID: random, positive, non-zero. Two clients picking the
@@ -394,7 +418,7 @@ impl Inner {
     }
 
     fn heartbeat(&self, stop: crossbeam_channel::Receiver<()>) {
-        let mut wait = renew_every(self.lease.lock().ttl);
+        let mut wait = renew_every(self.lease.lock().ttl, self.renew_max);
         let mut failing = false;
         loop {
             match stop.recv_timeout(wait) {
@@ -422,7 +446,7 @@ impl Inner {
                         log::info!("etcd: heartbeat of {} works again", self.keys[0].0);
                     }
                     failing = false;
-                    wait = renew_every(self.lease.lock().ttl);
+                    wait = renew_every(self.lease.lock().ttl, self.renew_max);
                 }
                 Err(Error::Shutdown(_)) => return,
                 Err(e) => {
@@ -439,11 +463,12 @@ impl Inner {
                     // healed) the next keepalive finds out at once whether
                     // the lease survived, and registers again if not, so a
                     // lost registration costs at most about a second after
-                    // etcd is back. (A lease lost while every keepalive
-                    // succeeds — revoked behind our back — is seen at the
-                    // next renewal, a third of the TTL later.) The jitter
+                    // etcd is back. (A lease lost with no failed renewal in
+                    // between — etcd restarted between two, or the lease
+                    // revoked behind our back — is seen at the next
+                    // renewal, at most `renew_max` (1 s) later.) The jitter
                     // spreads a fleet's retries against a recovering etcd.
-                    wait = retry_wait().min(renew_every(ttl));
+                    wait = retry_wait().min(renew_every(ttl, self.renew_max));
                     failing = true;
                 }
             }

@@ -191,7 +191,12 @@ mod tests {
         // A newcomer shows with the held one; a returning one ends the hold.
         let shown = w.filter(list(&["c"]), &shown, false, t0 + Duration::from_secs(2));
         assert_eq!(addrs(&shown), ["a", "c"]);
-        let shown = w.filter(list(&["a", "c"]), &shown, false, t0 + Duration::from_secs(2));
+        let shown = w.filter(
+            list(&["a", "c"]),
+            &shown,
+            false,
+            t0 + Duration::from_secs(2),
+        );
         assert_eq!(addrs(&shown), ["a", "c"]);
         assert!(!w.holding());
 
@@ -212,7 +217,10 @@ mod tests {
         let t0 = Instant::now();
         let shown = w.filter(list(&["a"]), &list(&["a", "b"]), false, t0);
         let shown = w.filter(list(&[]), &shown, false, t0 + Duration::from_secs(6));
-        assert!(shown.is_empty(), "two departures 6 s apart are not a mass one");
+        assert!(
+            shown.is_empty(),
+            "two departures 6 s apart are not a mass one"
+        );
 
         let mut w = Warmup::new(Duration::from_secs(5));
         let shown = w.filter(list(&["b"]), &list(&["a"]), true, t0);

@@ -230,6 +230,12 @@ impl Etcd {
     /// data directory: a single-member cluster that lost everything.
     pub fn restart_fresh(&mut self, i: usize) {
         self.kill(i);
+        self.start_fresh(i);
+    }
+
+    /// Starts killed member `i` again on its ports with an empty data
+    /// directory, and waits until it is healthy.
+    pub fn start_fresh(&mut self, i: usize) {
         self.members[i].generation += 1;
         self.spawn(&etcd_binary(), i);
         assert!(
