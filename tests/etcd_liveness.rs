@@ -278,6 +278,112 @@ fn lost_leases_come_back_at_once_and_discovery_never_goes_empty() {
     assert!(gone <= Duration::from_secs(8), "followed after {gone:?}");
 }
 
+/// Registers `addr` under Arith with no heartbeat left behind: as a server
+/// whose renewals have not come yet.
+fn register_frozen(eps: &[String], addr: &str, ttl: u64) -> i64 {
+    let mut i = Instance::new(addr);
+    i.services = vec!["Arith".into()];
+    let reg = etcd::register_instance(eps, i, opts(ttl)).unwrap();
+    let id = reg.lease_id();
+    reg.abandon();
+    id
+}
+
+/// etcd rebuilt empty (its revision goes back) while the servers have not
+/// registered again yet: the discovery keeps its last list (the warmup)
+/// rather than go empty, shows newcomers meanwhile, and ends the hold as
+/// soon as every server it held is back.
+#[test]
+fn a_new_store_is_held_until_the_servers_are_back() {
+    common::init_log();
+    let mut etcd = Etcd::single();
+    let eps = etcd.endpoints();
+    register_frozen(&eps, "tcp@127.0.0.1:1", 60);
+    register_frozen(&eps, "tcp@127.0.0.1:2", 60);
+    let d = EtcdDiscovery::new(&eps, Some("Arith"))
+        .unwrap()
+        .warmup(Duration::from_secs(60));
+    let rx = d.watch().unwrap();
+    let old_revision = d.revision();
+    assert_eq!(d.snapshot().unwrap().instances.len(), 2);
+
+    etcd.restart_fresh(0);
+    // The discovery relists the new, empty store (its revision goes back);
+    // nothing changes in its list, so there is no signal to wait on.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.revision() >= old_revision && Instant::now() < deadline {
+        let _ = rx.recv_timeout(Duration::from_millis(20));
+    }
+    assert!(d.revision() < old_revision, "the new store was not listed");
+    assert_eq!(
+        addrs(&d.snapshot().unwrap()),
+        ["tcp@127.0.0.1:1", "tcp@127.0.0.1:2"],
+        "the last list was not kept"
+    );
+    // A newcomer shows with the held ones; the first server comes back.
+    register_frozen(&eps, "tcp@127.0.0.1:3", 60);
+    register_frozen(&eps, "tcp@127.0.0.1:1", 60);
+    let three = ["tcp@127.0.0.1:1", "tcp@127.0.0.1:2", "tcp@127.0.0.1:3"];
+    assert!(wait_for(&d, &rx, Duration::from_secs(10), |s| addrs(s) == three).is_some());
+    // The second one back: the hold ends (a 60 s warmup did not run out),
+    // so a departure is followed at once again.
+    let id2 = register_frozen(&eps, "tcp@127.0.0.1:2", 60);
+    etcd.post(
+        "/v3/lease/revoke",
+        serde_json::json!({ "ID": id2.to_string() }),
+    );
+    let two = ["tcp@127.0.0.1:1", "tcp@127.0.0.1:3"];
+    assert!(
+        wait_for(&d, &rx, Duration::from_secs(10), |s| addrs(s) == two).is_some(),
+        "still held: {:?}",
+        d.snapshot().unwrap()
+    );
+}
+
+/// Every lease expiring at once (the servers cut off from etcd, not from
+/// their clients) is a mass disappearance: the discovery keeps the list for
+/// its warmup, then follows etcd and goes empty.
+#[test]
+fn a_mass_expiry_is_held_for_the_warmup_then_followed() {
+    common::init_log();
+    let etcd = Etcd::single();
+    let eps = etcd.endpoints();
+    let warmup = Duration::from_secs(4);
+    let d = EtcdDiscovery::new(&eps, Some("Arith"))
+        .unwrap()
+        .warmup(warmup);
+    let rx = d.watch().unwrap();
+    register_frozen(&eps, "tcp@127.0.0.1:1", 2);
+    register_frozen(&eps, "tcp@127.0.0.1:2", 2);
+    assert!(wait_for(&d, &rx, Duration::from_secs(5), |s| s.instances.len() == 2).is_some());
+
+    // Both leases run out within a TTL; a fresh discovery (no warmup) sees
+    // them gone.
+    let expired = {
+        let fresh = EtcdDiscovery::new(&eps, Some("Arith"))
+            .unwrap()
+            .warmup(Duration::ZERO);
+        let frx = fresh.watch().unwrap();
+        wait_for(&fresh, &frx, Duration::from_secs(15), |s| {
+            s.instances.is_empty()
+        })
+        .expect("the leases did not expire");
+        Instant::now()
+    };
+    assert_eq!(
+        d.snapshot().unwrap().instances.len(),
+        2,
+        "the list went empty at once"
+    );
+    let gone = wait_for(&d, &rx, Duration::from_secs(20), |s| s.instances.is_empty());
+    assert!(gone.is_some(), "the empty list was never followed");
+    let after = expired.elapsed();
+    assert!(
+        after <= warmup + Duration::from_secs(3),
+        "followed after {after:?}"
+    );
+}
+
 /// Dropping an etcd registration deregisters at once, as dropping a
 /// `Heartbeat` does; `abandon` is the way to leave the keys to their TTL.
 #[test]

@@ -34,8 +34,8 @@ use crate::xclient::Instance;
 /// [`EtcdDiscovery::warmup`](super::EtcdDiscovery::warmup) says otherwise.
 pub const DEFAULT_WARMUP: Duration = Duration::from_secs(5);
 
-/// The most losses remembered (only their number within the period
-/// matters, and 2 trigger a hold).
+/// The most departures remembered (those of the period are held again
+/// after a mass disappearance; 2 are enough to call it one).
 const MAX_LOSSES: usize = 64;
 
 /// A list held since a mass disappearance.
@@ -47,9 +47,9 @@ struct Held {
 pub(super) struct Warmup {
     period: Duration,
     held: Option<Held>,
-    /// When instances left the list shown, newest last; only those within
-    /// the period are kept.
-    losses: VecDeque<Instant>,
+    /// The instances that left the list shown and when, newest last; only
+    /// those within the period are kept (at most `MAX_LOSSES`).
+    losses: VecDeque<(Instant, Instance)>,
 }
 
 impl Warmup {
@@ -92,35 +92,46 @@ impl Warmup {
     ) -> Vec<Instance> {
         let has = |list: &[Instance], addr: &str| list.iter().any(|i| i.addr == addr);
         if self.held.is_none() {
-            let lost = shown.iter().filter(|i| !has(&listed, &i.addr)).count();
-            for _ in 0..lost.min(MAX_LOSSES) {
+            for i in shown.iter().filter(|i| !has(&listed, &i.addr)) {
                 if self.losses.len() == MAX_LOSSES {
                     self.losses.pop_front();
                 }
-                self.losses.push_back(now);
+                self.losses.push_back((now, i.clone()));
             }
             while self
                 .losses
                 .front()
-                .is_some_and(|&t| now.duration_since(t) > self.period)
+                .is_some_and(|(t, _)| now.duration_since(*t) > self.period)
             {
                 self.losses.pop_front();
             }
             let mass = listed.is_empty() && self.losses.len() >= 2;
             if !shown.is_empty() && !self.period.is_zero() && (store_changed || mass) {
+                let why = if store_changed {
+                    "etcd's store changed (its revision went back)".to_string()
+                } else {
+                    format!(
+                        "{} instances left within {:?}",
+                        self.losses.len(),
+                        self.period
+                    )
+                };
                 log::info!(
-                    "etcd discovery: {} while {} instances were listed; keeping them \
-                     for up to {:?} while they register again",
-                    if store_changed {
-                        "etcd's store changed (its revision went back)"
-                    } else {
-                        "every instance left"
-                    },
-                    shown.len(),
+                    "etcd discovery: {why}; keeping the {} listed before for up to {:?} \
+                     while they register again",
+                    shown.len().max(self.losses.len()),
                     self.period
                 );
+                // The list as it was before the disappearance began: what
+                // is shown, and what left within the period.
+                let mut instances = shown.to_vec();
+                for (_, i) in &self.losses {
+                    if !has(&instances, &i.addr) {
+                        instances.push(i.clone());
+                    }
+                }
                 self.held = Some(Held {
-                    instances: shown.to_vec(),
+                    instances,
                     until: now + self.period,
                 });
             }
@@ -182,28 +193,30 @@ mod tests {
         let mut w = Warmup::new(Duration::from_secs(5));
         let t0 = Instant::now();
         let ab = list(&["a", "b"]);
-        // b, then a leaves within the period: held.
+        // b, then a leaves within the period: both held.
         let shown = w.filter(list(&["a"]), &ab, false, t0);
         assert_eq!(addrs(&shown), ["a"]);
-        let shown = w.filter(list(&[]), &shown, false, t0 + Duration::from_secs(1));
-        assert_eq!(addrs(&shown), ["a"], "the last list is kept");
+        let t = |s| t0 + Duration::from_secs(s);
+        let shown = w.filter(list(&[]), &shown, false, t(1));
+        assert_eq!(addrs(&shown), ["a", "b"], "the list before is kept");
         assert!(w.holding());
-        // A newcomer shows with the held one; a returning one ends the hold.
-        let shown = w.filter(list(&["c"]), &shown, false, t0 + Duration::from_secs(2));
-        assert_eq!(addrs(&shown), ["a", "c"]);
-        let shown = w.filter(
-            list(&["a", "c"]),
-            &shown,
-            false,
-            t0 + Duration::from_secs(2),
-        );
-        assert_eq!(addrs(&shown), ["a", "c"]);
+        // A newcomer shows with the held ones; the hold ends once every
+        // held one is back, and the list follows etcd again.
+        let shown = w.filter(list(&["c"]), &shown, false, t(2));
+        assert_eq!(addrs(&shown), ["a", "b", "c"]);
+        let shown = w.filter(list(&["a", "c"]), &shown, false, t(2));
+        assert_eq!(addrs(&shown), ["a", "b", "c"]);
+        assert!(w.holding());
+        let shown = w.filter(list(&["a", "b", "c"]), &shown, false, t(2));
         assert!(!w.holding());
+        let shown = w.filter(list(&["a", "c"]), &shown, false, t(2));
+        assert_eq!(addrs(&shown), ["a", "c"], "followed again");
 
-        // Held again; at the end of the period the empty list is followed.
+        // Held again, b included (it left a second before); at the end of
+        // the period the empty list is followed.
         let t1 = t0 + Duration::from_secs(3);
         let shown = w.filter(list(&[]), &shown, false, t1);
-        assert_eq!(addrs(&shown), ["a", "c"]);
+        assert_eq!(addrs(&shown), ["a", "b", "c"]);
         assert!(!w.due(t1 + Duration::from_secs(4)));
         assert!(w.due(t1 + Duration::from_secs(5)));
         let shown = w.filter(list(&[]), &shown, false, t1 + Duration::from_secs(5));
