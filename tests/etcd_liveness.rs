@@ -359,7 +359,7 @@ fn a_mass_expiry_is_held_for_the_warmup_then_followed() {
 
     // Both leases run out within a TTL; a fresh discovery (no warmup) sees
     // them gone.
-    let expired = {
+    let (expired, expired_at) = {
         let fresh = EtcdDiscovery::new(&eps, Some("Arith"))
             .unwrap()
             .warmup(Duration::ZERO);
@@ -368,8 +368,16 @@ fn a_mass_expiry_is_held_for_the_warmup_then_followed() {
             s.instances.is_empty()
         })
         .expect("the leases did not expire");
-        Instant::now()
+        (Instant::now(), fresh.revision())
     };
+    // Once `d` has applied the same deletions (a change of revision alone
+    // signals nothing: bounded polling on the watch channel), it still
+    // lists both.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while d.revision() < expired_at && Instant::now() < deadline {
+        let _ = rx.recv_timeout(Duration::from_millis(20));
+    }
+    assert!(d.revision() >= expired_at, "the deletions never reached d");
     assert_eq!(
         d.snapshot().unwrap().instances.len(),
         2,

@@ -13,13 +13,23 @@
 //! kept alive).
 //!
 //! - [`register`] (or [`register_instance`]) grants the lease, puts the keys
-//!   and keeps the lease alive from a heartbeat thread; when etcd has lost
-//!   the lease (it expired during a partition, or the cluster was rebuilt),
-//!   the server registers again. Dropping the [`Registration`], calling
+//!   and keeps the lease alive from a heartbeat thread (a renewal every
+//!   second by default, retried every 0.5-1 s while it fails); when etcd
+//!   has lost the lease (it expired during a partition, or the cluster was
+//!   rebuilt or restored), the server registers again within about a
+//!   second of etcd being reachable. The lease ID is chosen by geerpc, so a
+//!   grant retried after its answer was lost finds the lease it granted
+//!   rather than leaving an orphan. Dropping the [`Registration`] (like
+//!   dropping a [`Heartbeat`](crate::Heartbeat)), calling
 //!   [`Registration::deregister`] or shutting the server down revokes it.
 //! - [`EtcdDiscovery`] lists the keys under the prefix, then watches them
 //!   from the next revision, so every change is seen as it happens; it is a
-//!   [`Discovery`](crate::Discovery) like any other.
+//!   [`Discovery`](crate::Discovery) like any other. A watch that stays
+//!   silent makes its member prove it is alive; a member that does not
+//!   (stopped, powered off, cut off) is left within about 6 s for the next
+//!   endpoint. After a mass disappearance (a rebuilt store, every lease
+//!   lost at once) the last list is kept for a warmup
+//!   ([`DEFAULT_WARMUP`]) while the servers register again.
 //!
 //! Several endpoints of one cluster may be given (`"127.0.0.1:2379"`,
 //! `"http://h:2379"`, or several in one string separated by commas); when
