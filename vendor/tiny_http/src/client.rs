@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use crate::common::{HTTPVersion, Method};
-use crate::util::RefinedTcpStream;
+use crate::util::{ReadDeadline, RefinedTcpStream};
+use crate::Limits;
+use std::time::Instant;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
 
@@ -34,6 +36,12 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // geerpc patch: the limits below, and the deadline cell of the socket
+    limits: Limits,
+    deadline: ReadDeadline,
+    // bytes of the current head still allowed
+    head_left: usize,
 }
 
 /// Error that can happen when reading a request.
@@ -44,6 +52,10 @@ enum ReadError {
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
     ReadIoError(IoError),
+    /// geerpc patch: the head is longer than `Limits::max_head`
+    HeadTooLarge,
+    /// geerpc patch: the head did not arrive within `Limits::read_timeout`
+    HeadTimedOut { started: bool },
 }
 
 impl ClientConnection {
@@ -51,9 +63,11 @@ impl ClientConnection {
     pub fn new(
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
+        limits: Limits,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
+        let deadline = read_socket.deadline();
 
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
         let first_header = source.next().unwrap();
@@ -65,6 +79,9 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            limits,
+            deadline,
+            head_left: 0,
         }
     }
 
@@ -89,6 +106,12 @@ impl ClientConnection {
                 None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
             };
 
+            // geerpc patch: the whole head has a byte budget.
+            if self.head_left == 0 {
+                return Err(IoError::new(ErrorKind::OutOfMemory, "request head too large"));
+            }
+            self.head_left -= 1;
+
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
                 return AsciiString::from_ascii(buf)
@@ -104,10 +127,25 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        // geerpc patch: the head must arrive whole, within its budget and
+        // deadline (counted from when we start waiting for it).
+        self.head_left = self.limits.max_head;
+        let timeout = self.limits.read_timeout;
+        self.deadline.set(timeout.map(|t| Instant::now() + t));
+        let max_head = self.limits.max_head;
+        let head_error = |e: IoError, left: usize| match e.kind() {
+            ErrorKind::OutOfMemory => ReadError::HeadTooLarge,
+            ErrorKind::TimedOut => ReadError::HeadTimedOut {
+                started: left < max_head,
+            },
+            _ => ReadError::ReadIoError(e),
+        };
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let line = self
+                    .read_next_line()
+                    .map_err(|e| head_error(e, self.head_left))?;
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -118,7 +156,9 @@ impl ClientConnection {
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = self
+                        .read_next_line()
+                        .map_err(|e| head_error(e, self.head_left))?;
 
                     if line.is_empty() {
                         break;
@@ -135,6 +175,9 @@ impl ClientConnection {
 
             (method, path, version, headers)
         };
+
+        // geerpc patch: the body gets its own deadline, from the head's end.
+        self.deadline.set(timeout.map(|t| Instant::now() + t));
 
         // building the writer for the request
         let writer = self.sink.next().unwrap();
@@ -219,6 +262,35 @@ impl Iterator for ClientConnection {
                     response.raw_print(writer, ver, &[], true, None).ok();
                     return None; // TODO: should be recoverable, but needs handling in case of body
                 }
+
+                // geerpc patch: 431 and close for a head over the limit; 408
+                // and close for one begun but not finished in time; a
+                // connection that sent nothing in time is closed quietly.
+                Err(ReadError::HeadTooLarge) => {
+                    let writer = self.sink.next().unwrap();
+                    let response = Response::from_string(format!(
+                        "431 request head larger than {} bytes\n",
+                        self.limits.max_head
+                    ))
+                    .with_status_code(StatusCode(431));
+                    let close = "Connection: close".parse::<crate::Header>().unwrap();
+                    let response = response.with_header(close);
+                    response
+                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                        .ok();
+                    return None;
+                }
+
+                Err(ReadError::HeadTimedOut { started: true }) => {
+                    let writer = self.sink.next().unwrap();
+                    let response = Response::new_empty(StatusCode(408));
+                    response
+                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                        .ok();
+                    return None;
+                }
+
+                Err(ReadError::HeadTimedOut { started: false }) => return None,
 
                 Err(ReadError::ReadIoError(_)) => return None,
 

@@ -99,7 +99,7 @@ use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -167,6 +167,34 @@ impl MustBeShareDummy for Server {}
 
 pub struct IncomingRequests<'a> {
     server: &'a Server,
+}
+
+/// geerpc patch: bounds on what one connection can make the server hold.
+/// `Limits::default()` is tiny_http 0.12.0's behaviour: no bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most bytes of one request head (request line and headers, CRLFs
+    /// included); past it the peer gets 431 and the connection closes.
+    pub max_head: usize,
+    /// How long a connection may take to send a whole request head
+    /// (counted from when the server starts waiting for it: the connection
+    /// opened, or the previous request was read) and then its body. Past
+    /// it, reads fail: a connection that sent nothing is closed, one that
+    /// sent part of a head gets 408 and is closed. `None`: no deadline.
+    pub read_timeout: Option<Duration>,
+    /// Most connections served at once; past it a new one gets 503 and is
+    /// closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_head: usize::MAX,
+            read_timeout: None,
+            max_connections: usize::MAX,
+        }
+    }
 }
 
 /// Represents the parameters required to create a server.
@@ -243,6 +271,15 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_limits(listener, ssl_config, Limits::default())
+    }
+
+    /// geerpc patch: `from_listener` with bounds on each connection.
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: Limits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -288,11 +325,32 @@ impl Server {
         thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
+            // geerpc patch: connections being served, and whether the cap
+            // was hit since it last had room (logged once per episode).
+            let live = Arc::new(AtomicUsize::new(0));
+            let mut at_cap = false;
 
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
                 let new_client = match server.accept() {
+                    Ok((sock, _)) if live.load(Relaxed) >= limits.max_connections => {
+                        if !at_cap {
+                            log::warn!(
+                                "{} connections open (the cap): refusing new ones with 503",
+                                limits.max_connections
+                            );
+                        }
+                        at_cap = true;
+                        // A new socket's send buffer is empty: this never blocks.
+                        let mut sock = sock;
+                        let refusal = b"HTTP/1.1 503 Service Unavailable\r\n\
+                            Content-Length: 0\r\nConnection: close\r\n\r\n";
+                        let _ = std::io::Write::write_all(&mut sock, refusal);
+                        let _ = sock.shutdown(Shutdown::Write);
+                        continue;
+                    }
                     Ok((sock, _)) => {
+                        at_cap = false;
                         use util::RefinedTcpStream;
                         let (read_closable, write_closable) = match ssl {
                             None => RefinedTcpStream::new(sock),
@@ -311,7 +369,7 @@ impl Server {
                             Some(ref _ssl) => unreachable!(),
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        Ok(ClientConnection::new(write_closable, read_closable, limits))
                     }
                     Err(e) => Err(e),
                 };
@@ -320,7 +378,10 @@ impl Server {
                     Ok(client) => {
                         let messages = inside_messages.clone();
                         let mut client = Some(client);
+                        live.fetch_add(1, Relaxed);
+                        let live = LiveGuard(live.clone());
                         tasks_pool.spawn(Box::new(move || {
+                            let _live = &live;
                             if let Some(client) = client.take() {
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
                                 if client.secure() {
@@ -408,6 +469,15 @@ impl Server {
     /// This method allows graceful shutdown of server.
     pub fn unblock(&self) {
         self.messages.unblock();
+    }
+}
+
+/// geerpc patch: counts a connection as served until its task ends.
+struct LiveGuard(Arc<AtomicUsize>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 

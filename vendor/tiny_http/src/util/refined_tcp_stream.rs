@@ -1,6 +1,8 @@
 use std::io::Result as IoResult;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::connection::Connection;
 #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
@@ -86,6 +88,24 @@ pub struct RefinedTcpStream {
     stream: Stream,
     close_read: bool,
     close_write: bool,
+    // geerpc patch: when set, reads fail with `TimedOut` past this instant.
+    deadline: ReadDeadline,
+}
+
+/// geerpc patch: the instant by which the current request head (or body)
+/// must have arrived, shared by a connection's reader and its `ClientConnection`.
+/// Each blocking read waits at most until it (one `setsockopt` per read).
+#[derive(Clone, Default)]
+pub(crate) struct ReadDeadline(Arc<Mutex<Option<Instant>>>);
+
+impl ReadDeadline {
+    pub(crate) fn set(&self, at: Option<Instant>) {
+        *self.0.lock().unwrap() = at;
+    }
+
+    fn get(&self) -> Option<Instant> {
+        *self.0.lock().unwrap()
+    }
 }
 
 impl RefinedTcpStream {
@@ -101,12 +121,14 @@ impl RefinedTcpStream {
             stream: read,
             close_read: true,
             close_write: false,
+            deadline: ReadDeadline::default(),
         };
 
         let write = RefinedTcpStream {
             stream: write,
             close_read: false,
             close_write: true,
+            deadline: ReadDeadline::default(),
         };
 
         (read, write)
@@ -120,6 +142,11 @@ impl RefinedTcpStream {
 
     pub(crate) fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
         self.stream.peer_addr()
+    }
+
+    /// geerpc patch: the deadline cell this stream's reads obey.
+    pub(crate) fn deadline(&self) -> ReadDeadline {
+        self.deadline.clone()
     }
 }
 
@@ -137,8 +164,29 @@ impl Drop for RefinedTcpStream {
 
 impl Read for RefinedTcpStream {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        self.stream.read(buf)
+        // geerpc patch: a read blocks no later than the deadline.
+        match (self.deadline.get(), &self.stream) {
+            (Some(at), Stream::Http(conn)) => {
+                let left = at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(timed_out());
+                }
+                conn.set_read_timeout(Some(left))?;
+            }
+            _ => return self.stream.read(buf),
+        }
+        match self.stream.read(buf) {
+            // SO_RCVTIMEO expiring reads as WouldBlock (EAGAIN).
+            // SO_RCVTIMEO expiring reads as WouldBlock (EAGAIN) on a
+            // blocking socket; a wake a tick early still means time is up.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Err(timed_out()),
+            r => r,
+        }
     }
+}
+
+fn timed_out() -> std::io::Error {
+    std::io::Error::new(ErrorKind::TimedOut, "read deadline passed")
 }
 
 impl Write for RefinedTcpStream {

@@ -69,7 +69,12 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // geerpc patch: queue the task only if some idle thread is left for
+        // it. Comparing with 0 queued a second task for the same idle
+        // thread when two came before it woke; that task then waited for a
+        // thread to finish a connection, which may never happen.
+        // `waiting_tasks` only changes under the `todo` lock.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);
