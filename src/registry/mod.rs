@@ -33,11 +33,15 @@
 //!   TTL shorter than it assumed, so that its instance does not drop out
 //!   between beats; an interval set by hand stays as set.
 
+mod answer;
 mod discovery;
 mod heartbeat;
+mod limits;
+mod listen;
 mod roles;
 mod server;
 mod table;
+mod watch;
 
 pub use discovery::{RegistryDiscovery, RegistryDiscoveryBuilder};
 pub use heartbeat::{Heartbeat, HeartbeatOptions};
