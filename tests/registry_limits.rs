@@ -266,7 +266,11 @@ fn long_polls_are_capped_per_client_address() {
     wait_until("two polls parked", Duration::from_secs(10), || {
         reg.parked_polls() == 2
     });
-    let mut third = BufReader::new(watch_from(&reg, [127, 0, 0, 1], v));
+    let third = watch_from(&reg, [127, 0, 0, 1], v);
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut third = BufReader::new(third);
     let (status, text) = read_response(&mut third).unwrap();
     assert_eq!(status, 429, "{text}");
     assert!(text.contains("127.0.0.1"), "{text}");
