@@ -304,7 +304,7 @@ fn instances_and_services_are_capped_and_freed_names_forgotten() {
 
 #[test]
 fn a_watcher_that_does_not_read_delays_no_purge_and_no_other_watcher() {
-    let ttl = Duration::from_secs(4);
+    let ttl = Duration::from_secs(6);
     let reg = registry(
         Registry::new()
             .ttl(ttl)
@@ -319,6 +319,12 @@ fn a_watcher_that_does_not_read_delays_no_purge_and_no_other_watcher() {
             post(&url, &format!("tcp@127.0.0.1:{}", 10_000 + i), body).0,
             200
         );
+    }
+    // Renewed (a small POST keeps the details): all expire a TTL from now,
+    // however long registering took on a loaded machine.
+    for i in 0..170 {
+        let addr = format!("tcp@127.0.0.1:{}", 10_000 + i);
+        assert_eq!(post(&url, &addr, serde_json::json!({})).0, 200);
     }
     let registered = Instant::now();
     let v = version(&url);
@@ -418,4 +424,39 @@ fn a_thousand_long_polls_are_all_answered_repeatedly() {
             started.elapsed()
         );
     }
+}
+
+#[test]
+fn a_body_declared_too_large_is_refused_before_it_is_sent() {
+    let reg = registry(Registry::new().max_body(1024));
+    let mut s = TcpStream::connect(reg.addr()).unwrap();
+    s.write_all(
+        b"POST /_rpc_/registry HTTP/1.1\r\nHost: r\r\nX-rpc-Server: tcp@127.0.0.1:1\r\n\
+          Content-Length: 10485760\r\n\r\n",
+    )
+    .unwrap();
+    // Unbounded, the registry waited for 10 MiB that never come.
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (status, text) = read_response(&mut BufReader::new(s)).expect("an answer");
+    assert_eq!(status, 413, "{text}");
+    assert!(reg.instances().is_empty());
+}
+
+#[test]
+fn a_long_poll_outlives_the_read_timeout() {
+    // The read timeout bounds reading a request, not waiting for a change.
+    let reg = registry(Registry::new().read_timeout(Duration::from_millis(200)));
+    let url = reg.url();
+    let v = version(&url);
+    let mut poll = BufReader::new(watch_from(&reg, [127, 0, 0, 1], v));
+    wait_until("the poll parked", Duration::from_secs(10), || {
+        reg.parked_polls() == 1
+    });
+    // Past the read timeout, then a change.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(post(&url, "tcp@127.0.0.1:1", serde_json::json!({})).0, 200);
+    poll.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(read_response(&mut poll).expect("the answer").0, 200);
 }
