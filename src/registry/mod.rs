@@ -32,12 +32,40 @@
 //!   again (0: never). A [`Heartbeat`] on its default interval follows a
 //!   TTL shorter than it assumed, so that its instance does not drop out
 //!   between beats; an interval set by hand stays as set.
+//!
+//! # Bounds
+//!
+//! What a peer can make the registry hold is bounded, each by a
+//! [`Registry`] knob whose documentation gives the default:
+//!
+//! - a request head of at most 16 KiB (`431` and close past it), sent within
+//!   10 s, and then its body within 10 s (the connection is closed past
+//!   either); `POST` bodies of at most 64 KiB (`413`);
+//! - 10,000 connections (`503` at accept past it); the listen backlog is
+//!   1024, so a burst of connects does not wait for SYN retries, and every
+//!   accepted connection gets a thread at once;
+//! - 10,000 parked long polls (`503`), 1,000 of them from one client IP
+//!   address (`429`);
+//! - 10,000 listed instances and 10,000 service names (`507` for a new
+//!   address or name past them; renewals always succeed). A service name
+//!   no instance serves any more is forgotten.
+//!
+//! Long-poll answers are written on threads of their own, never by the
+//! reaper: a watcher that does not read its answer delays neither TTL
+//! purges nor any other watcher.
+//!
+//! The HTTP-level bounds live in a patched tiny_http carried in
+//! `vendor/tiny_http` (its `PATCHES.md` says what changed and why).
 
+mod answer;
 mod discovery;
 mod heartbeat;
+mod limits;
+mod listen;
 mod roles;
 mod server;
 mod table;
+mod watch;
 
 pub use discovery::{RegistryDiscovery, RegistryDiscoveryBuilder};
 pub use heartbeat::{Heartbeat, HeartbeatOptions};

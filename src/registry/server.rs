@@ -1,10 +1,11 @@
 //! The registry server: `tiny_http` worker threads over one locked table
 //! (one of them receiving at a time, see `roles`), and a reaper thread that
-//! purges expired entries and answers long polls.
+//! purges expired entries and hands long polls' answers to `answer`'s
+//! threads. Its bounds are in `limits`.
 
 use std::collections::HashMap;
 use std::io::{Cursor, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,22 +14,22 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 use tiny_http::{Header, Method, Request, Response};
 
+use super::answer::{Answerers, Job};
+use super::limits::{self, Limits};
+use super::listen::{self, set_inherited_options, start_tiny_http};
 use super::roles::{self, Roles};
 use super::table::{Put, Table};
+use super::watch::{Watcher, Watchers};
 use super::{check_addr, Registration, ADDR_HEADERS, LIST_HEADERS, TTL_HEADER, VERSION_HEADER};
 use crate::duration::{parse_duration, GoDuration};
 use crate::error::{Error, Result};
 use crate::threads::ThreadGroup;
 use crate::xclient::Instance;
 
-/// Largest `POST` body accepted.
-const MAX_BODY: u64 = 64 * 1024;
 /// How long a long poll waits when the request does not say.
 const DEFAULT_WATCH: Duration = Duration::from_secs(30);
 /// The longest wait a long poll may ask for.
 const MAX_WATCH: Duration = Duration::from_secs(300);
-/// Long polls parked at once; more are refused with 503 (and back off).
-const MAX_WATCHERS: usize = 10_000;
 
 /// Settings for a registry server; [`start`](Registry::start) runs it.
 ///
@@ -58,6 +59,8 @@ pub struct Registry {
     paths: Vec<String>,
     workers: usize,
     write_timeout: Duration,
+    /// Set by the knobs in `limits`.
+    pub(super) limits: Limits,
 }
 
 impl Default for Registry {
@@ -90,6 +93,7 @@ impl Registry {
             ],
             workers: Self::DEFAULT_WORKERS,
             write_timeout: Self::DEFAULT_WRITE_TIMEOUT,
+            limits: Limits::default(),
         }
     }
 
@@ -137,13 +141,14 @@ impl Registry {
 
     /// Binds and serves in background threads.
     pub fn start(self) -> Result<RegistryHandle> {
-        let listener = TcpListener::bind(&self.addr)
-            .map_err(|e| Error::io(format!("registry: listen on {}", self.addr), e))?;
+        let listener = listen::bind(&self.addr)?;
         let local = listener
             .local_addr()
             .map_err(|e| Error::io("registry: read listener address", e))?;
         set_inherited_options(&listener, self.write_timeout)?;
-        let http = Arc::new(start_tiny_http(listener, local)?);
+        let http = Arc::new(start_tiny_http(listener, local, &self.limits)?);
+        let limits = &self.limits;
+        let threads = ThreadGroup::default();
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
             addr: local,
@@ -151,17 +156,19 @@ impl Registry {
             // Rounded up: "0" would say the entries never expire.
             ttl_ms: self.ttl.as_nanos().div_ceil(1_000_000).to_string(),
             state: Mutex::new(State {
-                table: Table::new(self.ttl),
-                watchers: Vec::new(),
+                table: Table::with_caps(self.ttl, limits.max_instances, limits.max_services),
+                watchers: Watchers::new(limits.max_watchers, limits.max_watchers_per_client),
             }),
             wake: wake_tx,
             stopping: AtomicBool::new(false),
             roles: Roles::default(),
+            max_body: limits.max_body,
+            answerers: Answerers::new(threads.clone(), limits.max_watchers),
         });
         let handle = RegistryHandle {
             shared: shared.clone(),
             http: Mutex::new(Some(http.clone())),
-            threads: ThreadGroup::default(),
+            threads,
             workers: self.workers,
             stopped: AtomicBool::new(false),
         };
@@ -193,51 +200,6 @@ impl Registry {
         );
         Ok(handle)
     }
-}
-
-/// Starts tiny_http's accept thread, which serves each open connection on
-/// a thread of its pool.
-///
-/// tiny_http names none of its threads and sets nothing on them, but on
-/// Linux a new thread inherits its parent's name and scheduling policy:
-/// starting the server from a thread named `geerpc-reg-conn` under the
-/// batch policy gives all of them that name and policy. Under load every
-/// request wakes a connection thread; as a batch thread it no longer
-/// preempts the client that sent the request (under `wrk`, that had been
-/// 0.33 preemptions of `wrk` per heartbeat).
-fn start_tiny_http(listener: TcpListener, local: SocketAddr) -> Result<tiny_http::Server> {
-    let started = std::thread::Builder::new()
-        .name("geerpc-reg-conn".into())
-        .spawn(move || {
-            if !crate::threads::use_batch_policy() {
-                log::debug!("registry {local}: threads keep the scheduling policy they have");
-            }
-            tiny_http::Server::from_listener(listener, None)
-        })
-        .map_err(|e| Error::io("registry: start the accept thread", e))?
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-    started.map_err(|e| Error::Io {
-        context: format!("registry: serve on {local}"),
-        source: std::io::Error::other(e),
-    })
-}
-
-/// Sets on the listener what every accepted socket should have, since
-/// tiny_http gives no access to the sockets it accepts: Linux copies these
-/// options to them.
-fn set_inherited_options(listener: &TcpListener, write_timeout: Duration) -> Result<()> {
-    let sock = socket2::SockRef::from(listener);
-    // tiny_http writes a response's head and body separately and never
-    // sets TCP_NODELAY, so Nagle held the body back until the peer's
-    // delayed ACK: 40 ms a request (91 requests/s under wrk).
-    sock.set_tcp_nodelay(true)
-        .map_err(|e| Error::io("registry: set TCP_NODELAY", e))?;
-    // A worker writing to a peer that never reads would block for ever.
-    sock.set_write_timeout(Some(write_timeout))
-        .map_err(|e| Error::io("registry: set SO_SNDTIMEO", e))?;
-    // A peer whose host vanished would hold a tiny_http thread for ever.
-    crate::transport::set_keepalive(sock).map_err(|e| Error::io("registry: set TCP keepalive", e))
 }
 
 /// A running registry. Dropping it shuts it down.
@@ -280,6 +242,11 @@ impl RegistryHandle {
         self.shared.state.lock().table.alive(None, Instant::now())
     }
 
+    /// Long polls parked now, waiting for a change or their timeout.
+    pub fn parked_polls(&self) -> usize {
+        self.shared.state.lock().watchers.len()
+    }
+
     /// Threads of this registry still running (0 after `shutdown`).
     pub fn live_threads(&self) -> usize {
         self.threads.live()
@@ -319,7 +286,7 @@ impl RegistryHandle {
             let last = Arc::strong_count(&h) == 1;
             drop(h);
             if last {
-                wait_port_free(shared.addr);
+                listen::wait_port_free(shared.addr);
             }
         }
         log::info!("registry {}: shut down", shared.addr);
@@ -332,19 +299,6 @@ impl Drop for RegistryHandle {
     }
 }
 
-/// tiny_http closes its listener on its own accept thread, which cannot be
-/// joined; wait (briefly) until the port can be bound again.
-fn wait_port_free(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < deadline {
-        if TcpListener::bind(addr).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    log::debug!("registry {addr}: port still bound after shutdown");
-}
-
 struct Shared {
     addr: SocketAddr,
     paths: Vec<String>,
@@ -355,20 +309,14 @@ struct Shared {
     wake: Sender<()>,
     stopping: AtomicBool,
     roles: Roles,
+    max_body: u64,
+    /// Writes long polls' answers (the reaper never does).
+    answerers: Answerers,
 }
 
 struct State {
     table: Table,
-    watchers: Vec<Watcher>,
-}
-
-/// A long poll waiting for its list to change.
-struct Watcher {
-    request: Request,
-    service: Option<String>,
-    known: u64,
-    deadline: Instant,
-    json: bool,
+    watchers: Watchers,
 }
 
 impl Shared {
@@ -511,17 +459,21 @@ fn missing_addr() -> String {
 }
 
 fn post(shared: &Shared, mut rq: Request) {
+    let max_body = shared.max_body;
+    let too_large = || text(413, format!("413 body larger than {max_body} bytes\n"));
+    if rq.body_length().is_some_and(|n| n as u64 > max_body) {
+        return respond(shared, rq, too_large());
+    }
     let mut body = Vec::new();
-    if let Err(e) = rq.as_reader().take(MAX_BODY + 1).read_to_end(&mut body) {
+    if let Err(e) = rq.as_reader().take(max_body + 1).read_to_end(&mut body) {
         return respond(
             shared,
             rq,
             text(400, format!("400 cannot read body: {e}\n")),
         );
     }
-    if body.len() as u64 > MAX_BODY {
-        let msg = format!("413 body larger than {MAX_BODY} bytes\n");
-        return respond(shared, rq, text(413, msg));
+    if body.len() as u64 > max_body {
+        return respond(shared, rq, too_large());
     }
     let reg: Registration = if body.iter().all(u8::is_ascii_whitespace) {
         Registration::default()
@@ -553,10 +505,18 @@ fn post(shared: &Shared, mut rq: Request) {
         let put = st.table.put(&addr, &reg, Instant::now());
         // A fixed TTL makes a new entry expire last: the reaper only needs
         // waking for the first entry, or when polls wait for a change.
-        if (put != Put::Renewed && !st.watchers.is_empty()) || was_empty {
+        if (put.is_ok_and(|p| p != Put::Renewed) && !st.watchers.is_empty()) || was_empty {
             shared.wake();
         }
         put
+    };
+    let put = match put {
+        Ok(put) => put,
+        Err(full) => {
+            let (status, msg) = limits::table_full(&addr, full);
+            log::warn!("registry {}: {}", shared.addr, msg.trim());
+            return respond(shared, rq, text(status, msg));
+        }
     };
     match put {
         Put::New => log::info!("registry {}: {addr} registered", shared.addr),
@@ -701,14 +661,11 @@ fn get(shared: &Shared, rq: Request, query: &Query) {
         drop(st);
         return respond(shared, rq, listing(&instances, version, json));
     }
-    if st.watchers.len() >= MAX_WATCHERS {
+    if let Err(refused) = st.watchers.check(rq.remote_addr().map(|a| a.ip())) {
         drop(st);
-        log::warn!(
-            "registry {}: {MAX_WATCHERS} long polls waiting, refusing more",
-            shared.addr
-        );
-        let msg = format!("503 too many long polls waiting ({MAX_WATCHERS}); retry later\n");
-        return respond(shared, rq, text(503, msg));
+        let (status, msg) = limits::watch_refused(refused);
+        log::warn!("registry {}: {}", shared.addr, msg.trim());
+        return respond(shared, rq, text(status, msg));
     }
     log::debug!(
         "registry {}: long poll parked at version {version} for {service:?}",
@@ -760,12 +717,12 @@ struct ListingRef<'a> {
 
 /// Purges expired entries when they expire and answers long polls when
 /// their list changes or their time is up.
-fn reap(shared: &Shared, wake: Receiver<()>) {
+fn reap(shared: &Arc<Shared>, wake: Receiver<()>) {
     loop {
         let next = {
             let st = shared.state.lock();
             let expiry = st.table.next_expiry();
-            let poll = st.watchers.iter().map(|w| w.deadline).min();
+            let poll = st.watchers.next_deadline();
             match (expiry, poll) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -789,22 +746,21 @@ fn reap(shared: &Shared, wake: Receiver<()>) {
                     shared.addr
                 );
             }
-            let (due, waiting): (Vec<Watcher>, Vec<Watcher>) =
-                std::mem::take(&mut st.watchers).into_iter().partition(|w| {
-                    w.deadline <= now || st.table.version(w.service.as_deref()) != w.known
-                });
-            st.watchers = waiting;
-            lists(&st.table, due, now)
+            let State { table, watchers } = &mut *st;
+            let due = watchers
+                .take(|w| w.deadline <= now || table.version(w.service.as_deref()) != w.known);
+            lists(table, due, now)
         };
         answer(shared, due);
     }
     // Pending polls get the list as it is; their next request fails.
     let left = {
         let mut st = shared.state.lock();
-        let w = std::mem::take(&mut st.watchers);
+        let w = st.watchers.take(|_| true);
         lists(&st.table, w, Instant::now())
     };
     answer(shared, left);
+    shared.answerers.stop();
 }
 
 type Due = (Watcher, Arc<Vec<Instance>>, u64);
@@ -825,26 +781,14 @@ fn lists(table: &Table, watchers: Vec<Watcher>, now: Instant) -> Vec<Due> {
         .collect()
 }
 
-fn answer(shared: &Shared, due: Vec<Due>) {
-    for (w, instances, version) in due {
-        respond(shared, w.request, listing(&instances, version, w.json));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::transport::tests::{keepalive_of, GO_KEEPALIVE};
-
-    #[test]
-    fn accepted_sockets_inherit_nodelay_write_timeout_and_keepalive() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        set_inherited_options(&l, Duration::from_secs(7)).unwrap();
-        let _peer = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (s, _) = l.accept().unwrap();
-        let sock = socket2::SockRef::from(&s);
-        assert!(sock.tcp_nodelay().unwrap());
-        assert_eq!(sock.write_timeout().unwrap(), Some(Duration::from_secs(7)));
-        assert_eq!(keepalive_of(sock), GO_KEEPALIVE);
-    }
+/// Hands each answer to a thread of its own (see `answer`): a watcher that
+/// does not read delays neither the reaper nor another watcher.
+fn answer(shared: &Arc<Shared>, due: Vec<Due>) {
+    let jobs = due.into_iter().map(|(w, instances, version)| {
+        let shared = shared.clone();
+        Box::new(move || {
+            respond(&shared, w.request, listing(&instances, version, w.json));
+        }) as Job
+    });
+    shared.answerers.dispatch(jobs.collect());
 }

@@ -1,12 +1,24 @@
 //! The registry's table of instances, their expiry times and list versions.
 //!
 //! Pure state, no I/O: the HTTP side locks it, asks, and answers.
+//!
+//! Bounded: at most `max_instances` addresses and `max_services` service
+//! names; a service name no instance serves any more is forgotten.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::Registration;
 use crate::xclient::Instance;
+
+/// Why a [`Table::put`] was refused: the table is at one of its caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// `max_instances` addresses are listed.
+    Instances(usize),
+    /// `max_services` service names are known.
+    Services(usize),
+}
 
 /// What a [`Table::put`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,13 +47,34 @@ pub(crate) struct Table {
     /// Version of the last change to an instance that did not say what it
     /// serves (it is listed for every service).
     wildcard_changed: u64,
-    /// Version of the last change to an instance serving each service.
-    service_changed: HashMap<String, u64>,
+    /// Per service name: the version of the last change to an instance
+    /// serving it, and how many instances serve it. Invariant: every name
+    /// here is served by at least one entry (a name whose count falls to 0
+    /// is removed, its version folded into `forgotten`).
+    services: HashMap<String, Service>,
+    /// The highest version of a forgotten service: an unknown name's list
+    /// has at least this version, so a forgotten service's version never
+    /// goes back (watchers and discovery compare versions for equality).
+    forgotten: u64,
+    max_instances: usize,
+    max_services: usize,
+}
+
+struct Service {
+    changed: u64,
+    instances: usize,
 }
 
 impl Table {
-    /// An empty table. `ttl` zero: entries never expire.
+    /// An empty table without caps. `ttl` zero: entries never expire.
+    #[cfg(test)]
     pub(crate) fn new(ttl: Duration) -> Table {
+        Table::with_caps(ttl, usize::MAX, usize::MAX)
+    }
+
+    /// An empty table holding at most `max_instances` addresses and
+    /// `max_services` service names.
+    pub(crate) fn with_caps(ttl: Duration, max_instances: usize, max_services: usize) -> Table {
         // Versions start at the clock, so that a watcher holding the version
         // of a registry that restarted since sees a different one.
         let base = SystemTime::now()
@@ -53,24 +86,74 @@ impl Table {
             ttl: (!ttl.is_zero()).then_some(ttl),
             version: base,
             wildcard_changed: base,
-            service_changed: HashMap::new(),
+            services: HashMap::new(),
+            forgotten: 0,
+            max_instances,
+            max_services,
         }
     }
 
+    /// Marks the lists `instance` is in as changed at the current version.
     fn touch(&mut self, instance: &Instance) {
         let v = self.version;
         if instance.services.is_empty() {
             self.wildcard_changed = v;
         } else {
             for s in &instance.services {
-                self.service_changed.insert(s.clone(), v);
+                if let Some(svc) = self.services.get_mut(s) {
+                    svc.changed = v;
+                }
             }
         }
     }
 
+    /// Counts `instance` in (`add`) or out of the services it names,
+    /// forgetting a name no instance serves any more.
+    fn count(&mut self, instance: &Instance, add: bool) {
+        for s in &instance.services {
+            if add {
+                let floor = self.forgotten;
+                let svc = self.services.entry(s.clone()).or_insert(Service {
+                    changed: floor,
+                    instances: 0,
+                });
+                svc.instances += 1;
+            } else if let Some(svc) = self.services.get_mut(s) {
+                svc.instances -= 1;
+                if svc.instances == 0 {
+                    // Touched at this version by the caller first.
+                    self.forgotten = self.forgotten.max(svc.changed);
+                    self.services.remove(s);
+                }
+            }
+        }
+    }
+
+    /// Whether `new` may replace `old` (None: a new address) within the caps.
+    fn check_caps(&self, old: Option<&Instance>, new: &Instance) -> Result<(), Full> {
+        if old.is_none() && self.entries.len() >= self.max_instances {
+            return Err(Full::Instances(self.max_instances));
+        }
+        let added = new
+            .services
+            .iter()
+            .filter(|s| !self.services.contains_key(*s))
+            .count();
+        if added > 0 && self.services.len() + added > self.max_services {
+            return Err(Full::Services(self.max_services));
+        }
+        Ok(())
+    }
+
     /// Registers or renews `addr`. A registration without details keeps the
-    /// details an earlier one gave.
-    pub(crate) fn put(&mut self, addr: &str, reg: &Registration, now: Instant) -> Put {
+    /// details an earlier one gave. Refused, changing nothing, when it would
+    /// take the table past a cap (a renewal never does).
+    pub(crate) fn put(
+        &mut self,
+        addr: &str,
+        reg: &Registration,
+        now: Instant,
+    ) -> Result<Put, Full> {
         let expires = self.ttl.map(|t| now + t);
         let old = self.entries.get(addr).map(|e| e.instance.clone());
         let mut instance = old.clone().unwrap_or_else(|| Instance::new(addr));
@@ -93,19 +176,22 @@ impl Table {
         // An expired entry not purged yet counts as gone.
         let changed = !was_alive || old.as_ref() != Some(&instance);
         if changed {
+            self.check_caps(old.as_ref(), &instance)?;
             self.version += 1;
             if let Some(old) = &old {
                 self.touch(old);
+                self.count(old, false);
             }
+            self.count(&instance, true);
             self.touch(&instance);
         }
         self.entries
             .insert(addr.to_string(), Entry { instance, expires });
-        match (changed, was_alive) {
+        Ok(match (changed, was_alive) {
             (_, false) => Put::New,
             (true, true) => Put::Changed,
             (false, true) => Put::Renewed,
-        }
+        })
     }
 
     /// Whether no entry is left.
@@ -119,6 +205,7 @@ impl Table {
             Some(e) => {
                 self.version += 1;
                 self.touch(&e.instance);
+                self.count(&e.instance, false);
                 true
             }
             None => false,
@@ -171,10 +258,9 @@ impl Table {
         match service {
             None => self.version,
             Some(s) => self
-                .service_changed
+                .services
                 .get(s)
-                .copied()
-                .unwrap_or(0)
+                .map_or(self.forgotten, |svc| svc.changed)
                 .max(self.wildcard_changed),
         }
     }
@@ -183,6 +269,12 @@ impl Table {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// How many service names are known (each served by some entry).
+    #[cfg(test)]
+    pub(crate) fn services(&self) -> usize {
+        self.services.len()
     }
 }
 
@@ -211,19 +303,22 @@ mod tests {
         let mut t = Table::new(Duration::from_secs(60));
         let now = Instant::now();
         let v0 = t.version(None);
-        assert_eq!(t.put("tcp@a:1", &Registration::default(), now), Put::New);
+        assert_eq!(
+            t.put("tcp@a:1", &Registration::default(), now),
+            Ok(Put::New)
+        );
         let v1 = t.version(None);
         assert!(v1 > v0);
         assert_eq!(
             t.put("tcp@a:1", &Registration::default(), now),
-            Put::Renewed
+            Ok(Put::Renewed)
         );
         assert_eq!(t.version(None), v1);
-        assert_eq!(t.put("tcp@a:1", &reg(&["Arith"]), now), Put::Changed);
+        assert_eq!(t.put("tcp@a:1", &reg(&["Arith"]), now), Ok(Put::Changed));
         // A plain renewal keeps the services given before.
         assert_eq!(
             t.put("tcp@a:1", &Registration::default(), now),
-            Put::Renewed
+            Ok(Put::Renewed)
         );
         assert_eq!(t.alive(None, now)[0].services, vec!["Arith".to_string()]);
     }
@@ -232,14 +327,14 @@ mod tests {
     fn service_versions_move_only_for_that_service() {
         let mut t = Table::new(Duration::ZERO);
         let now = Instant::now();
-        t.put("tcp@a:1", &reg(&["Arith"]), now);
+        let _ = t.put("tcp@a:1", &reg(&["Arith"]), now);
         let (arith, echo) = (t.version(Some("Arith")), t.version(Some("Echo")));
-        t.put("tcp@b:1", &reg(&["Echo"]), now);
+        let _ = t.put("tcp@b:1", &reg(&["Echo"]), now);
         assert_eq!(t.version(Some("Arith")), arith);
         assert!(t.version(Some("Echo")) > echo);
         assert_eq!(t.alive(Some("Arith"), now).len(), 1);
         // An instance that serves "anything" changes every service's list.
-        t.put("tcp@c:1", &Registration::default(), now);
+        let _ = t.put("tcp@c:1", &Registration::default(), now);
         assert!(t.version(Some("Arith")) > arith);
         assert_eq!(t.alive(Some("Arith"), now).len(), 2);
         assert!(t.remove("tcp@c:1"));
@@ -250,8 +345,8 @@ mod tests {
     fn purge_removes_only_expired_entries() {
         let mut t = Table::new(Duration::from_secs(10));
         let now = Instant::now();
-        t.put("tcp@a:1", &Registration::default(), now);
-        t.put(
+        let _ = t.put("tcp@a:1", &Registration::default(), now);
+        let _ = t.put(
             "tcp@b:1",
             &Registration::default(),
             now + Duration::from_secs(5),
@@ -261,5 +356,46 @@ mod tests {
         assert_eq!(t.alive(None, later).len(), 1);
         assert_eq!(t.purge(later), vec!["tcp@a:1".to_string()]);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn caps_refuse_new_addresses_and_names_but_not_renewals() {
+        let mut t = Table::with_caps(Duration::ZERO, 2, 2);
+        let now = Instant::now();
+        assert_eq!(t.put("tcp@a:1", &reg(&["A"]), now), Ok(Put::New));
+        assert_eq!(t.put("tcp@b:1", &reg(&["B"]), now), Ok(Put::New));
+        assert_eq!(
+            t.put("tcp@c:1", &Registration::default(), now),
+            Err(Full::Instances(2))
+        );
+        assert_eq!(t.put("tcp@a:1", &reg(&["A"]), now), Ok(Put::Renewed));
+        assert_eq!(
+            t.put("tcp@a:1", &reg(&["A", "C"]), now),
+            Err(Full::Services(2))
+        );
+        assert_eq!(t.alive(None, now)[0].services, vec!["A".to_string()]);
+        // Moving a:1 from A to C frees A, which is forgotten.
+        assert!(t.remove("tcp@a:1"));
+        assert_eq!(t.services(), 1);
+        assert_eq!(t.put("tcp@a:1", &reg(&["C"]), now), Ok(Put::New));
+        assert_eq!(t.services(), 2);
+    }
+
+    #[test]
+    fn a_forgotten_service_is_dropped_and_its_version_never_goes_back() {
+        let mut t = Table::new(Duration::ZERO);
+        let now = Instant::now();
+        let _ = t.put("tcp@a:1", &reg(&["A"]), now);
+        let _ = t.put("tcp@b:1", &reg(&["B"]), now);
+        assert_eq!(t.services(), 2);
+        let before = t.version(Some("A"));
+        assert!(t.remove("tcp@a:1"));
+        assert_eq!(t.services(), 1, "A has no instance left: forgotten");
+        let gone = t.version(Some("A"));
+        assert!(gone > before, "the removal is a change of A's list");
+        assert!(t.alive(Some("A"), now).is_empty());
+        let _ = t.put("tcp@a:1", &reg(&["A"]), now);
+        assert!(t.version(Some("A")) > gone);
+        assert_eq!(t.services(), 2);
     }
 }
