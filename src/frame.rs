@@ -26,6 +26,15 @@ const MAX_READ: usize = KEEP_BUF / 2;
 /// A read asks for room for about this many messages of the last one's size.
 const READ_MESSAGES: usize = 8;
 
+/// Whether a scan that needs `need` bytes in all to go on is certainly
+/// over `limit`. One byte of slack: a scanner may need the byte after a
+/// value to see it end (the delimiter after a JSON number), so a value of
+/// exactly `limit` bytes is not refused or accepted by how reads split; an
+/// over-long value is still refused when it completes.
+fn beyond(need: usize, limit: usize) -> bool {
+    need.saturating_sub(1) > limit
+}
+
 /// Scan progress of a message that has not fully arrived.
 struct MessageScan {
     header: Scanner,
@@ -79,6 +88,16 @@ impl<R: Read> FrameReader<R> {
         &self.buf[r]
     }
 
+    /// The stream read from (for the fuzz seam).
+    pub(crate) fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// Bytes allocated for the buffer (the fuzz seam checks its bound).
+    pub(crate) fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     fn release_handed_out(&mut self) {
         self.start += self.handed_out;
         self.handed_out = 0;
@@ -94,6 +113,12 @@ impl<R: Read> FrameReader<R> {
     /// Reads once from the stream so that at least `want` bytes past `start`
     /// can be held. Returns the number of bytes read (0 at end of stream).
     fn fill(&mut self, want: usize) -> io::Result<usize> {
+        // Room asked for beyond what arrived is capped at twice what is
+        // buffered (plus KEEP_BUF): a length or count the peer declared, if
+        // under the limit, is allocated as its bytes arrive (in doubling
+        // steps), so that a few bytes claiming 16 MiB cost no 16 MiB.
+        // Callers loop until they have `want`.
+        let want = want.min(2 * (self.end - self.start) + KEEP_BUF);
         // Room for `want` bytes past `start`, and for a read of at least
         // half of `read_size`, or of as much as is already buffered, so that
         // a large message arriving in pieces (JSON's scanner only ever asks
@@ -150,6 +175,10 @@ impl<R: Read> FrameReader<R> {
             let from = searched.saturating_sub(delim.len());
             if let Some(i) = avail[from..].windows(delim.len()).position(|w| w == delim) {
                 let n = from + i + delim.len();
+                if n > limit {
+                    // Found in bytes read past the limit in one go.
+                    return Err(Error::MessageTooLarge { size: n, limit });
+                }
                 let out = avail[..n].to_vec();
                 self.start += n;
                 return Ok(out);
@@ -188,7 +217,7 @@ impl<R: Read> FrameReader<R> {
                 }
                 Scan::Incomplete(need) => need,
             };
-            if need > limit {
+            if beyond(need, limit) {
                 return Err(Error::MessageTooLarge { size: need, limit });
             }
             if self.eof {
@@ -235,7 +264,7 @@ impl<R: Read> FrameReader<R> {
                         scan.header_len = Some(h);
                         continue;
                     }
-                    Scan::Incomplete(need) if need > max => {
+                    Scan::Incomplete(need) if beyond(need, max) => {
                         return Err(Error::MessageTooLarge {
                             size: need,
                             limit: max,
@@ -243,14 +272,15 @@ impl<R: Read> FrameReader<R> {
                     }
                     Scan::Incomplete(need) => need,
                 },
+                // The limit is on the whole message, header and body.
                 Some(h) => match scan
                     .body
                     .scan(&avail[h..], self.eof)
                     .map_err(Error::Protocol)?
                 {
-                    Scan::Complete(b) if b > max => {
+                    Scan::Complete(b) if h + b > max => {
                         return Err(Error::MessageTooLarge {
-                            size: b,
+                            size: h + b,
                             limit: max,
                         })
                     }
@@ -264,9 +294,9 @@ impl<R: Read> FrameReader<R> {
                             body: s + h..s + h + b,
                         }));
                     }
-                    Scan::Incomplete(need) if need > max => {
+                    Scan::Incomplete(need) if beyond(h.saturating_add(need), max) => {
                         return Err(Error::MessageTooLarge {
-                            size: need,
+                            size: h.saturating_add(need),
                             limit: max,
                         })
                     }

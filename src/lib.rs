@@ -32,6 +32,9 @@
 
 #![warn(missing_docs)]
 
+#[doc(hidden)]
+#[path = "fuzz_seam.rs"]
+pub mod __fuzz;
 mod client;
 mod codec;
 mod duration;

@@ -37,9 +37,15 @@ impl MsgPackScan {
     }
 
     pub(crate) fn scan(&mut self, buf: &[u8]) -> Result<Scan, String> {
+        // Every value still to come takes at least one byte, so the hint
+        // counts them: an array or map count over the size limit is refused
+        // from its field, before its elements arrive.
+        let need = |at: usize, values: u64| {
+            at.saturating_add(usize::try_from(values).unwrap_or(usize::MAX))
+        };
         while self.remaining > 0 {
             let Some(&marker) = buf.get(self.pos) else {
-                return Ok(Scan::Incomplete(self.pos + 1));
+                return Ok(Scan::Incomplete(need(self.pos, self.remaining)));
             };
             // Bytes of length field after the marker, for variable-size kinds.
             let fixed = |header: usize, data: usize| Layout {
@@ -54,7 +60,10 @@ impl MsgPackScan {
                 _ => 0,
             };
             if buf.len() < self.pos + 1 + len_field {
-                return Ok(Scan::Incomplete(self.pos + 1 + len_field));
+                return Ok(Scan::Incomplete(need(
+                    self.pos + 1 + len_field,
+                    self.remaining - 1,
+                )));
             }
             let n = be(&buf[self.pos + 1..self.pos + 1 + len_field]) as usize;
             let layout = match marker {
@@ -101,11 +110,14 @@ impl MsgPackScan {
                 .checked_add(layout.header)
                 .and_then(|e| e.checked_add(layout.data))
                 .ok_or_else(|| "MessagePack length overflows".to_string())?;
+            // Saturating: 2^32 children per marker could add up past u64
+            // only under a limit no stream reaches, but never wrap.
+            let remaining = (self.remaining - 1).saturating_add(layout.children);
             if buf.len() < end {
-                return Ok(Scan::Incomplete(end));
+                return Ok(Scan::Incomplete(need(end, remaining)));
             }
             self.pos = end;
-            self.remaining = self.remaining - 1 + layout.children;
+            self.remaining = remaining;
         }
         Ok(Scan::Complete(self.pos))
     }
