@@ -93,12 +93,16 @@ impl SharedWriter {
         }
     }
 
+    // Used by the server and the client as each adopts the cap.
+    #[allow(dead_code)]
     /// Sets the queue cap (see the module notes); 0 is taken as 1.
     pub(crate) fn with_queue_cap(mut self, cap: usize) -> Self {
         self.cap = cap.max(1);
         self
     }
 
+    // Used by the server and the client as each adopts the cap.
+    #[allow(dead_code)]
     /// The queue cap (usize::MAX when none was set).
     pub(crate) fn queue_cap(&self) -> usize {
         self.cap
@@ -120,6 +124,8 @@ impl SharedWriter {
         self.queued() >= self.cap
     }
 
+    // Used by the server and the client as each adopts the cap.
+    #[allow(dead_code)]
     /// Waits until the queue is below its cap, or `deadline` (None: no
     /// limit). True if there is room. Some thread must be flushing
     /// meanwhile (after `flush_nowait` returns `Ok(false)`, start one), or

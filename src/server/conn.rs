@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 
 use super::limits::{self, ConnSlot, Watch};
 use super::monitor::Deadline;
-use super::{http, Config, Running};
+use super::{http, Running};
 use crate::codec::{encode_message_raw, Codec, Header};
 use crate::duration::GoDuration;
 use crate::error::{Error, Result};
@@ -49,24 +49,24 @@ pub(crate) struct Conn {
     /// Whether the leader is inside a handler, for the monitor to take
     /// reading away from a slow one.
     pub(super) busy: Busy,
-    closed: AtomicBool,
-    /// Set by a shutdown called from a handler of this connection, on that
-    /// handler's thread: shutdown leaves the connection open for the reply,
-    /// and the thread closes it once the reply is sent.
-    pub(super) close_after_reply: AtomicBool,
     /// When it was accepted: the handshake deadline counts from here.
     pub(super) accepted: Instant,
     /// What the monitor tracks for the idle timeout.
     pub(super) watch: Watch,
     /// Its place under `max_connections`, given back on drop.
     _slot: ConnSlot,
+    closed: AtomicBool,
+    /// Set by a shutdown called from a handler of this connection, on that
+    /// handler's thread: shutdown leaves the connection open for the reply,
+    /// and the thread closes it once the reply is sent.
+    pub(super) close_after_reply: AtomicBool,
 }
 
 impl Conn {
     pub(super) fn new(
         id: u64,
         stream: Stream,
-        cfg: &Config,
+        cfg: &super::Config,
         slot: ConnSlot,
     ) -> std::io::Result<Conn> {
         let peer: Arc<str> = stream.peer_label().into();
@@ -82,11 +82,11 @@ impl Conn {
             writer,
             proto: OnceLock::new(),
             busy: Busy::default(),
-            closed: AtomicBool::new(false),
-            close_after_reply: AtomicBool::new(false),
             accepted: Instant::now(),
             watch: Watch::default(),
             _slot: slot,
+            closed: AtomicBool::new(false),
+            close_after_reply: AtomicBool::new(false),
         })
     }
 

@@ -6,15 +6,58 @@
 //! connection count is taken at accept, the queue is looked at by the
 //! leader before it reads a request, and the handshake deadline and idle
 //! time are checked by the monitor on its tick.
+//!
+//! Bounded this way: connections per server (`max_connections`), replies
+//! queued per connection (`max_write_queue`: past it the connection stops
+//! reading), time a peer may leave its replies unread (`write_timeout`),
+//! the whole handshake (`handshake_timeout`, one deadline), idle time
+//! (`idle_timeout`, off by default), and threads for slow calls
+//! (`max_concurrent_calls`, over every listener of a server).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::conn::{self, Conn};
-use super::{Running, Shared};
+use super::{Running, ServerBuilder, Shared};
 use crate::duration::GoDuration;
 use crate::handoff::Look;
+
+/// The bounds' knobs (the others, `handshake_timeout`, `write_timeout` and
+/// `max_concurrent_calls`, predate them and stay with the rest).
+impl ServerBuilder {
+    /// How many bytes of replies a connection may have queued for writing
+    /// before it stops reading requests (default 4 MiB). Past it the
+    /// connection reads nothing until its peer has read enough replies to
+    /// bring the queue below the cap again, so a peer that pipelines
+    /// requests and does not read the replies is slowed by TCP flow control
+    /// instead of growing the server's memory; calls already running still
+    /// queue their replies, so the queue can pass the cap by those. See
+    /// [`write_timeout`](Self::write_timeout) for a peer that never reads.
+    pub fn max_write_queue(mut self, bytes: usize) -> Self {
+        self.config.max_write_queue = bytes.max(1);
+        self
+    }
+
+    /// How many connections the server holds at once, over all its
+    /// listeners (default 10,000). Past it a new connection is accepted and
+    /// closed at once, and a warning is logged once until connections are
+    /// accepted again. Each connection costs a socket and a thread.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.config.max_connections = n.max(1);
+        self
+    }
+
+    /// Closes a connection that has had no call in flight and nothing left
+    /// to write for this long (default `None`: idle connections stay open,
+    /// as Go's server keeps them; TCP keepalive still ends those whose peer
+    /// vanished). Checked on the monitor's tick, so it acts within about
+    /// 20 ms of the deadline.
+    pub fn idle_timeout(mut self, t: Option<Duration>) -> Self {
+        self.config.idle_timeout = t;
+        self
+    }
+}
 
 /// One of the server's `max_connections` slots, given back when the
 /// connection (and with it its socket) is dropped, whichever listener

@@ -13,6 +13,10 @@
 //! finishes its handler, sends its reply and ends. (Go's runtime hands off a
 //! processor blocked in a syscall the same way.) The monitor also sends the
 //! handle-timeout error reply at each call's deadline.
+//!
+//! Everything a peer can make the server hold is bounded: see
+//! src/server/limits.rs for connections, queued replies, idle time and
+//! the handshake deadline.
 
 mod conn;
 mod debug;
@@ -126,38 +130,6 @@ impl ServerBuilder {
     /// another connection waits on that peer.
     pub fn write_timeout(mut self, t: Duration) -> Self {
         self.config.write_timeout = t.max(Duration::from_millis(1));
-        self
-    }
-
-    /// How many bytes of replies a connection may have queued for writing
-    /// before it stops reading requests (default 4 MiB). Past it the
-    /// connection reads nothing until its peer has read enough replies to
-    /// bring the queue below the cap again, so a peer that pipelines
-    /// requests and does not read the replies is slowed by TCP flow control
-    /// instead of growing the server's memory; calls already running still
-    /// queue their replies, so the queue can pass the cap by those. See
-    /// [`write_timeout`](Self::write_timeout) for a peer that never reads.
-    pub fn max_write_queue(mut self, bytes: usize) -> Self {
-        self.config.max_write_queue = bytes.max(1);
-        self
-    }
-
-    /// How many connections the server holds at once, over all its
-    /// listeners (default 10,000). Past it a new connection is accepted and
-    /// closed at once, and a warning is logged once until connections are
-    /// accepted again. Each connection costs a socket and a thread.
-    pub fn max_connections(mut self, n: usize) -> Self {
-        self.config.max_connections = n.max(1);
-        self
-    }
-
-    /// Closes a connection that has had no call in flight and nothing left
-    /// to write for this long (default `None`: idle connections stay open,
-    /// as Go's server keeps them; TCP keepalive still ends those whose peer
-    /// vanished). Checked on the monitor's tick, so it acts within about
-    /// 20 ms of the deadline.
-    pub fn idle_timeout(mut self, t: Option<Duration>) -> Self {
-        self.config.idle_timeout = t;
         self
     }
 
@@ -349,10 +321,11 @@ impl Server {
             on_shutdown: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
         });
-        self.shared.runnings.lock().push(Arc::downgrade(&running));
         let wake = listener
             .wake_target()
             .map_err(|e| Error::io("read listener address", e))?;
+        // Counted in max_concurrent_calls with the server's other listeners.
+        self.shared.runnings.lock().push(Arc::downgrade(&running));
         let r = running.clone();
         running
             .threads

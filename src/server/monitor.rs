@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::conn::Conn;
-use super::{limits, Running};
+use super::Running;
 use crate::codec::Header;
 use crate::duration::GoDuration;
 use crate::handoff::Look;
@@ -123,7 +123,7 @@ fn steal_from_stuck_leaders(run: &Arc<Running>) -> bool {
     let mut busy = false;
     // Each hand-off lets one more call start on that connection.
     // Counted over every listener of the server, as documented.
-    let in_flight = limits::calls_in_flight(&run.server.shared);
+    let in_flight = super::limits::calls_in_flight(&run.server.shared);
     let mut room = run
         .server
         .config()
@@ -145,13 +145,13 @@ fn steal_from_stuck_leaders(run: &Arc<Running>) -> bool {
                 room -= 1;
             }
         }
-        if let Some(why) = limits::check(run, conn, look, now) {
+        if let Some(why) = super::limits::check(run, conn, look, now) {
             expired.push((conn.clone(), why));
         }
     }
     // Closed outside the lock: a close is a syscall, and logs.
     for (conn, why) in expired {
-        limits::expire(run, &conn, why);
+        super::limits::expire(run, &conn, why);
     }
     if capped && !run.capped.swap(true, Ordering::Relaxed) {
         log::warn!(
