@@ -23,6 +23,7 @@ fn a_peer_that_never_reads_is_closed_after_the_write_timeout() {
     common::init_log();
     let write_timeout = Duration::from_secs(1);
     let running = common::start_with(Server::builder().write_timeout(write_timeout).build());
+    let began = Instant::now();
     let (mut s, sent, ended) = raw::attack(running.addr(), 400, Duration::from_secs(5));
     let stalled_at = Instant::now();
     let closed = match ended {
@@ -53,7 +54,8 @@ fn a_peer_that_never_reads_is_closed_after_the_write_timeout() {
         panic!("a peer that read nothing for {write_timeout:?} + {SLACK:?} was not closed")
     });
     eprintln!(
-        "{sent} requests sent, attack {ended:?}; closed {:?} after",
+        "{sent} requests sent, attack {ended:?} after {:?}; closed {:?} after that",
+        stalled_at - began,
         closed - stalled_at
     );
     // Other connections were never in question: a fresh one works.
