@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::limits::{self, ConnSlot, Watch};
 use super::monitor::Deadline;
 use super::{http, Running};
 use crate::codec::{encode_message_raw, Codec, Header};
@@ -48,6 +49,12 @@ pub(crate) struct Conn {
     /// Whether the leader is inside a handler, for the monitor to take
     /// reading away from a slow one.
     pub(super) busy: Busy,
+    /// When it was accepted: the handshake deadline counts from here.
+    pub(super) accepted: Instant,
+    /// What the monitor tracks for the idle timeout.
+    pub(super) watch: Watch,
+    /// Its place under `max_connections`, given back on drop.
+    _slot: ConnSlot,
     closed: AtomicBool,
     /// Set by a shutdown called from a handler of this connection, on that
     /// handler's thread: shutdown leaves the connection open for the reply,
@@ -56,10 +63,17 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(super) fn new(id: u64, stream: Stream, max_message: usize) -> std::io::Result<Conn> {
+    pub(super) fn new(
+        id: u64,
+        stream: Stream,
+        cfg: &super::Config,
+        slot: ConnSlot,
+    ) -> std::io::Result<Conn> {
         let peer: Arc<str> = stream.peer_label().into();
+        let max_message = cfg.max_message_size;
         let reader = FrameReader::new(stream.try_clone()?, max_message);
-        let writer = SharedWriter::new(stream.try_clone()?, max_message);
+        let writer =
+            SharedWriter::new(stream.try_clone()?, max_message).with_queue_cap(cfg.max_write_queue);
         Ok(Conn {
             id,
             peer,
@@ -68,6 +82,9 @@ impl Conn {
             writer,
             proto: OnceLock::new(),
             busy: Busy::default(),
+            accepted: Instant::now(),
+            watch: Watch::default(),
+            _slot: slot,
             closed: AtomicBool::new(false),
             close_after_reply: AtomicBool::new(false),
         })
@@ -118,6 +135,11 @@ impl Conn {
             }
         }
         self.close();
+    }
+
+    /// Whether it was closed (by a bound, a failed write or shutdown).
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Closes the connection; true for the call that did it.
@@ -176,12 +198,14 @@ pub(super) fn serve(run: &Arc<Running>, conn: Arc<Conn>) {
         }
         Ok(None) => finish(run, &conn),
         Err(e) => {
-            log::warn!(
-                "rpc server {}: connection from {}: {e}; closing",
-                run.addr,
-                conn.peer
-            );
-            conn.close();
+            // Not logged again if the monitor closed it at the deadline.
+            if conn.close() {
+                log::warn!(
+                    "rpc server {}: connection from {}: {e}; closing",
+                    run.addr,
+                    conn.peer
+                );
+            }
             finish(run, &conn);
         }
     }
@@ -268,6 +292,20 @@ enum Next {
     Broken(Error),
 }
 
+/// Starts a thread that writes out what the socket did not take at once;
+/// false (and the connection closed) if no thread could be started.
+pub(super) fn start_writer(run: &Running, conn: &Arc<Conn>) -> bool {
+    let c = conn.clone();
+    if let Err(e) = run.threads.spawn("geerpc-writer", None, move || {
+        c.flush();
+    }) {
+        log::error!("rpc server {}: cannot start a writer: {e}", run.addr);
+        conn.close();
+        return false;
+    }
+    true
+}
+
 fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec) -> Next {
     let mut rd = conn.reader.lock();
     if !rd.has_buffered_message(codec) {
@@ -282,12 +320,7 @@ fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec) -> Next {
                     run.addr,
                     conn.peer
                 );
-                let c = conn.clone();
-                if let Err(e) = run.threads.spawn("geerpc-writer", None, move || {
-                    c.flush();
-                }) {
-                    log::error!("rpc server {}: cannot start a writer: {e}", run.addr);
-                    conn.close();
+                if !start_writer(run, conn) {
                     return Next::End;
                 }
             }
@@ -296,6 +329,11 @@ fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec) -> Next {
                 return Next::End;
             }
         }
+    }
+    // Backpressure: past max_write_queue, read nothing until the peer has
+    // taken enough replies (two relaxed loads when there is room).
+    if conn.writer.is_full() && !limits::wait_for_room(run, conn) {
+        return Next::End;
     }
     match rd.read_message(codec) {
         Ok(Some(m)) => match codec.decode_header(rd.bytes(m.header)) {
@@ -345,6 +383,10 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
         handle(run, &conn, codec, handle_timeout, req, &mut scratch);
         HANDLING.with(|h| h.set(None));
         let still_leader = conn.busy.leave(mark);
+        if !still_leader {
+            // The monitor counted this handler as away (the idle timeout).
+            conn.watch.away.fetch_sub(1, Ordering::AcqRel);
+        }
         run.call_ended();
         if conn.close_after_reply.load(Ordering::Acquire) {
             // This handler shut its own server down, and shutdown left the

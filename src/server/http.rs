@@ -102,6 +102,8 @@ fn read_head(rd: &mut FrameReader<Stream>) -> Result<Head> {
 pub(super) fn serve(run: &Running, conn: &Conn, rd: &mut FrameReader<Stream>) -> Result<Outcome> {
     let head = match read_head(rd) {
         Ok(h) => h,
+        // The monitor closed it at the handshake deadline, and said so.
+        Err(_) if conn.is_closed() => return Ok(Outcome::Done),
         Err(e) if conn::is_timeout(&e) => {
             let e = conn::handshake_timeout_error(run, "HTTP request head");
             log::warn!(

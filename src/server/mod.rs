@@ -13,10 +13,15 @@
 //! finishes its handler, sends its reply and ends. (Go's runtime hands off a
 //! processor blocked in a syscall the same way.) The monitor also sends the
 //! handle-timeout error reply at each call's deadline.
+//!
+//! Everything a peer can make the server hold is bounded: see
+//! src/server/limits.rs for connections, queued replies, idle time and
+//! the handshake deadline.
 
 mod conn;
 mod debug;
 mod http;
+mod limits;
 mod monitor;
 
 use std::collections::HashMap;
@@ -25,7 +30,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 #[cfg(unix)]
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -39,6 +44,8 @@ use conn::Conn;
 use monitor::Deadline;
 
 pub(crate) const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
+/// Default `max_write_queue`: a few large replies, or thousands of small ones.
+pub(crate) const DEFAULT_MAX_WRITE_QUEUE: usize = 4 << 20;
 
 /// Server settings; see [`Server::builder`].
 #[derive(Debug, Clone)]
@@ -50,6 +57,9 @@ struct Config {
     steal_after: Duration,
     write_timeout: Duration,
     max_concurrent_calls: usize,
+    max_write_queue: usize,
+    max_connections: usize,
+    idle_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -62,6 +72,9 @@ impl Default for Config {
             steal_after: Duration::from_millis(1),
             write_timeout: Duration::from_secs(30),
             max_concurrent_calls: 10_000,
+            max_write_queue: DEFAULT_MAX_WRITE_QUEUE,
+            max_connections: 10_000,
+            idle_timeout: None,
         }
     }
 }
@@ -80,7 +93,10 @@ impl ServerBuilder {
         self
     }
 
-    /// How long a new connection may take to send its handshake (default 10 s).
+    /// How long a new connection may take for its whole handshake, from
+    /// accept: the HTTP `CONNECT` head if any and the Option (default 10 s).
+    /// It is one deadline, not a per-read timeout: a peer still sending at
+    /// the deadline, even a byte at a time, is closed (and logged).
     pub fn handshake_timeout(mut self, t: Duration) -> Self {
         self.config.handshake_timeout = t;
         self
@@ -106,8 +122,12 @@ impl ServerBuilder {
         self
     }
 
-    /// How long a write to a peer that does not read may block before the
-    /// connection is given up (default 30 s).
+    /// How long a peer may leave its replies unread before its connection
+    /// is closed (default 30 s): a write that makes no progress for this
+    /// long fails, and a connection whose queued replies stay at
+    /// [`max_write_queue`](Self::max_write_queue) this long is closed.
+    /// Other connections are served meanwhile: no handler and no thread of
+    /// another connection waits on that peer.
     pub fn write_timeout(mut self, t: Duration) -> Self {
         self.config.write_timeout = t.max(Duration::from_millis(1));
         self
@@ -118,7 +138,8 @@ impl ServerBuilder {
     /// connection whose handler is slow reads its next request only when
     /// that handler returns, so a peer that pipelines slow calls waits on
     /// TCP flow control instead of costing the server a thread per call.
-    /// Every connection still gets its own reader.
+    /// Every connection still gets its own reader. The count is over every
+    /// listener of this `Server` (each `listen` or `serve` call).
     pub fn max_concurrent_calls(mut self, n: usize) -> Self {
         self.config.max_concurrent_calls = n.max(1);
         self
@@ -130,6 +151,9 @@ impl ServerBuilder {
             shared: Arc::new(Shared {
                 services: RwLock::new(HashMap::new()),
                 config: self.config,
+                open_conns: AtomicUsize::new(0),
+                refusing: AtomicBool::new(false),
+                runnings: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -160,6 +184,13 @@ pub struct Server {
 struct Shared {
     services: RwLock<HashMap<String, Arc<Service>>>,
     config: Config,
+    /// Connections open over every listener (`max_connections`).
+    open_conns: AtomicUsize,
+    /// New connections are being refused (logged once per episode).
+    refusing: AtomicBool,
+    /// Every listener's state, for counting calls in flight server-wide
+    /// (`max_concurrent_calls`); dead entries are pruned as they are seen.
+    runnings: Mutex<Vec<Weak<Running>>>,
 }
 
 impl Default for Server {
@@ -293,6 +324,8 @@ impl Server {
         let wake = listener
             .wake_target()
             .map_err(|e| Error::io("read listener address", e))?;
+        // Counted in max_concurrent_calls with the server's other listeners.
+        self.shared.runnings.lock().push(Arc::downgrade(&running));
         let r = running.clone();
         running
             .threads
@@ -424,13 +457,17 @@ fn accept_loop(run: &Arc<Running>, listener: Listener) {
                 continue;
             }
         };
+        // Past max_connections the stream is dropped here: closed at once.
+        let Some(slot) = limits::take_slot(run) else {
+            continue;
+        };
         let id = run.next_conn_id.fetch_add(1, Ordering::Relaxed);
         // A peer that stops reading must not hold a writer (and with it the
         // connection's replies) for ever.
         if let Err(e) = stream.set_write_timeout(Some(run.server.config().write_timeout)) {
             log::warn!("rpc server {}: cannot set a write timeout: {e}", run.addr);
         }
-        let conn = match Conn::new(id, stream, run.server.config().max_message_size) {
+        let conn = match Conn::new(id, stream, run.server.config(), slot) {
             Ok(c) => Arc::new(c),
             Err(e) => {
                 log::warn!("rpc server {}: cannot set up connection: {e}", run.addr);

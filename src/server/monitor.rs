@@ -122,30 +122,43 @@ fn steal_from_stuck_leaders(run: &Arc<Running>) -> bool {
     let mut stuck = Vec::new();
     let mut busy = false;
     // Each hand-off lets one more call start on that connection.
+    // Counted over every listener of the server, as documented.
+    let in_flight = super::limits::calls_in_flight(&run.server.shared);
     let mut room = run
         .server
         .config()
         .max_concurrent_calls
-        .saturating_sub(run.inflight.load(Ordering::Acquire));
+        .saturating_sub(in_flight);
     let mut capped = false;
+    let now = Instant::now();
+    let mut expired = Vec::new();
     for conn in run.conns.lock().values() {
-        match conn.busy.look(room > 0) {
+        let look = conn.busy.look(room > 0);
+        match look {
             Look::Idle | Look::Moved => {}
             Look::Working => busy = true,
             Look::Stuck => (busy, capped) = (true, true),
             Look::Taken => {
                 busy = true;
+                conn.watch.away.fetch_add(1, Ordering::AcqRel);
                 stuck.push(conn.clone());
                 room -= 1;
             }
         }
+        if let Some(why) = super::limits::check(run, conn, look, now) {
+            expired.push((conn.clone(), why));
+        }
+    }
+    // Closed outside the lock: a close is a syscall, and logs.
+    for (conn, why) in expired {
+        super::limits::expire(run, &conn, why);
     }
     if capped && !run.capped.swap(true, Ordering::Relaxed) {
         log::warn!(
             "rpc server {}: {} calls running, the most allowed (max_concurrent_calls): \
              connections with a slow call wait for it before reading more",
             run.addr,
-            run.inflight.load(Ordering::Relaxed)
+            in_flight
         );
     } else if !capped && room > 0 {
         run.capped.store(false, Ordering::Relaxed);
