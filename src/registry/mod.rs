@@ -34,6 +34,7 @@
 //!   between beats; an interval set by hand stays as set.
 
 mod discovery;
+mod epoch;
 mod heartbeat;
 mod roles;
 mod server;

@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 use tiny_http::{Header, Method, Request, Response};
 
+use super::epoch::Epoch;
 use super::roles::{self, Roles};
 use super::table::{Put, Table};
 use super::{check_addr, Registration, ADDR_HEADERS, LIST_HEADERS, TTL_HEADER, VERSION_HEADER};
@@ -55,6 +56,8 @@ const MAX_WATCHERS: usize = 10_000;
 pub struct Registry {
     addr: String,
     ttl: Duration,
+    /// See [`warmup`](Self::warmup), in `epoch.rs`.
+    pub(super) warmup: Duration,
     paths: Vec<String>,
     workers: usize,
     write_timeout: Duration,
@@ -84,6 +87,7 @@ impl Registry {
         Registry {
             addr: Registry::DEFAULT_ADDR.to_string(),
             ttl: Registry::DEFAULT_TTL,
+            warmup: Registry::DEFAULT_WARMUP,
             paths: vec![
                 Registry::DEFAULT_PATH.to_string(),
                 "/_geerpc_/registry".to_string(),
@@ -157,6 +161,7 @@ impl Registry {
             wake: wake_tx,
             stopping: AtomicBool::new(false),
             roles: Roles::default(),
+            epoch: Epoch::new(self.warmup),
         });
         let handle = RegistryHandle {
             shared: shared.clone(),
@@ -186,6 +191,11 @@ impl Registry {
             .threads
             .spawn("geerpc-reg-reap", None, move || reap(&s, wake_rx))
             .map_err(|e| Error::io("registry: start reaper thread", e))?;
+        let s = shared.clone();
+        handle
+            .threads
+            .spawn("geerpc-reg-hold", None, move || s.epoch.run_holds())
+            .map_err(|e| Error::io("registry: start hold thread", e))?;
         log::info!(
             "registry: listening on http://{local}{} (TTL {})",
             shared.paths[0],
@@ -305,6 +315,7 @@ impl RegistryHandle {
         }
         // Full or not, the reaper sees `stopping` when it next wakes.
         let _ = shared.wake.try_send(());
+        shared.epoch.stop_holds();
         let stuck = self
             .threads
             .join_until(Instant::now() + Duration::from_secs(5));
@@ -322,6 +333,7 @@ impl RegistryHandle {
                 wait_port_free(shared.addr);
             }
         }
+        shared.epoch.release_holds();
         log::info!("registry {}: shut down", shared.addr);
     }
 }
@@ -355,6 +367,8 @@ struct Shared {
     wake: Sender<()>,
     stopping: AtomicBool,
     roles: Roles,
+    /// This start's identity, stamped on every answer; heartbeats' holds.
+    epoch: Epoch,
 }
 
 struct State {
@@ -435,6 +449,7 @@ fn text(status: u16, body: impl Into<String>) -> Response<Cursor<Vec<u8>>> {
 /// for our answer while we wait for its body. So the one-write path is
 /// taken only when tiny_http already holds the whole body in memory.
 fn respond(shared: &Shared, rq: Request, resp: Response<Cursor<Vec<u8>>>) {
+    let resp = shared.epoch.stamp(resp);
     let sent = if body_buffered(&rq) {
         let mut out = Vec::with_capacity(1024);
         let head = *rq.method() == Method::Head;
@@ -480,6 +495,9 @@ fn handle(shared: &Shared, rq: Request) {
         );
         return respond(shared, rq, text(404, msg));
     }
+    let Some(rq) = shared.epoch.hold(rq, query) else {
+        return;
+    };
     let query = parse_query(query);
     match rq.method() {
         Method::Get => get(shared, rq, &query),
