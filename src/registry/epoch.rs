@@ -158,7 +158,9 @@ impl Epoch {
                 _ => {}
             }
         }
-        let known = known?;
+        let Some(known) = known else {
+            return Some(rq);
+        };
         let wait = match timeout.map(parse_duration) {
             None => MAX_HOLD,
             Some(Ok(d)) => d.min(MAX_HOLD),

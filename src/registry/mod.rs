@@ -33,6 +33,7 @@
 //!   TTL shorter than it assumed, so that its instance does not drop out
 //!   between beats; an interval set by hand stays as set.
 
+mod beat;
 mod discovery;
 mod epoch;
 mod heartbeat;
