@@ -21,8 +21,8 @@ const FIRST_RECONNECT: Duration = Duration::from_millis(100);
 /// Time left before a beat under which the thread just sleeps: a hold that
 /// short would cost a connection for nothing.
 const MIN_HOLD: Duration = Duration::from_secs(1);
-/// How long to go without holds after the registry refused one (it is
-/// full, or is no geerpc registry after all).
+/// How long to go without holds after the registry refused one and then
+/// took the POST after it (it is full of holds).
 const REFUSED_HOLD_PAUSE: Duration = Duration::from_secs(30);
 /// The longest pause between holds that keep ending early for no reason
 /// (something between us and the registry cutting idle connections).
@@ -71,6 +71,9 @@ struct Holds {
     /// tells whether the registry restarted (a new epoch, or no answer) or
     /// the connection was only cut.
     suspect: bool,
+    /// The last hold was refused (a full or stopping registry): if the
+    /// POST after finds it up, holds pause for a while.
+    refused: bool,
     /// Early ends in a row that the POST after did not explain.
     unexplained: u32,
     /// No hold before this.
@@ -84,6 +87,12 @@ impl Holds {
         if explained {
             self.unexplained = 0;
             self.not_before = None;
+        } else if self.refused {
+            log::debug!(
+                "{who}: hold refused; none for {}",
+                GoDuration(REFUSED_HOLD_PAUSE)
+            );
+            self.not_before = Some(Instant::now() + REFUSED_HOLD_PAUSE);
         } else if self.suspect {
             // Something cuts held connections while the registry stays up:
             // hold again after a pause that doubles, so that the POSTs this
@@ -99,6 +108,7 @@ impl Holds {
             self.not_before = Some(Instant::now() + pause);
         }
         self.suspect = false;
+        self.refused = false;
     }
 }
 
@@ -250,9 +260,12 @@ impl Beat {
                     holds.suspect = true;
                     return Between::Beat;
                 }
+                // Refused: the registry is full, or stopping. A POST tells.
                 Err(Failure::Refused(e)) => {
-                    log::debug!("{e}; no hold for {}", GoDuration(REFUSED_HOLD_PAUSE));
-                    holds.not_before = Some(Instant::now() + REFUSED_HOLD_PAUSE);
+                    log::debug!("{e}");
+                    holds.suspect = true;
+                    holds.refused = true;
+                    return Between::Beat;
                 }
             }
         }

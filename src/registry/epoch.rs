@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,9 @@ pub(super) struct Epoch {
     holds: Mutex<Holds>,
     /// Wakes the hold thread: a hold to answer sooner, or stopping.
     cv: Condvar,
+    /// A copy of the listening socket, to stop accepting first thing on
+    /// shutdown (see [`stop`](Self::stop)).
+    listener: Mutex<Option<TcpListener>>,
 }
 
 #[derive(Default)]
@@ -108,8 +111,10 @@ impl Holds {
 }
 
 impl Epoch {
-    pub(super) fn new(warmup: Duration) -> Epoch {
+    /// `listener`: a copy of the registry's listening socket.
+    pub(super) fn new(warmup: Duration, listener: Option<TcpListener>) -> Epoch {
         Epoch {
+            listener: Mutex::new(listener),
             // 64 random bits: two starts never share a token in practice.
             token: format!("{:016x}", rand::random::<u64>()),
             started: Instant::now(),
@@ -118,11 +123,6 @@ impl Epoch {
             holds: Mutex::new(Holds::default()),
             cv: Condvar::new(),
         }
-    }
-
-    /// This start's token.
-    pub(super) fn token(&self) -> &str {
-        &self.token
     }
 
     /// What is left of the warmup.
@@ -189,7 +189,8 @@ impl Epoch {
         let earlier = peer
             .and_then(|p| st.by_peer.get(&p).copied())
             .and_then(|key| st.take(key));
-        if st.parked.len() >= MAX_HOLDS || st.per_ip.get(&ip).copied().unwrap_or(0) >= MAX_HOLDS_PER_IP
+        if st.parked.len() >= MAX_HOLDS
+            || st.per_ip.get(&ip).copied().unwrap_or(0) >= MAX_HOLDS_PER_IP
         {
             drop(st);
             if let Some(e) = earlier {
@@ -225,7 +226,11 @@ impl Epoch {
         let mut st = self.holds.lock();
         while !st.stopping {
             let now = Instant::now();
-            let due: Vec<_> = st.parked.range(..(now, u64::MAX)).map(|(k, _)| *k).collect();
+            let due: Vec<_> = st
+                .parked
+                .range(..(now, u64::MAX))
+                .map(|(k, _)| *k)
+                .collect();
             if due.is_empty() {
                 let next = st.parked.keys().next().map(|k| k.0);
                 match next {
@@ -247,10 +252,49 @@ impl Epoch {
         }
     }
 
-    /// Ends the hold thread; the holds stay parked.
-    pub(super) fn stop_holds(&self) {
+    /// Stops accepting connections, and ends the hold thread (the holds
+    /// stay parked until [`release_holds`](Self::release_holds)).
+    ///
+    /// tiny_http closes its listener only once every worker has let go of
+    /// the server, and until then accepts connections whose requests no
+    /// worker will take: a heartbeat's hold or a discovery's poll sent in
+    /// that window would wait for its whole timeout (minutes) instead of
+    /// being refused and retried. Shutting the listening socket down first
+    /// refuses them at once; tiny_http's accept thread then ends (logging
+    /// the failed accept).
+    pub(super) fn stop(&self) {
+        if let Some(l) = self.listener.lock().take() {
+            if let Err(e) = socket2::SockRef::from(&l).shutdown(Shutdown::Both) {
+                log::debug!("registry: cannot shut the listening socket down: {e}");
+            }
+        }
         self.holds.lock().stopping = true;
         self.cv.notify_all();
+    }
+
+    /// Answers 503 to requests left in tiny_http's queue once the workers
+    /// are gone: those of connections accepted just before the listener
+    /// was shut, which nothing else would ever answer. Waits until none
+    /// has come for 20 ms (1 s at most).
+    pub(super) fn drain(&self, http: &tiny_http::Server) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut answered = 0;
+        while Instant::now() < deadline {
+            match http.recv_timeout(Duration::from_millis(20)) {
+                Ok(Some(rq)) => {
+                    answered += 1;
+                    let resp = text(503, "503 the registry is stopping\n")
+                        .with_header(header("Connection", "close"));
+                    self.answer(rq, resp);
+                }
+                Ok(None) => break,
+                // The failed accept of the shut listener, passed on.
+                Err(_) => continue,
+            }
+        }
+        if answered > 0 {
+            log::debug!("registry: answered {answered} requests that came as it stopped");
+        }
     }
 
     /// Answers every parked hold. Called once the registry's port is
@@ -270,8 +314,7 @@ impl Epoch {
     }
 
     /// Holds parked now.
-    #[cfg(test)]
-    fn parked(&self) -> usize {
+    pub(super) fn parked(&self) -> usize {
         self.holds.lock().parked.len()
     }
 

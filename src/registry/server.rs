@@ -147,6 +147,8 @@ impl Registry {
             .local_addr()
             .map_err(|e| Error::io("registry: read listener address", e))?;
         set_inherited_options(&listener, self.write_timeout)?;
+        // For `Epoch::stop`; without it only that early stop is lost.
+        let listener_copy = listener.try_clone().ok();
         let http = Arc::new(start_tiny_http(listener, local)?);
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
@@ -161,7 +163,7 @@ impl Registry {
             wake: wake_tx,
             stopping: AtomicBool::new(false),
             roles: Roles::default(),
-            epoch: Epoch::new(self.warmup),
+            epoch: Epoch::new(self.warmup, listener_copy),
         });
         let handle = RegistryHandle {
             shared: shared.clone(),
@@ -295,6 +297,11 @@ impl RegistryHandle {
         self.threads.live()
     }
 
+    /// Heartbeats' holds parked now (see [`HeartbeatOptions::watch_registry`](crate::HeartbeatOptions::watch_registry)).
+    pub fn parked_holds(&self) -> usize {
+        self.shared.epoch.parked()
+    }
+
     /// Stops serving: answers pending long polls, joins every thread it
     /// started and closes the port, so that a new registry can bind it at
     /// once. tiny_http's own threads end by themselves: idle ones within
@@ -306,6 +313,7 @@ impl RegistryHandle {
         }
         let shared = &self.shared;
         shared.stopping.store(true, Ordering::Release);
+        shared.epoch.stop();
         shared.roles.stop();
         let http = self.http.lock().take();
         if let Some(h) = &http {
@@ -315,7 +323,6 @@ impl RegistryHandle {
         }
         // Full or not, the reaper sees `stopping` when it next wakes.
         let _ = shared.wake.try_send(());
-        shared.epoch.stop_holds();
         let stuck = self
             .threads
             .join_until(Instant::now() + Duration::from_secs(5));
@@ -326,6 +333,7 @@ impl RegistryHandle {
             );
         }
         if let Some(h) = http {
+            shared.epoch.drain(&h);
             // The last reference: tiny_http stops accepting when dropped.
             let last = Arc::strong_count(&h) == 1;
             drop(h);
