@@ -572,8 +572,9 @@ impl Shared {
     }
 
     /// `instances` (sorted) as served while `kept` lasts: with the kept
-    /// instances not back yet. Puts `kept` back in `st` unless its time is
-    /// over or every kept instance is back.
+    /// instances not back yet. An instance once back leaves `kept`: the
+    /// registry has it, and says when it goes. Puts `kept` back in `st`
+    /// unless its time is over or every kept instance is back.
     fn with_kept(
         &self,
         mut instances: Vec<Instance>,
@@ -607,9 +608,12 @@ impl Shared {
             );
             return instances;
         }
-        instances.extend(missing);
+        instances.extend(missing.iter().cloned());
         instances.sort_by(|a, b| a.addr.cmp(&b.addr));
-        st.kept = Some(kept);
+        st.kept = Some(Kept {
+            instances: missing.into(),
+            until: kept.until,
+        });
         instances
     }
 
@@ -770,65 +774,44 @@ mod tests {
             .watch(false)
             .build()
             .unwrap();
-        let list = |a: &[&str]| a.iter().map(|x| Instance::new(*x)).collect::<Vec<_>>();
         let (a, b, c) = ("tcp@127.0.0.1:1", "tcp@127.0.0.1:2", "tcp@127.0.0.1:3");
-        let sh = &d.shared;
-        sh.install(
-            list(&[a, b]),
-            Some(Some(900)),
-            fetch(1, false),
-            start("e1", 0),
-        );
+        // A listing of `addrs` at `version`, fetch `seq`, from start `epoch`.
+        let put = |addrs: &[&str], version: u64, seq: u64, epoch: &str, warmup_ms: u64| {
+            let list = addrs.iter().map(|x| Instance::new(*x)).collect();
+            let from = fetch(seq, false);
+            let start = start(epoch, warmup_ms);
+            d.shared.install(list, Some(Some(version)), from, start);
+        };
+        put(&[a, b], 900, 1, "e1", 0);
         assert_eq!(addrs(&d), [a, b]);
         // The new start's versions are lower, and its list is empty.
-        sh.install(
-            list(&[]),
-            Some(Some(10)),
-            fetch(2, false),
-            start("e2", 60_000),
-        );
+        put(&[], 10, 2, "e2", 60_000);
         assert_eq!(addrs(&d), [a, b]);
         // A listing sent to the old start before, landing late, is dropped.
-        sh.install(list(&[a]), Some(Some(901)), fetch(1, false), start("e1", 0));
+        put(&[a], 901, 1, "e1", 0);
         assert_eq!(addrs(&d), [a, b]);
-        // A new instance shows at once; the missing one stays meanwhile.
-        sh.install(
-            list(&[c]),
-            Some(Some(11)),
-            fetch(3, false),
-            start("e2", 59_000),
-        );
+        // A new instance shows at once; the missing ones stay meanwhile.
+        put(&[c], 11, 3, "e2", 59_000);
         assert_eq!(addrs(&d), [a, b, c]);
+        // Back, then gone again: the registry said so; it is not kept.
+        put(&[a, c], 12, 4, "e2", 59_000);
+        put(&[c], 13, 5, "e2", 59_000);
+        assert_eq!(addrs(&d), [b, c]);
         // All back: the registry's list from now on, removals included.
-        sh.install(
-            list(&[a, b, c]),
-            Some(Some(13)),
-            fetch(4, false),
-            start("e2", 58_000),
-        );
+        put(&[b, c], 14, 6, "e2", 58_000);
         assert!(d.shared.state.read().kept.is_none());
-        sh.install(list(&[c]), Some(Some(14)), fetch(5, false), start("e2", 0));
+        put(&[c], 15, 7, "e2", 0);
         assert_eq!(addrs(&d), [c]);
         // Another restart, whose warmup runs out with one instance back.
-        sh.install(
-            list(&[]),
-            Some(Some(1)),
-            fetch(6, false),
-            start("e3", 60_000),
-        );
+        put(&[], 1, 8, "e3", 60_000);
         assert_eq!(addrs(&d), [c]);
-        sh.install(
-            list(&[a]),
-            Some(Some(2)),
-            fetch(7, false),
-            start("e3", 50_000),
-        );
+        put(&[a], 2, 9, "e3", 50_000);
         assert_eq!(addrs(&d), [a, c]);
         d.shared.state.write().kept.as_mut().unwrap().until = Instant::now();
-        sh.install(list(&[a]), Some(Some(2)), fetch(8, false), start("e3", 0));
+        put(&[a], 2, 10, "e3", 0);
         assert_eq!(addrs(&d), [a]);
         // A restart with no warmup is followed at once, empty or not.
-        sh.install(list(&[]), Some(Some(1)), fetch(9, false), start("e4", 0));
+        put(&[], 1, 11, "e4", 0);
         assert!(d.snapshot().unwrap().instances.is_empty());
     }
 
