@@ -1,13 +1,8 @@
 //! Discovery through the registry: a cached list refreshed when stale, kept
 //! current by a long-poll watch, and kept as it is while the registry is
 //! unreachable or has just restarted.
-//!
-//! A registry restarted knows no instance until their heartbeats come back
-//! (within a second or so, see `beat.rs`). Its answers carry a new epoch
-//! and the warmup left (`epoch.rs`): until then the discovery serves the
-//! last list from before the restart together with the instances already
-//! back, so that it never goes empty because the registry did; then it
-//! follows the registry's list (at once if every instance is back).
+//! Through a restarted registry's warmup, it serves its last list too
+//! (`kept.rs`), so that it never goes empty because the registry did.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,6 +12,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Mutex, RwLock};
 
 use super::epoch::{EPOCH_HEADER, WARMUP_HEADER};
+use super::kept::{self, Kept, Start, MAX_WARMUP};
 use super::{agent, check_url, request_error, status_error, Listing, LIST_HEADERS, VERSION_HEADER};
 use crate::duration::GoDuration;
 use crate::error::{Error, Result};
@@ -190,19 +186,6 @@ struct State {
     /// The list served when the registry was seen restarted, kept (with the
     /// instances back since) until the restarted registry's warmup ends.
     kept: Option<Kept>,
-}
-
-struct Kept {
-    instances: Arc<[Instance]>,
-    until: Instant,
-}
-
-/// The start of the registry a listing came from: its epoch and the
-/// warmup it has left.
-#[derive(Clone, Copy)]
-struct Start<'a> {
-    epoch: &'a str,
-    warmup: Duration,
 }
 
 /// Where an installed list came from.
@@ -485,7 +468,7 @@ impl Shared {
                 if let Some(start) = start {
                     if st.epoch.as_deref().is_some_and(|e| e != start.epoch) {
                         went_back = true;
-                        self.restarted(&mut st, start, now);
+                        st.kept = kept::on_restart(&self.url, &st.snapshot.instances, start, now);
                     }
                     if st.epoch.as_deref() != Some(start.epoch) {
                         st.epoch = Some(start.epoch.to_string());
@@ -512,7 +495,9 @@ impl Shared {
                 }
             }
             if let Some(kept) = st.kept.take() {
-                instances = self.with_kept(instances, kept, now, &mut st);
+                let left;
+                (instances, left) = kept::merge(&self.url, instances, kept, now);
+                st.kept = left;
             }
             let changed = *st.snapshot.instances != instances[..];
             if changed {
@@ -546,77 +531,6 @@ impl Shared {
         }
     }
 
-    /// The registry was seen restarted: keeps the list served now (which
-    /// may still hold one kept from an earlier restart) for its warmup.
-    fn restarted(&self, st: &mut State, start: Start<'_>, now: Instant) {
-        if start.warmup.is_zero() || st.snapshot.instances.is_empty() {
-            st.kept = None;
-            log::info!(
-                "registry discovery {}: the registry restarted (epoch {}); following its list",
-                self.url,
-                start.epoch
-            );
-            return;
-        }
-        log::info!(
-            "registry discovery {}: the registry restarted (epoch {}); keeping the last {} instances for {} while they register again",
-            self.url,
-            start.epoch,
-            st.snapshot.instances.len(),
-            GoDuration(start.warmup)
-        );
-        st.kept = Some(Kept {
-            instances: st.snapshot.instances.clone(),
-            until: now + start.warmup,
-        });
-    }
-
-    /// `instances` (sorted) as served while `kept` lasts: with the kept
-    /// instances not back yet. An instance once back leaves `kept`: the
-    /// registry has it, and says when it goes. Puts `kept` back in `st`
-    /// unless its time is over or every kept instance is back.
-    fn with_kept(
-        &self,
-        mut instances: Vec<Instance>,
-        kept: Kept,
-        now: Instant,
-        st: &mut State,
-    ) -> Vec<Instance> {
-        if now >= kept.until {
-            log::info!(
-                "registry discovery {}: warmup over; following the registry's list ({} instances)",
-                self.url,
-                instances.len()
-            );
-            return instances;
-        }
-        let missing: Vec<Instance> = kept
-            .instances
-            .iter()
-            .filter(|k| {
-                instances
-                    .binary_search_by(|i| i.addr.as_str().cmp(&k.addr))
-                    .is_err()
-            })
-            .cloned()
-            .collect();
-        if missing.is_empty() {
-            log::info!(
-                "registry discovery {}: every instance is back ({} listed)",
-                self.url,
-                instances.len()
-            );
-            return instances;
-        }
-        instances.extend(missing.iter().cloned());
-        instances.sort_by(|a, b| a.addr.cmp(&b.addr));
-        st.kept = Some(Kept {
-            instances: missing.into(),
-            until: kept.until,
-        });
-        instances
-    }
-
     fn note_failure(&self, e: &Error) {
         let mut st = self.state.write();
         st.next_try = Some(Instant::now() + self.refresh_after.min(Duration::from_secs(1)));
@@ -640,9 +554,6 @@ struct FetchedListing {
     epoch: Option<String>,
     warmup: Duration,
 }
-
-/// The longest warmup a registry's answer is believed for.
-const MAX_WARMUP: Duration = Duration::from_secs(60);
 
 fn watch_loop(shared: &Shared, agent: &ureq::Agent, poll: Duration, stop: Receiver<()>) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -712,141 +623,4 @@ fn watch_loop(shared: &Shared, agent: &ureq::Agent, poll: Duration, stop: Receiv
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fetch(seq: u64, went_back: bool) -> Source {
-        Source::Fetch { seq, went_back }
-    }
-
-    fn addrs(d: &RegistryDiscovery) -> Vec<String> {
-        let snap = d.snapshot().unwrap();
-        snap.instances.iter().map(|i| i.addr.clone()).collect()
-    }
-
-    /// A registry restarted behind its old version: a listing asked for
-    /// before the watch saw that, landing after, is from the old registry
-    /// (its version is higher) and must not come back.
-    #[test]
-    fn a_listing_sent_before_the_version_went_back_is_dropped() {
-        let d = RegistryDiscovery::builder("http://127.0.0.1:9/_rpc_/registry")
-            .watch(false)
-            .build()
-            .unwrap();
-        let one = |a: &str| vec![Instance::new(a)];
-        d.shared.install(
-            one("tcp@127.0.0.1:1"),
-            Some(Some(100)),
-            fetch(2, false),
-            None,
-        );
-        d.shared
-            .install(one("tcp@127.0.0.1:2"), Some(Some(5)), fetch(3, true), None);
-        d.shared.install(
-            one("tcp@127.0.0.1:1"),
-            Some(Some(100)),
-            fetch(1, false),
-            None,
-        );
-        assert_eq!(addrs(&d), ["tcp@127.0.0.1:2"]);
-        // Sent after: the registry's list again, by versions as usual.
-        d.shared
-            .install(one("tcp@127.0.0.1:3"), Some(Some(6)), fetch(4, false), None);
-        assert_eq!(addrs(&d), ["tcp@127.0.0.1:3"]);
-        // By hand: always.
-        d.update(one("tcp@127.0.0.1:4")).unwrap();
-        assert_eq!(addrs(&d), ["tcp@127.0.0.1:4"]);
-    }
-
-    fn start(epoch: &str, warmup_ms: u64) -> Option<Start<'_>> {
-        Some(Start {
-            epoch,
-            warmup: Duration::from_millis(warmup_ms),
-        })
-    }
-
-    /// A restarted registry (a new epoch) lists nothing at first: the last
-    /// list stays, with the instances already back, until every one is
-    /// back or the warmup ends; then the registry's list, even empty.
-    #[test]
-    fn a_restarted_registry_never_empties_the_list_during_its_warmup() {
-        let d = RegistryDiscovery::builder("http://127.0.0.1:9/_rpc_/registry")
-            .watch(false)
-            .build()
-            .unwrap();
-        let (a, b, c) = ("tcp@127.0.0.1:1", "tcp@127.0.0.1:2", "tcp@127.0.0.1:3");
-        // A listing of `addrs` at `version`, fetch `seq`, from start `epoch`.
-        let put = |addrs: &[&str], version: u64, seq: u64, epoch: &str, warmup_ms: u64| {
-            let list = addrs.iter().map(|x| Instance::new(*x)).collect();
-            let from = fetch(seq, false);
-            let start = start(epoch, warmup_ms);
-            d.shared.install(list, Some(Some(version)), from, start);
-        };
-        put(&[a, b], 900, 1, "e1", 0);
-        assert_eq!(addrs(&d), [a, b]);
-        // The new start's versions are lower, and its list is empty.
-        put(&[], 10, 2, "e2", 60_000);
-        assert_eq!(addrs(&d), [a, b]);
-        // A listing sent to the old start before, landing late, is dropped.
-        put(&[a], 901, 1, "e1", 0);
-        assert_eq!(addrs(&d), [a, b]);
-        // A new instance shows at once; the missing ones stay meanwhile.
-        put(&[c], 11, 3, "e2", 59_000);
-        assert_eq!(addrs(&d), [a, b, c]);
-        // Back, then gone again: the registry said so; it is not kept.
-        put(&[a, c], 12, 4, "e2", 59_000);
-        put(&[c], 13, 5, "e2", 59_000);
-        assert_eq!(addrs(&d), [b, c]);
-        // All back: the registry's list from now on, removals included.
-        put(&[b, c], 14, 6, "e2", 58_000);
-        assert!(d.shared.state.read().kept.is_none());
-        put(&[c], 15, 7, "e2", 0);
-        assert_eq!(addrs(&d), [c]);
-        // Another restart, whose warmup runs out with one instance back.
-        put(&[], 1, 8, "e3", 60_000);
-        assert_eq!(addrs(&d), [c]);
-        put(&[a], 2, 9, "e3", 50_000);
-        assert_eq!(addrs(&d), [a, c]);
-        d.shared.state.write().kept.as_mut().unwrap().until = Instant::now();
-        put(&[a], 2, 10, "e3", 0);
-        assert_eq!(addrs(&d), [a]);
-        // A restart with no warmup is followed at once, empty or not.
-        put(&[], 1, 11, "e4", 0);
-        assert!(d.snapshot().unwrap().instances.is_empty());
-    }
-
-    /// Overlapping fetches can answer out of order: an older listing that
-    /// lands last must not replace a newer one.
-    #[test]
-    fn an_older_listing_never_replaces_a_newer_one() {
-        let d = RegistryDiscovery::builder("http://127.0.0.1:9/_rpc_/registry")
-            .watch(false)
-            .build()
-            .unwrap();
-        let both = vec![
-            Instance::new("tcp@127.0.0.1:1"),
-            Instance::new("tcp@127.0.0.1:2"),
-        ];
-        d.shared
-            .install(both.clone(), Some(Some(12)), fetch(1, false), None);
-        d.shared.install(
-            vec![Instance::new("tcp@127.0.0.1:1")],
-            Some(Some(11)),
-            fetch(2, false),
-            None,
-        );
-        let snap = d.snapshot().unwrap();
-        assert_eq!(&*snap.instances, &both[..]);
-        // A newer one does replace it; a Go registry's (no version) too.
-        d.shared.install(
-            vec![Instance::new("tcp@127.0.0.1:2")],
-            Some(Some(13)),
-            fetch(3, false),
-            None,
-        );
-        assert_eq!(d.snapshot().unwrap().instances.len(), 1);
-        d.shared
-            .install(Vec::new(), Some(None), fetch(4, false), None);
-        assert!(d.snapshot().unwrap().instances.is_empty());
-    }
-}
+mod tests;

@@ -45,6 +45,7 @@ mod beat;
 mod discovery;
 mod epoch;
 mod heartbeat;
+mod kept;
 mod roles;
 mod server;
 mod table;
