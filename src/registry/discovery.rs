@@ -1,6 +1,8 @@
 //! Discovery through the registry: a cached list refreshed when stale, kept
 //! current by a long-poll watch, and kept as it is while the registry is
-//! unreachable.
+//! unreachable or has just restarted.
+//! Through a restarted registry's warmup, it serves its last list too
+//! (`kept.rs`), so that it never goes empty because the registry did.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,6 +11,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Mutex, RwLock};
 
+use super::epoch::{EPOCH_HEADER, WARMUP_HEADER};
+use super::kept::{self, Kept, Start, MAX_WARMUP};
 use super::{agent, check_url, request_error, status_error, Listing, LIST_HEADERS, VERSION_HEADER};
 use crate::duration::GoDuration;
 use crate::error::{Error, Result};
@@ -83,6 +87,8 @@ impl RegistryDiscoveryBuilder {
                 last_error: None,
                 remote_version: None,
                 went_back_at: 0,
+                epoch: None,
+                kept: None,
             }),
             refreshing: AtomicBool::new(false),
             fetches: AtomicU64::new(0),
@@ -175,6 +181,11 @@ struct State {
     /// back. A fetch sent before it may bring the list from before the
     /// registry went back, with a higher version, and is dropped.
     went_back_at: u64,
+    /// The registry's epoch, when it says one.
+    epoch: Option<String>,
+    /// The list served when the registry was seen restarted, kept (with the
+    /// instances back since) until the restarted registry's warmup ends.
+    kept: Option<Kept>,
 }
 
 /// Where an installed list came from.
@@ -250,9 +261,10 @@ impl Drop for RegistryDiscovery {
 impl Discovery for RegistryDiscovery {
     fn snapshot(&self) -> Result<Snapshot> {
         let s = &self.shared;
-        let (snapshot, fetched, next_try) = {
+        let (snapshot, fetched, next_try, kept_until) = {
             let st = s.state.read();
-            (st.snapshot.clone(), st.fetched, st.next_try)
+            let kept_until = st.kept.as_ref().map(|k| k.until);
+            (st.snapshot.clone(), st.fetched, st.next_try, kept_until)
         };
         let Some(fetched) = fetched else {
             if next_try.is_some_and(|t| Instant::now() < t) {
@@ -268,9 +280,12 @@ impl Discovery for RegistryDiscovery {
             return Ok(s.state.read().snapshot.clone());
         };
         // A live watch keeps the list current: no need to read the clock.
+        // Without a watch, the end of a restarted registry's warmup makes
+        // the list stale: the registry's own list is to be served from then.
         let fresh = s.watch_live.load(Ordering::Acquire) || {
             let now = Instant::now();
-            now.duration_since(fetched) < s.refresh_after || next_try.is_some_and(|t| now < t)
+            (now.duration_since(fetched) < s.refresh_after || next_try.is_some_and(|t| now < t))
+                && kept_until.map_or(true, |t| now < t)
         };
         if fresh || s.refreshing.swap(true, Ordering::AcqRel) {
             return Ok(snapshot);
@@ -287,7 +302,7 @@ impl Discovery for RegistryDiscovery {
     }
 
     fn update(&self, instances: Vec<Instance>) -> Result<()> {
-        self.shared.install(instances, None, Source::Update);
+        self.shared.install(instances, None, Source::Update, None);
         Ok(())
     }
 
@@ -327,7 +342,11 @@ impl Shared {
                     );
                 }
                 let from = Source::Fetch { seq, went_back };
-                self.install(listing.instances, Some(listing.version), from);
+                let start = listing.epoch.as_deref().map(|epoch| Start {
+                    epoch,
+                    warmup: listing.warmup,
+                });
+                self.install(listing.instances, Some(listing.version), from, start);
                 Ok(())
             }
             Err(e) => {
@@ -360,6 +379,13 @@ impl Shared {
         if !resp.status().is_success() {
             return Err(status_error(&self.url, "list instances", &mut resp));
         }
+        let text = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+        let epoch = text(EPOCH_HEADER).map(|e| e.trim().to_string());
+        let warmup = text(WARMUP_HEADER)
+            .and_then(|w| w.trim().parse::<u64>().ok())
+            .map_or(Duration::ZERO, Duration::from_millis)
+            // A registry cannot make a discovery hold a stale list for long.
+            .min(MAX_WARMUP);
         let version = resp
             .headers()
             .get(VERSION_HEADER)
@@ -377,6 +403,8 @@ impl Shared {
             return Ok(FetchedListing {
                 version: Some(listing.version),
                 instances: listing.instances,
+                epoch,
+                warmup,
             });
         }
         // A Go GeeRPC registry: the list is in a header, and no version.
@@ -387,6 +415,8 @@ impl Shared {
             .unwrap_or("");
         Ok(FetchedListing {
             version: None,
+            epoch,
+            warmup,
             instances: header
                 .split(',')
                 .map(str::trim)
@@ -398,14 +428,17 @@ impl Shared {
 
     /// Installs a list; a different list gets a new version and wakes the
     /// subscribers. A list from a fetch that saw the registry's version go
-    /// back replaces the installed one whatever their versions.
+    /// back, or from a new start of the registry, replaces the installed
+    /// one whatever their versions; after a restart, together with the
+    /// list kept from before it until the registry's warmup ends.
     fn install(
         &self,
         mut instances: Vec<Instance>,
         remote_version: Option<Option<u64>>,
         from: Source,
+        start: Option<Start<'_>>,
     ) {
-        let went_back = matches!(
+        let mut went_back = matches!(
             from,
             Source::Fetch {
                 went_back: true,
@@ -421,6 +454,7 @@ impl Shared {
         instances.dedup_by(|a, b| a.addr == b.addr);
         let changed = {
             let mut st = self.state.write();
+            let now = Instant::now();
             if let Source::Fetch { seq, .. } = from {
                 if seq < st.went_back_at {
                     log::debug!(
@@ -429,9 +463,23 @@ impl Shared {
                     );
                     return;
                 }
+                // A new start: its versions say nothing of the old one's,
+                // and fetches sent before this one are from the old start.
+                if let Some(start) = start {
+                    if st.epoch.as_deref().is_some_and(|e| e != start.epoch) {
+                        went_back = true;
+                        st.kept = kept::on_restart(&self.url, &st.snapshot.instances, start, now);
+                    }
+                    if st.epoch.as_deref() != Some(start.epoch) {
+                        st.epoch = Some(start.epoch.to_string());
+                    }
+                }
                 if went_back {
                     st.went_back_at = seq;
                 }
+            } else {
+                // A list given by hand is served as given.
+                st.kept = None;
             }
             // Fetches overlap (the first list, the watch, a refresh); one
             // that answered older than what is installed must not replace
@@ -445,6 +493,11 @@ impl Shared {
                     );
                     return;
                 }
+            }
+            if let Some(kept) = st.kept.take() {
+                let left;
+                (instances, left) = kept::merge(&self.url, instances, kept, now);
+                st.kept = left;
             }
             let changed = *st.snapshot.instances != instances[..];
             if changed {
@@ -494,10 +547,12 @@ impl Shared {
     }
 }
 
-/// A listing as fetched: a Go registry gives no version.
+/// A listing as fetched: a Go registry gives no version and no epoch.
 struct FetchedListing {
     version: Option<u64>,
     instances: Vec<Instance>,
+    epoch: Option<String>,
+    warmup: Duration,
 }
 
 fn watch_loop(shared: &Shared, agent: &ureq::Agent, poll: Duration, stop: Receiver<()>) {
@@ -507,12 +562,21 @@ fn watch_loop(shared: &Shared, agent: &ureq::Agent, poll: Duration, stop: Receiv
         if shared.stopping.load(Ordering::Acquire) {
             break;
         }
-        let known = shared.state.read().remote_version;
+        let (known, kept_until) = {
+            let st = shared.state.read();
+            (st.remote_version, st.kept.as_ref().map(|k| k.until))
+        };
+        // While a restarted registry warms up, ask again when it ends, so
+        // that its own list is served from then even if nothing changes.
+        let poll = kept_until.map_or(poll, |t| {
+            poll.min(t.saturating_duration_since(Instant::now()))
+        });
         log::debug!(
             "registry discovery {}: polling from version {known:?}",
             shared.url
         );
         // Version 0 is never current: the first poll answers at once.
+        let t0 = Instant::now();
         match shared.fetch_and_install(agent, Some(known.unwrap_or(0)), Some(poll)) {
             Ok(()) if shared.state.read().remote_version.is_none() => {
                 log::info!(
@@ -521,6 +585,25 @@ fn watch_loop(shared: &Shared, agent: &ureq::Agent, poll: Duration, stop: Receiv
                     GoDuration(shared.refresh_after)
                 );
                 break;
+            }
+            // Answered well before its time with nothing new: the registry
+            // is stopping (it answers every poll then, before its port
+            // closes: asking again at once could reach it in between and
+            // never be answered), or misbehaves. Wait before asking again.
+            Ok(())
+                if shared.state.read().remote_version == known
+                    && t0.elapsed() < poll.mul_f64(0.9) =>
+            {
+                log::debug!(
+                    "registry discovery {}: poll answered early, unchanged; asking again in {}",
+                    shared.url,
+                    GoDuration(backoff)
+                );
+                match stop.recv_timeout(backoff) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
             }
             Ok(()) => {
                 shared.watch_live.store(true, Ordering::Release);
@@ -540,73 +623,4 @@ fn watch_loop(shared: &Shared, agent: &ureq::Agent, poll: Duration, stop: Receiv
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fetch(seq: u64, went_back: bool) -> Source {
-        Source::Fetch { seq, went_back }
-    }
-
-    fn addrs(d: &RegistryDiscovery) -> Vec<String> {
-        let snap = d.snapshot().unwrap();
-        snap.instances.iter().map(|i| i.addr.clone()).collect()
-    }
-
-    /// A registry restarted behind its old version: a listing asked for
-    /// before the watch saw that, landing after, is from the old registry
-    /// (its version is higher) and must not come back.
-    #[test]
-    fn a_listing_sent_before_the_version_went_back_is_dropped() {
-        let d = RegistryDiscovery::builder("http://127.0.0.1:9/_rpc_/registry")
-            .watch(false)
-            .build()
-            .unwrap();
-        let one = |a: &str| vec![Instance::new(a)];
-        d.shared
-            .install(one("tcp@127.0.0.1:1"), Some(Some(100)), fetch(2, false));
-        d.shared
-            .install(one("tcp@127.0.0.1:2"), Some(Some(5)), fetch(3, true));
-        d.shared
-            .install(one("tcp@127.0.0.1:1"), Some(Some(100)), fetch(1, false));
-        assert_eq!(addrs(&d), ["tcp@127.0.0.1:2"]);
-        // Sent after: the registry's list again, by versions as usual.
-        d.shared
-            .install(one("tcp@127.0.0.1:3"), Some(Some(6)), fetch(4, false));
-        assert_eq!(addrs(&d), ["tcp@127.0.0.1:3"]);
-        // By hand: always.
-        d.update(one("tcp@127.0.0.1:4")).unwrap();
-        assert_eq!(addrs(&d), ["tcp@127.0.0.1:4"]);
-    }
-
-    /// Overlapping fetches can answer out of order: an older listing that
-    /// lands last must not replace a newer one.
-    #[test]
-    fn an_older_listing_never_replaces_a_newer_one() {
-        let d = RegistryDiscovery::builder("http://127.0.0.1:9/_rpc_/registry")
-            .watch(false)
-            .build()
-            .unwrap();
-        let both = vec![
-            Instance::new("tcp@127.0.0.1:1"),
-            Instance::new("tcp@127.0.0.1:2"),
-        ];
-        d.shared
-            .install(both.clone(), Some(Some(12)), fetch(1, false));
-        d.shared.install(
-            vec![Instance::new("tcp@127.0.0.1:1")],
-            Some(Some(11)),
-            fetch(2, false),
-        );
-        let snap = d.snapshot().unwrap();
-        assert_eq!(&*snap.instances, &both[..]);
-        // A newer one does replace it; a Go registry's (no version) too.
-        d.shared.install(
-            vec![Instance::new("tcp@127.0.0.1:2")],
-            Some(Some(13)),
-            fetch(3, false),
-        );
-        assert_eq!(d.snapshot().unwrap().instances.len(), 1);
-        d.shared.install(Vec::new(), Some(None), fetch(4, false));
-        assert!(d.snapshot().unwrap().instances.is_empty());
-    }
-}
+mod tests;

@@ -1,19 +1,23 @@
 //! Keeping a server registered: a thread per registration that POSTs its
 //! address at once, then every interval, and retries with back-off when the
 //! registry does not answer.
+//!
+//! Between beats the thread holds a request open to a geerpc registry
+//! (`GET ?hold=EPOCH`, see `epoch.rs`): when the registry dies or stops,
+//! the hold ends early and the thread tries to POST again, at most
+//! [`HeartbeatOptions::reconnect`] apart, until a registry answers; one
+//! that restarted (a new epoch) has the address back at once instead of at
+//! the next beat, up to 4 min later with the default TTL.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use rand::Rng;
+use crossbeam_channel::Sender;
 
-use super::{
-    agent, check_addr, check_url, request_error, status_error, Registration, ADDR_HEADERS,
-    TTL_HEADER,
-};
+use super::beat::Beat;
+use super::{agent, check_addr, check_url, Registration, ADDR_HEADERS};
 use crate::duration::GoDuration;
 use crate::error::{Error, Result};
 use crate::server::ServerHandle;
@@ -42,6 +46,8 @@ pub struct HeartbeatOptions {
     ttl: Duration,
     interval: Option<Duration>,
     backoff: (Duration, Duration),
+    reconnect: Duration,
+    hold: bool,
     timeout: Duration,
 }
 
@@ -54,8 +60,9 @@ impl Default for HeartbeatOptions {
 impl HeartbeatOptions {
     /// Defaults: the registry's default TTL (5 min), a heartbeat every
     /// TTL - 1 min (sooner if the registry says its TTL is shorter), retries
-    /// after 1 s doubling up to 30 s, requests bounded by 5 s, no services
-    /// or metadata.
+    /// after 1 s doubling up to 30 s (1 s at most while the registry cannot
+    /// be reached), a hold open to a geerpc registry between beats,
+    /// requests bounded by 5 s, no services or metadata.
     pub fn new() -> HeartbeatOptions {
         HeartbeatOptions {
             services: None,
@@ -64,6 +71,8 @@ impl HeartbeatOptions {
             ttl: crate::Registry::DEFAULT_TTL,
             interval: None,
             backoff: (Duration::from_secs(1), Duration::from_secs(30)),
+            reconnect: Duration::from_secs(1),
+            hold: true,
             timeout: Duration::from_secs(5),
         }
     }
@@ -122,6 +131,28 @@ impl HeartbeatOptions {
         self
     }
 
+    /// Longest wait between tries to reach a registry that cannot be
+    /// reached at all (connection refused, reset or timed out): default
+    /// 1 s, so that a registry restarted after an outage of any length has
+    /// the address back within about that long. Tries start 100 ms apart
+    /// (or the first [`backoff`](Self::backoff), if shorter) and double;
+    /// each costs a refused connection while the registry is down. A
+    /// registry that answers but refuses keeps the slower `backoff`.
+    pub fn reconnect(mut self, max: Duration) -> Self {
+        self.reconnect = max.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Whether to hold a request open to a geerpc registry between beats
+    /// (default true), so that a registry that stops or restarts is noticed
+    /// at once rather than at the next beat. It costs the registry one
+    /// open connection per heartbeat; a registry that does not say its
+    /// epoch (a Go one) is never held.
+    pub fn watch_registry(mut self, hold: bool) -> Self {
+        self.hold = hold;
+        self
+    }
+
     /// Bound on each HTTP request (default 5 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout.max(Duration::from_millis(1));
@@ -166,13 +197,13 @@ const MIN_FOLLOWED_INTERVAL: Duration = Duration::from_millis(50);
 
 /// When the next heartbeat goes out, and how retries back off.
 #[derive(Debug, Clone, PartialEq)]
-struct Cadence {
+pub(super) struct Cadence {
     /// As the options set it; `None` follows the TTL.
     explicit: Option<Duration>,
     /// The TTL the interval is kept under: as assumed from the options,
     /// lowered when a registry announces a shorter one. Zero: none.
     ttl: Duration,
-    interval: Duration,
+    pub(super) interval: Duration,
     /// First and longest retry wait, as set; capped at the interval.
     backoff: (Duration, Duration),
     /// Whether the interval was found too long for the TTL, and said so.
@@ -192,7 +223,7 @@ impl Cadence {
         c
     }
 
-    fn backoff(&self) -> (Duration, Duration) {
+    pub(super) fn backoff(&self) -> (Duration, Duration) {
         (
             self.backoff.0.min(self.interval),
             self.backoff.1.min(self.interval),
@@ -204,7 +235,7 @@ impl Cadence {
     /// needs costs little, and keeps an address lost by a registry restart
     /// away for one interval at most. The default interval follows; an
     /// interval set by hand stays.
-    fn follow(&mut self, announced: Duration, who: &str) {
+    pub(super) fn follow(&mut self, announced: Duration, who: &str) {
         let shorter = !announced.is_zero() && (self.ttl.is_zero() || announced < self.ttl);
         if !shorter {
             return;
@@ -242,8 +273,11 @@ impl Cadence {
 /// deregisters the address and joins its thread.
 ///
 /// The heartbeat never gives up: a failed or refused heartbeat is logged
-/// and retried with back-off, so a registry that restarts gets the address
-/// back within one back-off.
+/// and retried with back-off. Between beats it holds a request open to a
+/// geerpc registry, so that one that stops or restarts is noticed at once:
+/// a restarted registry gets the address back within about
+/// [`reconnect`](HeartbeatOptions::reconnect) (1 s) of answering, not at
+/// the next beat.
 ///
 /// ```no_run
 /// use geerpc::{Heartbeat, HeartbeatOptions};
@@ -269,10 +303,10 @@ pub struct Heartbeat {
 }
 
 #[derive(Default)]
-struct Status {
-    stopping: AtomicBool,
-    registered: AtomicBool,
-    beats: AtomicU64,
+pub(super) struct Status {
+    pub(super) stopping: AtomicBool,
+    pub(super) registered: AtomicBool,
+    pub(super) beats: AtomicU64,
 }
 
 impl std::fmt::Debug for Heartbeat {
@@ -319,6 +353,9 @@ impl Heartbeat {
             body,
             agent: hb.agent.clone(),
             status: hb.status.clone(),
+            hold: options.hold,
+            timeout: options.timeout,
+            reconnect: options.reconnect,
         };
         hb.threads
             .spawn("geerpc-hb", None, move || beat.run(cadence, stop_rx))
@@ -442,94 +479,6 @@ impl Heartbeat {
 impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// What the heartbeat thread owns.
-struct Beat {
-    url: String,
-    addr: String,
-    body: Vec<u8>,
-    agent: ureq::Agent,
-    status: Arc<Status>,
-}
-
-impl Beat {
-    fn run(&self, mut cadence: Cadence, stop: Receiver<()>) {
-        let mut delay = cadence.backoff().0;
-        let mut failures = 0u32;
-        let who = format!("heartbeat {} to {}", self.addr, self.url);
-        loop {
-            let wait = match self.send() {
-                Ok(ttl) => {
-                    if let Some(ttl) = ttl {
-                        cadence.follow(ttl, &who);
-                    }
-                    if failures > 0 {
-                        log::info!(
-                            "heartbeat: {} registered again at {} after {failures} failures",
-                            self.addr,
-                            self.url
-                        );
-                    } else if self.status.beats.load(Ordering::Acquire) == 0 {
-                        log::info!("heartbeat: {} registered at {}", self.addr, self.url);
-                    }
-                    failures = 0;
-                    delay = cadence.backoff().0;
-                    self.status.registered.store(true, Ordering::Release);
-                    self.status.beats.fetch_add(1, Ordering::AcqRel);
-                    cadence.interval
-                }
-                Err(_) if self.status.stopping.load(Ordering::Acquire) => break,
-                Err(e) => {
-                    self.status.registered.store(false, Ordering::Release);
-                    failures += 1;
-                    // Spread retries so that servers that lost the same
-                    // registry do not come back in lockstep.
-                    let wait = delay.mul_f64(rand::rng().random_range(0.8..1.0));
-                    let wait = Duration::from_millis(wait.as_millis().max(1) as u64);
-                    // Every failure while a registry is down would be a warning
-                    // a second with a short TTL: warn at 1, 2, 4, 8... only.
-                    if failures.is_power_of_two() {
-                        log::warn!("{e}; retrying in {} (failure {failures})", GoDuration(wait));
-                    } else {
-                        log::debug!("{e}; retrying in {} (failure {failures})", GoDuration(wait));
-                    }
-                    delay = (delay * 2).min(cadence.backoff().1);
-                    wait
-                }
-            };
-            match stop.recv_timeout(wait) {
-                Err(RecvTimeoutError::Timeout) => {}
-                _ => break,
-            }
-        }
-    }
-
-    /// One heartbeat; the registry's TTL if it said.
-    fn send(&self) -> Result<Option<Duration>> {
-        let what = format!("heartbeat for {}", self.addr);
-        // All three spellings, so that either Go registry takes it too.
-        let mut rq = self
-            .agent
-            .post(&self.url)
-            .header("Content-Type", "application/json");
-        for h in ADDR_HEADERS {
-            rq = rq.header(h, &self.addr);
-        }
-        let mut resp = rq
-            .send(&self.body[..])
-            .map_err(|e| request_error(&self.url, &what, e))?;
-        if !resp.status().is_success() {
-            return Err(status_error(&self.url, &what, &mut resp));
-        }
-        let ttl = resp
-            .headers()
-            .get(TTL_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_millis);
-        Ok(ttl)
     }
 }
 

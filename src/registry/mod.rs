@@ -32,6 +32,14 @@
 //!   again (0: never). A [`Heartbeat`] on its default interval follows a
 //!   TTL shorter than it assumed, so that its instance does not drop out
 //!   between beats; an interval set by hand stays as set.
+//! - Every answer says which start of the registry it comes from
+//!   (`X-Geerpc-Registry-Epoch`, a random token) and the milliseconds left
+//!   of its warmup (`X-Geerpc-Registry-Warmup`). `GET ?hold=EPOCH&timeout=4m`
+//!   is held until its timeout (at once under another epoch): a
+//!   [`Heartbeat`] keeps one open between beats, so that a registry that
+//!   stops or restarts is noticed at once and the address registered again;
+//!   a [`RegistryDiscovery`] that sees a new epoch keeps its last list
+//!   through the warmup (see `epoch.rs`).
 //!
 //! # Bounds
 //!
@@ -58,8 +66,11 @@
 //! `vendor/tiny_http` (its `PATCHES.md` says what changed and why).
 
 mod answer;
+mod beat;
 mod discovery;
+mod epoch;
 mod heartbeat;
+mod kept;
 mod limits;
 mod listen;
 mod roles;

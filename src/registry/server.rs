@@ -17,6 +17,7 @@ use tiny_http::{Header, Method, Request, Response};
 use super::answer::{Answerers, Job};
 use super::limits::{self, Limits};
 use super::listen::{self, set_inherited_options, start_tiny_http};
+use super::epoch::Epoch;
 use super::roles::{self, Roles};
 use super::table::{Put, Table};
 use super::watch::{Watcher, Watchers};
@@ -56,6 +57,8 @@ const MAX_WATCH: Duration = Duration::from_secs(300);
 pub struct Registry {
     addr: String,
     ttl: Duration,
+    /// See [`warmup`](Self::warmup), in `epoch.rs`.
+    pub(super) warmup: Duration,
     paths: Vec<String>,
     workers: usize,
     write_timeout: Duration,
@@ -87,6 +90,7 @@ impl Registry {
         Registry {
             addr: Registry::DEFAULT_ADDR.to_string(),
             ttl: Registry::DEFAULT_TTL,
+            warmup: Registry::DEFAULT_WARMUP,
             paths: vec![
                 Registry::DEFAULT_PATH.to_string(),
                 "/_geerpc_/registry".to_string(),
@@ -146,6 +150,8 @@ impl Registry {
             .local_addr()
             .map_err(|e| Error::io("registry: read listener address", e))?;
         set_inherited_options(&listener, self.write_timeout)?;
+        // For `Epoch::stop`; without it only that early stop is lost.
+        let listener_copy = listener.try_clone().ok();
         let http = Arc::new(start_tiny_http(listener, local, &self.limits)?);
         let limits = &self.limits;
         let threads = ThreadGroup::default();
@@ -164,6 +170,7 @@ impl Registry {
             roles: Roles::default(),
             max_body: limits.max_body,
             answerers: Answerers::new(threads.clone(), limits.max_watchers),
+            epoch: Epoch::new(self.warmup, listener_copy),
         });
         let handle = RegistryHandle {
             shared: shared.clone(),
@@ -193,6 +200,11 @@ impl Registry {
             .threads
             .spawn("geerpc-reg-reap", None, move || reap(&s, wake_rx))
             .map_err(|e| Error::io("registry: start reaper thread", e))?;
+        let s = shared.clone();
+        handle
+            .threads
+            .spawn("geerpc-reg-hold", None, move || s.epoch.run_holds())
+            .map_err(|e| Error::io("registry: start hold thread", e))?;
         log::info!(
             "registry: listening on http://{local}{} (TTL {})",
             shared.paths[0],
@@ -252,6 +264,11 @@ impl RegistryHandle {
         self.threads.live()
     }
 
+    /// Heartbeats' holds parked now (see [`HeartbeatOptions::watch_registry`](crate::HeartbeatOptions::watch_registry)).
+    pub fn parked_holds(&self) -> usize {
+        self.shared.epoch.parked()
+    }
+
     /// Stops serving: answers pending long polls, joins every thread it
     /// started and closes the port, so that a new registry can bind it at
     /// once. tiny_http's own threads end by themselves: idle ones within
@@ -263,6 +280,7 @@ impl RegistryHandle {
         }
         let shared = &self.shared;
         shared.stopping.store(true, Ordering::Release);
+        shared.epoch.stop();
         shared.roles.stop();
         let http = self.http.lock().take();
         if let Some(h) = &http {
@@ -282,6 +300,7 @@ impl RegistryHandle {
             );
         }
         if let Some(h) = http {
+            shared.epoch.drain(&h);
             // The last reference: tiny_http stops accepting when dropped.
             let last = Arc::strong_count(&h) == 1;
             drop(h);
@@ -289,6 +308,7 @@ impl RegistryHandle {
                 listen::wait_port_free(shared.addr);
             }
         }
+        shared.epoch.release_holds();
         log::info!("registry {}: shut down", shared.addr);
     }
 }
@@ -312,6 +332,8 @@ struct Shared {
     max_body: u64,
     /// Writes long polls' answers (the reaper never does).
     answerers: Answerers,
+    /// This start's identity, stamped on every answer; heartbeats' holds.
+    epoch: Epoch,
 }
 
 struct State {
@@ -383,6 +405,7 @@ fn text(status: u16, body: impl Into<String>) -> Response<Cursor<Vec<u8>>> {
 /// for our answer while we wait for its body. So the one-write path is
 /// taken only when tiny_http already holds the whole body in memory.
 fn respond(shared: &Shared, rq: Request, resp: Response<Cursor<Vec<u8>>>) {
+    let resp = shared.epoch.stamp(resp);
     let sent = if body_buffered(&rq) {
         let mut out = Vec::with_capacity(1024);
         let head = *rq.method() == Method::Head;
@@ -428,6 +451,9 @@ fn handle(shared: &Shared, rq: Request) {
         );
         return respond(shared, rq, text(404, msg));
     }
+    let Some(rq) = shared.epoch.hold(rq, query) else {
+        return;
+    };
     let query = parse_query(query);
     match rq.method() {
         Method::Get => get(shared, rq, &query),
