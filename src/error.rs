@@ -51,15 +51,19 @@ pub enum Error {
         status: String,
     },
 
-    /// A call did not get its reply within its timeout.
-    #[error("rpc client: call {method} on {addr} timeout: expect within {}", GoDuration(*timeout))]
+    /// A call did not end within its own timeout or deadline, which bounds
+    /// everything the call does; `stage` says what it was doing then.
+    #[error("rpc client: call {method} on {addr} timeout while {stage}: expect within {}", GoDuration(*timeout))]
     Timeout {
         /// `Service.Method` of the call.
         method: String,
         /// The peer.
         addr: String,
-        /// The timeout that ran out.
+        /// The call's own timeout (for a deadline: the time it had left
+        /// when the call began).
         timeout: Duration,
+        /// What the call was doing when its time ran out.
+        stage: TimeoutStage,
     },
 
     /// The server answered the call with an error (unknown method, a body
@@ -190,6 +194,33 @@ impl Error {
                 | Error::NoServers { .. }
                 | Error::Shutdown(_)
         )
+    }
+}
+
+/// What a call was doing when its timeout ran out ([`Error::Timeout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimeoutStage {
+    /// Waiting for another caller's dial of the same instance (XClient).
+    PoolWait,
+    /// Connecting and sending the handshake.
+    Dial,
+    /// Waiting for room in the connection's send queue, or writing the
+    /// request to a peer that does not read fast enough. The request may
+    /// still go out later (the connection is kept; see `Client`).
+    Write,
+    /// Waiting for the reply to a request that was written.
+    Reply,
+}
+
+impl std::fmt::Display for TimeoutStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TimeoutStage::PoolWait => "waiting for the connection another call is dialling",
+            TimeoutStage::Dial => "dialling",
+            TimeoutStage::Write => "writing the request",
+            TimeoutStage::Reply => "waiting for the reply",
+        })
     }
 }
 

@@ -52,7 +52,7 @@ mod xclient;
 pub use client::{Call, Client, ClientBuilder};
 pub use codec::Codec;
 pub use duration::{parse_duration, GoDuration};
-pub use error::{Error, Result};
+pub use error::{Error, Result, TimeoutStage};
 pub use etcd::EtcdDiscovery;
 pub use handshake::{LEGACY_MAGIC_NUMBER, MAGIC_NUMBER};
 pub use registry::{

@@ -15,6 +15,7 @@
 //! must see that some thread calls `flush`.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -29,6 +30,12 @@ pub(crate) struct SharedWriter {
     pending: Mutex<Vec<u8>>,
     io: Mutex<Io>,
     max_message: usize,
+    /// Bytes ever enqueued, and ever written: a message that ended at
+    /// offset `e` of the stream is out once `written >= e` (a client's
+    /// timed-out call tells "writing" from "waiting for the reply" by it).
+    /// `enqueued` changes only under the `pending` lock.
+    enqueued: AtomicU64,
+    written: AtomicU64,
 }
 
 struct Io {
@@ -51,13 +58,17 @@ impl SharedWriter {
                 broken: None,
             }),
             max_message,
+            enqueued: AtomicU64::new(0),
+            written: AtomicU64::new(0),
         }
     }
 
-    /// Appends one message, encoded by `encode` straight into the batch. A
-    /// message the encoder fails on, or one over the size limit, is taken
-    /// back out and nothing of it is sent.
-    pub(crate) fn enqueue(&self, encode: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<()> {
+    /// Like [`enqueue`](SharedWriter::enqueue); returns where the message
+    /// ends in the stream, to compare with [`written`](SharedWriter::written).
+    pub(crate) fn enqueue_marked(
+        &self,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<u64> {
         let mut pending = self.pending.lock();
         let mark = pending.len();
         let res = encode(&mut pending);
@@ -70,7 +81,19 @@ impl SharedWriter {
                 limit: self.max_message,
             });
         }
-        Ok(())
+        Ok(self.enqueued.fetch_add(size as u64, Ordering::Relaxed) + size as u64)
+    }
+
+    /// Bytes written to the socket so far (see `enqueued`).
+    pub(crate) fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// Appends one message, encoded by `encode` straight into the batch. A
+    /// message the encoder fails on, or one over the size limit, is taken
+    /// back out and nothing of it is sent.
+    pub(crate) fn enqueue(&self, encode: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<()> {
+        self.enqueue_marked(encode).map(|_| ())
     }
 
     /// Writes everything enqueued so far, unless another thread is already
@@ -137,7 +160,11 @@ impl SharedWriter {
                     }
                     std::mem::swap(&mut *pending, &mut io.batch);
                 }
-                match write_some(io, nowait) {
+                let before = io.sent;
+                let wrote = write_some(io, nowait);
+                self.written
+                    .fetch_add((io.sent - before) as u64, Ordering::Release);
+                match wrote {
                     Ok(true) => {}
                     Ok(false) => return Ok(false),
                     Err(e) => {

@@ -64,7 +64,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{encode_message, Codec, Header};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TimeoutStage};
 use crate::frame::FrameReader;
 use crate::handshake::Handshake;
 use crate::server::DEFAULT_MAX_MESSAGE;
@@ -77,6 +77,48 @@ pub use call::Call;
 /// How long a connection must have been idle before a call checks that the
 /// server has not closed it.
 const IDLE_CHECK: Duration = Duration::from_millis(100);
+
+/// The instant `t` from now, or `None` (no deadline) if `Instant` cannot
+/// hold it: every `Duration`, `Duration::MAX` included, is a valid timeout.
+pub(crate) fn deadline_after(t: Duration) -> Option<Instant> {
+    Instant::now().checked_add(t)
+}
+
+/// A call's own time: its deadline (`None`: none) and the timeout it came
+/// from, which its [`Error::Timeout`] names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) timeout: Duration,
+}
+
+impl Budget {
+    /// `timeout` from now.
+    pub(crate) fn after(timeout: Duration) -> Budget {
+        Budget {
+            deadline: deadline_after(timeout),
+            timeout,
+        }
+    }
+
+    /// Until `deadline`; the timeout is the time left now.
+    pub(crate) fn until(deadline: Instant) -> Budget {
+        Budget {
+            deadline: Some(deadline),
+            timeout: deadline.saturating_duration_since(Instant::now()),
+        }
+    }
+
+    /// The timeout error of call `method` on `addr` at `stage`.
+    pub(crate) fn timed_out(&self, method: &str, addr: &str, stage: TimeoutStage) -> Error {
+        Error::Timeout {
+            method: method.to_string(),
+            addr: addr.to_string(),
+            timeout: self.timeout,
+            stage,
+        }
+    }
+}
 
 /// What a pending call is told when its reply (or failure) arrives: the
 /// reply body in the connection's codec, or the error. It returns the
@@ -133,11 +175,6 @@ impl ClientBuilder {
         self
     }
 
-    /// The connect timeout set, for callers that fit a dial into a deadline.
-    pub(crate) fn connect_timeout_setting(&self) -> Option<Duration> {
-        self.connect_timeout
-    }
-
     /// How long a write to a server that does not read may block before
     /// the connection is given up (default 30 s).
     pub fn write_timeout(mut self, t: Duration) -> Self {
@@ -159,6 +196,16 @@ impl ClientBuilder {
 
     /// Connects to `addr` (`tcp@HOST:PORT`, `http@HOST:PORT`, `unix@PATH`).
     pub fn dial(&self, addr: &str) -> Result<Client> {
+        self.dial_within(addr, None)
+    }
+
+    /// [`dial`](ClientBuilder::dial) for a call: connect and handshake end
+    /// by the earlier of the connect timeout and `call_deadline`. If the
+    /// call's deadline is what ran out, the error is [`Error::Timeout`] at
+    /// [`TimeoutStage::Dial`] with `method` empty and `timeout` zero, for
+    /// the caller to fill in (it knows the call); it says nothing about
+    /// the server.
+    pub(crate) fn dial_within(&self, addr: &str, call_deadline: Option<Instant>) -> Result<Client> {
         let address: Address = addr.parse()?;
         // Checked before connecting, and not as a failure of the server:
         // an XClient must not evict every instance over a client setting.
@@ -176,7 +223,14 @@ impl ClientBuilder {
                 ),
             });
         }
-        let deadline = self.connect_timeout.map(|t| Instant::now() + t);
+        let own = self.connect_timeout.and_then(deadline_after);
+        // The call's deadline binds when it comes first (or is the only one).
+        let call_binds = match (call_deadline, own) {
+            (Some(c), Some(o)) => c < o,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let deadline = if call_binds { call_deadline } else { own };
         let timed_out = |e: &std::io::Error| {
             matches!(
                 e.kind(),
@@ -184,6 +238,12 @@ impl ClientBuilder {
             )
         };
         let fail = |e: std::io::Error| match self.connect_timeout {
+            _ if call_binds && timed_out(&e) => Error::Timeout {
+                method: String::new(),
+                addr: addr.to_string(),
+                timeout: Duration::ZERO,
+                stage: TimeoutStage::Dial,
+            },
             Some(timeout) if timed_out(&e) => Error::ConnectTimeout {
                 addr: addr.to_string(),
                 timeout,
@@ -459,17 +519,28 @@ impl Client {
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        self.send(service_method, args)?.wait()
+        self.send(service_method, args, None)?.wait()
     }
 
-    /// Calls `service_method` and waits at most `timeout` for the reply. On
-    /// timeout the call's slot is freed and a late reply is discarded.
+    /// Calls `service_method`; `timeout` bounds the whole call: waiting for
+    /// room to queue the request (see
+    /// [`ClientBuilder::max_queued_bytes`]), writing it, and waiting for
+    /// the reply. Past it the call ends with [`Error::Timeout`] naming the
+    /// stage, its slot is freed and a late reply is discarded. Any
+    /// `Duration` is accepted; one too large for a deadline
+    /// (`Duration::MAX`) means none.
+    ///
+    /// A request still unwritten at the timeout stays queued, whole: the
+    /// connection's other calls share its byte stream, and cutting a
+    /// message short would break it for all of them. It goes out when the
+    /// server reads again (it may then run, its reply dropped), or the
+    /// connection closes after [`ClientBuilder::write_timeout`].
     pub fn call_timeout<A, R>(&self, service_method: &str, args: &A, timeout: Duration) -> Result<R>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        self.go(service_method, args)?.wait_timeout(timeout)
+        self.call_within(service_method, args, Budget::after(timeout))
     }
 
     /// Like [`call_timeout`](Client::call_timeout) with an absolute deadline.
@@ -483,7 +554,45 @@ impl Client {
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        self.go(service_method, args)?.wait_deadline(deadline)
+        self.call_within(service_method, args, Budget::until(deadline))
+    }
+
+    /// A call bounded by `budget` in every stage.
+    pub(crate) fn call_within<A, R>(
+        &self,
+        service_method: &str,
+        args: &A,
+        budget: Budget,
+    ) -> Result<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        match budget.deadline {
+            None => self.call(service_method, args),
+            Some(_) => self
+                .go_within(service_method, args, budget)?
+                .wait_within(budget),
+        }
+    }
+
+    /// [`go`](Client::go) for a call with a deadline: waiting for room in
+    /// the send queue ends at the deadline, and the request is written
+    /// without blocking (what the socket does not take at once, the
+    /// connection's writer thread sends), so `go` returns at once.
+    pub(crate) fn go_within<A, R>(
+        &self,
+        service_method: &str,
+        args: &A,
+        budget: Budget,
+    ) -> Result<Call<R>>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let call = self.send(service_method, args, Some(budget))?;
+        self.inner.ensure_reader();
+        Ok(call)
     }
 
     /// Sends a call and returns at once; the [`Call`] is waited on, polled
@@ -493,13 +602,14 @@ impl Client {
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        let call = self.send(service_method, args)?;
+        let call = self.send(service_method, args, None)?;
         self.inner.ensure_reader();
         Ok(call)
     }
 
-    /// Registers the call, then sends it.
-    fn send<A, R>(&self, service_method: &str, args: &A) -> Result<Call<R>>
+    /// Registers the call, then sends it. With a `budget` the caller never
+    /// blocks on the socket (see [`go_within`](Client::go_within)).
+    fn send<A, R>(&self, service_method: &str, args: &A, budget: Option<Budget>) -> Result<Call<R>>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
@@ -532,11 +642,14 @@ impl Client {
         };
         let queued = inner
             .writer
-            .enqueue(|out| encode_message(codec, out, &header, args));
-        if let Err(e) = queued {
-            inner.pending.lock().calls.remove(&seq);
-            return Err(e);
-        }
+            .enqueue_marked(|out| encode_message(codec, out, &header, args));
+        let end = match queued {
+            Ok(end) => end,
+            Err(e) => {
+                inner.pending.lock().calls.remove(&seq);
+                return Err(e);
+            }
+        };
         // SeqCst pairs with the reader's store before its flush: either it
         // sees our request, or we see it is not dispatching and flush.
         let woken_by = WOKEN_BY.take();
@@ -550,12 +663,16 @@ impl Client {
                 .and_then(|w| w.upgrade());
             match waker {
                 Some(waker) if waker.defer_flush(inner) => {}
+                // A timed caller must not block past its deadline on a
+                // server that does not read.
+                _ if budget.is_some() => inner.flush_from_reader(),
                 _ => inner.flush(),
             }
         }
         Ok(Call {
-            client: self.inner.clone(),
+            owner: self.owner.clone(),
             seq,
+            end,
             method,
             slot,
             rx: std::sync::OnceLock::new(),

@@ -13,8 +13,8 @@ use serde::Serialize;
 use super::discovery::{Discovery, Instance, Snapshot};
 use super::pool::{InflightGuard, Pool, Slot, Slots};
 use super::selector::{SelectContext, SelectMode, Selector};
-use crate::client::{Call, Client, ClientBuilder};
-use crate::error::{Error, Result};
+use crate::client::{deadline_after, Budget, Call, Client, ClientBuilder};
+use crate::error::{Error, Result, TimeoutStage};
 
 thread_local! {
     /// The slot (its address) whose connection handed this thread the reply
@@ -322,16 +322,34 @@ impl Plan<'_> {
             method: self.method.to_string(),
             addr: waiting.collect::<Vec<_>>().join(", "),
             timeout: self.timeout.unwrap_or_default(),
+            stage: TimeoutStage::Reply,
+        }
+    }
+
+    /// The call's time, for the stages of one attempt.
+    fn budget(&self) -> Budget {
+        Budget {
+            deadline: self.deadline,
+            timeout: self.timeout.unwrap_or_default(),
         }
     }
 
     /// A per-attempt timeout reported as the whole call's.
     fn whole_timeout(&self, e: Error) -> Error {
         match (e, self.timeout) {
-            (Error::Timeout { method, addr, .. }, Some(timeout)) => Error::Timeout {
+            (
+                Error::Timeout {
+                    method,
+                    addr,
+                    stage,
+                    ..
+                },
+                Some(timeout),
+            ) => Error::Timeout {
                 method,
                 addr,
                 timeout,
+                stage,
             },
             (e, _) => e,
         }
@@ -637,7 +655,8 @@ impl XClient {
             method,
             service: method.split_once('.').map_or(method, |(s, _)| s),
             key: opts.key.as_deref(),
-            deadline: timeout.map(|t| Instant::now() + t),
+            // `Duration::MAX` (or any timeout past what `Instant` holds): none.
+            deadline: timeout.and_then(deadline_after),
             timeout,
             idempotent: opts.idempotent.unwrap_or(self.idempotent),
             mode: opts.fail_mode.unwrap_or(self.fail_mode),
@@ -732,7 +751,7 @@ impl XClient {
         if plan.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(plan.timed_out(std::iter::once(slot.addr.as_str())));
         }
-        let c = self.pool.connect(slot, plan.deadline)?;
+        let c = self.pool.connect(slot, plan.method, plan.budget())?;
         let r = match plan.deadline {
             Some(d) => c
                 .call_deadline(plan.method, args, d)
@@ -755,8 +774,12 @@ impl XClient {
         R: DeserializeOwned + Send + 'static,
     {
         let guard = InflightGuard::new(slot.clone());
-        let client = self.pool.connect(slot, plan.deadline)?;
-        match client.go(plan.method, args) {
+        let client = self.pool.connect(slot, plan.method, plan.budget())?;
+        let sent = match plan.deadline {
+            Some(_) => client.go_within(plan.method, args, plan.budget()),
+            None => client.go(plan.method, args),
+        };
+        match sent {
             Ok(call) => Ok(Sent {
                 call,
                 slot: slot.clone(),
@@ -833,14 +856,15 @@ impl XClient {
         let mut sent: Vec<Sent<R>> = Vec::with_capacity(2);
         let mut first_err: Option<Error> = None;
         let mut attempts = 0;
-        let backup_at = Instant::now() + after;
+        // None (`after` past what `Instant` holds): no backup for slowness.
+        let backup_at = deadline_after(after);
         loop {
             // Send the first call, or the backup once it is due: when the
             // first is slow (idempotent calls only) or failed retryably.
             let due = match (attempts, &first_err) {
                 (0, _) => true,
                 (1, Some(e)) if sent.is_empty() => plan.may_retry(e),
-                (1, _) => plan.idempotent && Instant::now() >= backup_at,
+                (1, _) => plan.idempotent && backup_at.is_some_and(|b| Instant::now() >= b),
                 _ => false,
             };
             if due {
@@ -866,7 +890,10 @@ impl XClient {
             }
             let mut wait_until = plan.deadline;
             if attempts == 1 && plan.idempotent {
-                wait_until = Some(wait_until.map_or(backup_at, |d| d.min(backup_at)));
+                wait_until = match (wait_until, backup_at) {
+                    (Some(d), Some(b)) => Some(d.min(b)),
+                    (d, b) => d.or(b),
+                };
             }
             let waited = {
                 let mut sel = crossbeam_channel::Select::new();
@@ -1019,14 +1046,18 @@ where
 {
     let _inflight = InflightGuard::new(&**slot);
     // Kept until the reply is in, so the connection stays open.
-    let client = match pool.connect(slot, plan.deadline) {
+    let client = match pool.connect(slot, plan.method, plan.budget()) {
         Ok(c) => c,
         Err(e) => return Some(Err(e)),
     };
     if cancel.try_recv() == Err(crossbeam_channel::TryRecvError::Disconnected) {
         return None;
     }
-    let call = match client.go::<A, R>(plan.method, args) {
+    let sent = match plan.deadline {
+        Some(_) => client.go_within::<A, R>(plan.method, args, plan.budget()),
+        None => client.go::<A, R>(plan.method, args),
+    };
+    let call = match sent {
         Ok(call) => call,
         Err(e) => {
             pool.report_error(slot, &e);

@@ -11,17 +11,20 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
 
 use super::discovery::Snapshot;
-use crate::client::{Client, ClientBuilder};
-use crate::error::{Error, Result};
+use crate::client::{Budget, Client, ClientBuilder};
+use crate::error::{Error, Result, TimeoutStage};
 use crate::threads::ThreadGroup;
 
 /// One instance as this client sees it.
 pub(super) struct Slot {
     pub(super) addr: String,
-    /// The cached connection. Its own lock, so dialling one instance never
-    /// waits for another; callers of the same instance wait for one dial
-    /// instead of each dialling.
+    /// The cached connection. Held only briefly (never across a dial), so
+    /// a caller with a live connection never waits for a dial.
     conn: RwLock<Option<Client>>,
+    /// The dial in progress, if any: callers of the same instance wait for
+    /// one dial instead of each dialling, each until its own deadline at
+    /// most (see [`Dial`]).
+    dialling: Mutex<Option<Arc<Dial>>>,
     inflight: AtomicUsize,
     health: Mutex<Health>,
     /// `health.dead`, readable without the lock: every call checks it, and
@@ -40,6 +43,7 @@ impl Slot {
         Slot {
             addr: addr.to_string(),
             conn: RwLock::new(None),
+            dialling: Mutex::new(None),
             inflight: AtomicUsize::new(0),
             dead: AtomicBool::new(false),
             health: Mutex::new(Health {
@@ -53,65 +57,95 @@ impl Slot {
     /// The cached connection, or a new one in place of a missing or broken
     /// one, dialled within `deadline` if there is one.
     ///
-    /// `Err((e, cut_short))`: `cut_short` says the dial failed only because
-    /// the caller's deadline was shorter than the connect timeout, which
-    /// says nothing about the instance.
+    /// One caller dials (the leader); others wanting the same instance
+    /// meanwhile wait for its outcome, each at most until its own deadline
+    /// ([`TimeoutStage::PoolWait`]). No lock is held across the dial.
+    ///
+    /// `Err((e, cut_short))`: `cut_short` says the dial or the wait failed
+    /// only because the caller's deadline was shorter than the connect
+    /// timeout, which says nothing about the instance. A timeout `e` has
+    /// its method and timeout left for [`Pool::connect`] to fill in.
     fn client(
         &self,
         shared: &Shared,
         deadline: Option<Instant>,
     ) -> std::result::Result<Client, (Error, bool)> {
-        let builder = &shared.builder;
-        let configured = builder.connect_timeout_setting();
-        let out_of_time = || {
-            let e = Error::ConnectTimeout {
-                addr: self.addr.clone(),
-                timeout: configured.unwrap_or_default(),
+        loop {
+            // The common case: a live connection, shared under a read lock.
+            if let Some(c) = self.live() {
+                return Ok(c);
+            }
+            let (dial, lead) = {
+                let mut dialling = self.dialling.lock();
+                // Re-checked under `dialling`: a leader installs its
+                // connection before it clears `dialling`.
+                if let Some(c) = self.live() {
+                    return Ok(c);
+                }
+                match &*dialling {
+                    Some(d) => (d.clone(), false),
+                    None => {
+                        let d = Arc::new(Dial::default());
+                        *dialling = Some(d.clone());
+                        (d, true)
+                    }
+                }
             };
-            (e, true)
-        };
-        // The common case: a live connection, shared under a read lock.
-        if let Some(c) = &*self.conn.read() {
-            if c.is_alive() {
-                return Ok(c.clone());
+            if lead {
+                return self.lead_dial(shared, deadline, &dial);
+            }
+            match dial.wait(deadline) {
+                None => return Err((timeout_at(&self.addr, TimeoutStage::PoolWait), true)),
+                Some(Outcome::Dialled(c)) => return Ok(c),
+                // The leader's own deadline cut its dial short: ours may
+                // be later, so dial (or wait for another leader) again.
+                Some(Outcome::CutShort) => continue,
+                Some(Outcome::Failed(e)) => return Err((e.copy(), false)),
             }
         }
-        let mut conn = match deadline {
-            None => self.conn.write(),
-            Some(d) => self.conn.try_write_until(d).ok_or_else(out_of_time)?,
+    }
+
+    /// The cached connection if it is alive.
+    fn live(&self) -> Option<Client> {
+        self.conn.read().as_ref().filter(|c| c.is_alive()).cloned()
+    }
+
+    /// Dials as the leader of `dial`, caches a success, and tells the
+    /// waiters. Invariant: `dialling` is cleared and the waiters told even
+    /// if the dial unwinds (see [`DialGuard`]), so no waiter waits on a
+    /// dial that will not end.
+    fn lead_dial(
+        &self,
+        shared: &Shared,
+        deadline: Option<Instant>,
+        dial: &Arc<Dial>,
+    ) -> std::result::Result<Client, (Error, bool)> {
+        let mut guard = DialGuard {
+            slot: self,
+            dial,
+            outcome: Outcome::CutShort,
         };
-        if let Some(c) = &*conn {
-            if c.is_alive() {
-                return Ok(c.clone());
-            }
-        }
-        *conn = None;
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if left == Some(Duration::ZERO) {
-            return Err(out_of_time());
-        }
-        let (dialled, cut_short) = match (left, configured) {
-            (Some(left), Some(t)) if left < t => (
-                builder.clone().connect_timeout(Some(left)).dial(&self.addr),
-                true,
-            ),
-            (Some(left), None) => (
-                builder.clone().connect_timeout(Some(left)).dial(&self.addr),
-                true,
-            ),
-            _ => (builder.dial(&self.addr), false),
+        let dialled = if left == Some(Duration::ZERO) {
+            Err(timeout_at(&self.addr, TimeoutStage::Dial))
+        } else {
+            shared.builder.dial_within(&self.addr, deadline)
         };
         match dialled {
             Ok(c) => {
                 // `close` does not wait for dials in progress: one that
                 // ends after it is used for its one call, not cached.
                 if !shared.is_closed() {
-                    *conn = Some(c.clone());
+                    *self.conn.write() = Some(c.clone());
                 }
+                guard.outcome = Outcome::Dialled(c.clone());
                 Ok(c)
             }
-            Err(e @ Error::ConnectTimeout { .. }) => Err((e, cut_short)),
-            Err(e) => Err((e, false)),
+            Err(e @ Error::Timeout { .. }) => Err((e, true)),
+            Err(e) => {
+                guard.outcome = Outcome::Failed(e.copy());
+                Err((e, false))
+            }
         }
     }
 
@@ -135,15 +169,123 @@ impl Slot {
         self.dead.load(Ordering::Acquire)
     }
 
-    /// Closes the cached connection. A dial in progress holds the lock for
-    /// up to the connect timeout: it is not waited for (only brief holders
-    /// are), and what it dials is not cached; at worst, dialled just before
+    /// Closes the cached connection. A dial in progress is not waited for,
+    /// and what it dials is not cached; at worst, dialled just before
     /// `closed` was seen, it closes when the slot is dropped.
     fn close(&self) {
-        if let Some(mut conn) = self.conn.try_write_for(Duration::from_millis(50)) {
-            if let Some(c) = conn.take() {
-                c.close();
+        let taken = self.conn.write().take();
+        if let Some(c) = taken {
+            c.close();
+        }
+    }
+}
+
+/// A dial of one instance that other callers wait for.
+#[derive(Default)]
+struct Dial {
+    outcome: Mutex<Option<Outcome>>,
+    done: parking_lot::Condvar,
+}
+
+enum Outcome {
+    Dialled(Client),
+    /// The leader's deadline ran out first; nothing is known of the instance.
+    CutShort,
+    Failed(Error),
+}
+
+impl Dial {
+    /// The outcome, waiting until `deadline` at most (`None`: no limit);
+    /// `None` if the deadline passed first.
+    fn wait(&self, deadline: Option<Instant>) -> Option<Outcome> {
+        let mut outcome = self.outcome.lock();
+        loop {
+            if let Some(o) = &*outcome {
+                return Some(o.copy());
             }
+            match deadline {
+                None => self.done.wait(&mut outcome),
+                Some(d) => {
+                    if self.done.wait_until(&mut outcome, d).timed_out() {
+                        return outcome.as_ref().map(Outcome::copy);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Outcome {
+    fn copy(&self) -> Outcome {
+        match self {
+            Outcome::Dialled(c) => Outcome::Dialled(c.clone()),
+            Outcome::CutShort => Outcome::CutShort,
+            Outcome::Failed(e) => Outcome::Failed(e.copy()),
+        }
+    }
+}
+
+/// Ends a leader's dial however it returns: clears the slot's `dialling`
+/// (after the connection is cached, so that a caller who finds no dial
+/// finds the connection) and wakes the waiters with the outcome.
+struct DialGuard<'a> {
+    slot: &'a Slot,
+    dial: &'a Arc<Dial>,
+    outcome: Outcome,
+}
+
+impl Drop for DialGuard<'_> {
+    fn drop(&mut self) {
+        // Cleared first: a waiter told `CutShort` looks again at once and
+        // must not find this dial still there.
+        {
+            let mut dialling = self.slot.dialling.lock();
+            if dialling.as_ref().is_some_and(|d| Arc::ptr_eq(d, self.dial)) {
+                *dialling = None;
+            }
+        }
+        let outcome = std::mem::replace(&mut self.outcome, Outcome::CutShort);
+        *self.dial.outcome.lock() = Some(outcome);
+        self.dial.done.notify_all();
+    }
+}
+
+/// A call's timeout at `stage` on `addr`, its method and timeout left for
+/// [`Pool::connect`] to fill in.
+fn timeout_at(addr: &str, stage: TimeoutStage) -> Error {
+    Error::Timeout {
+        method: String::new(),
+        addr: addr.to_string(),
+        timeout: Duration::ZERO,
+        stage,
+    }
+}
+
+impl Error {
+    /// The same error for another waiter of a failed dial (`io::Error` is
+    /// not `Clone`: its kind and text are kept).
+    fn copy(&self) -> Error {
+        match self {
+            Error::Connect { addr, source } => Error::Connect {
+                addr: addr.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::ConnectTimeout { addr, timeout } => Error::ConnectTimeout {
+                addr: addr.clone(),
+                timeout: *timeout,
+            },
+            Error::HttpConnect { addr, status } => Error::HttpConnect {
+                addr: addr.clone(),
+                status: status.clone(),
+            },
+            Error::InvalidAddress { addr, reason } => Error::InvalidAddress {
+                addr: addr.clone(),
+                reason: reason.clone(),
+            },
+            other => Error::Io {
+                context: "dial".into(),
+                source: std::io::Error::other(other.to_string()),
+            },
         }
     }
 }
@@ -237,16 +379,20 @@ impl Pool {
         }
     }
 
-    /// The connection to `slot`, dialled within `deadline` if need be. A
-    /// failed dial is reported (the instance is evicted) unless only the
-    /// deadline cut it short.
-    pub(super) fn connect(&self, slot: &Slot, deadline: Option<Instant>) -> Result<Client> {
-        slot.client(&self.shared, deadline)
-            .map_err(|(e, cut_short)| {
-                if !cut_short {
-                    self.report_error(slot, &e);
+    /// The connection to `slot` for call `method`, waited for or dialled
+    /// within `budget` if need be. A failed dial is reported (the instance
+    /// is evicted) unless only the call's deadline cut it short, which is
+    /// then an [`Error::Timeout`] naming the call's timeout.
+    pub(super) fn connect(&self, slot: &Slot, method: &str, budget: Budget) -> Result<Client> {
+        slot.client(&self.shared, budget.deadline)
+            .map_err(|(e, cut_short)| match e {
+                Error::Timeout { stage, .. } => budget.timed_out(method, &slot.addr, stage),
+                e => {
+                    if !cut_short {
+                        self.report_error(slot, &e);
+                    }
+                    e
                 }
-                e
             })
     }
 
