@@ -13,12 +13,34 @@
 //! a sender that enqueued just as the flusher was leaving). After
 //! `flush_nowait` returns `Ok(false)`, bytes are left over and the caller
 //! must see that some thread calls `flush`.
+//!
+//! # The queue cap (backpressure)
+//!
+//! Bytes *queued* are those enqueued and not yet written: `pending` plus the
+//! unsent rest of the batch a flusher is writing. `enqueue` itself never
+//! refuses or blocks on a full queue (a reply already computed must not be
+//! lost, and a handler must not wait on its peer); instead whoever *reads*
+//! new work (the server's leader, a client's caller) looks at
+//! [`SharedWriter::is_full`] first and, past the cap, waits with
+//! [`SharedWriter::wait_room`] until a flusher has drained the queue below
+//! it. The queue then exceeds the cap by at most what was already in flight.
+//!
+//! Cost on the batching fast path: one relaxed store per enqueue (the new
+//! length of `pending`, under the lock already held) and no syscall. The
+//! flusher publishes how much of its batch is unsent after each write, and
+//! takes the `room` lock to wake waiters only when some thread is waiting.
+//!
+//! Invariant (no lost wake-up): a waiter registers in `waiters` and checks
+//! `queued()` while holding `room.0`; a flusher publishes progress, then
+//! reads `waiters` (both SeqCst) and notifies under `room.0`. Either the
+//! waiter sees the progress, or the flusher sees the waiter and its
+//! notification comes after the waiter sleeps.
 
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::transport::Stream;
@@ -30,6 +52,17 @@ pub(crate) struct SharedWriter {
     pending: Mutex<Vec<u8>>,
     io: Mutex<Io>,
     max_message: usize,
+    /// `pending.len()`, stored by whoever holds `pending` (relaxed: a
+    /// gauge, read without the lock).
+    pending_bytes: AtomicUsize,
+    /// The unsent part of the batch being written, stored by the holder
+    /// of `io`.
+    unsent: AtomicUsize,
+    /// Past this many queued bytes `is_full` says so (usize::MAX: no cap).
+    cap: usize,
+    /// Threads inside `wait_room`.
+    waiters: AtomicUsize,
+    room: (Mutex<()>, Condvar),
     /// Bytes ever enqueued, and ever written: a message that ended at
     /// offset `e` of the stream is out once `written >= e` (a client's
     /// timed-out call tells "writing" from "waiting for the reply" by it).
@@ -58,6 +91,11 @@ impl SharedWriter {
                 broken: None,
             }),
             max_message,
+            pending_bytes: AtomicUsize::new(0),
+            unsent: AtomicUsize::new(0),
+            cap: usize::MAX,
+            waiters: AtomicUsize::new(0),
+            room: (Mutex::new(()), Condvar::new()),
             enqueued: AtomicU64::new(0),
             written: AtomicU64::new(0),
         }
@@ -81,12 +119,103 @@ impl SharedWriter {
                 limit: self.max_message,
             });
         }
+        self.pending_bytes.store(pending.len(), Ordering::Relaxed);
         Ok(self.enqueued.fetch_add(size as u64, Ordering::Relaxed) + size as u64)
     }
 
     /// Bytes written to the socket so far (see `enqueued`).
     pub(crate) fn written(&self) -> u64 {
         self.written.load(Ordering::Acquire)
+    }
+
+    // Used by the server and the client as each adopts the cap.
+    #[allow(dead_code)]
+    /// Sets the queue cap (see the module notes); 0 is taken as 1.
+    pub(crate) fn with_queue_cap(mut self, cap: usize) -> Self {
+        self.cap = cap.max(1);
+        self
+    }
+
+    // Used by the server and the client as each adopts the cap.
+    #[allow(dead_code)]
+    /// The queue cap (usize::MAX when none was set).
+    pub(crate) fn queue_cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Bytes enqueued and not yet written (a gauge: exact when nothing is
+    /// being enqueued or written at the same moment).
+    pub(crate) fn queued(&self) -> usize {
+        self.pending_bytes
+            .load(Ordering::Relaxed)
+            .saturating_add(self.unsent.load(Ordering::Relaxed))
+    }
+
+    /// Whether the queue is at or past its cap: the caller should read no
+    /// new work before [`wait_room`](Self::wait_room) says there is room.
+    /// Two relaxed loads; meant for the hot path.
+    #[inline]
+    pub(crate) fn is_full(&self) -> bool {
+        self.queued() >= self.cap
+    }
+
+    // Used by the server and the client as each adopts the cap.
+    #[allow(dead_code)]
+    /// Waits until the queue is below its cap, or `deadline` (None: no
+    /// limit). True if there is room. Some thread must be flushing
+    /// meanwhile (after `flush_nowait` returns `Ok(false)`, start one), or
+    /// nothing drains the queue. A broken stream counts as room: its queue
+    /// is dropped, and the next `flush` reports the error.
+    pub(crate) fn wait_room(&self, deadline: Option<Instant>) -> bool {
+        if !self.is_full() {
+            return true;
+        }
+        let mut guard = self.room.0.lock();
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let room = loop {
+            // SeqCst loads pair with the flusher's SeqCst stores (see the
+            // module notes).
+            let queued = self
+                .pending_bytes
+                .load(Ordering::SeqCst)
+                .saturating_add(self.unsent.load(Ordering::SeqCst));
+            if queued < self.cap {
+                break true;
+            }
+            match deadline {
+                Some(d) => {
+                    if self.room.1.wait_until(&mut guard, d).timed_out() {
+                        break !self.is_full();
+                    }
+                }
+                None => self.room.1.wait(&mut guard),
+            }
+        };
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        room
+    }
+
+    /// Publishes the flusher's progress and wakes waiters if the queue is
+    /// now below the cap. Off the enqueue path: called once per write.
+    fn set_unsent(&self, n: usize) {
+        self.unsent.store(n, Ordering::SeqCst);
+        self.wake_if_room();
+    }
+
+    fn wake_if_room(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 && !self.is_full() {
+            let _guard = self.room.0.lock();
+            self.room.1.notify_all();
+        }
+    }
+
+    /// Drops everything pending (the stream is broken) and wakes waiters.
+    fn drop_pending(&self) {
+        let mut pending = self.pending.lock();
+        pending.clear();
+        self.pending_bytes.store(0, Ordering::SeqCst);
+        drop(pending);
+        self.set_unsent(0);
     }
 
     /// Appends one message, encoded by `encode` straight into the batch. A
@@ -144,7 +273,7 @@ impl SharedWriter {
             let io = &mut *guard;
             loop {
                 if let Some(kind) = io.broken {
-                    self.pending.lock().clear();
+                    self.drop_pending();
                     return Err(kind.into());
                 }
                 if io.sent == io.batch.len() {
@@ -159,17 +288,26 @@ impl SharedWriter {
                         break;
                     }
                     std::mem::swap(&mut *pending, &mut io.batch);
+                    // Moved, not written: the sum `queued` stays the same.
+                    self.unsent.store(io.batch.len(), Ordering::SeqCst);
+                    self.pending_bytes.store(0, Ordering::SeqCst);
                 }
-                let before = io.sent;
-                let wrote = write_some(io, nowait);
-                self.written
-                    .fetch_add((io.sent - before) as u64, Ordering::Release);
+                // `written` counts the batch's bytes as they go: it is the
+                // earlier batches' total plus `io.sent`, and changes only
+                // under `io`.
+                let (len, base) = (io.batch.len(), self.written() - io.sent as u64);
+                let wrote = write_some(io, nowait, |left| {
+                    self.written
+                        .store(base + (len - left) as u64, Ordering::Release);
+                    self.set_unsent(left)
+                });
                 match wrote {
                     Ok(true) => {}
                     Ok(false) => return Ok(false),
                     Err(e) => {
                         io.broken = Some(e.kind());
-                        self.pending.lock().clear();
+                        io.sent = io.batch.len();
+                        self.drop_pending();
                         return Err(e);
                     }
                 }
@@ -183,8 +321,8 @@ impl SharedWriter {
 }
 
 /// Writes the rest of `io.batch`; `Ok(false)` if the socket would block and
-/// `nowait` is set.
-fn write_some(io: &mut Io, nowait: bool) -> io::Result<bool> {
+/// `nowait` is set. `progress` is told the unsent length after each write.
+fn write_some(io: &mut Io, nowait: bool, progress: impl Fn(usize)) -> io::Result<bool> {
     while io.sent < io.batch.len() {
         let rest = &io.batch[io.sent..];
         let written = if nowait {
@@ -194,7 +332,10 @@ fn write_some(io: &mut Io, nowait: bool) -> io::Result<bool> {
         };
         match written {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => io.sent += n,
+            Ok(n) => {
+                io.sent += n;
+                progress(io.batch.len() - io.sent);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if nowait && e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),
@@ -244,5 +385,93 @@ mod tests {
             got.chunks(chunk.len()).all(|c| c == chunk),
             "bytes out of order"
         );
+    }
+
+    fn chunk_writer(cap: usize) -> (SharedWriter, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (
+            SharedWriter::new(Stream::unix(a), 64 << 20).with_queue_cap(cap),
+            b,
+        )
+    }
+
+    fn enqueue_bytes(w: &SharedWriter, n: usize) {
+        w.enqueue(|out| {
+            out.resize(out.len() + n, 7);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn queued_counts_pending_and_the_unsent_batch_and_is_full_at_the_cap() {
+        let (w, _peer) = chunk_writer(1 << 20);
+        assert_eq!(w.queued(), 0);
+        enqueue_bytes(&w, 600 << 10);
+        assert_eq!(w.queued(), 600 << 10);
+        assert!(!w.is_full());
+        enqueue_bytes(&w, 600 << 10);
+        assert!(w.is_full(), "1200 KiB queued against a 1 MiB cap");
+        // The peer does not read: part of the batch stays unsent, and
+        // still counts.
+        assert!(!w.flush_nowait().unwrap());
+        let left = w.queued();
+        assert!(left > 0 && left < 1200 << 10, "{left}");
+        assert_eq!(w.pending_len(), 0, "all of it moved into the batch");
+    }
+
+    #[test]
+    fn wait_room_times_out_while_the_peer_does_not_read() {
+        let (w, _peer) = chunk_writer(256 << 10);
+        enqueue_bytes(&w, 4 << 20);
+        assert!(!w.flush_nowait().unwrap());
+        let t0 = Instant::now();
+        assert!(!w.wait_room(Some(t0 + std::time::Duration::from_millis(100))));
+        assert!(t0.elapsed() >= std::time::Duration::from_millis(100));
+    }
+
+    #[test]
+    fn wait_room_wakes_when_a_flusher_drains_below_the_cap() {
+        let (w, mut peer) = chunk_writer(256 << 10);
+        let w = std::sync::Arc::new(w);
+        let total = 4 << 20;
+        enqueue_bytes(&w, total);
+        assert!(!w.flush_nowait().unwrap());
+        assert!(w.is_full());
+        let flusher = {
+            let w = w.clone();
+            std::thread::spawn(move || w.flush().unwrap())
+        };
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; total];
+            peer.read_exact(&mut got).unwrap();
+        });
+        // Generous: only a lost wake-up could take this long.
+        let by = Instant::now() + std::time::Duration::from_secs(20);
+        assert!(w.wait_room(Some(by)), "room came once the peer read");
+        assert!(Instant::now() < by);
+        flusher.join().unwrap();
+        reader.join().unwrap();
+        assert_eq!(w.queued(), 0);
+    }
+
+    #[test]
+    fn a_broken_stream_wakes_waiters_and_empties_the_queue() {
+        let (w, peer) = chunk_writer(256 << 10);
+        let w = std::sync::Arc::new(w);
+        enqueue_bytes(&w, 4 << 20);
+        assert!(!w.flush_nowait().unwrap());
+        let waiter = {
+            let w = w.clone();
+            std::thread::spawn(move || w.wait_room(None))
+        };
+        let flusher = {
+            let w = w.clone();
+            std::thread::spawn(move || w.flush())
+        };
+        drop(peer);
+        assert!(waiter.join().unwrap(), "woken, with room");
+        assert!(flusher.join().unwrap().is_err());
+        assert_eq!(w.queued(), 0);
     }
 }
