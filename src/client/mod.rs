@@ -134,8 +134,16 @@ pub struct ClientBuilder {
     handle_timeout: Option<Duration>,
     max_message_size: usize,
     write_timeout: Duration,
+    max_queued_bytes: usize,
     connect_path: String,
 }
+
+/// Default cap on a client connection's request bytes queued for writing.
+const DEFAULT_MAX_QUEUED_BYTES: usize = 4 << 20;
+
+/// How often a caller waiting for room in the send queue looks whether the
+/// connection closed meanwhile (nothing then drains the queue).
+const ROOM_CHECK: Duration = Duration::from_millis(100);
 
 impl Default for ClientBuilder {
     fn default() -> Self {
@@ -145,6 +153,7 @@ impl Default for ClientBuilder {
             handle_timeout: None,
             max_message_size: DEFAULT_MAX_MESSAGE,
             write_timeout: Duration::from_secs(30),
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             connect_path: DEFAULT_CONNECT_PATH.to_string(),
         }
     }
@@ -179,6 +188,20 @@ impl ClientBuilder {
     /// the connection is given up (default 30 s).
     pub fn write_timeout(mut self, t: Duration) -> Self {
         self.write_timeout = t.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Cap on request bytes queued for writing on the connection and not
+    /// yet taken by the socket (default 4 MiB). Past it a caller waits for room before it queues its
+    /// request: a call with a timeout at most until its deadline (then
+    /// [`Error::Timeout`] at [`TimeoutStage::Write`], the request not
+    /// sent), a call without one until the server reads or the connection
+    /// closes (see [`write_timeout`](ClientBuilder::write_timeout)). So a
+    /// server that stops reading costs the client this much memory, plus
+    /// at most one request per waiting caller, not one per call made. A
+    /// single request larger than the cap still goes out.
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued_bytes = bytes.max(1);
         self
     }
 
@@ -280,7 +303,8 @@ impl ClientBuilder {
         let option = Handshake::new(self.codec, self.connect_timeout, self.handle_timeout);
         w.write_all(&option.to_line()).map_err(fail)?;
         set_timeouts(false).map_err(fail)?;
-        let writer = SharedWriter::new(w, self.max_message_size);
+        let writer =
+            SharedWriter::new(w, self.max_message_size).with_queue_cap(self.max_queued_bytes);
         Ok(Client::start(address, self.codec, stream, reader, writer))
     }
 }
@@ -624,6 +648,13 @@ impl Client {
         });
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         inner.check_idle_close();
+        // Backpressure: past the cap, wait for room before queueing (two
+        // relaxed loads when there is room).
+        if inner.writer.is_full() && !inner.wait_room(budget.and_then(|b| b.deadline)) {
+            if let Some(b) = budget {
+                return Err(b.timed_out(service_method, &inner.addr, TimeoutStage::Write));
+            }
+        }
         {
             let mut p = inner.pending.lock();
             if let Some(reason) = &p.closed {
@@ -739,6 +770,26 @@ impl Inner {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Waits until the send queue is below its cap, or `deadline`; false
+    /// if the deadline came first. A closed connection counts as room
+    /// (the call is then refused as not sent): nothing drains its queue,
+    /// and a close wakes nobody here, hence the periodic look.
+    fn wait_room(&self, deadline: Option<Instant>) -> bool {
+        loop {
+            let look = deadline_after(ROOM_CHECK);
+            let until = match (deadline, look) {
+                (Some(d), Some(l)) => Some(d.min(l)),
+                (d, l) => d.or(l),
+            };
+            if self.writer.wait_room(until) || self.is_closed() {
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+        }
     }
 
     /// Wakes the reader thread if nobody is reading while calls are pending.
@@ -980,6 +1031,50 @@ fn reader_thread(inner: &Inner, wake: Receiver<()>) {
 mod tests {
     use super::*;
     use crate::{Server, Service};
+
+    /// Against a server that never reads, timed calls that find the send
+    /// queue at its cap wait for room until their deadline and queue
+    /// nothing: the queue stays at the cap plus one request, however many
+    /// calls are made.
+    #[test]
+    fn past_the_queue_cap_a_timed_call_waits_for_room_then_times_out() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("tcp@{}", l.local_addr().unwrap());
+        let holder = std::thread::spawn(move || l.accept().map(|(s, _)| s));
+        let cap = 1 << 20;
+        let client = Client::builder()
+            .codec(Codec::MsgPack)
+            .max_queued_bytes(cap)
+            .dial(&addr)
+            .unwrap();
+        let _peer = holder.join().unwrap().unwrap();
+        let blob = serde_bytes::ByteBuf::from(vec![1u8; 512 << 10]);
+        let timeout = Duration::from_millis(30);
+        let mut last = None;
+        // 20 MiB in all: more than the socket buffers and the cap hold.
+        for _ in 0..40 {
+            let t0 = Instant::now();
+            let err = client
+                .call_timeout::<_, usize>("Blob.Len", &blob, timeout)
+                .unwrap_err();
+            // Generous for a loaded machine; see tests/timeouts.rs.
+            assert!(t0.elapsed() < timeout + Duration::from_millis(250));
+            assert!(matches!(err, Error::Timeout { .. }), "{err}");
+            let queued = client.inner.writer.queued();
+            assert!(queued <= cap + (520 << 10), "{queued} bytes queued");
+            last = Some(err);
+        }
+        assert!(
+            matches!(
+                last,
+                Some(Error::Timeout {
+                    stage: TimeoutStage::Write,
+                    ..
+                })
+            ),
+            "{last:?}"
+        );
+    }
 
     #[test]
     fn a_request_deferred_to_another_connections_dispatch_goes_out_when_it_ends() {
