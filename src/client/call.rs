@@ -1,5 +1,5 @@
-//! A call in flight, returned by [`Client::go`](super::Client::go), and the
-//! one-shot slot its result is delivered to.
+//! A call in flight, returned by [`Client::go`](super::Client::go), the
+//! one-shot slot its result is delivered to, and a call's time budget.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -9,8 +9,50 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
 
 use super::wake::Ticket;
-use super::{Budget, Inner, Owner};
+use super::{Inner, Owner};
 use crate::error::{Error, Result, TimeoutStage};
+
+/// The instant `t` from now, or `None` (no deadline) if `Instant` cannot
+/// hold it: every `Duration`, `Duration::MAX` included, is a valid timeout.
+pub(crate) fn deadline_after(t: Duration) -> Option<Instant> {
+    Instant::now().checked_add(t)
+}
+
+/// A call's own time: its deadline (`None`: none) and the timeout it came
+/// from, which its [`Error::Timeout`] names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) timeout: Duration,
+}
+
+impl Budget {
+    /// `timeout` from now.
+    pub(crate) fn after(timeout: Duration) -> Budget {
+        Budget {
+            deadline: deadline_after(timeout),
+            timeout,
+        }
+    }
+
+    /// Until `deadline`; the timeout is the time left now.
+    pub(crate) fn until(deadline: Instant) -> Budget {
+        Budget {
+            deadline: Some(deadline),
+            timeout: deadline.saturating_duration_since(Instant::now()),
+        }
+    }
+
+    /// The timeout error of call `method` on `addr` at `stage`.
+    pub(crate) fn timed_out(&self, method: &str, addr: &str, stage: TimeoutStage) -> Error {
+        Error::Timeout {
+            method: method.to_string(),
+            addr: addr.to_string(),
+            timeout: self.timeout,
+            stage,
+        }
+    }
+}
 
 /// Where a call's result lands. Waiting parks the thread at once (a channel's
 /// blocking receive spins first, which with many callers on two cores burns

@@ -206,6 +206,7 @@ impl XClientBuilder {
 /// let sum: i64 = xc.call("Arith.Sum", &serde_json::json!({"Num1": 1, "Num2": 2}))?;
 /// # Ok::<(), geerpc::Error>(())
 /// ```
+#[must_use = "dropping the XClient closes its connections and stops its probe thread"]
 pub struct XClient {
     discovery: Arc<dyn Discovery>,
     selector: Arc<dyn Selector>,
@@ -221,6 +222,7 @@ pub struct XClient {
 /// [`XClient`] see a connection failure (and evict the instance) and counts
 /// the call in flight for [`SelectMode::PowerOfTwoChoices`] until it is
 /// waited for or dropped.
+#[must_use = "dropping an XCall abandons its reply"]
 pub struct XCall<R> {
     call: Call<R>,
     slot: Arc<Slot>,
