@@ -89,7 +89,7 @@ fn big_client(addr: &str) -> Client {
 
 /// More than loopback's socket buffers on both ends hold.
 fn big_blob() -> serde_bytes::ByteBuf {
-    serde_bytes::ByteBuf::from(vec![7u8; 32 << 20])
+    serde_bytes::ByteBuf::from(vec![7u8; 8 << 20])
 }
 
 #[test]
