@@ -78,6 +78,9 @@ pub use call::Call;
 /// How long a connection must have been idle before a call checks that the
 /// server has not closed it.
 const IDLE_CHECK: Duration = Duration::from_millis(100);
+/// How long an idle connection's check waits for the rest of a message
+/// that arrived in part.
+const IDLE_READ: Duration = Duration::from_millis(10);
 
 /// What a pending call is told when its reply (or failure) arrives: the
 /// reply body in the connection's codec, or the error. It returns the
@@ -638,10 +641,71 @@ impl Inner {
         if now.saturating_sub(last) < IDLE_CHECK.as_nanos() as u64 || self.reader.is_locked() {
             return;
         }
-        match self.stream.peer_closed() {
+        match self.stream.readable_now() {
             Ok(false) => {}
-            Ok(true) => self.close("connection closed by the server while idle"),
+            // The end of the stream, or what came while nobody read: a
+            // drain notice, a late reply (see `read_idle`).
+            Ok(true) => self.read_idle(),
             Err(e) => self.close(&format!("connection broken while idle: {e}")),
+        }
+    }
+
+    /// Reads what an idle connection received while no call was pending,
+    /// without blocking for more: a drain notice makes later calls go
+    /// elsewhere instead of onto a socket the server is closing, late
+    /// replies are dropped, and the end of the stream closes the client.
+    fn read_idle(&self) {
+        let Some(mut rd) = self.reader.try_lock() else {
+            return;
+        };
+        if !self.pending.lock().calls.is_empty() {
+            // Calls are pending: their reader handles what came.
+            return;
+        }
+        // The bytes are there already; the timeout only guards against a
+        // message that arrived in part (it stays buffered for later).
+        if self.stream.set_read_timeout(Some(IDLE_READ)).is_err() {
+            return;
+        }
+        loop {
+            match rd.read_message(self.codec) {
+                Ok(Some(m)) => match self.codec.decode_header(rd.bytes(m.header)) {
+                    Ok(h) if h.seq == 0 && h.code == Some(Code::Goaway) => self.going_away(),
+                    Ok(h) => log::debug!(
+                        "rpc client {}: dropped late reply seq {}",
+                        self.addr,
+                        h.seq
+                    ),
+                    Err(e) => {
+                        self.close(&e.to_string());
+                        return;
+                    }
+                },
+                Ok(None) => {
+                    self.close("connection closed by the server while idle");
+                    return;
+                }
+                Err(Error::Io { source, .. })
+                    if matches!(
+                        source.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
+                Err(e) => {
+                    self.close(&format!("connection broken while idle: {e}"));
+                    return;
+                }
+            }
+            if !rd.has_buffered_message(self.codec)
+                && !matches!(self.stream.readable_now(), Ok(true))
+            {
+                break;
+            }
+        }
+        if let Err(e) = self.stream.set_read_timeout(None) {
+            self.close(&format!("connection broken while idle: {e}"));
         }
     }
 
