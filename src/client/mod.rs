@@ -671,11 +671,9 @@ impl Inner {
             match rd.read_message(self.codec) {
                 Ok(Some(m)) => match self.codec.decode_header(rd.bytes(m.header)) {
                     Ok(h) if h.seq == 0 && h.code == Some(Code::Goaway) => self.going_away(),
-                    Ok(h) => log::debug!(
-                        "rpc client {}: dropped late reply seq {}",
-                        self.addr,
-                        h.seq
-                    ),
+                    Ok(h) => {
+                        log::debug!("rpc client {}: dropped late reply seq {}", self.addr, h.seq)
+                    }
                     Err(e) => {
                         self.close(&e.to_string());
                         return;

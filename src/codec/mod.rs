@@ -281,6 +281,42 @@ mod tests {
     }
 
     #[test]
+    fn a_code_travels_only_when_set_in_both_codecs() {
+        let h = Header {
+            service_method: "A.B".into(),
+            seq: 3,
+            error: "rpc server: shutting down".into(),
+            code: Some(Code::Unavailable),
+        };
+        let mut out = Vec::new();
+        Codec::Json.encode_into(&mut out, &h, "header").unwrap();
+        assert_eq!(
+            out,
+            b"{\"ServiceMethod\":\"A.B\",\"Seq\":3,\"Error\":\"rpc server: shutting down\",\"Code\":\"unavailable\"}\n"
+        );
+        assert_eq!(Codec::Json.decode_header(&out).unwrap(), h);
+        out.clear();
+        Codec::MsgPack.encode_into(&mut out, &h, "header").unwrap();
+        assert_eq!(out[0], 0x84, "fixmap of four entries");
+        assert_eq!(Codec::MsgPack.decode_header(&out).unwrap(), h);
+        // Absent, empty or null: no code. Unknown: kept, not an error.
+        for (text, code) in [
+            (r#"{"Seq":1}"#, None),
+            (r#"{"Seq":1,"Code":""}"#, None),
+            (r#"{"Seq":1,"Code":null}"#, None),
+            (
+                r#"{"Seq":1,"Code":"data_loss"}"#,
+                Some(Code::Other("data_loss".into())),
+            ),
+        ] {
+            assert_eq!(
+                Codec::Json.decode_header(text.as_bytes()).unwrap().code,
+                code
+            );
+        }
+    }
+
+    #[test]
     fn json_scanner_splits_a_stream_at_value_ends() {
         let stream = b" {\"a\":[1,{\"b\":\"}\\\"\"}]}\n12 \"x\\\\\" true[ ]null\n-3.5e+2";
         let ends = scan_all(Codec::Json, stream);

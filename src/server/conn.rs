@@ -360,7 +360,7 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
     let Some(&(codec, handle_timeout)) = conn.proto.get() else {
         return;
     };
-    if run.stopping.load(Ordering::SeqCst) {
+    if run.stopping.load(Ordering::SeqCst) && run.drains() {
         // Handshake done after shutdown sent its notices: this one's own.
         conn.send_goaway(run);
     }

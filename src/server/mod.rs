@@ -86,7 +86,10 @@ impl ServerBuilder {
         self
     }
 
-    /// How long `shutdown` lets calls in flight finish (default 5 s).
+    /// How long `shutdown` lets calls in flight finish and clients move
+    /// away (default 5 s; see [`ServerHandle::shutdown`]). Zero stops at
+    /// once, without the drain notice: connections close, calls in flight
+    /// are cut, as if the process had died.
     pub fn shutdown_grace(mut self, t: Duration) -> Self {
         self.config.shutdown_grace = t;
         self
@@ -392,6 +395,11 @@ impl Running {
         }
     }
 
+    /// Whether shutdown drains (a grace period is set) or just stops.
+    fn drains(&self) -> bool {
+        !self.server.config().shutdown_grace.is_zero()
+    }
+
     fn spawn_conn_thread(self: &Arc<Self>, conn: Arc<Conn>, first: bool) -> io::Result<()> {
         let r = self.clone();
         let stack = Some(self.server.config().thread_stack_size);
@@ -505,7 +513,8 @@ impl ServerHandle {
     /// 5. closes every connection left and joins every thread the server
     ///    started.
     ///
-    /// Calling it again does nothing.
+    /// With a zero grace period it skips steps 2 to 4: connections close at
+    /// once. Calling it again does nothing.
     ///
     /// A handler may call it (an admin method that stops its server): it
     /// then waits for the other calls only, and the handler's own reply
@@ -532,7 +541,8 @@ impl ServerHandle {
         };
         let own_calls = usize::from(own_conn.is_some());
         let deadline = Instant::now() + run.server.config().shutdown_grace;
-        run.stopping.store(true, Ordering::Release);
+        // SeqCst: pairs with `call_started` (see `conn::lead`).
+        run.stopping.store(true, Ordering::SeqCst);
         if let Some((accept, wake)) = self.accept.lock().take() {
             // accept() has no timeout: connect to ourselves to make it return.
             let woke = match &wake {
@@ -549,15 +559,17 @@ impl ServerHandle {
         // Readers go on reading: what was read before `stopping` runs, what
         // is read after it is refused as `unavailable` (see `conn::lead`).
         let conns: Vec<Arc<Conn>> = run.conns.lock().values().cloned().collect();
-        for c in &conns {
+        for c in conns.iter().filter(|_| run.drains()) {
             c.send_goaway(run);
+        }
+        for c in &conns {
             if Some(c.id) == own_conn {
                 c.close_after_reply.store(true, Ordering::Release);
             }
         }
         {
             let mut guard = run.drained.0.lock();
-            while run.inflight.load(Ordering::Acquire) > own_calls {
+            while run.inflight.load(Ordering::SeqCst) > own_calls {
                 if run.drained.1.wait_until(&mut guard, deadline).timed_out() {
                     break;
                 }
@@ -635,7 +647,9 @@ fn linger(run: &Running, own: Option<u64>, deadline: Instant) {
         if now >= quiet_until.min(deadline) {
             return;
         }
-        run.drained.1.wait_until(&mut guard, quiet_until.min(deadline));
+        run.drained
+            .1
+            .wait_until(&mut guard, quiet_until.min(deadline));
     }
 }
 
