@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use geerpc::{
-    Client, Code, Discovery, Error, FailMode, Instance, MultiServerDiscovery, SelectMode, Server,
-    ServerHandle, Service, XClient,
+    Client, Code, Codec, Discovery, Error, FailMode, Instance, MultiServerDiscovery, SelectMode,
+    Server, ServerHandle, Service, XClient,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -163,10 +163,19 @@ fn a_go_style_client_reads_the_notice_as_a_seq_0_header_and_gets_unavailable_aft
 #[test]
 fn a_geerpc_client_stops_sending_at_the_notice_and_gets_its_call_in_flight_answered() {
     let _g = serial();
+    for codec in [Codec::Json, Codec::MsgPack] {
+        stops_sending_at_the_notice(codec);
+    }
+}
+
+fn stops_sending_at_the_notice(codec: Codec) {
     let gate = Gate::default();
     let grace = Duration::from_secs(20);
     let handle = Arc::new(gated_server(grace, &gate));
-    let client = Client::dial(&handle.addr().to_string()).unwrap();
+    let client = Client::builder()
+        .codec(codec)
+        .dial(&handle.addr().to_string())
+        .unwrap();
     let slow = client.go::<_, i64>("Slow.Wait", &1).unwrap();
     gate.wait_started(1);
 
@@ -180,7 +189,7 @@ fn a_geerpc_client_stops_sending_at_the_notice_and_gets_its_call_in_flight_answe
     // pending call keeps its reader reading, so it comes at once.
     let until = Instant::now() + Duration::from_secs(10);
     while !client.is_going_away() {
-        assert!(Instant::now() < until, "no drain notice seen");
+        assert!(Instant::now() < until, "{codec}: no drain notice seen");
         std::thread::sleep(Duration::from_millis(2));
     }
     assert!(!client.is_alive());
@@ -196,7 +205,7 @@ fn a_geerpc_client_stops_sending_at_the_notice_and_gets_its_call_in_flight_answe
     // The client closed its sending side once it had read the notice, so
     // the server closes without waiting out its grace period.
     let took = stopper.join().unwrap();
-    assert!(took < grace / 2, "shutdown took {took:?}");
+    assert!(took < grace / 2, "{codec}: shutdown took {took:?}");
     assert_eq!(handle.live_threads(), 0);
 }
 
