@@ -68,12 +68,21 @@ pub enum Error {
 
     /// The server answered the call with an error (unknown method, a body
     /// that does not decode, a handle timeout, or the handler's own error).
+    ///
+    /// `code` says why when the server, not the handler, refused the call
+    /// (PROTOCOL.md section 8); `None` for the handler's own error and for
+    /// peers that send no code (Go GeeRPC). With
+    /// [`Code::Unavailable`](crate::Code::Unavailable) or
+    /// [`Code::ResourceExhausted`](crate::Code::ResourceExhausted) the call
+    /// was NOT processed: see [`Error::is_not_processed`].
     #[error("{message}")]
     Remote {
         /// `Service.Method` of the call.
         method: String,
-        /// The error text the server sent.
+        /// The error text the server sent (what Go peers expect).
         message: String,
+        /// The reply's `Code`, if any.
+        code: Option<crate::Code>,
     },
 
     /// The connection is closed or broke; the call may or may not have run.
@@ -194,6 +203,24 @@ impl Error {
                 | Error::NoServers { .. }
                 | Error::Shutdown(_)
         )
+    }
+
+    /// The code the server answered with, for an [`Error::Remote`] that
+    /// carries one.
+    pub fn code(&self) -> Option<&crate::Code> {
+        match self {
+            Error::Remote { code, .. } => code.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Whether the call certainly did not run: it never reached a server
+    /// ([`is_not_sent`](Error::is_not_sent)), or the server refused it
+    /// before its handler ran with a code that says so (`unavailable`,
+    /// `resource_exhausted`). Sending it to another instance cannot run it
+    /// twice.
+    pub fn is_not_processed(&self) -> bool {
+        self.is_not_sent() || self.code().is_some_and(crate::Code::may_retry_elsewhere)
     }
 }
 

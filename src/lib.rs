@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 mod client;
+mod code;
 mod codec;
 mod duration;
 mod error;
@@ -50,6 +51,7 @@ mod writer;
 mod xclient;
 
 pub use client::{Call, Client, ClientBuilder};
+pub use code::Code;
 pub use codec::Codec;
 pub use duration::{parse_duration, GoDuration};
 pub use error::{Error, Result, TimeoutStage};

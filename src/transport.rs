@@ -279,15 +279,15 @@ impl Stream {
         }
     }
 
-    /// Whether the peer has closed, looked at without reading or blocking:
-    /// `Ok(true)` at end of stream.
-    pub(crate) fn peer_closed(&self) -> io::Result<bool> {
+    /// Whether a read would return at once (bytes waiting, or the end of
+    /// the stream), looked at without reading or blocking.
+    pub(crate) fn readable_now(&self) -> io::Result<bool> {
         let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
         match self
             .sock()
             .recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT)
         {
-            Ok(n) => Ok(n == 0),
+            Ok(_) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
             Err(e) => Err(e),
         }

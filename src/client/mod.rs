@@ -63,6 +63,7 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::code::Code;
 use crate::codec::{encode_message, Codec, Header};
 use crate::error::{Error, Result, TimeoutStage};
 use crate::frame::FrameReader;
@@ -77,6 +78,9 @@ pub use dial::ClientBuilder;
 /// How long a connection must have been idle before a call checks that the
 /// server has not closed it.
 const IDLE_CHECK: Duration = Duration::from_millis(100);
+/// How long an idle connection's check waits for the rest of a message
+/// that arrived in part.
+const IDLE_READ: Duration = Duration::from_millis(10);
 
 /// What a pending call is told when its reply (or failure) arrives: the
 /// reply body in the connection's codec, or the error. It returns the
@@ -161,6 +165,8 @@ struct Inner {
     /// `pending.closed.is_some()`, readable without the lock: an XClient
     /// asks before every call.
     closed: AtomicBool,
+    /// The server sent its drain notice: no new request goes out here.
+    going_away: AtomicBool,
     /// Wakes the writer thread, started the first time a reader could not
     /// write all it had batched without blocking.
     wake_writer: std::sync::OnceLock<Sender<()>>,
@@ -218,6 +224,7 @@ impl Client {
             epoch: Instant::now(),
             last_send: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            going_away: AtomicBool::new(false),
             wake_writer: std::sync::OnceLock::new(),
             me: me.clone(),
             threads: threads.clone(),
@@ -241,9 +248,20 @@ impl Client {
         &self.inner.addr
     }
 
-    /// Whether the connection is still usable.
+    /// Whether the connection is still usable: not closed, and its server
+    /// has not said it is going away (see [`Client::is_going_away`]).
     pub fn is_alive(&self) -> bool {
-        !self.inner.closed.load(Ordering::Acquire)
+        !self.inner.closed.load(Ordering::Acquire) && !self.is_going_away()
+    }
+
+    /// Whether the server sent its drain notice (PROTOCOL.md section 9) on
+    /// this connection. From then on a call made here fails at once with
+    /// [`Error::NotSent`] (it is safe to send it elsewhere: dial again, or
+    /// let an [`XClient`](crate::XClient) pick another instance), while
+    /// calls already sent still get their replies. The client does not
+    /// re-dial by itself: a `Client` is one connection.
+    pub fn is_going_away(&self) -> bool {
+        self.inner.going_away.load(Ordering::Acquire)
     }
 
     /// Whether this thread's last reply came from this connection's reader
@@ -390,16 +408,26 @@ impl Client {
                     reason: reason.clone(),
                 });
             }
+            if inner.going_away.load(Ordering::Acquire) {
+                return Err(inner.going_away_error(service_method));
+            }
             p.calls.insert(seq, complete);
         }
         let header = Header {
             service_method: service_method.to_string(),
             seq,
             error: String::new(),
+            code: None,
         };
-        let queued = inner
-            .writer
-            .enqueue_marked(|out| encode_message(codec, out, &header, args));
+        // Checked again under the writer's lock, which `going_away` takes
+        // after setting the flag: a request is either queued before the
+        // connection's last flush, or refused here (see `going_away`).
+        let queued = inner.writer.enqueue_marked(|out| {
+            if inner.going_away.load(Ordering::Acquire) {
+                return Err(inner.going_away_error(service_method));
+            }
+            encode_message(codec, out, &header, args)
+        });
         let end = match queued {
             Ok(end) => end,
             Err(e) => {
@@ -487,10 +515,69 @@ impl Inner {
         if now.saturating_sub(last) < IDLE_CHECK.as_nanos() as u64 || self.reader.is_locked() {
             return;
         }
-        match self.stream.peer_closed() {
+        match self.stream.readable_now() {
             Ok(false) => {}
-            Ok(true) => self.close("connection closed by the server while idle"),
+            // The end of the stream, or what came while nobody read: a
+            // drain notice, a late reply (see `read_idle`).
+            Ok(true) => self.read_idle(),
             Err(e) => self.close(&format!("connection broken while idle: {e}")),
+        }
+    }
+
+    /// Reads what an idle connection received while no call was pending,
+    /// without blocking for more: a drain notice makes later calls go
+    /// elsewhere instead of onto a socket the server is closing, late
+    /// replies are dropped, and the end of the stream closes the client.
+    fn read_idle(&self) {
+        let Some(mut rd) = self.reader.try_lock() else {
+            return;
+        };
+        if !self.pending.lock().calls.is_empty() {
+            // Calls are pending: their reader handles what came.
+            return;
+        }
+        // The bytes are there already; the timeout only guards against a
+        // message that arrived in part (it stays buffered for later).
+        if self.stream.set_read_timeout(Some(IDLE_READ)).is_err() {
+            return;
+        }
+        loop {
+            match rd.read_message(self.codec) {
+                Ok(Some(m)) => match self.codec.decode_header(rd.bytes(m.header)) {
+                    Ok(h) if h.seq == 0 && h.code == Some(Code::Goaway) => self.going_away(),
+                    Ok(h) => {
+                        log::debug!("rpc client {}: dropped late reply seq {}", self.addr, h.seq)
+                    }
+                    Err(e) => {
+                        self.close(&e.to_string());
+                        return;
+                    }
+                },
+                Ok(None) => {
+                    self.close("connection closed by the server while idle");
+                    return;
+                }
+                Err(Error::Io { source, .. })
+                    if matches!(
+                        source.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
+                Err(e) => {
+                    self.close(&format!("connection broken while idle: {e}"));
+                    return;
+                }
+            }
+            if !rd.has_buffered_message(self.codec)
+                && !matches!(self.stream.readable_now(), Ok(true))
+            {
+                break;
+            }
+        }
+        if let Err(e) = self.stream.set_read_timeout(None) {
+            self.close(&format!("connection broken while idle: {e}"));
         }
     }
 
@@ -515,6 +602,54 @@ impl Inner {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return false;
             }
+        }
+    }
+
+    fn going_away_error(&self, method: &str) -> Error {
+        Error::NotSent {
+            addr: self.addr.clone(),
+            method: method.to_string(),
+            reason: "the server is going away (drain notice)".into(),
+        }
+    }
+
+    /// The server's drain notice arrived: refuse new calls, let those sent
+    /// get their replies, and once every request queued so far is written,
+    /// close our sending side so that the server knows none is on its way
+    /// and can close the connection without waiting out its grace period.
+    ///
+    /// Invariant: no request is queued after the half-close. `send` checks
+    /// the flag inside the writer's lock; taking that lock once after
+    /// setting the flag waits out a sender that checked before it, and any
+    /// later one sees it.
+    fn going_away(&self) {
+        if self.going_away.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        log::debug!(
+            "rpc client {}: the server is going away; no new calls on this connection",
+            self.addr
+        );
+        let _ = self.writer.enqueue(|_| Ok(()));
+        // The reader must not block on a write (see `flush_from_reader`):
+        // what the socket does not take at once, the writer thread sends,
+        // and it closes the sending side after.
+        if !self.half_close(Instant::now()) {
+            self.wake_writer_thread();
+        }
+    }
+
+    /// Closes the sending side if every queued request is written by
+    /// `until` (without blocking on the socket); false if not.
+    fn half_close(&self, until: Instant) -> bool {
+        match self.writer.finish_nowait(until) {
+            Ok(true) => {
+                let _ = self.stream.shutdown(Shutdown::Write);
+                true
+            }
+            Ok(false) => false,
+            // Broken: the read side ends the connection.
+            Err(_) => true,
         }
     }
 
@@ -627,6 +762,9 @@ impl Inner {
                 let started = self.threads.spawn("geerpc-cl-write", None, move || {
                     while rx.recv().is_ok() && !inner.is_closed() {
                         inner.flush();
+                        if inner.going_away.load(Ordering::Acquire) {
+                            inner.half_close(Instant::now() + Duration::from_secs(1));
+                        }
                     }
                 });
                 if let Err(e) = started {
@@ -676,6 +814,11 @@ impl Inner {
                     return;
                 }
             };
+            if header.seq == 0 && header.code == Some(Code::Goaway) {
+                // The drain notice (PROTOCOL.md section 9); no call has Seq 0.
+                self.going_away();
+                continue;
+            }
             let complete = self.pending.lock().calls.remove(&header.seq);
             handed += usize::from(complete.is_some());
             let sleeper = match complete {
@@ -691,6 +834,7 @@ impl Inner {
                 Some(complete) if !header.error.is_empty() => complete(Err(Error::Remote {
                     method: header.service_method,
                     message: header.error,
+                    code: header.code,
                 })),
                 Some(complete) => complete(Ok(rd.bytes(msg.body))),
             };

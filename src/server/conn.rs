@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 
 use super::monitor::Deadline;
 use super::{http, Running};
+use crate::code::Code;
 use crate::codec::{encode_message_raw, Codec, Header};
 use crate::duration::GoDuration;
 use crate::error::{Error, Result};
@@ -53,6 +54,8 @@ pub(crate) struct Conn {
     /// handler's thread: shutdown leaves the connection open for the reply,
     /// and the thread closes it once the reply is sent.
     pub(super) close_after_reply: AtomicBool,
+    /// The drain notice was queued (PROTOCOL.md section 9); sent once.
+    goaway_sent: AtomicBool,
 }
 
 impl Conn {
@@ -70,12 +73,45 @@ impl Conn {
             busy: Busy::default(),
             closed: AtomicBool::new(false),
             close_after_reply: AtomicBool::new(false),
+            goaway_sent: AtomicBool::new(false),
         })
     }
 
-    /// Makes the leader's read return end of stream; replies can still go out.
-    pub(super) fn stop_reading(&self) {
-        let _ = self.stream.shutdown(Shutdown::Read);
+    /// Queues the drain notice (PROTOCOL.md section 9) once the handshake
+    /// is done, and sends it without blocking the caller (the shutdown
+    /// thread, or a leader about to read): what the socket does not take at
+    /// once, a writer thread sends. A connection still in its handshake
+    /// gets it when its leader starts.
+    pub(super) fn send_goaway(self: &Arc<Self>, run: &Running) {
+        let Some(&(codec, _)) = self.proto.get() else {
+            return;
+        };
+        if self.goaway_sent.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let notice = Header {
+            code: Some(Code::Goaway),
+            ..Header::default()
+        };
+        let body: &[u8] = match codec {
+            Codec::Json => b"null\n",
+            Codec::MsgPack => &[0xc0],
+        };
+        if self.queue_reply(codec, &notice, body).is_err() {
+            return;
+        }
+        match self.writer.flush_nowait() {
+            Ok(true) => {}
+            Ok(false) => {
+                let c = self.clone();
+                if let Err(e) = run.threads.spawn("geerpc-writer", None, move || {
+                    c.flush();
+                }) {
+                    log::error!("rpc server {}: cannot start a writer: {e}", run.addr);
+                }
+            }
+            Err(e) => self.close_after_write_error(&e),
+        }
     }
 
     /// Writes an HTTP reply straight to the socket. It comes before any RPC
@@ -324,6 +360,10 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
     let Some(&(codec, handle_timeout)) = conn.proto.get() else {
         return;
     };
+    if run.stopping.load(Ordering::SeqCst) && run.drains() {
+        // Handshake done after shutdown sent its notices: this one's own.
+        conn.send_goaway(run);
+    }
     let mut scratch = Vec::new();
     loop {
         let req = match read_request(run, &conn, codec) {
@@ -340,6 +380,13 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
             }
         };
         run.call_started();
+        // After `call_started`, both SeqCst: either shutdown sees this call
+        // in flight and waits for it, or it is seen here as draining.
+        if run.stopping.load(Ordering::SeqCst) {
+            refuse_draining(run, &conn, codec, req.header);
+            run.call_ended();
+            continue;
+        }
         let mark = conn.busy.enter();
         HANDLING.with(|h| h.set(Some(conn.id)));
         handle(run, &conn, codec, handle_timeout, req, &mut scratch);
@@ -367,6 +414,24 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
 
 pub(super) fn finish(run: &Running, conn: &Conn) {
     run.conns.lock().remove(&conn.id);
+    if run.stopping.load(Ordering::Acquire) {
+        // A draining shutdown waits for connections to end.
+        let _guard = run.drained.0.lock();
+        run.drained.1.notify_all();
+    }
+}
+
+/// Answers a request read after the drain notice without running it
+/// (PROTOCOL.md section 9): the caller may send it elsewhere.
+fn refuse_draining(run: &Running, conn: &Conn, codec: Codec, header: Header) {
+    run.refused.fetch_add(1, Ordering::Relaxed);
+    let reply = Header {
+        service_method: header.service_method,
+        seq: header.seq,
+        error: "rpc server: shutting down".into(),
+        code: Some(Code::Unavailable),
+    };
+    let _ = conn.queue_reply(codec, &reply, codec.empty_body());
 }
 
 fn handle(
@@ -388,6 +453,7 @@ fn handle(
                 service_method: header.service_method,
                 seq,
                 error: message,
+                code: Some(Code::NotFound),
             };
             let _ = conn.queue_reply(codec, &reply, codec.empty_body());
             return;
@@ -420,9 +486,9 @@ fn handle(
         Ok(Ok(())) => None,
         Ok(Err(CallFailure::BadArgument(m))) => {
             log::debug!("rpc server {}: {}: {m}", run.addr, conn.peer);
-            Some(m)
+            Some((m, Some(Code::InvalidArgument)))
         }
-        Ok(Err(CallFailure::Failed(m))) => Some(m),
+        Ok(Err(CallFailure::Failed(m))) => Some((m, None)),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()
@@ -434,9 +500,9 @@ fn handle(
                 run.addr,
                 ctx.service_method
             );
-            Some(format!(
-                "rpc server: {} panicked: {what}",
-                ctx.service_method
+            Some((
+                format!("rpc server: {} panicked: {what}", ctx.service_method),
+                None,
             ))
         }
     };
@@ -453,16 +519,19 @@ fn handle(
         service_method: ctx.service_method,
         seq,
         error: String::new(),
+        code: None,
     };
     let result = match error {
         None => conn.queue_reply(codec, &reply, scratch),
-        Some(e) => {
+        Some((e, code)) => {
             reply.error = e;
+            reply.code = code;
             conn.queue_reply(codec, &reply, codec.empty_body())
         }
     };
     if let Err(e) = result {
         reply.error = format!("rpc server: cannot send reply: {e}");
+        reply.code = Some(Code::Internal);
         let _ = conn.queue_reply(codec, &reply, codec.empty_body());
     }
 }

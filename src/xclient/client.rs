@@ -14,6 +14,7 @@ use super::discovery::{Discovery, Instance, Snapshot};
 use super::pool::{InflightGuard, Pool, Slot, Slots};
 use super::selector::{SelectContext, SelectMode, Selector};
 use crate::client::{deadline_after, Budget, Call, Client, ClientBuilder};
+use crate::code::Code;
 use crate::error::{Error, Result, TimeoutStage};
 
 thread_local! {
@@ -37,6 +38,15 @@ const PICK_ON_STACK: usize = 16;
 /// ([`Error::is_not_sent`]). An error the service itself returned
 /// ([`Error::Remote`]) is never retried, and the call's timeout bounds all
 /// attempts together.
+///
+/// Whatever the mode, FailFast included, a call an instance did not process
+/// because it is going away or over a limit (its drain notice, a reply
+/// with code `unavailable` or `resource_exhausted`, or a refused dial to an
+/// instance that sent its notice) is sent to another instance, once per
+/// instance at most, within the timeout: such an attempt counts neither as
+/// a retry nor as a failure of the instance (it is not evicted; one going
+/// away is passed over for a moment). [`XClient::go`] applies this when it
+/// sends, not to the result [`XCall::wait`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum FailMode {
@@ -305,6 +315,18 @@ impl Plan<'_> {
             && (self.idempotent || e.is_not_sent())
     }
 
+    /// Whether a failed attempt on `slot` was not processed because the
+    /// instance is going away or over a limit, so that the call goes to
+    /// another instance at no cost (see [`FailMode`]).
+    fn may_redirect(&self, e: &Error, slot: &Slot) -> bool {
+        let in_time = self.deadline.map_or(true, |d| Instant::now() < d);
+        in_time
+            && match e.code() {
+                Some(c) => c.may_retry_elsewhere(),
+                None => e.is_not_sent() && slot.is_draining(),
+            }
+    }
+
     /// Whether `inst` serves this call's service (an instance that lists
     /// no services may serve any).
     fn served_by(&self, inst: &Instance) -> bool {
@@ -356,6 +378,21 @@ impl Plan<'_> {
             (e, _) => e,
         }
     }
+}
+
+/// Whether a failed attempt on `slot` over `client` says the instance is
+/// going away (a refusal as `unavailable`, or a call the connection did not
+/// send after the drain notice); if so the slot is marked draining.
+fn going_away(slot: &Slot, client: &Client, e: &Error) -> bool {
+    let away = match e.code() {
+        Some(Code::Unavailable) => true,
+        Some(_) => false,
+        None => e.is_not_sent() && client.is_going_away(),
+    };
+    if away {
+        slot.mark_draining();
+    }
+    away
 }
 
 /// A call sent to one instance, counted in flight.
@@ -713,7 +750,7 @@ impl XClient {
             |i: usize| exclude.get(i) != Some(&true) && plan.served_by(&snap.instances[i]);
         for (i, slot) in view.iter().enumerate() {
             inflight[i] = slot.inflight();
-            available[i] = candidate(i) && !slot.is_dead();
+            available[i] = candidate(i) && !slot.is_dead() && !slot.avoid_draining();
         }
         if !available.contains(&true) {
             for (i, a) in available.iter_mut().enumerate() {
@@ -753,13 +790,27 @@ impl XClient {
         if plan.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(plan.timed_out(std::iter::once(slot.addr.as_str())));
         }
-        let c = self.pool.connect(slot, plan.method, plan.budget())?;
+        let c = self
+            .pool
+            .connect(slot, plan.method, plan.budget())
+            .inspect_err(|e| {
+                if slot.is_draining() && e.is_not_sent() {
+                    // Still gone: pass it over a while longer.
+                    slot.mark_draining();
+                }
+            })?;
         let r = match plan.deadline {
             Some(d) => c
                 .call_deadline(plan.method, args, d)
                 .map_err(|e| plan.whole_timeout(e)),
             None => c.call(plan.method, args),
         };
+        if let Err(e) = &r {
+            if going_away(slot, &c, e) {
+                // Not a failure of the instance: nothing to report.
+                return r;
+            }
+        }
         // An error from the service itself still came through the batch.
         let answered = matches!(r, Ok(_) | Err(Error::Remote { .. }));
         if answered && c.woke_this_thread_in_batch() {
@@ -789,7 +840,9 @@ impl XClient {
                 guard,
             }),
             Err(e) => {
-                self.pool.report_error(slot, &e);
+                if !going_away(slot, &client, &e) {
+                    self.pool.report_error(slot, &e);
+                }
                 Err(e)
             }
         }
@@ -805,17 +858,33 @@ impl XClient {
         // Only a call that may fail over needs to remember where it went.
         let mut tried = vec![false; if retries > 0 { view.len() } else { 0 }];
         let mut attempt = 0;
+        let mut redirects = 0;
+        let mut redirected = None;
         loop {
             if !tried.is_empty() && tried.iter().all(|t| *t) {
                 // Every instance had its turn: start another round.
                 tried.iter_mut().for_each(|t| *t = false);
             }
-            let i = self.pick(plan, &snap, &view, &tried)?;
+            let i = match self.pick(plan, &snap, &view, &tried) {
+                Ok(i) => i,
+                Err(e) => return Err(redirected.unwrap_or(e)),
+            };
             if let Some(t) = tried.get_mut(i) {
                 *t = true;
             }
             match self.once(plan, &view[i], args) {
                 Ok(r) => return Ok(r),
+                Err(e) if redirects < view.len() && plan.may_redirect(&e, &view[i]) => {
+                    log::debug!(
+                        "xclient: {} not processed by {}: {e}; sending it elsewhere",
+                        plan.method,
+                        view[i].addr
+                    );
+                    redirects += 1;
+                    tried.resize(view.len(), false);
+                    tried[i] = true;
+                    redirected = Some(e);
+                }
                 Err(e) if attempt < retries && plan.may_retry(&e) => {
                     log::debug!(
                         "xclient: {} on {} failed: {e}; failing over",
@@ -836,11 +905,21 @@ impl XClient {
         R: DeserializeOwned + Send + 'static,
     {
         let (snap, view) = self.instances()?;
-        let i = self.pick(plan, &snap, &view, &[])?;
+        let mut i = self.pick(plan, &snap, &view, &[])?;
         let mut attempt = 0;
+        let mut tried = Vec::new();
         loop {
             match self.once(plan, &view[i], args) {
                 Ok(r) => return Ok(r),
+                // The instance is going away: "the same instance" is moot.
+                Err(e) if tried.len() < view.len() && plan.may_redirect(&e, &view[i]) => {
+                    tried.resize(view.len(), false);
+                    tried[i] = true;
+                    match self.pick(plan, &snap, &view, &tried) {
+                        Ok(next) => i = next,
+                        Err(_) => return Err(e),
+                    }
+                }
                 Err(e) if attempt < retries && plan.may_retry(&e) => attempt += 1,
                 Err(e) => return Err(e),
             }
@@ -865,7 +944,7 @@ impl XClient {
             // first is slow (idempotent calls only) or failed retryably.
             let due = match (attempts, &first_err) {
                 (0, _) => true,
-                (1, Some(e)) if sent.is_empty() => plan.may_retry(e),
+                (1, Some(e)) if sent.is_empty() => plan.may_retry(e) || e.is_not_processed(),
                 (1, _) => plan.idempotent && backup_at.is_some_and(|b| Instant::now() >= b),
                 _ => false,
             };
@@ -966,7 +1045,7 @@ impl XClient {
             .collect();
         let mut targets: Vec<Arc<Slot>> = serving
             .iter()
-            .filter(|s| !s.is_dead())
+            .filter(|s| !s.is_dead() && !s.avoid_draining())
             .map(|s| Arc::clone(s))
             .collect();
         if targets.is_empty() {

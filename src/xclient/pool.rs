@@ -30,6 +30,12 @@ pub(super) struct Slot {
     /// `health.dead`, readable without the lock: every call checks it, and
     /// 64 callers taking one mutex per call park each other.
     dead: AtomicBool,
+    /// The instance sent its drain notice (or refused a call as
+    /// `unavailable`): it is going away, not failing. Selection avoids it
+    /// until `drain_until`, without evicting it; a call that finds it gone
+    /// is sent elsewhere, uncounted. A successful dial clears it.
+    draining: AtomicBool,
+    drain_until: Mutex<Instant>,
 }
 
 struct Health {
@@ -46,6 +52,8 @@ impl Slot {
             dialling: Mutex::new(None),
             inflight: AtomicUsize::new(0),
             dead: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            drain_until: Mutex::new(Instant::now()),
             health: Mutex::new(Health {
                 dead: false,
                 retry_at: Instant::now(),
@@ -125,6 +133,11 @@ impl Slot {
             dial,
             outcome: Outcome::CutShort,
         };
+        // A connection the server said it is going away from: the
+        // instance is draining, not failing (see `draining`).
+        if self.conn.read().as_ref().is_some_and(Client::is_going_away) {
+            self.mark_draining();
+        }
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let dialled = if left == Some(Duration::ZERO) {
             Err(timeout_at(&self.addr, TimeoutStage::Dial))
@@ -133,6 +146,7 @@ impl Slot {
         };
         match dialled {
             Ok(c) => {
+                self.draining.store(false, Ordering::Release);
                 // `close` does not wait for dials in progress: one that
                 // ends after it is used for its one call, not cached.
                 if !shared.is_closed() {
@@ -167,6 +181,30 @@ impl Slot {
 
     pub(super) fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Acquire)
+    }
+
+    /// Whether the instance said it is going away and no dial has
+    /// succeeded since.
+    pub(super) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether selection should pass the instance over: draining, and
+    /// within [`DRAIN_HOLD`] of the last sign of it. After that a call may
+    /// try it again (a server restarted on the same address answers).
+    pub(super) fn avoid_draining(&self) -> bool {
+        self.is_draining() && Instant::now() < *self.drain_until.lock()
+    }
+
+    /// Notes that the instance is going away (see `draining`).
+    pub(super) fn mark_draining(&self) {
+        *self.drain_until.lock() = Instant::now() + DRAIN_HOLD;
+        if !self.draining.swap(true, Ordering::AcqRel) {
+            log::info!(
+                "xclient: {} is going away (drain notice); calls go to other instances",
+                self.addr
+            );
+        }
     }
 
     /// Closes the cached connection. A dial in progress is not waited for,
@@ -290,6 +328,10 @@ impl Error {
     }
 }
 
+/// How long selection passes over an instance that is going away before a
+/// call may try it again.
+const DRAIN_HOLD: Duration = Duration::from_secs(1);
+
 /// Counts a call in flight on a slot for as long as it lives. `S` is how
 /// it holds the slot: borrowed within a call, an `Arc` in a call that
 /// outlives its caller's stack frame.
@@ -388,7 +430,8 @@ impl Pool {
             .map_err(|(e, cut_short)| match e {
                 Error::Timeout { stage, .. } => budget.timed_out(method, &slot.addr, stage),
                 e => {
-                    if !cut_short {
+                    // An instance going away refuses dials: not a failure.
+                    if !cut_short && !slot.is_draining() {
                         self.report_error(slot, &e);
                     }
                     e
