@@ -345,3 +345,34 @@ fn a_write_timeout_leaves_the_stream_whole() {
     assert_eq!(v, 42);
     assert!(client.is_alive());
 }
+
+/// A call without a timeout to a server that takes no bytes ends when the
+/// connection is given up after the write timeout, counted from the last
+/// byte the server took (a per-write socket timeout restarted with each
+/// partial write and held such a call several times as long).
+#[test]
+fn a_server_that_takes_no_bytes_is_given_up_after_the_write_timeout() {
+    let _s = serial();
+    let (addr, accepted) = silent_listener();
+    let write_timeout = Duration::from_millis(300);
+    let client = Client::builder()
+        .codec(geerpc::Codec::MsgPack)
+        .max_message_size(64 << 20)
+        .write_timeout(write_timeout)
+        .dial(&format!("tcp@{addr}"))
+        .unwrap();
+    accepted.recv_timeout(Duration::from_secs(5)).unwrap();
+    let t0 = Instant::now();
+    let err = client
+        .call::<_, usize>("Blob.Len", &big_blob())
+        .unwrap_err();
+    let took = t0.elapsed();
+    eprintln!("write timeout {write_timeout:?}: ended after {took:?}: {err}");
+    assert!(
+        matches!(&err, Error::ConnectionClosed { reason, .. } if reason.contains("write timeout")),
+        "{err}"
+    );
+    assert!(took >= write_timeout, "{took:?}");
+    assert!(took <= write_timeout + SLACK, "{took:?}");
+    assert!(!client.is_alive());
+}
