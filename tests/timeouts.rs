@@ -239,6 +239,7 @@ fn duration_max_is_no_deadline() {
         .select_mode(SelectMode::RoundRobin)
         .client(Client::builder().connect_timeout(Some(Duration::MAX)))
         .timeout(Some(Duration::MAX))
+        .eviction_backoff(Duration::MAX, Duration::MAX)
         .build();
     assert_eq!(xc.call::<_, i64>("Arith.SleepMs", &args).unwrap(), 22);
     let opts = CallOptions::new()
@@ -260,6 +261,15 @@ fn duration_max_is_no_deadline() {
     );
     let call = xc.go_with::<_, i64>("Arith.SleepMs", &args, &opts).unwrap();
     assert_eq!(call.wait().unwrap(), 22);
+    // An eviction (a refused dial) and its probe with a back-off of
+    // `Duration::MAX`: the instance stays out, nothing panics.
+    drop(server);
+    let gone = XClient::builder(MultiServerDiscovery::new([addr.as_str()]))
+        .eviction_backoff(Duration::MAX, Duration::MAX)
+        .build();
+    assert!(gone.call::<_, i64>("Arith.Sum", &args).is_err());
+    assert_eq!(gone.evicted(), vec![addr.clone()]);
+    assert!(gone.call::<_, i64>("Arith.Sum", &args).is_err());
 }
 
 /// Dropping every `Client` clone while a call is out leaves the connection
