@@ -271,6 +271,36 @@ impl Stream {
             .send_with_flags(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
     }
 
+    /// Waits until the socket can take more bytes, at most `timeout`:
+    /// `Ok(false)` if it still cannot. A socket in error or shut down
+    /// counts as ready (the next write says what is wrong).
+    pub(crate) fn wait_writable(&self, timeout: Duration) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.as_raw_fd(),
+        };
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // Rounded up, so that a wait never ends before its time.
+        let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
+        loop {
+            // SAFETY: one valid pollfd, for a descriptor this stream owns.
+            let r = unsafe { libc::poll(&mut p, 1, ms) };
+            if r >= 0 {
+                return Ok(r > 0);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
     fn sock(&self) -> socket2::SockRef<'_> {
         match self {
             Stream::Tcp(s) => socket2::SockRef::from(&**s),

@@ -123,6 +123,11 @@ impl SharedWriter {
         Ok(self.enqueued.fetch_add(size as u64, Ordering::Relaxed) + size as u64)
     }
 
+    /// Bytes enqueued so far (see `enqueued`).
+    pub(crate) fn enqueued(&self) -> u64 {
+        self.enqueued.load(Ordering::Relaxed)
+    }
+
     /// Bytes written to the socket so far (see `enqueued`).
     pub(crate) fn written(&self) -> u64 {
         self.written.load(Ordering::Acquire)

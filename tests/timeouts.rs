@@ -239,6 +239,7 @@ fn duration_max_is_no_deadline() {
         .select_mode(SelectMode::RoundRobin)
         .client(Client::builder().connect_timeout(Some(Duration::MAX)))
         .timeout(Some(Duration::MAX))
+        .eviction_backoff(Duration::MAX, Duration::MAX)
         .build();
     assert_eq!(xc.call::<_, i64>("Arith.SleepMs", &args).unwrap(), 22);
     let opts = CallOptions::new()
@@ -260,6 +261,15 @@ fn duration_max_is_no_deadline() {
     );
     let call = xc.go_with::<_, i64>("Arith.SleepMs", &args, &opts).unwrap();
     assert_eq!(call.wait().unwrap(), 22);
+    // An eviction (a refused dial) and its probe with a back-off of
+    // `Duration::MAX`: the instance stays out, nothing panics.
+    drop(server);
+    let gone = XClient::builder(MultiServerDiscovery::new([addr.as_str()]))
+        .eviction_backoff(Duration::MAX, Duration::MAX)
+        .build();
+    assert!(gone.call::<_, i64>("Arith.Sum", &args).is_err());
+    assert_eq!(gone.evicted(), vec![addr.clone()]);
+    assert!(gone.call::<_, i64>("Arith.Sum", &args).is_err());
 }
 
 /// Dropping every `Client` clone while a call is out leaves the connection
@@ -344,4 +354,35 @@ fn a_write_timeout_leaves_the_stream_whole() {
         .unwrap();
     assert_eq!(v, 42);
     assert!(client.is_alive());
+}
+
+/// A call without a timeout to a server that takes no bytes ends when the
+/// connection is given up after the write timeout, counted from the last
+/// byte the server took (a per-write socket timeout restarted with each
+/// partial write and held such a call several times as long).
+#[test]
+fn a_server_that_takes_no_bytes_is_given_up_after_the_write_timeout() {
+    let _s = serial();
+    let (addr, accepted) = silent_listener();
+    let write_timeout = Duration::from_millis(300);
+    let client = Client::builder()
+        .codec(geerpc::Codec::MsgPack)
+        .max_message_size(64 << 20)
+        .write_timeout(write_timeout)
+        .dial(&format!("tcp@{addr}"))
+        .unwrap();
+    accepted.recv_timeout(Duration::from_secs(5)).unwrap();
+    let t0 = Instant::now();
+    let err = client
+        .call::<_, usize>("Blob.Len", &big_blob())
+        .unwrap_err();
+    let took = t0.elapsed();
+    eprintln!("write timeout {write_timeout:?}: ended after {took:?}: {err}");
+    assert!(
+        matches!(&err, Error::ConnectionClosed { reason, .. } if reason.contains("write timeout")),
+        "{err}"
+    );
+    assert!(took >= write_timeout, "{took:?}");
+    assert!(took <= write_timeout + SLACK, "{took:?}");
+    assert!(!client.is_alive());
 }

@@ -68,8 +68,10 @@ impl ClientBuilder {
         self
     }
 
-    /// How long a write to a server that does not read may block before
-    /// the connection is given up (default 30 s).
+    /// How long a server may take no bytes of the requests queued for it
+    /// before the connection is given up and every pending call fails
+    /// (default 30 s). Calls with a timeout end at their own deadline
+    /// meanwhile; see [`Client::call_timeout`].
     pub fn write_timeout(mut self, t: Duration) -> Self {
         self.write_timeout = t.max(Duration::from_millis(1));
         self
@@ -189,7 +191,14 @@ impl ClientBuilder {
         set_timeouts(false).map_err(fail)?;
         let writer =
             SharedWriter::new(w, self.max_message_size).with_queue_cap(self.max_queued_bytes);
-        Ok(Client::start(address, self.codec, stream, reader, writer))
+        Ok(Client::start(
+            address,
+            self.codec,
+            stream,
+            reader,
+            writer,
+            self.write_timeout,
+        ))
     }
 }
 

@@ -170,6 +170,8 @@ struct Inner {
     /// Wakes the writer thread, started the first time a reader could not
     /// write all it had batched without blocking.
     wake_writer: std::sync::OnceLock<Sender<()>>,
+    /// How long the writer thread waits for the server to take a byte.
+    write_timeout: Duration,
     /// This client, for starting the writer thread from `&self`.
     me: std::sync::Weak<Inner>,
     threads: ThreadGroup,
@@ -202,6 +204,7 @@ impl Client {
         stream: Stream,
         reader: FrameReader<Stream>,
         writer: SharedWriter,
+        write_timeout: Duration,
     ) -> Client {
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let threads = ThreadGroup::default();
@@ -226,6 +229,7 @@ impl Client {
             closed: AtomicBool::new(false),
             going_away: AtomicBool::new(false),
             wake_writer: std::sync::OnceLock::new(),
+            write_timeout,
             me: me.clone(),
             threads: threads.clone(),
         });
@@ -448,10 +452,10 @@ impl Client {
                 .and_then(|w| w.upgrade());
             match waker {
                 Some(waker) if waker.defer_flush(inner) => {}
-                // A timed caller must not block past its deadline on a
-                // server that does not read.
-                _ if budget.is_some() => inner.flush_from_reader(),
-                _ => inner.flush(),
+                // No caller blocks on the socket: a timed one must not
+                // block past its deadline on a server that does not read,
+                // and the writer thread bounds the wait for all (`flush`).
+                _ => inner.flush_from_reader(),
             }
         }
         Ok(Call {
@@ -732,15 +736,47 @@ impl Inner {
         }
     }
 
+    /// The writer thread's flush: writes until the queue is empty, waiting
+    /// for the socket to take more. What was queued at any moment must be
+    /// written within the write timeout from then (as a Go write deadline
+    /// bounds each write), or the connection is closed and every pending
+    /// call fails. Not a socket timeout: that restarts with every partial
+    /// write, and a peer whose kernel takes a trickle held a caller many
+    /// times as long.
     fn flush(&self) {
-        if let Err(e) = self.writer.flush() {
-            self.close(&format!("write failed: {e}"));
+        // Everything queued by `since` must be written by `since` + timeout.
+        let (mut target, mut since) = (self.writer.enqueued(), Instant::now());
+        loop {
+            match self.writer.flush_nowait() {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => return self.close(&format!("write failed: {e}")),
+            }
+            if self.is_closed() {
+                return;
+            }
+            let now = Instant::now();
+            if self.writer.written() >= target {
+                (target, since) = (self.writer.enqueued(), now);
+            }
+            let waited = now.saturating_duration_since(since);
+            if waited >= self.write_timeout {
+                return self.close(&format!(
+                    "write timeout: the server did not take the requests queued {} ago",
+                    crate::GoDuration(self.write_timeout)
+                ));
+            }
+            if let Err(e) = self.stream.wait_writable(self.write_timeout - waited) {
+                return self.close(&format!("write failed: {e}"));
+            }
         }
     }
 
-    /// The reader's flush: it must not block on a write, or with a server
-    /// that is blocked writing replies to us, neither side would read again.
-    /// What the socket does not take at once, the writer thread sends.
+    /// A flush that never blocks on a write: what the socket does not take
+    /// at once, the writer thread sends. The reader's, because with a
+    /// server that is blocked writing replies to us neither side would
+    /// read again; and every caller's, so that a call's timeout bounds
+    /// its write too.
     fn flush_from_reader(&self) {
         match self.writer.flush_nowait() {
             Ok(true) => {}

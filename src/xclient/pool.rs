@@ -288,6 +288,15 @@ impl Drop for DialGuard<'_> {
     }
 }
 
+/// When a probe waiting `backoff` is due. Any back-off is accepted: one
+/// past what `Instant` holds (`Duration::MAX`) waits a year, in effect for
+/// ever.
+fn retry_after(backoff: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(backoff)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400))
+}
+
 /// A call's timeout at `stage` on `addr`, its method and timeout left for
 /// [`Pool::connect`] to fill in.
 fn timeout_at(addr: &str, stage: TimeoutStage) -> Error {
@@ -518,7 +527,7 @@ impl Pool {
             h.dead = true;
             slot.dead.store(true, Ordering::Release);
             h.backoff = self.shared.min_backoff;
-            h.retry_at = Instant::now() + h.backoff;
+            h.retry_at = retry_after(h.backoff);
         }
         log::warn!(
             "xclient: {} taken out of selection: {e}; probing again in {:?}",
@@ -637,8 +646,11 @@ fn probe_loop(shared: &Shared, stop: &Receiver<()>, wake: &Receiver<()>) {
                 }
                 Err(e) => {
                     let mut h = slot.health.lock();
-                    h.backoff = (h.backoff * 2).clamp(shared.min_backoff, shared.max_backoff);
-                    h.retry_at = Instant::now() + h.backoff;
+                    h.backoff = h
+                        .backoff
+                        .saturating_mul(2)
+                        .clamp(shared.min_backoff, shared.max_backoff);
+                    h.retry_at = retry_after(h.backoff);
                     log::debug!(
                         "xclient: probe of {} failed: {e}; next in {:?}",
                         slot.addr,
