@@ -1105,7 +1105,9 @@ where
     let call = match client.go::<A, R>(plan.method, args) {
         Ok(call) => call,
         Err(e) => {
-            pool.report_error(slot, &e);
+            if !going_away(slot, &client, &e) {
+                pool.report_error(slot, &e);
+            }
             return Some(Err(e));
         }
     };
