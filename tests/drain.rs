@@ -432,3 +432,81 @@ fn a_failfast_load_loses_no_call_while_every_server_restarts_in_turn() {
     );
     assert!(ok >= 10_000, "the load ran: {ok} calls");
 }
+
+/// An instance that drained and stays listed is passed over, then tried
+/// again now and then (its address refuses: the call goes elsewhere), and
+/// is never evicted as failed; failfast calls all succeed meanwhile.
+#[test]
+fn an_instance_that_drained_is_passed_over_not_evicted() {
+    let _g = serial();
+    let a = start_server();
+    let b = start_server();
+    let addrs = [a.addr().to_string(), b.addr().to_string()];
+    let xc = XClient::builder(MultiServerDiscovery::new(addrs.iter().map(String::as_str)))
+        .select_mode(SelectMode::RoundRobin)
+        .fail_mode(FailMode::FailFast)
+        .build();
+    let sum = |i: i64| xc.call::<_, i64>("Arith.Sum", &Args { num1: i, num2: 1 });
+    for i in 0..4 {
+        assert_eq!(sum(i).unwrap(), i + 1);
+    }
+    a.shutdown();
+    // Past the 1 s a draining instance is passed over: calls then dial it
+    // again, are refused, and go to `b`. Bounded in count and time.
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut calls = 0;
+    while (Instant::now() < until || calls < 20) && calls < 100_000 {
+        let i = calls as i64;
+        assert_eq!(sum(i).unwrap_or_else(|e| panic!("call {i}: {e}")), i + 1);
+        calls += 1;
+    }
+    assert_eq!(xc.evicted(), Vec::<String>::new());
+}
+
+/// A reply with `resource_exhausted` (the call was not run) sends a
+/// failfast, non-idempotent call to another instance, without evicting
+/// the busy one.
+#[test]
+fn resource_exhausted_goes_elsewhere_without_eviction() {
+    let _g = serial();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = format!("tcp@{}", busy.local_addr().unwrap());
+    let refused = Arc::new(AtomicU64::new(0));
+    let r = refused.clone();
+    // Answers every request `resource_exhausted`, until the client leaves.
+    let fake = std::thread::spawn(move || {
+        let (s, _) = busy.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut rd = Lines(BufReader::new(s.try_clone().unwrap()));
+        let mut w = s;
+        rd.next().unwrap();
+        while let Some(header) = rd.next() {
+            rd.next().unwrap();
+            let reply = json!({"ServiceMethod": header["ServiceMethod"], "Seq": header["Seq"],
+                "Error": "rpc server: too busy", "Code": "resource_exhausted"});
+            if w.write_all(format!("{reply}\n{{}}\n").as_bytes()).is_err() {
+                break;
+            }
+            r.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let real = start_server();
+    let addrs = [busy_addr.clone(), real.addr().to_string()];
+    let xc = XClient::builder(MultiServerDiscovery::new(addrs.iter().map(String::as_str)))
+        .select_mode(SelectMode::RoundRobin)
+        .fail_mode(FailMode::FailFast)
+        .build();
+    for i in 0..6 {
+        let got: i64 = xc
+            .call("Arith.Sum", &Args { num1: i, num2: 1 })
+            .unwrap_or_else(|e| panic!("call {i}: {e}"));
+        assert_eq!(got, i + 1);
+    }
+    assert!(
+        refused.load(Ordering::SeqCst) >= 1,
+        "the busy one was tried"
+    );
+    assert_eq!(xc.evicted(), Vec::<String>::new());
+    xc.close();
+    fake.join().unwrap();
+}

@@ -50,6 +50,7 @@
 
 mod call;
 mod dial;
+mod drain;
 mod wake;
 
 use std::collections::HashMap;
@@ -78,9 +79,6 @@ pub use dial::ClientBuilder;
 /// How long a connection must have been idle before a call checks that the
 /// server has not closed it.
 const IDLE_CHECK: Duration = Duration::from_millis(100);
-/// How long an idle connection's check waits for the rest of a message
-/// that arrived in part.
-const IDLE_READ: Duration = Duration::from_millis(10);
 
 /// What a pending call is told when its reply (or failure) arrives: the
 /// reply body in the connection's codec, or the error. It returns the
@@ -528,63 +526,6 @@ impl Inner {
         }
     }
 
-    /// Reads what an idle connection received while no call was pending,
-    /// without blocking for more: a drain notice makes later calls go
-    /// elsewhere instead of onto a socket the server is closing, late
-    /// replies are dropped, and the end of the stream closes the client.
-    fn read_idle(&self) {
-        let Some(mut rd) = self.reader.try_lock() else {
-            return;
-        };
-        if !self.pending.lock().calls.is_empty() {
-            // Calls are pending: their reader handles what came.
-            return;
-        }
-        // The bytes are there already; the timeout only guards against a
-        // message that arrived in part (it stays buffered for later).
-        if self.stream.set_read_timeout(Some(IDLE_READ)).is_err() {
-            return;
-        }
-        loop {
-            match rd.read_message(self.codec) {
-                Ok(Some(m)) => match self.codec.decode_header(rd.bytes(m.header)) {
-                    Ok(h) if h.seq == 0 && h.code == Some(Code::Goaway) => self.going_away(),
-                    Ok(h) => {
-                        log::debug!("rpc client {}: dropped late reply seq {}", self.addr, h.seq)
-                    }
-                    Err(e) => {
-                        self.close(&e.to_string());
-                        return;
-                    }
-                },
-                Ok(None) => {
-                    self.close("connection closed by the server while idle");
-                    return;
-                }
-                Err(Error::Io { source, .. })
-                    if matches!(
-                        source.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break
-                }
-                Err(e) => {
-                    self.close(&format!("connection broken while idle: {e}"));
-                    return;
-                }
-            }
-            if !rd.has_buffered_message(self.codec)
-                && !matches!(self.stream.readable_now(), Ok(true))
-            {
-                break;
-            }
-        }
-        if let Err(e) = self.stream.set_read_timeout(None) {
-            self.close(&format!("connection broken while idle: {e}"));
-        }
-    }
-
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
@@ -606,54 +547,6 @@ impl Inner {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return false;
             }
-        }
-    }
-
-    fn going_away_error(&self, method: &str) -> Error {
-        Error::NotSent {
-            addr: self.addr.clone(),
-            method: method.to_string(),
-            reason: "the server is going away (drain notice)".into(),
-        }
-    }
-
-    /// The server's drain notice arrived: refuse new calls, let those sent
-    /// get their replies, and once every request queued so far is written,
-    /// close our sending side so that the server knows none is on its way
-    /// and can close the connection without waiting out its grace period.
-    ///
-    /// Invariant: no request is queued after the half-close. `send` checks
-    /// the flag inside the writer's lock; taking that lock once after
-    /// setting the flag waits out a sender that checked before it, and any
-    /// later one sees it.
-    fn going_away(&self) {
-        if self.going_away.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        log::debug!(
-            "rpc client {}: the server is going away; no new calls on this connection",
-            self.addr
-        );
-        let _ = self.writer.enqueue(|_| Ok(()));
-        // The reader must not block on a write (see `flush_from_reader`):
-        // what the socket does not take at once, the writer thread sends,
-        // and it closes the sending side after.
-        if !self.half_close(Instant::now()) {
-            self.wake_writer_thread();
-        }
-    }
-
-    /// Closes the sending side if every queued request is written by
-    /// `until` (without blocking on the socket); false if not.
-    fn half_close(&self, until: Instant) -> bool {
-        match self.writer.finish_nowait(until) {
-            Ok(true) => {
-                let _ = self.stream.shutdown(Shutdown::Write);
-                true
-            }
-            Ok(false) => false,
-            // Broken: the read side ends the connection.
-            Err(_) => true,
         }
     }
 

@@ -55,7 +55,7 @@ pub(crate) struct Conn {
     /// and the thread closes it once the reply is sent.
     pub(super) close_after_reply: AtomicBool,
     /// The drain notice was queued (PROTOCOL.md section 9); sent once.
-    goaway_sent: AtomicBool,
+    pub(super) goaway_sent: AtomicBool,
 }
 
 impl Conn {
@@ -75,43 +75,6 @@ impl Conn {
             close_after_reply: AtomicBool::new(false),
             goaway_sent: AtomicBool::new(false),
         })
-    }
-
-    /// Queues the drain notice (PROTOCOL.md section 9) once the handshake
-    /// is done, and sends it without blocking the caller (the shutdown
-    /// thread, or a leader about to read): what the socket does not take at
-    /// once, a writer thread sends. A connection still in its handshake
-    /// gets it when its leader starts.
-    pub(super) fn send_goaway(self: &Arc<Self>, run: &Running) {
-        let Some(&(codec, _)) = self.proto.get() else {
-            return;
-        };
-        if self.goaway_sent.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let notice = Header {
-            code: Some(Code::Goaway),
-            ..Header::default()
-        };
-        let body: &[u8] = match codec {
-            Codec::Json => b"null\n",
-            Codec::MsgPack => &[0xc0],
-        };
-        if self.queue_reply(codec, &notice, body).is_err() {
-            return;
-        }
-        match self.writer.flush_nowait() {
-            Ok(true) => {}
-            Ok(false) => {
-                let c = self.clone();
-                if let Err(e) = run.threads.spawn("geerpc-writer", None, move || {
-                    c.flush();
-                }) {
-                    log::error!("rpc server {}: cannot start a writer: {e}", run.addr);
-                }
-            }
-            Err(e) => self.close_after_write_error(&e),
-        }
     }
 
     /// Writes an HTTP reply straight to the socket. It comes before any RPC
@@ -383,7 +346,7 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
         // After `call_started`, both SeqCst: either shutdown sees this call
         // in flight and waits for it, or it is seen here as draining.
         if run.stopping.load(Ordering::SeqCst) {
-            refuse_draining(run, &conn, codec, req.header);
+            super::drain::refuse(run, &conn, codec, req.header);
             run.call_ended();
             continue;
         }
@@ -419,19 +382,6 @@ pub(super) fn finish(run: &Running, conn: &Conn) {
         let _guard = run.drained.0.lock();
         run.drained.1.notify_all();
     }
-}
-
-/// Answers a request read after the drain notice without running it
-/// (PROTOCOL.md section 9): the caller may send it elsewhere.
-fn refuse_draining(run: &Running, conn: &Conn, codec: Codec, header: Header) {
-    run.refused.fetch_add(1, Ordering::Relaxed);
-    let reply = Header {
-        service_method: header.service_method,
-        seq: header.seq,
-        error: "rpc server: shutting down".into(),
-        code: Some(Code::Unavailable),
-    };
-    let _ = conn.queue_reply(codec, &reply, codec.empty_body());
 }
 
 fn handle(

@@ -16,6 +16,7 @@
 
 mod conn;
 mod debug;
+mod drain;
 mod http;
 mod monitor;
 
@@ -465,14 +466,6 @@ fn accept_loop(run: &Arc<Running>, listener: Listener) {
     }
 }
 
-/// How long a draining server keeps a connection open once no call is in
-/// flight, if its peer neither closes its sending side (what a geerpc client
-/// does once it read the drain notice) nor sends anything: requests a client
-/// sent before it read the notice are still on their way, and each is
-/// answered `unavailable` rather than lost to a closed socket. Each such
-/// request starts the spell again; the grace period bounds it all.
-const DRAIN_QUIET: Duration = Duration::from_millis(200);
-
 /// A server listening on one address. Dropping it shuts the server down.
 pub struct ServerHandle {
     running: Arc<Running>,
@@ -582,7 +575,7 @@ impl ServerHandle {
                 run.addr
             );
         } else {
-            linger(run, own_conn, deadline);
+            drain::linger(run, own_conn, deadline);
         }
         // A call counts as ended once its reply is queued, which may be just
         // before another thread writes it: let those writes finish (without
@@ -623,33 +616,6 @@ impl ServerHandle {
                     .as_ref()
                     .is_some_and(|(h, _)| !h.is_finished()),
             )
-    }
-}
-
-/// Waits, until `deadline` at most, for every connection but `own` to end
-/// (its peer closed its sending side after reading the drain notice) or for
-/// no request to arrive for [`DRAIN_QUIET`].
-fn linger(run: &Running, own: Option<u64>, deadline: Instant) {
-    let mut seen = run.refused.load(Ordering::Relaxed);
-    let mut quiet_until = Instant::now() + DRAIN_QUIET;
-    let mut guard = run.drained.0.lock();
-    loop {
-        let open = run.conns.lock().keys().any(|&id| Some(id) != own);
-        if !open {
-            return;
-        }
-        let now = Instant::now();
-        let refused = run.refused.load(Ordering::Relaxed);
-        if refused != seen {
-            seen = refused;
-            quiet_until = now + DRAIN_QUIET;
-        }
-        if now >= quiet_until.min(deadline) {
-            return;
-        }
-        run.drained
-            .1
-            .wait_until(&mut guard, quiet_until.min(deadline));
     }
 }
 

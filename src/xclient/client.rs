@@ -1141,7 +1141,9 @@ where
     let call = match sent {
         Ok(call) => call,
         Err(e) => {
-            pool.report_error(slot, &e);
+            if !going_away(slot, &client, &e) {
+                pool.report_error(slot, &e);
+            }
             return Some(Err(e));
         }
     };
