@@ -197,6 +197,31 @@ fn pool_wait_stage_behind_a_slow_dial() {
     assert!(xc.evicted().is_empty(), "{:?}", xc.evicted());
 }
 
+/// An XCall waited for names the XClient's timeout, not the time left
+/// when the wait began.
+#[test]
+fn an_xcall_names_the_call_timeout() {
+    let _s = serial();
+    let server = start_server();
+    let timeout = Duration::from_millis(200);
+    let xc = XClient::builder(MultiServerDiscovery::new([server.addr().to_string()]))
+        .timeout(Some(timeout))
+        .build();
+    let t0 = Instant::now();
+    let call = xc
+        .go::<_, i64>(
+            "Arith.SleepMs",
+            &Args {
+                num1: 1000,
+                num2: 0,
+            },
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let err = call.wait().unwrap_err();
+    assert_timeout(&err, t0, timeout, TimeoutStage::Reply);
+}
+
 /// Connect plus handshake end by the call's deadline when it comes before
 /// the connect timeout; the error names the call's timeout.
 #[test]

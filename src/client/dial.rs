@@ -173,9 +173,9 @@ impl ClientBuilder {
                 _ => None,
             };
             stream.set_read_timeout(left)?;
-            // After the handshake writes keep a limit: a server that stops
-            // reading must not hold the flushing caller for ever (the
-            // connection then closes and every pending call fails).
+            // After the handshake no write blocks (the writer thread waits
+            // with `poll`, bounded by the write timeout); this limit is a
+            // backstop should one ever block.
             stream.set_write_timeout(left.or(Some(self.write_timeout)))
         };
         set_timeouts(true).map_err(fail)?;

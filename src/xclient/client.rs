@@ -238,7 +238,8 @@ pub struct XCall<R> {
     slot: Arc<Slot>,
     _client: Client,
     pool: Arc<Pool>,
-    deadline: Option<Instant>,
+    /// The call's deadline (counted from [`XClient::go`]) and timeout.
+    budget: Budget,
     _inflight: InflightGuard,
 }
 
@@ -268,10 +269,7 @@ impl<R> XCall<R> {
     /// Waits for the result, at most until the client's timeout (counted
     /// from [`XClient::go`]) if it has one.
     pub fn wait(self) -> Result<R> {
-        let r = match self.deadline {
-            Some(d) => self.call.wait_deadline(d),
-            None => self.call.wait(),
-        };
+        let r = self.call.wait_within(self.budget);
         self.pool.report(&self.slot, &r);
         r
     }
@@ -551,7 +549,7 @@ impl XClient {
                         slot: sent.slot,
                         _client: sent.client,
                         pool: self.pool.clone(),
-                        deadline: plan.deadline,
+                        budget: plan.budget(),
                         _inflight: sent.guard,
                     })
                 }
