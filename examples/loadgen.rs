@@ -38,7 +38,8 @@ fn usage() -> ! {
     eprintln!(
         "usage:\n  loadgen serve --addr HOST:PORT [--codec json|msgpack]\n  \
          loadgen load --addr HOST:PORT [--conns K] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]\n  \
-         loadgen serve --addr HOST:PORT (--registry URL | --etcd ENDPOINTS)   (registers, deregisters on SIGINT/SIGTERM)\n  \
+         loadgen serve --addr HOST:PORT (--registry URL | --etcd ENDPOINTS) [--grace DURATION]\n               \
+         (registers; on SIGINT/SIGTERM deregisters, then drains within the grace, default 5s)\n  \
          loadgen load (--registry URL | --etcd ENDPOINTS) [--select random|round_robin|weighted_round_robin|consistent_hash|p2c]\n               \
          [--fail failfast|failover|failtry|failbackup] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]"
     );
@@ -111,7 +112,13 @@ fn bench_services(server: &Server) {
 
 fn serve(flags: &HashMap<String, String>) {
     let addr = flags.get("addr").cloned().unwrap_or_else(|| usage());
-    let server = Server::new();
+    let grace = flags.get("grace").map_or(Duration::from_secs(5), |g| {
+        geerpc::parse_duration(g).unwrap_or_else(|e| {
+            eprintln!("bad value for --grace: {e}");
+            usage()
+        })
+    });
+    let server = Server::builder().shutdown_grace(grace).build();
     bench_services(&server);
     let running = match server.listen(&addr) {
         Ok(r) => r,
@@ -154,7 +161,10 @@ fn serve(flags: &HashMap<String, String>) {
     println!("ready");
     std::io::stdout().flush().ok();
     signals.forever().next();
-    // Deregisters from the registry (if any) and joins every thread.
+    // Deregisters from the registry (if any) first, then drains: clients
+    // are told to go elsewhere, calls already sent are answered (within the
+    // grace), and every thread is joined.
+    eprintln!("loadgen: stopping: draining {}", running.addr());
     running.shutdown();
 }
 

@@ -51,25 +51,38 @@ pub enum Error {
         status: String,
     },
 
-    /// A call did not get its reply within its timeout.
-    #[error("rpc client: call {method} on {addr} timeout: expect within {}", GoDuration(*timeout))]
+    /// A call did not end within its own timeout or deadline, which bounds
+    /// everything the call does; `stage` says what it was doing then.
+    #[error("rpc client: call {method} on {addr} timeout while {stage}: expect within {}", GoDuration(*timeout))]
     Timeout {
         /// `Service.Method` of the call.
         method: String,
         /// The peer.
         addr: String,
-        /// The timeout that ran out.
+        /// The call's own timeout (for a deadline: the time it had left
+        /// when the call began).
         timeout: Duration,
+        /// What the call was doing when its time ran out.
+        stage: TimeoutStage,
     },
 
     /// The server answered the call with an error (unknown method, a body
     /// that does not decode, a handle timeout, or the handler's own error).
+    ///
+    /// `code` says why when the server, not the handler, refused the call
+    /// (PROTOCOL.md section 8); `None` for the handler's own error and for
+    /// peers that send no code (Go GeeRPC). With
+    /// [`Code::Unavailable`](crate::Code::Unavailable) or
+    /// [`Code::ResourceExhausted`](crate::Code::ResourceExhausted) the call
+    /// was NOT processed: see [`Error::is_not_processed`].
     #[error("{message}")]
     Remote {
         /// `Service.Method` of the call.
         method: String,
-        /// The error text the server sent.
+        /// The error text the server sent (what Go peers expect).
         message: String,
+        /// The reply's `Code`, if any.
+        code: Option<crate::Code>,
     },
 
     /// The connection is closed or broke; the call may or may not have run.
@@ -190,6 +203,51 @@ impl Error {
                 | Error::NoServers { .. }
                 | Error::Shutdown(_)
         )
+    }
+
+    /// The code the server answered with, for an [`Error::Remote`] that
+    /// carries one.
+    pub fn code(&self) -> Option<&crate::Code> {
+        match self {
+            Error::Remote { code, .. } => code.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Whether the call certainly did not run: it never reached a server
+    /// ([`is_not_sent`](Error::is_not_sent)), or the server refused it
+    /// before its handler ran with a code that says so (`unavailable`,
+    /// `resource_exhausted`). Sending it to another instance cannot run it
+    /// twice.
+    pub fn is_not_processed(&self) -> bool {
+        self.is_not_sent() || self.code().is_some_and(crate::Code::may_retry_elsewhere)
+    }
+}
+
+/// What a call was doing when its timeout ran out ([`Error::Timeout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimeoutStage {
+    /// Waiting for another caller's dial of the same instance (XClient).
+    PoolWait,
+    /// Connecting and sending the handshake.
+    Dial,
+    /// Waiting for room in the connection's send queue, or writing the
+    /// request to a peer that does not read fast enough. The request may
+    /// still go out later (the connection is kept; see `Client`).
+    Write,
+    /// Waiting for the reply to a request that was written.
+    Reply,
+}
+
+impl std::fmt::Display for TimeoutStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TimeoutStage::PoolWait => "waiting for the connection another call is dialling",
+            TimeoutStage::Dial => "dialling",
+            TimeoutStage::Write => "writing the request",
+            TimeoutStage::Reply => "waiting for the reply",
+        })
     }
 }
 

@@ -36,6 +36,7 @@
 #[path = "fuzz_seam.rs"]
 pub mod __fuzz;
 mod client;
+mod code;
 mod codec;
 mod duration;
 mod error;
@@ -53,9 +54,10 @@ mod writer;
 mod xclient;
 
 pub use client::{Call, Client, ClientBuilder};
+pub use code::Code;
 pub use codec::Codec;
 pub use duration::{parse_duration, GoDuration};
-pub use error::{Error, Result};
+pub use error::{Error, Result, TimeoutStage};
 pub use etcd::EtcdDiscovery;
 pub use handshake::{LEGACY_MAGIC_NUMBER, MAGIC_NUMBER};
 pub use registry::{

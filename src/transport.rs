@@ -131,6 +131,33 @@ pub(crate) fn set_keepalive(sock: socket2::SockRef<'_>) -> io::Result<()> {
     sock.set_tcp_keepalive(&params)
 }
 
+/// Connects a Unix socket by `deadline`. A blocking connect to a listener
+/// whose backlog is full waits for ever, and a Unix socket cannot be
+/// polled for a connect in progress (a non-blocking one just fails with
+/// `EAGAIN`), so it is retried, a few milliseconds apart, until the
+/// deadline.
+#[cfg(unix)]
+fn unix_connect_until(path: &str, deadline: Instant) -> io::Result<UnixStream> {
+    let target = socket2::SockAddr::unix(path)?;
+    loop {
+        let sock = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+        sock.set_nonblocking(true)?;
+        match sock.connect(&target) {
+            Ok(()) => {
+                sock.set_nonblocking(false)?;
+                return Ok(UnixStream::from(std::os::fd::OwnedFd::from(sock)));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        std::thread::sleep(left.min(Duration::from_millis(5)));
+    }
+}
+
 /// A connected byte stream: TCP or a Unix socket.
 ///
 /// Clones share one socket (an `Arc`, not a `dup`): the reader, the writer
@@ -171,7 +198,10 @@ impl Stream {
                 }))
             }
             #[cfg(unix)]
-            Protocol::Unix => Ok(Stream::Unix(Arc::new(UnixStream::connect(&addr.target)?))),
+            Protocol::Unix => match deadline {
+                None => Ok(Stream::Unix(Arc::new(UnixStream::connect(&addr.target)?))),
+                Some(d) => Ok(Stream::Unix(Arc::new(unix_connect_until(&addr.target, d)?))),
+            },
             #[cfg(not(unix))]
             Protocol::Unix => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -241,6 +271,36 @@ impl Stream {
             .send_with_flags(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
     }
 
+    /// Waits until the socket can take more bytes, at most `timeout`:
+    /// `Ok(false)` if it still cannot. A socket in error or shut down
+    /// counts as ready (the next write says what is wrong).
+    pub(crate) fn wait_writable(&self, timeout: Duration) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.as_raw_fd(),
+        };
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // Rounded up, so that a wait never ends before its time.
+        let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
+        loop {
+            // SAFETY: one valid pollfd, for a descriptor this stream owns.
+            let r = unsafe { libc::poll(&mut p, 1, ms) };
+            if r >= 0 {
+                return Ok(r > 0);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
     fn sock(&self) -> socket2::SockRef<'_> {
         match self {
             Stream::Tcp(s) => socket2::SockRef::from(&**s),
@@ -249,15 +309,15 @@ impl Stream {
         }
     }
 
-    /// Whether the peer has closed, looked at without reading or blocking:
-    /// `Ok(true)` at end of stream.
-    pub(crate) fn peer_closed(&self) -> io::Result<bool> {
+    /// Whether a read would return at once (bytes waiting, or the end of
+    /// the stream), looked at without reading or blocking.
+    pub(crate) fn readable_now(&self) -> io::Result<bool> {
         let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
         match self
             .sock()
             .recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT)
         {
-            Ok(n) => Ok(n == 0),
+            Ok(_) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
             Err(e) => Err(e),
         }
@@ -338,6 +398,42 @@ pub(crate) mod tests {
         // The OS default differs, so the check above can fail.
         let (plain, _) = l.accept().unwrap();
         assert!(!socket2::SockRef::from(&plain).keepalive().unwrap());
+    }
+
+    /// A Unix listener whose backlog is full takes no connection: the
+    /// dial gives up at its deadline instead of waiting for ever.
+    #[cfg(unix)]
+    #[test]
+    fn a_unix_dial_to_a_full_backlog_ends_at_its_deadline() {
+        let file = std::env::temp_dir().join(format!("geerpc-full-{}", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        let path = file.to_str().unwrap().to_string();
+        let l = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        l.bind(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
+        l.listen(0).unwrap();
+        let addr: Address = format!("unix@{path}").parse().unwrap();
+        // Fill the backlog (never accepted), within a bound.
+        let mut held = Vec::new();
+        let limit = Duration::from_millis(100);
+        let full = loop {
+            match unix_connect_until(&path, Instant::now() + limit) {
+                Ok(s) => held.push(s),
+                Err(e) => break e,
+            }
+            assert!(held.len() < 1000, "the backlog never filled");
+        };
+        assert_eq!(full.kind(), io::ErrorKind::TimedOut, "{full}");
+        let t0 = Instant::now();
+        let err = Stream::connect(&addr, Some(t0 + limit)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let took = t0.elapsed();
+        // Generous for a loaded machine: without the bound it never ends.
+        assert!(
+            took >= limit && took < limit + Duration::from_millis(500),
+            "{took:?}"
+        );
+        drop(l);
+        let _ = std::fs::remove_file(&file);
     }
 
     #[test]

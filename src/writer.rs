@@ -37,7 +37,7 @@
 //! notification comes after the waiter sleeps.
 
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
@@ -63,6 +63,12 @@ pub(crate) struct SharedWriter {
     /// Threads inside `wait_room`.
     waiters: AtomicUsize,
     room: (Mutex<()>, Condvar),
+    /// Bytes ever enqueued, and ever written: a message that ended at
+    /// offset `e` of the stream is out once `written >= e` (a client's
+    /// timed-out call tells "writing" from "waiting for the reply" by it).
+    /// `enqueued` changes only under the `pending` lock.
+    enqueued: AtomicU64,
+    written: AtomicU64,
 }
 
 struct Io {
@@ -90,7 +96,41 @@ impl SharedWriter {
             cap: usize::MAX,
             waiters: AtomicUsize::new(0),
             room: (Mutex::new(()), Condvar::new()),
+            enqueued: AtomicU64::new(0),
+            written: AtomicU64::new(0),
         }
+    }
+
+    /// Like [`enqueue`](SharedWriter::enqueue); returns where the message
+    /// ends in the stream, to compare with [`written`](SharedWriter::written).
+    pub(crate) fn enqueue_marked(
+        &self,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<u64> {
+        let mut pending = self.pending.lock();
+        let mark = pending.len();
+        let res = encode(&mut pending);
+        let size = pending.len() - mark;
+        if res.is_err() || size > self.max_message {
+            pending.truncate(mark);
+            res?;
+            return Err(Error::MessageTooLarge {
+                size,
+                limit: self.max_message,
+            });
+        }
+        self.pending_bytes.store(pending.len(), Ordering::Relaxed);
+        Ok(self.enqueued.fetch_add(size as u64, Ordering::Relaxed) + size as u64)
+    }
+
+    /// Bytes enqueued so far (see `enqueued`).
+    pub(crate) fn enqueued(&self) -> u64 {
+        self.enqueued.load(Ordering::Relaxed)
+    }
+
+    /// Bytes written to the socket so far (see `enqueued`).
+    pub(crate) fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
     }
 
     // Used by the server and the client as each adopts the cap.
@@ -187,20 +227,7 @@ impl SharedWriter {
     /// message the encoder fails on, or one over the size limit, is taken
     /// back out and nothing of it is sent.
     pub(crate) fn enqueue(&self, encode: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<()> {
-        let mut pending = self.pending.lock();
-        let mark = pending.len();
-        let res = encode(&mut pending);
-        let size = pending.len() - mark;
-        if res.is_err() || size > self.max_message {
-            pending.truncate(mark);
-            res?;
-            return Err(Error::MessageTooLarge {
-                size,
-                limit: self.max_message,
-            });
-        }
-        self.pending_bytes.store(pending.len(), Ordering::Relaxed);
-        Ok(())
+        self.enqueue_marked(encode).map(|_| ())
     }
 
     /// Writes everything enqueued so far, unless another thread is already
@@ -270,7 +297,16 @@ impl SharedWriter {
                     self.unsent.store(io.batch.len(), Ordering::SeqCst);
                     self.pending_bytes.store(0, Ordering::SeqCst);
                 }
-                match write_some(io, nowait, |left| self.set_unsent(left)) {
+                // `written` counts the batch's bytes as they go: it is the
+                // earlier batches' total plus `io.sent`, and changes only
+                // under `io`.
+                let (len, base) = (io.batch.len(), self.written() - io.sent as u64);
+                let wrote = write_some(io, nowait, |left| {
+                    self.written
+                        .store(base + (len - left) as u64, Ordering::Release);
+                    self.set_unsent(left)
+                });
+                match wrote {
                     Ok(true) => {}
                     Ok(false) => return Ok(false),
                     Err(e) => {

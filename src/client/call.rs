@@ -1,5 +1,5 @@
-//! A call in flight, returned by [`Client::go`](super::Client::go), and the
-//! one-shot slot its result is delivered to.
+//! A call in flight, returned by [`Client::go`](super::Client::go), the
+//! one-shot slot its result is delivered to, and a call's time budget.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -9,8 +9,50 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
 
 use super::wake::Ticket;
-use super::Inner;
-use crate::error::{Error, Result};
+use super::{Inner, Owner};
+use crate::error::{Error, Result, TimeoutStage};
+
+/// The instant `t` from now, or `None` (no deadline) if `Instant` cannot
+/// hold it: every `Duration`, `Duration::MAX` included, is a valid timeout.
+pub(crate) fn deadline_after(t: Duration) -> Option<Instant> {
+    Instant::now().checked_add(t)
+}
+
+/// A call's own time: its deadline (`None`: none) and the timeout it came
+/// from, which its [`Error::Timeout`] names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) timeout: Duration,
+}
+
+impl Budget {
+    /// `timeout` from now.
+    pub(crate) fn after(timeout: Duration) -> Budget {
+        Budget {
+            deadline: deadline_after(timeout),
+            timeout,
+        }
+    }
+
+    /// Until `deadline`; the timeout is the time left now.
+    pub(crate) fn until(deadline: Instant) -> Budget {
+        Budget {
+            deadline: Some(deadline),
+            timeout: deadline.saturating_duration_since(Instant::now()),
+        }
+    }
+
+    /// The timeout error of call `method` on `addr` at `stage`.
+    pub(crate) fn timed_out(&self, method: &str, addr: &str, stage: TimeoutStage) -> Error {
+        Error::Timeout {
+            method: method.to_string(),
+            addr: addr.to_string(),
+            timeout: self.timeout,
+            stage,
+        }
+    }
+}
 
 /// Where a call's result lands. Waiting parks the thread at once (a channel's
 /// blocking receive spins first, which with many callers on two cores burns
@@ -107,15 +149,27 @@ impl<R> Slot<R> {
 /// poll it ([`try_wait`](Call::try_wait)) or select on its
 /// [`receiver`](Call::receiver) together with other channels. Dropping it
 /// abandons the reply.
+///
+/// A call keeps its connection open until it completes, even when every
+/// [`Client`](super::Client) clone is dropped first: it holds the
+/// connection's owner, the last holder of which closes it.
+#[must_use = "dropping a Call abandons its reply"]
 pub struct Call<R> {
-    pub(super) client: Arc<Inner>,
+    pub(super) owner: Arc<Owner>,
     pub(super) seq: u64,
+    /// Where the request ends in the connection's byte stream: it is
+    /// written once the writer's count reaches this.
+    pub(super) end: u64,
     pub(super) method: Arc<str>,
     pub(super) slot: Arc<Slot<R>>,
     pub(super) rx: OnceLock<Receiver<Result<R>>>,
 }
 
 impl<R> Call<R> {
+    fn client(&self) -> &Arc<Inner> {
+        &self.owner.inner
+    }
+
     /// `Service.Method` of this call.
     pub fn service_method(&self) -> &str {
         &self.method
@@ -153,28 +207,37 @@ impl<R> Call<R> {
         if let Some(rx) = self.rx.get() {
             return rx
                 .recv()
-                .unwrap_or_else(|_| Err(self.client.closed_error("call abandoned")));
+                .unwrap_or_else(|_| Err(self.client().closed_error("call abandoned")));
         }
-        self.client.lead_until(|| self.slot.is_ready());
+        self.client().lead_until(|| self.slot.is_ready());
         self.sleep(None);
         let result = self
             .slot
             .take(None)
-            .unwrap_or_else(|| Err(self.client.closed_error("the result was taken already")));
-        self.client.note_woken();
+            .unwrap_or_else(|| Err(self.client().closed_error("the result was taken already")));
+        self.client().note_woken();
         result
     }
 
     /// Waits at most `timeout`; then the call is abandoned with
-    /// [`Error::Timeout`] and its late reply discarded.
+    /// [`Error::Timeout`] and its late reply discarded. The error's stage
+    /// is [`TimeoutStage::Write`] if the request was not all written by
+    /// then. `Duration::MAX` (any timeout too large for a deadline) waits
+    /// as [`wait`](Call::wait) does.
     pub fn wait_timeout(self, timeout: Duration) -> Result<R> {
-        self.wait_until(Instant::now() + timeout, timeout)
+        self.wait_within(Budget::after(timeout))
     }
 
     /// Waits until `deadline`; see [`wait_timeout`](Call::wait_timeout).
     pub fn wait_deadline(self, deadline: Instant) -> Result<R> {
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        self.wait_until(deadline, timeout)
+        self.wait_within(Budget::until(deadline))
+    }
+
+    pub(crate) fn wait_within(self, budget: Budget) -> Result<R> {
+        match budget.deadline {
+            Some(d) => self.wait_until(d, budget.timeout),
+            None => self.wait(),
+        }
     }
 
     /// Sleeps in the connection's wake set until the result is there or
@@ -184,7 +247,7 @@ impl<R> Call<R> {
         if self.slot.is_ready() {
             return;
         }
-        let wakes = &self.client.wakes;
+        let wakes = &self.client().wakes;
         if let Some(t) = wakes.acquire() {
             self.slot.sleeper.store(t, Ordering::SeqCst);
             wakes.wait(t, || self.slot.ready.load(Ordering::SeqCst), deadline);
@@ -200,7 +263,7 @@ impl<R> Call<R> {
                 Ok(v) => Some(v),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
-                    Some(Err(self.client.closed_error("call abandoned")))
+                    Some(Err(self.client().closed_error("call abandoned")))
                 }
             },
             None => {
@@ -209,14 +272,20 @@ impl<R> Call<R> {
             }
         };
         if let Some(v) = got {
-            self.client.note_woken();
+            self.client().note_woken();
             return v;
         }
-        if self.client.forget(self.seq) {
+        if self.client().forget(self.seq) {
+            let stage = if self.client().writer.written() < self.end {
+                TimeoutStage::Write
+            } else {
+                TimeoutStage::Reply
+            };
             return Err(Error::Timeout {
                 method: self.method.to_string(),
-                addr: self.client.addr.clone(),
+                addr: self.client().addr.clone(),
                 timeout,
+                stage,
             });
         }
         // The reply is being handed over right now.
@@ -224,7 +293,7 @@ impl<R> Call<R> {
             Some(rx) => rx.recv().ok(),
             None => self.slot.take(None),
         }
-        .unwrap_or_else(|| Err(self.client.closed_error("call abandoned")))
+        .unwrap_or_else(|| Err(self.client().closed_error("call abandoned")))
     }
 }
 
@@ -233,7 +302,7 @@ impl<R> Call<R> {
 impl<R> Drop for Call<R> {
     fn drop(&mut self) {
         if !self.slot.is_ready() {
-            self.client.forget(self.seq);
+            self.client().forget(self.seq);
         }
     }
 }

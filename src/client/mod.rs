@@ -49,10 +49,11 @@
 //! flushes its own request.
 
 mod call;
+mod dial;
+mod drain;
 mod wake;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -63,16 +64,17 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::code::Code;
 use crate::codec::{encode_message, Codec, Header};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TimeoutStage};
 use crate::frame::FrameReader;
-use crate::handshake::Handshake;
-use crate::server::DEFAULT_MAX_MESSAGE;
 use crate::threads::ThreadGroup;
-use crate::transport::{Address, Protocol, Stream};
+use crate::transport::{Address, Stream};
 use crate::writer::SharedWriter;
 
 pub use call::Call;
+pub(crate) use call::{deadline_after, Budget};
+pub use dial::ClientBuilder;
 
 /// How long a connection must have been idle before a call checks that the
 /// server has not closed it.
@@ -84,200 +86,9 @@ const IDLE_CHECK: Duration = Duration::from_millis(100);
 /// sleeps there (0 if not): the completing thread must wake it.
 type Completion = Box<dyn FnOnce(std::result::Result<&[u8], Error>) -> wake::Ticket + Send>;
 
-/// Settings for dialling; see [`Client::builder`].
-#[derive(Debug, Clone)]
-pub struct ClientBuilder {
-    codec: Codec,
-    connect_timeout: Option<Duration>,
-    handle_timeout: Option<Duration>,
-    max_message_size: usize,
-    write_timeout: Duration,
-    connect_path: String,
-}
-
-impl Default for ClientBuilder {
-    fn default() -> Self {
-        ClientBuilder {
-            codec: Codec::Json,
-            connect_timeout: Some(Duration::from_secs(10)),
-            handle_timeout: None,
-            max_message_size: DEFAULT_MAX_MESSAGE,
-            write_timeout: Duration::from_secs(30),
-            connect_path: DEFAULT_CONNECT_PATH.to_string(),
-        }
-    }
-}
-
-impl ClientBuilder {
-    /// The codec for this connection (default JSON).
-    pub fn codec(mut self, codec: Codec) -> Self {
-        self.codec = codec;
-        self
-    }
-
-    /// Limit on connect plus handshake (default 10 s; `None`: no limit).
-    pub fn connect_timeout(mut self, t: Option<Duration>) -> Self {
-        self.connect_timeout = t;
-        self
-    }
-
-    /// Ask the server to answer every call within `t` (default: no limit).
-    pub fn handle_timeout(mut self, t: Option<Duration>) -> Self {
-        self.handle_timeout = t;
-        self
-    }
-
-    /// Largest request or reply, in bytes (default 16 MiB).
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = bytes;
-        self
-    }
-
-    /// The connect timeout set, for callers that fit a dial into a deadline.
-    pub(crate) fn connect_timeout_setting(&self) -> Option<Duration> {
-        self.connect_timeout
-    }
-
-    /// How long a write to a server that does not read may block before
-    /// the connection is given up (default 30 s).
-    pub fn write_timeout(mut self, t: Duration) -> Self {
-        self.write_timeout = t.max(Duration::from_millis(1));
-        self
-    }
-
-    /// The path an `http@` client sends its `CONNECT` to (default
-    /// `/_geerpc_`, as PROTOCOL.md says). A Go server from the article
-    /// serves RPC on `/myrpc` only: `connect_path("/myrpc")` reaches it.
-    pub fn connect_path(mut self, path: impl Into<String>) -> Self {
-        let mut p: String = path.into();
-        if !p.starts_with('/') {
-            p.insert(0, '/');
-        }
-        self.connect_path = p;
-        self
-    }
-
-    /// Connects to `addr` (`tcp@HOST:PORT`, `http@HOST:PORT`, `unix@PATH`).
-    pub fn dial(&self, addr: &str) -> Result<Client> {
-        let address: Address = addr.parse()?;
-        // Checked before connecting, and not as a failure of the server:
-        // an XClient must not evict every instance over a client setting.
-        if address.protocol() == Protocol::Http
-            && self
-                .connect_path
-                .bytes()
-                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-        {
-            return Err(Error::InvalidAddress {
-                addr: addr.to_string(),
-                reason: format!(
-                    "CONNECT path {:?} would break the request line",
-                    self.connect_path
-                ),
-            });
-        }
-        let deadline = self.connect_timeout.map(|t| Instant::now() + t);
-        let timed_out = |e: &std::io::Error| {
-            matches!(
-                e.kind(),
-                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-            )
-        };
-        let fail = |e: std::io::Error| match self.connect_timeout {
-            Some(timeout) if timed_out(&e) => Error::ConnectTimeout {
-                addr: addr.to_string(),
-                timeout,
-            },
-            _ => Error::Connect {
-                addr: addr.to_string(),
-                source: e,
-            },
-        };
-        let stream = Stream::connect(&address, deadline).map_err(fail)?;
-        let mut reader = FrameReader::new(stream.try_clone().map_err(fail)?, self.max_message_size);
-        let set_timeouts = |on: bool| -> std::io::Result<()> {
-            let left = match (on, deadline) {
-                (true, Some(d)) => Some(
-                    d.saturating_duration_since(Instant::now())
-                        .max(Duration::from_millis(1)),
-                ),
-                _ => None,
-            };
-            stream.set_read_timeout(left)?;
-            // After the handshake writes keep a limit: a server that stops
-            // reading must not hold the flushing caller for ever (the
-            // connection then closes and every pending call fails).
-            stream.set_write_timeout(left.or(Some(self.write_timeout)))
-        };
-        set_timeouts(true).map_err(fail)?;
-        let mut w = stream.try_clone().map_err(fail)?;
-        if address.protocol() == Protocol::Http {
-            http_connect(&mut w, &mut reader, addr, &self.connect_path).map_err(|e| match e {
-                Error::Io { source, .. } => fail(source),
-                other => other,
-            })?;
-        }
-        let option = Handshake::new(self.codec, self.connect_timeout, self.handle_timeout);
-        w.write_all(&option.to_line()).map_err(fail)?;
-        set_timeouts(false).map_err(fail)?;
-        let writer = SharedWriter::new(w, self.max_message_size);
-        Ok(Client::start(address, self.codec, stream, reader, writer))
-    }
-}
-
-/// Where an `http@` client sends its `CONNECT`: Go's client writes exactly
-/// `CONNECT /_geerpc_ HTTP/1.0\n\n`.
-const DEFAULT_CONNECT_PATH: &str = "/_geerpc_";
-/// Longest status line, and longest whole head, read from a CONNECT reply.
-const MAX_STATUS_LINE: usize = 1024;
-const MAX_CONNECT_HEAD: usize = 8 * 1024;
-
-/// Sends `CONNECT` and checks the reply (PROTOCOL.md section 5): any
-/// `200` turns the connection into an RPC one; anything else, or no HTTP
-/// reply at all, is [`Error::HttpConnect`] with what the server said. I/O
-/// failures come back as [`Error::Io`] for the caller to classify.
-fn http_connect(
-    w: &mut Stream,
-    rd: &mut FrameReader<Stream>,
-    addr: &str,
-    path: &str,
-) -> Result<()> {
-    w.write_all(format!("CONNECT {path} HTTP/1.0\n\n").as_bytes())
-        .map_err(|e| Error::io("send CONNECT", e))?;
-    let refused = |status: String| Error::HttpConnect {
-        addr: addr.to_string(),
-        status,
-    };
-    let line = match rd.read_until(b"\n", MAX_STATUS_LINE) {
-        Ok(line) => line,
-        Err(Error::Io { source, .. }) => return Err(Error::io("read CONNECT reply", source)),
-        Err(Error::MessageTooLarge { .. }) => {
-            return Err(refused(format!(
-                "no HTTP status line in the first {MAX_STATUS_LINE} bytes of the reply"
-            )))
-        }
-        Err(_) => return Err(refused("connection closed without an HTTP reply".into())),
-    };
-    let status = String::from_utf8_lossy(&line).trim_end().to_string();
-    let mut parts = status.split(' ');
-    let is_http = parts.next().is_some_and(|v| v.starts_with("HTTP/"));
-    if !is_http || parts.next() != Some("200") {
-        return Err(refused(status));
-    }
-    // Skip the rest of the head, up to the empty line; the RPC stream follows.
-    let mut total = line.len();
-    loop {
-        let line = match rd.read_until(b"\n", MAX_CONNECT_HEAD.saturating_sub(total)) {
-            Ok(line) => line,
-            Err(Error::Io { source, .. }) => return Err(Error::io("read CONNECT reply", source)),
-            Err(e) => return Err(refused(format!("{status}, then a bad head: {e}"))),
-        };
-        total += line.len();
-        if line.trim_ascii().is_empty() {
-            return Ok(());
-        }
-    }
-}
+/// How often a caller waiting for room in the send queue looks whether the
+/// connection closed meanwhile (nothing then drains the queue).
+const ROOM_CHECK: Duration = Duration::from_millis(100);
 
 /// A connection to one server, shared by any number of threads.
 ///
@@ -295,6 +106,7 @@ fn http_connect(
 /// # Ok::<(), geerpc::Error>(())
 /// ```
 #[derive(Clone)]
+#[must_use = "dropping the last clone of a Client closes its connection"]
 pub struct Client {
     inner: Arc<Inner>,
     owner: Arc<Owner>,
@@ -351,9 +163,13 @@ struct Inner {
     /// `pending.closed.is_some()`, readable without the lock: an XClient
     /// asks before every call.
     closed: AtomicBool,
+    /// The server sent its drain notice: no new request goes out here.
+    going_away: AtomicBool,
     /// Wakes the writer thread, started the first time a reader could not
     /// write all it had batched without blocking.
     wake_writer: std::sync::OnceLock<Sender<()>>,
+    /// How long the writer thread waits for the server to take a byte.
+    write_timeout: Duration,
     /// This client, for starting the writer thread from `&self`.
     me: std::sync::Weak<Inner>,
     threads: ThreadGroup,
@@ -386,6 +202,7 @@ impl Client {
         stream: Stream,
         reader: FrameReader<Stream>,
         writer: SharedWriter,
+        write_timeout: Duration,
     ) -> Client {
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let threads = ThreadGroup::default();
@@ -408,7 +225,9 @@ impl Client {
             epoch: Instant::now(),
             last_send: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            going_away: AtomicBool::new(false),
             wake_writer: std::sync::OnceLock::new(),
+            write_timeout,
             me: me.clone(),
             threads: threads.clone(),
         });
@@ -431,9 +250,20 @@ impl Client {
         &self.inner.addr
     }
 
-    /// Whether the connection is still usable.
+    /// Whether the connection is still usable: not closed, and its server
+    /// has not said it is going away (see [`Client::is_going_away`]).
     pub fn is_alive(&self) -> bool {
-        !self.inner.closed.load(Ordering::Acquire)
+        !self.inner.closed.load(Ordering::Acquire) && !self.is_going_away()
+    }
+
+    /// Whether the server sent its drain notice (PROTOCOL.md section 9) on
+    /// this connection. From then on a call made here fails at once with
+    /// [`Error::NotSent`] (it is safe to send it elsewhere: dial again, or
+    /// let an [`XClient`](crate::XClient) pick another instance), while
+    /// calls already sent still get their replies. The client does not
+    /// re-dial by itself: a `Client` is one connection.
+    pub fn is_going_away(&self) -> bool {
+        self.inner.going_away.load(Ordering::Acquire)
     }
 
     /// Whether this thread's last reply came from this connection's reader
@@ -459,17 +289,28 @@ impl Client {
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        self.send(service_method, args)?.wait()
+        self.send(service_method, args, None)?.wait()
     }
 
-    /// Calls `service_method` and waits at most `timeout` for the reply. On
-    /// timeout the call's slot is freed and a late reply is discarded.
+    /// Calls `service_method`; `timeout` bounds the whole call: waiting for
+    /// room to queue the request (see
+    /// [`ClientBuilder::max_queued_bytes`]), writing it, and waiting for
+    /// the reply. Past it the call ends with [`Error::Timeout`] naming the
+    /// stage, its slot is freed and a late reply is discarded. Any
+    /// `Duration` is accepted; one too large for a deadline
+    /// (`Duration::MAX`) means none.
+    ///
+    /// A request still unwritten at the timeout stays queued, whole: the
+    /// connection's other calls share its byte stream, and cutting a
+    /// message short would break it for all of them. It goes out when the
+    /// server reads again (it may then run, its reply dropped), or the
+    /// connection closes after [`ClientBuilder::write_timeout`].
     pub fn call_timeout<A, R>(&self, service_method: &str, args: &A, timeout: Duration) -> Result<R>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        self.go(service_method, args)?.wait_timeout(timeout)
+        self.call_within(service_method, args, Budget::after(timeout))
     }
 
     /// Like [`call_timeout`](Client::call_timeout) with an absolute deadline.
@@ -483,7 +324,45 @@ impl Client {
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        self.go(service_method, args)?.wait_deadline(deadline)
+        self.call_within(service_method, args, Budget::until(deadline))
+    }
+
+    /// A call bounded by `budget` in every stage.
+    pub(crate) fn call_within<A, R>(
+        &self,
+        service_method: &str,
+        args: &A,
+        budget: Budget,
+    ) -> Result<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        match budget.deadline {
+            None => self.call(service_method, args),
+            Some(_) => self
+                .go_within(service_method, args, budget)?
+                .wait_within(budget),
+        }
+    }
+
+    /// [`go`](Client::go) for a call with a deadline: waiting for room in
+    /// the send queue ends at the deadline, and the request is written
+    /// without blocking (what the socket does not take at once, the
+    /// connection's writer thread sends), so `go` returns at once.
+    pub(crate) fn go_within<A, R>(
+        &self,
+        service_method: &str,
+        args: &A,
+        budget: Budget,
+    ) -> Result<Call<R>>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let call = self.send(service_method, args, Some(budget))?;
+        self.inner.ensure_reader();
+        Ok(call)
     }
 
     /// Sends a call and returns at once; the [`Call`] is waited on, polled
@@ -493,13 +372,14 @@ impl Client {
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        let call = self.send(service_method, args)?;
+        let call = self.send(service_method, args, None)?;
         self.inner.ensure_reader();
         Ok(call)
     }
 
-    /// Registers the call, then sends it.
-    fn send<A, R>(&self, service_method: &str, args: &A) -> Result<Call<R>>
+    /// Registers the call, then sends it. With a `budget` the caller never
+    /// blocks on the socket (see [`go_within`](Client::go_within)).
+    fn send<A, R>(&self, service_method: &str, args: &A, budget: Option<Budget>) -> Result<Call<R>>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
@@ -514,6 +394,13 @@ impl Client {
         });
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         inner.check_idle_close();
+        // Backpressure: past the cap, wait for room before queueing (two
+        // relaxed loads when there is room).
+        if inner.writer.is_full() && !inner.wait_room(budget.and_then(|b| b.deadline)) {
+            if let Some(b) = budget {
+                return Err(b.timed_out(service_method, &inner.addr, TimeoutStage::Write));
+            }
+        }
         {
             let mut p = inner.pending.lock();
             if let Some(reason) = &p.closed {
@@ -523,20 +410,33 @@ impl Client {
                     reason: reason.clone(),
                 });
             }
+            if inner.going_away.load(Ordering::Acquire) {
+                return Err(inner.going_away_error(service_method));
+            }
             p.calls.insert(seq, complete);
         }
         let header = Header {
             service_method: service_method.to_string(),
             seq,
             error: String::new(),
+            code: None,
         };
-        let queued = inner
-            .writer
-            .enqueue(|out| encode_message(codec, out, &header, args));
-        if let Err(e) = queued {
-            inner.pending.lock().calls.remove(&seq);
-            return Err(e);
-        }
+        // Checked again under the writer's lock, which `going_away` takes
+        // after setting the flag: a request is either queued before the
+        // connection's last flush, or refused here (see `going_away`).
+        let queued = inner.writer.enqueue_marked(|out| {
+            if inner.going_away.load(Ordering::Acquire) {
+                return Err(inner.going_away_error(service_method));
+            }
+            encode_message(codec, out, &header, args)
+        });
+        let end = match queued {
+            Ok(end) => end,
+            Err(e) => {
+                inner.pending.lock().calls.remove(&seq);
+                return Err(e);
+            }
+        };
         // SeqCst pairs with the reader's store before its flush: either it
         // sees our request, or we see it is not dispatching and flush.
         let woken_by = WOKEN_BY.take();
@@ -550,12 +450,16 @@ impl Client {
                 .and_then(|w| w.upgrade());
             match waker {
                 Some(waker) if waker.defer_flush(inner) => {}
-                _ => inner.flush(),
+                // No caller blocks on the socket: a timed one must not
+                // block past its deadline on a server that does not read,
+                // and the writer thread bounds the wait for all (`flush`).
+                _ => inner.flush_from_reader(),
             }
         }
         Ok(Call {
-            client: self.inner.clone(),
+            owner: self.owner.clone(),
             seq,
+            end,
             method,
             slot,
             rx: std::sync::OnceLock::new(),
@@ -613,15 +517,37 @@ impl Inner {
         if now.saturating_sub(last) < IDLE_CHECK.as_nanos() as u64 || self.reader.is_locked() {
             return;
         }
-        match self.stream.peer_closed() {
+        match self.stream.readable_now() {
             Ok(false) => {}
-            Ok(true) => self.close("connection closed by the server while idle"),
+            // The end of the stream, or what came while nobody read: a
+            // drain notice, a late reply (see `read_idle`).
+            Ok(true) => self.read_idle(),
             Err(e) => self.close(&format!("connection broken while idle: {e}")),
         }
     }
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Waits until the send queue is below its cap, or `deadline`; false
+    /// if the deadline came first. A closed connection counts as room
+    /// (the call is then refused as not sent): nothing drains its queue,
+    /// and a close wakes nobody here, hence the periodic look.
+    fn wait_room(&self, deadline: Option<Instant>) -> bool {
+        loop {
+            let look = deadline_after(ROOM_CHECK);
+            let until = match (deadline, look) {
+                (Some(d), Some(l)) => Some(d.min(l)),
+                (d, l) => d.or(l),
+            };
+            if self.writer.wait_room(until) || self.is_closed() {
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+        }
     }
 
     /// Wakes the reader thread if nobody is reading while calls are pending.
@@ -703,15 +629,47 @@ impl Inner {
         }
     }
 
+    /// The writer thread's flush: writes until the queue is empty, waiting
+    /// for the socket to take more. What was queued at any moment must be
+    /// written within the write timeout from then (as a Go write deadline
+    /// bounds each write), or the connection is closed and every pending
+    /// call fails. Not a socket timeout: that restarts with every partial
+    /// write, and a peer whose kernel takes a trickle held a caller many
+    /// times as long.
     fn flush(&self) {
-        if let Err(e) = self.writer.flush() {
-            self.close(&format!("write failed: {e}"));
+        // Everything queued by `since` must be written by `since` + timeout.
+        let (mut target, mut since) = (self.writer.enqueued(), Instant::now());
+        loop {
+            match self.writer.flush_nowait() {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => return self.close(&format!("write failed: {e}")),
+            }
+            if self.is_closed() {
+                return;
+            }
+            let now = Instant::now();
+            if self.writer.written() >= target {
+                (target, since) = (self.writer.enqueued(), now);
+            }
+            let waited = now.saturating_duration_since(since);
+            if waited >= self.write_timeout {
+                return self.close(&format!(
+                    "write timeout: the server did not take the requests queued {} ago",
+                    crate::GoDuration(self.write_timeout)
+                ));
+            }
+            if let Err(e) = self.stream.wait_writable(self.write_timeout - waited) {
+                return self.close(&format!("write failed: {e}"));
+            }
         }
     }
 
-    /// The reader's flush: it must not block on a write, or with a server
-    /// that is blocked writing replies to us, neither side would read again.
-    /// What the socket does not take at once, the writer thread sends.
+    /// A flush that never blocks on a write: what the socket does not take
+    /// at once, the writer thread sends. The reader's, because with a
+    /// server that is blocked writing replies to us neither side would
+    /// read again; and every caller's, so that a call's timeout bounds
+    /// its write too.
     fn flush_from_reader(&self) {
         match self.writer.flush_nowait() {
             Ok(true) => {}
@@ -733,6 +691,9 @@ impl Inner {
                 let started = self.threads.spawn("geerpc-cl-write", None, move || {
                     while rx.recv().is_ok() && !inner.is_closed() {
                         inner.flush();
+                        if inner.going_away.load(Ordering::Acquire) {
+                            inner.half_close(Instant::now() + Duration::from_secs(1));
+                        }
                     }
                 });
                 if let Err(e) = started {
@@ -782,6 +743,11 @@ impl Inner {
                     return;
                 }
             };
+            if header.seq == 0 && header.code == Some(Code::Goaway) {
+                // The drain notice (PROTOCOL.md section 9); no call has Seq 0.
+                self.going_away();
+                continue;
+            }
             let complete = self.pending.lock().calls.remove(&header.seq);
             handed += usize::from(complete.is_some());
             let sleeper = match complete {
@@ -797,6 +763,7 @@ impl Inner {
                 Some(complete) if !header.error.is_empty() => complete(Err(Error::Remote {
                     method: header.service_method,
                     message: header.error,
+                    code: header.code,
                 })),
                 Some(complete) => complete(Ok(rd.bytes(msg.body))),
             };
@@ -863,6 +830,50 @@ fn reader_thread(inner: &Inner, wake: Receiver<()>) {
 mod tests {
     use super::*;
     use crate::{Server, Service};
+
+    /// Against a server that never reads, timed calls that find the send
+    /// queue at its cap wait for room until their deadline and queue
+    /// nothing: the queue stays at the cap plus one request, however many
+    /// calls are made.
+    #[test]
+    fn past_the_queue_cap_a_timed_call_waits_for_room_then_times_out() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("tcp@{}", l.local_addr().unwrap());
+        let holder = std::thread::spawn(move || l.accept().map(|(s, _)| s));
+        let cap = 1 << 20;
+        let client = Client::builder()
+            .codec(Codec::MsgPack)
+            .max_queued_bytes(cap)
+            .dial(&addr)
+            .unwrap();
+        let _peer = holder.join().unwrap().unwrap();
+        let blob = serde_bytes::ByteBuf::from(vec![1u8; 512 << 10]);
+        let timeout = Duration::from_millis(30);
+        let mut last = None;
+        // 20 MiB in all: more than the socket buffers and the cap hold.
+        for _ in 0..40 {
+            let t0 = Instant::now();
+            let err = client
+                .call_timeout::<_, usize>("Blob.Len", &blob, timeout)
+                .unwrap_err();
+            // Generous for a loaded machine; see tests/timeouts.rs.
+            assert!(t0.elapsed() < timeout + Duration::from_millis(250));
+            assert!(matches!(err, Error::Timeout { .. }), "{err}");
+            let queued = client.inner.writer.queued();
+            assert!(queued <= cap + (520 << 10), "{queued} bytes queued");
+            last = Some(err);
+        }
+        assert!(
+            matches!(
+                last,
+                Some(Error::Timeout {
+                    stage: TimeoutStage::Write,
+                    ..
+                })
+            ),
+            "{last:?}"
+        );
+    }
 
     #[test]
     fn a_request_deferred_to_another_connections_dispatch_goes_out_when_it_ends() {

@@ -14,6 +14,7 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::code::Code;
 use crate::error::{Error, Result};
 
 /// Deepest nesting a decoder follows. Decoding recurses once per level, and
@@ -135,6 +136,17 @@ pub(crate) struct Header {
     pub seq: u64,
     #[serde(rename = "Error", default)]
     pub error: String,
+    /// Why the call failed, when `error` is set by the server rather than
+    /// the handler (PROTOCOL.md section 8), or `goaway` for the drain
+    /// notice (section 9). Left out when `None`, so a header without a code
+    /// is byte for byte what Go peers and older geerpc peers write.
+    #[serde(
+        rename = "Code",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::code::field"
+    )]
+    pub code: Option<Code>,
 }
 
 /// Appends a whole message (header then body) to `out`.
@@ -244,6 +256,7 @@ mod tests {
             service_method: "Arith.Sum".into(),
             seq: 1,
             error: String::new(),
+            code: None,
         };
         encode_message(Codec::Json, &mut out, &h, &3).unwrap();
         assert_eq!(
@@ -259,11 +272,48 @@ mod tests {
             service_method: "A.B".into(),
             seq: 7,
             error: String::new(),
+            code: None,
         };
         Codec::MsgPack.encode_into(&mut out, &h, "header").unwrap();
         assert_eq!(out[0], 0x83, "fixmap of three entries");
         let back: Header = Codec::MsgPack.decode(&out, "header").unwrap();
         assert_eq!(back, h);
+    }
+
+    #[test]
+    fn a_code_travels_only_when_set_in_both_codecs() {
+        let h = Header {
+            service_method: "A.B".into(),
+            seq: 3,
+            error: "rpc server: shutting down".into(),
+            code: Some(Code::Unavailable),
+        };
+        let mut out = Vec::new();
+        Codec::Json.encode_into(&mut out, &h, "header").unwrap();
+        assert_eq!(
+            out,
+            b"{\"ServiceMethod\":\"A.B\",\"Seq\":3,\"Error\":\"rpc server: shutting down\",\"Code\":\"unavailable\"}\n"
+        );
+        assert_eq!(Codec::Json.decode_header(&out).unwrap(), h);
+        out.clear();
+        Codec::MsgPack.encode_into(&mut out, &h, "header").unwrap();
+        assert_eq!(out[0], 0x84, "fixmap of four entries");
+        assert_eq!(Codec::MsgPack.decode_header(&out).unwrap(), h);
+        // Absent, empty or null: no code. Unknown: kept, not an error.
+        for (text, code) in [
+            (r#"{"Seq":1}"#, None),
+            (r#"{"Seq":1,"Code":""}"#, None),
+            (r#"{"Seq":1,"Code":null}"#, None),
+            (
+                r#"{"Seq":1,"Code":"data_loss"}"#,
+                Some(Code::Other("data_loss".into())),
+            ),
+        ] {
+            assert_eq!(
+                Codec::Json.decode_header(text.as_bytes()).unwrap().code,
+                code
+            );
+        }
     }
 
     #[test]

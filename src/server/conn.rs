@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use super::limits::{self, ConnSlot, Watch};
 use super::monitor::Deadline;
 use super::{http, Running};
+use crate::code::Code;
 use crate::codec::{encode_message_raw, Codec, Header};
 use crate::duration::GoDuration;
 use crate::error::{Error, Result};
@@ -60,6 +61,8 @@ pub(crate) struct Conn {
     /// handler's thread: shutdown leaves the connection open for the reply,
     /// and the thread closes it once the reply is sent.
     pub(super) close_after_reply: AtomicBool,
+    /// The drain notice was queued (PROTOCOL.md section 9); sent once.
+    pub(super) goaway_sent: AtomicBool,
 }
 
 impl Conn {
@@ -87,12 +90,8 @@ impl Conn {
             _slot: slot,
             closed: AtomicBool::new(false),
             close_after_reply: AtomicBool::new(false),
+            goaway_sent: AtomicBool::new(false),
         })
-    }
-
-    /// Makes the leader's read return end of stream; replies can still go out.
-    pub(super) fn stop_reading(&self) {
-        let _ = self.stream.shutdown(Shutdown::Read);
     }
 
     /// Writes an HTTP reply straight to the socket. It comes before any RPC
@@ -362,6 +361,10 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
     let Some(&(codec, handle_timeout)) = conn.proto.get() else {
         return;
     };
+    if run.stopping.load(Ordering::SeqCst) && run.drains() {
+        // Handshake done after shutdown sent its notices: this one's own.
+        conn.send_goaway(run);
+    }
     let mut scratch = Vec::new();
     loop {
         let req = match read_request(run, &conn, codec) {
@@ -378,6 +381,13 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
             }
         };
         run.call_started();
+        // After `call_started`, both SeqCst: either shutdown sees this call
+        // in flight and waits for it, or it is seen here as draining.
+        if run.stopping.load(Ordering::SeqCst) {
+            super::drain::refuse(run, &conn, codec, req.header);
+            run.call_ended();
+            continue;
+        }
         let mark = conn.busy.enter();
         HANDLING.with(|h| h.set(Some(conn.id)));
         handle(run, &conn, codec, handle_timeout, req, &mut scratch);
@@ -409,6 +419,11 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
 
 pub(super) fn finish(run: &Running, conn: &Conn) {
     run.conns.lock().remove(&conn.id);
+    if run.stopping.load(Ordering::Acquire) {
+        // A draining shutdown waits for connections to end.
+        let _guard = run.drained.0.lock();
+        run.drained.1.notify_all();
+    }
 }
 
 fn handle(
@@ -430,6 +445,7 @@ fn handle(
                 service_method: header.service_method,
                 seq,
                 error: message,
+                code: Some(Code::NotFound),
             };
             let _ = conn.queue_reply(codec, &reply, codec.empty_body());
             return;
@@ -462,9 +478,9 @@ fn handle(
         Ok(Ok(())) => None,
         Ok(Err(CallFailure::BadArgument(m))) => {
             log::debug!("rpc server {}: {}: {m}", run.addr, conn.peer);
-            Some(m)
+            Some((m, Some(Code::InvalidArgument)))
         }
-        Ok(Err(CallFailure::Failed(m))) => Some(m),
+        Ok(Err(CallFailure::Failed(m))) => Some((m, None)),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()
@@ -476,9 +492,9 @@ fn handle(
                 run.addr,
                 ctx.service_method
             );
-            Some(format!(
-                "rpc server: {} panicked: {what}",
-                ctx.service_method
+            Some((
+                format!("rpc server: {} panicked: {what}", ctx.service_method),
+                None,
             ))
         }
     };
@@ -495,16 +511,19 @@ fn handle(
         service_method: ctx.service_method,
         seq,
         error: String::new(),
+        code: None,
     };
     let result = match error {
         None => conn.queue_reply(codec, &reply, scratch),
-        Some(e) => {
+        Some((e, code)) => {
             reply.error = e;
+            reply.code = code;
             conn.queue_reply(codec, &reply, codec.empty_body())
         }
     };
     if let Err(e) = result {
         reply.error = format!("rpc server: cannot send reply: {e}");
+        reply.code = Some(Code::Internal);
         let _ = conn.queue_reply(codec, &reply, codec.empty_body());
     }
 }

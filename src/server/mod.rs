@@ -20,6 +20,7 @@
 
 mod conn;
 mod debug;
+mod drain;
 mod http;
 mod limits;
 mod monitor;
@@ -102,7 +103,10 @@ impl ServerBuilder {
         self
     }
 
-    /// How long `shutdown` lets calls in flight finish (default 5 s).
+    /// How long `shutdown` lets calls in flight finish and clients move
+    /// away (default 5 s; see [`ServerHandle::shutdown`]). Zero stops at
+    /// once, without the drain notice: connections close, calls in flight
+    /// are cut, as if the process had died.
     pub fn shutdown_grace(mut self, t: Duration) -> Self {
         self.config.shutdown_grace = t;
         self
@@ -320,6 +324,7 @@ impl Server {
             monitor_stop: monitor::Stop::default(),
             on_shutdown: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
+            refused: AtomicU64::new(0),
         });
         let wake = listener
             .wake_target()
@@ -403,11 +408,15 @@ pub(crate) struct Running {
     monitor_stop: monitor::Stop,
     on_shutdown: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
     stopped: AtomicBool,
+    /// Requests refused as `unavailable` while draining: a shutdown waits
+    /// for a quiet spell in these before it closes connections.
+    refused: AtomicU64,
 }
 
 impl Running {
     fn call_started(&self) {
-        self.inflight.fetch_add(1, Ordering::AcqRel);
+        // SeqCst: pairs with `stopping` (see `conn::lead` and `shutdown`).
+        self.inflight.fetch_add(1, Ordering::SeqCst);
     }
 
     fn call_ended(&self) {
@@ -418,6 +427,11 @@ impl Running {
             let _guard = self.drained.0.lock();
             self.drained.1.notify_all();
         }
+    }
+
+    /// Whether shutdown drains (a grace period is set) or just stops.
+    fn drains(&self) -> bool {
+        !self.server.config().shutdown_grace.is_zero()
     }
 
     fn spawn_conn_thread(self: &Arc<Self>, conn: Arc<Conn>, first: bool) -> io::Result<()> {
@@ -512,9 +526,25 @@ impl ServerHandle {
         self.running.on_shutdown.lock().push(Box::new(f));
     }
 
-    /// Stops accepting, lets calls in flight finish within the grace period,
-    /// closes every connection and joins every thread the server started.
-    /// Calling it again does nothing.
+    /// Drains the server and stops it (PROTOCOL.md section 9):
+    ///
+    /// 1. runs the [`on_shutdown`](ServerHandle::on_shutdown) hooks
+    ///    (deregistration) before anything else, and stops accepting;
+    /// 2. writes the drain notice (`Seq` 0, `Code` `goaway`) on every
+    ///    connection: a geerpc client then sends nothing more there, and an
+    ///    XClient moves to other instances;
+    /// 3. answers every request read before that as usual, and those read
+    ///    after it with `Error` "rpc server: shutting down" and `Code`
+    ///    `unavailable` (not processed: the caller may send it elsewhere);
+    /// 4. once no call is in flight, closes each connection when its peer
+    ///    has closed its sending side or sent nothing for 200 ms; the grace
+    ///    period ([`ServerBuilder::shutdown_grace`], default 5 s) bounds
+    ///    steps 3 and 4 together;
+    /// 5. closes every connection left and joins every thread the server
+    ///    started.
+    ///
+    /// With a zero grace period it skips steps 2 to 4: connections close at
+    /// once. Calling it again does nothing.
     ///
     /// A handler may call it (an admin method that stops its server): it
     /// then waits for the other calls only, and the handler's own reply
@@ -541,7 +571,8 @@ impl ServerHandle {
         };
         let own_calls = usize::from(own_conn.is_some());
         let deadline = Instant::now() + run.server.config().shutdown_grace;
-        run.stopping.store(true, Ordering::Release);
+        // SeqCst: pairs with `call_started` (see `conn::lead`).
+        run.stopping.store(true, Ordering::SeqCst);
         if let Some((accept, wake)) = self.accept.lock().take() {
             // accept() has no timeout: connect to ourselves to make it return.
             let woke = match &wake {
@@ -555,17 +586,20 @@ impl ServerHandle {
                 log::warn!("rpc server {}: could not wake the accept thread", run.addr);
             }
         }
-        // No new requests: readers see end of stream, in-flight calls go on.
+        // Readers go on reading: what was read before `stopping` runs, what
+        // is read after it is refused as `unavailable` (see `conn::lead`).
         let conns: Vec<Arc<Conn>> = run.conns.lock().values().cloned().collect();
+        for c in conns.iter().filter(|_| run.drains()) {
+            c.send_goaway(run);
+        }
         for c in &conns {
-            c.stop_reading();
             if Some(c.id) == own_conn {
                 c.close_after_reply.store(true, Ordering::Release);
             }
         }
         {
             let mut guard = run.drained.0.lock();
-            while run.inflight.load(Ordering::Acquire) > own_calls {
+            while run.inflight.load(Ordering::SeqCst) > own_calls {
                 if run.drained.1.wait_until(&mut guard, deadline).timed_out() {
                     break;
                 }
@@ -577,6 +611,8 @@ impl ServerHandle {
                 "rpc server {}: shutting down with {left} calls still running",
                 run.addr
             );
+        } else {
+            drain::linger(run, own_conn, deadline);
         }
         // A call counts as ended once its reply is queued, which may be just
         // before another thread writes it: let those writes finish (without

@@ -10,6 +10,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::conn::Conn;
 use super::Running;
+use crate::code::Code;
 use crate::codec::Header;
 use crate::duration::GoDuration;
 use crate::handoff::Look;
@@ -215,6 +216,7 @@ fn expire_deadlines(run: &Running) -> bool {
                 "rpc server: request handle timeout: expect within {}",
                 GoDuration(d.timeout)
             ),
+            code: Some(Code::DeadlineExceeded),
         };
         log::debug!("rpc server {}: {}: {}", run.addr, d.conn.peer, header.error);
         if d.conn

@@ -13,8 +13,9 @@ use serde::Serialize;
 use super::discovery::{Discovery, Instance, Snapshot};
 use super::pool::{InflightGuard, Pool, Slot, Slots};
 use super::selector::{SelectContext, SelectMode, Selector};
-use crate::client::{Call, Client, ClientBuilder};
-use crate::error::{Error, Result};
+use crate::client::{deadline_after, Budget, Call, Client, ClientBuilder};
+use crate::code::Code;
+use crate::error::{Error, Result, TimeoutStage};
 
 thread_local! {
     /// The slot (its address) whose connection handed this thread the reply
@@ -37,6 +38,15 @@ const PICK_ON_STACK: usize = 16;
 /// ([`Error::is_not_sent`]). An error the service itself returned
 /// ([`Error::Remote`]) is never retried, and the call's timeout bounds all
 /// attempts together.
+///
+/// Whatever the mode, FailFast included, a call an instance did not process
+/// because it is going away or over a limit (its drain notice, a reply
+/// with code `unavailable` or `resource_exhausted`, or a refused dial to an
+/// instance that sent its notice) is sent to another instance, once per
+/// instance at most, within the timeout: such an attempt counts neither as
+/// a retry nor as a failure of the instance (it is not evicted; one going
+/// away is passed over for a moment). [`XClient::go`] applies this when it
+/// sends, not to the result [`XCall::wait`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum FailMode {
@@ -206,6 +216,7 @@ impl XClientBuilder {
 /// let sum: i64 = xc.call("Arith.Sum", &serde_json::json!({"Num1": 1, "Num2": 2}))?;
 /// # Ok::<(), geerpc::Error>(())
 /// ```
+#[must_use = "dropping the XClient closes its connections and stops its probe thread"]
 pub struct XClient {
     discovery: Arc<dyn Discovery>,
     selector: Arc<dyn Selector>,
@@ -221,12 +232,14 @@ pub struct XClient {
 /// [`XClient`] see a connection failure (and evict the instance) and counts
 /// the call in flight for [`SelectMode::PowerOfTwoChoices`] until it is
 /// waited for or dropped.
+#[must_use = "dropping an XCall abandons its reply"]
 pub struct XCall<R> {
     call: Call<R>,
     slot: Arc<Slot>,
     _client: Client,
     pool: Arc<Pool>,
-    deadline: Option<Instant>,
+    /// The call's deadline (counted from [`XClient::go`]) and timeout.
+    budget: Budget,
     _inflight: InflightGuard,
 }
 
@@ -256,10 +269,7 @@ impl<R> XCall<R> {
     /// Waits for the result, at most until the client's timeout (counted
     /// from [`XClient::go`]) if it has one.
     pub fn wait(self) -> Result<R> {
-        let r = match self.deadline {
-            Some(d) => self.call.wait_deadline(d),
-            None => self.call.wait(),
-        };
+        let r = self.call.wait_within(self.budget);
         self.pool.report(&self.slot, &r);
         r
     }
@@ -303,6 +313,18 @@ impl Plan<'_> {
             && (self.idempotent || e.is_not_sent())
     }
 
+    /// Whether a failed attempt on `slot` was not processed because the
+    /// instance is going away or over a limit, so that the call goes to
+    /// another instance at no cost (see [`FailMode`]).
+    fn may_redirect(&self, e: &Error, slot: &Slot) -> bool {
+        let in_time = self.deadline.map_or(true, |d| Instant::now() < d);
+        in_time
+            && match e.code() {
+                Some(c) => c.may_retry_elsewhere(),
+                None => e.is_not_sent() && slot.is_draining(),
+            }
+    }
+
     /// Whether `inst` serves this call's service (an instance that lists
     /// no services may serve any).
     fn served_by(&self, inst: &Instance) -> bool {
@@ -322,20 +344,53 @@ impl Plan<'_> {
             method: self.method.to_string(),
             addr: waiting.collect::<Vec<_>>().join(", "),
             timeout: self.timeout.unwrap_or_default(),
+            stage: TimeoutStage::Reply,
+        }
+    }
+
+    /// The call's time, for the stages of one attempt.
+    fn budget(&self) -> Budget {
+        Budget {
+            deadline: self.deadline,
+            timeout: self.timeout.unwrap_or_default(),
         }
     }
 
     /// A per-attempt timeout reported as the whole call's.
     fn whole_timeout(&self, e: Error) -> Error {
         match (e, self.timeout) {
-            (Error::Timeout { method, addr, .. }, Some(timeout)) => Error::Timeout {
+            (
+                Error::Timeout {
+                    method,
+                    addr,
+                    stage,
+                    ..
+                },
+                Some(timeout),
+            ) => Error::Timeout {
                 method,
                 addr,
                 timeout,
+                stage,
             },
             (e, _) => e,
         }
     }
+}
+
+/// Whether a failed attempt on `slot` over `client` says the instance is
+/// going away (a refusal as `unavailable`, or a call the connection did not
+/// send after the drain notice); if so the slot is marked draining.
+fn going_away(slot: &Slot, client: &Client, e: &Error) -> bool {
+    let away = match e.code() {
+        Some(Code::Unavailable) => true,
+        Some(_) => false,
+        None => e.is_not_sent() && client.is_going_away(),
+    };
+    if away {
+        slot.mark_draining();
+    }
+    away
 }
 
 /// A call sent to one instance, counted in flight.
@@ -494,7 +549,7 @@ impl XClient {
                         slot: sent.slot,
                         _client: sent.client,
                         pool: self.pool.clone(),
-                        deadline: plan.deadline,
+                        budget: plan.budget(),
                         _inflight: sent.guard,
                     })
                 }
@@ -637,7 +692,8 @@ impl XClient {
             method,
             service: method.split_once('.').map_or(method, |(s, _)| s),
             key: opts.key.as_deref(),
-            deadline: timeout.map(|t| Instant::now() + t),
+            // `Duration::MAX` (or any timeout past what `Instant` holds): none.
+            deadline: timeout.and_then(deadline_after),
             timeout,
             idempotent: opts.idempotent.unwrap_or(self.idempotent),
             mode: opts.fail_mode.unwrap_or(self.fail_mode),
@@ -692,7 +748,7 @@ impl XClient {
             |i: usize| exclude.get(i) != Some(&true) && plan.served_by(&snap.instances[i]);
         for (i, slot) in view.iter().enumerate() {
             inflight[i] = slot.inflight();
-            available[i] = candidate(i) && !slot.is_dead();
+            available[i] = candidate(i) && !slot.is_dead() && !slot.avoid_draining();
         }
         if !available.contains(&true) {
             for (i, a) in available.iter_mut().enumerate() {
@@ -732,13 +788,27 @@ impl XClient {
         if plan.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(plan.timed_out(std::iter::once(slot.addr.as_str())));
         }
-        let c = self.pool.connect(slot, plan.deadline)?;
+        let c = self
+            .pool
+            .connect(slot, plan.method, plan.budget())
+            .inspect_err(|e| {
+                if slot.is_draining() && e.is_not_sent() {
+                    // Still gone: pass it over a while longer.
+                    slot.mark_draining();
+                }
+            })?;
         let r = match plan.deadline {
             Some(d) => c
                 .call_deadline(plan.method, args, d)
                 .map_err(|e| plan.whole_timeout(e)),
             None => c.call(plan.method, args),
         };
+        if let Err(e) = &r {
+            if going_away(slot, &c, e) {
+                // Not a failure of the instance: nothing to report.
+                return r;
+            }
+        }
         // An error from the service itself still came through the batch.
         let answered = matches!(r, Ok(_) | Err(Error::Remote { .. }));
         if answered && c.woke_this_thread_in_batch() {
@@ -755,8 +825,12 @@ impl XClient {
         R: DeserializeOwned + Send + 'static,
     {
         let guard = InflightGuard::new(slot.clone());
-        let client = self.pool.connect(slot, plan.deadline)?;
-        match client.go(plan.method, args) {
+        let client = self.pool.connect(slot, plan.method, plan.budget())?;
+        let sent = match plan.deadline {
+            Some(_) => client.go_within(plan.method, args, plan.budget()),
+            None => client.go(plan.method, args),
+        };
+        match sent {
             Ok(call) => Ok(Sent {
                 call,
                 slot: slot.clone(),
@@ -764,7 +838,9 @@ impl XClient {
                 guard,
             }),
             Err(e) => {
-                self.pool.report_error(slot, &e);
+                if !going_away(slot, &client, &e) {
+                    self.pool.report_error(slot, &e);
+                }
                 Err(e)
             }
         }
@@ -780,17 +856,33 @@ impl XClient {
         // Only a call that may fail over needs to remember where it went.
         let mut tried = vec![false; if retries > 0 { view.len() } else { 0 }];
         let mut attempt = 0;
+        let mut redirects = 0;
+        let mut redirected = None;
         loop {
             if !tried.is_empty() && tried.iter().all(|t| *t) {
                 // Every instance had its turn: start another round.
                 tried.iter_mut().for_each(|t| *t = false);
             }
-            let i = self.pick(plan, &snap, &view, &tried)?;
+            let i = match self.pick(plan, &snap, &view, &tried) {
+                Ok(i) => i,
+                Err(e) => return Err(redirected.unwrap_or(e)),
+            };
             if let Some(t) = tried.get_mut(i) {
                 *t = true;
             }
             match self.once(plan, &view[i], args) {
                 Ok(r) => return Ok(r),
+                Err(e) if redirects < view.len() && plan.may_redirect(&e, &view[i]) => {
+                    log::debug!(
+                        "xclient: {} not processed by {}: {e}; sending it elsewhere",
+                        plan.method,
+                        view[i].addr
+                    );
+                    redirects += 1;
+                    tried.resize(view.len(), false);
+                    tried[i] = true;
+                    redirected = Some(e);
+                }
                 Err(e) if attempt < retries && plan.may_retry(&e) => {
                     log::debug!(
                         "xclient: {} on {} failed: {e}; failing over",
@@ -811,11 +903,21 @@ impl XClient {
         R: DeserializeOwned + Send + 'static,
     {
         let (snap, view) = self.instances()?;
-        let i = self.pick(plan, &snap, &view, &[])?;
+        let mut i = self.pick(plan, &snap, &view, &[])?;
         let mut attempt = 0;
+        let mut tried = Vec::new();
         loop {
             match self.once(plan, &view[i], args) {
                 Ok(r) => return Ok(r),
+                // The instance is going away: "the same instance" is moot.
+                Err(e) if tried.len() < view.len() && plan.may_redirect(&e, &view[i]) => {
+                    tried.resize(view.len(), false);
+                    tried[i] = true;
+                    match self.pick(plan, &snap, &view, &tried) {
+                        Ok(next) => i = next,
+                        Err(_) => return Err(e),
+                    }
+                }
                 Err(e) if attempt < retries && plan.may_retry(&e) => attempt += 1,
                 Err(e) => return Err(e),
             }
@@ -833,14 +935,15 @@ impl XClient {
         let mut sent: Vec<Sent<R>> = Vec::with_capacity(2);
         let mut first_err: Option<Error> = None;
         let mut attempts = 0;
-        let backup_at = Instant::now() + after;
+        // None (`after` past what `Instant` holds): no backup for slowness.
+        let backup_at = deadline_after(after);
         loop {
             // Send the first call, or the backup once it is due: when the
             // first is slow (idempotent calls only) or failed retryably.
             let due = match (attempts, &first_err) {
                 (0, _) => true,
-                (1, Some(e)) if sent.is_empty() => plan.may_retry(e),
-                (1, _) => plan.idempotent && Instant::now() >= backup_at,
+                (1, Some(e)) if sent.is_empty() => plan.may_retry(e) || e.is_not_processed(),
+                (1, _) => plan.idempotent && backup_at.is_some_and(|b| Instant::now() >= b),
                 _ => false,
             };
             if due {
@@ -866,7 +969,10 @@ impl XClient {
             }
             let mut wait_until = plan.deadline;
             if attempts == 1 && plan.idempotent {
-                wait_until = Some(wait_until.map_or(backup_at, |d| d.min(backup_at)));
+                wait_until = match (wait_until, backup_at) {
+                    (Some(d), Some(b)) => Some(d.min(b)),
+                    (d, b) => d.or(b),
+                };
             }
             let waited = {
                 let mut sel = crossbeam_channel::Select::new();
@@ -937,7 +1043,7 @@ impl XClient {
             .collect();
         let mut targets: Vec<Arc<Slot>> = serving
             .iter()
-            .filter(|s| !s.is_dead())
+            .filter(|s| !s.is_dead() && !s.avoid_draining())
             .map(|s| Arc::clone(s))
             .collect();
         if targets.is_empty() {
@@ -1019,17 +1125,23 @@ where
 {
     let _inflight = InflightGuard::new(&**slot);
     // Kept until the reply is in, so the connection stays open.
-    let client = match pool.connect(slot, plan.deadline) {
+    let client = match pool.connect(slot, plan.method, plan.budget()) {
         Ok(c) => c,
         Err(e) => return Some(Err(e)),
     };
     if cancel.try_recv() == Err(crossbeam_channel::TryRecvError::Disconnected) {
         return None;
     }
-    let call = match client.go::<A, R>(plan.method, args) {
+    let sent = match plan.deadline {
+        Some(_) => client.go_within::<A, R>(plan.method, args, plan.budget()),
+        None => client.go::<A, R>(plan.method, args),
+    };
+    let call = match sent {
         Ok(call) => call,
         Err(e) => {
-            pool.report_error(slot, &e);
+            if !going_away(slot, &client, &e) {
+                pool.report_error(slot, &e);
+            }
             return Some(Err(e));
         }
     };

@@ -10,23 +10,36 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
 
+mod dial;
+
+use dial::{timeout_at, Dial, DialGuard, Outcome};
+
 use super::discovery::Snapshot;
-use crate::client::{Client, ClientBuilder};
-use crate::error::{Error, Result};
+use crate::client::{Budget, Client, ClientBuilder};
+use crate::error::{Error, Result, TimeoutStage};
 use crate::threads::ThreadGroup;
 
 /// One instance as this client sees it.
 pub(super) struct Slot {
     pub(super) addr: String,
-    /// The cached connection. Its own lock, so dialling one instance never
-    /// waits for another; callers of the same instance wait for one dial
-    /// instead of each dialling.
+    /// The cached connection. Held only briefly (never across a dial), so
+    /// a caller with a live connection never waits for a dial.
     conn: RwLock<Option<Client>>,
+    /// The dial in progress, if any: callers of the same instance wait for
+    /// one dial instead of each dialling, each until its own deadline at
+    /// most (see [`Dial`]).
+    dialling: Mutex<Option<Arc<Dial>>>,
     inflight: AtomicUsize,
     health: Mutex<Health>,
     /// `health.dead`, readable without the lock: every call checks it, and
     /// 64 callers taking one mutex per call park each other.
     dead: AtomicBool,
+    /// The instance sent its drain notice (or refused a call as
+    /// `unavailable`): it is going away, not failing. Selection avoids it
+    /// until `drain_until`, without evicting it; a call that finds it gone
+    /// is sent elsewhere, uncounted. A successful dial clears it.
+    draining: AtomicBool,
+    drain_until: Mutex<Instant>,
 }
 
 struct Health {
@@ -40,8 +53,11 @@ impl Slot {
         Slot {
             addr: addr.to_string(),
             conn: RwLock::new(None),
+            dialling: Mutex::new(None),
             inflight: AtomicUsize::new(0),
             dead: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            drain_until: Mutex::new(Instant::now()),
             health: Mutex::new(Health {
                 dead: false,
                 retry_at: Instant::now(),
@@ -53,65 +69,101 @@ impl Slot {
     /// The cached connection, or a new one in place of a missing or broken
     /// one, dialled within `deadline` if there is one.
     ///
-    /// `Err((e, cut_short))`: `cut_short` says the dial failed only because
-    /// the caller's deadline was shorter than the connect timeout, which
-    /// says nothing about the instance.
+    /// One caller dials (the leader); others wanting the same instance
+    /// meanwhile wait for its outcome, each at most until its own deadline
+    /// ([`TimeoutStage::PoolWait`]). No lock is held across the dial.
+    ///
+    /// `Err((e, cut_short))`: `cut_short` says the dial or the wait failed
+    /// only because the caller's deadline was shorter than the connect
+    /// timeout, which says nothing about the instance. A timeout `e` has
+    /// its method and timeout left for [`Pool::connect`] to fill in.
     fn client(
         &self,
         shared: &Shared,
         deadline: Option<Instant>,
     ) -> std::result::Result<Client, (Error, bool)> {
-        let builder = &shared.builder;
-        let configured = builder.connect_timeout_setting();
-        let out_of_time = || {
-            let e = Error::ConnectTimeout {
-                addr: self.addr.clone(),
-                timeout: configured.unwrap_or_default(),
+        loop {
+            // The common case: a live connection, shared under a read lock.
+            if let Some(c) = self.live() {
+                return Ok(c);
+            }
+            let (dial, lead) = {
+                let mut dialling = self.dialling.lock();
+                // Re-checked under `dialling`: a leader installs its
+                // connection before it clears `dialling`.
+                if let Some(c) = self.live() {
+                    return Ok(c);
+                }
+                match &*dialling {
+                    Some(d) => (d.clone(), false),
+                    None => {
+                        let d = Arc::new(Dial::default());
+                        *dialling = Some(d.clone());
+                        (d, true)
+                    }
+                }
             };
-            (e, true)
-        };
-        // The common case: a live connection, shared under a read lock.
-        if let Some(c) = &*self.conn.read() {
-            if c.is_alive() {
-                return Ok(c.clone());
+            if lead {
+                return self.lead_dial(shared, deadline, &dial);
+            }
+            match dial.wait(deadline) {
+                None => return Err((timeout_at(&self.addr, TimeoutStage::PoolWait), true)),
+                Some(Outcome::Dialled(c)) => return Ok(c),
+                // The leader's own deadline cut its dial short: ours may
+                // be later, so dial (or wait for another leader) again.
+                Some(Outcome::CutShort) => continue,
+                Some(Outcome::Failed(e)) => return Err((e.copy(), false)),
             }
         }
-        let mut conn = match deadline {
-            None => self.conn.write(),
-            Some(d) => self.conn.try_write_until(d).ok_or_else(out_of_time)?,
+    }
+
+    /// The cached connection if it is alive.
+    fn live(&self) -> Option<Client> {
+        self.conn.read().as_ref().filter(|c| c.is_alive()).cloned()
+    }
+
+    /// Dials as the leader of `dial`, caches a success, and tells the
+    /// waiters. Invariant: `dialling` is cleared and the waiters told even
+    /// if the dial unwinds (see [`DialGuard`]), so no waiter waits on a
+    /// dial that will not end.
+    fn lead_dial(
+        &self,
+        shared: &Shared,
+        deadline: Option<Instant>,
+        dial: &Arc<Dial>,
+    ) -> std::result::Result<Client, (Error, bool)> {
+        let mut guard = DialGuard {
+            slot: self,
+            dial,
+            outcome: Outcome::CutShort,
         };
-        if let Some(c) = &*conn {
-            if c.is_alive() {
-                return Ok(c.clone());
-            }
+        // A connection the server said it is going away from: the
+        // instance is draining, not failing (see `draining`).
+        if self.conn.read().as_ref().is_some_and(Client::is_going_away) {
+            self.mark_draining();
         }
-        *conn = None;
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if left == Some(Duration::ZERO) {
-            return Err(out_of_time());
-        }
-        let (dialled, cut_short) = match (left, configured) {
-            (Some(left), Some(t)) if left < t => (
-                builder.clone().connect_timeout(Some(left)).dial(&self.addr),
-                true,
-            ),
-            (Some(left), None) => (
-                builder.clone().connect_timeout(Some(left)).dial(&self.addr),
-                true,
-            ),
-            _ => (builder.dial(&self.addr), false),
+        let dialled = if left == Some(Duration::ZERO) {
+            Err(timeout_at(&self.addr, TimeoutStage::Dial))
+        } else {
+            shared.builder.dial_within(&self.addr, deadline)
         };
         match dialled {
             Ok(c) => {
+                self.draining.store(false, Ordering::Release);
                 // `close` does not wait for dials in progress: one that
                 // ends after it is used for its one call, not cached.
                 if !shared.is_closed() {
-                    *conn = Some(c.clone());
+                    *self.conn.write() = Some(c.clone());
                 }
+                guard.outcome = Outcome::Dialled(c.clone());
                 Ok(c)
             }
-            Err(e @ Error::ConnectTimeout { .. }) => Err((e, cut_short)),
-            Err(e) => Err((e, false)),
+            Err(e @ Error::Timeout { .. }) => Err((e, true)),
+            Err(e) => {
+                guard.outcome = Outcome::Failed(e.copy());
+                Err((e, false))
+            }
         }
     }
 
@@ -135,18 +187,53 @@ impl Slot {
         self.dead.load(Ordering::Acquire)
     }
 
-    /// Closes the cached connection. A dial in progress holds the lock for
-    /// up to the connect timeout: it is not waited for (only brief holders
-    /// are), and what it dials is not cached; at worst, dialled just before
+    /// Whether the instance said it is going away and no dial has
+    /// succeeded since.
+    pub(super) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether selection should pass the instance over: draining, and
+    /// within [`DRAIN_HOLD`] of the last sign of it. After that a call may
+    /// try it again (a server restarted on the same address answers).
+    pub(super) fn avoid_draining(&self) -> bool {
+        self.is_draining() && Instant::now() < *self.drain_until.lock()
+    }
+
+    /// Notes that the instance is going away (see `draining`).
+    pub(super) fn mark_draining(&self) {
+        *self.drain_until.lock() = Instant::now() + DRAIN_HOLD;
+        if !self.draining.swap(true, Ordering::AcqRel) {
+            log::info!(
+                "xclient: {} is going away (drain notice); calls go to other instances",
+                self.addr
+            );
+        }
+    }
+
+    /// Closes the cached connection. A dial in progress is not waited for,
+    /// and what it dials is not cached; at worst, dialled just before
     /// `closed` was seen, it closes when the slot is dropped.
     fn close(&self) {
-        if let Some(mut conn) = self.conn.try_write_for(Duration::from_millis(50)) {
-            if let Some(c) = conn.take() {
-                c.close();
-            }
+        let taken = self.conn.write().take();
+        if let Some(c) = taken {
+            c.close();
         }
     }
 }
+
+/// When a probe waiting `backoff` is due. Any back-off is accepted: one
+/// past what `Instant` holds (`Duration::MAX`) waits a year, in effect for
+/// ever.
+fn retry_after(backoff: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(backoff)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400))
+}
+
+/// How long selection passes over an instance that is going away before a
+/// call may try it again.
+const DRAIN_HOLD: Duration = Duration::from_secs(1);
 
 /// Counts a call in flight on a slot for as long as it lives. `S` is how
 /// it holds the slot: borrowed within a call, an `Arc` in a call that
@@ -237,16 +324,21 @@ impl Pool {
         }
     }
 
-    /// The connection to `slot`, dialled within `deadline` if need be. A
-    /// failed dial is reported (the instance is evicted) unless only the
-    /// deadline cut it short.
-    pub(super) fn connect(&self, slot: &Slot, deadline: Option<Instant>) -> Result<Client> {
-        slot.client(&self.shared, deadline)
-            .map_err(|(e, cut_short)| {
-                if !cut_short {
-                    self.report_error(slot, &e);
+    /// The connection to `slot` for call `method`, waited for or dialled
+    /// within `budget` if need be. A failed dial is reported (the instance
+    /// is evicted) unless only the call's deadline cut it short, which is
+    /// then an [`Error::Timeout`] naming the call's timeout.
+    pub(super) fn connect(&self, slot: &Slot, method: &str, budget: Budget) -> Result<Client> {
+        slot.client(&self.shared, budget.deadline)
+            .map_err(|(e, cut_short)| match e {
+                Error::Timeout { stage, .. } => budget.timed_out(method, &slot.addr, stage),
+                e => {
+                    // An instance going away refuses dials: not a failure.
+                    if !cut_short && !slot.is_draining() {
+                        self.report_error(slot, &e);
+                    }
+                    e
                 }
-                e
             })
     }
 
@@ -329,7 +421,7 @@ impl Pool {
             h.dead = true;
             slot.dead.store(true, Ordering::Release);
             h.backoff = self.shared.min_backoff;
-            h.retry_at = Instant::now() + h.backoff;
+            h.retry_at = retry_after(h.backoff);
         }
         log::warn!(
             "xclient: {} taken out of selection: {e}; probing again in {:?}",
@@ -448,8 +540,11 @@ fn probe_loop(shared: &Shared, stop: &Receiver<()>, wake: &Receiver<()>) {
                 }
                 Err(e) => {
                     let mut h = slot.health.lock();
-                    h.backoff = (h.backoff * 2).clamp(shared.min_backoff, shared.max_backoff);
-                    h.retry_at = Instant::now() + h.backoff;
+                    h.backoff = h
+                        .backoff
+                        .saturating_mul(2)
+                        .clamp(shared.min_backoff, shared.max_backoff);
+                    h.retry_at = retry_after(h.backoff);
                     log::debug!(
                         "xclient: probe of {} failed: {e}; next in {:?}",
                         slot.addr,

@@ -1,0 +1,257 @@
+//! Dialling: [`ClientBuilder`], connect plus handshake (and the HTTP
+//! `CONNECT` exchange for `http@`), bounded by the earlier of the connect
+//! timeout and the deadline of the call that dials, if any.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use super::{deadline_after, Client};
+use crate::codec::Codec;
+use crate::error::{Error, Result, TimeoutStage};
+use crate::frame::FrameReader;
+use crate::handshake::Handshake;
+use crate::server::DEFAULT_MAX_MESSAGE;
+use crate::transport::{Address, Protocol, Stream};
+use crate::writer::SharedWriter;
+
+/// Settings for dialling; see [`Client::builder`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    codec: Codec,
+    connect_timeout: Option<Duration>,
+    handle_timeout: Option<Duration>,
+    max_message_size: usize,
+    write_timeout: Duration,
+    max_queued_bytes: usize,
+    connect_path: String,
+}
+
+/// Default cap on a client connection's request bytes queued for writing.
+const DEFAULT_MAX_QUEUED_BYTES: usize = 4 << 20;
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            codec: Codec::Json,
+            connect_timeout: Some(Duration::from_secs(10)),
+            handle_timeout: None,
+            max_message_size: DEFAULT_MAX_MESSAGE,
+            write_timeout: Duration::from_secs(30),
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            connect_path: DEFAULT_CONNECT_PATH.to_string(),
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// The codec for this connection (default JSON).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Limit on connect plus handshake (default 10 s; `None`: no limit).
+    pub fn connect_timeout(mut self, t: Option<Duration>) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Ask the server to answer every call within `t` (default: no limit).
+    pub fn handle_timeout(mut self, t: Option<Duration>) -> Self {
+        self.handle_timeout = t;
+        self
+    }
+
+    /// Largest request or reply, in bytes (default 16 MiB).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// How long a server may take no bytes of the requests queued for it
+    /// before the connection is given up and every pending call fails
+    /// (default 30 s). Calls with a timeout end at their own deadline
+    /// meanwhile; see [`Client::call_timeout`].
+    pub fn write_timeout(mut self, t: Duration) -> Self {
+        self.write_timeout = t.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Cap on request bytes queued for writing on the connection and not
+    /// yet taken by the socket (default 4 MiB). Past it a caller waits for room before it queues its
+    /// request: a call with a timeout at most until its deadline (then
+    /// [`Error::Timeout`] at [`TimeoutStage::Write`], the request not
+    /// sent), a call without one until the server reads or the connection
+    /// closes (see [`write_timeout`](ClientBuilder::write_timeout)). So a
+    /// server that stops reading costs the client this much memory, plus
+    /// at most one request per waiting caller, not one per call made. A
+    /// single request larger than the cap still goes out.
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued_bytes = bytes.max(1);
+        self
+    }
+
+    /// The path an `http@` client sends its `CONNECT` to (default
+    /// `/_geerpc_`, as PROTOCOL.md says). A Go server from the article
+    /// serves RPC on `/myrpc` only: `connect_path("/myrpc")` reaches it.
+    pub fn connect_path(mut self, path: impl Into<String>) -> Self {
+        let mut p: String = path.into();
+        if !p.starts_with('/') {
+            p.insert(0, '/');
+        }
+        self.connect_path = p;
+        self
+    }
+
+    /// Connects to `addr` (`tcp@HOST:PORT`, `http@HOST:PORT`, `unix@PATH`).
+    pub fn dial(&self, addr: &str) -> Result<Client> {
+        self.dial_within(addr, None)
+    }
+
+    /// [`dial`](ClientBuilder::dial) for a call: connect and handshake end
+    /// by the earlier of the connect timeout and `call_deadline`. If the
+    /// call's deadline is what ran out, the error is [`Error::Timeout`] at
+    /// [`TimeoutStage::Dial`] with `method` empty and `timeout` zero, for
+    /// the caller to fill in (it knows the call); it says nothing about
+    /// the server.
+    pub(crate) fn dial_within(&self, addr: &str, call_deadline: Option<Instant>) -> Result<Client> {
+        let address: Address = addr.parse()?;
+        // Checked before connecting, and not as a failure of the server:
+        // an XClient must not evict every instance over a client setting.
+        if address.protocol() == Protocol::Http
+            && self
+                .connect_path
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err(Error::InvalidAddress {
+                addr: addr.to_string(),
+                reason: format!(
+                    "CONNECT path {:?} would break the request line",
+                    self.connect_path
+                ),
+            });
+        }
+        let own = self.connect_timeout.and_then(deadline_after);
+        // The call's deadline binds when it comes first (or is the only one).
+        let call_binds = match (call_deadline, own) {
+            (Some(c), Some(o)) => c < o,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let deadline = if call_binds { call_deadline } else { own };
+        let timed_out = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            )
+        };
+        let fail = |e: std::io::Error| match self.connect_timeout {
+            _ if call_binds && timed_out(&e) => Error::Timeout {
+                method: String::new(),
+                addr: addr.to_string(),
+                timeout: Duration::ZERO,
+                stage: TimeoutStage::Dial,
+            },
+            Some(timeout) if timed_out(&e) => Error::ConnectTimeout {
+                addr: addr.to_string(),
+                timeout,
+            },
+            _ => Error::Connect {
+                addr: addr.to_string(),
+                source: e,
+            },
+        };
+        let stream = Stream::connect(&address, deadline).map_err(fail)?;
+        let mut reader = FrameReader::new(stream.try_clone().map_err(fail)?, self.max_message_size);
+        let set_timeouts = |on: bool| -> std::io::Result<()> {
+            let left = match (on, deadline) {
+                (true, Some(d)) => Some(
+                    d.saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1)),
+                ),
+                _ => None,
+            };
+            stream.set_read_timeout(left)?;
+            // After the handshake no write blocks (the writer thread waits
+            // with `poll`, bounded by the write timeout); this limit is a
+            // backstop should one ever block.
+            stream.set_write_timeout(left.or(Some(self.write_timeout)))
+        };
+        set_timeouts(true).map_err(fail)?;
+        let mut w = stream.try_clone().map_err(fail)?;
+        if address.protocol() == Protocol::Http {
+            http_connect(&mut w, &mut reader, addr, &self.connect_path).map_err(|e| match e {
+                Error::Io { source, .. } => fail(source),
+                other => other,
+            })?;
+        }
+        let option = Handshake::new(self.codec, self.connect_timeout, self.handle_timeout);
+        w.write_all(&option.to_line()).map_err(fail)?;
+        set_timeouts(false).map_err(fail)?;
+        let writer =
+            SharedWriter::new(w, self.max_message_size).with_queue_cap(self.max_queued_bytes);
+        Ok(Client::start(
+            address,
+            self.codec,
+            stream,
+            reader,
+            writer,
+            self.write_timeout,
+        ))
+    }
+}
+
+/// Where an `http@` client sends its `CONNECT`: Go's client writes exactly
+/// `CONNECT /_geerpc_ HTTP/1.0\n\n`.
+const DEFAULT_CONNECT_PATH: &str = "/_geerpc_";
+/// Longest status line, and longest whole head, read from a CONNECT reply.
+const MAX_STATUS_LINE: usize = 1024;
+const MAX_CONNECT_HEAD: usize = 8 * 1024;
+
+/// Sends `CONNECT` and checks the reply (PROTOCOL.md section 5): any
+/// `200` turns the connection into an RPC one; anything else, or no HTTP
+/// reply at all, is [`Error::HttpConnect`] with what the server said. I/O
+/// failures come back as [`Error::Io`] for the caller to classify.
+fn http_connect(
+    w: &mut Stream,
+    rd: &mut FrameReader<Stream>,
+    addr: &str,
+    path: &str,
+) -> Result<()> {
+    w.write_all(format!("CONNECT {path} HTTP/1.0\n\n").as_bytes())
+        .map_err(|e| Error::io("send CONNECT", e))?;
+    let refused = |status: String| Error::HttpConnect {
+        addr: addr.to_string(),
+        status,
+    };
+    let line = match rd.read_until(b"\n", MAX_STATUS_LINE) {
+        Ok(line) => line,
+        Err(Error::Io { source, .. }) => return Err(Error::io("read CONNECT reply", source)),
+        Err(Error::MessageTooLarge { .. }) => {
+            return Err(refused(format!(
+                "no HTTP status line in the first {MAX_STATUS_LINE} bytes of the reply"
+            )))
+        }
+        Err(_) => return Err(refused("connection closed without an HTTP reply".into())),
+    };
+    let status = String::from_utf8_lossy(&line).trim_end().to_string();
+    let mut parts = status.split(' ');
+    let is_http = parts.next().is_some_and(|v| v.starts_with("HTTP/"));
+    if !is_http || parts.next() != Some("200") {
+        return Err(refused(status));
+    }
+    // Skip the rest of the head, up to the empty line; the RPC stream follows.
+    let mut total = line.len();
+    loop {
+        let line = match rd.read_until(b"\n", MAX_CONNECT_HEAD.saturating_sub(total)) {
+            Ok(line) => line,
+            Err(Error::Io { source, .. }) => return Err(Error::io("read CONNECT reply", source)),
+            Err(e) => return Err(refused(format!("{status}, then a bad head: {e}"))),
+        };
+        total += line.len();
+        if line.trim_ascii().is_empty() {
+            return Ok(());
+        }
+    }
+}
