@@ -40,13 +40,17 @@ fn foo(stop: Receiver<()>) -> Service {
         })
 }
 
-fn start_server(registry_url: &str, stop: &Receiver<()>) -> geerpc::Result<ServerHandle> {
+fn start_server(
+    registry_url: &str,
+    stop: &Receiver<()>,
+) -> geerpc::Result<(ServerHandle, Heartbeat)> {
     let server = Server::new();
     server.register(foo(stop.clone()))?;
     let running = server.listen("tcp@127.0.0.1:0")?;
-    // Registers at once, then every TTL - 1 min; shutdown deregisters.
-    Heartbeat::for_server(&running, registry_url, HeartbeatOptions::new())?;
-    Ok(running)
+    // Registers at once, then every TTL - 1 min; shutdown (or dropping the
+    // heartbeat) deregisters.
+    let heartbeat = Heartbeat::for_server(&running, registry_url, HeartbeatOptions::new())?;
+    Ok((running, heartbeat))
 }
 
 /// Runs the whole scenario, writing what happens to `out`.
@@ -59,7 +63,7 @@ pub fn run(out: &mut (dyn Write + Send)) -> Result<(), Box<dyn std::error::Error
     // Closed at the end: ends any Sleep still running.
     let (stop_tx, stop_rx): (Sender<()>, Receiver<()>) = crossbeam_channel::bounded(0);
     let servers = [start_server(&url, &stop_rx)?, start_server(&url, &stop_rx)?];
-    for s in &servers {
+    for (s, _) in &servers {
         writeln!(
             out,
             "server {} started, heartbeating to the registry",
@@ -131,7 +135,7 @@ pub fn run(out: &mut (dyn Write + Send)) -> Result<(), Box<dyn std::error::Error
 
     drop(xc);
     drop(stop_tx);
-    for s in &servers {
+    for (s, _) in &servers {
         s.shutdown();
     }
     let left = registry.instances().len();

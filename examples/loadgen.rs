@@ -133,13 +133,16 @@ fn serve(flags: &HashMap<String, String>) {
         signal_hook::consts::SIGTERM,
     ])
     .expect("install signal handlers");
-    if let Some(url) = flags.get("registry") {
-        if let Err(e) = Heartbeat::for_server(&running, url, HeartbeatOptions::new()) {
-            eprintln!("loadgen: {e}");
-            exit(1)
-        }
+    // Kept until the end: dropping it deregisters.
+    let _heartbeat = flags.get("registry").map(|url| {
+        let hb =
+            Heartbeat::for_server(&running, url, HeartbeatOptions::new()).unwrap_or_else(|e| {
+                eprintln!("loadgen: {e}");
+                exit(1)
+            });
         eprintln!("loadgen: registering {} with {url}", running.addr());
-    }
+        hb
+    });
     // Kept until the end: dropping it revokes the etcd lease.
     let _etcd = flags.get("etcd").map(|endpoints| {
         let r = geerpc::etcd::register(

@@ -90,8 +90,8 @@ fn registry_list_and_call_end_to_end() {
 
     let a = start_server();
     let b = start_server();
-    Heartbeat::for_server(&a, &url, HeartbeatOptions::new().version("1.0")).unwrap();
-    Heartbeat::for_server(
+    let _hb_a = Heartbeat::for_server(&a, &url, HeartbeatOptions::new().version("1.0")).unwrap();
+    let _hb_b = Heartbeat::for_server(
         &b,
         &url,
         HeartbeatOptions::new()

@@ -864,7 +864,7 @@ fn a_server_through_registry_discovery_answers_calls() {
     let server = Server::new();
     server.register(arith()).unwrap();
     let running = server.listen("tcp@127.0.0.1:0").unwrap();
-    Heartbeat::for_server(&running, &reg.url(), HeartbeatOptions::new()).unwrap();
+    let _hb = Heartbeat::for_server(&running, &reg.url(), HeartbeatOptions::new()).unwrap();
     let d = RegistryDiscovery::builder(&reg.url())
         .service("Arith")
         .build()

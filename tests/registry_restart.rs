@@ -72,7 +72,7 @@ fn wait_for_holds(reg: &RegistryHandle, n: usize) {
 }
 
 /// Two servers heartbeating on the defaults (TTL 5 min: a beat every 4 min).
-fn two_servers(url: &str) -> (Vec<ServerHandle>, Vec<std::sync::Arc<Heartbeat>>) {
+fn two_servers(url: &str) -> (Vec<ServerHandle>, Vec<Heartbeat>) {
     let servers: Vec<ServerHandle> = (0..2).map(|_| start_server()).collect();
     let beats = servers
         .iter()

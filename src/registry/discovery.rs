@@ -139,6 +139,7 @@ impl RegistryDiscoveryBuilder {
 /// }
 /// # Ok::<(), geerpc::Error>(())
 /// ```
+#[must_use = "dropping the RegistryDiscovery stops its watch"]
 pub struct RegistryDiscovery {
     shared: Arc<Shared>,
     watcher: Option<Watcher>,

@@ -291,7 +291,15 @@ impl Cadence {
 /// hb.stop();
 /// # Ok::<(), geerpc::Error>(())
 /// ```
+#[must_use = "dropping a Heartbeat stops it and deregisters the address"]
 pub struct Heartbeat {
+    control: Arc<Control>,
+}
+
+/// What stops a heartbeat, shared by the [`Heartbeat`] and, for
+/// [`Heartbeat::for_server`], the server's shutdown hook: whichever comes
+/// first stops it, the other finds it stopped.
+struct Control {
     url: String,
     addr: String,
     timeout: Duration,
@@ -312,8 +320,8 @@ pub(super) struct Status {
 impl std::fmt::Debug for Heartbeat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Heartbeat")
-            .field("url", &self.url)
-            .field("addr", &self.addr)
+            .field("url", &self.control.url)
+            .field("addr", &self.control.addr)
             .field("registered", &self.is_registered())
             .finish_non_exhaustive()
     }
@@ -337,7 +345,7 @@ impl Heartbeat {
             message: e.to_string(),
         })?;
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-        let hb = Heartbeat {
+        let hb = Control {
             url: registry_url.to_string(),
             addr,
             timeout: options.timeout,
@@ -360,15 +368,20 @@ impl Heartbeat {
         hb.threads
             .spawn("geerpc-hb", None, move || beat.run(cadence, stop_rx))
             .map_err(|e| Error::io("start heartbeat thread", e))?;
-        Ok(hb)
+        Ok(Heartbeat {
+            control: Arc::new(hb),
+        })
     }
 
     /// Registers a running server: its address, and unless the options say
-    /// otherwise the services it serves. The heartbeat lives as long as the
-    /// server: [`ServerHandle::shutdown`] (or dropping the handle)
-    /// deregisters it and joins its thread. The returned handle tells how
-    /// registration goes ([`is_registered`](Heartbeat::is_registered)) and
-    /// can [`stop`](Heartbeat::stop) it sooner; dropping it does not.
+    /// otherwise the services it serves. The registration lasts until the
+    /// returned `Heartbeat` is dropped or [stopped](Heartbeat::stop), or the
+    /// server shuts down ([`ServerHandle::shutdown`], or dropping its
+    /// handle), whichever comes first: each deregisters at once (a
+    /// `DELETE`), before a shutting-down server sends its drain notice.
+    /// This is how [`etcd::register`](crate::etcd::register)'s
+    /// registration behaves too. Keep the handle for as long as the server
+    /// should stay registered.
     ///
     /// ```no_run
     /// use geerpc::{Heartbeat, HeartbeatOptions, Server, Service};
@@ -376,14 +389,16 @@ impl Heartbeat {
     /// let server = Server::new();
     /// server.register(Service::new("Echo").method("Echo", |s: String| Ok::<_, String>(s)))?;
     /// let running = server.listen("tcp@127.0.0.1:0")?;
-    /// Heartbeat::for_server(&running, "http://127.0.0.1:9999/_rpc_/registry", HeartbeatOptions::new())?;
+    /// let heartbeat = Heartbeat::for_server(&running, "http://127.0.0.1:9999/_rpc_/registry", HeartbeatOptions::new())?;
+    /// // ... serve; `running.shutdown()` deregisters, and so would dropping `heartbeat` ...
+    /// running.shutdown();
     /// # Ok::<(), geerpc::Error>(())
     /// ```
     pub fn for_server(
         server: &ServerHandle,
         registry_url: &str,
         mut options: HeartbeatOptions,
-    ) -> Result<Arc<Heartbeat>> {
+    ) -> Result<Heartbeat> {
         if options.services.is_none() {
             options.services = Some(
                 server
@@ -394,40 +409,42 @@ impl Heartbeat {
                     .collect(),
             );
         }
-        let hb = Arc::new(Heartbeat::start(
-            registry_url,
-            server.addr().to_string(),
-            options,
-        )?);
-        let on_shutdown = hb.clone();
+        let hb = Heartbeat::start(registry_url, server.addr().to_string(), options)?;
+        let on_shutdown = hb.control.clone();
         server.on_shutdown(move || on_shutdown.stop());
         Ok(hb)
     }
 
     /// The registered address.
     pub fn addr(&self) -> &str {
-        &self.addr
+        &self.control.addr
     }
 
     /// The registry's URL.
     pub fn url(&self) -> &str {
-        &self.url
+        &self.control.url
     }
 
     /// Whether the last heartbeat was accepted.
     pub fn is_registered(&self) -> bool {
-        self.status.registered.load(Ordering::Acquire)
+        self.control.status.registered.load(Ordering::Acquire)
     }
 
     /// How many heartbeats the registry has accepted.
     pub fn beats(&self) -> u64 {
-        self.status.beats.load(Ordering::Acquire)
+        self.control.status.beats.load(Ordering::Acquire)
     }
 
     /// Stops heartbeating (interrupting a request in flight), joins the
     /// thread and deregisters the address with a `DELETE`. Calling it again
     /// does nothing.
     pub fn stop(&self) {
+        self.control.stop();
+    }
+}
+
+impl Control {
+    fn stop(&self) {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -478,7 +495,7 @@ impl Heartbeat {
 
 impl Drop for Heartbeat {
     fn drop(&mut self) {
-        self.stop();
+        self.control.stop();
     }
 }
 

@@ -15,9 +15,9 @@ use parking_lot::Mutex;
 use tiny_http::{Header, Method, Request, Response};
 
 use super::answer::{Answerers, Job};
+use super::epoch::Epoch;
 use super::limits::{self, Limits};
 use super::listen::{self, set_inherited_options, start_tiny_http};
-use super::epoch::Epoch;
 use super::roles::{self, Roles};
 use super::table::{Put, Table};
 use super::watch::{Watcher, Watchers};
@@ -215,6 +215,7 @@ impl Registry {
 }
 
 /// A running registry. Dropping it shuts it down.
+#[must_use = "dropping the RegistryHandle shuts the registry down"]
 pub struct RegistryHandle {
     shared: Arc<Shared>,
     http: Mutex<Option<Arc<tiny_http::Server>>>,

@@ -504,6 +504,7 @@ fn accept_loop(run: &Arc<Running>, listener: Listener) {
 }
 
 /// A server listening on one address. Dropping it shuts the server down.
+#[must_use = "dropping the ServerHandle shuts the server down"]
 pub struct ServerHandle {
     running: Arc<Running>,
     accept: Mutex<Option<(std::thread::JoinHandle<()>, WakeTarget)>>,
