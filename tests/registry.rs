@@ -808,6 +808,27 @@ fn for_server_registers_its_services_and_shutdown_deregisters() {
 }
 
 #[test]
+fn dropping_a_for_server_heartbeat_deregisters_as_an_etcd_registration_does() {
+    let reg = start(Registry::DEFAULT_TTL);
+    let running = start_server();
+    let hb = Heartbeat::for_server(&running, &reg.url(), HeartbeatOptions::new()).unwrap();
+    let d = RegistryDiscovery::builder(&reg.url())
+        .service("Echo")
+        .build()
+        .unwrap();
+    wait_for(&d, Duration::from_secs(10), |s| s.instances.len() == 1);
+    drop(hb);
+    // The DELETE went out before drop returned, with the server still up.
+    assert!(reg.instances().is_empty(), "{:?}", reg.instances());
+    let client = geerpc::Client::dial(&running.addr().to_string()).unwrap();
+    let back: String = client.call("Echo.Echo", &"still serving").unwrap();
+    assert_eq!(back, "still serving");
+    // The server's shutdown finds the heartbeat stopped and does nothing.
+    running.shutdown();
+    assert!(reg.instances().is_empty());
+}
+
+#[test]
 fn shutdown_answers_long_polls_and_joins_every_thread() {
     let reg = start(Registry::DEFAULT_TTL);
     assert!(reg.live_threads() >= 2);
