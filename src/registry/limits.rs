@@ -9,7 +9,10 @@
 //! proxy every byte. The table and long-poll bounds are ours (`table`,
 //! `watch`).
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use super::table::Full;
 use super::watch::Refused;
@@ -183,5 +186,65 @@ pub(super) fn watch_refused(refused: Refused) -> (u16, String) {
             429,
             format!("429 too many long polls waiting from {ip} ({max}); retry later\n"),
         ),
+    }
+}
+
+/// How long refusals must stop before the next one is logged at warn again.
+const QUIET: Duration = Duration::from_secs(10);
+
+/// Logs refusals by a cap once per episode, so that a peer hammering a cap
+/// cannot flood the log: the first refusal after [`QUIET`] without one is
+/// logged at warn, with how many were refused meanwhile; the rest at debug.
+#[derive(Default)]
+pub(super) struct RefusalLog {
+    /// When the last refusal was seen, and how many since the last warn.
+    state: Mutex<Option<(Instant, u64)>>,
+}
+
+impl RefusalLog {
+    /// Logs one refusal; true if it went out at warn.
+    pub(super) fn refused(&self, registry: SocketAddr, msg: &str) -> bool {
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        match &mut *st {
+            Some((last, n)) if now.duration_since(*last) < QUIET => {
+                *last = now;
+                *n += 1;
+                log::debug!("registry {registry}: {}", msg.trim());
+                false
+            }
+            other => {
+                let before = other.map_or(0, |(_, n)| n);
+                *other = Some((now, 0));
+                drop(st);
+                if before > 0 {
+                    log::warn!(
+                        "registry {registry}: {} ({before} more refused in the last episode)",
+                        msg.trim()
+                    );
+                } else {
+                    log::warn!("registry {registry}: {}", msg.trim());
+                }
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_refusals_is_logged_at_warn_once() {
+        let log = RefusalLog::default();
+        let at: SocketAddr = "127.0.0.1:9999".parse().unwrap();
+        assert!(log.refused(at, "429 too many long polls"));
+        for _ in 0..100 {
+            assert!(!log.refused(at, "429 too many long polls"));
+        }
+        // A quiet spell ends the episode: the next refusal warns again.
+        *log.state.lock() = Some((Instant::now() - QUIET, 100));
+        assert!(log.refused(at, "429 too many long polls"));
     }
 }

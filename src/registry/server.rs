@@ -170,6 +170,7 @@ impl Registry {
             roles: Roles::default(),
             max_body: limits.max_body,
             answerers: Answerers::new(threads.clone(), limits.max_watchers),
+            refusals: limits::RefusalLog::default(),
             epoch: Epoch::new(self.warmup, listener_copy),
         });
         let handle = RegistryHandle {
@@ -333,6 +334,8 @@ struct Shared {
     max_body: u64,
     /// Writes long polls' answers (the reaper never does).
     answerers: Answerers,
+    /// Refusals by the table and long-poll caps, logged once per episode.
+    refusals: limits::RefusalLog,
     /// This start's identity, stamped on every answer; heartbeats' holds.
     epoch: Epoch,
 }
@@ -541,7 +544,7 @@ fn post(shared: &Shared, mut rq: Request) {
         Ok(put) => put,
         Err(full) => {
             let (status, msg) = limits::table_full(&addr, full);
-            log::warn!("registry {}: {}", shared.addr, msg.trim());
+            shared.refusals.refused(shared.addr, &msg);
             return respond(shared, rq, text(status, msg));
         }
     };
@@ -691,7 +694,7 @@ fn get(shared: &Shared, rq: Request, query: &Query) {
     if let Err(refused) = st.watchers.check(rq.remote_addr().map(|a| a.ip())) {
         drop(st);
         let (status, msg) = limits::watch_refused(refused);
-        log::warn!("registry {}: {}", shared.addr, msg.trim());
+        shared.refusals.refused(shared.addr, &msg);
         return respond(shared, rq, text(status, msg));
     }
     log::debug!(
