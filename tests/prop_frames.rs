@@ -299,7 +299,7 @@ proptest! {
         (codec, stream) in codec().prop_flat_map(|c| (Just(c), garbage(c))),
         sizes in sizes(),
         faults in faults(),
-        max in 1..600usize,
+        max in prop_oneof![1..16usize, 1..600usize],
         peek in prop::collection::vec(any::<bool>(), 0..8),
     ) {
         let mut rd = Reader::new(Chunked::new(stream, sizes, faults), max);
@@ -636,5 +636,43 @@ fn decoded_end(codec: Codec, bytes: &[u8]) -> Option<usize> {
                 Err(_) => None,
             }
         }
+    }
+}
+
+/// Regression (fuzz target `handshake`): a JSON header refused as too
+/// large by `has_buffered_message` was scanned again by `read_message`
+/// from inside its closing bracket, and the depth went below zero (a panic
+/// in debug builds; the server makes exactly these two calls).
+#[test]
+fn a_refused_value_is_refused_again_without_panic() {
+    // A header over the limit, a body taking the message over it.
+    for (codec, stream) in [
+        (
+            Codec::Json,
+            &b"{\"Seq\":1,\"ServiceMethod\":\"A.B\"}\n{}\n"[..],
+        ),
+        (Codec::Json, b"{\"Seq\":1}\n[1,[2]]\n"),
+        (
+            Codec::MsgPack,
+            &[0x81, 0xa3, b'S', b'e', b'q', 0x01, 0x91, 0x01],
+        ),
+    ] {
+        let mut rd = Reader::new(Chunked::new(stream.to_vec(), vec![4096], vec![]), 7);
+        assert_eq!(rd.peek(stream.len()).unwrap(), stream, "all buffered");
+        assert!(!rd.has_buffered_message(codec));
+        for _ in 0..2 {
+            assert!(matches!(
+                rd.read_message(codec),
+                Err(Error::MessageTooLarge { .. })
+            ));
+        }
+    }
+    // Each scanner called again after the end answers the same end.
+    for (codec, v) in [
+        (Codec::Json, &b"{\"a\":[1]} "[..]),
+        (Codec::Json, b"\"x\" "),
+    ] {
+        let n = fz::scan_pieces(codec, v, false, &[v.len()]).unwrap();
+        assert_eq!(fz::scan(codec, v, false).unwrap(), n);
     }
 }
