@@ -13,6 +13,11 @@ enum Mode {
     Str { escaped: bool },
     /// Inside a number, `true`, `false` or `null`: ends at a delimiter.
     Scalar,
+    /// The value ended after this many bytes. Scanning again answers the
+    /// same: the frame reader rescans a value it refused as too large
+    /// (has_buffered_message, then read_message), and resuming inside the
+    /// closing bracket took the depth below zero (found by fuzzing).
+    Done(usize),
 }
 
 /// Resumable state: how far the buffer has been scanned and in what mode.
@@ -65,9 +70,15 @@ impl JsonScan {
     }
 
     pub(crate) fn scan(&mut self, buf: &[u8], eof: bool) -> Result<Scan, String> {
+        if let Mode::Done(n) = self.mode {
+            return Ok(Scan::Complete(n));
+        }
         let mut pos = self.pos;
         let result = self.scan_from(buf, &mut pos, eof);
         self.pos = pos;
+        if let Ok(Scan::Complete(n)) = result {
+            self.mode = Mode::Done(n);
+        }
         result
     }
 
@@ -121,6 +132,7 @@ impl JsonScan {
                     _ => self.mode = Mode::Container,
                 },
                 Mode::Scalar => return Ok(Scan::Complete(*pos)),
+                Mode::Done(n) => return Ok(Scan::Complete(n)),
             }
             *pos += 1;
         }
