@@ -127,8 +127,16 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        // geerpc patch: no pipelining. The next head is read only once the
+        // previous request's response has been written (its writer
+        // released). Reading it earlier would hand the server a request
+        // whose answer blocks, on the thread answering it, until the
+        // previous one is answered, which for a parked long poll is
+        // minutes. Waiting here blocks only this connection's own thread.
+        self.sink.wait_previous();
         // geerpc patch: the head must arrive whole, within its budget and
-        // deadline (counted from when we start waiting for it).
+        // deadline (counted from when we start waiting for it, after the
+        // wait above: a parked request does not eat the next head's time).
         self.head_left = self.limits.max_head;
         let timeout = self.limits.read_timeout;
         self.deadline.set(timeout.map(|t| Instant::now() + t));

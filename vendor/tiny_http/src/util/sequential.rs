@@ -73,6 +73,20 @@ impl<W: Write + Send> SequentialWriterBuilder<W> {
     }
 }
 
+impl<W: Write + Send> SequentialWriterBuilder<W> {
+    /// geerpc patch: blocks until the writer handed out last has been
+    /// released (its response written, or the request dropped, which writes
+    /// a `500`). Each writer is only handed out after this wait, so every
+    /// earlier writer has been released too, and the next writer needs no
+    /// trigger. Returns at once if no writer is out.
+    pub fn wait_previous(&mut self) {
+        if let Some(previous) = self.next_trigger.take() {
+            // `Err` means the writer is gone without a word: released too.
+            previous.recv().ok();
+        }
+    }
+}
+
 impl<R: Read + Send> Iterator for SequentialReaderBuilder<R> {
     type Item = SequentialReader<R>;
 

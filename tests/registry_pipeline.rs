@@ -1,0 +1,184 @@
+//! Requests pipelined behind a parked one (issue 16): a peer that sends a
+//! long poll and then, on the same connection, another request must not
+//! make a registry worker wait for the long poll. The patched tiny_http
+//! reads a connection's next request only once the previous one is
+//! answered (vendor/tiny_http/PATCHES.md, item 5), so the pipelined
+//! request waits on that connection's own thread, and is still answered,
+//! in order, once the long poll is.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use geerpc::{Registry, RegistryHandle};
+
+/// Registry workers in these tests; more pipelining connections than this
+/// would have stopped every worker before the fix.
+const WORKERS: usize = 2;
+const PIPELINING: usize = 4;
+
+/// How long a fresh request may take while the pipelining peers wait. It
+/// takes milliseconds; the margin is for a loaded 2-core machine. Before
+/// the fix it waited for the long polls (60 s).
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(15)))
+        .max_idle_connections(0)
+        .build()
+        .into()
+}
+
+/// The registry's current version, from a plain `GET`.
+fn version(url: &str) -> u64 {
+    let resp = http().get(url).call().unwrap();
+    resp.headers()["X-Geerpc-Version"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// One HTTP response: status, headers (one `name: value` a line, names
+/// lower-cased) and body (by Content-Length).
+fn read_response(r: &mut impl BufRead) -> std::io::Result<(u16, String, String)> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line: {line:?}")))?;
+    let (mut headers, mut len) = (String::new(), 0);
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h)?;
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            let k = k.to_ascii_lowercase();
+            if k == "content-length" {
+                len = v.trim().parse().unwrap();
+            }
+            headers.push_str(&format!("{k}: {}\n", v.trim()));
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body)?;
+    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A connection that sends, in one write, a JSON long poll at `version`
+/// (60 s) and then a plain `GET`.
+fn pipeline(reg: &RegistryHandle, version: u64) -> BufReader<TcpStream> {
+    let path = Registry::DEFAULT_PATH;
+    let mut s = TcpStream::connect(reg.addr()).unwrap();
+    let both = format!(
+        "GET {path}?watch={version}&timeout=60s&format=json HTTP/1.1\r\nHost: r\r\n\r\n\
+         GET {path} HTTP/1.1\r\nHost: r\r\n\r\n"
+    );
+    s.write_all(both.as_bytes()).unwrap();
+    BufReader::new(s)
+}
+
+/// Waits until `done` holds, polling a state no signal reports; fails
+/// after `limit`.
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Each connection's two answers, in order: the long poll's (JSON, with
+/// `addr`), then the plain listing's (headers, empty body).
+fn assert_both_answers(conns: Vec<BufReader<TcpStream>>, addr: &str) {
+    for (i, mut c) in conns.into_iter().enumerate() {
+        c.get_mut()
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let (status, _, body) = read_response(&mut c).expect("the long poll's answer");
+        assert_eq!(status, 200, "connection {i}: {body}");
+        assert!(body.starts_with('{') && body.contains(addr), "connection {i}: {body}");
+        let (status, headers, body) = read_response(&mut c).expect("the pipelined answer");
+        assert_eq!(status, 200, "connection {i}: {headers}{body}");
+        assert!(body.is_empty(), "connection {i}: the second is the plain GET: {body}");
+        assert!(
+            headers.contains(&format!("x-rpc-servers: {addr}")),
+            "connection {i}: {headers}"
+        );
+    }
+}
+
+#[test]
+fn requests_pipelined_behind_long_polls_hold_no_worker() {
+    init_log();
+    let reg = Registry::new()
+        .addr("127.0.0.1:0")
+        .workers(WORKERS)
+        .start()
+        .expect("start registry");
+    let url = reg.url();
+    let v = version(&url);
+    let conns: Vec<_> = (0..PIPELINING).map(|_| pipeline(&reg, v)).collect();
+    wait_until("the long polls parked", Duration::from_secs(10), || {
+        reg.parked_polls() == PIPELINING
+    });
+
+    // A fresh GET and a POST are answered while every long poll waits.
+    let started = Instant::now();
+    let got = http().get(&url).call();
+    let waited = started.elapsed();
+    eprintln!("fresh GET answered in {waited:?}");
+    assert_eq!(got.expect("the fresh GET's answer").status().as_u16(), 200);
+    assert!(waited < ANSWER_WITHIN, "the fresh GET waited {waited:?}");
+    let addr = "tcp@127.0.0.1:7001";
+    let started = Instant::now();
+    let posted = http()
+        .post(&url)
+        .header("X-rpc-Server", addr)
+        .send(&b""[..])
+        .expect("the POST's answer");
+    let waited = started.elapsed();
+    assert_eq!(posted.status().as_u16(), 200);
+    assert!(waited < ANSWER_WITHIN, "the POST waited {waited:?}");
+
+    // The POST ended the long polls: each connection gets both answers.
+    assert_both_answers(conns, addr);
+}
+
+#[test]
+fn the_pipelined_head_deadline_starts_after_the_previous_answer() {
+    // The parked poll outlasts the read timeout; the request behind it is
+    // still read and answered (its head's deadline starts when the poll has
+    // been answered, not when the poll was read).
+    init_log();
+    let reg = Registry::new()
+        .addr("127.0.0.1:0")
+        .read_timeout(Duration::from_millis(200))
+        .start()
+        .expect("start registry");
+    let url = reg.url();
+    let v = version(&url);
+    let conn = pipeline(&reg, v);
+    wait_until("the long poll parked", Duration::from_secs(10), || {
+        reg.parked_polls() == 1
+    });
+    // Past the read timeout (no signal to await: time passing is the point).
+    std::thread::sleep(Duration::from_millis(600));
+    let addr = "tcp@127.0.0.1:7002";
+    let posted = http()
+        .post(&url)
+        .header("X-rpc-Server", addr)
+        .send(&b""[..])
+        .expect("the POST's answer");
+    assert_eq!(posted.status().as_u16(), 200);
+    assert_both_answers(vec![conn], addr);
+}
