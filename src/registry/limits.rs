@@ -96,7 +96,8 @@ impl Registry {
 
     /// How long a connection may take to send a whole request head, counted
     /// from when the registry starts waiting for it (the connection opened,
-    /// or its previous request was read), and then the request's body,
+    /// or its previous request was answered: requests on one connection
+    /// are read one at a time), and then the request's body,
     /// counted from the head's end
     /// ([`DEFAULT_READ_TIMEOUT`](Self::DEFAULT_READ_TIMEOUT), 10 s). Past
     /// it the connection is closed (with `408` if it had begun a head):
