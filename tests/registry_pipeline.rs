@@ -197,3 +197,54 @@ fn the_next_head_deadline_starts_after_the_previous_answer() {
     assert_eq!(posted.status().as_u16(), 200);
     assert_both_answers(vec![BufReader::new(s)], addr);
 }
+
+#[test]
+fn requests_pipelined_behind_heartbeat_holds_hold_no_worker() {
+    init_log();
+    let reg = Registry::new()
+        .addr("127.0.0.1:0")
+        .workers(WORKERS)
+        .start()
+        .expect("start registry");
+    let url = reg.url();
+    let resp = http().get(&url).call().unwrap();
+    let epoch = resp.headers()["X-Geerpc-Registry-Epoch"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let path = Registry::DEFAULT_PATH;
+    let both = format!(
+        "GET {path}?hold={epoch}&timeout=60s HTTP/1.1\r\nHost: r\r\n\r\n\
+         GET {path} HTTP/1.1\r\nHost: r\r\n\r\n"
+    );
+    let conns: Vec<_> = (0..PIPELINING)
+        .map(|_| {
+            let mut s = TcpStream::connect(reg.addr()).unwrap();
+            s.write_all(both.as_bytes()).unwrap();
+            BufReader::new(s)
+        })
+        .collect();
+    wait_until("the holds parked", Duration::from_secs(10), || {
+        reg.parked_holds() == PIPELINING
+    });
+    let started = Instant::now();
+    let got = http().get(&url).call();
+    let waited = started.elapsed();
+    assert_eq!(got.expect("the fresh GET's answer").status().as_u16(), 200);
+    assert!(waited < ANSWER_WITHIN, "the fresh GET waited {waited:?}");
+
+    // Stopping answers the holds: each connection gets its hold's answer
+    // (200, empty) first, and stopping does not wait for the peers.
+    let started = Instant::now();
+    reg.shutdown();
+    let waited = started.elapsed();
+    assert!(waited < ANSWER_WITHIN, "the shutdown took {waited:?}");
+    for (i, mut c) in conns.into_iter().enumerate() {
+        c.get_mut()
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let (status, headers, body) = read_response(&mut c).expect("the hold's answer");
+        assert_eq!(status, 200, "connection {i}: {headers}{body}");
+        assert!(headers.contains(&epoch), "connection {i}: {headers}");
+    }
+}
