@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -234,7 +234,10 @@ fn requests_pipelined_behind_heartbeat_holds_hold_no_worker() {
     assert!(waited < ANSWER_WITHIN, "the fresh GET waited {waited:?}");
 
     // Stopping answers the holds: each connection gets its hold's answer
-    // (200, empty) first, and stopping does not wait for the peers.
+    // (200, empty) first, and stopping does not wait for the peers. The
+    // GET behind it, read once the registry is gone, gets an error and
+    // the connection is closed: its thread does not wait for ever on a
+    // request that nobody will take.
     let started = Instant::now();
     reg.shutdown();
     let waited = started.elapsed();
@@ -246,5 +249,10 @@ fn requests_pipelined_behind_heartbeat_holds_hold_no_worker() {
         let (status, headers, body) = read_response(&mut c).expect("the hold's answer");
         assert_eq!(status, 200, "connection {i}: {headers}{body}");
         assert!(headers.contains(&epoch), "connection {i}: {headers}");
+        let (status, headers, body) = read_response(&mut c).expect("the GET's answer");
+        assert!(status >= 500, "connection {i}: {status} {headers}{body}");
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).expect("closed");
+        assert!(rest.is_empty(), "connection {i}: {rest:?}");
     }
 }

@@ -376,7 +376,16 @@ impl Server {
 
                 match new_client {
                     Ok(client) => {
-                        let messages = inside_messages.clone();
+                        // geerpc patch: a connection's thread holds the
+                        // queue weakly. It waits for each request to be
+                        // answered before reading the next (client.rs), so
+                        // a request left in the queue after the server is
+                        // gone would otherwise keep the queue, and this
+                        // thread waiting on it, alive for ever. Once the
+                        // server and accept thread are gone, the queue and
+                        // its requests drop (each answered 500) and the
+                        // thread ends at its next request.
+                        let messages = Arc::downgrade(&inside_messages);
                         let mut client = Some(client);
                         live.fetch_add(1, Relaxed);
                         let live = LiveGuard(live.clone());
@@ -387,11 +396,20 @@ impl Server {
                                 if client.secure() {
                                     let (sender, receiver) = mpsc::channel();
                                     for rq in client {
+                                        let Some(messages) = messages.upgrade() else {
+                                            break;
+                                        };
                                         messages.push(rq.with_notify_sender(sender.clone()).into());
+                                        drop(messages);
                                         receiver.recv().unwrap();
                                     }
                                 } else {
                                     for rq in client {
+                                        // Held only while pushing, never
+                                        // while waiting for the next one.
+                                        let Some(messages) = messages.upgrade() else {
+                                            break;
+                                        };
                                         messages.push(rq.into());
                                     }
                                 }
