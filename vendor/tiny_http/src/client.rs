@@ -124,22 +124,63 @@ impl ClientConnection {
         }
     }
 
+    /// geerpc patch: reads one request head (line and headers), mapping
+    /// read errors through `head_error`.
+    fn read_head(
+        &mut self,
+        head_error: impl Fn(IoError, usize) -> ReadError,
+    ) -> Result<(Method, String, HTTPVersion, Vec<crate::Header>), ReadError> {
+        // reading the request line
+        let (method, path, version) = {
+            let line = self
+                .read_next_line()
+                .map_err(|e| head_error(e, self.head_left))?;
+
+            parse_request_line(
+                line.as_str().trim(), // TODO: remove this conversion
+            )?
+        };
+
+        // getting all headers
+        let headers = {
+            let mut headers = Vec::new();
+            loop {
+                let line = self
+                    .read_next_line()
+                    .map_err(|e| head_error(e, self.head_left))?;
+
+                if line.is_empty() {
+                    break;
+                };
+                headers.push(match FromStr::from_str(line.as_str().trim()) {
+                    // TODO: remove this conversion
+                    Ok(h) => h,
+                    _ => return Err(ReadError::WrongHeader(version)),
+                });
+            }
+
+            headers
+        };
+
+        Ok((method, path, version, headers))
+    }
+
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
-        // geerpc patch: no pipelining. The next head is read only once the
-        // previous request's response has been written (its writer
-        // released). Reading it earlier would hand the server a request
-        // whose answer blocks, on the thread answering it, until the
-        // previous one is answered, which for a parked long poll is
-        // minutes. Waiting here blocks only this connection's own thread.
-        self.sink.wait_previous();
         // geerpc patch: the head must arrive whole, within its budget and
-        // deadline (counted from when we start waiting for it, after the
-        // wait above: a parked request does not eat the next head's time).
-        self.head_left = self.limits.max_head;
+        // deadline. No pipelining: a request is handed out only once the
+        // previous one's response has been written (its writer released;
+        // see `wait_previous` below), so the thread answering it never
+        // blocks behind a parked long poll. The next head is read before
+        // that wait, so that a client that waits for each answer (every
+        // client but a pipelining one) costs this thread no extra wake-up.
+        // Its deadline counts from when we start waiting for it; if it
+        // runs out with nothing read while the previous request is still
+        // unanswered (a parked long poll), the time starts again once that
+        // answer is written: a parked request does not eat the next head's
+        // time.
         let timeout = self.limits.read_timeout;
-        self.deadline.set(timeout.map(|t| Instant::now() + t));
         let max_head = self.limits.max_head;
         let head_error = |e: IoError, left: usize| match e.kind() {
             ErrorKind::OutOfMemory => ReadError::HeadTooLarge,
@@ -148,42 +189,17 @@ impl ClientConnection {
             },
             _ => ReadError::ReadIoError(e),
         };
-        let (method, path, version, headers) = {
-            // reading the request line
-            let (method, path, version) = {
-                let line = self
-                    .read_next_line()
-                    .map_err(|e| head_error(e, self.head_left))?;
-
-                parse_request_line(
-                    line.as_str().trim(), // TODO: remove this conversion
-                )?
-            };
-
-            // getting all headers
-            let headers = {
-                let mut headers = Vec::new();
-                loop {
-                    let line = self
-                        .read_next_line()
-                        .map_err(|e| head_error(e, self.head_left))?;
-
-                    if line.is_empty() {
-                        break;
-                    };
-                    headers.push(match FromStr::from_str(line.as_str().trim()) {
-                        // TODO: remove this conversion
-                        Ok(h) => h,
-                        _ => return Err(ReadError::WrongHeader(version)),
-                    });
+        let (method, path, version, headers) = loop {
+            self.head_left = max_head;
+            self.deadline.set(timeout.map(|t| Instant::now() + t));
+            match self.read_head(head_error) {
+                Err(ReadError::HeadTimedOut { started: false }) if self.sink.previous_pending() => {
+                    self.sink.wait_previous();
                 }
-
-                headers
-            };
-
-            (method, path, version, headers)
+                head => break head?,
+            }
         };
-
+        self.sink.wait_previous();
         // geerpc patch: the body gets its own deadline, from the head's end.
         self.deadline.set(timeout.map(|t| Instant::now() + t));
 

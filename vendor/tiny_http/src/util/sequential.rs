@@ -85,6 +85,19 @@ impl<W: Write + Send> SequentialWriterBuilder<W> {
             previous.recv().ok();
         }
     }
+
+    /// geerpc patch: whether the writer handed out last is still held
+    /// (its response not yet written). Never blocks.
+    pub fn previous_pending(&mut self) -> bool {
+        match self.next_trigger.as_ref().map(|t| t.try_recv()) {
+            Some(Err(std::sync::mpsc::TryRecvError::Empty)) => true,
+            Some(_) => {
+                self.next_trigger = None;
+                false
+            }
+            None => false,
+        }
+    }
 }
 
 impl<R: Read + Send> Iterator for SequentialReaderBuilder<R> {
