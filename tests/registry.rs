@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use geerpc::{
     Discovery, Heartbeat, HeartbeatOptions, Registry, RegistryDiscovery, RegistryHandle, Server,
-    Snapshot,
 };
 
 fn start(ttl: Duration) -> RegistryHandle {
@@ -85,25 +84,6 @@ fn addrs(listing: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|i| i["addr"].as_str().unwrap().to_string())
         .collect()
-}
-
-/// Waits (on the discovery's change signal, not a sleep) until `cond` holds.
-fn wait_for(d: &dyn Discovery, timeout: Duration, cond: impl Fn(&Snapshot) -> bool) -> Snapshot {
-    let changed = d.watch().expect("registry discovery can watch");
-    let deadline = Instant::now() + timeout;
-    loop {
-        let snap = d.snapshot().expect("snapshot");
-        if cond(&snap) {
-            return snap;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "condition not met within {timeout:?}; last list: {:?}",
-            snap.instances
-        );
-        let _ = changed.recv_timeout(left);
-    }
 }
 
 #[test]

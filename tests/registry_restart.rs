@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use geerpc::{
     Discovery, Heartbeat, HeartbeatOptions, Registry, RegistryDiscovery, RegistryHandle,
-    ServerHandle, Snapshot,
+    ServerHandle,
 };
 
 const EPOCH: &str = "X-Geerpc-Registry-Epoch";
@@ -33,25 +33,6 @@ fn http() -> ureq::Agent {
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
         .into()
-}
-
-/// Waits (on the discovery's change signal, not a sleep) until `cond` holds.
-fn wait_for(d: &dyn Discovery, timeout: Duration, cond: impl Fn(&Snapshot) -> bool) -> Snapshot {
-    let changed = d.watch().expect("registry discovery can watch");
-    let deadline = Instant::now() + timeout;
-    loop {
-        let snap = d.snapshot().expect("snapshot");
-        if cond(&snap) {
-            return snap;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "condition not met within {timeout:?}; last list: {:?}",
-            snap.instances
-        );
-        let _ = changed.recv_timeout(left);
-    }
 }
 
 /// Waits until `n` holds are parked at `reg`. A registry shut down in this

@@ -1,9 +1,9 @@
 //! Services and helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use geerpc::{Server, ServerHandle, Service};
+use geerpc::{Discovery, Server, ServerHandle, Service, Snapshot};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -96,4 +96,27 @@ pub fn start_gated(server: Server) -> (ServerHandle, crossbeam_channel::Receiver
     let (tx, rx) = crossbeam_channel::unbounded();
     server.register(gate(tx)).unwrap();
     (start_with(server), rx)
+}
+
+/// Waits (on the discovery's change signal, not a sleep) until `cond` holds.
+pub fn wait_for(
+    d: &dyn Discovery,
+    timeout: Duration,
+    cond: impl Fn(&Snapshot) -> bool,
+) -> Snapshot {
+    let changed = d.watch().expect("registry discovery can watch");
+    let deadline = Instant::now() + timeout;
+    loop {
+        let snap = d.snapshot().expect("snapshot");
+        if cond(&snap) {
+            return snap;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "condition not met within {timeout:?}; last list: {:?}",
+            snap.instances
+        );
+        let _ = changed.recv_timeout(left);
+    }
 }
