@@ -18,12 +18,7 @@ fn registry(b: Registry) -> RegistryHandle {
 }
 
 fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
-        .max_idle_connections(0)
-        .build()
-        .into()
+    registry_agent(Duration::from_secs(20))
 }
 
 /// POSTs `body` for `addr`; the status and the answer's text.
@@ -46,15 +41,6 @@ fn delete(url: &str, addr: &str) -> u16 {
         .unwrap()
         .status()
         .as_u16()
-}
-
-fn version(url: &str) -> u64 {
-    let resp = http().get(url).call().unwrap();
-    resp.headers()["X-Geerpc-Version"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 /// Waits until `done` holds, polling a state no signal reports; fails
@@ -260,7 +246,7 @@ fn watch_from(reg: &RegistryHandle, local: [u8; 4], version: u64) -> TcpStream {
 fn long_polls_are_capped_per_client_address() {
     let reg = registry(Registry::new().max_watchers_per_client(2));
     let url = reg.url();
-    let v = version(&url);
+    let v = registry_version(&url);
     let _a = watch_from(&reg, [127, 0, 0, 1], v);
     let _b = watch_from(&reg, [127, 0, 0, 1], v);
     wait_until("two polls parked", Duration::from_secs(10), || {
@@ -327,7 +313,7 @@ fn a_watcher_that_does_not_read_delays_no_purge_and_no_other_watcher() {
         assert_eq!(post(&url, &addr, serde_json::json!({})).0, 200);
     }
     let registered = Instant::now();
-    let v = version(&url);
+    let v = registry_version(&url);
     // The slow watcher: a 4 KiB receive buffer it never reads.
     let slow = {
         let sock =
@@ -362,7 +348,7 @@ fn a_watcher_that_does_not_read_delays_no_purge_and_no_other_watcher() {
     // The 170 entries expire at the TTL: the reaper purges them, each
     // purge a change that long polls see, at most a few seconds late on a
     // loaded machine (never, while the reaper was stuck writing).
-    let mut v = version(&url);
+    let mut v = registry_version(&url);
     loop {
         let poll = format!("{url}?watch={v}&timeout=60s&format=json");
         let mut resp = http().get(&poll).call().expect("a purge's answer");
@@ -394,7 +380,7 @@ fn a_thousand_long_polls_are_all_answered_repeatedly() {
     );
     let url = reg.url();
     for round in 0..3 {
-        let v = version(&url);
+        let v = registry_version(&url);
         let started = Instant::now();
         let mut polls: Vec<BufReader<TcpStream>> = (0..n)
             .map(|_| {
@@ -447,7 +433,7 @@ fn a_long_poll_outlives_the_read_timeout() {
     // The read timeout bounds reading a request, not waiting for a change.
     let reg = registry(Registry::new().read_timeout(Duration::from_millis(200)));
     let url = reg.url();
-    let v = version(&url);
+    let v = registry_version(&url);
     let mut poll = BufReader::new(watch_from(&reg, [127, 0, 0, 1], v));
     wait_until("the poll parked", Duration::from_secs(10), || {
         reg.parked_polls() == 1

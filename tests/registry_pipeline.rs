@@ -26,22 +26,7 @@ const PIPELINING: usize = 4;
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(15)))
-        .max_idle_connections(0)
-        .build()
-        .into()
-}
-
-/// The registry's current version, from a plain `GET`.
-fn version(url: &str) -> u64 {
-    let resp = http().get(url).call().unwrap();
-    resp.headers()["X-Geerpc-Version"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
+    registry_agent(Duration::from_secs(15))
 }
 
 /// One HTTP response: status, headers (one `name: value` a line, names
@@ -137,7 +122,7 @@ fn requests_pipelined_behind_long_polls_hold_no_worker() {
         .start()
         .expect("start registry");
     let url = reg.url();
-    let v = version(&url);
+    let v = registry_version(&url);
     let conns: Vec<_> = (0..PIPELINING).map(|_| pipeline(&reg, v)).collect();
     wait_until("the long polls parked", Duration::from_secs(10), || {
         reg.parked_polls() == PIPELINING
@@ -179,7 +164,7 @@ fn the_next_head_deadline_starts_after_the_previous_answer() {
         .start()
         .expect("start registry");
     let url = reg.url();
-    let (poll, get) = poll_then_get(version(&url));
+    let (poll, get) = poll_then_get(registry_version(&url));
     let mut s = TcpStream::connect(reg.addr()).unwrap();
     s.write_all(poll.as_bytes()).unwrap();
     wait_until("the long poll parked", Duration::from_secs(10), || {

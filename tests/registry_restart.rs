@@ -24,15 +24,9 @@ const WARMUP: &str = "X-Geerpc-Registry-Warmup";
 /// The target for every live server to be listed again.
 const BACK_WITHIN: Duration = Duration::from_secs(2);
 
-/// No pooled connections: one to a registry shut down in this process
-/// stays open, and a request sent on it is never answered.
+/// See `registry_agent` (no pooled connections).
 fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_idle_connections(0)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
+    registry_agent(Duration::from_secs(10))
 }
 
 /// Waits until `n` holds are parked at `reg`. A registry shut down in this

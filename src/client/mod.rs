@@ -47,6 +47,10 @@
 //! and only while `dispatching` is true; so the reader that sets it false
 //! flushes everything deferred to it, and a caller that finds it false
 //! flushes its own request.
+//!
+//! This file holds more than one idea and is over 600 lines; issue 17
+//! (API and layout) splits it by idea. Hardening (issue 16) left it whole
+//! so that parallel changes to it merged cleanly.
 
 mod call;
 mod dial;

@@ -3,6 +3,10 @@
 //! unreachable or has just restarted.
 //! Through a restarted registry's warmup, it serves its last list too
 //! (`kept.rs`), so that it never goes empty because the registry did.
+//!
+//! This file holds more than one idea and is over 600 lines; issue 17
+//! (API and layout) splits it by idea. Hardening (issue 16) left it whole
+//! so that parallel changes to it merged cleanly.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

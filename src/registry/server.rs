@@ -2,6 +2,10 @@
 //! (one of them receiving at a time, see `roles`), and a reaper thread that
 //! purges expired entries and hands long polls' answers to `answer`'s
 //! threads. Its bounds are in `limits`.
+//!
+//! This file holds more than one idea and is over 600 lines; issue 17
+//! (API and layout) splits it by idea. Hardening (issue 16) left it whole
+//! so that parallel changes to it merged cleanly.
 
 use std::collections::HashMap;
 use std::io::{Cursor, Read, Write};

@@ -120,3 +120,29 @@ pub fn wait_for(
         let _ = changed.recv_timeout(left);
     }
 }
+
+/// An HTTP agent for tests that talk to a registry: a status is an answer,
+/// not an error; no pooled connections (one to a registry shut down in
+/// this process stays open, and a request sent on it is never answered);
+/// every request bounded by `timeout`.
+pub fn registry_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_idle_connections(0)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}
+
+/// The registry's current list version, from a plain `GET`.
+pub fn registry_version(url: &str) -> u64 {
+    let resp = registry_agent(Duration::from_secs(10))
+        .get(url)
+        .call()
+        .unwrap();
+    resp.headers()["X-Geerpc-Version"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
