@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use geerpc::{
-    Discovery, Instance, MultiServerDiscovery, SelectContext, SelectMode, Server, Service, XClient,
-};
+use geerpc::xclient::{Instance, SelectContext};
+use geerpc::{Discovery, MultiServerDiscovery, SelectMode, Server, Service, XClient};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]

@@ -15,9 +15,11 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use geerpc::registry::HeartbeatOptions;
+use geerpc::server::ServerHandle;
+use geerpc::xclient::CallOptions;
 use geerpc::{
-    CallOptions, Discovery, Heartbeat, HeartbeatOptions, Registry, RegistryDiscovery, SelectMode,
-    Server, ServerHandle, Service, XClient,
+    Discovery, Heartbeat, Registry, RegistryDiscovery, SelectMode, Server, Service, XClient,
 };
 use serde::{Deserialize, Serialize};
 

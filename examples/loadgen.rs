@@ -21,9 +21,11 @@ use std::time::{Duration, Instant};
 
 use std::collections::BTreeSet;
 
+use geerpc::etcd::EtcdDiscovery;
+use geerpc::registry::HeartbeatOptions;
 use geerpc::{
-    Client, Codec, Discovery, EtcdDiscovery, FailMode, Heartbeat, HeartbeatOptions,
-    RegistryDiscovery, SelectMode, Server, Service, XClient,
+    Client, Codec, Discovery, FailMode, Heartbeat, RegistryDiscovery, SelectMode, Server, Service,
+    XClient,
 };
 use serde::{Deserialize, Serialize};
 
@@ -113,7 +115,7 @@ fn bench_services(server: &Server) {
 fn serve(flags: &HashMap<String, String>) {
     let addr = flags.get("addr").cloned().unwrap_or_else(|| usage());
     let grace = flags.get("grace").map_or(Duration::from_secs(5), |g| {
-        geerpc::parse_duration(g).unwrap_or_else(|e| {
+        geerpc::duration::parse_duration(g).unwrap_or_else(|e| {
             eprintln!("bad value for --grace: {e}");
             usage()
         })

@@ -3,7 +3,7 @@
 use std::io;
 use std::time::Duration;
 
-use crate::duration::GoDuration;
+use crate::util::duration::GoDuration;
 
 /// Everything that can go wrong in geerpc.
 ///
@@ -14,8 +14,8 @@ use crate::duration::GoDuration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An address is not of the form `PROTOCOL@ADDR`.
-    #[error("invalid address {addr:?}: {reason} (accepted forms: tcp@HOST:PORT, http@HOST:PORT, unix@/PATH)")]
+    /// An address is neither `PROTOCOL@ADDR` nor a bare `HOST:PORT`.
+    #[error("invalid address {addr:?}: {reason} (accepted forms: tcp@HOST:PORT, http@HOST:PORT, unix@/PATH; a bare HOST:PORT means tcp@)")]
     InvalidAddress {
         /// The address as given.
         addr: String,

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::codec::{self, Codec, Header, Scan};
 use crate::error::Result;
-use crate::frame::FrameReader;
-use crate::handshake::Handshake;
+use crate::wire::codec::{self, Codec, Header, Scan};
+use crate::wire::frame::FrameReader;
+use crate::wire::handshake::Handshake;
 
 /// The server's limit on the handshake Option (bytes).
-pub const MAX_HANDSHAKE: usize = crate::handshake::MAX_HANDSHAKE;
+pub const MAX_HANDSHAKE: usize = crate::wire::handshake::MAX_HANDSHAKE;
 
 /// The frame reader, handing out copies of what it reads.
 pub struct Reader<R>(FrameReader<R>);

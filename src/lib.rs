@@ -32,45 +32,37 @@
 
 #![warn(missing_docs)]
 
+// The layers, bottom up; each may import only from those above it in this
+// list (docs/ARCHITECTURE.md): the shared vocabulary, the wire, client and
+// server (which never import each other), the XClient, then registry and
+// etcd. The `geerpc` binary and the examples use the public API only.
+mod code;
+mod error;
+mod util;
+pub mod wire;
+
+pub mod client;
+pub mod server;
+
+pub mod xclient;
+
+pub mod etcd;
+pub mod registry;
+
 #[doc(hidden)]
 #[path = "fuzz_seam.rs"]
 pub mod __fuzz;
-mod client;
-mod code;
-mod codec;
-mod duration;
-mod error;
-pub mod etcd;
-mod frame;
-mod handoff;
-mod handshake;
-mod registry;
-mod server;
-mod service;
-mod stats;
-mod threads;
-mod transport;
-mod writer;
-mod xclient;
 
-pub use client::{Call, Client, ClientBuilder};
+/// Go-style durations (`1.5s`, `200ms`), as the `geerpc` command and Go
+/// peers write them.
+pub mod duration {
+    pub use crate::util::duration::{parse_duration, GoDuration};
+}
+
+pub use client::Client;
 pub use code::Code;
-pub use codec::Codec;
-pub use duration::{parse_duration, GoDuration};
 pub use error::{Error, Result, TimeoutStage};
-pub use etcd::EtcdDiscovery;
-pub use handshake::{LEGACY_MAGIC_NUMBER, MAGIC_NUMBER};
-pub use registry::{
-    Heartbeat, HeartbeatOptions, Registry, RegistryDiscovery, RegistryDiscoveryBuilder,
-    RegistryHandle,
-};
-pub use server::{Server, ServerBuilder, ServerHandle};
-pub use service::{Context, MethodInfo, Service, ServiceInfo};
-pub use stats::StatsSnapshot;
-pub use transport::{Address, Protocol};
-pub use xclient::{
-    hash_key, CallOptions, ConsistentHashSelector, FailMode, MultiServerDiscovery, P2cSelector,
-    RandomSelector, RoundRobinSelector, SelectContext, SelectMode, Selector,
-    WeightedRoundRobinSelector, XCall, XClient, XClientBuilder,
-};
-pub use xclient::{Discovery, Instance, Snapshot};
+pub use registry::{Heartbeat, Registry, RegistryDiscovery};
+pub use server::{Context, Server, Service};
+pub use wire::{Address, Codec, Protocol, ToAddress};
+pub use xclient::{Discovery, FailMode, MultiServerDiscovery, SelectMode, XClient};

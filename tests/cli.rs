@@ -9,7 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use geerpc::{Heartbeat, HeartbeatOptions};
+use geerpc::registry::HeartbeatOptions;
+use geerpc::Heartbeat;
 
 const BIN: &str = env!("CARGO_BIN_EXE_geerpc");
 

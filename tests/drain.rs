@@ -12,9 +12,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::*;
+use geerpc::server::ServerHandle;
+use geerpc::xclient::Instance;
 use geerpc::{
-    Client, Code, Codec, Discovery, Error, FailMode, Instance, MultiServerDiscovery, SelectMode,
-    Server, ServerHandle, Service, XClient,
+    Client, Code, Codec, Discovery, Error, FailMode, MultiServerDiscovery, SelectMode, Server,
+    Service, XClient,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use common::{start_server, Args};
 use etcd_support::{addrs, free_port, opts, wait_for, Etcd};
 use geerpc::etcd;
-use geerpc::{Client, Discovery, EtcdDiscovery, FailMode, SelectMode, ServerHandle, XClient};
+use geerpc::etcd::EtcdDiscovery;
+use geerpc::server::ServerHandle;
+use geerpc::{Client, Discovery, FailMode, SelectMode, XClient};
 
 fn sum(c: &Client, a: i64, b: i64) -> i64 {
     c.call("Arith.Sum", &Args { num1: a, num2: b }).unwrap()

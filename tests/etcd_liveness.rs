@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use common::start_server;
 use etcd_support::{addrs, opts, wait_for, Etcd};
+use geerpc::etcd::EtcdDiscovery;
 use geerpc::etcd::{self, RegisterOptions};
-use geerpc::{Discovery, EtcdDiscovery, Instance};
+use geerpc::xclient::Instance;
+use geerpc::Discovery;
 
 /// A member that stops answering without closing anything (SIGSTOP: as a
 /// power loss or a partition) is left by the watch, which then sees a

@@ -537,7 +537,7 @@ fn the_connect_path_is_a_client_setting() {
 #[test]
 fn a_malformed_address_lists_the_accepted_forms() {
     for bad in [
-        "127.0.0.1:80",
+        "127.0.0.1",
         "ftp@127.0.0.1:80",
         "http@nohost",
         "tcp@",

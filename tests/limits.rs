@@ -232,7 +232,7 @@ fn max_concurrent_calls_counts_over_every_listener_of_a_server() {
     let call_all = |addr: String, n: i64| {
         std::thread::spawn(move || {
             let c = Client::dial(&addr).unwrap();
-            let calls: Vec<geerpc::Call<i64>> =
+            let calls: Vec<geerpc::client::Call<i64>> =
                 (0..n).map(|i| c.go("Hold.Hold", &i).unwrap()).collect();
             calls
                 .into_iter()

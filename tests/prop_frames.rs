@@ -21,7 +21,8 @@ use std::collections::BTreeMap;
 use std::io::{self, Read};
 
 use geerpc::__fuzz::{self as fz, Reader};
-use geerpc::{Codec, Error, LEGACY_MAGIC_NUMBER, MAGIC_NUMBER};
+use geerpc::wire::{LEGACY_MAGIC_NUMBER, MAGIC_NUMBER};
+use geerpc::{Codec, Error};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 use serde::{Deserialize, Serialize};

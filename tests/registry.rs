@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use geerpc::{
-    Discovery, Heartbeat, HeartbeatOptions, Registry, RegistryDiscovery, RegistryHandle, Server,
-};
+use geerpc::registry::{HeartbeatOptions, RegistryHandle};
+use geerpc::{Discovery, Heartbeat, Registry, RegistryDiscovery, Server};
 
 fn start(ttl: Duration) -> RegistryHandle {
     init_log();

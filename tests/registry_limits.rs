@@ -10,7 +10,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::*;
-use geerpc::{Registry, RegistryHandle};
+use geerpc::registry::RegistryHandle;
+use geerpc::Registry;
 
 fn registry(b: Registry) -> RegistryHandle {
     init_log();

@@ -13,7 +13,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
-use geerpc::{Registry, RegistryHandle};
+use geerpc::registry::RegistryHandle;
+use geerpc::Registry;
 
 /// Registry workers in these tests; more pipelining connections than this
 /// would have stopped every worker before the fix.

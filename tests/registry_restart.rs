@@ -14,10 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use geerpc::{
-    Discovery, Heartbeat, HeartbeatOptions, Registry, RegistryDiscovery, RegistryHandle,
-    ServerHandle,
-};
+use geerpc::registry::{HeartbeatOptions, RegistryHandle};
+use geerpc::server::ServerHandle;
+use geerpc::{Discovery, Heartbeat, Registry, RegistryDiscovery};
 
 const EPOCH: &str = "X-Geerpc-Registry-Epoch";
 const WARMUP: &str = "X-Geerpc-Registry-Warmup";

@@ -17,9 +17,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::*;
-use geerpc::{
-    CallOptions, Client, Error, FailMode, MultiServerDiscovery, SelectMode, TimeoutStage, XClient,
-};
+use geerpc::xclient::CallOptions;
+use geerpc::{Client, Error, FailMode, MultiServerDiscovery, SelectMode, TimeoutStage, XClient};
 
 /// How late past its timeout a call may end here (see the file's comment).
 const SLACK: Duration = Duration::from_millis(250);

@@ -9,10 +9,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::*;
+use geerpc::server::ServerHandle;
+use geerpc::xclient::{
+    CallOptions, ConsistentHashSelector, Instance, P2cSelector, SelectContext, Selector, Snapshot,
+};
 use geerpc::{
-    CallOptions, Client, Codec, ConsistentHashSelector, Discovery, Error, FailMode, Instance,
-    MultiServerDiscovery, P2cSelector, SelectContext, SelectMode, Selector, Server, ServerHandle,
-    Service, Snapshot, XClient,
+    Client, Codec, Discovery, Error, FailMode, MultiServerDiscovery, SelectMode, Server, Service,
+    XClient,
 };
 
 /// The tests run one at a time: they measure latencies and count threads,

@@ -11,9 +11,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use geerpc::{
-    Client, Discovery, EtcdDiscovery, Instance, Registry, RegistryDiscovery, SelectMode, XClient,
-};
+use geerpc::etcd::EtcdDiscovery;
+use geerpc::xclient::Instance;
+use geerpc::{Client, Discovery, Registry, RegistryDiscovery, SelectMode, XClient};
 
 #[derive(Parser)]
 #[command(name = "geerpc", version, about = "GeeRPC registry and client tool")]
@@ -121,7 +121,7 @@ fn discovery(
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
-    geerpc::parse_duration(s)
+    geerpc::duration::parse_duration(s)
 }
 
 fn main() -> ExitCode {

@@ -6,13 +6,14 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use super::{deadline_after, Client};
-use crate::codec::Codec;
 use crate::error::{Error, Result, TimeoutStage};
-use crate::frame::FrameReader;
-use crate::handshake::Handshake;
-use crate::server::DEFAULT_MAX_MESSAGE;
-use crate::transport::{Address, Protocol, Stream};
-use crate::writer::SharedWriter;
+use crate::wire::address::{Address, Protocol};
+use crate::wire::codec::Codec;
+use crate::wire::frame::FrameReader;
+use crate::wire::frame::DEFAULT_MAX_MESSAGE;
+use crate::wire::handshake::Handshake;
+use crate::wire::transport::Stream;
+use crate::wire::writer::SharedWriter;
 
 /// Settings for dialling; see [`Client::builder`].
 #[derive(Debug, Clone)]

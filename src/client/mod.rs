@@ -69,12 +69,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::code::Code;
-use crate::codec::{encode_message, Codec, Header};
 use crate::error::{Error, Result, TimeoutStage};
-use crate::frame::FrameReader;
-use crate::threads::ThreadGroup;
-use crate::transport::{Address, Stream};
-use crate::writer::SharedWriter;
+use crate::util::threads::ThreadGroup;
+use crate::wire::address::Address;
+use crate::wire::codec::{encode_message, Codec, Header};
+use crate::wire::frame::FrameReader;
+use crate::wire::transport::Stream;
+use crate::wire::writer::SharedWriter;
 
 pub use call::Call;
 pub(crate) use call::{deadline_after, Budget};
@@ -660,7 +661,7 @@ impl Inner {
             if waited >= self.write_timeout {
                 return self.close(&format!(
                     "write timeout: the server did not take the requests queued {} ago",
-                    crate::GoDuration(self.write_timeout)
+                    crate::util::duration::GoDuration(self.write_timeout)
                 ));
             }
             if let Err(e) = self.stream.wait_writable(self.write_timeout - waited) {

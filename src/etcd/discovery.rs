@@ -13,7 +13,7 @@ use super::warmup::{Warmup, DEFAULT_WARMUP};
 use super::watch::Event;
 use super::{normalize_prefix, parse_entry, DEFAULT_PREFIX};
 use crate::error::{Error, Result};
-use crate::threads::ThreadGroup;
+use crate::util::threads::ThreadGroup;
 use crate::xclient::{Discovery, Instance, Snapshot};
 
 /// How long a blocked watch read waits before looking at the stop flag: it
@@ -47,7 +47,8 @@ pub(super) const MAX_LINE: usize = 64 << 20;
 /// once, with all of them.
 ///
 /// ```no_run
-/// use geerpc::{Discovery, EtcdDiscovery};
+/// use geerpc::Discovery;
+/// use geerpc::etcd::EtcdDiscovery;
 ///
 /// let d = EtcdDiscovery::new(&["127.0.0.1:2379", "127.0.0.1:22379"], Some("Arith"))?;
 /// for i in d.snapshot()?.instances.iter() {

@@ -11,7 +11,7 @@ use super::client::{parse_endpoints, EtcdClient, Granted};
 use super::{instance_key, normalize_prefix, DEFAULT_PREFIX};
 use crate::error::{Error, Result};
 use crate::server::ServerHandle;
-use crate::threads::ThreadGroup;
+use crate::util::threads::ThreadGroup;
 use crate::xclient::Instance;
 
 /// Settings of a [`register`] call.

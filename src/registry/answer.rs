@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::threads::ThreadGroup;
+use crate::util::threads::ThreadGroup;
 
 /// One answer to write.
 pub(super) type Job = Box<dyn FnOnce() + Send>;

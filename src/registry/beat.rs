@@ -12,8 +12,8 @@ use rand::Rng;
 use super::epoch::{EPOCH_HEADER, HOLD_PARAM, MAX_HOLD};
 use super::heartbeat::{Cadence, Status};
 use super::{request_error, status_error, ADDR_HEADERS, TTL_HEADER};
-use crate::duration::GoDuration;
 use crate::error::Error;
+use crate::util::duration::GoDuration;
 
 /// The first wait before trying again to reach a registry that cannot be
 /// reached (unless the back-off set starts lower).

@@ -18,9 +18,9 @@ use parking_lot::{Mutex, RwLock};
 use super::epoch::{EPOCH_HEADER, WARMUP_HEADER};
 use super::kept::{self, Kept, Start, MAX_WARMUP};
 use super::{agent, check_url, request_error, status_error, Listing, LIST_HEADERS, VERSION_HEADER};
-use crate::duration::GoDuration;
 use crate::error::{Error, Result};
-use crate::threads::ThreadGroup;
+use crate::util::duration::GoDuration;
+use crate::util::threads::ThreadGroup;
 use crate::xclient::{Discovery, Instance, Snapshot};
 
 /// Builds a [`RegistryDiscovery`]; see [`RegistryDiscovery::builder`].

@@ -32,7 +32,7 @@ use parking_lot::{Condvar, Mutex};
 use tiny_http::{Header, Method, Request, Response};
 
 use super::server::Registry;
-use crate::duration::parse_duration;
+use crate::util::duration::parse_duration;
 
 /// The header every registry answer carries: this start's token.
 pub(crate) const EPOCH_HEADER: &str = "X-Geerpc-Registry-Epoch";

@@ -18,15 +18,15 @@ use crossbeam_channel::Sender;
 
 use super::beat::Beat;
 use super::{agent, check_addr, check_url, Registration, ADDR_HEADERS};
-use crate::duration::GoDuration;
 use crate::error::{Error, Result};
 use crate::server::ServerHandle;
-use crate::threads::ThreadGroup;
+use crate::util::duration::GoDuration;
+use crate::util::threads::ThreadGroup;
 
 /// What a [`Heartbeat`] registers and how often.
 ///
 /// ```
-/// use geerpc::HeartbeatOptions;
+/// use geerpc::registry::HeartbeatOptions;
 /// use std::time::Duration;
 ///
 /// let opts = HeartbeatOptions::new()
@@ -280,7 +280,8 @@ impl Cadence {
 /// the next beat.
 ///
 /// ```no_run
-/// use geerpc::{Heartbeat, HeartbeatOptions};
+/// use geerpc::Heartbeat;
+/// use geerpc::registry::HeartbeatOptions;
 ///
 /// let hb = Heartbeat::start(
 ///     "http://127.0.0.1:9999/_rpc_/registry",
@@ -384,7 +385,8 @@ impl Heartbeat {
     /// should stay registered.
     ///
     /// ```no_run
-    /// use geerpc::{Heartbeat, HeartbeatOptions, Server, Service};
+    /// use geerpc::{Heartbeat, Server, Service};
+    /// use geerpc::registry::HeartbeatOptions;
     ///
     /// let server = Server::new();
     /// server.register(Service::new("Echo").method("Echo", |s: String| Ok::<_, String>(s)))?;

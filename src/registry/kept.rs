@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::duration::GoDuration;
+use crate::util::duration::GoDuration;
 use crate::xclient::Instance;
 
 /// The longest warmup a registry's answer is believed for: a registry

@@ -56,7 +56,7 @@ pub(super) fn start_tiny_http(
     let started = std::thread::Builder::new()
         .name("geerpc-reg-conn".into())
         .spawn(move || {
-            if !crate::threads::use_batch_policy() {
+            if !crate::util::threads::use_batch_policy() {
                 log::debug!("registry {local}: threads keep the scheduling policy they have");
             }
             tiny_http::Server::from_listener_with_limits(listener, None, http_limits)
@@ -84,7 +84,8 @@ pub(super) fn set_inherited_options(listener: &TcpListener, write_timeout: Durat
     sock.set_write_timeout(Some(write_timeout))
         .map_err(|e| Error::io("registry: set SO_SNDTIMEO", e))?;
     // A peer whose host vanished would hold a tiny_http thread for ever.
-    crate::transport::set_keepalive(sock).map_err(|e| Error::io("registry: set TCP keepalive", e))
+    crate::wire::transport::set_keepalive(sock)
+        .map_err(|e| Error::io("registry: set TCP keepalive", e))
 }
 
 /// tiny_http closes its listener on its own accept thread, which cannot be
@@ -103,7 +104,7 @@ pub(super) fn wait_port_free(addr: SocketAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::tests::{keepalive_of, GO_KEEPALIVE};
+    use crate::wire::transport::tests::{keepalive_of, GO_KEEPALIVE};
 
     #[test]
     fn accepted_sockets_inherit_nodelay_write_timeout_and_keepalive() {

@@ -116,8 +116,18 @@ pub(crate) struct Registration {
 }
 
 /// Checks that `addr` is a `PROTOCOL@ADDR` that fits in a comma-separated
-/// header list.
+/// header list. The protocol must be written out on the wire even though
+/// [`crate::Address`] reads a bare `HOST:PORT` as TCP: Go clients read
+/// registry entries by splitting on `@`.
 pub(crate) fn check_addr(addr: &str) -> crate::Result<()> {
+    if !addr.contains('@') {
+        return Err(crate::Error::InvalidAddress {
+            addr: addr.to_string(),
+            reason:
+                "a registry entry must name its protocol (tcp@HOST:PORT): Go clients split it on @"
+                    .into(),
+        });
+    }
     addr.parse::<crate::Address>()?;
     if addr
         .chars()

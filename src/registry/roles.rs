@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::handoff::{Busy, Look};
+use crate::util::handoff::{Busy, Look};
 
 /// How long the leader may spend inside one request before another worker
 /// takes over receiving.

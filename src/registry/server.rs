@@ -26,9 +26,9 @@ use super::roles::{self, Roles};
 use super::table::{Put, Table};
 use super::watch::{Watcher, Watchers};
 use super::{check_addr, Registration, ADDR_HEADERS, LIST_HEADERS, TTL_HEADER, VERSION_HEADER};
-use crate::duration::{parse_duration, GoDuration};
 use crate::error::{Error, Result};
-use crate::threads::ThreadGroup;
+use crate::util::duration::{parse_duration, GoDuration};
+use crate::util::threads::ThreadGroup;
 use crate::xclient::Instance;
 
 /// How long a long poll waits when the request does not say.
@@ -360,7 +360,7 @@ impl Shared {
 fn serve(shared: &Shared, http: &tiny_http::Server) {
     // Like the connection threads (see `start_tiny_http`): a worker woken
     // by a request need not preempt the thread that queued it.
-    let _ = crate::threads::use_batch_policy();
+    let _ = crate::util::threads::use_batch_policy();
     let roles = &shared.roles;
     while roles.take() {
         loop {

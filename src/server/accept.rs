@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::conn::Conn;
 use super::{limits, Running};
-use crate::transport::Stream;
+use crate::wire::transport::Stream;
 
 pub(super) enum Listener {
     Tcp(TcpListener),
@@ -117,7 +117,7 @@ pub(super) fn accept_loop(run: &Arc<Running>, listener: Listener) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::tests::{keepalive_of, GO_KEEPALIVE};
+    use crate::wire::transport::tests::{keepalive_of, GO_KEEPALIVE};
     use std::net::TcpStream;
 
     #[test]

@@ -13,15 +13,15 @@ use super::limits::{self, ConnSlot, Watch};
 use super::monitor::Deadline;
 use super::{http, Running};
 use crate::code::Code;
-use crate::codec::{encode_message_raw, Codec, Header};
-use crate::duration::GoDuration;
 use crate::error::{Error, Result};
-use crate::frame::FrameReader;
-use crate::handoff::Busy;
-use crate::handshake::{Handshake, MAX_HANDSHAKE};
-use crate::service::{CallFailure, Context};
-use crate::transport::Stream;
-use crate::writer::SharedWriter;
+use crate::server::service::{CallFailure, Context};
+use crate::util::duration::GoDuration;
+use crate::util::handoff::Busy;
+use crate::wire::codec::{encode_message_raw, Codec, Header};
+use crate::wire::frame::FrameReader;
+use crate::wire::handshake::{Handshake, MAX_HANDSHAKE};
+use crate::wire::transport::Stream;
+use crate::wire::writer::SharedWriter;
 
 /// How long a connection answered over plain HTTP waits for its peer to
 /// close, and how much of what it still sends is read meanwhile.

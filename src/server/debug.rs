@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::service::{MethodInfo, ServiceInfo};
-use crate::transport::Address;
+use crate::server::service::{MethodInfo, ServiceInfo};
+use crate::wire::address::Address;
 
 /// Where the JSON flavour lives (the HTML page links to it).
 pub(super) const JSON_PATH: &str = "/debug/geerpc.json";
@@ -261,7 +261,7 @@ fn human(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::StatsSnapshot;
+    use crate::server::stats::StatsSnapshot;
     use serde_json::Value;
 
     #[test]

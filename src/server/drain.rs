@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::conn::Conn;
 use super::Running;
 use crate::code::Code;
-use crate::codec::{Codec, Header};
+use crate::wire::codec::{Codec, Header};
 
 /// How long a draining server keeps a connection open once no call is in
 /// flight, if its peer neither closes its sending side (what a geerpc client

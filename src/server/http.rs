@@ -6,8 +6,8 @@
 use super::conn::{self, Conn};
 use super::{debug, Running};
 use crate::error::{Error, Result};
-use crate::frame::FrameReader;
-use crate::transport::Stream;
+use crate::wire::frame::FrameReader;
+use crate::wire::transport::Stream;
 
 /// Longest HTTP head read before the request is refused.
 const MAX_HEAD: usize = 8 * 1024;

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use super::conn::{self, Conn};
 use super::{Running, ServerBuilder, Shared};
-use crate::duration::GoDuration;
-use crate::handoff::Look;
+use crate::util::duration::GoDuration;
+use crate::util::handoff::Look;
 
 /// The bounds' knobs (the others, `handshake_timeout`, `write_timeout` and
 /// `max_concurrent_calls`, predate them and stay with the rest).

@@ -25,6 +25,8 @@ mod drain;
 mod http;
 mod limits;
 mod monitor;
+pub(crate) mod service;
+pub(crate) mod stats;
 
 use std::collections::HashMap;
 use std::io;
@@ -38,16 +40,19 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::service::{Method, Service, ServiceInfo};
-use crate::threads::ThreadGroup;
-use crate::transport::{Address, Protocol};
+use crate::server::service::Method;
+use crate::util::threads::ThreadGroup;
+use crate::wire::address::{Address, Protocol};
+use crate::wire::frame::DEFAULT_MAX_MESSAGE;
 
 use accept::{accept_loop, Listener, WakeTarget};
 use conn::Conn;
 use monitor::Deadline;
 
-pub(crate) const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
 /// Default `max_write_queue`: a few large replies, or thousands of small ones.
+pub use service::{Context, MethodInfo, Service, ServiceInfo};
+pub use stats::StatsSnapshot;
+
 pub(crate) const DEFAULT_MAX_WRITE_QUEUE: usize = 4 << 20;
 
 /// Server settings; see [`Server::builder`].

@@ -11,9 +11,9 @@ use parking_lot::{Condvar, Mutex};
 use super::conn::Conn;
 use super::Running;
 use crate::code::Code;
-use crate::codec::Header;
-use crate::duration::GoDuration;
-use crate::handoff::Look;
+use crate::util::duration::GoDuration;
+use crate::util::handoff::Look;
+use crate::wire::codec::Header;
 
 /// A call that must be answered by `at`.
 pub(crate) struct Deadline {

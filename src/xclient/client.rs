@@ -81,7 +81,7 @@ pub enum FailMode {
 /// Per-call settings that differ from the [`XClient`]'s.
 ///
 /// ```
-/// use geerpc::CallOptions;
+/// use geerpc::xclient::CallOptions;
 /// use std::time::Duration;
 ///
 /// let opts = CallOptions::new().key("user-42").timeout(Duration::from_secs(1)).idempotent(true);

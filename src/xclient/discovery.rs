@@ -140,7 +140,8 @@ forward_discovery!(Arc, Box);
 /// A fixed list of instances, changed only by [`update`](Discovery::update).
 ///
 /// ```
-/// use geerpc::{Discovery, Instance, MultiServerDiscovery};
+/// use geerpc::{Discovery, MultiServerDiscovery};
+/// use geerpc::xclient::Instance;
 ///
 /// let d = MultiServerDiscovery::new(["tcp@127.0.0.1:7001", "tcp@127.0.0.1:7002"]);
 /// assert_eq!(d.snapshot()?.instances.len(), 2);

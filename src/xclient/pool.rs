@@ -17,7 +17,7 @@ use dial::{timeout_at, Dial, DialGuard, Outcome};
 use super::discovery::Snapshot;
 use crate::client::{Budget, Client, ClientBuilder};
 use crate::error::{Error, Result, TimeoutStage};
-use crate::threads::ThreadGroup;
+use crate::util::threads::ThreadGroup;
 
 /// One instance as this client sees it.
 pub(super) struct Slot {

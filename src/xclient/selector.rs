@@ -83,7 +83,7 @@ impl SelectContext<'_> {
 /// available is replaced by the next available one.
 ///
 /// ```
-/// use geerpc::{SelectContext, Selector, Snapshot};
+/// use geerpc::xclient::{SelectContext, Selector, Snapshot};
 ///
 /// /// Always the first available instance: a primary with standbys.
 /// struct FirstAvailable;

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use geerpc::{Discovery, Server, ServerHandle, Service, Snapshot};
+use geerpc::server::ServerHandle;
+use geerpc::xclient::Snapshot;
+use geerpc::{Discovery, Server, Service};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

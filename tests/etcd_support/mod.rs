@@ -9,8 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use geerpc::etcd::EtcdDiscovery;
 use geerpc::etcd::RegisterOptions;
-use geerpc::{Discovery, EtcdDiscovery, Snapshot};
+use geerpc::xclient::Snapshot;
+use geerpc::Discovery;
 
 // ---------------------------------------------------------------- fixture
 

@@ -43,7 +43,7 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
-use crate::transport::Stream;
+use crate::wire::transport::Stream;
 
 /// Batches above this size are not kept around for reuse.
 const KEEP_BATCH: usize = 256 * 1024;

@@ -10,7 +10,7 @@ use std::time::Duration;
 /// Formats a [`Duration`] the way Go's `time.Duration.String` does.
 ///
 /// ```
-/// use geerpc::GoDuration;
+/// use geerpc::duration::GoDuration;
 /// use std::time::Duration;
 /// assert_eq!(GoDuration(Duration::from_secs(1)).to_string(), "1s");
 /// assert_eq!(GoDuration(Duration::from_millis(200)).to_string(), "200ms");
@@ -70,7 +70,7 @@ fn write_fraction(
 /// Units: `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h`. A bare `0` is zero.
 ///
 /// ```
-/// use geerpc::parse_duration;
+/// use geerpc::duration::parse_duration;
 /// use std::time::Duration;
 /// assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
 /// assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));

@@ -1,114 +1,14 @@
-//! `PROTOCOL@ADDR` addresses and the byte streams they lead to.
+//! The byte streams an [`Address`] leads to: TCP or Unix sockets, with
+//! keepalive, deadlines and sends that never block. No framing here.
 
-use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 #[cfg(unix)]
 use std::os::unix::net::UnixStream;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
-
-/// How a client reaches a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    /// Plain TCP: the handshake follows the connect.
-    Tcp,
-    /// TCP, then an HTTP `CONNECT` that turns the connection into an RPC one.
-    Http,
-    /// A Unix domain socket.
-    Unix,
-}
-
-impl Protocol {
-    /// The name used in addresses (`tcp`, `http`, `unix`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Http => "http",
-            Protocol::Unix => "unix",
-        }
-    }
-}
-
-/// A parsed `PROTOCOL@ADDR` address.
-///
-/// ```
-/// use geerpc::{Address, Protocol};
-/// let a: Address = "http@127.0.0.1:7001".parse().unwrap();
-/// assert_eq!(a.protocol(), Protocol::Http);
-/// assert_eq!(a.target(), "127.0.0.1:7001");
-/// assert_eq!(a.to_string(), "http@127.0.0.1:7001");
-/// assert!("127.0.0.1:7001".parse::<Address>().is_err());
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Address {
-    protocol: Protocol,
-    target: String,
-}
-
-impl Address {
-    /// A TCP address for a socket address.
-    pub fn tcp(addr: SocketAddr) -> Address {
-        Address {
-            protocol: Protocol::Tcp,
-            target: addr.to_string(),
-        }
-    }
-
-    /// The protocol part.
-    pub fn protocol(&self) -> Protocol {
-        self.protocol
-    }
-
-    /// The part after `@`: `HOST:PORT` or a socket path.
-    pub fn target(&self) -> &str {
-        &self.target
-    }
-}
-
-impl fmt::Display for Address {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.protocol.as_str(), self.target)
-    }
-}
-
-impl FromStr for Address {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Address> {
-        let invalid = |reason: &str| Error::InvalidAddress {
-            addr: s.to_string(),
-            reason: reason.to_string(),
-        };
-        let (proto, target) = s
-            .split_once('@')
-            .ok_or_else(|| invalid("missing PROTOCOL@ prefix"))?;
-        let protocol = match proto {
-            "tcp" => Protocol::Tcp,
-            "http" => Protocol::Http,
-            "unix" => Protocol::Unix,
-            _ => return Err(invalid(&format!("unknown protocol {proto:?}"))),
-        };
-        if target.is_empty() {
-            return Err(invalid("empty address after @"));
-        }
-        if protocol != Protocol::Unix {
-            let (host, port) = target
-                .rsplit_once(':')
-                .ok_or_else(|| invalid("expected HOST:PORT"))?;
-            if host.is_empty() || port.parse::<u16>().is_err() {
-                return Err(invalid("expected HOST:PORT"));
-            }
-        }
-        Ok(Address {
-            protocol,
-            target: target.to_string(),
-        })
-    }
-}
+use crate::wire::address::{Address, Protocol};
 
 /// Idle time before the first keepalive probe, and between probes.
 pub(crate) const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -174,10 +74,10 @@ pub(crate) enum Stream {
 impl Stream {
     /// Connects to `addr`, giving up at `deadline` (None: no limit).
     pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> io::Result<Stream> {
-        match addr.protocol {
+        match addr.protocol() {
             Protocol::Tcp | Protocol::Http => {
                 let mut last_err = None;
-                for sa in addr.target.to_socket_addrs()? {
+                for sa in addr.target().to_socket_addrs()? {
                     let attempt = match deadline {
                         None => TcpStream::connect(sa),
                         Some(d) => {
@@ -199,8 +99,11 @@ impl Stream {
             }
             #[cfg(unix)]
             Protocol::Unix => match deadline {
-                None => Ok(Stream::Unix(Arc::new(UnixStream::connect(&addr.target)?))),
-                Some(d) => Ok(Stream::Unix(Arc::new(unix_connect_until(&addr.target, d)?))),
+                None => Ok(Stream::Unix(Arc::new(UnixStream::connect(addr.target())?))),
+                Some(d) => Ok(Stream::Unix(Arc::new(unix_connect_until(
+                    addr.target(),
+                    d,
+                )?))),
             },
             #[cfg(not(unix))]
             Protocol::Unix => Err(io::Error::new(
@@ -434,30 +337,5 @@ pub(crate) mod tests {
         );
         drop(l);
         let _ = std::fs::remove_file(&file);
-    }
-
-    #[test]
-    fn parses_each_protocol_and_rejects_the_rest() {
-        let a: Address = "tcp@127.0.0.1:80".parse().unwrap();
-        assert_eq!((a.protocol(), a.target()), (Protocol::Tcp, "127.0.0.1:80"));
-        let a: Address = "unix@/tmp/x.sock".parse().unwrap();
-        assert_eq!(a.protocol(), Protocol::Unix);
-        let a: Address = "http@[::1]:7001".parse().unwrap();
-        assert_eq!(a.target(), "[::1]:7001");
-        for bad in [
-            "127.0.0.1:80",
-            "udp@1.2.3.4:5",
-            "tcp@",
-            "tcp@host",
-            "tcp@host:notaport",
-            "tcp@:80",
-        ] {
-            let err = bad.parse::<Address>().unwrap_err();
-            let text = err.to_string();
-            assert!(
-                text.contains("tcp@HOST:PORT") && text.contains(bad),
-                "{bad}: {text}"
-            );
-        }
     }
 }

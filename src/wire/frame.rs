@@ -13,8 +13,12 @@
 use std::io::{self, Read};
 use std::ops::Range;
 
-use crate::codec::{Codec, Scan, Scanner};
 use crate::error::{Error, Result};
+use crate::wire::codec::{Codec, Scan, Scanner};
+
+/// Default largest message (header or body) either side accepts: 16 MiB.
+/// Client and server both start from it, so it lives with the framing.
+pub(crate) const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
 
 /// Smallest buffer; it grows for large messages and shrinks back when idle.
 const INITIAL_BUF: usize = 4 * 1024;

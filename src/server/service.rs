@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::Codec;
 use crate::error::{Error, Result};
-use crate::stats::{MethodStats, StatsSnapshot};
+use crate::server::stats::{MethodStats, StatsSnapshot};
+use crate::wire::codec::Codec;
 
 /// What a handler can know about the call it serves.
 #[derive(Debug, Clone)]

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::Codec;
 use crate::error::{Error, Result};
+use crate::wire::codec::Codec;
 
 /// The article's magic number, sent by geerpc clients.
 pub const MAGIC_NUMBER: u64 = 0x3b3f5c;
