@@ -31,6 +31,7 @@
 //! ```
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[doc(hidden)]
 #[path = "fuzz_seam.rs"]
@@ -40,10 +41,13 @@ mod code;
 mod codec;
 mod duration;
 mod error;
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub mod etcd;
 mod frame;
 mod handoff;
 mod handshake;
+#[cfg(feature = "registry")]
 mod registry;
 mod server;
 mod service;
@@ -58,8 +62,12 @@ pub use code::Code;
 pub use codec::Codec;
 pub use duration::{parse_duration, GoDuration};
 pub use error::{Error, Result, TimeoutStage};
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub use etcd::EtcdDiscovery;
 pub use handshake::{LEGACY_MAGIC_NUMBER, MAGIC_NUMBER};
+#[cfg(feature = "registry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
 pub use registry::{
     Heartbeat, HeartbeatOptions, Registry, RegistryDiscovery, RegistryDiscoveryBuilder,
     RegistryHandle,
