@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Side-by-side comparison of geerpc with the peers in ../shared/anchors, as
-# issue 6 asks: each goal's two systems run alternately, point after point,
+# Side-by-side comparison of geerpc with its peers (a raw-TCP floor and
+# tarpc, each speaking the load CLI of docs/BENCH.md), as issue 6 asks: each goal's two systems run alternately, point after point,
 # ROUNDS times, and the table shows medians and their ratio. Not part of CI:
 # timings are not tests.
 #
 #   benches/compare.sh            # everything (about 15 minutes)
 #   ONLY="c1 mux" benches/compare.sh
 #   BASELINE=/path/to/old/build benches/compare.sh   # this build against an older one
+#
+# The peers are not in this repository: they are the project's shared
+# anchors (shared/anchors, next to a checkout as ../shared/anchors; see
+# docs/BENCH.md, "The peers"). Point ANCHORS at their folder if it is
+# elsewhere.
 #
 # Environment: ANCHORS (default ../shared/anchors), SECS per point (5),
 # ROUNDS (3), ONLY (subset of: c1 mux payload xclient idle registry),
@@ -15,6 +20,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 ANCHORS=${ANCHORS:-$ROOT/../shared/anchors}
+if [ ! -f "$ANCHORS/rawtcp/Cargo.toml" ] || [ ! -x "$ANCHORS/run-sweep.sh" ]; then
+    echo "compare.sh: no peers in $ANCHORS (rawtcp/, tarpc/, run-sweep.sh);" \
+        "set ANCHORS to the shared anchors' folder (docs/BENCH.md, \"The peers\")" >&2
+    exit 2
+fi
 SECS=${SECS:-5}
 ROUNDS=${ROUNDS:-3}
 ONLY=${ONLY:-"c1 mux payload xclient idle registry"}

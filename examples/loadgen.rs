@@ -1,4 +1,4 @@
-//! Load generator speaking the common benchmark CLI (`../shared/BENCH.md`).
+//! Load generator speaking the common benchmark CLI (`docs/BENCH.md`).
 //!
 //! ```text
 //! loadgen serve --addr 127.0.0.1:PORT [--codec json|msgpack]
