@@ -180,8 +180,37 @@ fn init_log(verbose: u8, serving: bool) {
     b.init();
 }
 
+/// The command line, or exit code 2 with what is wrong and a usage line
+/// (clap leaves the usage out for a bad value; a user needs it most then).
+fn parse() -> Cli {
+    let e = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(e) => e,
+    };
+    let text = e.render().to_string();
+    if !e.use_stderr() || text.contains("Usage:") {
+        e.exit()
+    }
+    let mut cmd = Cli::command();
+    cmd.build();
+    let sub = std::env::args()
+        .skip(1)
+        .find(|a| cmd.find_subcommand(a).is_some());
+    let usage = match sub.and_then(|s| cmd.find_subcommand_mut(&s)) {
+        Some(sub) => sub.render_usage(),
+        None => cmd.render_usage(),
+    };
+    let (head, tail) = text
+        .split_once("\nFor more information")
+        .map_or((text.as_str(), ""), |(h, _)| {
+            (h, "\nFor more information, try '--help'.\n")
+        });
+    eprint!("{}\n\n{usage}\n{tail}", head.trim_end());
+    std::process::exit(2)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     init_log(cli.verbose, matches!(cli.command, Command::Registry { .. }));
     let (name, result) = match cli.command {
         Command::Registry {
