@@ -16,9 +16,22 @@ use geerpc::{Heartbeat, HeartbeatOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_geerpc");
 
+/// A `geerpc registry` child process, killed when dropped unless a test
+/// stopped it (a failing test must not leave it running).
+struct RegistryProc(Option<Child>);
+
+impl Drop for RegistryProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// `geerpc registry` on a free port; returns the child and its URL (the
 /// first line it prints).
-fn start_registry(extra: &[&str]) -> (Child, String) {
+fn start_registry(extra: &[&str]) -> (RegistryProc, String) {
     let mut child = Command::new(BIN)
         .args(["registry", "--addr", "127.0.0.1:0"])
         .args(extra)
@@ -26,10 +39,10 @@ fn start_registry(extra: &[&str]) -> (Child, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn geerpc registry");
+    let out = child.stdout.take().unwrap();
+    let child = RegistryProc(Some(child));
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    BufReader::new(out).read_line(&mut line).unwrap();
     let url = line.trim().to_string();
     assert!(url.starts_with("http://127.0.0.1:"), "printed {line:?}");
     (child, url)
@@ -86,7 +99,8 @@ fn stderr(o: &Output) -> String {
 }
 
 /// Sends `signal` and waits (on a thread, with a deadline) for the exit.
-fn terminate(mut child: Child, signal: &str) -> (std::process::ExitStatus, String) {
+fn terminate(mut proc: RegistryProc, signal: &str) -> (std::process::ExitStatus, String) {
+    let mut child = proc.0.take().expect("not stopped yet");
     let status = Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
