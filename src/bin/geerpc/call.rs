@@ -64,6 +64,13 @@ pub fn run(a: CallArgs) -> Result<(), Failure> {
                 // Every instance was tried: the last error decides the
                 // kind, and the message lists them all.
                 let mut f = Failure::call(&e, addr);
+                if f.kind == Kind::Unreachable {
+                    f.hints = vec![
+                        "a server that stopped without deregistering stays listed until \
+                         the registry's TTL runs out"
+                            .into(),
+                    ];
+                }
                 failed.push((addr.clone(), e));
                 f.message = format!(
                     "no instance took the call to {} ({} tried): {}",
