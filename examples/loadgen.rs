@@ -1,5 +1,4 @@
-//! Load generator speaking the benchmark command line that
-//! `benches/compare.sh` drives (each peer it is compared with speaks it too).
+//! Load generator speaking the common benchmark CLI (`docs/BENCH.md`).
 //!
 //! ```text
 //! loadgen serve --addr 127.0.0.1:PORT [--codec json|msgpack]
