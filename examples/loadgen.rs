@@ -203,11 +203,10 @@ fn load_flags(rest: &[String]) -> HashMap<String, String> {
     flag(&flags, "conns", 1usize, 1);
     flag(&flags, "concurrency", 1usize, 1);
     flag(&flags, "payload", 0usize, 0);
-    let secs: f64 = flag(&flags, "secs", 5.0, 0.0);
-    if !(secs > 0.0 && secs.is_finite() && secs < 1e9) {
-        refuse(&format!(
-            "--secs {secs}: must be a positive number of seconds"
-        ))
+    if let Some(v) = flags.get("secs") {
+        if !v.parse::<f64>().is_ok_and(|s| s > 0.0 && s < 1e9) {
+            refuse(&format!("--secs {v}: must be a positive number of seconds"))
+        }
     }
     codec_of(&flags);
     select_mode(&flags);
