@@ -55,6 +55,7 @@
 mod call;
 mod dial;
 mod drain;
+mod foreign;
 mod wake;
 
 use std::collections::HashMap;
@@ -735,6 +736,7 @@ impl Inner {
                     return;
                 }
                 Err(e) => {
+                    let e = foreign::protocol(rd, &self.addr).unwrap_or(e);
                     log::warn!("rpc client {}: {e}; closing the connection", self.addr);
                     self.close(&e.to_string());
                     return;
