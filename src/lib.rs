@@ -46,6 +46,8 @@ pub mod server;
 
 pub mod xclient;
 
+pub mod registration;
+
 pub mod etcd;
 pub mod registry;
 

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use geerpc::registry::HeartbeatOptions;
+use geerpc::registration::RegisterOptions;
 use geerpc::Heartbeat;
 
 const BIN: &str = env!("CARGO_BIN_EXE_geerpc");
@@ -91,11 +91,11 @@ fn registry_list_and_call_end_to_end() {
 
     let a = start_server();
     let b = start_server();
-    let _hb_a = Heartbeat::for_server(&a, &url, HeartbeatOptions::new().version("1.0")).unwrap();
+    let _hb_a = Heartbeat::for_server(&a, &url, RegisterOptions::new().version("1.0")).unwrap();
     let _hb_b = Heartbeat::for_server(
         &b,
         &url,
-        HeartbeatOptions::new()
+        RegisterOptions::new()
             .services(["Echo"])
             .weight(3)
             .tags(["eu", "canary"]),
