@@ -91,6 +91,14 @@ fn the_http_registry_registers_drops_deregisters_and_abandons() {
         .unwrap();
     let registrar = HttpRegistrar::new(&reg.url()).unwrap();
     exercise(&registrar, &|| reg.instances());
+    // The inherent methods take `impl ToAddress`: a bare string too.
+    let hb = registrar
+        .register("127.0.0.1:9", RegisterOptions::new())
+        .unwrap();
+    assert_eq!(hb.addr(), "tcp@127.0.0.1:9");
+    wait_listed(&|| reg.instances(), |l| {
+        addrs(l).contains(&"tcp@127.0.0.1:9")
+    });
 }
 
 #[test]
