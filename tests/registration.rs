@@ -137,3 +137,39 @@ fn for_server_is_shaped_the_same_and_a_shutdown_deregisters() {
     assert!(reg.instances().is_empty(), "{:?}", reg.instances());
     assert!(in_etcd().is_empty(), "{:?}", in_etcd());
 }
+
+/// A registry that accepts connections and never answers: dropping the
+/// handle still returns, bounded by the request timeout (the thread is
+/// interrupted, the `DELETE` times out), instead of blocking for ever.
+#[test]
+fn dropping_a_heartbeat_to_a_registry_that_never_answers_is_bounded() {
+    init_log();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/_rpc_/registry", listener.local_addr().unwrap());
+    // Accepts and keeps every connection, reading nothing, answering
+    // nothing; stops when the test ends (the process exits).
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        for s in listener.incoming().take(64) {
+            kept.push(s);
+        }
+    });
+    let timeout = Duration::from_millis(300);
+    let hb = Heartbeat::start(
+        &url,
+        "127.0.0.1:9",
+        RegisterOptions::new().request_timeout(timeout),
+    )
+    .unwrap();
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let t0 = Instant::now();
+    std::thread::spawn(move || {
+        drop(hb);
+        let _ = tx.send(());
+    });
+    // Join (at most one timeout) then the DELETE (at most one timeout);
+    // generous slack for a loaded machine.
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("dropping the heartbeat blocked");
+    assert!(t0.elapsed() < Duration::from_secs(10));
+}
