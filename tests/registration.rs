@@ -56,7 +56,13 @@ fn exercise(registrar: &dyn Registrar, listed: Listed) {
     assert_eq!(now[0].weight, 2);
     assert_eq!(now[0].services, ["Arith"]);
     assert_eq!(now[0].metadata["version"], "1.4");
-    assert!(handle.is_registered());
+    // The HTTP heartbeat learns it from the answer, just after the
+    // registry listed it: look every few ms.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !handle.is_registered() {
+        assert!(Instant::now() < deadline, "never registered");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // Dropped: gone at once, not at the TTL (60 s).
     drop(handle);
     assert!(listed().is_empty(), "still listed: {:?}", listed());
