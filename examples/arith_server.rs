@@ -19,7 +19,7 @@
 use std::io::Write;
 use std::process::exit;
 
-use geerpc::registry::HeartbeatOptions;
+use geerpc::registration::RegisterOptions;
 use geerpc::{Heartbeat, Server, Service};
 use serde::Deserialize;
 
@@ -122,7 +122,7 @@ fn main() {
         });
     // Kept until the end: dropping it deregisters (so does the shutdown).
     let _heartbeat = o.registry.as_deref().map(|url| {
-        Heartbeat::for_server(&running, url, HeartbeatOptions::new()).unwrap_or_else(|e| {
+        Heartbeat::for_server(&running, url, RegisterOptions::new()).unwrap_or_else(|e| {
             eprintln!("arith_server: {e}");
             exit(1)
         })

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use std::collections::BTreeSet;
 
 use geerpc::etcd::EtcdDiscovery;
-use geerpc::registry::HeartbeatOptions;
+use geerpc::registration::RegisterOptions;
 use geerpc::{
     Client, Codec, Discovery, FailMode, Heartbeat, RegistryDiscovery, SelectMode, Server, Service,
     XClient,
@@ -246,20 +246,19 @@ fn serve(flags: &HashMap<String, String>) {
     .expect("install signal handlers");
     // Kept until the end: dropping it deregisters.
     let _heartbeat = flags.get("registry").map(|url| {
-        let hb =
-            Heartbeat::for_server(&running, url, HeartbeatOptions::new()).unwrap_or_else(|e| {
-                eprintln!("loadgen: {e}");
-                exit(1)
-            });
+        let hb = Heartbeat::for_server(&running, url, RegisterOptions::new()).unwrap_or_else(|e| {
+            eprintln!("loadgen: {e}");
+            exit(1)
+        });
         eprintln!("loadgen: registering {} with {url}", running.addr());
         hb
     });
     // Kept until the end: dropping it revokes the etcd lease.
     let _etcd = flags.get("etcd").map(|endpoints| {
-        let r = geerpc::etcd::register(
+        let r = geerpc::etcd::EtcdRegistration::for_server(
             &running,
             &[endpoints.as_str()],
-            geerpc::etcd::RegisterOptions::default(),
+            RegisterOptions::new(),
         )
         .unwrap_or_else(|e| {
             eprintln!("loadgen: {e}");

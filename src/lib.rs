@@ -47,6 +47,10 @@ pub mod server;
 
 pub mod xclient;
 
+#[cfg(any(feature = "registry", feature = "etcd"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "registry", feature = "etcd"))))]
+pub mod registration;
+
 #[cfg(feature = "etcd")]
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub mod etcd;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use cli_support::*;
 use common::*;
-use geerpc::registry::HeartbeatOptions;
+use geerpc::registration::RegisterOptions;
 use geerpc::Heartbeat;
 
 #[test]
@@ -25,11 +25,11 @@ fn registry_list_and_call_end_to_end() {
 
     let a = start_server();
     let b = start_server();
-    let _hb_a = Heartbeat::for_server(&a, &url, HeartbeatOptions::new().version("1.0")).unwrap();
+    let _hb_a = Heartbeat::for_server(&a, &url, RegisterOptions::new().version("1.0")).unwrap();
     let _hb_b = Heartbeat::for_server(
         &b,
         &url,
-        HeartbeatOptions::new()
+        RegisterOptions::new()
             .services(["Echo"])
             .weight(3)
             .tags(["eu", "canary"]),
@@ -282,7 +282,7 @@ fn exit_4_timeout() {
 fn exit_5_discovery_with_hints_and_each_error_once() {
     let (child, url) = start_registry(&["--ttl", "60s"]);
     let s = start_server();
-    let _hb = Heartbeat::for_server(&s, &url, HeartbeatOptions::new()).unwrap();
+    let _hb = Heartbeat::for_server(&s, &url, RegisterOptions::new()).unwrap();
     list_until(&["list", "--registry", &url], |o| o.lines().count() == 1);
 
     // Nothing serves the service: say what is served.
@@ -396,7 +396,7 @@ fn exit_9_every_instance_refused_unprocessed() {
     );
     // A live instance beside them takes the call, whichever comes first.
     let s = start_server();
-    let _hb_s = Heartbeat::for_server(&s, &url, HeartbeatOptions::new()).unwrap();
+    let _hb_s = Heartbeat::for_server(&s, &url, RegisterOptions::new()).unwrap();
     list_until(&["list", "--registry", &url], |o| o.lines().count() == 3);
     for _ in 0..6 {
         let o = geerpc(&["call", "--registry", &url, "Arith.Sum", SUM]);
@@ -424,7 +424,7 @@ fn call_fails_over_past_a_dead_instance_quietly() {
     let s = start_server();
     let live = s.addr().to_string();
     let dead = dead_addr();
-    let _hb = Heartbeat::for_server(&s, &url, HeartbeatOptions::new()).unwrap();
+    let _hb = Heartbeat::for_server(&s, &url, RegisterOptions::new()).unwrap();
     let _hb_dead = register(&url, &dead);
     list_until(&["list", "--registry", &url], |o| o.lines().count() == 2);
     let mut dead_first = 0;

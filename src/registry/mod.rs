@@ -79,7 +79,7 @@ mod table;
 mod watch;
 
 pub use discovery::{RegistryDiscovery, RegistryDiscoveryBuilder};
-pub use heartbeat::{Heartbeat, HeartbeatOptions};
+pub use heartbeat::{Heartbeat, HttpRegistrar};
 pub use server::{Registry, RegistryHandle};
 
 use serde::{Deserialize, Serialize};

@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use geerpc::registry::HeartbeatOptions;
+use geerpc::registration::RegisterOptions;
 use geerpc::Heartbeat;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_geerpc");
@@ -167,7 +167,7 @@ pub fn refusing_server() -> String {
 /// Registers `addr` as serving Arith with the registry at `url` (nothing
 /// need listen there), until the returned heartbeat is dropped.
 pub fn register(url: &str, addr: &str) -> Heartbeat {
-    Heartbeat::start(url, addr, HeartbeatOptions::new().services(["Arith"])).unwrap()
+    Heartbeat::start(url, addr, RegisterOptions::new().services(["Arith"])).unwrap()
 }
 
 pub const SUM: &str = r#"{"Num1":20,"Num2":22}"#;
