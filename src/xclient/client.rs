@@ -20,6 +20,7 @@ use super::pool::{InflightGuard, Pool, Slot, Slots};
 use super::selector::Selector;
 use crate::client::{Budget, Call, Client};
 use crate::error::Result;
+use crate::wire::Address;
 
 /// Calls to a service that runs on several instances.
 ///
@@ -72,9 +73,9 @@ pub struct XCall<R> {
 }
 
 impl<R> XCall<R> {
-    /// The instance the call went to (`PROTOCOL@ADDR`).
-    pub fn addr(&self) -> &str {
-        &self.slot.addr
+    /// The instance the call went to.
+    pub fn addr(&self) -> &Address {
+        &self.slot.address
     }
 
     /// `Service.Method` of this call.
@@ -224,8 +225,9 @@ impl XClient {
         }
     }
 
-    /// Addresses currently taken out of selection after a connection
-    /// failure, waiting for a probe to succeed.
+    /// Addresses (`PROTOCOL@ADDR`, as [`Address`] writes them) currently
+    /// taken out of selection after a connection failure, waiting for a
+    /// probe to succeed.
     pub fn evicted(&self) -> Vec<String> {
         self.pool.evicted()
     }
@@ -237,12 +239,11 @@ impl XClient {
         self.pool.close();
     }
 
-    /// The current list and the slot of each instance.
+    /// The current list (without instances whose address does not parse)
+    /// and the slot of each instance.
     pub(super) fn instances(&self) -> Result<(Snapshot, Slots)> {
         self.pool.check_open()?;
-        let snap = self.discovery.snapshot()?;
-        let view = self.pool.view(&snap);
-        Ok((snap, view))
+        self.pool.view(self.discovery.snapshot()?)
     }
 }
 

@@ -120,8 +120,10 @@ impl XClient {
     }
 
     /// Calls every instance at once and returns each one's result, keyed
-    /// by address; those that did not answer within the timeout have
-    /// [`Error::Timeout`].
+    /// by address as [`Address`](crate::Address) writes it
+    /// (`PROTOCOL@ADDR`: an instance listed as a bare `HOST:PORT` is
+    /// `tcp@HOST:PORT` here); those that did not answer within the timeout
+    /// have [`Error::Timeout`].
     pub fn inform<A, R>(&self, service_method: &str, args: &A) -> Result<HashMap<String, Result<R>>>
     where
         A: Serialize + Sync + ?Sized,
