@@ -25,13 +25,17 @@ use crate::wire::Address;
 /// Calls to a service that runs on several instances.
 ///
 /// Each call asks the [`Discovery`] for the current instances (those whose
-/// [`Instance::services`](super::Instance::services) name another service are left out), lets the
-/// [`Selector`] pick one, and goes over that instance's cached connection
-/// (dialled on first use, re-dialled when broken). An instance whose
-/// connection fails is taken out of selection at once and let back when a
-/// re-dial after a back-off succeeds (if every instance is out, calls try
-/// them anyway). [`broadcast`](XClient::broadcast), [`fork`](XClient::fork)
-/// and [`inform`](XClient::inform) call every instance at once.
+/// [`Instance::services`](super::Instance::services) name another service
+/// are left out), lets the [`Selector`] pick one, and goes over that
+/// instance's cached connection (dialled on first use, re-dialled when
+/// broken). An instance whose connection fails is taken out of selection
+/// at once and let back when a re-dial after a back-off succeeds (if every
+/// instance is out, calls try them anyway). An instance whose address does
+/// not parse is never picked (logged once while it is listed; if no other
+/// is listed, calls fail with
+/// [`Error::InvalidAddress`](crate::Error::InvalidAddress)).
+/// [`broadcast`](XClient::broadcast), [`fork`](XClient::fork) and
+/// [`inform`](XClient::inform) call every instance at once.
 ///
 /// ```no_run
 /// use geerpc::{FailMode, MultiServerDiscovery, SelectMode, XClient};
@@ -59,8 +63,9 @@ pub struct XClient {
 ///
 /// Like [`Call`], with the instance it went to. Waiting through it lets the
 /// [`XClient`] see a connection failure (and evict the instance) and counts
-/// the call in flight for [`SelectMode::PowerOfTwoChoices`](super::SelectMode::PowerOfTwoChoices) until it is
-/// waited for or dropped.
+/// the call in flight for
+/// [`SelectMode::PowerOfTwoChoices`](super::SelectMode::PowerOfTwoChoices)
+/// until it is waited for or dropped.
 #[must_use = "dropping an XCall abandons its reply"]
 pub struct XCall<R> {
     call: Call<R>,
@@ -146,8 +151,9 @@ impl XClient {
     }
 
     /// Like [`call`](XClient::call), selecting by `key` (with
-    /// [`SelectMode::ConsistentHash`](super::SelectMode::ConsistentHash), calls with the same key go to the
-    /// same instance while it is available).
+    /// [`SelectMode::ConsistentHash`](super::SelectMode::ConsistentHash),
+    /// calls with the same key go to the same instance while it is
+    /// available).
     pub fn call_key<A, R>(&self, service_method: &str, args: &A, key: impl AsRef<[u8]>) -> Result<R>
     where
         A: Serialize + ?Sized,

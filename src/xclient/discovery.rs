@@ -162,9 +162,13 @@ pub trait Discovery: Send + Sync {
     /// blocks on a slow receiver), so a message means "the list changed
     /// since you last looked", not one message per change. Drop the
     /// receiver to unsubscribe. `None`: this discovery cannot tell (the
-    /// default; poll [`snapshot`](Discovery::snapshot) instead). A
-    /// discovery that follows a remote source (a registry, etcd) sends
-    /// only while it follows that source.
+    /// default; poll [`snapshot`](Discovery::snapshot) instead).
+    ///
+    /// A discovery that fetches its list (from a registry, from etcd)
+    /// sends whenever a fetch installs a different list, whatever started
+    /// the fetch; how soon a change in the source is fetched (a long poll
+    /// kept open, or a refresh when the list is stale) is that
+    /// discovery's own setting, not this channel.
     fn watch(&self) -> Option<crossbeam_channel::Receiver<()>> {
         None
     }

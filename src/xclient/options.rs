@@ -9,7 +9,8 @@ use std::time::Duration;
 /// What an [`XClient`](super::XClient) does when a call fails.
 ///
 /// Whatever the mode, a call is sent again only if it is idempotent
-/// ([`XClientBuilder::idempotent`](super::XClientBuilder::idempotent), [`CallOptions::idempotent`]) or the
+/// ([`XClientBuilder::idempotent`](super::XClientBuilder::idempotent),
+/// [`CallOptions::idempotent`]) or the
 /// failed attempt certainly never reached a server
 /// ([`Error::is_not_sent`](crate::Error::is_not_sent)). An error the service itself returned
 /// ([`Error::Remote`](crate::Error::Remote)) is never retried, and the call's timeout bounds all
@@ -72,7 +73,8 @@ impl CallOptions {
         CallOptions::default()
     }
 
-    /// The key for key-affine selection ([`SelectMode::ConsistentHash`](super::SelectMode::ConsistentHash)).
+    /// The key for key-affine selection
+    /// ([`SelectMode::ConsistentHash`](super::SelectMode::ConsistentHash)).
     pub fn key(mut self, key: impl AsRef<[u8]>) -> CallOptions {
         self.key = Some(key.as_ref().to_vec());
         self

@@ -38,7 +38,8 @@ fn draw(n: usize) -> usize {
 /// ```
 /// use geerpc::xclient::{Instance, SelectContext, Selector, Snapshot, P2cSelector};
 ///
-/// let snap = Snapshot::new(1, vec![Instance::new("127.0.0.1:7001"), Instance::new("127.0.0.1:7002")]);
+/// let two = vec![Instance::new("127.0.0.1:7001"), Instance::new("127.0.0.1:7002")];
+/// let snap = Snapshot::new(1, two);
 /// let ctx = SelectContext::new("Arith.Sum", &[5, 0], &[true, true]).with_key(b"user-42");
 /// assert_eq!(ctx.key, Some(&b"user-42"[..]));
 /// assert_eq!(P2cSelector.select(&snap, &ctx), Some(1));
