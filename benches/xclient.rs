@@ -40,13 +40,10 @@ fn bench_selectors(c: &mut Criterion) {
             b.iter(|| {
                 n = n.wrapping_add(1);
                 let key = n.to_le_bytes();
-                let ctx = SelectContext {
-                    service_method: "Arith.Sum",
-                    key: Some(&key),
-                    inflight: &inflight,
-                    available: &available,
-                    home,
-                };
+                let mut ctx = SelectContext::new("Arith.Sum", &inflight, &available).with_key(&key);
+                if let Some(h) = home {
+                    ctx = ctx.with_home(h);
+                }
                 selector.select(black_box(&snapshot), &ctx)
             })
         });

@@ -14,8 +14,8 @@ use geerpc::xclient::{
     CallOptions, ConsistentHashSelector, Instance, P2cSelector, SelectContext, Selector, Snapshot,
 };
 use geerpc::{
-    Client, Codec, Discovery, Error, FailMode, MultiServerDiscovery, SelectMode, Server, Service,
-    XClient,
+    Address, Client, Codec, Discovery, Error, FailMode, MultiServerDiscovery, SelectMode, Server,
+    Service, XClient,
 };
 
 /// The tests run one at a time: they measure latencies and count threads,
@@ -186,13 +186,8 @@ fn consistent_hash_moves_about_a_tenth_when_one_is_added() {
     let sel = ConsistentHashSelector::default();
     let pick = |s: &Snapshot, key: &[u8]| -> String {
         let n = s.instances.len();
-        let ctx = SelectContext {
-            service_method: "Who.Am",
-            key: Some(key),
-            inflight: &vec![0; n],
-            available: &vec![true; n],
-            home: None,
-        };
+        let (inflight, available) = (vec![0; n], vec![true; n]);
+        let ctx = SelectContext::new("Who.Am", &inflight, &available).with_key(key);
         s.instances[sel.select(s, &ctx).unwrap()].addr.clone()
     };
     let keys = 10_000;
@@ -581,6 +576,72 @@ fn p2c_keeps_batched_callers_home_and_still_spreads() {
             "{} got {got} of 3200 concurrent calls",
             n.addr
         );
+    }
+}
+
+/// Instances named in every way an address is taken: a bare HOST:PORT
+/// (TCP), a `SocketAddr`, an `Address`; one that does not parse is left
+/// out of selection and never fails a call, and a list of nothing else is
+/// a clear error naming it.
+#[test]
+fn instances_by_any_address_and_a_bad_one_left_out() {
+    let _g = serial();
+    let ns = nodes(3);
+    let bare = ns[0].addr.trim_start_matches("tcp@").to_string();
+    let sock: std::net::SocketAddr = ns[1].addr.trim_start_matches("tcp@").parse().unwrap();
+    let typed: Address = ns[2].addr.parse().unwrap();
+    let d = Arc::new(MultiServerDiscovery::new([
+        Instance::new(bare.as_str()),
+        Instance::from(sock),
+        Instance::from(&typed),
+        Instance::new("localhost"),
+    ]));
+    // The list is kept as given: the bad one is listed, not called.
+    assert_eq!(d.snapshot().unwrap().instances.len(), 4);
+    let xc = XClient::new(d.clone(), SelectMode::RoundRobin);
+    let counts = spread(&xc, 9);
+    for n in &ns {
+        assert_eq!(counts.get(&n.addr), Some(&3), "{}: {counts:?}", n.addr);
+    }
+    for _ in 0..3 {
+        let call = xc.go::<_, String>("Who.Am", &ARGS).unwrap();
+        let addr: Address = call.addr().clone();
+        assert_eq!(call.wait().unwrap(), addr.to_string());
+        assert!(ns.iter().any(|n| n.addr == addr.to_string()), "{addr}");
+    }
+    let all = xc.inform::<_, String>("Who.Am", &ARGS).unwrap();
+    assert_eq!(all.len(), 3, "{:?}", all.keys());
+    assert!(
+        all.contains_key(&ns[0].addr),
+        "bare HOST:PORT keyed as tcp@"
+    );
+    // A list change keeps leaving it out.
+    d.update(vec![
+        Instance::new("localhost"),
+        Instance::new(bare.as_str()),
+    ])
+    .unwrap();
+    assert_eq!(spread(&xc, 2), HashMap::from([(ns[0].addr.clone(), 2)]));
+
+    // Plain addresses too, of any kind `ToAddress` takes.
+    let socks: Vec<std::net::SocketAddr> = ns[1..]
+        .iter()
+        .map(|n| n.addr.trim_start_matches("tcp@").parse().unwrap())
+        .collect();
+    let xc = XClient::new(MultiServerDiscovery::new(socks), SelectMode::RoundRobin);
+    assert_eq!(spread(&xc, 4).len(), 2);
+    let xc = XClient::new(
+        MultiServerDiscovery::new([bare.as_str()]),
+        SelectMode::Random,
+    );
+    assert_eq!(who(&xc).unwrap(), ns[0].addr);
+
+    let bad = XClient::new(MultiServerDiscovery::new(["localhost"]), SelectMode::Random);
+    for _ in 0..2 {
+        match who(&bad) {
+            Err(Error::InvalidAddress { addr, .. }) => assert_eq!(addr, "localhost"),
+            other => panic!("{other:?}"),
+        }
     }
 }
 

@@ -1,17 +1,49 @@
-//! Where the instances of a service are: the [`Discovery`] trait and the
-//! fixed-list [`MultiServerDiscovery`].
+//! Where the instances of a service are: the [`Discovery`] trait, what it
+//! hands out ([`Snapshot`], [`Instance`]) and the fixed-list
+//! [`MultiServerDiscovery`].
+//!
+//! Data and the trait only: it may not dial, and it never imports the
+//! registry or etcd (they implement [`Discovery`]).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::wire::Address;
 
 /// One server instance: its address and what it says about itself.
+///
+/// Made with [`Instance::new`] (or `From` an address) and the `with_`
+/// methods; the fields are public to read. More fields may come, so it
+/// cannot be built with a struct literal outside this crate.
+///
+/// The address is kept as text, exactly as it was registered or listed
+/// (what a Go registry lists and expects back); [`Instance::address`]
+/// parses it. An [`XClient`](super::XClient) parses it once, when it first
+/// meets the instance: one whose address does not parse is left out of
+/// selection, with one warning in the log while it stays listed.
+///
+/// ```
+/// use geerpc::xclient::Instance;
+/// use geerpc::{Address, Protocol};
+///
+/// let i = Instance::new("127.0.0.1:7001").with_weight(3).with_metadata("zone", "a");
+/// assert_eq!(i.addr, "127.0.0.1:7001");
+/// // A bare HOST:PORT is TCP.
+/// assert_eq!(i.address()?.protocol(), Protocol::Tcp);
+/// let a: Address = "http@127.0.0.1:7002".parse()?;
+/// assert_eq!(Instance::from(a).addr, "http@127.0.0.1:7002");
+/// assert!(Instance::new("localhost").address().is_err());
+/// # Ok::<(), geerpc::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Instance {
-    /// `PROTOCOL@ADDR`, as clients dial it.
+    /// The address as given: `PROTOCOL@ADDR`, or a bare `HOST:PORT` for
+    /// TCP (see [`Address`]).
     pub addr: String,
     /// Relative share of calls under weighted selection (default 1).
     #[serde(default = "default_weight")]
@@ -29,7 +61,9 @@ fn default_weight() -> u32 {
 }
 
 impl Instance {
-    /// An instance with weight 1 and no metadata.
+    /// An instance at `addr` (`PROTOCOL@ADDR` or a bare `HOST:PORT`, kept
+    /// as given) with weight 1, no services listed (it may serve any) and
+    /// no metadata.
     pub fn new(addr: impl Into<String>) -> Instance {
         Instance {
             addr: addr.into(),
@@ -44,6 +78,21 @@ impl Instance {
         self.weight = weight;
         self
     }
+
+    /// The same instance, serving `services` (by name) only.
+    pub fn with_services<S: Into<String>>(
+        mut self,
+        services: impl IntoIterator<Item = S>,
+    ) -> Instance {
+        self.services = services.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The address, parsed; [`Error::InvalidAddress`](crate::Error::InvalidAddress)
+    /// saying what is wrong if it does not parse.
+    pub fn address(&self) -> Result<Address> {
+        self.addr.parse()
+    }
 }
 
 impl From<&str> for Instance {
@@ -55,12 +104,37 @@ impl From<&str> for Instance {
 /// The instances known at one moment. `version` changes whenever the list
 /// does, so a selector can cache what it derives from a list (a hash ring,
 /// weights) and rebuild only on change.
+///
+/// Made with [`Snapshot::new`]; the fields are public to read. More fields
+/// may come, so it cannot be built with a struct literal outside this
+/// crate.
+///
+/// ```
+/// use geerpc::xclient::{Instance, Snapshot};
+///
+/// let s = Snapshot::new(7, vec![Instance::new("tcp@127.0.0.1:7001")]);
+/// assert_eq!((s.version, s.instances.len()), (7, 1));
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Snapshot {
     /// Bumped on every change of the list.
     pub version: u64,
-    /// The instances, sorted by address.
+    /// The instances. The built-in discoveries sort them by address; a
+    /// selector indexes into this list, so it must not change within a
+    /// version.
     pub instances: Arc<[Instance]>,
+}
+
+impl Snapshot {
+    /// The list `instances` (kept in the order given) at `version`. A
+    /// [`Discovery`] gives a new version to every different list.
+    pub fn new(version: u64, instances: impl Into<Arc<[Instance]>>) -> Snapshot {
+        Snapshot {
+            version,
+            instances: instances.into(),
+        }
+    }
 }
 
 /// A source of instances for an [`XClient`](crate::XClient).
@@ -79,8 +153,22 @@ pub trait Discovery: Send + Sync {
     /// Replaces the list by hand.
     fn update(&self, instances: Vec<Instance>) -> Result<()>;
 
-    /// A channel that receives a message whenever the list changes, for
-    /// discoveries that can watch their source. `None`: no such signal.
+    /// Change notifications: a new receiver that gets a message after each
+    /// change of the list (each new [`Snapshot::version`]) from now on.
+    ///
+    /// This is the one meaning of "watch" on a discovery. The message
+    /// carries nothing: on receiving it, take a [`snapshot`](Discovery::snapshot).
+    /// Changes coalesce (at most one message waits; the discovery never
+    /// blocks on a slow receiver), so a message means "the list changed
+    /// since you last looked", not one message per change. Drop the
+    /// receiver to unsubscribe. `None`: this discovery cannot tell (the
+    /// default; poll [`snapshot`](Discovery::snapshot) instead).
+    ///
+    /// A discovery that fetches its list (from a registry, from etcd)
+    /// sends whenever a fetch installs a different list, whatever started
+    /// the fetch; how soon a change in the source is fetched (a long poll
+    /// kept open, or a refresh when the list is stale) is that
+    /// discovery's own setting, not this channel.
     fn watch(&self) -> Option<crossbeam_channel::Receiver<()>> {
         None
     }
@@ -89,6 +177,30 @@ pub trait Discovery: Send + Sync {
 impl From<String> for Instance {
     fn from(addr: String) -> Instance {
         Instance::new(addr)
+    }
+}
+
+impl From<&String> for Instance {
+    fn from(addr: &String) -> Instance {
+        Instance::new(addr.as_str())
+    }
+}
+
+impl From<Address> for Instance {
+    fn from(addr: Address) -> Instance {
+        Instance::new(addr.to_string())
+    }
+}
+
+impl From<&Address> for Instance {
+    fn from(addr: &Address) -> Instance {
+        Instance::new(addr.to_string())
+    }
+}
+
+impl From<SocketAddr> for Instance {
+    fn from(addr: SocketAddr) -> Instance {
+        Instance::from(Address::tcp(addr))
     }
 }
 
@@ -103,10 +215,7 @@ impl Instance {
 /// A snapshot of `instances`, sorted by address, at `version`.
 fn sorted_snapshot(version: u64, mut instances: Vec<Instance>) -> Snapshot {
     instances.sort_by(|a, b| a.addr.cmp(&b.addr));
-    Snapshot {
-        version,
-        instances: instances.into(),
-    }
+    Snapshot::new(version, instances)
 }
 
 /// Forwards every method to the discovery behind a pointer.
@@ -143,7 +252,9 @@ forward_discovery!(Arc, Box);
 /// use geerpc::{Discovery, MultiServerDiscovery};
 /// use geerpc::xclient::Instance;
 ///
-/// let d = MultiServerDiscovery::new(["tcp@127.0.0.1:7001", "tcp@127.0.0.1:7002"]);
+/// // Anything that names a server: `PROTOCOL@ADDR`, a bare HOST:PORT (TCP),
+/// // an `Address`, a `SocketAddr`, or an `Instance`.
+/// let d = MultiServerDiscovery::new(["tcp@127.0.0.1:7001", "127.0.0.1:7002"]);
 /// assert_eq!(d.snapshot()?.instances.len(), 2);
 /// d.update(vec![Instance::new("tcp@127.0.0.1:7003").with_weight(3)])?;
 /// let s = d.snapshot()?;
@@ -156,8 +267,12 @@ pub struct MultiServerDiscovery {
 }
 
 impl MultiServerDiscovery {
-    /// A discovery over `instances`: addresses (`PROTOCOL@ADDR`, weight 1)
-    /// or [`Instance`]s. Duplicate addresses keep their first entry.
+    /// A discovery over `instances`: addresses (what
+    /// [`ToAddress`](crate::ToAddress) takes: `PROTOCOL@ADDR`, a bare
+    /// `HOST:PORT` for TCP, an [`Address`], a [`SocketAddr`]; weight 1) or
+    /// [`Instance`]s. Duplicate addresses keep their first entry. An
+    /// address that does not parse is kept in the list but never called:
+    /// the [`XClient`](super::XClient) leaves it out and logs why.
     pub fn new<I: Into<Instance>>(instances: impl IntoIterator<Item = I>) -> MultiServerDiscovery {
         MultiServerDiscovery {
             current: parking_lot::Mutex::new(sorted_snapshot(1, dedup(instances))),

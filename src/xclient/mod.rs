@@ -1,13 +1,30 @@
 //! Calls over many instances of a service: discovery, selection, fail
 //! modes, broadcast.
+//!
+//! [`XClient`] is the entry point; the policies that pick an instance
+//! ([`Selector`], [`SelectMode`], [`hash_key`]) live here, at
+//! `geerpc::xclient::...` (the crate root re-exports only [`XClient`],
+//! [`Discovery`], [`MultiServerDiscovery`], [`SelectMode`] and
+//! [`FailMode`]).
+//!
+//! Above the client, below the registry and etcd: nothing here imports
+//! from `registry` or `etcd`.
 
+mod builder;
 mod client;
 mod discovery;
+mod fail;
+mod fanout;
+mod options;
+mod pick;
+mod plan;
 mod pool;
 mod selector;
 
-pub use client::{CallOptions, FailMode, XCall, XClient, XClientBuilder};
+pub use builder::XClientBuilder;
+pub use client::{XCall, XClient};
 pub use discovery::{Discovery, Instance, MultiServerDiscovery, Snapshot};
+pub use options::{CallOptions, FailMode};
 pub use selector::{
     hash_key, ConsistentHashSelector, P2cSelector, RandomSelector, RoundRobinSelector,
     SelectContext, SelectMode, Selector, WeightedRoundRobinSelector,

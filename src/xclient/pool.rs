@@ -1,9 +1,13 @@
 //! One cached connection per instance, and the health of each instance:
-//! eviction on a connection failure, re-admission after a back-off probe.
+//! eviction on a connection failure, re-admission after a back-off probe
+//! (the probe thread), and the view of the latest list (its slots, with
+//! instances whose address does not parse left out).
+//!
+//! Each instance's own state is in `pool/slot.rs`, the shared dial in
+//! `pool/dial.rs`. The pool knows nothing of fail modes or selection.
 
-use std::collections::HashMap;
-use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,248 +15,15 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
 
 mod dial;
+mod slot;
 
-use dial::{timeout_at, Dial, DialGuard, Outcome};
+use slot::retry_after;
+pub(super) use slot::{InflightGuard, Slot};
 
 use super::discovery::Snapshot;
 use crate::client::{Budget, Client, ClientBuilder};
-use crate::error::{Error, Result, TimeoutStage};
+use crate::error::{Error, Result};
 use crate::util::threads::ThreadGroup;
-
-/// One instance as this client sees it.
-pub(super) struct Slot {
-    pub(super) addr: String,
-    /// The cached connection. Held only briefly (never across a dial), so
-    /// a caller with a live connection never waits for a dial.
-    conn: RwLock<Option<Client>>,
-    /// The dial in progress, if any: callers of the same instance wait for
-    /// one dial instead of each dialling, each until its own deadline at
-    /// most (see [`Dial`]).
-    dialling: Mutex<Option<Arc<Dial>>>,
-    inflight: AtomicUsize,
-    health: Mutex<Health>,
-    /// `health.dead`, readable without the lock: every call checks it, and
-    /// 64 callers taking one mutex per call park each other.
-    dead: AtomicBool,
-    /// The instance sent its drain notice (or refused a call as
-    /// `unavailable`): it is going away, not failing. Selection avoids it
-    /// until `drain_until`, without evicting it; a call that finds it gone
-    /// is sent elsewhere, uncounted. A successful dial clears it.
-    draining: AtomicBool,
-    drain_until: Mutex<Instant>,
-}
-
-struct Health {
-    dead: bool,
-    retry_at: Instant,
-    backoff: Duration,
-}
-
-impl Slot {
-    fn new(addr: &str) -> Slot {
-        Slot {
-            addr: addr.to_string(),
-            conn: RwLock::new(None),
-            dialling: Mutex::new(None),
-            inflight: AtomicUsize::new(0),
-            dead: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-            drain_until: Mutex::new(Instant::now()),
-            health: Mutex::new(Health {
-                dead: false,
-                retry_at: Instant::now(),
-                backoff: Duration::ZERO,
-            }),
-        }
-    }
-
-    /// The cached connection, or a new one in place of a missing or broken
-    /// one, dialled within `deadline` if there is one.
-    ///
-    /// One caller dials (the leader); others wanting the same instance
-    /// meanwhile wait for its outcome, each at most until its own deadline
-    /// ([`TimeoutStage::PoolWait`]). No lock is held across the dial.
-    ///
-    /// `Err((e, cut_short))`: `cut_short` says the dial or the wait failed
-    /// only because the caller's deadline was shorter than the connect
-    /// timeout, which says nothing about the instance. A timeout `e` has
-    /// its method and timeout left for [`Pool::connect`] to fill in.
-    fn client(
-        &self,
-        shared: &Shared,
-        deadline: Option<Instant>,
-    ) -> std::result::Result<Client, (Error, bool)> {
-        loop {
-            // The common case: a live connection, shared under a read lock.
-            if let Some(c) = self.live() {
-                return Ok(c);
-            }
-            let (dial, lead) = {
-                let mut dialling = self.dialling.lock();
-                // Re-checked under `dialling`: a leader installs its
-                // connection before it clears `dialling`.
-                if let Some(c) = self.live() {
-                    return Ok(c);
-                }
-                match &*dialling {
-                    Some(d) => (d.clone(), false),
-                    None => {
-                        let d = Arc::new(Dial::default());
-                        *dialling = Some(d.clone());
-                        (d, true)
-                    }
-                }
-            };
-            if lead {
-                return self.lead_dial(shared, deadline, &dial);
-            }
-            match dial.wait(deadline) {
-                None => return Err((timeout_at(&self.addr, TimeoutStage::PoolWait), true)),
-                Some(Outcome::Dialled(c)) => return Ok(c),
-                // The leader's own deadline cut its dial short: ours may
-                // be later, so dial (or wait for another leader) again.
-                Some(Outcome::CutShort) => continue,
-                Some(Outcome::Failed(e)) => return Err((e.copy(), false)),
-            }
-        }
-    }
-
-    /// The cached connection if it is alive.
-    fn live(&self) -> Option<Client> {
-        self.conn.read().as_ref().filter(|c| c.is_alive()).cloned()
-    }
-
-    /// Dials as the leader of `dial`, caches a success, and tells the
-    /// waiters. Invariant: `dialling` is cleared and the waiters told even
-    /// if the dial unwinds (see [`DialGuard`]), so no waiter waits on a
-    /// dial that will not end.
-    fn lead_dial(
-        &self,
-        shared: &Shared,
-        deadline: Option<Instant>,
-        dial: &Arc<Dial>,
-    ) -> std::result::Result<Client, (Error, bool)> {
-        let mut guard = DialGuard {
-            slot: self,
-            dial,
-            outcome: Outcome::CutShort,
-        };
-        // A connection the server said it is going away from: the
-        // instance is draining, not failing (see `draining`).
-        if self.conn.read().as_ref().is_some_and(Client::is_going_away) {
-            self.mark_draining();
-        }
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let dialled = if left == Some(Duration::ZERO) {
-            Err(timeout_at(&self.addr, TimeoutStage::Dial))
-        } else {
-            shared.builder.dial_within(&self.addr, deadline)
-        };
-        match dialled {
-            Ok(c) => {
-                self.draining.store(false, Ordering::Release);
-                // `close` does not wait for dials in progress: one that
-                // ends after it is used for its one call, not cached.
-                if !shared.is_closed() {
-                    *self.conn.write() = Some(c.clone());
-                }
-                guard.outcome = Outcome::Dialled(c.clone());
-                Ok(c)
-            }
-            Err(e @ Error::Timeout { .. }) => Err((e, true)),
-            Err(e) => {
-                guard.outcome = Outcome::Failed(e.copy());
-                Err((e, false))
-            }
-        }
-    }
-
-    /// Caches a connection the prober dialled, unless a caller has dialled
-    /// a good one meanwhile (replacing it would close its calls).
-    fn install(&self, shared: &Shared, client: Client) {
-        let mut conn = self.conn.write();
-        if shared.is_closed() {
-            return;
-        }
-        if !conn.as_ref().is_some_and(Client::is_alive) {
-            *conn = Some(client);
-        }
-    }
-
-    pub(super) fn inflight(&self) -> usize {
-        self.inflight.load(Ordering::Relaxed)
-    }
-
-    pub(super) fn is_dead(&self) -> bool {
-        self.dead.load(Ordering::Acquire)
-    }
-
-    /// Whether the instance said it is going away and no dial has
-    /// succeeded since.
-    pub(super) fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-
-    /// Whether selection should pass the instance over: draining, and
-    /// within [`DRAIN_HOLD`] of the last sign of it. After that a call may
-    /// try it again (a server restarted on the same address answers).
-    pub(super) fn avoid_draining(&self) -> bool {
-        self.is_draining() && Instant::now() < *self.drain_until.lock()
-    }
-
-    /// Notes that the instance is going away (see `draining`).
-    pub(super) fn mark_draining(&self) {
-        *self.drain_until.lock() = Instant::now() + DRAIN_HOLD;
-        if !self.draining.swap(true, Ordering::AcqRel) {
-            log::info!(
-                "xclient: {} is going away (drain notice); calls go to other instances",
-                self.addr
-            );
-        }
-    }
-
-    /// Closes the cached connection. A dial in progress is not waited for,
-    /// and what it dials is not cached; at worst, dialled just before
-    /// `closed` was seen, it closes when the slot is dropped.
-    fn close(&self) {
-        let taken = self.conn.write().take();
-        if let Some(c) = taken {
-            c.close();
-        }
-    }
-}
-
-/// When a probe waiting `backoff` is due. Any back-off is accepted: one
-/// past what `Instant` holds (`Duration::MAX`) waits a year, in effect for
-/// ever.
-fn retry_after(backoff: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(backoff)
-        .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400))
-}
-
-/// How long selection passes over an instance that is going away before a
-/// call may try it again.
-const DRAIN_HOLD: Duration = Duration::from_secs(1);
-
-/// Counts a call in flight on a slot for as long as it lives. `S` is how
-/// it holds the slot: borrowed within a call, an `Arc` in a call that
-/// outlives its caller's stack frame.
-pub(super) struct InflightGuard<S: Deref<Target = Slot> = Arc<Slot>>(S);
-
-impl<S: Deref<Target = Slot>> InflightGuard<S> {
-    pub(super) fn new(slot: S) -> InflightGuard<S> {
-        slot.inflight.fetch_add(1, Ordering::Relaxed);
-        InflightGuard(slot)
-    }
-}
-
-impl<S: Deref<Target = Slot>> Drop for InflightGuard<S> {
-    fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Whether an error says the instance (or the way to it) is broken, as
 /// opposed to the call being slow or refused by the service.
 pub(super) fn is_connection_failure(e: &Error) -> bool {
@@ -300,8 +71,53 @@ pub(super) type Slots = Arc<[Arc<Slot>]>;
 pub(super) struct Pool {
     shared: Arc<Shared>,
     /// The slots in the order of the snapshot they were built for.
-    view: RwLock<Option<(u64, Slots)>>,
+    view: RwLock<Option<View>>,
+    /// Addresses (as listed) of the instances left out of the current view
+    /// because they do not parse, so that each is logged once while it
+    /// stays listed. Written only under `view`'s write lock; bounded by
+    /// the list's length.
+    refused: Mutex<HashSet<String>>,
     prober: Mutex<Option<Prober>>,
+}
+
+/// The slots built for one version of the discovery's list.
+struct View {
+    version: u64,
+    /// How many instances the discovery listed, refused ones included.
+    listed: usize,
+    /// The list without the instances whose address does not parse, or
+    /// `None` if there were none (the discovery's list is used as is: no
+    /// copy, and no extra work per call).
+    usable: Option<Snapshot>,
+    /// An instance's address and why it does not parse, when every listed
+    /// instance was refused: calls fail with it rather than "no servers".
+    all_refused: Option<(String, String)>,
+    /// Index for index with `usable` (or the discovery's list).
+    slots: Slots,
+}
+
+impl View {
+    /// Whether the view was built for `snapshot`. The length too: a
+    /// discovery that breaks the version contract must not make a call
+    /// index past the slots.
+    fn is_for(&self, snapshot: &Snapshot) -> bool {
+        self.version == snapshot.version && self.listed == snapshot.instances.len()
+    }
+
+    /// The list to select from and its slots.
+    fn apply(&self, snapshot: Snapshot) -> Result<(Snapshot, Slots)> {
+        if let Some((addr, reason)) = &self.all_refused {
+            return Err(Error::InvalidAddress {
+                addr: addr.clone(),
+                reason: reason.clone(),
+            });
+        }
+        let snapshot = match &self.usable {
+            Some(usable) => usable.clone(),
+            None => snapshot,
+        };
+        Ok((snapshot, self.slots.clone()))
+    }
 }
 
 impl Pool {
@@ -320,6 +136,7 @@ impl Pool {
                 closed: AtomicBool::new(false),
             }),
             view: RwLock::new(None),
+            refused: Mutex::new(HashSet::new()),
             prober: Mutex::new(None),
         }
     }
@@ -350,34 +167,82 @@ impl Pool {
         }
     }
 
-    /// The slots for `snapshot.instances`, index for index. Instances that
-    /// left the list lose their slot; their connection closes when the
-    /// last call using it ends.
-    pub(super) fn view(&self, snapshot: &Snapshot) -> Slots {
-        if let Some((v, slots)) = &*self.view.read() {
-            if *v == snapshot.version && slots.len() == snapshot.instances.len() {
-                return slots.clone();
+    /// The list to select from and the slot of each of its instances,
+    /// index for index: `snapshot` itself unless some of its instances
+    /// have an address that does not parse, which are left out (and
+    /// logged once). Instances that left the list lose their slot; their
+    /// connection closes when the last call using it ends.
+    ///
+    /// Every call comes here: for a version seen before it takes a read
+    /// lock and clones two `Arc`s, nothing more.
+    pub(super) fn view(&self, snapshot: Snapshot) -> Result<(Snapshot, Slots)> {
+        if let Some(view) = &*self.view.read() {
+            if view.is_for(&snapshot) {
+                return view.apply(snapshot);
             }
         }
         let mut view = self.view.write();
-        if let Some((v, slots)) = &*view {
-            if *v == snapshot.version && slots.len() == snapshot.instances.len() {
-                return slots.clone();
+        if let Some(view) = &*view {
+            if view.is_for(&snapshot) {
+                return view.apply(snapshot);
             }
         }
+        let built = self.build_view(&snapshot);
+        let got = built.apply(snapshot);
+        *view = Some(built);
+        got
+    }
+
+    /// The slots for a new version of the list (under `view`'s write lock).
+    fn build_view(&self, snapshot: &Snapshot) -> View {
         let mut all = self.shared.slots.lock();
-        let fresh: Slots = snapshot
-            .instances
-            .iter()
-            .map(|i| {
-                all.entry(i.addr.clone())
-                    .or_insert_with(|| Arc::new(Slot::new(&i.addr)))
-                    .clone()
-            })
-            .collect();
-        all.retain(|addr, _| fresh.iter().any(|s| &s.addr == addr));
-        *view = Some((snapshot.version, fresh.clone()));
-        fresh
+        let mut refused = self.refused.lock();
+        let n = snapshot.instances.len();
+        let mut fresh = Vec::with_capacity(n);
+        let mut kept = Vec::with_capacity(n);
+        let mut refused_now = HashSet::new();
+        let mut all_refused = None;
+        for (k, inst) in snapshot.instances.iter().enumerate() {
+            let slot = match all.get(&inst.addr) {
+                Some(slot) => slot.clone(),
+                None => match inst.address() {
+                    Ok(address) => {
+                        let slot = Arc::new(Slot::new(address));
+                        all.insert(inst.addr.clone(), slot.clone());
+                        slot
+                    }
+                    Err(e) => {
+                        if !refused.contains(&inst.addr) {
+                            log::warn!("xclient: instance left out of selection: {e}");
+                        }
+                        if let Error::InvalidAddress { addr, reason } = e {
+                            all_refused.get_or_insert((addr, reason));
+                        }
+                        refused_now.insert(inst.addr.clone());
+                        continue;
+                    }
+                },
+            };
+            fresh.push(slot);
+            kept.push(k);
+        }
+        *refused = refused_now;
+        let listed: HashSet<&str> = snapshot.instances.iter().map(|i| i.addr.as_str()).collect();
+        all.retain(|addr, _| listed.contains(addr.as_str()));
+        let usable = (kept.len() < n).then(|| {
+            let instances: Vec<_> = kept
+                .iter()
+                .map(|&k| snapshot.instances[k].clone())
+                .collect();
+            Snapshot::new(snapshot.version, instances)
+        });
+        View {
+            version: snapshot.version,
+            listed: n,
+            usable,
+            all_refused: if fresh.is_empty() { all_refused } else { None },
+            slots: fresh.into(),
+        }
     }
 
     /// Takes note of how a call on `slot` ended: a connection failure
@@ -565,5 +430,54 @@ fn probe_loop(shared: &Shared, stop: &Receiver<()>, wake: &Receiver<()>) {
             recv(wake) -> _ => {}
             recv(timeout) -> _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xclient::Instance;
+
+    fn snap(version: u64, addrs: &[&str]) -> Snapshot {
+        Snapshot::new(
+            version,
+            addrs.iter().map(|a| Instance::new(*a)).collect::<Vec<_>>(),
+        )
+    }
+
+    /// A list whose addresses all parse is selected from as the discovery
+    /// gave it (no copy per call); one that does not parse is left out,
+    /// remembered (so it is logged once) while listed, and forgotten after.
+    #[test]
+    fn a_view_leaves_out_what_does_not_parse_and_copies_nothing_else() {
+        let pool = Pool::new(ClientBuilder::default(), Duration::ZERO, Duration::ZERO);
+        let good = snap(1, &["127.0.0.1:1", "tcp@127.0.0.1:2"]);
+        for _ in 0..2 {
+            let (s, slots) = pool.view(good.clone()).unwrap();
+            assert!(Arc::ptr_eq(&s.instances, &good.instances));
+            let addrs: Vec<&str> = slots.iter().map(|s| s.addr.as_str()).collect();
+            assert_eq!(addrs, ["tcp@127.0.0.1:1", "tcp@127.0.0.1:2"]);
+        }
+
+        let mixed = snap(2, &["127.0.0.1:1", "nowhere", "tcp@127.0.0.1:2"]);
+        for _ in 0..2 {
+            let (s, slots) = pool.view(mixed.clone()).unwrap();
+            let listed: Vec<&str> = s.instances.iter().map(|i| i.addr.as_str()).collect();
+            assert_eq!(listed, ["127.0.0.1:1", "tcp@127.0.0.1:2"]);
+            assert_eq!((s.version, slots.len()), (2, 2));
+            assert_eq!(slots[1].address, "tcp@127.0.0.1:2".parse().unwrap());
+        }
+        assert!(pool.refused.lock().contains("nowhere"));
+        // Still listed at the next version: still remembered, not logged again.
+        let again = snap(3, &["nowhere", "tcp@127.0.0.1:2"]);
+        assert_eq!(pool.view(again).unwrap().1.len(), 1);
+        assert!(pool.refused.lock().contains("nowhere"));
+
+        match pool.view(snap(4, &["nowhere", "udp@1.2.3.4:5"])) {
+            Err(Error::InvalidAddress { addr, .. }) => assert_eq!(addr, "nowhere"),
+            other => panic!("{:?}", other.map(|(s, _)| s)),
+        }
+        pool.view(good).unwrap();
+        assert!(pool.refused.lock().is_empty());
     }
 }

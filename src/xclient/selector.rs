@@ -1,5 +1,9 @@
-//! Which instance gets a call: the [`Selector`] trait and the built-in
-//! policies.
+//! Which instance gets a call: the [`Selector`] trait, what it is told
+//! ([`SelectContext`]), the built-in policies and [`hash_key`].
+//!
+//! All of it is at `geerpc::xclient::...`; the crate root re-exports only
+//! [`SelectMode`]. Selectors run on every call: nothing here may allocate
+//! per call, dial, or import from the pool.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,8 +29,23 @@ fn draw(n: usize) -> usize {
 
 /// What a [`Selector`] knows about one call besides the instance list.
 ///
-/// The slices are indexed like `snapshot.instances`.
+/// The slices are indexed like `snapshot.instances`. The XClient makes
+/// one for every pick; to test a selector, make one with
+/// [`SelectContext::new`] and the `with_` methods. The fields are public
+/// to read; more may come, so it cannot be built with a struct literal
+/// outside this crate.
+///
+/// ```
+/// use geerpc::xclient::{Instance, SelectContext, Selector, Snapshot, P2cSelector};
+///
+/// let two = vec![Instance::new("127.0.0.1:7001"), Instance::new("127.0.0.1:7002")];
+/// let snap = Snapshot::new(1, two);
+/// let ctx = SelectContext::new("Arith.Sum", &[5, 0], &[true, true]).with_key(b"user-42");
+/// assert_eq!(ctx.key, Some(&b"user-42"[..]));
+/// assert_eq!(P2cSelector.select(&snap, &ctx), Some(1));
+/// ```
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct SelectContext<'a> {
     /// `Service.Method` of the call.
     pub service_method: &'a str,
@@ -50,7 +69,37 @@ pub struct SelectContext<'a> {
     pub home: Option<usize>,
 }
 
-impl SelectContext<'_> {
+impl<'a> SelectContext<'a> {
+    /// The context of a call to `service_method`, with `inflight` calls on
+    /// each instance and `available` saying which may be picked (both
+    /// indexed like the snapshot's instances); no key and no home.
+    pub fn new(
+        service_method: &'a str,
+        inflight: &'a [usize],
+        available: &'a [bool],
+    ) -> SelectContext<'a> {
+        SelectContext {
+            service_method,
+            key: None,
+            inflight,
+            available,
+            home: None,
+        }
+    }
+
+    /// The same context with the call's key.
+    pub fn with_key(mut self, key: &'a [u8]) -> SelectContext<'a> {
+        self.key = Some(key);
+        self
+    }
+
+    /// The same context with the calling thread's
+    /// [`home`](SelectContext::home) instance.
+    pub fn with_home(mut self, home: usize) -> SelectContext<'a> {
+        self.home = Some(home);
+        self
+    }
+
     /// How many instances may be picked.
     pub fn available_count(&self) -> usize {
         self.available.iter().filter(|a| **a).count()
@@ -290,7 +339,10 @@ impl Selector for ConsistentHashSelector {
     }
 }
 
-/// The stable 64-bit hash of a key used by [`ConsistentHashSelector`].
+/// The stable 64-bit hash of a key used by [`ConsistentHashSelector`]
+/// (`geerpc::xclient::hash_key`): FNV-1a, then a 64-bit mixer. Fixed
+/// across versions and processes, so that a key maps to the same instance
+/// in every client.
 pub fn hash_key(key: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in key {

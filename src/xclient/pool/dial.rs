@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::Slot;
+use super::slot::Slot;
 use crate::client::Client;
 use crate::error::{Error, TimeoutStage};
 

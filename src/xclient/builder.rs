@@ -1,0 +1,107 @@
+//! [`XClientBuilder`]: an [`XClient`]'s settings, and the two ways to
+//! start one ([`XClient::new`], [`XClient::builder`]).
+//!
+//! Only settings: it builds the pool but never calls through it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::client::XClient;
+use super::discovery::Discovery;
+use super::options::FailMode;
+use super::pool::Pool;
+use super::selector::{SelectMode, Selector};
+use crate::client::ClientBuilder;
+
+/// Settings for an [`XClient`]; see [`XClient::builder`].
+pub struct XClientBuilder {
+    discovery: Arc<dyn Discovery>,
+    selector: Arc<dyn Selector>,
+    fail_mode: FailMode,
+    client: ClientBuilder,
+    timeout: Option<Duration>,
+    idempotent: bool,
+    backoff: (Duration, Duration),
+}
+
+impl XClientBuilder {
+    /// One of the built-in selection policies (default random).
+    pub fn select_mode(mut self, mode: SelectMode) -> Self {
+        self.selector = mode.selector();
+        self
+    }
+
+    /// Your own selection policy.
+    pub fn selector(mut self, selector: impl Selector + 'static) -> Self {
+        self.selector = Arc::new(selector);
+        self
+    }
+
+    /// What to do when a call fails (default [`FailMode::FailFast`]).
+    pub fn fail_mode(mut self, mode: FailMode) -> Self {
+        self.fail_mode = mode;
+        self
+    }
+
+    /// Settings for each connection: codec, connect and handle timeouts.
+    pub fn client(mut self, builder: ClientBuilder) -> Self {
+        self.client = builder;
+        self
+    }
+
+    /// A limit on every call, broadcast and fork, retries included
+    /// (default none).
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Whether calls are idempotent by default (default false): only then
+    /// may a call that may have reached a server be sent again.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = idempotent;
+        self
+    }
+
+    /// How long an evicted instance waits before it is probed: `min` after
+    /// its failure, doubling after each failed probe up to `max` (default
+    /// 100 ms to 30 s).
+    pub fn eviction_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff = (min, max);
+        self
+    }
+
+    /// The client. Connections are dialled on first use.
+    pub fn build(self) -> XClient {
+        XClient {
+            pool: Arc::new(Pool::new(self.client, self.backoff.0, self.backoff.1)),
+            discovery: self.discovery,
+            selector: self.selector,
+            fail_mode: self.fail_mode,
+            timeout: self.timeout,
+            idempotent: self.idempotent,
+        }
+    }
+}
+
+impl XClient {
+    /// A client over `discovery` with the `mode` selection policy and
+    /// default settings (fail fast, JSON, no timeout).
+    pub fn new(discovery: impl Discovery + 'static, mode: SelectMode) -> XClient {
+        XClient::builder(discovery).select_mode(mode).build()
+    }
+
+    /// Settings other than the defaults. Pass an `Arc` of the discovery to
+    /// keep a handle on it.
+    pub fn builder(discovery: impl Discovery + 'static) -> XClientBuilder {
+        XClientBuilder {
+            discovery: Arc::new(discovery),
+            selector: SelectMode::Random.selector(),
+            fail_mode: FailMode::FailFast,
+            client: ClientBuilder::default(),
+            timeout: None,
+            idempotent: false,
+            backoff: (Duration::from_millis(100), Duration::from_secs(30)),
+        }
+    }
+}
