@@ -60,7 +60,7 @@ pub mod duration {
 }
 
 pub use client::Client;
-pub use code::Code;
+pub use code::{Code, RemoteKind};
 pub use error::{Error, Result, TimeoutStage};
 pub use registry::{Heartbeat, Registry, RegistryDiscovery};
 pub use server::{Context, Server, Service};
