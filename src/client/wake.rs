@@ -422,12 +422,14 @@ mod tests {
     }
 }
 
-/// The portable path, through real calls: on every system, Linux included.
+/// The portable paths (waits and socket calls), through real calls: on
+/// every system, Linux included.
 #[cfg(test)]
 mod portable_tests {
     use std::time::{Duration, Instant};
 
     use crate::server::{Server, Service};
+    use crate::wire::transport::FORCE_PORTABLE as FORCE_PORTABLE_IO;
     use crate::Client;
 
     /// A client whose wake set hands out no places (what every system
@@ -439,18 +441,25 @@ mod portable_tests {
         let server = Server::new();
         server
             .register(
-                Service::new("Arith").method("Sum", |a: (i64, i64)| Ok::<_, String>(a.0 + a.1)),
+                Service::new("Arith")
+                    .method("Sum", |a: (i64, i64)| Ok::<_, String>(a.0 + a.1))
+                    .method("Echo", |s: String| Ok::<_, String>(s)),
             )
             .unwrap();
         let running = server.listen("tcp@127.0.0.1:0").unwrap();
+        // Portable waits and portable socket calls (see wire::transport).
         super::FORCE_PORTABLE.set(true);
+        FORCE_PORTABLE_IO.set(true);
         let client = Client::dial(&running.addr().to_string());
         super::FORCE_PORTABLE.set(false);
+        FORCE_PORTABLE_IO.set(false);
         let client = client.unwrap();
         assert!(
             client.inner.wakes.acquire().is_none(),
             "the wake set hands out places"
         );
+        assert!(client.inner.stream.forced_portable());
+        assert!(!client.inner.stream.readable_now().unwrap());
         const THREADS: i64 = 8;
         const CALLS: i64 = 300;
         let give_up = Instant::now() + Duration::from_secs(60);
@@ -468,6 +477,15 @@ mod portable_tests {
                             .call_timeout("Arith.Sum", &(t, i), Duration::from_secs(10))
                             .unwrap_or_else(|e| panic!("thread {t} call {i}: {e}"));
                         assert_eq!(sum, t + i);
+                        // Now and then more than a socket buffer holds, so
+                        // that writes wait for the peer to read.
+                        if i % 100 == 0 {
+                            let big = format!("{t}-{i}-{}", "x".repeat(512 << 10));
+                            let back: String = client
+                                .call_timeout("Arith.Echo", &big, Duration::from_secs(20))
+                                .unwrap_or_else(|e| panic!("thread {t} echo {i}: {e}"));
+                            assert!(back == big, "thread {t} echo {i}: wrong reply");
+                        }
                     }
                 });
             }

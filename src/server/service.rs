@@ -309,7 +309,7 @@ mod tests {
         let long: Vec<String> = (0..5).map(|i| format!("{i}{}", "x".repeat(300))).collect();
         let text = name_list("services", long.iter().map(String::as_str));
         assert!(text.ends_with(" and 4 more)"), "{text}");
-        let none_fit = vec!["y".repeat(LISTED_BYTES + 1)];
+        let none_fit = ["y".repeat(LISTED_BYTES + 1)];
         assert_eq!(
             name_list("services", none_fit.iter().map(String::as_str)),
             "(services: and 1 more)"
