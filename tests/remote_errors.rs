@@ -110,3 +110,58 @@ fn the_list_of_methods_in_an_error_is_bounded() {
         .unwrap();
     assert_eq!(one, 7);
 }
+
+/// A Go GeeRPC server sends no `Code`: its error texts alone say the kind.
+/// This fake one answers each request with the text Go's server.go would,
+/// chosen by the method asked for.
+#[test]
+fn a_go_peer_s_errors_are_classified_by_their_text() {
+    use std::io::{BufRead, BufReader, Write};
+    init_log();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let go = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut rd = BufReader::new(s.try_clone().unwrap());
+        let mut w = s;
+        let mut line = String::new();
+        rd.read_line(&mut line).unwrap(); // the Option
+        for _ in 0..4 {
+            line.clear();
+            if rd.read_line(&mut line).unwrap() == 0 {
+                return;
+            }
+            let header: serde_json::Value = serde_json::from_str(&line).unwrap();
+            line.clear();
+            rd.read_line(&mut line).unwrap(); // the body
+            let method = header["ServiceMethod"].as_str().unwrap().to_string();
+            let error = match method.as_str() {
+                "Nope.Sum" => "rpc server: can't find service Nope",
+                "Arith.Nope" => "rpc server: can't find method Nope",
+                "Arith.Slow" => "rpc server: request handle timeout: expect within 1s",
+                _ => "divide by zero",
+            };
+            let reply = serde_json::json!({
+                "ServiceMethod": method, "Seq": header["Seq"], "Error": error,
+            });
+            writeln!(w, "{reply}\n{{}}").unwrap();
+        }
+    });
+    let client = Client::dial(&addr.to_string()).unwrap();
+    let args = Args { num1: 1, num2: 2 };
+    for (method, kind) in [
+        ("Nope.Sum", RemoteKind::UnknownService),
+        ("Arith.Nope", RemoteKind::UnknownMethod),
+        ("Arith.Slow", RemoteKind::HandleTimeout),
+        ("Arith.Div", RemoteKind::Handler),
+    ] {
+        let err = client
+            .call_timeout::<_, i64>(method, &args, Duration::from_secs(20))
+            .unwrap_err();
+        assert_eq!(err.code(), None, "{method}: a Go peer sends no code");
+        assert_eq!(err.remote_kind(), Some(kind), "{method}: {err}");
+    }
+    drop(client);
+    go.join().unwrap();
+}

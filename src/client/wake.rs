@@ -15,7 +15,11 @@
 //! `FUTEX_WAKE_BITSET` per word. A caller that finds no free bit (more than
 //! 128 waiting on one connection), one that asked for its call's channel,
 //! and every caller on other systems (and 32-bit Linux) wait on their
-//! call's condition variable or channel instead, woken one by one.
+//! call's condition variable or channel instead, woken one by one. So does
+//! every caller once the kernel has refused a futex wait (a seccomp
+//! filter), and in tests every caller of a client made with
+//! `FORCE_PORTABLE` set, whose wake set has no free place from the start:
+//! that is how a Linux test runs the path other systems run.
 //!
 //! Invariant (no lost wake-up): a caller publishes its bit where the
 //! completing thread will look, then reads its word's sequence number, then
