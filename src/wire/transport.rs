@@ -445,12 +445,25 @@ pub(crate) mod tests {
     use super::*;
 
     /// Keepalive as `set_keepalive` sets it, read back from the socket.
+    #[cfg(not(windows))]
     pub(crate) fn keepalive_of(sock: socket2::SockRef<'_>) -> (bool, Duration, Duration, u32) {
         (
             sock.keepalive().unwrap(),
             sock.tcp_keepalive_time().unwrap(),
             sock.tcp_keepalive_interval().unwrap(),
             sock.tcp_keepalive_retries().unwrap(),
+        )
+    }
+
+    /// Windows sets the probe times but cannot read them back: only the
+    /// switch itself is read there.
+    #[cfg(windows)]
+    pub(crate) fn keepalive_of(sock: socket2::SockRef<'_>) -> (bool, Duration, Duration, u32) {
+        (
+            sock.keepalive().unwrap(),
+            KEEPALIVE,
+            KEEPALIVE,
+            KEEPALIVE_PROBES,
         )
     }
 
