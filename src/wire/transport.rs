@@ -32,6 +32,7 @@ pub(crate) const KEEPALIVE_PROBES: u32 = 9;
 /// connection fails after about 2.5 minutes, and every pending call gets
 /// that error; with data unacknowledged, TCP's retransmission limit ends
 /// it instead (about 15 minutes on Linux).
+///
 /// The probe interval and count are set where the system lets a program
 /// set them (socket2's list); elsewhere (OpenBSD, Solaris) the system's own
 /// apply and only the idle time is Go's.
