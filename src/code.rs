@@ -1,6 +1,8 @@
 //! [`Code`]: the stable code a reply header carries next to its error text
 //! (PROTOCOL.md sections 8 and 9), so that a program can tell why a call
-//! failed without parsing the text Go peers expect.
+//! failed without parsing the text Go peers expect; and [`RemoteKind`], the
+//! kind of a remote error, read from the code or, for Go peers that send
+//! none, from Go's stable error texts.
 
 use std::fmt;
 
@@ -87,6 +89,91 @@ impl Code {
     }
 }
 
+/// The stable prefixes of the error texts Go GeeRPC (and geerpc, which keeps
+/// them) answers with; what follows each is the name or the time.
+pub(crate) mod text {
+    /// `Service.Method` without a dot.
+    pub(crate) const ILL_FORMED: &str = "rpc server: service/method request ill-formed: ";
+    /// Then the service's name (geerpc: then `(services: ...)`).
+    pub(crate) const NO_SERVICE: &str = "rpc server: can't find service ";
+    /// Then the method's name (geerpc: then ` of service S (methods: ...)`).
+    pub(crate) const NO_METHOD: &str = "rpc server: can't find method ";
+    /// Then the handle timeout, as Go prints a duration.
+    pub(crate) const HANDLE_TIMEOUT: &str = "rpc server: request handle timeout: expect within ";
+}
+
+/// What kind of error a server answered a call with
+/// ([`Error::remote_kind`](crate::Error::remote_kind)), so that a program
+/// can match it instead of parsing the text.
+///
+/// Read from the reply's [`Code`] when it has one (a geerpc server). A reply
+/// without a code (a Go GeeRPC server, or a geerpc handler's own error) is
+/// classified by the stable beginnings of Go's texts:
+/// `rpc server: can't find service `, `rpc server: can't find method `,
+/// `rpc server: service/method request ill-formed: ` and
+/// `rpc server: request handle timeout: expect within `; any other text is
+/// the handler's own error ([`RemoteKind::Handler`]). A Go server's "body
+/// did not decode" has no stable text (it is the codec's message), so from
+/// Go it counts as [`RemoteKind::Handler`].
+///
+/// Both unknown services and unknown methods travel as `not_found`; the text,
+/// whose beginning geerpc keeps as Go's, tells them apart. A `not_found`
+/// whose text is neither counts as an unknown method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RemoteKind {
+    /// No service of that name (or a name without a dot).
+    UnknownService,
+    /// The service has no method of that name.
+    UnknownMethod,
+    /// The argument did not decode as the method's type, or the call's
+    /// metadata was malformed (`invalid_argument`).
+    BadArgument,
+    /// The handler returned an error (or panicked): no code.
+    Handler,
+    /// The call's time on the server ran out: the connection's handle
+    /// timeout or the call's own deadline (`deadline_exceeded`).
+    HandleTimeout,
+    /// Not processed: the server is going away (`unavailable`); another
+    /// instance may take it.
+    Unavailable,
+    /// Not processed: refused by a server limit (`resource_exhausted`);
+    /// another instance may take it.
+    ResourceExhausted,
+    /// Refused by the server's authentication (`unauthenticated`).
+    Unauthenticated,
+    /// Refused by the server's authorization (`permission_denied`).
+    PermissionDenied,
+    /// The server failed outside the handler (`internal`).
+    Internal,
+    /// A code this version does not know.
+    Other,
+}
+
+impl RemoteKind {
+    /// The kind of a reply with this code (if any) and error text.
+    pub fn classify(code: Option<&Code>, message: &str) -> RemoteKind {
+        let named_service =
+            || message.starts_with(text::NO_SERVICE) || message.starts_with(text::ILL_FORMED);
+        match code {
+            Some(Code::NotFound) if named_service() => RemoteKind::UnknownService,
+            Some(Code::NotFound) => RemoteKind::UnknownMethod,
+            Some(Code::InvalidArgument) => RemoteKind::BadArgument,
+            Some(Code::DeadlineExceeded) => RemoteKind::HandleTimeout,
+            Some(Code::Unavailable) => RemoteKind::Unavailable,
+            Some(Code::ResourceExhausted) => RemoteKind::ResourceExhausted,
+            Some(Code::Unauthenticated) => RemoteKind::Unauthenticated,
+            Some(Code::PermissionDenied) => RemoteKind::PermissionDenied,
+            Some(Code::Internal) => RemoteKind::Internal,
+            Some(Code::Goaway | Code::Other(_)) => RemoteKind::Other,
+            None if named_service() => RemoteKind::UnknownService,
+            None if message.starts_with(text::NO_METHOD) => RemoteKind::UnknownMethod,
+            None if message.starts_with(text::HANDLE_TIMEOUT) => RemoteKind::HandleTimeout,
+            None => RemoteKind::Handler,
+        }
+    }
+}
+
 impl fmt::Display for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -151,5 +238,73 @@ mod tests {
         .map(Code::as_str)
         .collect();
         assert_eq!(retry, ["resource_exhausted", "unavailable"]);
+    }
+
+    /// Replies as a Go GeeRPC server sends them (texts from its server.go,
+    /// no code) and as geerpc sends them (Go's text, then more, and a code).
+    #[test]
+    fn remote_kinds_come_from_the_code_or_from_go_s_texts() {
+        use RemoteKind::*;
+        let go = [
+            ("rpc server: can't find service Foo", UnknownService),
+            ("rpc server: can't find method Foo", UnknownMethod),
+            (
+                "rpc server: service/method request ill-formed: Foo",
+                UnknownService,
+            ),
+            (
+                "rpc server: request handle timeout: expect within 1s",
+                HandleTimeout,
+            ),
+            ("gob: type mismatch", Handler),
+            ("divide by zero", Handler),
+            ("", Handler),
+        ];
+        for (text, kind) in go {
+            assert_eq!(RemoteKind::classify(None, text), kind, "{text:?}");
+        }
+        let geerpc = [
+            (
+                Code::NotFound,
+                "rpc server: can't find service Foo (services: Arith)",
+                UnknownService,
+            ),
+            (
+                Code::NotFound,
+                "rpc server: can't find method Foo of service Arith (methods: Sum)",
+                UnknownMethod,
+            ),
+            (
+                Code::NotFound,
+                "rpc server: service/method request ill-formed: Foo",
+                UnknownService,
+            ),
+            (Code::NotFound, "some later text", UnknownMethod),
+            (
+                Code::InvalidArgument,
+                "rpc server: cannot decode argument",
+                BadArgument,
+            ),
+            (Code::DeadlineExceeded, "anything", HandleTimeout),
+            (Code::Unavailable, "rpc server: shutting down", Unavailable),
+            (Code::ResourceExhausted, "x", ResourceExhausted),
+            (Code::Unauthenticated, "x", Unauthenticated),
+            (Code::PermissionDenied, "x", PermissionDenied),
+            (Code::Internal, "x", Internal),
+            (Code::Other("data_loss".into()), "x", Other),
+            // The code wins over the text: a handler's own text proves nothing.
+            (
+                Code::Internal,
+                "rpc server: can't find method Foo",
+                Internal,
+            ),
+        ];
+        for (code, text, kind) in geerpc {
+            assert_eq!(
+                RemoteKind::classify(Some(&code), text),
+                kind,
+                "{code} {text:?}"
+            );
+        }
     }
 }

@@ -74,7 +74,8 @@ pub enum Error {
     /// peers that send no code (Go GeeRPC). With
     /// [`Code::Unavailable`](crate::Code::Unavailable) or
     /// [`Code::ResourceExhausted`](crate::Code::ResourceExhausted) the call
-    /// was NOT processed: see [`Error::is_not_processed`].
+    /// was NOT processed: see [`Error::is_not_processed`]. Match the kind
+    /// of error with [`Error::remote_kind`].
     #[error("{message}")]
     Remote {
         /// `Service.Method` of the call.
@@ -210,6 +211,19 @@ impl Error {
     pub fn code(&self) -> Option<&crate::Code> {
         match self {
             Error::Remote { code, .. } => code.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The kind of error the server answered with, for an
+    /// [`Error::Remote`]: match this rather than the text, e.g.
+    /// `Some(RemoteKind::UnknownMethod)`. See [`RemoteKind`](crate::RemoteKind)
+    /// for how a reply without a code (a Go peer's) is classified.
+    pub fn remote_kind(&self) -> Option<crate::RemoteKind> {
+        match self {
+            Error::Remote { message, code, .. } => {
+                Some(crate::RemoteKind::classify(code.as_ref(), message))
+            }
             _ => None,
         }
     }

@@ -69,7 +69,7 @@ pub mod duration {
 }
 
 pub use client::Client;
-pub use code::Code;
+pub use code::{Code, RemoteKind};
 pub use error::{Error, Result, TimeoutStage};
 #[cfg(feature = "registry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "registry")))]

@@ -15,7 +15,11 @@
 //! `FUTEX_WAKE_BITSET` per word. A caller that finds no free bit (more than
 //! 128 waiting on one connection), one that asked for its call's channel,
 //! and every caller on other systems (and 32-bit Linux) wait on their
-//! call's condition variable or channel instead, woken one by one.
+//! call's condition variable or channel instead, woken one by one. So does
+//! every caller once the kernel has refused a futex wait (a seccomp
+//! filter), and in tests every caller of a client made with
+//! `FORCE_PORTABLE` set, whose wake set has no free place from the start:
+//! that is how a Linux test runs the path other systems run.
 //!
 //! Invariant (no lost wake-up): a caller publishes its bit where the
 //! completing thread will look, then reads its word's sequence number, then
@@ -32,6 +36,14 @@ pub(super) type Ticket = u32;
 
 #[allow(unused_imports)] // SLEEPERS is for tests.
 pub(super) use sys::{WakeSet, SLEEPERS};
+
+#[cfg(test)]
+thread_local! {
+    /// Set by a test: wake sets made on this thread hand out no places, so
+    /// their callers wait on condition variables as on every system without
+    /// futexes (see `tests::a_client_without_futex_places_...`).
+    pub(super) static FORCE_PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 // 64-bit only: there `libc::timespec` is what `SYS_futex` expects (32-bit
 // targets may have a 64-bit `time_t`, or only `SYS_futex_time64`).
@@ -52,9 +64,26 @@ mod sys {
     /// from then on no places are handed out.
     static UNUSABLE: AtomicBool = AtomicBool::new(false);
 
-    #[derive(Default)]
     pub(in super::super) struct WakeSet {
         words: [Word; WORDS],
+    }
+
+    impl Default for WakeSet {
+        fn default() -> WakeSet {
+            let set = WakeSet {
+                words: Default::default(),
+            };
+            // Tests force the portable path by taking every place for good:
+            // each caller then finds none, as on other systems. Decided
+            // here, once per connection; nothing on the call path.
+            #[cfg(test)]
+            if super::FORCE_PORTABLE.get() {
+                for w in &set.words {
+                    w.taken.store(u32::MAX, Ordering::Relaxed);
+                }
+            }
+            set
+        }
     }
 
     #[derive(Default)]
@@ -260,7 +289,8 @@ mod sys {
 
     use super::Ticket;
 
-    #[cfg_attr(not(test), allow(dead_code))]
+    // Only the futex tests read it, and they are not built here.
+    #[allow(dead_code)]
     pub(in super::super) const SLEEPERS: usize = 0;
 
     #[derive(Default)]
@@ -394,5 +424,86 @@ mod tests {
             }
             done.store(true, Ordering::SeqCst);
         });
+    }
+}
+
+/// The portable paths (waits and socket calls), through real calls: on
+/// every system, Linux included.
+#[cfg(test)]
+mod portable_tests {
+    use std::time::{Duration, Instant};
+
+    use crate::server::{Server, Service};
+    use crate::wire::transport::FORCE_PORTABLE as FORCE_PORTABLE_IO;
+    use crate::Client;
+
+    /// A client whose wake set hands out no places (what every system
+    /// without futexes runs: each caller waits on its call's condition
+    /// variable and is woken alone) answers many concurrent callers right,
+    /// each within its timeout.
+    #[test]
+    fn a_client_without_futex_places_serves_concurrent_callers() {
+        let server = Server::new();
+        server
+            .register(
+                Service::new("Arith")
+                    .method("Sum", |a: (i64, i64)| Ok::<_, String>(a.0 + a.1))
+                    .method("Echo", |s: String| Ok::<_, String>(s)),
+            )
+            .unwrap();
+        let running = server.listen("tcp@127.0.0.1:0").unwrap();
+        // Portable waits and portable socket calls (see wire::transport).
+        super::FORCE_PORTABLE.set(true);
+        FORCE_PORTABLE_IO.set(true);
+        let client = Client::dial(&running.addr().to_string());
+        super::FORCE_PORTABLE.set(false);
+        FORCE_PORTABLE_IO.set(false);
+        let client = client.unwrap();
+        assert!(
+            client.inner.wakes.acquire().is_none(),
+            "the wake set hands out places"
+        );
+        assert!(client.inner.stream.forced_portable());
+        assert!(!client.inner.stream.readable_now().unwrap());
+        const THREADS: i64 = 8;
+        const CALLS: i64 = 300;
+        let give_up = Instant::now() + Duration::from_secs(60);
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let client = &client;
+                s.spawn(move || {
+                    for i in 0..CALLS {
+                        if Instant::now() > give_up {
+                            panic!("thread {t}: only {i} calls in 60 s");
+                        }
+                        // Concurrent calls, each bounded: a lost wake-up is a
+                        // timeout here, not a hang.
+                        let sum: i64 = client
+                            .call_timeout("Arith.Sum", &(t, i), Duration::from_secs(10))
+                            .unwrap_or_else(|e| panic!("thread {t} call {i}: {e}"));
+                        assert_eq!(sum, t + i);
+                        // Now and then more than a socket buffer holds, so
+                        // that writes wait for the peer to read.
+                        if i % 100 == 0 {
+                            let big = format!("{t}-{i}-{}", "x".repeat(512 << 10));
+                            let back: String = client
+                                .call_timeout("Arith.Echo", &big, Duration::from_secs(20))
+                                .unwrap_or_else(|e| panic!("thread {t} echo {i}: {e}"));
+                            assert!(back == big, "thread {t} echo {i}: wrong reply");
+                        }
+                    }
+                });
+            }
+        });
+        // Async calls too: many in flight at once, waited for out of order.
+        let calls: Vec<_> = (0..64i64)
+            .map(|i| client.go::<_, i64>("Arith.Sum", &(i, 1)).unwrap())
+            .collect();
+        for (i, c) in calls.into_iter().enumerate().rev() {
+            assert_eq!(
+                c.wait_timeout(Duration::from_secs(10)).unwrap(),
+                i as i64 + 1
+            );
+        }
     }
 }

@@ -124,10 +124,9 @@ mod tests {
     fn an_accepted_tcp_connection_probes_its_peer_as_go_does() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let peer = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let Stream::Tcp(s) = Listener::Tcp(l).accept().unwrap() else {
-            panic!("a TCP listener accepts TCP")
-        };
-        assert_eq!(keepalive_of(socket2::SockRef::from(&*s)), GO_KEEPALIVE);
+        let s = Listener::Tcp(l).accept().unwrap();
+        let s = s.as_tcp().expect("a TCP listener accepts TCP");
+        assert_eq!(keepalive_of(socket2::SockRef::from(s)), GO_KEEPALIVE);
         drop(peer);
     }
 }

@@ -40,8 +40,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::code::text;
 use crate::error::{Error, Result};
-use crate::server::service::Method;
+use crate::server::service::{name_list, Method};
 use crate::util::threads::ThreadGroup;
 use crate::wire::address::{Address, Protocol};
 use crate::wire::frame::DEFAULT_MAX_MESSAGE;
@@ -251,19 +252,20 @@ impl Server {
 
     /// Finds the method for `Service.Method`, or the error text to answer with.
     pub(crate) fn find(&self, service_method: &str) -> std::result::Result<Arc<Method>, String> {
+        // The texts begin as Go's do (Go peers and `RemoteKind` match on
+        // that); what follows names what there is, bounded by `name_list`.
         let Some((service, method)) = service_method.rsplit_once('.') else {
-            return Err(format!(
-                "rpc server: service/method request ill-formed: {service_method}"
-            ));
+            return Err(format!("{}{service_method}", text::ILL_FORMED));
         };
         let services = self.shared.services.read();
         let Some(svc) = services.get(service) else {
-            return Err(format!("rpc server: can't find service {service}"));
+            let names = name_list("services", services.keys().map(String::as_str));
+            return Err(format!("{}{service} {names}", text::NO_SERVICE));
         };
-        svc.methods
-            .get(method)
-            .cloned()
-            .ok_or_else(|| format!("rpc server: can't find method {method}"))
+        svc.methods.get(method).cloned().ok_or_else(|| {
+            let names = name_list("methods", svc.methods.keys().map(String::as_str));
+            format!("{}{method} of service {service} {names}", text::NO_METHOD)
+        })
     }
 
     fn config(&self) -> &Config {

@@ -192,8 +192,48 @@ impl Service {
     }
 }
 
+/// Names listed in an error text at most (`and N more` after them).
+const LISTED_NAMES: usize = 16;
+/// Bytes of names listed in an error text at most: a peer's typo must not
+/// earn it a reply the size of the whole server.
+const LISTED_BYTES: usize = 400;
+
+/// `(KIND: A, B and N more)`, sorted, bounded by [`LISTED_NAMES`] and
+/// [`LISTED_BYTES`]; `(no KIND)` if there are none. For the error text a
+/// peer gets for an unknown service or method.
+pub(crate) fn name_list<'a>(kind: &str, names: impl Iterator<Item = &'a str>) -> String {
+    let mut names: Vec<&str> = names.collect();
+    if names.is_empty() {
+        return format!("(no {kind})");
+    }
+    names.sort_unstable();
+    let mut out = format!("({kind}: ");
+    let mut listed = 0;
+    let mut bytes = 0;
+    for name in &names {
+        if listed == LISTED_NAMES || bytes + name.len() > LISTED_BYTES {
+            break;
+        }
+        if listed > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(name);
+        listed += 1;
+        bytes += name.len();
+    }
+    if listed < names.len() {
+        if listed > 0 {
+            out.push(' ');
+        }
+        out.push_str(&format!("and {} more", names.len() - listed));
+    }
+    out.push(')');
+    out
+}
+
 /// What the server knows of one method, for the debug page.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MethodInfo {
     /// The method's name (without the service).
     pub name: String,
@@ -207,6 +247,7 @@ pub struct MethodInfo {
 
 /// What the server knows of one service, for the debug page.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServiceInfo {
     /// The service's name.
     pub name: String,
@@ -247,5 +288,31 @@ mod tests {
             .method("M", |x: i32| Ok::<_, String>(x))
             .method("M", |x: i32| Ok::<_, String>(x));
         assert!(matches!(s.invalid, Some(Error::InvalidName { .. })));
+    }
+
+    #[test]
+    fn listed_names_are_sorted_and_bounded() {
+        assert_eq!(
+            name_list("methods", ["Sum", "Mul"].into_iter()),
+            "(methods: Mul, Sum)"
+        );
+        assert_eq!(name_list("methods", std::iter::empty()), "(no methods)");
+        let many: Vec<String> = (0..10_000).map(|i| format!("M{i:05}")).collect();
+        let text = name_list("methods", many.iter().map(String::as_str));
+        assert!(text.starts_with("(methods: M00000, M00001, "), "{text}");
+        assert!(
+            text.ends_with(&format!(" and {} more)", 10_000 - LISTED_NAMES)),
+            "{text}"
+        );
+        assert!(text.len() < LISTED_BYTES + 100, "{}", text.len());
+        // Long names: the byte bound, not the count, stops the list.
+        let long: Vec<String> = (0..5).map(|i| format!("{i}{}", "x".repeat(300))).collect();
+        let text = name_list("services", long.iter().map(String::as_str));
+        assert!(text.ends_with(" and 4 more)"), "{text}");
+        let none_fit = ["y".repeat(LISTED_BYTES + 1)];
+        assert_eq!(
+            name_list("services", none_fit.iter().map(String::as_str)),
+            "(services: and 1 more)"
+        );
     }
 }

@@ -89,6 +89,7 @@ impl MethodStats {
 
 /// What a method has served so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct StatsSnapshot {
     /// Calls answered, errors included.
     pub calls: u64,

@@ -1,5 +1,14 @@
 //! The byte streams an [`Address`] leads to: TCP or Unix sockets, with
 //! keepalive, deadlines and sends that never block. No framing here.
+//!
+//! Platforms: sends that never block on a blocking socket
+//! (`MSG_DONTWAIT`), a look at the socket without reading (`MSG_PEEK`) and
+//! waiting for room (`poll`) are in `native`, for the systems that have
+//! them (Linux, Android, the BSDs, Apple's, illumos and Solaris). Elsewhere
+//! (Windows) `portable` stands in, written with std alone and compiled
+//! everywhere, so that tests run it on Linux too (`FORCE_PORTABLE`): a send
+//! then may block (see `portable::send_nowait`), and an idle connection the
+//! server closed is found out by the call sent on it, not before.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
@@ -23,9 +32,23 @@ pub(crate) const KEEPALIVE_PROBES: u32 = 9;
 /// connection fails after about 2.5 minutes, and every pending call gets
 /// that error; with data unacknowledged, TCP's retransmission limit ends
 /// it instead (about 15 minutes on Linux).
+///
+/// The probe interval and count are set where the system lets a program
+/// set them (socket2's list); elsewhere (OpenBSD, Solaris) the system's own
+/// apply and only the idle time is Go's.
 pub(crate) fn set_keepalive(sock: socket2::SockRef<'_>) -> io::Result<()> {
-    let params = socket2::TcpKeepalive::new()
-        .with_time(KEEPALIVE)
+    let params = socket2::TcpKeepalive::new().with_time(KEEPALIVE);
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_vendor = "apple",
+        target_os = "freebsd",
+        target_os = "dragonfly",
+        target_os = "netbsd",
+        target_os = "illumos",
+        target_os = "windows"
+    ))]
+    let params = params
         .with_interval(KEEPALIVE)
         .with_retries(KEEPALIVE_PROBES);
     sock.set_tcp_keepalive(&params)
@@ -65,13 +88,59 @@ fn unix_connect_until(path: &str, deadline: Instant) -> io::Result<UnixStream> {
 /// which is what lets a server hold tens of thousands of connections under
 /// an ordinary open-files limit.
 #[derive(Debug)]
-pub(crate) enum Stream {
+pub(crate) struct Stream {
+    sock: Sock,
+    /// Tests only: this stream uses the portable calls (`FORCE_PORTABLE`
+    /// when it was made). Elsewhere the choice is made when compiling.
+    #[cfg(test)]
+    portable: bool,
+}
+
+#[derive(Debug)]
+enum Sock {
     Tcp(Arc<TcpStream>),
     #[cfg(unix)]
     Unix(Arc<UnixStream>),
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Set by a test: streams made on this thread use `portable`'s calls,
+    /// as on a system without `native`'s.
+    pub(crate) static FORCE_PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl From<Sock> for Stream {
+    fn from(sock: Sock) -> Stream {
+        Stream {
+            sock,
+            #[cfg(test)]
+            portable: FORCE_PORTABLE.get(),
+        }
+    }
+}
+
 impl Stream {
+    /// Whether this stream uses `portable`'s calls where `native` has them:
+    /// a constant false outside tests, so the call path pays nothing.
+    #[inline]
+    pub(crate) fn forced_portable(&self) -> bool {
+        #[cfg(test)]
+        return self.portable;
+        #[cfg(not(test))]
+        false
+    }
+
+    /// The TCP socket, if it is one.
+    #[cfg(test)]
+    pub(crate) fn as_tcp(&self) -> Option<&TcpStream> {
+        match &self.sock {
+            Sock::Tcp(s) => Some(s),
+            #[cfg(unix)]
+            Sock::Unix(_) => None,
+        }
+    }
+
     /// Connects to `addr`, giving up at `deadline` (None: no limit).
     pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> io::Result<Stream> {
         match addr.protocol() {
@@ -99,11 +168,8 @@ impl Stream {
             }
             #[cfg(unix)]
             Protocol::Unix => match deadline {
-                None => Ok(Stream::Unix(Arc::new(UnixStream::connect(addr.target())?))),
-                Some(d) => Ok(Stream::Unix(Arc::new(unix_connect_until(
-                    addr.target(),
-                    d,
-                )?))),
+                None => Ok(Stream::unix(UnixStream::connect(addr.target())?)),
+                Some(d) => Ok(Stream::unix(unix_connect_until(addr.target(), d)?)),
             },
             #[cfg(not(unix))]
             Protocol::Unix => Err(io::Error::new(
@@ -116,10 +182,14 @@ impl Stream {
     /// Another handle on the same socket. Never fails; kept fallible so
     /// callers need not change if a platform ever needs a real `dup`.
     pub(crate) fn try_clone(&self) -> io::Result<Stream> {
-        Ok(match self {
-            Stream::Tcp(s) => Stream::Tcp(s.clone()),
-            #[cfg(unix)]
-            Stream::Unix(s) => Stream::Unix(s.clone()),
+        Ok(Stream {
+            sock: match &self.sock {
+                Sock::Tcp(s) => Sock::Tcp(s.clone()),
+                #[cfg(unix)]
+                Sock::Unix(s) => Sock::Unix(s.clone()),
+            },
+            #[cfg(test)]
+            portable: self.portable,
         })
     }
 
@@ -134,55 +204,125 @@ impl Stream {
         {
             log::debug!("cannot set TCP_NODELAY or keepalive: {e}");
         }
-        Stream::Tcp(Arc::new(s))
+        Sock::Tcp(Arc::new(s)).into()
     }
 
     #[cfg(unix)]
     pub(crate) fn unix(s: UnixStream) -> Stream {
-        Stream::Unix(Arc::new(s))
+        Sock::Unix(Arc::new(s)).into()
     }
 
     pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.shutdown(how),
+        match &self.sock {
+            Sock::Tcp(s) => s.shutdown(how),
             #[cfg(unix)]
-            Stream::Unix(s) => s.shutdown(how),
+            Sock::Unix(s) => s.shutdown(how),
         }
     }
 
     pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_read_timeout(t),
+        match &self.sock {
+            Sock::Tcp(s) => s.set_read_timeout(t),
             #[cfg(unix)]
-            Stream::Unix(s) => s.set_read_timeout(t),
+            Sock::Unix(s) => s.set_read_timeout(t),
         }
     }
 
     pub(crate) fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_write_timeout(t),
+        match &self.sock {
+            Sock::Tcp(s) => s.set_write_timeout(t),
             #[cfg(unix)]
-            Stream::Unix(s) => s.set_write_timeout(t),
+            Sock::Unix(s) => s.set_write_timeout(t),
         }
     }
 
     /// Sends what the socket takes now without blocking (`WouldBlock` if
     /// nothing), whatever the socket's blocking mode, which is shared by
-    /// every handle and must stay blocking for the others.
+    /// every handle and must stay blocking for the others. Without
+    /// `native`, see `portable::send_nowait`.
     pub(crate) fn send_nowait(&self, buf: &[u8]) -> io::Result<usize> {
-        self.sock()
-            .send_with_flags(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        if self.forced_portable() {
+            return portable::send_nowait(self, buf);
+        }
+        native::send_nowait(self, buf)
     }
 
     /// Waits until the socket can take more bytes, at most `timeout`:
     /// `Ok(false)` if it still cannot. A socket in error or shut down
     /// counts as ready (the next write says what is wrong).
     pub(crate) fn wait_writable(&self, timeout: Duration) -> io::Result<bool> {
-        use std::os::fd::AsRawFd;
-        let fd = match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
+        if self.forced_portable() {
+            return portable::wait_writable(self, timeout);
+        }
+        native::wait_writable(self, timeout)
+    }
+
+    /// Whether a read would return at once (bytes waiting, or the end of
+    /// the stream), looked at without reading or blocking. Without
+    /// `native`: always false (nothing known to be waiting).
+    pub(crate) fn readable_now(&self) -> io::Result<bool> {
+        if self.forced_portable() {
+            return portable::readable_now(self);
+        }
+        native::readable_now(self)
+    }
+
+    // Unused on Windows, where neither `native` nor the tests are.
+    #[cfg_attr(windows, allow(dead_code))]
+    fn sock(&self) -> socket2::SockRef<'_> {
+        match &self.sock {
+            Sock::Tcp(s) => socket2::SockRef::from(&**s),
             #[cfg(unix)]
-            Stream::Unix(s) => s.as_raw_fd(),
+            Sock::Unix(s) => socket2::SockRef::from(&**s),
+        }
+    }
+
+    /// The peer, as a display string (`127.0.0.1:5000`, or the socket path).
+    pub(crate) fn peer_label(&self) -> String {
+        match &self.sock {
+            Sock::Tcp(s) => s
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "?".into()),
+            #[cfg(unix)]
+            Sock::Unix(s) => s
+                .peer_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                .unwrap_or_else(|| "unix".into()),
+        }
+    }
+}
+
+/// The systems with non-blocking send flags, `MSG_PEEK` and `poll`.
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "illumos",
+    target_os = "solaris"
+))]
+mod native {
+    use std::io;
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    use super::{Sock, Stream};
+
+    pub(super) fn send_nowait(s: &Stream, buf: &[u8]) -> io::Result<usize> {
+        // MSG_NOSIGNAL: a peer gone is an error here, not a SIGPIPE.
+        s.sock()
+            .send_with_flags(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    }
+
+    pub(super) fn wait_writable(s: &Stream, timeout: Duration) -> io::Result<bool> {
+        let fd = match &s.sock {
+            Sock::Tcp(s) => s.as_raw_fd(),
+            Sock::Unix(s) => s.as_raw_fd(),
         };
         let mut p = libc::pollfd {
             fd,
@@ -204,19 +344,9 @@ impl Stream {
         }
     }
 
-    fn sock(&self) -> socket2::SockRef<'_> {
-        match self {
-            Stream::Tcp(s) => socket2::SockRef::from(&**s),
-            #[cfg(unix)]
-            Stream::Unix(s) => socket2::SockRef::from(&**s),
-        }
-    }
-
-    /// Whether a read would return at once (bytes waiting, or the end of
-    /// the stream), looked at without reading or blocking.
-    pub(crate) fn readable_now(&self) -> io::Result<bool> {
+    pub(super) fn readable_now(s: &Stream) -> io::Result<bool> {
         let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
-        match self
+        match s
             .sock()
             .recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT)
         {
@@ -225,48 +355,84 @@ impl Stream {
             Err(e) => Err(e),
         }
     }
+}
 
-    /// The peer, as a display string (`127.0.0.1:5000`, or the socket path).
-    pub(crate) fn peer_label(&self) -> String {
-        match self {
-            Stream::Tcp(s) => s
-                .peer_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_else(|_| "?".into()),
+/// Elsewhere the portable calls are the only ones.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "illumos",
+    target_os = "solaris"
+)))]
+use portable as native;
+
+/// With std alone: no send that cannot block on a blocking socket (whose
+/// mode every handle shares, so it cannot be switched for one send), and
+/// no look without reading. Compiled everywhere; on systems with `native`
+/// only tests use it.
+#[cfg_attr(not(test), allow(dead_code))]
+mod portable {
+    use std::io::{self, Write};
+    use std::time::Duration;
+
+    use super::{Sock, Stream};
+
+    /// A plain, blocking write: what the socket does not take at once is
+    /// waited for, here. So a thread that must not block on a write (a
+    /// connection's reader) may, while the peer does not read, until the
+    /// peer reads, the connection's write timeout closes it, or the peer's
+    /// does. Callers stay correct (`WouldBlock` never comes, every byte is
+    /// sent or an error is returned); only that guarantee is lost.
+    pub(super) fn send_nowait(s: &Stream, buf: &[u8]) -> io::Result<usize> {
+        match &s.sock {
+            Sock::Tcp(t) => (&**t).write(buf),
             #[cfg(unix)]
-            Stream::Unix(s) => s
-                .peer_addr()
-                .ok()
-                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
-                .unwrap_or_else(|| "unix".into()),
+            Sock::Unix(u) => (&**u).write(buf),
         }
+    }
+
+    /// Writes here block until the socket takes them, so there is always
+    /// room to try.
+    pub(super) fn wait_writable(_: &Stream, _: Duration) -> io::Result<bool> {
+        Ok(true)
+    }
+
+    /// Nothing is known to be waiting: an idle connection the server closed
+    /// is found out by the next call's write or read.
+    pub(super) fn readable_now(_: &Stream) -> io::Result<bool> {
+        Ok(false)
     }
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => (&**s).read(buf),
+        match &self.sock {
+            Sock::Tcp(s) => (&**s).read(buf),
             #[cfg(unix)]
-            Stream::Unix(s) => (&**s).read(buf),
+            Sock::Unix(s) => (&**s).read(buf),
         }
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => (&**s).write(buf),
+        match &self.sock {
+            Sock::Tcp(s) => (&**s).write(buf),
             #[cfg(unix)]
-            Stream::Unix(s) => (&**s).write(buf),
+            Sock::Unix(s) => (&**s).write(buf),
         }
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => (&**s).write_vectored(bufs),
+        match &self.sock {
+            Sock::Tcp(s) => (&**s).write_vectored(bufs),
             #[cfg(unix)]
-            Stream::Unix(s) => (&**s).write_vectored(bufs),
+            Sock::Unix(s) => (&**s).write_vectored(bufs),
         }
     }
 
@@ -280,12 +446,25 @@ pub(crate) mod tests {
     use super::*;
 
     /// Keepalive as `set_keepalive` sets it, read back from the socket.
+    #[cfg(not(windows))]
     pub(crate) fn keepalive_of(sock: socket2::SockRef<'_>) -> (bool, Duration, Duration, u32) {
         (
             sock.keepalive().unwrap(),
             sock.tcp_keepalive_time().unwrap(),
             sock.tcp_keepalive_interval().unwrap(),
             sock.tcp_keepalive_retries().unwrap(),
+        )
+    }
+
+    /// Windows sets the probe times but cannot read them back: only the
+    /// switch itself is read there.
+    #[cfg(windows)]
+    pub(crate) fn keepalive_of(sock: socket2::SockRef<'_>) -> (bool, Duration, Duration, u32) {
+        (
+            sock.keepalive().unwrap(),
+            KEEPALIVE,
+            KEEPALIVE,
+            KEEPALIVE_PROBES,
         )
     }
 
