@@ -21,6 +21,10 @@
 //! change of the list wakes no heartbeat. Each costs the registry one
 //! parked request (about 200 bytes) and the tiny_http thread that owns its
 //! connection, which is why they are capped, in total and per client.
+//!
+//! The header names here are shared by the server, the discovery and the
+//! heartbeat; the rest is the server's. It never touches the table: an
+//! epoch or a hold says nothing about which instances are listed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;

@@ -7,7 +7,11 @@
 //! `vendor/tiny_http` (see its `PATCHES.md`): tiny_http 0.12.0, the newest
 //! release, has none of them, and a guard in front of it would have had to
 //! proxy every byte. The table and long-poll bounds are ours (`table`,
-//! `watch`).
+//! `long_poll`).
+//!
+//! It holds no state but the refusal log: the caps are enforced where the
+//! state is (tiny_http, `table`, `long_poll`), and this file only says what
+//! they are and how a refusal reads.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 //! The registry's listening socket and tiny_http's start: a backlog sized
 //! for bursts, the options every accepted socket inherits, and the patched
-//! tiny_http's limits (see `limits`).
+//! tiny_http's limits (see `limits`). Nothing here reads or answers a
+//! request.
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::time::{Duration, Instant};
