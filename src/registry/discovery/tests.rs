@@ -138,3 +138,35 @@ fn an_older_listing_never_replaces_a_newer_one() {
         .install(Vec::new(), Some(None), fetch(4, false), None);
     assert!(d.snapshot().unwrap().instances.is_empty());
 }
+
+/// `long_poll(false)` starts no thread, yet `Discovery::watch` still
+/// signals every change of the list: the two are different things.
+#[test]
+fn without_the_long_poll_watch_still_signals_changes() {
+    let d = RegistryDiscovery::builder("http://127.0.0.1:9/_rpc_/registry")
+        .long_poll(false)
+        .build()
+        .unwrap();
+    assert!(d.poller.is_none(), "no long-poll thread");
+    let changes = d.watch().expect("a change channel, long poll or not");
+    d.shared.install(
+        vec![Instance::new("tcp@127.0.0.1:1")],
+        Some(Some(1)),
+        fetch(1, false),
+        None,
+    );
+    assert!(changes.try_recv().is_ok(), "a fetched change is signalled");
+    // The same list again is no change.
+    d.shared.install(
+        vec![Instance::new("tcp@127.0.0.1:1")],
+        Some(Some(2)),
+        fetch(2, false),
+        None,
+    );
+    assert!(changes.try_recv().is_err());
+    d.update(Vec::new()).unwrap();
+    assert!(changes.try_recv().is_ok(), "a list given by hand too");
+    // On by default, with its thread.
+    let polling = RegistryDiscovery::new("http://127.0.0.1:9/_rpc_/registry").unwrap();
+    assert!(polling.poller.is_some());
+}
