@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use geerpc::Registry;
 
 fn bench_registry(c: &mut Criterion) {
-    let registry = Registry::new().addr("127.0.0.1:0").start().unwrap();
+    let registry = Registry::builder().addr("127.0.0.1:0").start().unwrap();
     let url = registry.url();
     let agent = ureq::Agent::new_with_defaults();
     for i in 0..100 {

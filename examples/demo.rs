@@ -58,7 +58,7 @@ fn start_server(
 /// Runs the whole scenario, writing what happens to `out`.
 pub fn run(out: &mut (dyn Write + Send)) -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
-    let registry = Registry::new().addr("127.0.0.1:0").start()?;
+    let registry = Registry::builder().addr("127.0.0.1:0").start()?;
     let url = registry.url();
     writeln!(out, "registry listening on {url}")?;
 

@@ -54,7 +54,10 @@ fn root_names() -> HashMap<String, String> {
         let Some((module, rest)) = stmt.split_once("::") else {
             continue;
         };
-        for name in rest.trim_matches(|c| c == '{' || c == '}' || c == ' ').split(',') {
+        for name in rest
+            .trim_matches(|c| c == '{' || c == '}' || c == ' ')
+            .split(',')
+        {
             let name = name.trim();
             if !name.is_empty() {
                 names.insert(name.to_string(), module.trim().to_string());
@@ -95,7 +98,12 @@ fn no_module_imports_from_a_layer_above_its_own() {
     let mut upward = Vec::new();
     for f in &files {
         let rel = f.strip_prefix(&src).unwrap();
-        let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
         let top = first.trim_end_matches(".rs").to_string();
         let Some(&mine) = rank.get(top.as_str()) else {
             continue; // lib.rs, the fuzz seam and the binary sit on top
@@ -114,7 +122,11 @@ fn no_module_imports_from_a_layer_above_its_own() {
     }
     upward.sort();
     upward.dedup();
-    assert!(upward.is_empty(), "imports against the layers:\n{}", upward.join("\n"));
+    assert!(
+        upward.is_empty(),
+        "imports against the layers:\n{}",
+        upward.join("\n")
+    );
 }
 
 #[test]
@@ -134,14 +146,23 @@ fn every_path_the_architecture_page_names_exists() {
         }
     }
     assert!(named > 20, "the page names only {named} paths");
-    assert!(missing.is_empty(), "docs/ARCHITECTURE.md names paths that do not exist: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "docs/ARCHITECTURE.md names paths that do not exist: {missing:?}"
+    );
 }
 
 #[test]
 fn the_layer_check_sees_an_upward_import() {
     // The checker itself: a wire file that used the client would be caught.
     let roots = root_names();
-    let refs = referenced("use crate::client::Client;\n// crate::server in a comment", &roots);
+    let refs = referenced(
+        "use crate::client::Client;\n// crate::server in a comment",
+        &roots,
+    );
     assert_eq!(refs, vec!["client".to_string()]);
-    assert_eq!(referenced("let e: crate::Error;", &roots), vec!["error".to_string()]);
+    assert_eq!(
+        referenced("let e: crate::Error;", &roots),
+        vec!["error".to_string()]
+    );
 }

@@ -90,7 +90,7 @@ fn exercise(registrar: &dyn Registrar, listed: Listed) {
 #[test]
 fn the_http_registry_registers_drops_deregisters_and_abandons() {
     init_log();
-    let reg = Registry::new()
+    let reg = Registry::builder()
         .addr("127.0.0.1:0")
         .ttl(Duration::from_secs(300))
         .start()
@@ -126,7 +126,7 @@ fn etcd_registers_drops_deregisters_and_abandons() {
 #[test]
 fn for_server_is_shaped_the_same_and_a_shutdown_deregisters() {
     init_log();
-    let reg = Registry::new().addr("127.0.0.1:0").start().unwrap();
+    let reg = Registry::builder().addr("127.0.0.1:0").start().unwrap();
     let etcd = Etcd::single();
     let eps = etcd.endpoints();
     let server = start_server();

@@ -4,18 +4,17 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use geerpc::registration::RegisterOptions;
-use geerpc::registry::RegistryHandle;
 use geerpc::{Discovery, Heartbeat, Registry, RegistryDiscovery, Server};
 
-fn start(ttl: Duration) -> RegistryHandle {
+fn start(ttl: Duration) -> Registry {
     init_log();
-    Registry::new()
+    Registry::builder()
         .addr("127.0.0.1:0")
         .ttl(ttl)
         .start()
@@ -105,7 +104,7 @@ fn each_post_header_spelling_registers_and_get_lists_under_both_names() {
 #[test]
 fn both_paths_answer_and_others_are_404() {
     let reg = start(Registry::DEFAULT_TTL);
-    let base = format!("http://{}", reg.addr());
+    let base = format!("http://{}", reg.addr().target());
     assert_eq!(
         post(
             &format!("{base}/_geerpc_/registry"),
@@ -129,14 +128,14 @@ fn both_paths_answer_and_others_are_404() {
 #[test]
 fn custom_path_replaces_the_defaults() {
     init_log();
-    let reg = Registry::new()
+    let reg = Registry::builder()
         .addr("127.0.0.1:0")
         .path("reg")
         .start()
         .unwrap();
     assert!(reg.url().ends_with("/reg"), "{}", reg.url());
     assert_eq!(post(&reg.url(), "X-rpc-Server", "tcp@127.0.0.1:1"), 200);
-    let other = format!("http://{}/_rpc_/registry", reg.addr());
+    let other = format!("http://{}/_rpc_/registry", reg.addr().target());
     assert_eq!(http().get(other).call().unwrap().status(), 404);
 }
 
@@ -212,13 +211,13 @@ fn other_methods_are_405_with_allow() {
 fn a_go_peer_that_knows_no_extension_works() {
     let reg = start(Registry::DEFAULT_TTL);
     let raw = |request: String| -> String {
-        let mut s = TcpStream::connect(reg.addr()).unwrap();
+        let mut s = TcpStream::connect(reg.addr().target()).unwrap();
         s.write_all(request.as_bytes()).unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
     };
-    let host = reg.addr();
+    let host = reg.addr().target();
     let resp = raw(format!(
         "POST /_rpc_/registry HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Go-http-client/1.1\r\n\
          Content-Length: 0\r\nX-Rpc-Servers: tcp@127.0.0.1:7001\r\nConnection: close\r\n\r\n"
@@ -259,7 +258,7 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
             200
         );
     }
-    let host = reg.addr();
+    let host = reg.addr().target();
     let mut s = TcpStream::connect(host).unwrap();
     s.write_all(
         format!(
@@ -304,7 +303,7 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
 #[test]
 fn a_peer_that_does_not_read_holds_a_worker_only_for_the_write_timeout() {
     init_log();
-    let reg = Registry::new()
+    let reg = Registry::builder()
         .addr("127.0.0.1:0")
         .workers(1)
         .write_timeout(Duration::from_millis(100))
@@ -325,11 +324,12 @@ fn a_peer_that_does_not_read_holds_a_worker_only_for_the_write_timeout() {
     // (tcp_wmem's largest send buffer is 4 MiB) when the peer reads nothing.
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
-    sock.connect(&reg.addr().into()).unwrap();
+    sock.connect(&reg.addr().target().parse::<SocketAddr>().unwrap().into())
+        .unwrap();
     let mut stalled: TcpStream = sock.into();
     let one = format!(
         "GET /_rpc_/registry HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\r\n",
-        reg.addr()
+        reg.addr().target()
     );
     stalled.write_all(one.repeat(32).as_bytes()).unwrap();
 
@@ -350,7 +350,7 @@ fn a_peer_that_does_not_read_holds_a_worker_only_for_the_write_timeout() {
 #[test]
 fn a_request_whose_body_never_comes_is_still_answered() {
     let reg = start(Registry::DEFAULT_TTL);
-    let host = reg.addr();
+    let host = reg.addr().target();
     for (head, status) in [
         ("GET /_rpc_/registry", "200"),
         ("POST /wrong", "404"),
@@ -435,7 +435,7 @@ fn services_and_metadata_filter_the_listing() {
     // The same through the discovery.
     let d = RegistryDiscovery::builder(&url)
         .service("Arith")
-        .watch(false)
+        .long_poll(false)
         .build()
         .unwrap();
     let snap = d.snapshot().unwrap();
@@ -564,7 +564,7 @@ fn five_thousand_instances_are_listed_whole() {
     assert_eq!(got, sorted, "listing is sorted");
     let d = RegistryDiscovery::builder(&url)
         .service("Arith")
-        .watch(false)
+        .long_poll(false)
         .build()
         .unwrap();
     assert_eq!(d.snapshot().unwrap().instances.len(), 5000);
@@ -614,7 +614,7 @@ fn a_hundred_threads_heartbeat_at_once() {
 #[test]
 fn a_restarted_registry_gets_every_heartbeat_back_within_one_backoff() {
     let reg = start(Registry::DEFAULT_TTL);
-    let addr = reg.addr();
+    let addr = reg.addr().clone();
     let url = reg.url();
     let interval = Duration::from_secs(4);
     let max_backoff = Duration::from_millis(300);
@@ -643,8 +643,8 @@ fn a_restarted_registry_gets_every_heartbeat_back_within_one_backoff() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let reg = Registry::new()
-        .addr(addr.to_string())
+    let reg = Registry::builder()
+        .addr(&addr)
         .start()
         .expect("rebind the same port");
     let restarted = Instant::now();
@@ -695,7 +695,7 @@ fn discovery_with_no_registry_ever_fails_clearly() {
         .port();
     let url = format!("http://127.0.0.1:{port}/_rpc_/registry");
     let d = RegistryDiscovery::builder(&url)
-        .watch(false)
+        .long_poll(false)
         .build()
         .unwrap();
     let err = d.snapshot().unwrap_err();
@@ -842,7 +842,7 @@ fn shutdown_answers_long_polls_and_joins_every_thread() {
         "{status:?} after {waited:?}"
     );
     // The port is free again at once.
-    std::net::TcpListener::bind(reg.addr()).expect("port released");
+    std::net::TcpListener::bind(reg.addr().target()).expect("port released");
 }
 
 #[test]
@@ -1029,90 +1029,4 @@ fn a_registry_whose_version_went_back_is_followed_not_spun_on() {
     drop(d);
     fake.unblock();
     serving.join().unwrap();
-}
-
-/// This process's threads named `prefix...`, each with its scheduling
-/// policy (field 41 of `/proc/self/task/*/stat`; 3 is `SCHED_BATCH`).
-#[cfg(target_os = "linux")]
-fn thread_policies(prefix: &str) -> Vec<(String, u32)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let (Ok(name), Ok(stat)) = (
-            std::fs::read_to_string(e.path().join("comm")),
-            std::fs::read_to_string(e.path().join("stat")),
-        ) else {
-            continue; // the thread ended meanwhile
-        };
-        if name.starts_with(prefix) {
-            out.push((name.trim().to_string(), policy(&stat)));
-        }
-    }
-    out
-}
-
-/// The policy in a `/proc/.../stat` line.
-#[cfg(target_os = "linux")]
-fn policy(stat: &str) -> u32 {
-    // Fields after the parenthesised name start at field 3.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    after.split(' ').nth(41 - 3).unwrap().parse().unwrap()
-}
-
-/// Whether a thread started here under the default policy may switch to
-/// `SCHED_BATCH`, as the registry's threads try to (a sandbox may refuse).
-#[cfg(target_os = "linux")]
-fn batch_policy_allowed() -> bool {
-    let mine = policy(&std::fs::read_to_string("/proc/thread-self/stat").unwrap());
-    // SAFETY: a zeroed `sched_param` is valid; the call changes only the
-    // scoped thread it runs on.
-    let switched = std::thread::scope(|s| {
-        s.spawn(|| unsafe {
-            let param: libc::sched_param = std::mem::zeroed();
-            libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_BATCH, &param) == 0
-        })
-        .join()
-        .unwrap()
-    });
-    mine == 0 && switched
-}
-
-#[cfg(target_os = "linux")]
-#[test]
-fn http_threads_are_named_and_batch_scheduled() {
-    if !batch_policy_allowed() {
-        // Run under another policy (`chrt`) or refused it: the registry
-        // leaves its threads alone then, by design.
-        eprintln!("skipped: not under SCHED_OTHER, or SCHED_BATCH refused");
-        return;
-    }
-    let reg = start(Registry::DEFAULT_TTL);
-    // Answers, so its threads are up; tiny_http's pool starts four
-    // connection threads before any connection.
-    assert_eq!(get_header(&reg.url(), "X-rpc-Servers"), "");
-    // A worker names itself, then sets its policy, once it first runs.
-    let give_up = Instant::now() + Duration::from_secs(5);
-    let threads = loop {
-        let threads = thread_policies("geerpc-reg-");
-        let conn = threads.iter().filter(|t| t.0 == "geerpc-reg-conn").count();
-        let settled = threads
-            .iter()
-            .filter(|t| t.0 == "geerpc-reg-conn" || t.0 == "geerpc-reg-http")
-            .all(|t| t.1 == 3);
-        if (conn >= 2 && settled) || Instant::now() > give_up {
-            break threads;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    // The accept thread and at least one connection thread.
-    let conn = threads.iter().filter(|t| t.0 == "geerpc-reg-conn").count();
-    assert!(conn >= 2, "{threads:?}");
-    for (name, policy) in &threads {
-        let want = match name.as_str() {
-            "geerpc-reg-conn" | "geerpc-reg-http" => 3,
-            // The reaper and the ticker keep the default policy.
-            _ => 0,
-        };
-        assert_eq!(*policy, want, "{name}: {threads:?}");
-    }
-    reg.shutdown();
 }

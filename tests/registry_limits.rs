@@ -10,10 +10,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::*;
-use geerpc::registry::RegistryHandle;
+use geerpc::registry::RegistryBuilder;
 use geerpc::Registry;
 
-fn registry(b: Registry) -> RegistryHandle {
+fn registry(b: RegistryBuilder) -> Registry {
     init_log();
     b.addr("127.0.0.1:0").start().expect("start registry")
 }
@@ -107,8 +107,8 @@ fn rss_kib() -> u64 {
 
 #[test]
 fn a_1mib_head_gets_431_and_a_close() {
-    let reg = registry(Registry::new());
-    let mut s = TcpStream::connect(reg.addr()).unwrap();
+    let reg = registry(Registry::builder());
+    let mut s = TcpStream::connect(reg.addr().target()).unwrap();
     let mut head = b"GET /_rpc_/registry HTTP/1.1\r\nX-Big: ".to_vec();
     head.resize(head.len() + (1 << 20), b'a');
     head.extend_from_slice(b"\r\n\r\n");
@@ -132,9 +132,9 @@ fn a_1mib_head_gets_431_and_a_close() {
 #[test]
 fn a_huge_head_does_not_grow_the_registry() {
     // A long read timeout: only the head limit may stop this head.
-    let reg = registry(Registry::new().read_timeout(Duration::from_secs(120)));
+    let reg = registry(Registry::builder().read_timeout(Duration::from_secs(120)));
     let before = rss_kib();
-    let mut s = TcpStream::connect(reg.addr()).unwrap();
+    let mut s = TcpStream::connect(reg.addr().target()).unwrap();
     s.write_all(b"GET /_rpc_/registry HTTP/1.1\r\nX-Big: ")
         .unwrap();
     let chunk = vec![b'a'; 1 << 20];
@@ -159,21 +159,21 @@ fn a_huge_head_does_not_grow_the_registry() {
 fn slow_loris_heads_are_closed_at_the_read_timeout() {
     assert!(Registry::DEFAULT_READ_TIMEOUT <= Duration::from_secs(10));
     let timeout = Duration::from_millis(500);
-    let reg = registry(Registry::new().read_timeout(timeout));
+    let reg = registry(Registry::builder().read_timeout(timeout));
     let started = Instant::now();
     // Silent, half a request line, and one trickling a byte every 100 ms.
     let mut silent: Vec<TcpStream> = (0..20)
-        .map(|_| TcpStream::connect(reg.addr()).unwrap())
+        .map(|_| TcpStream::connect(reg.addr().target()).unwrap())
         .collect();
     let mut partial: Vec<TcpStream> = (0..20)
         .map(|_| {
-            let mut s = TcpStream::connect(reg.addr()).unwrap();
+            let mut s = TcpStream::connect(reg.addr().target()).unwrap();
             s.write_all(b"GET /_rpc_/registry HT").unwrap();
             s
         })
         .collect();
     let trickler = {
-        let mut s = TcpStream::connect(reg.addr()).unwrap();
+        let mut s = TcpStream::connect(reg.addr().target()).unwrap();
         std::thread::spawn(move || {
             s.write_all(b"GET /_rpc_/registry HTTP/1.1\r\n").unwrap();
             for _ in 0..200 {
@@ -202,19 +202,19 @@ fn slow_loris_heads_are_closed_at_the_read_timeout() {
 
 #[test]
 fn connections_past_the_cap_get_503() {
-    let reg = registry(Registry::new().max_connections(4));
+    let reg = registry(Registry::builder().max_connections(4));
     let get = b"GET /_rpc_/registry HTTP/1.1\r\nHost: r\r\n\r\n";
     // Four kept-alive connections, each answered once: all are served.
     let mut held: Vec<BufReader<TcpStream>> = (0..4)
         .map(|_| {
-            let mut s = TcpStream::connect(reg.addr()).unwrap();
+            let mut s = TcpStream::connect(reg.addr().target()).unwrap();
             s.write_all(get).unwrap();
             let mut r = BufReader::new(s);
             assert_eq!(read_response(&mut r).unwrap().0, 200);
             r
         })
         .collect();
-    let mut fifth = TcpStream::connect(reg.addr()).unwrap();
+    let mut fifth = TcpStream::connect(reg.addr().target()).unwrap();
     let _ = fifth.write_all(get);
     fifth
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -225,7 +225,7 @@ fn connections_past_the_cap_get_503() {
     // Closing one makes room again.
     drop(held.pop());
     wait_until("a connection served again", Duration::from_secs(10), || {
-        let mut s = TcpStream::connect(reg.addr()).unwrap();
+        let mut s = TcpStream::connect(reg.addr().target()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(get).unwrap();
         read_response(&mut BufReader::new(s)).is_ok_and(|r| r.0 == 200)
@@ -233,11 +233,12 @@ fn connections_past_the_cap_get_503() {
 }
 
 /// A long poll from `127.0.0.X`, sent on a raw connection.
-fn watch_from(reg: &RegistryHandle, local: [u8; 4], version: u64) -> TcpStream {
+fn watch_from(reg: &Registry, local: [u8; 4], version: u64) -> TcpStream {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     let from: SocketAddr = (local, 0).into();
     sock.bind(&from.into()).unwrap();
-    sock.connect(&reg.addr().into()).unwrap();
+    sock.connect(&reg.addr().target().parse::<SocketAddr>().unwrap().into())
+        .unwrap();
     let mut s: TcpStream = sock.into();
     s.write_all(watch_request(version, "").as_bytes()).unwrap();
     s
@@ -245,7 +246,7 @@ fn watch_from(reg: &RegistryHandle, local: [u8; 4], version: u64) -> TcpStream {
 
 #[test]
 fn long_polls_are_capped_per_client_address() {
-    let reg = registry(Registry::new().max_watchers_per_client(2));
+    let reg = registry(Registry::builder().max_watchers_per_client(2));
     let url = reg.url();
     let v = registry_version(&url);
     let _a = watch_from(&reg, [127, 0, 0, 1], v);
@@ -270,7 +271,7 @@ fn long_polls_are_capped_per_client_address() {
 
 #[test]
 fn instances_and_services_are_capped_and_freed_names_forgotten() {
-    let reg = registry(Registry::new().max_instances(2).max_services(2));
+    let reg = registry(Registry::builder().max_instances(2).max_services(2));
     let url = reg.url();
     let svc = |names: &[&str]| serde_json::json!({ "services": names });
     assert_eq!(post(&url, "tcp@127.0.0.1:1", svc(&["A"])).0, 200);
@@ -293,7 +294,7 @@ fn instances_and_services_are_capped_and_freed_names_forgotten() {
 fn a_watcher_that_does_not_read_delays_no_purge_and_no_other_watcher() {
     let ttl = Duration::from_secs(6);
     let reg = registry(
-        Registry::new()
+        Registry::builder()
             .ttl(ttl)
             .write_timeout(Duration::from_secs(120)),
     );
@@ -320,7 +321,8 @@ fn a_watcher_that_does_not_read_delays_no_purge_and_no_other_watcher() {
         let sock =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         sock.set_recv_buffer_size(4096).unwrap();
-        sock.connect(&reg.addr().into()).unwrap();
+        sock.connect(&reg.addr().target().parse::<SocketAddr>().unwrap().into())
+            .unwrap();
         let mut s: TcpStream = sock.into();
         s.write_all(watch_request(v, "&format=json").as_bytes())
             .unwrap();
@@ -375,7 +377,7 @@ fn a_watcher_that_does_not_read_delays_no_purge_and_no_other_watcher() {
 fn a_thousand_long_polls_are_all_answered_repeatedly() {
     let n = 1000;
     let reg = registry(
-        Registry::new()
+        Registry::builder()
             .max_watchers_per_client(n)
             .read_timeout(Duration::from_secs(60)),
     );
@@ -385,7 +387,7 @@ fn a_thousand_long_polls_are_all_answered_repeatedly() {
         let started = Instant::now();
         let mut polls: Vec<BufReader<TcpStream>> = (0..n)
             .map(|_| {
-                let mut s = TcpStream::connect(reg.addr()).unwrap();
+                let mut s = TcpStream::connect(reg.addr().target()).unwrap();
                 s.write_all(watch_request(v, "").as_bytes()).unwrap();
                 BufReader::new(s)
             })
@@ -415,8 +417,8 @@ fn a_thousand_long_polls_are_all_answered_repeatedly() {
 
 #[test]
 fn a_body_declared_too_large_is_refused_before_it_is_sent() {
-    let reg = registry(Registry::new().max_body(1024));
-    let mut s = TcpStream::connect(reg.addr()).unwrap();
+    let reg = registry(Registry::builder().max_body(1024));
+    let mut s = TcpStream::connect(reg.addr().target()).unwrap();
     s.write_all(
         b"POST /_rpc_/registry HTTP/1.1\r\nHost: r\r\nX-rpc-Server: tcp@127.0.0.1:1\r\n\
           Content-Length: 10485760\r\n\r\n",
@@ -432,7 +434,7 @@ fn a_body_declared_too_large_is_refused_before_it_is_sent() {
 #[test]
 fn a_long_poll_outlives_the_read_timeout() {
     // The read timeout bounds reading a request, not waiting for a change.
-    let reg = registry(Registry::new().read_timeout(Duration::from_millis(200)));
+    let reg = registry(Registry::builder().read_timeout(Duration::from_millis(200)));
     let url = reg.url();
     let v = registry_version(&url);
     let mut poll = BufReader::new(watch_from(&reg, [127, 0, 0, 1], v));

@@ -13,7 +13,6 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
-use geerpc::registry::RegistryHandle;
 use geerpc::Registry;
 
 /// Registry workers in these tests; more pipelining connections than this
@@ -71,9 +70,9 @@ fn poll_then_get(version: u64) -> (String, String) {
 
 /// A connection that sends, in one write, a long poll at `version` and
 /// then a plain `GET`.
-fn pipeline(reg: &RegistryHandle, version: u64) -> BufReader<TcpStream> {
+fn pipeline(reg: &Registry, version: u64) -> BufReader<TcpStream> {
     let (poll, get) = poll_then_get(version);
-    let mut s = TcpStream::connect(reg.addr()).unwrap();
+    let mut s = TcpStream::connect(reg.addr().target()).unwrap();
     s.write_all(format!("{poll}{get}").as_bytes()).unwrap();
     BufReader::new(s)
 }
@@ -117,7 +116,7 @@ fn assert_both_answers(conns: Vec<BufReader<TcpStream>>, addr: &str) {
 #[test]
 fn requests_pipelined_behind_long_polls_hold_no_worker() {
     init_log();
-    let reg = Registry::new()
+    let reg = Registry::builder()
         .addr("127.0.0.1:0")
         .workers(WORKERS)
         .start()
@@ -159,14 +158,14 @@ fn the_next_head_deadline_starts_after_the_previous_answer() {
     // was read. (Before, the connection was closed at the read timeout
     // while its poll was parked, and the next request got no answer.)
     init_log();
-    let reg = Registry::new()
+    let reg = Registry::builder()
         .addr("127.0.0.1:0")
         .read_timeout(Duration::from_millis(200))
         .start()
         .expect("start registry");
     let url = reg.url();
     let (poll, get) = poll_then_get(registry_version(&url));
-    let mut s = TcpStream::connect(reg.addr()).unwrap();
+    let mut s = TcpStream::connect(reg.addr().target()).unwrap();
     s.write_all(poll.as_bytes()).unwrap();
     wait_until("the long poll parked", Duration::from_secs(10), || {
         reg.parked_polls() == 1
@@ -187,7 +186,7 @@ fn the_next_head_deadline_starts_after_the_previous_answer() {
 #[test]
 fn requests_pipelined_behind_heartbeat_holds_hold_no_worker() {
     init_log();
-    let reg = Registry::new()
+    let reg = Registry::builder()
         .addr("127.0.0.1:0")
         .workers(WORKERS)
         .start()
@@ -205,7 +204,7 @@ fn requests_pipelined_behind_heartbeat_holds_hold_no_worker() {
     );
     let conns: Vec<_> = (0..PIPELINING)
         .map(|_| {
-            let mut s = TcpStream::connect(reg.addr()).unwrap();
+            let mut s = TcpStream::connect(reg.addr().target()).unwrap();
             s.write_all(both.as_bytes()).unwrap();
             BufReader::new(s)
         })

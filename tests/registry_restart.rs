@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use geerpc::registration::RegisterOptions;
-use geerpc::registry::RegistryHandle;
 use geerpc::server::ServerHandle;
 use geerpc::{Discovery, Heartbeat, Registry, RegistryDiscovery};
 
@@ -33,7 +32,7 @@ fn http() -> ureq::Agent {
 /// process accepts connections for a moment while it stops, and never
 /// answers a request sent on one (a process killed has no such moment): a
 /// hold sent just then would wait out its time (the next beat) unnoticed.
-fn wait_for_holds(reg: &RegistryHandle, n: usize) {
+fn wait_for_holds(reg: &Registry, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     // Nothing signals a parked hold: look every few ms.
     while reg.parked_holds() < n {
@@ -61,8 +60,8 @@ fn two_servers(url: &str) -> (Vec<ServerHandle>, Vec<Heartbeat>) {
 /// fetches on every call) sampled all along.
 fn restart_with_outage(down: Duration) {
     init_log();
-    let reg = Registry::new().addr("127.0.0.1:0").start().unwrap();
-    let (addr, url) = (reg.addr(), reg.url());
+    let reg = Registry::builder().addr("127.0.0.1:0").start().unwrap();
+    let (addr, url) = (reg.addr().clone(), reg.url());
     let (_servers, mut beats) = two_servers(&url);
     // Short polls: a poll sent just as the registry stops in this process
     // can be accepted and never answered (tiny_http; see `wait_for_holds`),
@@ -73,7 +72,7 @@ fn restart_with_outage(down: Duration) {
         .build()
         .unwrap();
     let polling = RegistryDiscovery::builder(&url)
-        .watch(false)
+        .long_poll(false)
         .refresh_after(Duration::ZERO)
         .timeout(Duration::from_secs(1))
         .build()
@@ -115,8 +114,8 @@ fn restart_with_outage(down: Duration) {
         if !down.is_zero() {
             std::thread::sleep(down);
         }
-        let reg = Registry::new()
-            .addr(addr.to_string())
+        let reg = Registry::builder()
+            .addr(&addr)
             .start()
             .expect("rebind the same port");
         let restarted = Instant::now();
@@ -177,7 +176,7 @@ fn a_registry_down_for_3s_lists_every_server_within_2s_of_its_restart() {
 #[test]
 fn every_answer_carries_the_epoch_and_holds_end_at_their_timeout() {
     init_log();
-    let reg = Registry::new()
+    let reg = Registry::builder()
         .addr("127.0.0.1:0")
         .warmup(Duration::from_secs(60))
         .start()
@@ -254,9 +253,9 @@ fn every_answer_carries_the_epoch_and_holds_end_at_their_timeout() {
     let r = agent.get(format!("{url}?hold={epoch}&timeout=soon")).call();
     assert_eq!(r.unwrap().status(), 400);
     // A new start draws a new epoch.
-    let port = reg.addr();
+    let port = reg.addr().clone();
     reg.shutdown();
-    let again = Registry::new().addr(port.to_string()).start().unwrap();
+    let again = Registry::builder().addr(&port).start().unwrap();
     let r = agent.get(again.url()).call().unwrap();
     assert_ne!(head(&r, EPOCH), epoch);
 }
@@ -267,7 +266,7 @@ fn every_answer_carries_the_epoch_and_holds_end_at_their_timeout() {
 #[test]
 fn a_stopped_registry_is_noticed_at_once_through_the_hold() {
     init_log();
-    let reg = Registry::new().addr("127.0.0.1:0").start().unwrap();
+    let reg = Registry::builder().addr("127.0.0.1:0").start().unwrap();
     let (_servers, beats) = two_servers(&reg.url());
     let d = RegistryDiscovery::new(&reg.url()).unwrap();
     wait_for(&d, Duration::from_secs(10), |s| s.instances.len() == 2);

@@ -21,6 +21,10 @@
 //! change of the list wakes no heartbeat. Each costs the registry one
 //! parked request (about 200 bytes) and the tiny_http thread that owns its
 //! connection, which is why they are capped, in total and per client.
+//!
+//! The header names here are shared by the server, the discovery and the
+//! heartbeat; the rest is the server's. It never touches the table: an
+//! epoch or a hold says nothing about which instances are listed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
@@ -31,7 +35,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use tiny_http::{Header, Method, Request, Response};
 
-use super::server::Registry;
+use super::server::{Registry, RegistryBuilder};
 use crate::util::duration::parse_duration;
 
 /// The header every registry answer carries: this start's token.
@@ -50,16 +54,18 @@ const MAX_HOLDS: usize = 10_000;
 /// take every slot (servers on one host share their address).
 const MAX_HOLDS_PER_IP: usize = 1_000;
 
-impl Registry {
+impl RegistryBuilder {
     /// The warmup after a start: how long discovery that sees the registry
     /// restarted keeps its last list, so that servers can register again
-    /// first (default [`DEFAULT_WARMUP`](Self::DEFAULT_WARMUP)); zero:
+    /// first (default [`Registry::DEFAULT_WARMUP`], 3 s); zero:
     /// discovery follows a restarted registry at once, empty or not.
-    pub fn warmup(mut self, warmup: Duration) -> Registry {
+    pub fn warmup(mut self, warmup: Duration) -> RegistryBuilder {
         self.warmup = warmup;
         self
     }
+}
 
+impl Registry {
     /// 3 s: a heartbeat (on its defaults) learns of a restart within a
     /// round trip of the new registry answering (its hold breaks, and it
     /// tries again at most 1 s apart), then registers: about 1 s in all,

@@ -2,6 +2,14 @@
 //! [`Heartbeat`] that keeps a server registered, and the
 //! [`RegistryDiscovery`] that clients read it through.
 //!
+//! Layout: `server/` is the registry server ([`Registry`], started by
+//! [`Registry::builder`]); `discovery/` the client side that reads it;
+//! `heartbeat.rs` and `beat.rs` the server side that registers in it;
+//! `epoch.rs` the registry's start identity, which all three speak. This
+//! file holds the wire vocabulary they share (header names, the JSON
+//! bodies, address and URL checks, the HTTP agent). The three parts talk
+//! only over HTTP: none imports another's internals.
+//!
 //! # Wire format
 //!
 //! The registry answers on `/_rpc_/registry` and `/_geerpc_/registry` (or one
@@ -44,7 +52,7 @@
 //! # Bounds
 //!
 //! What a peer can make the registry hold is bounded, each by a
-//! [`Registry`] knob whose documentation gives the default:
+//! [`RegistryBuilder`] knob whose documentation gives the default:
 //!
 //! - a request head of at most 16 KiB (`431` and close past it), sent within
 //!   10 s, and then its body within 10 s (the connection is closed past
@@ -65,22 +73,15 @@
 //! The HTTP-level bounds live in a patched tiny_http carried in
 //! `vendor/tiny_http` (its `PATCHES.md` says what changed and why).
 
-mod answer;
 mod beat;
 mod discovery;
 mod epoch;
 mod heartbeat;
-mod kept;
-mod limits;
-mod listen;
-mod roles;
 mod server;
-mod table;
-mod watch;
 
 pub use discovery::{RegistryDiscovery, RegistryDiscoveryBuilder};
 pub use heartbeat::{Heartbeat, HttpRegistrar};
-pub use server::{Registry, RegistryHandle};
+pub use server::{Registry, RegistryBuilder};
 
 use serde::{Deserialize, Serialize};
 

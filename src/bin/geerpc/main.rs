@@ -244,7 +244,7 @@ fn registry(addr: &str, ttl: Duration, path: Option<String>, workers: usize) -> 
     use signal_hook::consts::{SIGINT, SIGTERM};
     // Before starting, so that a signal that comes early is not lost.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    let mut builder = Registry::new().addr(addr).ttl(ttl).workers(workers);
+    let mut builder = Registry::builder().addr(addr).ttl(ttl).workers(workers);
     if let Some(p) = path {
         builder = builder.path(p);
     }
@@ -280,7 +280,7 @@ impl Found {
         match (registry, etcd) {
             (Some(url), _) => {
                 let mut b = RegistryDiscovery::builder(url)
-                    .watch(false)
+                    .long_poll(false)
                     .timeout(timeout);
                 if let Some(s) = service {
                     b = b.service(s);

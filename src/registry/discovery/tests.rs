@@ -1,6 +1,7 @@
 //! Unit tests of the discovery's list installation: overlapping fetches,
 //! a registry whose version went back, a restarted registry.
 
+use super::kept::Start;
 use super::*;
 
 fn fetch(seq: u64, went_back: bool) -> Source {
@@ -18,7 +19,7 @@ fn addrs(d: &RegistryDiscovery) -> Vec<String> {
 #[test]
 fn a_listing_sent_before_the_version_went_back_is_dropped() {
     let d = RegistryDiscovery::builder("http://127.0.0.1:9/_rpc_/registry")
-        .watch(false)
+        .long_poll(false)
         .build()
         .unwrap();
     let one = |a: &str| vec![Instance::new(a)];
@@ -59,7 +60,7 @@ fn start(epoch: &str, warmup_ms: u64) -> Option<Start<'_>> {
 #[test]
 fn a_restarted_registry_never_empties_the_list_during_its_warmup() {
     let d = RegistryDiscovery::builder("http://127.0.0.1:9/_rpc_/registry")
-        .watch(false)
+        .long_poll(false)
         .build()
         .unwrap();
     let (a, b, c) = ("tcp@127.0.0.1:1", "tcp@127.0.0.1:2", "tcp@127.0.0.1:3");
@@ -108,7 +109,7 @@ fn a_restarted_registry_never_empties_the_list_during_its_warmup() {
 #[test]
 fn an_older_listing_never_replaces_a_newer_one() {
     let d = RegistryDiscovery::builder("http://127.0.0.1:9/_rpc_/registry")
-        .watch(false)
+        .long_poll(false)
         .build()
         .unwrap();
     let both = vec![
@@ -136,4 +137,36 @@ fn an_older_listing_never_replaces_a_newer_one() {
     d.shared
         .install(Vec::new(), Some(None), fetch(4, false), None);
     assert!(d.snapshot().unwrap().instances.is_empty());
+}
+
+/// `long_poll(false)` starts no thread, yet `Discovery::watch` still
+/// signals every change of the list: the two are different things.
+#[test]
+fn without_the_long_poll_watch_still_signals_changes() {
+    let d = RegistryDiscovery::builder("http://127.0.0.1:9/_rpc_/registry")
+        .long_poll(false)
+        .build()
+        .unwrap();
+    assert!(d.poller.is_none(), "no long-poll thread");
+    let changes = d.watch().expect("a change channel, long poll or not");
+    d.shared.install(
+        vec![Instance::new("tcp@127.0.0.1:1")],
+        Some(Some(1)),
+        fetch(1, false),
+        None,
+    );
+    assert!(changes.try_recv().is_ok(), "a fetched change is signalled");
+    // The same list again is no change.
+    d.shared.install(
+        vec![Instance::new("tcp@127.0.0.1:1")],
+        Some(Some(2)),
+        fetch(2, false),
+        None,
+    );
+    assert!(changes.try_recv().is_err());
+    d.update(Vec::new()).unwrap();
+    assert!(changes.try_recv().is_ok(), "a list given by hand too");
+    // On by default, with its thread.
+    let polling = RegistryDiscovery::new("http://127.0.0.1:9/_rpc_/registry").unwrap();
+    assert!(polling.poller.is_some());
 }

@@ -1,22 +1,26 @@
 //! The registry's bounds: what one peer, or all of them, can make it hold
-//! (memory, threads, slots, time), and the [`Registry`] builder knobs that
-//! set them.
+//! (memory, threads, slots, time), and the [`RegistryBuilder`] knobs that
+//! set them (their defaults are [`Registry`]'s `DEFAULT_MAX_*` constants).
 //!
 //! The HTTP-level bounds (request head size, read deadlines, connections)
 //! are enforced inside tiny_http, by the small patch carried in
 //! `vendor/tiny_http` (see its `PATCHES.md`): tiny_http 0.12.0, the newest
 //! release, has none of them, and a guard in front of it would have had to
 //! proxy every byte. The table and long-poll bounds are ours (`table`,
-//! `watch`).
+//! `long_poll`).
+//!
+//! It holds no state but the refusal log: the caps are enforced where the
+//! state is (tiny_http, `table`, `long_poll`), and this file only says what
+//! they are and how a refusal reads.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::long_poll::Refused;
 use super::table::Full;
-use super::watch::Refused;
-use super::Registry;
+use super::{Registry, RegistryBuilder};
 
 /// The listen backlog: connections the kernel completes and queues before
 /// tiny_http's accept thread takes them. 128 (std's default) overflowed
@@ -64,8 +68,7 @@ impl Limits {
     }
 }
 
-/// The bounds' knobs. Each one's default is the `DEFAULT_` constant named
-/// in its documentation.
+/// The bounds' defaults.
 impl Registry {
     /// Largest request head (request line and headers), by default.
     pub const DEFAULT_MAX_HEAD: usize = 16 * 1024;
@@ -83,13 +86,17 @@ impl Registry {
     pub const DEFAULT_MAX_INSTANCES: usize = 10_000;
     /// Distinct service names known at once, by default.
     pub const DEFAULT_MAX_SERVICES: usize = 10_000;
+}
 
+/// The bounds' knobs. Each one's default is the [`Registry`] constant
+/// named in its documentation.
+impl RegistryBuilder {
     /// Largest request head, request line and headers together
-    /// ([`DEFAULT_MAX_HEAD`](Self::DEFAULT_MAX_HEAD), 16 KiB). A longer
+    /// ([`DEFAULT_MAX_HEAD`](Registry::DEFAULT_MAX_HEAD), 16 KiB). A longer
     /// one is answered `431` and its connection closed, having cost at most
     /// this much memory. A plain listing's answer is not a request: its
     /// size is not bounded by this. At least 256 bytes.
-    pub fn max_head(mut self, bytes: usize) -> Registry {
+    pub fn max_head(mut self, bytes: usize) -> RegistryBuilder {
         self.limits.max_head = bytes.max(256);
         self
     }
@@ -99,66 +106,66 @@ impl Registry {
     /// or its previous request was answered: requests on one connection
     /// are read one at a time), and then the request's body,
     /// counted from the head's end
-    /// ([`DEFAULT_READ_TIMEOUT`](Self::DEFAULT_READ_TIMEOUT), 10 s). Past
+    /// ([`DEFAULT_READ_TIMEOUT`](Registry::DEFAULT_READ_TIMEOUT), 10 s). Past
     /// it the connection is closed (with `408` if it had begun a head):
     /// slow-loris peers, and idle keep-alive connections, hold a thread no
     /// longer. A long poll's wait is not reading: it is not bounded by this.
-    pub fn read_timeout(mut self, timeout: Duration) -> Registry {
+    pub fn read_timeout(mut self, timeout: Duration) -> RegistryBuilder {
         self.limits.read_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
     /// Most connections served at once, each on a thread of its own
-    /// ([`DEFAULT_MAX_CONNECTIONS`](Self::DEFAULT_MAX_CONNECTIONS)). Past
+    /// ([`DEFAULT_MAX_CONNECTIONS`](Registry::DEFAULT_MAX_CONNECTIONS)). Past
     /// it a new connection is answered `503` and closed at once, with one
     /// log line each time the cap is reached. At least 1.
-    pub fn max_connections(mut self, n: usize) -> Registry {
+    pub fn max_connections(mut self, n: usize) -> RegistryBuilder {
         self.limits.max_connections = n.max(1);
         self
     }
 
-    /// Largest `POST` body ([`DEFAULT_MAX_BODY`](Self::DEFAULT_MAX_BODY),
+    /// Largest `POST` body ([`DEFAULT_MAX_BODY`](Registry::DEFAULT_MAX_BODY),
     /// 64 KiB); a larger one is answered `413`. This also bounds one
     /// instance's metadata, so the table holds at most about
     /// `max_instances` times this.
-    pub fn max_body(mut self, bytes: u64) -> Registry {
+    pub fn max_body(mut self, bytes: u64) -> RegistryBuilder {
         self.limits.max_body = bytes;
         self
     }
 
     /// Most long polls (`GET ?watch=`) parked at once
-    /// ([`DEFAULT_MAX_WATCHERS`](Self::DEFAULT_MAX_WATCHERS)); more are
+    /// ([`DEFAULT_MAX_WATCHERS`](Registry::DEFAULT_MAX_WATCHERS)); more are
     /// answered `503` (a [`RegistryDiscovery`](crate::RegistryDiscovery)
     /// backs off and retries).
-    pub fn max_watchers(mut self, n: usize) -> Registry {
+    pub fn max_watchers(mut self, n: usize) -> RegistryBuilder {
         self.limits.max_watchers = n;
         self
     }
 
     /// Most long polls parked at once from one client IP address
-    /// ([`DEFAULT_MAX_WATCHERS_PER_CLIENT`](Self::DEFAULT_MAX_WATCHERS_PER_CLIENT)),
+    /// ([`DEFAULT_MAX_WATCHERS_PER_CLIENT`](Registry::DEFAULT_MAX_WATCHERS_PER_CLIENT)),
     /// so that one client cannot take every slot of
     /// [`max_watchers`](Self::max_watchers); more are answered `429`.
     /// Clients behind one NAT address share it.
-    pub fn max_watchers_per_client(mut self, n: usize) -> Registry {
+    pub fn max_watchers_per_client(mut self, n: usize) -> RegistryBuilder {
         self.limits.max_watchers_per_client = n;
         self
     }
 
     /// Most addresses listed at once
-    /// ([`DEFAULT_MAX_INSTANCES`](Self::DEFAULT_MAX_INSTANCES)). A `POST`
+    /// ([`DEFAULT_MAX_INSTANCES`](Registry::DEFAULT_MAX_INSTANCES)). A `POST`
     /// of a new address past it is answered `507` (renewals always
     /// succeed); entries leave by `DELETE` or by expiring.
-    pub fn max_instances(mut self, n: usize) -> Registry {
+    pub fn max_instances(mut self, n: usize) -> RegistryBuilder {
         self.limits.max_instances = n;
         self
     }
 
     /// Most distinct service names known at once
-    /// ([`DEFAULT_MAX_SERVICES`](Self::DEFAULT_MAX_SERVICES)). A `POST`
+    /// ([`DEFAULT_MAX_SERVICES`](Registry::DEFAULT_MAX_SERVICES)). A `POST`
     /// that names new services past it is answered `507`. A name no listed
     /// instance serves any more is forgotten, and no longer counts.
-    pub fn max_services(mut self, n: usize) -> Registry {
+    pub fn max_services(mut self, n: usize) -> RegistryBuilder {
         self.limits.max_services = n;
         self
     }

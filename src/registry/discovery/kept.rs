@@ -1,5 +1,6 @@
 //! The list a registry discovery keeps through a restarted registry's
-//! warmup (PROTOCOL.md section 7, "Epoch").
+//! warmup (PROTOCOL.md section 7, "Epoch"). Pure functions of lists and
+//! times: no I/O and no lock (`install` calls them under its own).
 //!
 //! A registry restarted knows no instance until their heartbeats come back
 //! (within a second or so, see `beat.rs`). When a listing comes from a new

@@ -1,6 +1,7 @@
 //! The registry's listening socket and tiny_http's start: a backlog sized
 //! for bursts, the options every accepted socket inherits, and the patched
-//! tiny_http's limits (see `limits`).
+//! tiny_http's limits (see `limits`). Nothing here reads or answers a
+//! request.
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -46,17 +47,20 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// batch policy gives all of them that name and policy. Under load every
 /// request wakes a connection thread; as a batch thread it no longer
 /// preempts the client that sent the request (under `wrk`, that had been
-/// 0.33 preemptions of `wrk` per heartbeat).
+/// 0.33 preemptions of `wrk` per heartbeat). `batch` false (see
+/// [`RegistryBuilder::batch_scheduling`](super::RegistryBuilder::batch_scheduling))
+/// leaves the policy alone: the threads inherit the caller's.
 pub(super) fn start_tiny_http(
     listener: TcpListener,
     local: SocketAddr,
     limits: &Limits,
+    batch: bool,
 ) -> Result<tiny_http::Server> {
     let http_limits = limits.http();
     let started = std::thread::Builder::new()
         .name("geerpc-reg-conn".into())
         .spawn(move || {
-            if !crate::util::threads::use_batch_policy() {
+            if batch && !crate::util::threads::use_batch_policy() {
                 log::debug!("registry {local}: threads keep the scheduling policy they have");
             }
             tiny_http::Server::from_listener_with_limits(listener, None, http_limits)

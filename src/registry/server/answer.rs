@@ -1,5 +1,6 @@
 //! The threads that write long-poll answers, so that the reaper never
-//! writes to a socket.
+//! writes to a socket. A job is a closure: this pool knows nothing of the
+//! table or the requests, and may not take the registry's state lock.
 //!
 //! A write to a watcher that does not read blocks until the registry's
 //! write timeout (10 s by default); written by the reaper, it held up

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::Registration;
+use crate::registry::Registration;
 use crate::xclient::Instance;
 
 /// Why a [`Table::put`] was refused: the table is at one of its caps.

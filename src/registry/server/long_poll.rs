@@ -1,11 +1,74 @@
-//! Parked long polls, counted per client IP address so that one client
+//! Long polls (`GET ?watch=VERSION&timeout=30s`, PROTOCOL.md section 7):
+//! parking one (or answering it at once when the list already differs),
+//! and the parked polls, counted per client IP address so that one client
 //! cannot take every slot.
+//!
+//! A parked poll is answered by `reap` (its list changed or its time is
+//! up), on a thread of `answer`'s: nothing here writes to a parked poll's
+//! socket, and parking never blocks the worker.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use tiny_http::Request;
+
+use super::http::{listing, respond, text};
+use super::limits;
+use super::query::Query;
+use super::Shared;
+use crate::util::duration::parse_duration;
+
+/// How long a long poll waits when the request does not say.
+const DEFAULT_WATCH: Duration = Duration::from_secs(30);
+/// The longest wait a long poll may ask for.
+const MAX_WATCH: Duration = Duration::from_secs(300);
+
+/// A `GET ?watch=` (`watch`: its value): answered at once when the list's
+/// version is not `watch` (or the wait is zero, or the registry stops),
+/// refused past the caps, parked otherwise; the reaper is woken to
+/// schedule its deadline.
+pub(super) fn park(shared: &Shared, rq: Request, query: &Query, watch: &str, json: bool) {
+    let service = query.service.as_deref();
+    let Ok(known) = watch.parse::<u64>() else {
+        let msg = format!("400 watch wants the version a previous answer gave, not {watch:?}\n");
+        return respond(shared, rq, text(400, msg));
+    };
+    let wait = match query.timeout.as_deref().map(parse_duration) {
+        None => DEFAULT_WATCH,
+        Some(Ok(d)) => d.min(MAX_WATCH),
+        Some(Err(e)) => return respond(shared, rq, text(400, format!("400 timeout: {e}\n"))),
+    };
+    let now = Instant::now();
+    // Checked and parked under one lock: a change made after the check
+    // wakes the reaper, which then finds this poll parked.
+    let mut st = shared.state.lock();
+    let version = st.table.version(service);
+    if version != known || wait.is_zero() || shared.stopping.load(Ordering::Acquire) {
+        let instances = st.table.alive(service, now);
+        drop(st);
+        return respond(shared, rq, listing(&instances, version, json));
+    }
+    if let Err(refused) = st.watchers.check(rq.remote_addr().map(|a| a.ip())) {
+        drop(st);
+        let (status, msg) = limits::watch_refused(refused);
+        shared.refusals.refused(shared.addr, &msg);
+        return respond(shared, rq, text(status, msg));
+    }
+    log::debug!(
+        "registry {}: long poll parked at version {version} for {service:?}",
+        shared.addr
+    );
+    st.watchers.push(Watcher {
+        request: rq,
+        service: query.service.clone(),
+        known,
+        deadline: now + wait,
+        json,
+    });
+    shared.wake();
+}
 
 /// A long poll waiting for its list to change.
 pub(super) struct Watcher {

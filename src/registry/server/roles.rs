@@ -1,4 +1,5 @@
-//! Which registry worker takes requests from tiny_http.
+//! Which registry worker takes requests from tiny_http. It knows nothing
+//! of requests, only whether the leader is inside one.
 //!
 //! tiny_http's connection threads push each request onto one queue, and a
 //! push wakes a worker waiting in `recv`. With four workers waiting, every

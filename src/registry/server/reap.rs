@@ -1,0 +1,100 @@
+//! The reaper thread (`geerpc-reg-reap`): purges entries whose TTL ran
+//! out when they run out, and unparks the long polls whose list changed or
+//! whose time is up, computing each list once per service.
+//!
+//! It may not write to a socket: answers go to `answer`'s threads, so a
+//! watcher that does not read delays neither TTL purges nor any other
+//! watcher. It sleeps until the next expiry or deadline, or until woken
+//! through `Shared::wake` (a new poll, or a change while polls wait).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use super::answer::Job;
+use super::http::{listing, respond};
+use super::long_poll::Watcher;
+use super::table::Table;
+use super::{Shared, State};
+use crate::xclient::Instance;
+
+/// Purges expired entries when they expire and answers long polls when
+/// their list changes or their time is up.
+pub(super) fn reap(shared: &Arc<Shared>, wake: Receiver<()>) {
+    loop {
+        let next = {
+            let st = shared.state.lock();
+            let expiry = st.table.next_expiry();
+            let poll = st.watchers.next_deadline();
+            match (expiry, poll) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        let wait = next.map_or(Duration::from_secs(3600), |t| {
+            t.saturating_duration_since(Instant::now())
+        });
+        if let Err(RecvTimeoutError::Disconnected) = wake.recv_timeout(wait) {
+            break;
+        }
+        if shared.stopping.load(Ordering::Acquire) {
+            break;
+        }
+        let now = Instant::now();
+        let due = {
+            let mut st = shared.state.lock();
+            for addr in st.table.purge(now) {
+                log::info!(
+                    "registry {}: {addr} expired (no heartbeat within the TTL)",
+                    shared.addr
+                );
+            }
+            let State { table, watchers } = &mut *st;
+            let due = watchers
+                .take(|w| w.deadline <= now || table.version(w.service.as_deref()) != w.known);
+            lists(table, due, now)
+        };
+        answer(shared, due);
+    }
+    // Pending polls get the list as it is; their next request fails.
+    let left = {
+        let mut st = shared.state.lock();
+        let w = st.watchers.take(|_| true);
+        lists(&st.table, w, Instant::now())
+    };
+    answer(shared, left);
+    shared.answerers.stop();
+}
+
+type Due = (Watcher, Arc<Vec<Instance>>, u64);
+
+/// The list each watcher gets, computed once per service.
+fn lists(table: &Table, watchers: Vec<Watcher>, now: Instant) -> Vec<Due> {
+    let mut cache: HashMap<Option<String>, (Arc<Vec<Instance>>, u64)> = HashMap::new();
+    watchers
+        .into_iter()
+        .map(|w| {
+            let (instances, version) = cache.entry(w.service.clone()).or_insert_with(|| {
+                let s = w.service.as_deref();
+                (Arc::new(table.alive(s, now)), table.version(s))
+            });
+            let (instances, version) = (instances.clone(), *version);
+            (w, instances, version)
+        })
+        .collect()
+}
+
+/// Hands each answer to a thread of its own (see `answer`): a watcher that
+/// does not read delays neither the reaper nor another watcher.
+fn answer(shared: &Arc<Shared>, due: Vec<Due>) {
+    let jobs = due.into_iter().map(|(w, instances, version)| {
+        let shared = shared.clone();
+        Box::new(move || {
+            respond(&shared, w.request, listing(&instances, version, w.json));
+        }) as Job
+    });
+    shared.answerers.dispatch(jobs.collect());
+}
