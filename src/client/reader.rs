@@ -4,12 +4,13 @@
 //! # How replies are read
 //!
 //! Whoever holds the `reader` lock is the connection's reader. A caller
-//! blocked in [`Client::call`] takes that role itself when it is free: it
-//! reads replies, hands those of other calls to their callers, and stops at
-//! its own, so a lone caller makes its round trip without waking any other
-//! thread. When it lets go of the role while calls are still pending, or
-//! when a caller cannot lead (timed calls, [`Client::go`]), the client's own
-//! reader thread is woken to read in its place.
+//! blocked in [`Client::call`](super::Client::call) takes that role itself
+//! when it is free: it reads replies, hands those of other calls to their
+//! callers, and stops at its own, so a lone caller makes its round trip
+//! without waking any other thread. When it lets go of the role while calls
+//! are still pending, or when a caller cannot lead (timed calls,
+//! [`Client::go`](super::Client::go)), the client's own reader thread is
+//! woken to read in its place.
 //!
 //! Invariant: while any call is pending, either some thread holds `reader`,
 //! or the reader thread has been woken and will take it. Every path that

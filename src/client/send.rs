@@ -15,8 +15,8 @@
 //! the callers it wakes only queue their next request; the reader writes
 //! them all in one syscall before it blocks again. Callers blocked in a
 //! wait it wakes together, once it has handed out all it has read (see
-//! [`wake`](super::wake)): woken one by one, each would take the reader's CPU in turn.
-//! A caller woken that way that sends its next request on *another*
+//! [`wake`](super::wake)): woken one by one, each would take the reader's
+//! CPU in turn. A caller woken that way that sends its next request on *another*
 //! connection (an XClient going round its instances) queues it there too
 //! and leaves the flush to the waking reader, through that reader's
 //! `deferred` list. A thread-local notes which connection's batch the
@@ -77,7 +77,7 @@ impl Client {
     /// can join the write of the batch's other callers. The XClient keeps
     /// such a thread on the instance (see [`SelectContext::home`]).
     ///
-    /// [`SelectContext::home`]: crate::SelectContext::home
+    /// [`SelectContext::home`]: crate::xclient::SelectContext::home
     pub(crate) fn woke_this_thread_in_batch(&self) -> bool {
         WOKEN_BY.with(|w| {
             let last = w.take();
