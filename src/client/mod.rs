@@ -97,13 +97,18 @@ struct Pending {
     closed: Option<String>,
 }
 
+/// One connection's state, shared by its callers, its reader thread and its
+/// writer thread.
 struct Inner {
     /// The address dialled; errors and logs name it.
     addr: Address,
     codec: Codec,
     stream: Stream,
     writer: SharedWriter,
+    /// Held by whoever reads replies (see "How replies are read" in
+    /// `reader`).
     reader: Mutex<FrameReader<Stream>>,
+    /// Calls sent and not yet answered, by sequence number.
     pending: Mutex<Pending>,
     seq: AtomicU64,
     wake_reader: Sender<()>,
@@ -117,7 +122,8 @@ struct Inner {
     /// request (it counts requests, not callers).
     rejoined: AtomicUsize,
     /// Other connections with requests queued by callers this reader woke,
-    /// flushed when the dispatch ends (see "How requests are batched").
+    /// flushed when the dispatch ends (see "How requests are batched" in
+    /// `send`).
     deferred: Mutex<Vec<Arc<Inner>>>,
     /// Callers blocked for their replies, woken a batch at a time.
     wakes: wake::WakeSet,
