@@ -15,7 +15,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use geerpc::registry::HeartbeatOptions;
+use geerpc::registration::RegisterOptions;
 use geerpc::server::ServerHandle;
 use geerpc::xclient::CallOptions;
 use geerpc::{
@@ -51,7 +51,7 @@ fn start_server(
     let running = server.listen("tcp@127.0.0.1:0")?;
     // Registers at once, then every TTL - 1 min; shutdown (or dropping the
     // heartbeat) deregisters.
-    let heartbeat = Heartbeat::for_server(&running, registry_url, HeartbeatOptions::new())?;
+    let heartbeat = Heartbeat::for_server(&running, registry_url, RegisterOptions::new())?;
     Ok((running, heartbeat))
 }
 

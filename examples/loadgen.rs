@@ -1,4 +1,4 @@
-//! Load generator speaking the common benchmark CLI (`../shared/BENCH.md`).
+//! Load generator speaking the common benchmark CLI (`docs/BENCH.md`).
 //!
 //! ```text
 //! loadgen serve --addr 127.0.0.1:PORT [--codec json|msgpack]
@@ -9,6 +9,12 @@
 //! loadgen load  --registry URL [--select MODE] [--fail MODE] --concurrency C --secs S
 //! loadgen load  --etcd ENDPOINTS [--select MODE] [--fail MODE] --concurrency C --secs S
 //! ```
+//!
+//! A flag it does not know, a flag given twice, a value it cannot use or a
+//! flag that means nothing with the others (`--conns` through a registry)
+//! ends it with the usage and exit code 2 before anything runs: a
+//! benchmark that silently ignored `--rate 100` would measure something
+//! else than asked.
 //!
 //! Uses only geerpc's public API, as a user would.
 
@@ -22,7 +28,7 @@ use std::time::{Duration, Instant};
 use std::collections::BTreeSet;
 
 use geerpc::etcd::EtcdDiscovery;
-use geerpc::registry::HeartbeatOptions;
+use geerpc::registration::RegisterOptions;
 use geerpc::{
     Client, Codec, Discovery, FailMode, Heartbeat, RegistryDiscovery, SelectMode, Server, Service,
     XClient,
@@ -36,43 +42,98 @@ struct SumArgs {
     num2: i64,
 }
 
-fn usage() -> ! {
-    eprintln!(
-        "usage:\n  loadgen serve --addr HOST:PORT [--codec json|msgpack]\n  \
-         loadgen load --addr HOST:PORT [--conns K] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]\n  \
-         loadgen serve --addr HOST:PORT (--registry URL | --etcd ENDPOINTS) [--grace DURATION]\n               \
-         (registers; on SIGINT/SIGTERM deregisters, then drains within the grace, default 5s)\n  \
-         loadgen load (--registry URL | --etcd ENDPOINTS) [--select random|round_robin|weighted_round_robin|consistent_hash|p2c]\n               \
-         [--fail failfast|failover|failtry|failbackup] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]"
-    );
+const USAGE: &str = "\
+usage:
+  loadgen serve --addr HOST:PORT [--codec json|msgpack]
+  loadgen load --addr HOST:PORT [--conns K] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]
+  loadgen serve --addr HOST:PORT (--registry URL | --etcd ENDPOINTS) [--grace DURATION]
+               (registers; on SIGINT/SIGTERM deregisters, then drains within the grace, default 5s)
+  loadgen load (--registry URL | --etcd ENDPOINTS) [--select random|round_robin|weighted_round_robin|consistent_hash|p2c]
+               [--fail failfast|failover|failtry|failbackup] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]
+defaults: --conns 1, --concurrency 1, --secs 5, --payload 0 (Arith.Sum; N > 0: Echo.Echo of N bytes),
+          --codec json, --select random, --fail failfast";
+
+/// The flags each command takes.
+const SERVE_FLAGS: &[&str] = &["addr", "codec", "registry", "etcd", "grace"];
+const LOAD_FLAGS: &[&str] = &[
+    "addr",
+    "conns",
+    "concurrency",
+    "secs",
+    "payload",
+    "codec",
+    "registry",
+    "etcd",
+    "select",
+    "fail",
+];
+
+/// Ends the program on a command line it cannot run: what is wrong, the
+/// usage, exit code 2.
+fn refuse(why: &str) -> ! {
+    eprintln!("loadgen: {why}\n{USAGE}");
     exit(2)
 }
 
-/// `--flag value` pairs.
-fn parse_flags(rest: &[String]) -> HashMap<String, String> {
+/// `--flag value` (or `--flag=value`) pairs, each one of `known`, each at
+/// most once.
+fn parse_flags(cmd: &str, rest: &[String], known: &[&str]) -> HashMap<String, String> {
     let mut flags = HashMap::new();
     let mut it = rest.iter();
-    while let Some(k) = it.next() {
-        let Some(name) = k.strip_prefix("--") else {
-            eprintln!("unexpected argument {k}");
-            usage()
+    while let Some(arg) = it.next() {
+        if arg == "-h" || arg == "--help" {
+            println!("{USAGE}");
+            exit(0)
+        }
+        let Some(flag) = arg.strip_prefix("--") else {
+            refuse(&format!(
+                "unexpected argument {arg:?} (flags are --name value)"
+            ))
         };
-        let Some(v) = it.next() else {
-            eprintln!("missing value for {k}");
-            usage()
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (flag, None),
         };
-        flags.insert(name.to_string(), v.clone());
+        if !known.contains(&name) {
+            let why = match name {
+                "rate" => " (this loadgen runs a closed loop only: each caller sends its next call when the last returns)",
+                "method" | "arg" | "timeout" | "slow-ratio" | "slow-ms" => " (not implemented by this loadgen)",
+                _ => "",
+            };
+            refuse(&format!(
+                "unknown flag --{name} for `loadgen {cmd}`{why}; it takes --{}",
+                known.join(", --")
+            ))
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => match it.next() {
+                Some(v) if !v.starts_with("--") => v.clone(),
+                _ => refuse(&format!("--{name} needs a value")),
+            },
+        };
+        if flags.insert(name.to_string(), value).is_some() {
+            refuse(&format!("--{name} given twice"))
+        }
     }
     flags
 }
 
-fn flag<T: std::str::FromStr>(flags: &HashMap<String, String>, name: &str, default: T) -> T {
+/// The value of `--name` (or `default`), refusing one that does not parse
+/// or is below `min`.
+fn flag<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    flags: &HashMap<String, String>,
+    name: &str,
+    default: T,
+    min: T,
+) -> T {
     match flags.get(name) {
         None => default,
-        Some(v) => v.parse().unwrap_or_else(|_| {
-            eprintln!("bad value for --{name}: {v}");
-            usage()
-        }),
+        Some(v) => match v.parse::<T>() {
+            Ok(n) if n >= min => n,
+            Ok(_) => refuse(&format!("--{name} {v}: must be at least {min}")),
+            Err(_) => refuse(&format!("--{name} {v}: not a number")),
+        },
     }
 }
 
@@ -80,10 +141,7 @@ fn codec_of(flags: &HashMap<String, String>) -> Codec {
     match flags.get("codec").map(String::as_str) {
         None | Some("json") => Codec::Json,
         Some("msgpack") => Codec::MsgPack,
-        Some(other) => {
-            eprintln!("unknown codec {other}");
-            usage()
-        }
+        Some(other) => refuse(&format!("--codec {other}: expected json or msgpack")),
     }
 }
 
@@ -91,14 +149,71 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {
-        usage()
+        refuse("a command is needed: serve or load")
     };
-    let flags = parse_flags(rest);
     match cmd.as_str() {
-        "serve" => serve(&flags),
-        "load" => load(&flags),
-        _ => usage(),
+        "serve" => serve(&serve_flags(rest)),
+        "load" => load(&load_flags(rest)),
+        "-h" | "--help" => println!("{USAGE}"),
+        other => refuse(&format!(
+            "unknown command {other:?}: expected serve or load"
+        )),
     }
+}
+
+/// `serve`'s flags, checked before anything starts.
+fn serve_flags(rest: &[String]) -> HashMap<String, String> {
+    let flags = parse_flags("serve", rest, SERVE_FLAGS);
+    if !flags.contains_key("addr") {
+        refuse("serve needs --addr HOST:PORT")
+    }
+    // The server answers both codecs; the value is still checked.
+    codec_of(&flags);
+    grace(&flags);
+    flags
+}
+
+fn grace(flags: &HashMap<String, String>) -> Duration {
+    flags.get("grace").map_or(Duration::from_secs(5), |g| {
+        geerpc::duration::parse_duration(g).unwrap_or_else(|e| refuse(&format!("--grace {g}: {e}")))
+    })
+}
+
+/// `load`'s flags, checked (values and combinations) before anything
+/// starts.
+fn load_flags(rest: &[String]) -> HashMap<String, String> {
+    let flags = parse_flags("load", rest, LOAD_FLAGS);
+    let has = |f: &str| flags.contains_key(f);
+    match (has("addr"), has("registry"), has("etcd")) {
+        (true, false, false) => {
+            for f in ["select", "fail"] {
+                if has(f) {
+                    refuse(&format!(
+                        "--{f} applies to --registry and --etcd, not --addr"
+                    ))
+                }
+            }
+        }
+        (false, true, false) | (false, false, true) => {
+            if has("conns") {
+                refuse("--conns applies to --addr only (through discovery, the XClient keeps one connection per instance)")
+            }
+        }
+        (false, false, false) => refuse("load needs --addr, --registry or --etcd"),
+        _ => refuse("load takes one of --addr, --registry and --etcd"),
+    }
+    flag(&flags, "conns", 1usize, 1);
+    flag(&flags, "concurrency", 1usize, 1);
+    flag(&flags, "payload", 0usize, 0);
+    if let Some(v) = flags.get("secs") {
+        if !v.parse::<f64>().is_ok_and(|s| s > 0.0 && s < 1e9) {
+            refuse(&format!("--secs {v}: must be a positive number of seconds"))
+        }
+    }
+    codec_of(&flags);
+    select_mode(&flags);
+    fail_mode(&flags);
+    flags
 }
 
 fn bench_services(server: &Server) {
@@ -113,16 +228,10 @@ fn bench_services(server: &Server) {
 }
 
 fn serve(flags: &HashMap<String, String>) {
-    let addr = flags.get("addr").cloned().unwrap_or_else(|| usage());
-    let grace = flags.get("grace").map_or(Duration::from_secs(5), |g| {
-        geerpc::duration::parse_duration(g).unwrap_or_else(|e| {
-            eprintln!("bad value for --grace: {e}");
-            usage()
-        })
-    });
-    let server = Server::builder().shutdown_grace(grace).build();
+    let addr = &flags["addr"];
+    let server = Server::builder().shutdown_grace(grace(flags)).build();
     bench_services(&server);
-    let running = match server.listen(&addr) {
+    let running = match server.listen(addr) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("loadgen: {e}");
@@ -137,20 +246,19 @@ fn serve(flags: &HashMap<String, String>) {
     .expect("install signal handlers");
     // Kept until the end: dropping it deregisters.
     let _heartbeat = flags.get("registry").map(|url| {
-        let hb =
-            Heartbeat::for_server(&running, url, HeartbeatOptions::new()).unwrap_or_else(|e| {
-                eprintln!("loadgen: {e}");
-                exit(1)
-            });
+        let hb = Heartbeat::for_server(&running, url, RegisterOptions::new()).unwrap_or_else(|e| {
+            eprintln!("loadgen: {e}");
+            exit(1)
+        });
         eprintln!("loadgen: registering {} with {url}", running.addr());
         hb
     });
     // Kept until the end: dropping it revokes the etcd lease.
     let _etcd = flags.get("etcd").map(|endpoints| {
-        let r = geerpc::etcd::register(
+        let r = geerpc::etcd::EtcdRegistration::for_server(
             &running,
             &[endpoints.as_str()],
-            geerpc::etcd::RegisterOptions::default(),
+            RegisterOptions::new(),
         )
         .unwrap_or_else(|e| {
             eprintln!("loadgen: {e}");
@@ -230,10 +338,9 @@ fn select_mode(flags: &HashMap<String, String>) -> SelectMode {
         Some("weighted_round_robin") | Some("weighted") => SelectMode::WeightedRoundRobin,
         Some("consistent_hash") => SelectMode::ConsistentHash,
         Some("p2c") => SelectMode::PowerOfTwoChoices,
-        Some(other) => {
-            eprintln!("unknown select mode {other}");
-            usage()
-        }
+        Some(other) => refuse(&format!(
+            "--select {other}: expected random, round_robin, weighted_round_robin, consistent_hash or p2c"
+        )),
     }
 }
 
@@ -245,10 +352,9 @@ fn fail_mode(flags: &HashMap<String, String>) -> FailMode {
         Some("failbackup") => FailMode::Failbackup {
             after: Duration::from_millis(10),
         },
-        Some(other) => {
-            eprintln!("unknown fail mode {other}");
-            usage()
-        }
+        Some(other) => refuse(&format!(
+            "--fail {other}: expected failfast, failover, failtry or failbackup"
+        )),
     }
 }
 
@@ -272,7 +378,7 @@ fn discovered_target(
                         format!("etcd {endpoints}"),
                     )
                 }),
-            (None, None) => usage(),
+            (None, None) => unreachable!("checked by load_flags"),
         };
     let (discovery, source) = found.unwrap_or_else(|e| {
         eprintln!("loadgen: {e}");
@@ -319,15 +425,11 @@ fn run_for(d: Duration, discovery: &Option<Arc<dyn Discovery>>, seen: &mut BTree
 
 fn load(flags: &HashMap<String, String>) {
     let discovered = flags.contains_key("registry") || flags.contains_key("etcd");
-    let addr = match (discovered, flags.get("addr")) {
-        (true, _) => String::new(),
-        (false, Some(a)) => a.clone(),
-        (false, None) => usage(),
-    };
-    let conns: usize = flag(flags, "conns", 1).max(1);
-    let concurrency: usize = flag(flags, "concurrency", 1).max(1);
-    let secs: f64 = flag(flags, "secs", 5.0);
-    let payload: usize = flag(flags, "payload", 0);
+    let addr = flags.get("addr").cloned().unwrap_or_default();
+    let conns: usize = flag(flags, "conns", 1, 1);
+    let concurrency: usize = flag(flags, "concurrency", 1, 1);
+    let secs: f64 = flag(flags, "secs", 5.0, 0.0);
+    let payload: usize = flag(flags, "payload", 0, 0);
     let codec = codec_of(flags);
     let target = if addr.contains('@') {
         addr

@@ -31,6 +31,7 @@
 //! ```
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The layers, bottom up; each may import only from those above it in this
 // list (docs/ARCHITECTURE.md): the shared vocabulary, the wire, client and
@@ -46,7 +47,15 @@ pub mod server;
 
 pub mod xclient;
 
+#[cfg(any(feature = "registry", feature = "etcd"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "registry", feature = "etcd"))))]
+pub mod registration;
+
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub mod etcd;
+#[cfg(feature = "registry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
 pub mod registry;
 
 #[doc(hidden)]
@@ -62,6 +71,8 @@ pub mod duration {
 pub use client::Client;
 pub use code::Code;
 pub use error::{Error, Result, TimeoutStage};
+#[cfg(feature = "registry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
 pub use registry::{Heartbeat, Registry, RegistryDiscovery};
 pub use server::{Context, Server, Service};
 pub use wire::{Address, Codec, Protocol, ToAddress};

@@ -28,7 +28,9 @@ fn register_then_discover() {
     let eps = etcd.endpoints();
     let server = start_server();
     let addr = server.addr().to_string();
-    let reg = etcd::register(&server, &eps, opts(10).metadata("zone", "a").weight(3)).unwrap();
+    let reg =
+        etcd::EtcdRegistration::for_server(&server, &eps, opts(10).metadata("zone", "a").weight(3))
+            .unwrap();
     assert_eq!(
         reg.keys(),
         [
@@ -61,7 +63,8 @@ fn register_then_discover() {
     let rx = arith.watch().unwrap();
     let server2 = start_server();
     let addr2 = server2.addr().to_string();
-    let _reg2 = etcd::register(&server2, &eps, opts(10).services(["Arith"])).unwrap();
+    let _reg2 =
+        etcd::EtcdRegistration::for_server(&server2, &eps, opts(10).services(["Arith"])).unwrap();
     let mut both = vec![addr.clone(), addr2.clone()];
     both.sort();
     assert!(
@@ -81,7 +84,8 @@ fn unreachable_etcd_is_a_clear_error() {
     let err = EtcdDiscovery::new(&[format!("127.0.0.1:{port}")], None).unwrap_err();
     assert!(err.to_string().contains(&port.to_string()), "{err}");
     let server = start_server();
-    let err = etcd::register(&server, &[format!("127.0.0.1:{port}")], opts(5)).unwrap_err();
+    let err = etcd::EtcdRegistration::for_server(&server, &[format!("127.0.0.1:{port}")], opts(5))
+        .unwrap_err();
     assert!(matches!(err, geerpc::Error::Registry { .. }), "{err}");
     assert!(EtcdDiscovery::new::<&str>(&[], None).is_err());
 }
@@ -93,7 +97,7 @@ fn failover_to_the_next_endpoint() {
     // A dead endpoint first: every call goes on to the live one.
     let eps = [format!("127.0.0.1:{}", free_port()), etcd.endpoint(0)];
     let server = start_server();
-    let reg = etcd::register(&server, &eps, opts(5)).unwrap();
+    let reg = etcd::EtcdRegistration::for_server(&server, &eps, opts(5)).unwrap();
     let d = EtcdDiscovery::new(&eps, Some("Arith")).unwrap();
     assert_eq!(addrs(&d.snapshot().unwrap()), [server.addr().to_string()]);
     let rx = d.watch().unwrap();
@@ -108,8 +112,8 @@ fn deregisters_at_once_on_shutdown_and_drop() {
     let eps = etcd.endpoints();
     let a = start_server();
     let b = start_server();
-    let _reg_a = etcd::register(&a, &eps, opts(30)).unwrap();
-    let reg_b = etcd::register(&b, &eps, opts(30)).unwrap();
+    let _reg_a = etcd::EtcdRegistration::for_server(&a, &eps, opts(30)).unwrap();
+    let reg_b = etcd::EtcdRegistration::for_server(&b, &eps, opts(30)).unwrap();
     let d = EtcdDiscovery::new(&eps, Some("Arith")).unwrap();
     assert_eq!(d.snapshot().unwrap().instances.len(), 2);
 
@@ -145,7 +149,7 @@ fn expires_after_ttl_when_not_deregistered() {
     let eps = etcd.endpoints();
     let server = start_server();
     let addr = server.addr().to_string();
-    let reg = etcd::register(&server, &eps, opts(2)).unwrap();
+    let reg = etcd::EtcdRegistration::for_server(&server, &eps, opts(2)).unwrap();
     let ttl = reg.ttl();
     let d = EtcdDiscovery::new(&eps, Some("Arith")).unwrap();
     let rx = d.watch().unwrap();
@@ -193,7 +197,7 @@ fn watch_delivers_add_and_remove_within_100ms() {
     // every 100 ms), and any one can meet a stall of a loaded machine.
     let (mut adds, mut removes) = (Vec::new(), Vec::new());
     for _ in 0..3 {
-        let reg = etcd::register(&server, &eps, opts(10)).unwrap();
+        let reg = etcd::EtcdRegistration::for_server(&server, &eps, opts(10)).unwrap();
         // `register` returns once etcd has committed the keys.
         let added = wait_for(&d, &rx, Duration::from_secs(5), |s| {
             addrs(s) == [addr.clone()]
@@ -223,7 +227,7 @@ fn reregisters_when_the_lease_is_revoked_behind_its_back() {
     let eps = etcd.endpoints();
     let server = start_server();
     let addr = server.addr().to_string();
-    let reg = etcd::register(&server, &eps, opts(3)).unwrap();
+    let reg = etcd::EtcdRegistration::for_server(&server, &eps, opts(3)).unwrap();
     let d = EtcdDiscovery::new(&eps, Some("Arith")).unwrap();
     let rx = d.watch().unwrap();
     let old = reg.lease_id();
@@ -255,7 +259,7 @@ fn reregisters_and_rewatches_after_etcd_restarts_empty() {
     let eps = etcd.endpoints();
     let a = start_server();
     let a_addr = a.addr().to_string();
-    let reg = etcd::register(&a, &eps, opts(3)).unwrap();
+    let reg = etcd::EtcdRegistration::for_server(&a, &eps, opts(3)).unwrap();
     let old = reg.lease_id();
     let d = EtcdDiscovery::new(&eps, Some("Arith")).unwrap();
     let rx = d.watch().unwrap();
@@ -277,7 +281,7 @@ fn reregisters_and_rewatches_after_etcd_restarts_empty() {
 
     // The old discovery follows the new store: it sees a newcomer.
     let b = start_server();
-    let _reg_b = etcd::register(&b, &eps, opts(3)).unwrap();
+    let _reg_b = etcd::EtcdRegistration::for_server(&b, &eps, opts(3)).unwrap();
     let mut both = vec![a_addr, b.addr().to_string()];
     both.sort();
     assert!(
@@ -336,8 +340,8 @@ fn cluster_member_killed_while_calls_run() {
     let ttl = 4;
     let s1 = start_server();
     let s2 = start_server();
-    let _r1 = etcd::register(&s1, &eps, opts(ttl)).unwrap();
-    let _r2 = etcd::register(&s2, &eps, opts(ttl)).unwrap();
+    let _r1 = etcd::EtcdRegistration::for_server(&s1, &eps, opts(ttl)).unwrap();
+    let _r2 = etcd::EtcdRegistration::for_server(&s2, &eps, opts(ttl)).unwrap();
     let discovery = EtcdDiscovery::new(&eps, Some("Arith")).unwrap();
     let changed = discovery.watch().unwrap();
     assert_eq!(discovery.snapshot().unwrap().instances.len(), 2);
@@ -396,7 +400,7 @@ fn cluster_member_killed_while_calls_run() {
     // Registration carries on: a newcomer registers (the dead endpoint
     // first in its list), the running discovery sees it, calls reach it.
     let s3 = start_server();
-    let _r3 = etcd::register(&s3, &eps, opts(ttl)).unwrap();
+    let _r3 = etcd::EtcdRegistration::for_server(&s3, &eps, opts(ttl)).unwrap();
     let d = xc.discovery();
     let deadline = Instant::now() + Duration::from_secs(15);
     while d.snapshot().unwrap().instances.len() != 3 && Instant::now() < deadline {
@@ -453,7 +457,7 @@ fn the_geerpc_command_lists_and_calls_through_etcd() {
     let eps = etcd.endpoints();
     let server = start_server();
     let addr = server.addr().to_string();
-    let _reg = etcd::register(&server, &eps, opts(10)).unwrap();
+    let _reg = etcd::EtcdRegistration::for_server(&server, &eps, opts(10)).unwrap();
     let joined = eps.join(",");
     let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_geerpc"))

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::start_server;
 use etcd_support::{addrs, opts, wait_for, Etcd};
+use geerpc::etcd;
 use geerpc::etcd::EtcdDiscovery;
-use geerpc::etcd::{self, RegisterOptions};
-use geerpc::xclient::Instance;
+use geerpc::registration::RegisterOptions;
 use geerpc::Discovery;
 
 /// A member that stops answering without closing anything (SIGSTOP: as a
@@ -44,7 +44,7 @@ fn the_watch_leaves_a_silent_member_and_sees_later_changes() {
     // The watch runs on the first endpoint, the member to silence: a
     // registration made elsewhere reaches the discovery through it.
     let a = start_server();
-    let _ra = etcd::register(&a, &others, opts(10)).unwrap();
+    let _ra = etcd::EtcdRegistration::for_server(&a, &others, opts(10)).unwrap();
     let a_addr = a.addr().to_string();
     assert!(
         wait_for(&d, &rx, Duration::from_secs(5), |s| addrs(s)
@@ -55,7 +55,7 @@ fn the_watch_leaves_a_silent_member_and_sees_later_changes() {
 
     etcd.pause(silent);
     let b = start_server();
-    let _rb = etcd::register(&b, &others, opts(10)).unwrap();
+    let _rb = etcd::EtcdRegistration::for_server(&b, &others, opts(10)).unwrap();
     let changed = Instant::now();
     let mut both = vec![a_addr, b.addr().to_string()];
     both.sort();
@@ -187,12 +187,11 @@ fn a_grant_whose_answer_is_lost_leaves_no_orphan_lease() {
     let etcd = Etcd::single();
     let proxy = LossyProxy::start(etcd.endpoint(0).trim_start_matches("http://").to_string());
     let eps = [format!("http://{}", proxy.addr), etcd.endpoint(0)];
-    let mut instance = Instance::new("tcp@127.0.0.1:1");
-    instance.services = vec!["Arith".into()];
-    let options = RegisterOptions::default()
+    let options = RegisterOptions::new()
+        .services(["Arith"])
         .ttl(Duration::from_secs(30))
         .request_timeout(Duration::from_secs(1));
-    let reg = etcd::register_instance(&eps, instance, options).unwrap();
+    let reg = etcd::EtcdRegistration::start(&eps, "tcp@127.0.0.1:1", options).unwrap();
     assert_eq!(
         proxy.swallowed.load(Ordering::Acquire),
         1,
@@ -221,8 +220,8 @@ fn lost_leases_come_back_at_once_and_discovery_never_goes_empty() {
     let eps = etcd.endpoints();
     let a = start_server();
     let b = start_server();
-    let ra = etcd::register(&a, &eps, opts(30)).unwrap();
-    let rb = etcd::register(&b, &eps, opts(30)).unwrap();
+    let ra = etcd::EtcdRegistration::for_server(&a, &eps, opts(30)).unwrap();
+    let rb = etcd::EtcdRegistration::for_server(&b, &eps, opts(30)).unwrap();
     let mut both = vec![a.addr().to_string(), b.addr().to_string()];
     both.sort();
     let d = Arc::new(EtcdDiscovery::new(&eps, Some("Arith")).unwrap());
@@ -283,9 +282,7 @@ fn lost_leases_come_back_at_once_and_discovery_never_goes_empty() {
 /// Registers `addr` under Arith with no heartbeat left behind: as a server
 /// whose renewals have not come yet.
 fn register_frozen(eps: &[String], addr: &str, ttl: u64) -> i64 {
-    let mut i = Instance::new(addr);
-    i.services = vec!["Arith".into()];
-    let reg = etcd::register_instance(eps, i, opts(ttl)).unwrap();
+    let reg = etcd::EtcdRegistration::start(eps, addr, opts(ttl).services(["Arith"])).unwrap();
     let id = reg.lease_id();
     reg.abandon();
     id
@@ -412,13 +409,13 @@ fn dropping_a_registration_deregisters_and_abandon_does_not() {
         )
     };
 
-    let reg = etcd::register(&server, &eps, opts(60)).unwrap();
+    let reg = etcd::EtcdRegistration::for_server(&server, &eps, opts(60)).unwrap();
     assert_eq!(list(), [addr.as_str()]);
     drop(reg);
     assert!(list().is_empty(), "still registered after drop");
     assert!(leases(&etcd).is_empty(), "the lease outlived the drop");
 
-    let reg = etcd::register(&server, &eps, opts(60)).unwrap();
+    let reg = etcd::EtcdRegistration::for_server(&server, &eps, opts(60)).unwrap();
     let id = reg.lease_id();
     reg.abandon();
     assert_eq!(list(), [addr.as_str()], "abandon deregistered");

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use geerpc::registry::{HeartbeatOptions, RegistryHandle};
+use geerpc::registration::RegisterOptions;
+use geerpc::registry::RegistryHandle;
 use geerpc::{Discovery, Heartbeat, Registry, RegistryDiscovery, Server};
 
 fn start(ttl: Duration) -> RegistryHandle {
@@ -473,7 +474,7 @@ fn heartbeats_keep_an_address_alive_past_the_ttl() {
     let hb = Heartbeat::start(
         &reg.url(),
         "tcp@127.0.0.1:1",
-        HeartbeatOptions::new().interval(Duration::from_millis(100)),
+        RegisterOptions::new().renew_every(Duration::from_millis(100)),
     )
     .unwrap();
     let d = RegistryDiscovery::new(&reg.url()).unwrap();
@@ -489,13 +490,13 @@ fn heartbeats_keep_an_address_alive_past_the_ttl() {
     assert_eq!(d.snapshot().unwrap().version, v);
     assert!(hb.beats() >= 3, "{} beats", hb.beats());
     assert!(hb.is_registered());
-    hb.stop();
+    hb.deregister().unwrap();
     wait_for(&d, Duration::from_secs(5), |s| s.instances.is_empty());
 }
 
 #[test]
 fn a_default_heartbeat_follows_a_registry_ttl_shorter_than_it_assumed() {
-    // The heartbeat assumes the default 5 min TTL (a beat every 4 min); the
+    // The heartbeat assumes the default 5 min TTL (a beat every 100 s); the
     // registry forgets addresses after 2 s, and says so.
     let ttl = Duration::from_secs(2);
     let reg = start(ttl);
@@ -520,7 +521,7 @@ fn a_default_heartbeat_follows_a_registry_ttl_shorter_than_it_assumed() {
         .unwrap();
     assert_eq!(gone.status(), 200);
 
-    let hb = Heartbeat::start(&reg.url(), "tcp@127.0.0.1:1", HeartbeatOptions::new()).unwrap();
+    let hb = Heartbeat::start(&reg.url(), "tcp@127.0.0.1:1", RegisterOptions::new()).unwrap();
     let d = RegistryDiscovery::new(&reg.url()).unwrap();
     let v = wait_for(&d, Duration::from_secs(5), |s| s.instances.len() == 1).version;
     // Two and a half TTLs later the address is still there, never dropped
@@ -534,7 +535,7 @@ fn a_default_heartbeat_follows_a_registry_ttl_shorter_than_it_assumed() {
     );
     assert_eq!(d.snapshot().unwrap().version, v);
     assert!(hb.beats() >= 3, "{} beats in 2.5 TTLs", hb.beats());
-    hb.stop();
+    hb.deregister().unwrap();
 }
 
 #[test]
@@ -584,7 +585,7 @@ fn a_hundred_threads_heartbeat_at_once() {
                     Heartbeat::start(
                         &url,
                         format!("tcp@127.0.0.1:{}", 20000 + i),
-                        HeartbeatOptions::new().services(["Arith"]),
+                        RegisterOptions::new().services(["Arith"]),
                     )
                     .unwrap()
                 })
@@ -603,8 +604,8 @@ fn a_hundred_threads_heartbeat_at_once() {
     assert!(beats.iter().all(|b| b.beats() >= 1));
     // Stopping deregisters each at once (no TTL wait).
     std::thread::scope(|s| {
-        for b in &beats {
-            s.spawn(move || b.stop());
+        for b in beats {
+            s.spawn(move || b.deregister().unwrap());
         }
     });
     assert!(reg.instances().is_empty(), "{:?}", reg.instances());
@@ -622,8 +623,8 @@ fn a_restarted_registry_gets_every_heartbeat_back_within_one_backoff() {
             Heartbeat::start(
                 &url,
                 format!("tcp@127.0.0.1:{}", 21000 + i),
-                HeartbeatOptions::new()
-                    .interval(interval)
+                RegisterOptions::new()
+                    .renew_every(interval)
                     .backoff(Duration::from_millis(20), max_backoff),
             )
             .unwrap()
@@ -700,8 +701,9 @@ fn discovery_with_no_registry_ever_fails_clearly() {
     let err = d.snapshot().unwrap_err();
     assert!(err.to_string().contains(&url), "{err}");
     assert!(RegistryDiscovery::new("localhost:9999").is_err());
-    assert!(Heartbeat::start("ftp://x", "tcp@127.0.0.1:1", HeartbeatOptions::new()).is_err());
-    assert!(Heartbeat::start(&url, "127.0.0.1:1", HeartbeatOptions::new()).is_err());
+    assert!(Heartbeat::start("ftp://x", "tcp@127.0.0.1:1", RegisterOptions::new()).is_err());
+    assert!(Heartbeat::start(&url, "unix@", RegisterOptions::new()).is_err());
+    assert!(Heartbeat::start(&url, "tcp@127.0.0.1:1,tcp@h:2", RegisterOptions::new()).is_err());
 }
 
 #[test]
@@ -768,8 +770,8 @@ fn for_server_registers_its_services_and_shutdown_deregisters() {
     let reg = start(Registry::DEFAULT_TTL);
     let running = start_server();
     let addr = running.addr().to_string();
-    let hb = Heartbeat::for_server(&running, &reg.url(), HeartbeatOptions::new().version("9.9"))
-        .unwrap();
+    let hb =
+        Heartbeat::for_server(&running, &reg.url(), RegisterOptions::new().version("9.9")).unwrap();
     let d = RegistryDiscovery::builder(&reg.url())
         .service("Echo")
         .build()
@@ -790,7 +792,7 @@ fn for_server_registers_its_services_and_shutdown_deregisters() {
 fn dropping_a_for_server_heartbeat_deregisters_as_an_etcd_registration_does() {
     let reg = start(Registry::DEFAULT_TTL);
     let running = start_server();
-    let hb = Heartbeat::for_server(&running, &reg.url(), HeartbeatOptions::new()).unwrap();
+    let hb = Heartbeat::for_server(&running, &reg.url(), RegisterOptions::new()).unwrap();
     let d = RegistryDiscovery::builder(&reg.url())
         .service("Echo")
         .build()
@@ -864,7 +866,7 @@ fn a_server_through_registry_discovery_answers_calls() {
     let server = Server::new();
     server.register(arith()).unwrap();
     let running = server.listen("tcp@127.0.0.1:0").unwrap();
-    let _hb = Heartbeat::for_server(&running, &reg.url(), HeartbeatOptions::new()).unwrap();
+    let _hb = Heartbeat::for_server(&running, &reg.url(), RegisterOptions::new()).unwrap();
     let d = RegistryDiscovery::builder(&reg.url())
         .service("Arith")
         .build()
@@ -921,10 +923,10 @@ fn a_refused_heartbeat_is_retried_with_backoff() {
     let hb = Heartbeat::start(
         &url,
         "tcp@127.0.0.1:7001",
-        HeartbeatOptions::new()
+        RegisterOptions::new()
             .services(["Arith"])
             .weight(2)
-            .interval(Duration::from_secs(30))
+            .renew_every(Duration::from_secs(30))
             .backoff(Duration::from_millis(40), Duration::from_millis(100)),
     )
     .unwrap();
@@ -958,7 +960,7 @@ fn a_refused_heartbeat_is_retried_with_backoff() {
     assert_eq!(body["services"], serde_json::json!(["Arith"]));
     assert_eq!(body["weight"], 2);
     // Stopping deregisters with a DELETE.
-    hb.stop();
+    hb.deregister().unwrap();
     let (_, method, _, headers, _) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(method, "DELETE");
     assert!(headers

@@ -13,7 +13,9 @@
 //! - `call`: a call in flight ([`Call`]), the slot its result lands in,
 //!   its time budget;
 //! - `wake`: waking a batch of blocked callers with one syscall;
-//! - `drain`: the client's side of a server's drain notice.
+//! - `drain`: the client's side of a server's drain notice;
+//! - `foreign`: naming an HTTP or TLS peer that answered instead of an RPC
+//!   server.
 //!
 //! The client may import from the wire layer, `util`, `error` and `code`
 //! only: never from the server, the XClient or discovery.
@@ -21,6 +23,7 @@
 mod call;
 mod dial;
 mod drain;
+mod foreign;
 mod reader;
 mod send;
 mod wake;

@@ -103,6 +103,7 @@ impl Inner {
                     return;
                 }
                 Err(e) => {
+                    let e = super::foreign::protocol(rd, &self.addr.to_string()).unwrap_or(e);
                     log::warn!("rpc client {}: {e}; closing the connection", self.addr);
                     self.close(&e.to_string());
                     return;

@@ -26,7 +26,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 pub(super) const MAX_LINE: usize = 64 << 20;
 
 /// A [`Discovery`] that follows the instances registered in etcd (by
-/// [`register`](super::register)) as they come and go.
+/// an [`EtcdRegistrar`](super::EtcdRegistrar)) as they come and go.
 ///
 /// It lists the keys under `PREFIX/` (or `PREFIX/SERVICE/` for one service)
 /// when created, then a thread of its own (`geerpc-etcd-wch`) watches

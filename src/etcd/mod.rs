@@ -12,16 +12,18 @@
 //! expire together when it dies without doing so (the lease is no longer
 //! kept alive).
 //!
-//! - [`register`] (or [`register_instance`]) grants the lease, puts the keys
-//!   and keeps the lease alive from a heartbeat thread (a renewal every
+//! - [`EtcdRegistrar`] (or its shorthands [`EtcdRegistration::for_server`]
+//!   and [`EtcdRegistration::start`]), etcd's side of the one
+//!   [registration](crate::registration) concept, grants the lease, puts the
+//!   keys and keeps the lease alive from a heartbeat thread (a renewal every
 //!   second by default, retried every 0.5-1 s while it fails); when etcd
 //!   has lost the lease (it expired during a partition, or the cluster was
 //!   rebuilt or restored), the server registers again within about a
 //!   second of etcd being reachable. The lease ID is chosen by geerpc, so a
 //!   grant retried after its answer was lost finds the lease it granted
-//!   rather than leaving an orphan. Dropping the [`Registration`] (like
+//!   rather than leaving an orphan. Dropping the [`EtcdRegistration`] (like
 //!   dropping a [`Heartbeat`](crate::Heartbeat)), calling
-//!   [`Registration::deregister`] or shutting the server down revokes it.
+//!   [`EtcdRegistration::deregister`] or shutting the server down revokes it.
 //! - [`EtcdDiscovery`] lists the keys under the prefix, then watches them
 //!   from the next revision, so every change is seen as it happens; it is a
 //!   [`Discovery`](crate::Discovery) like any other. A watch that stays
@@ -36,7 +38,8 @@
 //! one fails, the next is used.
 //!
 //! ```no_run
-//! use geerpc::etcd::{self, EtcdDiscovery, RegisterOptions};
+//! use geerpc::etcd::{EtcdDiscovery, EtcdRegistration};
+//! use geerpc::registration::RegisterOptions;
 //! use geerpc::{Discovery, Server, Service};
 //! use std::time::Duration;
 //!
@@ -44,10 +47,10 @@
 //! server.register(Service::new("Echo").method("Echo", |s: String| Ok::<_, String>(s)))?;
 //! let running = server.listen("tcp@127.0.0.1:0")?;
 //! let endpoints = ["127.0.0.1:2379"];
-//! let _registration = etcd::register(
+//! let _registration = EtcdRegistration::for_server(
 //!     &running,
 //!     &endpoints,
-//!     RegisterOptions::default().ttl(Duration::from_secs(10)),
+//!     RegisterOptions::new().ttl(Duration::from_secs(10)),
 //! )?;
 //!
 //! let discovery = EtcdDiscovery::new(&endpoints, Some("Echo"))?;
@@ -62,7 +65,7 @@ mod warmup;
 mod watch;
 
 pub use discovery::EtcdDiscovery;
-pub use register::{register, register_instance, RegisterOptions, Registration};
+pub use register::{EtcdRegistrar, EtcdRegistration, DEFAULT_TTL};
 pub use warmup::DEFAULT_WARMUP;
 
 use crate::xclient::Instance;

@@ -1,6 +1,8 @@
-//! Registering a server in etcd under a lease kept alive by a heartbeat.
+//! etcd's side of [`crate::registration`]: the [`EtcdRegistrar`] and the
+//! [`EtcdRegistration`] it returns, a server's keys under a lease kept
+//! alive by a heartbeat thread.
 
-use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,219 +12,163 @@ use parking_lot::Mutex;
 use super::client::{parse_endpoints, EtcdClient, Granted};
 use super::{instance_key, normalize_prefix, DEFAULT_PREFIX};
 use crate::error::{Error, Result};
+use crate::registration::{renew_for_ttl, RegisterOptions, Registrar};
 use crate::server::ServerHandle;
 use crate::util::threads::ThreadGroup;
+use crate::wire::{Address, ToAddress};
 use crate::xclient::Instance;
 
-/// Settings of a [`register`] call.
+/// The lease TTL when none is set: short, so that a server that dies
+/// without deregistering leaves discovery within seconds (an etcd lease is
+/// ours to choose, unlike the HTTP registry's TTL).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
+/// The longest default time between renewals: a renewal is how a lease
+/// that etcd lost (rebuilt, restored or restarted empty, or expired while
+/// the server was cut off) is noticed and the server registered again, and
+/// it is one small request to the leader (no raft round).
+const MAX_DEFAULT_RENEW: Duration = Duration::from_secs(1);
+
+/// The shortest time between renewals, whatever the TTL says.
+const MIN_RENEW: Duration = Duration::from_millis(100);
+
+/// etcd as a [`Registrar`]: the endpoints of one cluster and the one knob
+/// only it has, the key [prefix](EtcdRegistrar::prefix).
 ///
-/// ```
-/// use geerpc::etcd::RegisterOptions;
-/// use std::time::Duration;
+/// `endpoints` are the client URLs of one etcd cluster (`host:port` or
+/// `http://host:port`, or several in one string separated by commas).
 ///
-/// let options = RegisterOptions::default()
-///     .ttl(Duration::from_secs(5))
-///     .prefix("/myapp")
-///     .metadata("zone", "a");
+/// ```no_run
+/// use geerpc::etcd::EtcdRegistrar;
+/// use geerpc::registration::RegisterOptions;
+///
+/// let registrar = EtcdRegistrar::new(&["127.0.0.1:2379"])?.prefix("/myapp");
+/// let registration = registrar.register("127.0.0.1:7001", RegisterOptions::new().services(["Arith"]))?;
+/// assert_eq!(registration.addr(), "tcp@127.0.0.1:7001");
+/// # Ok::<(), geerpc::Error>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct RegisterOptions {
+pub struct EtcdRegistrar {
+    endpoints: Vec<String>,
     prefix: String,
-    ttl: Duration,
-    addr: Option<String>,
-    weight: u32,
-    services: Option<Vec<String>>,
-    metadata: BTreeMap<String, String>,
-    request_timeout: Duration,
-    renew_every: Duration,
 }
 
-impl Default for RegisterOptions {
-    fn default() -> Self {
-        RegisterOptions {
+impl EtcdRegistrar {
+    /// A registrar for the cluster at `endpoints`; fails when none is given.
+    pub fn new<S: AsRef<str>>(endpoints: &[S]) -> Result<EtcdRegistrar> {
+        Ok(EtcdRegistrar {
+            endpoints: parse_endpoints(endpoints)?,
             prefix: DEFAULT_PREFIX.to_string(),
-            ttl: Duration::from_secs(10),
-            addr: None,
-            weight: 1,
-            services: None,
-            metadata: BTreeMap::new(),
-            request_timeout: Duration::from_secs(3),
-            renew_every: DEFAULT_RENEW_EVERY,
-        }
+        })
     }
-}
 
-impl RegisterOptions {
     /// Key prefix (default [`DEFAULT_PREFIX`]).
     pub fn prefix(mut self, prefix: &str) -> Self {
         self.prefix = normalize_prefix(prefix);
         self
     }
 
-    /// Lease TTL (default 10 s; whole seconds, at least etcd's minimum,
-    /// which is 2 s by default). A server that dies without deregistering
-    /// disappears after at most this long. The lease is renewed every
-    /// [`renew_every`](Self::renew_every) or every third of the TTL,
-    /// whichever is shorter.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self
-    }
-
-    /// The address clients dial, when it is not the server's own (say the
-    /// server listens on `0.0.0.0`). Only [`register`] uses it.
-    pub fn addr(mut self, addr: impl Into<String>) -> Self {
-        self.addr = Some(addr.into());
-        self
-    }
-
-    /// Weight under weighted selection (default 1). Only [`register`] uses it.
-    pub fn weight(mut self, weight: u32) -> Self {
-        self.weight = weight;
-        self
-    }
-
-    /// The services to register (default: every service of the server).
-    /// Only [`register`] uses it.
-    pub fn services<I, S>(mut self, services: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.services = Some(services.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// Adds a metadata entry (version, zone, tags...). Only [`register`]
-    /// uses it.
-    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.metadata.insert(key.into(), value.into());
-        self
-    }
-
-    /// Longest time between two renewals of the lease (default 1 s; a third
-    /// of the TTL when that is shorter). It is also how soon a lost lease
-    /// is noticed and the server registered again: etcd rebuilt, restored
-    /// or restarted empty, or the lease expired while the server was cut
-    /// off. A renewal is one small request to the etcd leader (no raft
-    /// round); a longer period saves those requests at the cost of a longer
-    /// absence from discovery after etcd loses the lease.
-    pub fn renew_every(mut self, period: Duration) -> Self {
-        self.renew_every = period;
-        self
-    }
-
-    /// How long one request to one etcd endpoint may take (default 3 s).
-    pub fn request_timeout(mut self, t: Duration) -> Self {
-        self.request_timeout = t;
-        self
-    }
-}
-
-/// Registers every service of a listening server in etcd, and keeps the
-/// registration alive until the [`Registration`] is dropped or the server
-/// shuts down, whichever comes first; both revoke it at once.
-///
-/// `endpoints` are the client URLs of one etcd cluster (`host:port` or
-/// `http://host:port`). Fails if no endpoint accepts the registration.
-///
-/// ```no_run
-/// use geerpc::etcd::{self, RegisterOptions};
-/// # let running = geerpc::Server::new().listen("127.0.0.1:0")?;
-/// let registration = etcd::register(&running, &["127.0.0.1:2379"], RegisterOptions::default())?;
-/// // ... serve ...
-/// running.shutdown(); // revokes the registration first
-/// # Ok::<(), geerpc::Error>(())
-/// ```
-pub fn register<S: AsRef<str>>(
-    server: &ServerHandle,
-    endpoints: &[S],
-    options: RegisterOptions,
-) -> Result<Registration> {
-    let services = match &options.services {
-        Some(s) => s.clone(),
-        None => server
-            .server()
-            .services()
-            .into_iter()
-            .map(|s| s.name)
-            .collect(),
-    };
-    let addr = options
-        .addr
-        .clone()
-        .unwrap_or_else(|| server.addr().to_string());
-    let mut instance = Instance::new(addr).with_weight(options.weight);
-    instance.services = services;
-    instance.metadata = options.metadata.clone();
-    let registration = register_instance(endpoints, instance, options)?;
-    let inner = registration.inner.clone();
-    server.on_shutdown(move || {
-        if let Err(e) = inner.stop(true) {
-            log::warn!("etcd: deregistering at shutdown: {e}");
+    /// Registers `addr` (a bare `HOST:PORT` means `tcp@`) under each of
+    /// the options' services, which must not be empty, and keeps it
+    /// registered until the [`EtcdRegistration`] goes. Fails if no endpoint
+    /// accepts the registration.
+    pub fn register(
+        &self,
+        addr: impl ToAddress,
+        options: RegisterOptions,
+    ) -> Result<EtcdRegistration> {
+        let addr = addr.to_address()?;
+        let instance = options.instance(&addr);
+        if instance.services.is_empty() {
+            return Err(Error::Registry {
+                url: self.endpoints[0].clone(),
+                message: format!("instance {} has no service to register", instance.addr),
+            });
         }
-    });
-    Ok(registration)
-}
-
-/// Registers `instance` under each of its services (which must not be
-/// empty) and keeps it alive like [`register`], for as long as the
-/// [`Registration`] lives. The options' `addr`, `weight`, `services` and
-/// `metadata` are not used: the instance says them.
-pub fn register_instance<S: AsRef<str>>(
-    endpoints: &[S],
-    instance: Instance,
-    options: RegisterOptions,
-) -> Result<Registration> {
-    let endpoints = parse_endpoints(endpoints)?;
-    if instance.services.is_empty() {
-        return Err(Error::Registry {
-            url: endpoints[0].clone(),
-            message: format!("instance {} has no service to register", instance.addr),
+        let value = serde_json::to_vec(&instance).map_err(|e| Error::Encode {
+            what: format!("instance {}", instance.addr),
+            message: e.to_string(),
+        })?;
+        let keys = instance
+            .services
+            .iter()
+            .map(|s| (instance_key(&self.prefix, s, &instance.addr), value.clone()))
+            .collect();
+        let timeout = options.request_timeout_or_default();
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        let inner = Arc::new(Inner {
+            client: EtcdClient::new(self.endpoints.clone(), timeout),
+            keys,
+            ttl: options.ttl_or(DEFAULT_TTL),
+            lease: Mutex::new(Lease::default()),
+            stop_tx,
+            threads: ThreadGroup::default(),
+            renew_set: options.renew_every,
+            reconnect: options.reconnect_or_default(),
+            join_grace: timeout + Duration::from_secs(1),
+            registered: AtomicBool::new(false),
         });
+        if let Err(e) = inner.grant_and_put() {
+            // Revokes a lease an attempt may have granted (answer lost).
+            let _ = inner.stop(true);
+            return Err(e);
+        }
+        let beating = inner.clone();
+        let started = inner
+            .threads
+            .spawn("geerpc-etcd-hb", None, move || beating.heartbeat(stop_rx));
+        if let Err(e) = started {
+            let _ = inner.stop(true);
+            return Err(Error::io("start etcd heartbeat thread", e));
+        }
+        Ok(EtcdRegistration { inner, instance })
     }
-    let value = serde_json::to_vec(&instance).map_err(|e| Error::Encode {
-        what: format!("instance {}", instance.addr),
-        message: e.to_string(),
-    })?;
-    let keys = instance
-        .services
-        .iter()
-        .map(|s| {
-            (
-                instance_key(&options.prefix, s, &instance.addr),
-                value.clone(),
-            )
-        })
-        .collect();
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-    let inner = Arc::new(Inner {
-        client: EtcdClient::new(endpoints, options.request_timeout),
-        keys,
-        ttl: options.ttl,
-        lease: Mutex::new(Lease::default()),
-        stop_tx,
-        threads: ThreadGroup::default(),
-        renew_max: options.renew_every,
-        join_grace: options.request_timeout + Duration::from_secs(1),
-    });
-    if let Err(e) = inner.grant_and_put() {
-        // Revokes a lease an attempt may have granted (answer lost).
-        let _ = inner.stop(true);
-        return Err(e);
+
+    /// Registers every service of a listening server (unless the options
+    /// name the services) under its address (or the
+    /// [advertised](RegisterOptions::advertise) one), and keeps the
+    /// registration alive until the [`EtcdRegistration`] is dropped or
+    /// deregistered, or the server shuts down, whichever comes first; each
+    /// revokes it at once, a shutdown before the server stops serving.
+    pub fn register_server(
+        &self,
+        server: &ServerHandle,
+        options: RegisterOptions,
+    ) -> Result<EtcdRegistration> {
+        let (addr, options) = options.for_server(server)?;
+        let registration = self.register(&addr, options)?;
+        let inner = registration.inner.clone();
+        server.on_shutdown(move || {
+            if let Err(e) = inner.stop(true) {
+                log::warn!("etcd: deregistering at shutdown: {e}");
+            }
+        });
+        Ok(registration)
     }
-    let beating = inner.clone();
-    let started = inner
-        .threads
-        .spawn("geerpc-etcd-hb", None, move || beating.heartbeat(stop_rx));
-    if let Err(e) = started {
-        let _ = inner.stop(true);
-        return Err(Error::io("start etcd heartbeat thread", e));
-    }
-    Ok(Registration { inner, instance })
 }
 
-/// A live registration in etcd.
+impl Registrar for EtcdRegistrar {
+    fn register(
+        &self,
+        addr: &Address,
+        options: RegisterOptions,
+    ) -> Result<Box<dyn crate::registration::Registration>> {
+        Ok(Box::new(EtcdRegistrar::register(self, addr, options)?))
+    }
+
+    fn register_server(
+        &self,
+        server: &ServerHandle,
+        options: RegisterOptions,
+    ) -> Result<Box<dyn crate::registration::Registration>> {
+        Ok(Box::new(EtcdRegistrar::register_server(
+            self, server, options,
+        )?))
+    }
+}
+
+/// A live registration in etcd: etcd's
+/// [`Registration`](crate::registration::Registration).
 ///
 /// Dropping it deregisters, like dropping a [`Heartbeat`](crate::Heartbeat)
 /// (which sends its `DELETE`): the keepalive thread stops and the lease is
@@ -232,18 +178,62 @@ pub fn register_instance<S: AsRef<str>>(
 /// failed one is logged and the keys then expire after the TTL. To stop
 /// keeping the registration alive *without* deregistering (the keys then
 /// stay until the TTL runs out, as when a process dies), call
-/// [`abandon`](Registration::abandon). A registration made by [`register`]
-/// is also revoked when the server shuts down, before it stops serving.
-#[must_use = "dropping the Registration deregisters the server at once"]
-pub struct Registration {
+/// [`abandon`](EtcdRegistration::abandon). A registration of a server is
+/// also revoked when the server shuts down, before it stops serving.
+///
+/// ```no_run
+/// use geerpc::etcd::EtcdRegistration;
+/// use geerpc::registration::RegisterOptions;
+/// # let running = geerpc::Server::new().listen("127.0.0.1:0")?;
+/// let registration = EtcdRegistration::for_server(&running, &["127.0.0.1:2379"], RegisterOptions::new())?;
+/// // ... serve ...
+/// running.shutdown(); // revokes the registration first
+/// # Ok::<(), geerpc::Error>(())
+/// ```
+#[must_use = "dropping the EtcdRegistration deregisters the server at once"]
+pub struct EtcdRegistration {
     inner: Arc<Inner>,
     instance: Instance,
 }
 
-impl Registration {
+impl EtcdRegistration {
+    /// Registers `addr` with the registrar's defaults:
+    /// `EtcdRegistrar::new(endpoints)?.register(addr, options)` (see
+    /// [`EtcdRegistrar::register`]). Shaped like
+    /// [`Heartbeat::start`](crate::Heartbeat::start).
+    pub fn start<S: AsRef<str>>(
+        endpoints: &[S],
+        addr: impl ToAddress,
+        options: RegisterOptions,
+    ) -> Result<EtcdRegistration> {
+        EtcdRegistrar::new(endpoints)?.register(addr, options)
+    }
+
+    /// Registers a running server with the registrar's defaults:
+    /// `EtcdRegistrar::new(endpoints)?.register_server(server, options)`
+    /// (see [`EtcdRegistrar::register_server`]). Shaped like
+    /// [`Heartbeat::for_server`](crate::Heartbeat::for_server).
+    pub fn for_server<S: AsRef<str>>(
+        server: &ServerHandle,
+        endpoints: &[S],
+        options: RegisterOptions,
+    ) -> Result<EtcdRegistration> {
+        EtcdRegistrar::new(endpoints)?.register_server(server, options)
+    }
+
+    /// The registered address, `PROTOCOL@ADDR`.
+    pub fn addr(&self) -> &str {
+        &self.instance.addr
+    }
+
     /// The instance registered.
     pub fn instance(&self) -> &Instance {
         &self.instance
+    }
+
+    /// Whether the last grant or renewal of the lease was accepted.
+    pub fn is_registered(&self) -> bool {
+        self.inner.registered.load(Ordering::Acquire)
     }
 
     /// The keys registered, one per service.
@@ -275,7 +265,25 @@ impl Registration {
     }
 }
 
-impl Drop for Registration {
+impl crate::registration::Registration for EtcdRegistration {
+    fn addr(&self) -> &str {
+        EtcdRegistration::addr(self)
+    }
+
+    fn is_registered(&self) -> bool {
+        EtcdRegistration::is_registered(self)
+    }
+
+    fn deregister(self: Box<Self>) -> Result<()> {
+        EtcdRegistration::deregister(*self)
+    }
+
+    fn abandon(self: Box<Self>) {
+        EtcdRegistration::abandon(*self)
+    }
+}
+
+impl Drop for EtcdRegistration {
     fn drop(&mut self) {
         if let Err(e) = self.inner.stop(true) {
             log::warn!("etcd: deregistering {}: {e}", self.instance.addr);
@@ -283,11 +291,12 @@ impl Drop for Registration {
     }
 }
 
-impl std::fmt::Debug for Registration {
+impl std::fmt::Debug for EtcdRegistration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registration")
+        f.debug_struct("EtcdRegistration")
             .field("addr", &self.instance.addr)
             .field("lease_id", &self.lease_id())
+            .field("registered", &self.is_registered())
             .finish()
     }
 }
@@ -312,27 +321,35 @@ struct Inner {
     lease: Mutex<Lease>,
     stop_tx: Sender<()>,
     threads: ThreadGroup,
-    /// The longest time between renewals ([`RegisterOptions::renew_every`]).
-    renew_max: Duration,
+    /// The renewal period as set ([`RegisterOptions::renew_every`]);
+    /// `None`: a third of the TTL, at most [`MAX_DEFAULT_RENEW`].
+    renew_set: Option<Duration>,
+    /// The longest wait between tries while renewals fail
+    /// ([`RegisterOptions::reconnect`]).
+    reconnect: Duration,
     /// How long `stop` waits for the heartbeat thread (a connect in
     /// progress is not cut short).
     join_grace: Duration,
+    /// Whether the last grant or renewal was accepted.
+    registered: AtomicBool,
 }
 
-/// How long a failing heartbeat waits before it tries again: 0.5 to 1 s.
-fn retry_wait() -> Duration {
-    Duration::from_millis(rand::random_range(500..=1000))
+/// How long a failing heartbeat waits before it tries again: half to all
+/// of `reconnect` (0.5 to 1 s by default).
+fn retry_wait(reconnect: Duration) -> Duration {
+    reconnect.mul_f64(rand::random_range(0.5..=1.0))
 }
 
-/// The default of [`RegisterOptions::renew_every`].
-const DEFAULT_RENEW_EVERY: Duration = Duration::from_secs(1);
-
-/// How often a lease of `ttl` seconds is renewed: every third of it, or
-/// every `max` if sooner (a lost lease is noticed at the next renewal).
-fn renew_every(ttl: i64, max: Duration) -> Duration {
-    Duration::from_millis((ttl.max(1) as u64) * 1000 / 3)
-        .min(max)
-        .max(Duration::from_millis(100))
+impl Inner {
+    /// How often a lease of `ttl` seconds is renewed: as set, or every
+    /// third of it, at most every [`MAX_DEFAULT_RENEW`] (a lost lease is
+    /// noticed at the next renewal).
+    fn renew_every(&self, ttl: i64) -> Duration {
+        let third = || renew_for_ttl(Duration::from_secs(ttl.max(1) as u64));
+        self.renew_set
+            .unwrap_or_else(|| third().min(MAX_DEFAULT_RENEW))
+            .max(MIN_RENEW)
+    }
 }
 
 /// A fresh lease ID: random, positive, non-zero. Two clients picking the
@@ -365,6 +382,7 @@ impl Inner {
         }
         lease.id = id;
         lease.ttl = ttl;
+        self.registered.store(true, Ordering::Release);
         log::debug!(
             "etcd: registered {} under lease {id} (TTL {ttl}s)",
             self.keys[0].0
@@ -418,7 +436,7 @@ impl Inner {
     }
 
     fn heartbeat(&self, stop: crossbeam_channel::Receiver<()>) {
-        let mut wait = renew_every(self.lease.lock().ttl, self.renew_max);
+        let mut wait = self.renew_every(self.lease.lock().ttl);
         let mut failing = false;
         loop {
             match stop.recv_timeout(wait) {
@@ -442,14 +460,16 @@ impl Inner {
             };
             match renewed {
                 Ok(()) => {
+                    self.registered.store(true, Ordering::Release);
                     if failing {
                         log::info!("etcd: heartbeat of {} works again", self.keys[0].0);
                     }
                     failing = false;
-                    wait = renew_every(self.lease.lock().ttl, self.renew_max);
+                    wait = self.renew_every(self.lease.lock().ttl);
                 }
                 Err(Error::Shutdown(_)) => return,
                 Err(e) => {
+                    self.registered.store(false, Ordering::Release);
                     if failing {
                         log::debug!("etcd: heartbeat still failing: {e}");
                     } else {
@@ -466,9 +486,9 @@ impl Inner {
                     // etcd is back. (A lease lost with no failed renewal in
                     // between — etcd restarted between two, or the lease
                     // revoked behind our back — is seen at the next
-                    // renewal, at most `renew_max` (1 s) later.) The jitter
+                    // renewal, at most `renew_every` (1 s) later.) The jitter
                     // spreads a fleet's retries against a recovering etcd.
-                    wait = retry_wait().min(renew_every(ttl, self.renew_max));
+                    wait = retry_wait(self.reconnect).min(self.renew_every(ttl));
                     failing = true;
                 }
             }
@@ -485,6 +505,7 @@ impl Inner {
             }
             lease.stopped = true;
         }
+        self.registered.store(false, Ordering::Release);
         let _ = self.stop_tx.try_send(());
         // Cut short a keepalive in flight: etcd may be unreachable, and a
         // shutdown should not wait out the request timeout for it.

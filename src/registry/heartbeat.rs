@@ -1,15 +1,16 @@
-//! Keeping a server registered: a thread per registration that POSTs its
-//! address at once, then every interval, and retries with back-off when the
-//! registry does not answer.
+//! The HTTP registry's side of [`crate::registration`]: the
+//! [`HttpRegistrar`] and the [`Heartbeat`] it returns, a thread per
+//! registration that POSTs its address at once, then every renewal period,
+//! and retries with back-off when the registry does not answer (the thread
+//! itself is in `beat.rs`).
 //!
 //! Between beats the thread holds a request open to a geerpc registry
 //! (`GET ?hold=EPOCH`, see `epoch.rs`): when the registry dies or stops,
 //! the hold ends early and the thread tries to POST again, at most
-//! [`HeartbeatOptions::reconnect`] apart, until a registry answers; one
+//! [`RegisterOptions::reconnect`] apart, until a registry answers; one
 //! that restarted (a new epoch) has the address back at once instead of at
-//! the next beat, up to 4 min later with the default TTL.
+//! the next beat, up to 100 s later with the default TTL.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,179 +18,19 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::beat::Beat;
-use super::{agent, check_addr, check_url, Registration, ADDR_HEADERS};
+use super::{
+    agent, check_addr, check_url, request_error, status_error, Registration, ADDR_HEADERS,
+};
 use crate::error::{Error, Result};
+use crate::registration::{renew_for_ttl, RegisterOptions, Registrar};
 use crate::server::ServerHandle;
 use crate::util::duration::GoDuration;
 use crate::util::threads::ThreadGroup;
+use crate::wire::{Address, ToAddress};
 
-/// What a [`Heartbeat`] registers and how often.
-///
-/// ```
-/// use geerpc::registry::HeartbeatOptions;
-/// use std::time::Duration;
-///
-/// let opts = HeartbeatOptions::new()
-///     .services(["Arith"])
-///     .weight(2)
-///     .version("1.4.0")
-///     .tags(["eu-west", "canary"])
-///     .ttl(Duration::from_secs(60));
-/// assert_eq!(opts.interval_or_default(), Duration::from_secs(30));
-/// assert_eq!(HeartbeatOptions::new().interval_or_default(), Duration::from_secs(240));
-/// ```
-#[derive(Debug, Clone)]
-pub struct HeartbeatOptions {
-    services: Option<Vec<String>>,
-    weight: Option<u32>,
-    metadata: BTreeMap<String, String>,
-    ttl: Duration,
-    interval: Option<Duration>,
-    backoff: (Duration, Duration),
-    reconnect: Duration,
-    hold: bool,
-    timeout: Duration,
-}
-
-impl Default for HeartbeatOptions {
-    fn default() -> Self {
-        HeartbeatOptions::new()
-    }
-}
-
-impl HeartbeatOptions {
-    /// Defaults: the registry's default TTL (5 min), a heartbeat every
-    /// TTL - 1 min (sooner if the registry says its TTL is shorter), retries
-    /// after 1 s doubling up to 30 s (1 s at most while the registry cannot
-    /// be reached), a hold open to a geerpc registry between beats,
-    /// requests bounded by 5 s, no services or metadata.
-    pub fn new() -> HeartbeatOptions {
-        HeartbeatOptions {
-            services: None,
-            weight: None,
-            metadata: BTreeMap::new(),
-            ttl: crate::Registry::DEFAULT_TTL,
-            interval: None,
-            backoff: (Duration::from_secs(1), Duration::from_secs(30)),
-            reconnect: Duration::from_secs(1),
-            hold: true,
-            timeout: Duration::from_secs(5),
-        }
-    }
-
-    /// The services the instance serves, so that discovery for one service
-    /// finds it. [`Heartbeat::for_server`] fills in the server's services.
-    pub fn services<S: Into<String>>(mut self, services: impl IntoIterator<Item = S>) -> Self {
-        self.services = Some(services.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// The instance's weight for weighted selection.
-    pub fn weight(mut self, weight: u32) -> Self {
-        self.weight = Some(weight);
-        self
-    }
-
-    /// One metadata entry.
-    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.metadata.insert(key.into(), value.into());
-        self
-    }
-
-    /// The `version` metadata entry.
-    pub fn version(self, version: impl Into<String>) -> Self {
-        self.metadata("version", version)
-    }
-
-    /// The `tags` metadata entry, comma-separated.
-    pub fn tags<S: AsRef<str>>(self, tags: impl IntoIterator<Item = S>) -> Self {
-        let joined: Vec<String> = tags.into_iter().map(|t| t.as_ref().to_string()).collect();
-        self.metadata("tags", joined.join(","))
-    }
-
-    /// The registry's TTL, from which the default interval follows; a
-    /// geerpc registry also says its TTL in every answer, and a shorter
-    /// one shortens the default interval (a Go registry does not say).
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self
-    }
-
-    /// Time between heartbeats, instead of the default. Kept even when it is
-    /// as long as the TTL (the address then drops out between beats), which
-    /// is logged once.
-    pub fn interval(mut self, interval: Duration) -> Self {
-        self.interval = Some(interval.max(Duration::from_millis(1)));
-        self
-    }
-
-    /// First and longest wait before retrying a failed heartbeat; each
-    /// failure doubles the wait. The longest is capped at the interval.
-    pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
-        let first = first.max(Duration::from_millis(1));
-        self.backoff = (first, max.max(first));
-        self
-    }
-
-    /// Longest wait between tries to reach a registry that cannot be
-    /// reached at all (connection refused, reset or timed out): default
-    /// 1 s, so that a registry restarted after an outage of any length has
-    /// the address back within about that long. Tries start 100 ms apart
-    /// (or the first [`backoff`](Self::backoff), if shorter) and double;
-    /// each costs a refused connection while the registry is down. A
-    /// registry that answers but refuses keeps the slower `backoff`.
-    pub fn reconnect(mut self, max: Duration) -> Self {
-        self.reconnect = max.max(Duration::from_millis(1));
-        self
-    }
-
-    /// Whether to hold a request open to a geerpc registry between beats
-    /// (default true), so that a registry that stops or restarts is noticed
-    /// at once rather than at the next beat. It costs the registry one
-    /// open connection per heartbeat; a registry that does not say its
-    /// epoch (a Go one) is never held.
-    pub fn watch_registry(mut self, hold: bool) -> Self {
-        self.hold = hold;
-        self
-    }
-
-    /// Bound on each HTTP request (default 5 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout.max(Duration::from_millis(1));
-        self
-    }
-
-    /// The interval to start with: as set, or TTL - 1 min (half the TTL
-    /// when the TTL is under 2 min; 4 min for a TTL of zero, which never
-    /// expires). Unless set, it shortens if the registry announces a TTL
-    /// shorter than [`ttl`](HeartbeatOptions::ttl).
-    pub fn interval_or_default(&self) -> Duration {
-        self.interval.unwrap_or_else(|| interval_for_ttl(self.ttl))
-    }
-
-    fn registration(&self) -> Registration {
-        Registration {
-            addr: None,
-            services: self.services.clone(),
-            weight: self.weight,
-            metadata: (!self.metadata.is_empty()).then(|| self.metadata.clone()),
-        }
-    }
-}
-
-/// The default interval for a TTL: TTL - 1 min, or half a TTL under 2 min.
-fn interval_for_ttl(ttl: Duration) -> Duration {
-    let ttl = if ttl.is_zero() {
-        crate::Registry::DEFAULT_TTL
-    } else {
-        ttl
-    };
-    if ttl >= Duration::from_secs(120) {
-        ttl - Duration::from_secs(60)
-    } else {
-        (ttl / 2).max(Duration::from_millis(1))
-    }
-}
+/// The TTL assumed until the registry says its own: Go GeeRPC's, which a
+/// geerpc registry keeps by default.
+const ASSUMED_TTL: Duration = crate::Registry::DEFAULT_TTL;
 
 /// The shortest interval a registry's announced TTL can bring about, so that
 /// a registry announcing nonsense cannot turn heartbeats into a flood.
@@ -211,12 +52,12 @@ pub(super) struct Cadence {
 }
 
 impl Cadence {
-    fn new(options: &HeartbeatOptions, who: &str) -> Cadence {
+    fn new(options: &RegisterOptions, who: &str) -> Cadence {
         let mut c = Cadence {
-            explicit: options.interval,
-            ttl: options.ttl,
-            interval: options.interval_or_default(),
-            backoff: options.backoff,
+            explicit: options.renew_every,
+            ttl: options.ttl_or(ASSUMED_TTL),
+            interval: options.renew_every_or(ASSUMED_TTL),
+            backoff: options.backoff_or_default(),
             warned: false,
         };
         c.check(who);
@@ -242,7 +83,7 @@ impl Cadence {
         }
         self.ttl = announced;
         if self.explicit.is_none() {
-            let interval = interval_for_ttl(announced).max(MIN_FOLLOWED_INTERVAL);
+            let interval = renew_for_ttl(announced).max(MIN_FOLLOWED_INTERVAL);
             if interval < self.interval {
                 log::info!(
                     "{who}: the registry's TTL is {}; a heartbeat every {}",
@@ -269,27 +110,166 @@ impl Cadence {
     }
 }
 
-/// Keeps one address registered until stopped; stopping (or dropping it)
-/// deregisters the address and joins its thread.
+/// The HTTP registry as a [`Registrar`]: its URL, and the one knob only it
+/// has, the request [held](HttpRegistrar::hold) open between beats.
+///
+/// ```no_run
+/// use geerpc::registration::RegisterOptions;
+/// use geerpc::registry::HttpRegistrar;
+///
+/// let registrar = HttpRegistrar::new("http://127.0.0.1:9999/_rpc_/registry")?.hold(false);
+/// let heartbeat = registrar.register("127.0.0.1:7001", RegisterOptions::new().services(["Arith"]))?;
+/// assert_eq!(heartbeat.addr(), "tcp@127.0.0.1:7001");
+/// # Ok::<(), geerpc::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct HttpRegistrar {
+    url: String,
+    hold: bool,
+}
+
+impl HttpRegistrar {
+    /// A registrar for the registry at `url` (`http://HOST:PORT/PATH`).
+    /// Fails on a URL that is not `http(s)://`.
+    pub fn new(url: &str) -> Result<HttpRegistrar> {
+        check_url(url)?;
+        Ok(HttpRegistrar {
+            url: url.to_string(),
+            hold: true,
+        })
+    }
+
+    /// Whether to hold a request open to a geerpc registry between beats
+    /// (default true), so that a registry that stops or restarts is noticed
+    /// at once rather than at the next beat. It costs the registry one
+    /// open connection per heartbeat; a registry that does not say its
+    /// epoch (a Go one) is never held.
+    pub fn hold(mut self, hold: bool) -> Self {
+        self.hold = hold;
+        self
+    }
+
+    /// The registry's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Starts heartbeating `addr` from a thread named `geerpc-hb`; the
+    /// first heartbeat goes out at once. A bare `HOST:PORT` is registered
+    /// as `tcp@HOST:PORT`: the registry's entries name their protocol,
+    /// since Go clients split them on `@`. Fails only on a malformed
+    /// address.
+    pub fn register(&self, addr: impl ToAddress, options: RegisterOptions) -> Result<Heartbeat> {
+        let addr = addr.to_address()?.to_string();
+        check_addr(&addr)?;
+        let timeout = options.request_timeout_or_default();
+        let cadence = Cadence::new(&options, &format!("heartbeat {addr} to {}", self.url));
+        let body = Registration {
+            addr: None,
+            services: options.services.clone(),
+            weight: options.weight,
+            metadata: (!options.metadata.is_empty()).then(|| options.metadata.clone()),
+        };
+        let body = serde_json::to_vec(&body).map_err(|e| Error::Encode {
+            what: "registration".into(),
+            message: e.to_string(),
+        })?;
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        let hb = Control {
+            url: self.url.clone(),
+            addr,
+            timeout,
+            stop_tx,
+            agent: agent(timeout),
+            threads: ThreadGroup::default(),
+            status: Arc::new(Status::default()),
+            stopped: AtomicBool::new(false),
+        };
+        let beat = Beat {
+            url: hb.url.clone(),
+            addr: hb.addr.clone(),
+            body,
+            agent: hb.agent.clone(),
+            status: hb.status.clone(),
+            hold: self.hold,
+            timeout,
+            reconnect: options.reconnect_or_default(),
+        };
+        hb.threads
+            .spawn("geerpc-hb", None, move || beat.run(cadence, stop_rx))
+            .map_err(|e| Error::io("start heartbeat thread", e))?;
+        Ok(Heartbeat {
+            control: Arc::new(hb),
+        })
+    }
+
+    /// Registers a running server: its address (or the
+    /// [advertised](RegisterOptions::advertise) one) and, unless the
+    /// options say otherwise, the services it serves. The registration
+    /// lasts until the returned `Heartbeat` is dropped or
+    /// [deregistered](Heartbeat::deregister), or the server shuts down
+    /// ([`ServerHandle::shutdown`], or dropping its handle), whichever comes
+    /// first: each deregisters at once (a `DELETE`), before a shutting-down
+    /// server sends its drain notice.
+    pub fn register_server(
+        &self,
+        server: &ServerHandle,
+        options: RegisterOptions,
+    ) -> Result<Heartbeat> {
+        let (addr, options) = options.for_server(server)?;
+        let hb = self.register(&addr, options)?;
+        let on_shutdown = hb.control.clone();
+        server.on_shutdown(move || {
+            let _ = on_shutdown.stop(true);
+        });
+        Ok(hb)
+    }
+}
+
+impl Registrar for HttpRegistrar {
+    fn register(
+        &self,
+        addr: &Address,
+        options: RegisterOptions,
+    ) -> Result<Box<dyn crate::registration::Registration>> {
+        Ok(Box::new(HttpRegistrar::register(self, addr, options)?))
+    }
+
+    fn register_server(
+        &self,
+        server: &ServerHandle,
+        options: RegisterOptions,
+    ) -> Result<Box<dyn crate::registration::Registration>> {
+        Ok(Box::new(HttpRegistrar::register_server(
+            self, server, options,
+        )?))
+    }
+}
+
+/// Keeps one address registered in an HTTP registry: the registry's
+/// [`Registration`](crate::registration::Registration). Dropping it
+/// deregisters (a `DELETE`, best effort, bounded by the request timeout),
+/// as does [`deregister`](Heartbeat::deregister); [`abandon`](Heartbeat::abandon)
+/// leaves the address to expire at the registry's TTL.
 ///
 /// The heartbeat never gives up: a failed or refused heartbeat is logged
 /// and retried with back-off. Between beats it holds a request open to a
 /// geerpc registry, so that one that stops or restarts is noticed at once:
 /// a restarted registry gets the address back within about
-/// [`reconnect`](HeartbeatOptions::reconnect) (1 s) of answering, not at
+/// [`reconnect`](RegisterOptions::reconnect) (1 s) of answering, not at
 /// the next beat.
 ///
 /// ```no_run
 /// use geerpc::Heartbeat;
-/// use geerpc::registry::HeartbeatOptions;
+/// use geerpc::registration::RegisterOptions;
 ///
 /// let hb = Heartbeat::start(
 ///     "http://127.0.0.1:9999/_rpc_/registry",
 ///     "tcp@127.0.0.1:7001",
-///     HeartbeatOptions::new().services(["Arith"]),
+///     RegisterOptions::new().services(["Arith"]),
 /// )?;
 /// // ... serve ...
-/// hb.stop();
+/// hb.deregister()?;
 /// # Ok::<(), geerpc::Error>(())
 /// ```
 #[must_use = "dropping a Heartbeat stops it and deregisters the address"]
@@ -329,69 +309,30 @@ impl std::fmt::Debug for Heartbeat {
 }
 
 impl Heartbeat {
-    /// Starts heartbeating `addr` (`PROTOCOL@ADDR`) to the registry at
-    /// `registry_url` from a thread named `geerpc-hb`. The first
-    /// heartbeat goes out at once. Fails only on a malformed address or URL.
+    /// Starts heartbeating `addr` to the registry at `registry_url` with
+    /// the registrar's defaults: `HttpRegistrar::new(registry_url)?.register(addr, options)`
+    /// (see [`HttpRegistrar::register`]).
     pub fn start(
         registry_url: &str,
-        addr: impl Into<String>,
-        options: HeartbeatOptions,
+        addr: impl ToAddress,
+        options: RegisterOptions,
     ) -> Result<Heartbeat> {
-        let addr = addr.into();
-        check_url(registry_url)?;
-        check_addr(&addr)?;
-        let cadence = Cadence::new(&options, &format!("heartbeat {addr} to {registry_url}"));
-        let body = serde_json::to_vec(&options.registration()).map_err(|e| Error::Encode {
-            what: "registration".into(),
-            message: e.to_string(),
-        })?;
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-        let hb = Control {
-            url: registry_url.to_string(),
-            addr,
-            timeout: options.timeout,
-            stop_tx,
-            agent: agent(options.timeout),
-            threads: ThreadGroup::default(),
-            status: Arc::new(Status::default()),
-            stopped: AtomicBool::new(false),
-        };
-        let beat = Beat {
-            url: hb.url.clone(),
-            addr: hb.addr.clone(),
-            body,
-            agent: hb.agent.clone(),
-            status: hb.status.clone(),
-            hold: options.hold,
-            timeout: options.timeout,
-            reconnect: options.reconnect,
-        };
-        hb.threads
-            .spawn("geerpc-hb", None, move || beat.run(cadence, stop_rx))
-            .map_err(|e| Error::io("start heartbeat thread", e))?;
-        Ok(Heartbeat {
-            control: Arc::new(hb),
-        })
+        HttpRegistrar::new(registry_url)?.register(addr, options)
     }
 
-    /// Registers a running server: its address, and unless the options say
-    /// otherwise the services it serves. The registration lasts until the
-    /// returned `Heartbeat` is dropped or [stopped](Heartbeat::stop), or the
-    /// server shuts down ([`ServerHandle::shutdown`], or dropping its
-    /// handle), whichever comes first: each deregisters at once (a
-    /// `DELETE`), before a shutting-down server sends its drain notice.
-    /// This is how [`etcd::register`](crate::etcd::register)'s
-    /// registration behaves too. Keep the handle for as long as the server
-    /// should stay registered.
+    /// Registers a running server with the registrar's defaults:
+    /// `HttpRegistrar::new(registry_url)?.register_server(server, options)`
+    /// (see [`HttpRegistrar::register_server`]). Shaped like
+    /// [`EtcdRegistration::for_server`](crate::etcd::EtcdRegistration::for_server).
     ///
     /// ```no_run
     /// use geerpc::{Heartbeat, Server, Service};
-    /// use geerpc::registry::HeartbeatOptions;
+    /// use geerpc::registration::RegisterOptions;
     ///
     /// let server = Server::new();
     /// server.register(Service::new("Echo").method("Echo", |s: String| Ok::<_, String>(s)))?;
     /// let running = server.listen("tcp@127.0.0.1:0")?;
-    /// let heartbeat = Heartbeat::for_server(&running, "http://127.0.0.1:9999/_rpc_/registry", HeartbeatOptions::new())?;
+    /// let heartbeat = Heartbeat::for_server(&running, "http://127.0.0.1:9999/_rpc_/registry", RegisterOptions::new())?;
     /// // ... serve; `running.shutdown()` deregisters, and so would dropping `heartbeat` ...
     /// running.shutdown();
     /// # Ok::<(), geerpc::Error>(())
@@ -399,25 +340,12 @@ impl Heartbeat {
     pub fn for_server(
         server: &ServerHandle,
         registry_url: &str,
-        mut options: HeartbeatOptions,
+        options: RegisterOptions,
     ) -> Result<Heartbeat> {
-        if options.services.is_none() {
-            options.services = Some(
-                server
-                    .server()
-                    .services()
-                    .into_iter()
-                    .map(|s| s.name)
-                    .collect(),
-            );
-        }
-        let hb = Heartbeat::start(registry_url, server.addr().to_string(), options)?;
-        let on_shutdown = hb.control.clone();
-        server.on_shutdown(move || on_shutdown.stop());
-        Ok(hb)
+        HttpRegistrar::new(registry_url)?.register_server(server, options)
     }
 
-    /// The registered address.
+    /// The registered address, `PROTOCOL@ADDR`.
     pub fn addr(&self) -> &str {
         &self.control.addr
     }
@@ -438,24 +366,51 @@ impl Heartbeat {
     }
 
     /// Stops heartbeating (interrupting a request in flight), joins the
-    /// thread and deregisters the address with a `DELETE`. Calling it again
-    /// does nothing.
-    pub fn stop(&self) {
-        self.control.stop();
+    /// thread and deregisters the address with a `DELETE`. Fails when the
+    /// registry did not take it (the address then expires at its TTL); an
+    /// address the registry did not know is no failure.
+    pub fn deregister(self) -> Result<()> {
+        self.control.stop(true)
+    }
+
+    /// Stops heartbeating without deregistering: the address stays listed
+    /// until the registry's TTL runs out, as when a server dies.
+    pub fn abandon(self) {
+        let _ = self.control.stop(false);
+    }
+}
+
+impl crate::registration::Registration for Heartbeat {
+    fn addr(&self) -> &str {
+        Heartbeat::addr(self)
+    }
+
+    fn is_registered(&self) -> bool {
+        Heartbeat::is_registered(self)
+    }
+
+    fn deregister(self: Box<Self>) -> Result<()> {
+        Heartbeat::deregister(*self)
+    }
+
+    fn abandon(self: Box<Self>) {
+        Heartbeat::abandon(*self)
     }
 }
 
 impl Control {
-    fn stop(&self) {
+    /// Stops the thread and, if asked, deregisters. Only the first call
+    /// does anything. Bounded: the thread is interrupted (its agent shut
+    /// down) and waited for at most the request timeout, and the `DELETE`
+    /// is bounded by it too.
+    fn stop(&self, deregister: bool) -> Result<()> {
         if self.stopped.swap(true, Ordering::AcqRel) {
-            return;
+            return Ok(());
         }
         self.status.stopping.store(true, Ordering::Release);
         let _ = self.stop_tx.try_send(());
         self.agent.clone().shutdown();
-        let stuck = self
-            .threads
-            .join_until(Instant::now() + Duration::from_secs(2));
+        let stuck = self.threads.join_until(Instant::now() + self.timeout);
         if stuck > 0 {
             log::warn!(
                 "heartbeat {} to {}: thread did not stop",
@@ -464,40 +419,49 @@ impl Control {
             );
         }
         let was_registered = self.status.registered.swap(false, Ordering::AcqRel);
-        let agent = agent(self.timeout.min(Duration::from_secs(2)));
-        let mut rq = agent.delete(&self.url);
+        if !deregister {
+            log::info!(
+                "heartbeat: {} abandoned; {} forgets it at its TTL",
+                self.addr,
+                self.url
+            );
+            return Ok(());
+        }
+        let mut rq = agent(self.timeout).delete(&self.url);
         for h in ADDR_HEADERS {
             rq = rq.header(h, &self.addr);
         }
+        let what = format!("deregister {}", self.addr);
         match rq.call() {
             Ok(r) if r.status().is_success() => {
-                log::info!("heartbeat: {} deregistered from {}", self.addr, self.url)
+                log::info!("heartbeat: {} deregistered from {}", self.addr, self.url);
+                Ok(())
             }
             Ok(r) if r.status() == 404 => {
                 log::debug!(
                     "heartbeat: {} was not registered at {}",
                     self.addr,
                     self.url
-                )
+                );
+                Ok(())
             }
-            Ok(r) => log::warn!(
-                "heartbeat: deregister {} from {}: status {}",
-                self.addr,
-                self.url,
-                r.status()
-            ),
-            // A registry that is down forgets the address at its TTL anyway.
-            Err(e) if was_registered => {
-                log::warn!("heartbeat: deregister {} from {}: {e}", self.addr, self.url)
+            Ok(mut r) => Err(status_error(&self.url, &what, &mut r)),
+            // A registry that is down forgets the address at its TTL
+            // anyway; worth a warning only if it had it.
+            Err(e) if !was_registered => {
+                log::debug!("heartbeat: {what} from {}: {e}", self.url);
+                Ok(())
             }
-            Err(e) => log::debug!("heartbeat: deregister {} from {}: {e}", self.addr, self.url),
+            Err(e) => Err(request_error(&self.url, &what, e)),
         }
     }
 }
 
 impl Drop for Heartbeat {
     fn drop(&mut self) {
-        self.control.stop();
+        if let Err(e) = self.control.stop(true) {
+            log::warn!("heartbeat: {e}; the registry forgets it at its TTL");
+        }
     }
 }
 
@@ -507,21 +471,21 @@ mod tests {
 
     #[test]
     fn the_default_interval_follows_a_shorter_ttl_a_registry_announces() {
-        let mut c = Cadence::new(&HeartbeatOptions::new(), "test");
-        assert_eq!(c.interval, Duration::from_secs(240));
+        let mut c = Cadence::new(&RegisterOptions::new(), "test");
+        assert_eq!(c.interval, Duration::from_secs(100));
         // Longer, or none: beating as before is soon enough.
         c.follow(Duration::from_secs(3600), "test");
         c.follow(Duration::ZERO, "test");
-        assert_eq!(c.interval, Duration::from_secs(240));
-        c.follow(Duration::from_secs(1), "test");
-        assert_eq!(c.interval, Duration::from_millis(500));
+        assert_eq!(c.interval, Duration::from_secs(100));
+        c.follow(Duration::from_secs(3), "test");
+        assert_eq!(c.interval, Duration::from_secs(1));
         assert_eq!(
             c.backoff(),
-            (Duration::from_millis(500), Duration::from_millis(500))
+            (Duration::from_secs(1), Duration::from_secs(1))
         );
         // A replica announcing a longer TTL does not lengthen it again.
         c.follow(Duration::from_secs(600), "test");
-        assert_eq!(c.interval, Duration::from_millis(500));
+        assert_eq!(c.interval, Duration::from_secs(1));
         assert!(!c.warned);
         // A TTL of a millisecond does not make a flood; it is said once.
         c.follow(Duration::from_millis(1), "test");
@@ -531,7 +495,7 @@ mod tests {
 
     #[test]
     fn an_interval_set_by_hand_stays_and_is_warned_about_once() {
-        let opts = HeartbeatOptions::new().interval(Duration::from_secs(10));
+        let opts = RegisterOptions::new().renew_every(Duration::from_secs(10));
         let mut c = Cadence::new(&opts, "test");
         assert!(!c.warned);
         c.follow(Duration::from_secs(20), "test");
@@ -541,9 +505,9 @@ mod tests {
         assert_eq!(c.interval, Duration::from_secs(10));
         assert!(c.warned);
         // Set too long for the TTL set beside it: said at the start.
-        let opts = HeartbeatOptions::new()
+        let opts = RegisterOptions::new()
             .ttl(Duration::from_secs(1))
-            .interval(Duration::from_secs(10));
+            .renew_every(Duration::from_secs(10));
         assert!(Cadence::new(&opts, "test").warned);
     }
 }

@@ -79,7 +79,7 @@ mod table;
 mod watch;
 
 pub use discovery::{RegistryDiscovery, RegistryDiscoveryBuilder};
-pub use heartbeat::{Heartbeat, HeartbeatOptions};
+pub use heartbeat::{Heartbeat, HttpRegistrar};
 pub use server::{Registry, RegistryHandle};
 
 use serde::{Deserialize, Serialize};
@@ -157,6 +157,15 @@ pub(crate) fn agent(timeout: std::time::Duration) -> ureq::Agent {
 
 /// Checks that a registry URL is an `http(s)://` URL.
 pub(crate) fn check_url(url: &str) -> crate::Result<()> {
+    // Built without TLS, ureq would only say "TLS required" at the first
+    // request; say which feature is missing, at once.
+    #[cfg(not(feature = "tls"))]
+    if url.starts_with("https://") {
+        return Err(crate::Error::Registry {
+            url: url.to_string(),
+            message: "https:// needs geerpc's \"tls\" feature, which this build lacks".into(),
+        });
+    }
     let ok = (url.starts_with("http://") || url.starts_with("https://"))
         && url.parse::<ureq::http::Uri>().is_ok();
     if ok {
@@ -194,4 +203,16 @@ pub(crate) fn status_error(
         what,
         format!("status {}: {}", resp.status(), text.trim()),
     )
+}
+
+#[cfg(all(test, not(feature = "tls")))]
+mod tests {
+    /// Built without `tls`, an `https://` registry is refused at once,
+    /// naming the feature; `http://` is unaffected.
+    #[test]
+    fn an_https_url_without_the_tls_feature_names_the_feature() {
+        let e = super::check_url("https://127.0.0.1:1/_rpc_/registry").unwrap_err();
+        assert!(e.to_string().contains("\"tls\" feature"), "{e}");
+        assert!(super::check_url("http://127.0.0.1:1/_rpc_/registry").is_ok());
+    }
 }

@@ -270,7 +270,7 @@ impl RegistryHandle {
         self.threads.live()
     }
 
-    /// Heartbeats' holds parked now (see [`HeartbeatOptions::watch_registry`](crate::HeartbeatOptions::watch_registry)).
+    /// Heartbeats' holds parked now (see [`HttpRegistrar::hold`](crate::registry::HttpRegistrar::hold)).
     pub fn parked_holds(&self) -> usize {
         self.shared.epoch.parked()
     }

@@ -4,7 +4,9 @@
 //! connection closes after it.
 
 use super::conn::{self, Conn};
-use super::{debug, Running};
+#[cfg(feature = "debug-page")]
+use super::debug;
+use super::Running;
 use crate::error::{Error, Result};
 use crate::wire::frame::FrameReader;
 use crate::wire::transport::Stream;
@@ -22,7 +24,7 @@ const RPC_PATHS: [(&str, &str); 3] = [
 /// The debug page's paths (the original series' and the article's).
 const DEBUG_PATHS: [&str; 2] = ["/debug/geerpc", "/debug/rpc"];
 /// The same data as JSON whatever the `Accept` header says.
-const DEBUG_JSON_PATHS: [&str; 2] = [debug::JSON_PATH, "/debug/rpc.json"];
+const DEBUG_JSON_PATHS: [&str; 2] = ["/debug/geerpc.json", "/debug/rpc.json"];
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
@@ -37,10 +39,13 @@ pub(super) enum Outcome {
 struct Head {
     method: String,
     path: String,
+    // Only the debug page reads a header (`Accept`).
+    #[cfg_attr(not(feature = "debug-page"), allow(dead_code))]
     headers: Vec<(String, String)>,
 }
 
 impl Head {
+    #[cfg_attr(not(feature = "debug-page"), allow(dead_code))]
     fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -165,6 +170,28 @@ pub(super) fn serve(run: &Running, conn: &Conn, rd: &mut FrameReader<Stream>) ->
     }
     let page = DEBUG_PATHS.contains(&path);
     let json_path = DEBUG_JSON_PATHS.contains(&path);
+    // Built without the page: its paths say so rather than a bare 404.
+    #[cfg(not(feature = "debug-page"))]
+    if page || json_path {
+        log::debug!(
+            "rpc server {}: HTTP request from {}: {} {}: debug page not built in",
+            run.addr,
+            conn.peer,
+            head.method,
+            head.path
+        );
+        respond(
+            run,
+            conn,
+            "404 Not Found",
+            TEXT,
+            &[],
+            b"404 the debug page is not built in (geerpc feature \"debug-page\")\n",
+            head.method != "HEAD",
+        )?;
+        return Ok(Outcome::Done);
+    }
+    #[cfg(feature = "debug-page")]
     if page || json_path {
         let with_body = head.method == "GET";
         if !with_body && head.method != "HEAD" {
@@ -248,4 +275,36 @@ fn write_raw(run: &Running, conn: &Conn, bytes: &[u8]) -> Result<()> {
         run.server.config().write_timeout,
     )
     .map_err(|e| Error::io("write HTTP reply", e))
+}
+
+#[cfg(all(test, not(feature = "debug-page")))]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    use crate::{Client, Server, Service};
+
+    /// Built without `debug-page`: a GET of the page is a 404 that says
+    /// why, and the CONNECT tunnel still carries calls.
+    #[test]
+    fn without_the_feature_the_page_is_a_clear_404_and_connect_still_works() {
+        let server = Server::new();
+        server
+            .register(Service::new("Echo").method("Echo", |s: String| Ok::<_, String>(s)))
+            .unwrap();
+        let running = server.listen("127.0.0.1:0").unwrap();
+        let addr = running.addr().to_string();
+        let (_, hostport) = addr.rsplit_once('@').unwrap();
+        for path in ["/debug/geerpc", "/debug/rpc", "/debug/geerpc.json"] {
+            let mut s = TcpStream::connect(hostport).unwrap();
+            write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).unwrap();
+            assert!(answer.starts_with("HTTP/1.0 404 "), "{path}: {answer}");
+            assert!(answer.contains("\"debug-page\""), "{path}: {answer}");
+        }
+        let client = Client::dial(&format!("http@{hostport}")).unwrap();
+        let back: String = client.call("Echo.Echo", &"hi").unwrap();
+        assert_eq!(back, "hi");
+    }
 }

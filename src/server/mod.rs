@@ -20,6 +20,7 @@
 
 mod accept;
 mod conn;
+#[cfg(feature = "debug-page")]
 mod debug;
 mod drain;
 mod http;

@@ -169,6 +169,8 @@ impl ThreadGroup {
 ///
 /// The pthread calls rather than `sched_setscheduler`, which musl does not
 /// implement (it fails with `ENOSYS`).
+// Only the registry uses it today.
+#[cfg_attr(not(feature = "registry"), allow(dead_code))]
 #[cfg(target_os = "linux")]
 pub(crate) fn use_batch_policy() -> bool {
     // SAFETY: `pthread_self` is the calling thread, alive throughout, and
@@ -189,6 +191,7 @@ pub(crate) fn use_batch_policy() -> bool {
 }
 
 /// Elsewhere the scheduler is left alone.
+#[cfg_attr(not(feature = "registry"), allow(dead_code))]
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn use_batch_policy() -> bool {
     false

@@ -127,6 +127,7 @@ pub fn wait_for(
 /// not an error; no pooled connections (one to a registry shut down in
 /// this process stays open, and a request sent on it is never answered);
 /// every request bounded by `timeout`.
+#[cfg(any(feature = "registry", feature = "etcd"))]
 pub fn registry_agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -137,6 +138,7 @@ pub fn registry_agent(timeout: Duration) -> ureq::Agent {
 }
 
 /// The registry's current list version, from a plain `GET`.
+#[cfg(any(feature = "registry", feature = "etcd"))]
 pub fn registry_version(url: &str) -> u64 {
     let resp = registry_agent(Duration::from_secs(10))
         .get(url)

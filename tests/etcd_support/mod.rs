@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use geerpc::etcd::EtcdDiscovery;
-use geerpc::etcd::RegisterOptions;
+use geerpc::registration::RegisterOptions;
 use geerpc::xclient::Snapshot;
 use geerpc::Discovery;
 
@@ -324,5 +324,5 @@ pub fn wait_for(
 }
 
 pub fn opts(ttl_secs: u64) -> RegisterOptions {
-    RegisterOptions::default().ttl(Duration::from_secs(ttl_secs))
+    RegisterOptions::new().ttl(Duration::from_secs(ttl_secs))
 }

@@ -92,7 +92,7 @@ impl ClientConnection {
 
     /// Reads the next line from self.next_header_source.
     ///
-    /// Reads until `CRLF` is reached. The next read will start
+    /// Reads until `CRLF` (or, geerpc patch, a bare `LF`) is reached. The next read will start
     ///  at the first byte of the new line.
     fn read_next_line(&mut self) -> IoResult<AsciiString> {
         let mut buf = Vec::new();
@@ -112,8 +112,15 @@ impl ClientConnection {
             }
             self.head_left -= 1;
 
-            if byte == b'\n' && prev_byte_was_cr {
-                buf.pop(); // removing the '\r'
+            // geerpc patch: a bare LF ends a line too, as RFC 9112 section
+            // 2.2 allows. A peer that is not speaking HTTP (a geerpc client
+            // dialling the registry's port by mistake sends one JSON line)
+            // then gets its `400` at once instead of a `408` at the read
+            // deadline, and can say what went wrong.
+            if byte == b'\n' {
+                if prev_byte_was_cr {
+                    buf.pop(); // removing the '\r'
+                }
                 return AsciiString::from_ascii(buf)
                     .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
             }

@@ -1,0 +1,359 @@
+//! The `geerpc` command: run a registry, list what it knows, call a method.
+//!
+//! ```text
+//! geerpc registry [--addr 127.0.0.1:9999] [--ttl 5m] [--workers 4]
+//! geerpc list (--registry URL | --etcd ENDPOINTS) [--service NAME] [--json]
+//! geerpc call (--registry URL | --etcd ENDPOINTS | --addr tcp@HOST:PORT) Service.Method ['JSON args' | -]
+//! ```
+//!
+//! This file holds the command line and the `registry` and `list`
+//! commands; `call` is in `call.rs`, and the exit codes and hints
+//! in `exit.rs`. Uses only the library's public API, as a user
+//! would.
+
+mod call;
+mod exit;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
+use geerpc::etcd::EtcdDiscovery;
+use geerpc::xclient::Instance;
+use geerpc::{Discovery, Registry, RegistryDiscovery};
+
+use exit::{Failure, Kind};
+
+#[derive(Parser)]
+#[command(
+    name = "geerpc",
+    version,
+    about = "GeeRPC registry and client tool",
+    after_help = exit::TABLE
+)]
+struct Cli {
+    /// Say more on stderr: -v what the command does (which instance
+    /// answered), -vv debug. RUST_LOG, when set, decides instead.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a standalone registry until Ctrl-C or SIGTERM. Prints its URL on
+    /// stdout once it listens; logs go to stderr.
+    Registry {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = Registry::DEFAULT_ADDR)]
+        addr: String,
+        /// How long an address stays listed without a heartbeat (2s, 500ms,
+        /// 5m; 0 keeps addresses until they deregister).
+        #[arg(long, default_value = "5m", value_parser = duration)]
+        ttl: Duration,
+        /// Serve on this path instead of /_rpc_/registry and
+        /// /_geerpc_/registry.
+        #[arg(long)]
+        path: Option<String>,
+        /// Threads answering requests.
+        #[arg(long, default_value_t = Registry::DEFAULT_WORKERS)]
+        workers: usize,
+    },
+    /// List the instances a registry (or etcd) knows, one per line, address
+    /// first.
+    #[command(after_help = exit::TABLE)]
+    List {
+        #[command(flatten)]
+        source: Source,
+        /// Only the instances serving this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Print the instances as one JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call Service.Method with JSON arguments and print the JSON reply.
+    /// Through a registry or etcd, the call goes to one instance at random;
+    /// if it cannot be sent there (nothing listening, draining), to the
+    /// next, until every instance was tried.
+    #[command(after_help = exit::TABLE)]
+    Call(CallArgs),
+}
+
+#[derive(Args)]
+struct CallArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Service.Method, e.g. Arith.Sum.
+    #[arg(value_parser = service_method)]
+    method: String,
+    /// The arguments as JSON, e.g. '{"Num1":1,"Num2":2}'; `-` reads them
+    /// from stdin.
+    #[arg(default_value = "null")]
+    args: String,
+    /// Give up after this long, discovery and every attempt included
+    /// (2s, 500ms...).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    timeout: Duration,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct Source {
+    /// The registry, e.g. http://127.0.0.1:9999/_geerpc_/registry.
+    #[arg(long)]
+    registry: Option<String>,
+    /// etcd endpoints, comma-separated, e.g. 127.0.0.1:2379,127.0.0.1:22379.
+    #[arg(long)]
+    etcd: Option<String>,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct Target {
+    /// Find the service's instances through this registry URL.
+    #[arg(long)]
+    registry: Option<String>,
+    /// Find the service's instances in etcd (endpoints, comma-separated).
+    #[arg(long)]
+    etcd: Option<String>,
+    /// Call this server directly: tcp@HOST:PORT (or HOST:PORT),
+    /// http@HOST:PORT, unix@PATH.
+    #[arg(long)]
+    addr: Option<String>,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    geerpc::duration::parse_duration(s)
+}
+
+fn service_method(s: &str) -> Result<String, String> {
+    match s.split_once('.') {
+        Some((svc, m)) if !svc.is_empty() && !m.is_empty() && !m.contains('.') => Ok(s.into()),
+        _ => Err("expected Service.Method, e.g. Arith.Sum".into()),
+    }
+}
+
+/// Prints `message` with the subcommand's usage line, as clap does for its
+/// own errors, and exits with code 2.
+fn usage_error(subcommand: &str, message: &str) -> ! {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let sub = cmd
+        .find_subcommand_mut(subcommand)
+        .expect("a known subcommand");
+    sub.error(clap::error::ErrorKind::ValueValidation, message)
+        .exit()
+}
+
+/// Logs to stderr: at error level, or (for the registry, a server) info;
+/// each `-v` one level more. RUST_LOG, when set, decides instead.
+fn init_log(verbose: u8, serving: bool) {
+    use log::LevelFilter;
+    let mut b = env_logger::Builder::new();
+    if std::env::var_os("RUST_LOG").is_some() {
+        b.parse_env("RUST_LOG");
+    } else {
+        let level = match verbose + u8::from(serving) {
+            0 => LevelFilter::Error,
+            1 => LevelFilter::Info,
+            2 => LevelFilter::Debug,
+            _ => LevelFilter::Trace,
+        };
+        b.filter_level(level);
+        if !serving {
+            // A one-shot command prints its error itself; the discovery's
+            // "serving the last good list until it answers" is about a
+            // future this process will not have.
+            if level < LevelFilter::Debug {
+                b.filter_module("geerpc::registry::discovery", LevelFilter::Error);
+                b.filter_module("geerpc::etcd", LevelFilter::Error);
+            }
+            // The command's own lines read as its messages; the library's
+            // keep their level and module.
+            b.format(|buf, r| match r.target() {
+                "geerpc" | "geerpc::call" => writeln!(buf, "geerpc: {}", r.args()),
+                target => writeln!(buf, "{} {target}: {}", r.level(), r.args()),
+            });
+        }
+    }
+    b.init();
+}
+
+/// The command line, or exit code 2 with what is wrong and a usage line
+/// (clap leaves the usage out for a bad value; a user needs it most then).
+fn parse() -> Cli {
+    let e = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(e) => e,
+    };
+    let text = e.render().to_string();
+    if !e.use_stderr() || text.contains("Usage:") {
+        e.exit()
+    }
+    let mut cmd = Cli::command();
+    cmd.build();
+    let sub = std::env::args()
+        .skip(1)
+        .find(|a| cmd.find_subcommand(a).is_some());
+    let usage = match sub.and_then(|s| cmd.find_subcommand_mut(&s)) {
+        Some(sub) => sub.render_usage(),
+        None => cmd.render_usage(),
+    };
+    let (head, tail) = text
+        .split_once("\nFor more information")
+        .map_or((text.as_str(), ""), |(h, _)| {
+            (h, "\nFor more information, try '--help'.\n")
+        });
+    eprint!("{}\n\n{usage}\n{tail}", head.trim_end());
+    std::process::exit(2)
+}
+
+fn main() -> ExitCode {
+    let cli = parse();
+    init_log(cli.verbose, matches!(cli.command, Command::Registry { .. }));
+    let (name, result) = match cli.command {
+        Command::Registry {
+            addr,
+            ttl,
+            path,
+            workers,
+        } => ("registry", registry(&addr, ttl, path, workers)),
+        Command::List {
+            source,
+            service,
+            json,
+        } => ("list", list(source, service, json)),
+        Command::Call(args) => ("call", call::run(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) if f.kind == Kind::Usage => usage_error(name, &f.message),
+        Err(f) => {
+            eprintln!("{f}");
+            f.exit_code()
+        }
+    }
+}
+
+type CliResult = Result<(), Failure>;
+
+fn registry(addr: &str, ttl: Duration, path: Option<String>, workers: usize) -> CliResult {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    // Before starting, so that a signal that comes early is not lost.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    let mut builder = Registry::new().addr(addr).ttl(ttl).workers(workers);
+    if let Some(p) = path {
+        builder = builder.path(p);
+    }
+    let running = builder
+        .start()
+        .map_err(|e| Failure::new(Kind::Other, e.to_string()))?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{}", running.url())?;
+    stdout.flush()?;
+    if let Some(sig) = signals.forever().next() {
+        let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+        log::info!("{name} received, stopping");
+    }
+    running.shutdown();
+    Ok(())
+}
+
+/// A one-shot discovery (no watch) over a registry or etcd, and where it
+/// looks, for messages.
+struct Found {
+    discovery: Box<dyn Discovery>,
+    source: String,
+    registry: Option<String>,
+}
+
+impl Found {
+    fn new(
+        registry: Option<&str>,
+        etcd: Option<&str>,
+        service: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Found, Failure> {
+        match (registry, etcd) {
+            (Some(url), _) => {
+                let mut b = RegistryDiscovery::builder(url)
+                    .watch(false)
+                    .timeout(timeout);
+                if let Some(s) = service {
+                    b = b.service(s);
+                }
+                let d = b.build().map_err(|e| Failure::registry(&e, url))?;
+                Ok(Found {
+                    discovery: Box::new(d),
+                    source: format!("registry {url}"),
+                    registry: Some(url.to_string()),
+                })
+            }
+            (None, Some(endpoints)) => {
+                let d = EtcdDiscovery::new(&[endpoints], service)
+                    .map_err(|e| Failure::new(Kind::Discovery, e.to_string()))?;
+                Ok(Found {
+                    discovery: Box::new(d),
+                    source: format!("etcd {endpoints}"),
+                    registry: None,
+                })
+            }
+            (None, None) => Err(Failure::new(
+                Kind::Usage,
+                "one of --registry or --etcd is needed",
+            )),
+        }
+    }
+
+    /// The instances listed now.
+    fn instances(&self) -> Result<std::sync::Arc<[Instance]>, Failure> {
+        match self.discovery.snapshot() {
+            Ok(s) => Ok(s.instances),
+            Err(e) => Err(match &self.registry {
+                Some(url) => Failure::registry(&e, url),
+                None => Failure::new(Kind::Discovery, e.to_string()),
+            }),
+        }
+    }
+}
+
+/// The registry's own timeout for one request: the command's, at most the
+/// library's default.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn list(source: Source, service: Option<String>, json: bool) -> CliResult {
+    let found = Found::new(
+        source.registry.as_deref(),
+        source.etcd.as_deref(),
+        service.as_deref(),
+        DISCOVERY_TIMEOUT,
+    )?;
+    let instances = found.instances()?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &*instances)
+            .map_err(|e| Failure::new(Kind::Other, e.to_string()))?;
+        writeln!(out)?;
+    } else {
+        for i in instances.iter() {
+            writeln!(out, "{}", describe(i))?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `tcp@127.0.0.1:7001 weight=1 services=Arith,Echo version=1.2`
+fn describe(i: &Instance) -> String {
+    let mut line = format!("{} weight={}", i.addr, i.weight);
+    if !i.services.is_empty() {
+        line.push_str(&format!(" services={}", i.services.join(",")));
+    }
+    for (k, v) in &i.metadata {
+        line.push_str(&format!(" {k}={v}"));
+    }
+    line
+}
