@@ -115,7 +115,7 @@ fn main() {
     let server = Server::new();
     server.register(arith()).expect("register Arith");
     let running = server
-        .listen(&format!("tcp@{}:{}", o.host, o.port))
+        .listen(format!("tcp@{}:{}", o.host, o.port))
         .unwrap_or_else(|e| {
             eprintln!("arith_server: {e}");
             exit(1)

@@ -66,7 +66,7 @@ fn main() -> Result<(), geerpc::Error> {
     let running = server.listen("tcp@127.0.0.1:0")?;
 
     // Some traffic, through the tunnel too, with a few errors.
-    let client = Client::dial(&format!("http@{}", running.addr().target()))?;
+    let client = Client::dial(format!("http@{}", running.addr().target()))?;
     for i in 0..200 {
         let _: i64 = client.call("Arith.Sum", &Args { num1: i, num2: 1 })?;
     }

@@ -39,7 +39,7 @@ fn a_peer_that_never_reads_costs_bounded_memory_and_slows_no_one() {
 
     // Warm up the allocator and the probe's connection with a reply as
     // large as the attacker's, so the baseline is not flattered.
-    let probe = Client::dial(&addr.to_string()).unwrap();
+    let probe = Client::dial(&addr).unwrap();
     let big: serde_json::Value = "b".repeat(PAYLOAD).into();
     let back: serde_json::Value = probe.call("Echo.Echo", &big).unwrap();
     assert_eq!(back, big);

@@ -75,10 +75,7 @@ fn both_codecs_round_trip_rich_types() {
     let running = server.listen("tcp@127.0.0.1:0").unwrap();
     let value = everything();
     for codec in [Codec::Json, Codec::MsgPack] {
-        let client = Client::builder()
-            .codec(codec)
-            .dial(&running.addr().to_string())
-            .unwrap();
+        let client = Client::builder().codec(codec).dial(running.addr()).unwrap();
         let back: Everything = client.call("Types.Echo", &value).unwrap();
         assert_eq!(back, value, "{codec}");
     }
@@ -168,10 +165,7 @@ fn sixty_four_threads_share_one_client() {
     init_log();
     let running = start_server();
     for codec in [Codec::Json, Codec::MsgPack] {
-        let client = Client::builder()
-            .codec(codec)
-            .dial(&running.addr().to_string())
-            .unwrap();
+        let client = Client::builder().codec(codec).dial(running.addr()).unwrap();
         share_one_client(&client, 64, 50, false);
     }
 }
@@ -183,7 +177,7 @@ fn sixty_four_threads_share_one_client() {
 fn more_blocked_callers_than_the_wake_set_holds_all_get_their_replies() {
     init_log();
     let running = start_server();
-    let client = Client::dial(&running.addr().to_string()).unwrap();
+    let client = Client::dial(running.addr()).unwrap();
     share_one_client(&client, 160, 40, true);
 }
 
@@ -195,7 +189,7 @@ fn more_blocked_callers_than_the_wake_set_holds_all_get_their_replies() {
 fn many_async_calls_and_back_to_back_callers_share_a_connection() {
     init_log();
     let running = start_server();
-    let client = Client::dial(&running.addr().to_string()).unwrap();
+    let client = Client::dial(running.addr()).unwrap();
     std::thread::scope(|scope| {
         for t in 0..8i64 {
             let client = client.clone();
@@ -241,8 +235,8 @@ fn callers_alternating_between_connections_all_get_replies() {
     let one = start_server();
     let two = start_server();
     let clients = [
-        Client::dial(&one.addr().to_string()).unwrap(),
-        Client::dial(&two.addr().to_string()).unwrap(),
+        Client::dial(one.addr()).unwrap(),
+        Client::dial(two.addr()).unwrap(),
     ];
     std::thread::scope(|scope| {
         for t in 0..32i64 {
@@ -275,7 +269,7 @@ impl<'de> Deserialize<'de> for Explodes {
 fn a_reply_type_that_panics_fails_its_call_and_the_connection_goes_on() {
     init_log();
     let running = start_server();
-    let client = Client::dial(&running.addr().to_string()).unwrap();
+    let client = Client::dial(running.addr()).unwrap();
     let args = Args { num1: 1, num2: 2 };
     // Once read by the calling thread, once by the reader thread.
     let led = client.call::<_, Explodes>("Arith.Sum", &args);
@@ -349,7 +343,7 @@ fn a_slow_call_does_not_delay_a_fast_one_on_the_same_connection() {
     init_log();
     let server = Server::new();
     let (running, started) = start_gated(server);
-    let client = Client::dial(&running.addr().to_string()).unwrap();
+    let client = Client::dial(running.addr()).unwrap();
     let slow = hold_started(&client, &started, 2000);
     let t0 = Instant::now();
     let sum: i64 = client
@@ -372,7 +366,7 @@ fn handle_timeout_is_answered_at_the_deadline() {
         let client = Client::builder()
             .codec(codec)
             .handle_timeout(Some(Duration::from_millis(200)))
-            .dial(&running.addr().to_string())
+            .dial(running.addr())
             .unwrap();
         let t0 = Instant::now();
         let err = client
@@ -409,7 +403,7 @@ fn handle_timeout_is_answered_at_the_deadline() {
 fn a_call_timeout_frees_the_slot_and_the_client_stays_usable() {
     init_log();
     let running = start_server();
-    let client = Client::dial(&running.addr().to_string()).unwrap();
+    let client = Client::dial(running.addr()).unwrap();
     let t0 = Instant::now();
     let err = client
         .call_timeout::<_, i64>(
@@ -448,7 +442,7 @@ fn a_call_timeout_frees_the_slot_and_the_client_stays_usable() {
 #[test]
 fn the_async_call_can_be_selected_on() {
     let running = start_server();
-    let client = Client::dial(&running.addr().to_string()).unwrap();
+    let client = Client::dial(running.addr()).unwrap();
     let a = client
         .go::<_, i64>(
             "Arith.SleepMs",
@@ -538,7 +532,7 @@ fn pending_calls_fail_promptly_when_the_server_dies() {
 fn the_real_server_shut_down_mid_call_fails_pending_calls() {
     let server = Server::builder().shutdown_grace(Duration::ZERO).build();
     let (running, started) = start_gated(server);
-    let client = Client::dial(&running.addr().to_string()).unwrap();
+    let client = Client::dial(running.addr()).unwrap();
     let slow = hold_started(&client, &started, 10_000);
     let t0 = Instant::now();
     std::thread::spawn(move || running.shutdown());
@@ -561,7 +555,7 @@ fn send_raw(addr: &geerpc::Address, bytes: &[u8]) -> Vec<u8> {
 const JSON_OPTION: &str = "{\"MagicNumber\":3882844,\"CodecType\":\"application/json\"}\n";
 
 fn assert_still_serves(running: &geerpc::server::ServerHandle) {
-    let c = Client::dial(&running.addr().to_string()).unwrap();
+    let c = Client::dial(running.addr()).unwrap();
     let sum: i64 = c.call("Arith.Sum", &Args { num1: 20, num2: 22 }).unwrap();
     assert_eq!(sum, 42);
 }
@@ -586,7 +580,7 @@ fn bad_handshakes_close_the_connection_and_the_server_keeps_serving() {
 fn bad_calls_get_an_error_reply_and_the_connection_keeps_serving() {
     init_log();
     let running = start_server();
-    let client = Client::dial(&running.addr().to_string()).unwrap();
+    let client = Client::dial(running.addr()).unwrap();
     let cases = [
         ("Arith.Nope", "can't find method Nope"),
         ("Nope.Sum", "can't find service Nope"),
@@ -641,7 +635,7 @@ fn malformed_and_oversized_frames_close_only_their_connection() {
         .register(Service::new("Big").method("Make", |n: usize| Ok::<_, String>("x".repeat(n))))
         .unwrap();
     let running = start_with(server);
-    let bystander = Client::dial(&running.addr().to_string()).unwrap();
+    let bystander = Client::dial(running.addr()).unwrap();
     // A header that is not a header.
     let back = send_raw(
         running.addr(),
@@ -690,7 +684,7 @@ fn malformed_and_oversized_frames_close_only_their_connection() {
     // An oversized request is refused before it is sent.
     let small = Client::builder()
         .max_message_size(1024)
-        .dial(&running.addr().to_string())
+        .dial(running.addr())
         .unwrap();
     let err = small
         .call::<_, String>("Echo.Echo", &"c".repeat(2048))
@@ -774,7 +768,7 @@ fn shutdown_lets_calls_in_flight_finish_then_leaves_no_thread() {
         .build();
     let (running, started) = start_gated(server);
     let running = Arc::new(running);
-    let client = Client::dial(&running.addr().to_string()).unwrap();
+    let client = Client::dial(running.addr()).unwrap();
     let calls: Vec<_> = (0..4)
         .map(|i| {
             client
@@ -799,7 +793,7 @@ fn shutdown_lets_calls_in_flight_finish_then_leaves_no_thread() {
     // New connections are refused once shut down.
     assert!(Client::builder()
         .connect_timeout(Some(Duration::from_secs(1)))
-        .dial(&running.addr().to_string())
+        .dial(running.addr())
         .and_then(|c| c.call::<_, i64>("Arith.Sum", &Args { num1: 1, num2: 1 }))
         .is_err());
 }
@@ -887,7 +881,7 @@ fn a_handler_still_reading_its_connection_can_shut_its_server_down() {
 #[test]
 fn waiting_again_after_the_result_was_taken_ends_at_once() {
     let running = start_server();
-    let client = Client::dial(&running.addr().to_string()).unwrap();
+    let client = Client::dial(running.addr()).unwrap();
     // Taken through the receiver.
     let call = client
         .go::<_, i64>("Arith.Sum", &Args { num1: 1, num2: 2 })
@@ -960,7 +954,7 @@ fn handle_timeouts_are_on_time_even_when_the_monitor_ticks_slowly() {
     let running = start_with(server);
     let client = Client::builder()
         .handle_timeout(Some(Duration::from_millis(100)))
-        .dial(&running.addr().to_string())
+        .dial(running.addr())
         .unwrap();
     let t0 = Instant::now();
     let err = client
@@ -989,10 +983,7 @@ fn large_pipelined_calls_in_both_directions_complete() {
     init_log();
     let running = start_server();
     for codec in [Codec::Json, Codec::MsgPack] {
-        let client = Client::builder()
-            .codec(codec)
-            .dial(&running.addr().to_string())
-            .unwrap();
+        let client = Client::builder().codec(codec).dial(running.addr()).unwrap();
         let t0 = Instant::now();
         std::thread::scope(|scope| {
             for t in 0..24u8 {

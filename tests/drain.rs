@@ -174,10 +174,7 @@ fn stops_sending_at_the_notice(codec: Codec) {
     let gate = Gate::default();
     let grace = Duration::from_secs(20);
     let handle = Arc::new(gated_server(grace, &gate));
-    let client = Client::builder()
-        .codec(codec)
-        .dial(&handle.addr().to_string())
-        .unwrap();
+    let client = Client::builder().codec(codec).dial(handle.addr()).unwrap();
     let slow = client.go::<_, i64>("Slow.Wait", &1).unwrap();
     gate.wait_started(1);
 
@@ -250,7 +247,7 @@ fn a_client_closes_its_sending_side_after_the_notice() {
 fn an_idle_client_reads_the_notice_before_it_sends() {
     let _g = serial();
     let handle = start_server();
-    let client = Client::dial(&handle.addr().to_string()).unwrap();
+    let client = Client::dial(handle.addr()).unwrap();
     let sum: i64 = client
         .call("Arith.Sum", &Args { num1: 1, num2: 2 })
         .unwrap();
@@ -271,7 +268,7 @@ fn the_grace_period_bounds_a_call_that_does_not_end() {
     let gate = Gate::default();
     let grace = Duration::from_millis(300);
     let handle = gated_server(grace, &gate);
-    let client = Client::dial(&handle.addr().to_string()).unwrap();
+    let client = Client::dial(handle.addr()).unwrap();
     let stuck = client.go::<_, i64>("Slow.Wait", &1).unwrap();
     gate.wait_started(1);
     let t0 = Instant::now();
@@ -290,7 +287,7 @@ fn the_grace_period_bounds_a_call_that_does_not_end() {
 fn server_errors_carry_their_codes() {
     let _g = serial();
     let handle = start_server();
-    let client = Client::dial(&handle.addr().to_string()).unwrap();
+    let client = Client::dial(handle.addr()).unwrap();
     let code = |method: &str, args: Value| -> Option<Code> {
         client
             .call::<_, Value>(method, &args)
@@ -304,7 +301,7 @@ fn server_errors_carry_their_codes() {
     assert_eq!(code("Arith.Fail", json!({"Num1": 1, "Num2": 1})), None);
     let timed = Client::builder()
         .handle_timeout(Some(Duration::from_millis(50)))
-        .dial(&handle.addr().to_string())
+        .dial(handle.addr())
         .unwrap();
     let err = timed
         .call::<_, i64>("Arith.SleepMs", &Args { num1: 500, num2: 0 })

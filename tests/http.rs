@@ -126,7 +126,7 @@ fn rpc_through_the_tunnel_with_both_codecs() {
     let addr = format!("http@{}", server.addr().target());
     for codec in [Codec::Json, Codec::MsgPack] {
         let client = Client::builder().codec(codec).dial(&addr).unwrap();
-        assert_eq!(client.addr(), addr);
+        assert_eq!(client.addr().to_string(), addr);
         let sum: i64 = client
             .call("Arith.Sum", &Args { num1: 20, num2: 22 })
             .unwrap();
@@ -173,7 +173,7 @@ fn other_methods_on_an_rpc_path_get_405_must_connect() {
         }
     }
     // The port still serves RPC.
-    let client = Client::dial(&server.addr().to_string()).unwrap();
+    let client = Client::dial(server.addr()).unwrap();
     let sum: i64 = client
         .call("Arith.Sum", &Args { num1: 1, num2: 1 })
         .unwrap();
@@ -209,7 +209,7 @@ fn debug_page_lists_services_and_counts_as_html_and_json() {
     let handle = start_with(server);
     let target = handle.addr().target().to_string();
 
-    let client = Client::dial(&handle.addr().to_string()).unwrap();
+    let client = Client::dial(handle.addr()).unwrap();
     for i in 0..3 {
         let _: i64 = client
             .call("Arith.Sum", &Args { num1: i, num2: 1 })
@@ -219,7 +219,7 @@ fn debug_page_lists_services_and_counts_as_html_and_json() {
         let e = client.call::<_, i64>("Arith.Fail", &Args { num1: 0, num2: 0 });
         assert!(e.is_err());
     }
-    let tunnelled = Client::dial(&format!("http@{target}")).unwrap();
+    let tunnelled = Client::dial(format!("http@{target}")).unwrap();
     let _: Value = tunnelled.call("Echo.Echo", &"hi").unwrap();
 
     for path in ["/debug/geerpc", "/debug/rpc", "/debug/geerpc?x=1"] {
@@ -356,7 +356,7 @@ fn garbage_closes_the_connection_and_the_server_keeps_serving() {
     let got = assert_closed_by_server(&mut s, "endless head");
     assert!(got.is_empty() || got.starts_with(b"HTTP/1.0 400 Bad Request"));
 
-    let client = Client::dial(&server.addr().to_string()).unwrap();
+    let client = Client::dial(server.addr()).unwrap();
     let sum: i64 = client
         .call("Arith.Sum", &Args { num1: 4, num2: 5 })
         .unwrap();
@@ -382,7 +382,7 @@ fn a_handshake_or_head_that_never_completes_is_dropped_at_the_handshake_timeout(
         let got = assert_closed_by_server(&mut s, &String::from_utf8_lossy(partial));
         assert!(got.is_empty(), "{partial:?}: nothing is sent back");
     }
-    let client = Client::dial(&server.addr().to_string()).unwrap();
+    let client = Client::dial(server.addr()).unwrap();
     let sum: i64 = client
         .call("Arith.Sum", &Args { num1: 1, num2: 2 })
         .unwrap();
@@ -567,7 +567,7 @@ fn the_debug_page_is_not_held_to_the_rpc_message_limit() {
     assert!(page.body.len() > 512, "{} bytes", page.body.len());
     assert!(page.text().contains(&row("Arith.Sum", 0, 0)));
     // A tunnelled RPC connection still works after the CONNECT reply.
-    let client = Client::dial(&format!("http@{target}")).unwrap();
+    let client = Client::dial(format!("http@{target}")).unwrap();
     let sum: i64 = client
         .call("Arith.Sum", &Args { num1: 1, num2: 2 })
         .unwrap();

@@ -59,7 +59,7 @@ fn a_peer_that_never_reads_is_closed_after_the_write_timeout() {
         closed - stalled_at
     );
     // Other connections were never in question: a fresh one works.
-    let c = Client::dial(&running.addr().to_string()).unwrap();
+    let c = Client::dial(running.addr()).unwrap();
     let sum: i64 = c.call("Arith.Sum", &Args { num1: 2, num2: 3 }).unwrap();
     assert_eq!(sum, 5);
 }
@@ -112,7 +112,7 @@ fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
 
     // A call longer than the idle timeout keeps its connection: its handler
     // is handed off (another thread reads, idle) and still counts.
-    let busy = Client::dial(&running.addr().to_string()).unwrap();
+    let busy = Client::dial(running.addr()).unwrap();
     let slept: i64 = busy
         .call(
             "Arith.SleepMs",

@@ -801,7 +801,7 @@ fn dropping_a_for_server_heartbeat_deregisters_as_an_etcd_registration_does() {
     drop(hb);
     // The DELETE went out before drop returned, with the server still up.
     assert!(reg.instances().is_empty(), "{:?}", reg.instances());
-    let client = geerpc::Client::dial(&running.addr().to_string()).unwrap();
+    let client = geerpc::Client::dial(running.addr()).unwrap();
     let back: String = client.call("Echo.Echo", &"still serving").unwrap();
     assert_eq!(back, "still serving");
     // The server's shutdown finds the heartbeat stopped and does nothing.

@@ -95,7 +95,7 @@ fn big_blob() -> serde_bytes::ByteBuf {
 fn reply_stage_a_slow_handler() {
     let _s = serial();
     let server = start_server();
-    let client = Client::dial(&server.addr().to_string()).unwrap();
+    let client = Client::dial(server.addr()).unwrap();
     let timeout = Duration::from_millis(200);
     let t0 = Instant::now();
     let err = client
@@ -302,7 +302,7 @@ fn duration_max_is_no_deadline() {
 fn a_call_keeps_its_connection_alive() {
     let _s = serial();
     let (server, started) = start_gated(geerpc::Server::new());
-    let client = Client::dial(&server.addr().to_string()).unwrap();
+    let client = Client::dial(server.addr()).unwrap();
     let call = client
         .go::<_, i64>("Gate.Hold", &Args { num1: 100, num2: 7 })
         .unwrap();
@@ -316,7 +316,7 @@ fn a_call_keeps_its_connection_alive() {
 fn a_selected_call_keeps_its_connection_alive() {
     let _s = serial();
     let (server, started) = start_gated(geerpc::Server::new());
-    let client = Client::dial(&server.addr().to_string()).unwrap();
+    let client = Client::dial(server.addr()).unwrap();
     let call = client
         .go::<_, i64>("Gate.Hold", &Args { num1: 100, num2: 8 })
         .unwrap();
@@ -393,7 +393,7 @@ fn a_server_that_takes_no_bytes_is_given_up_after_the_write_timeout() {
         .codec(geerpc::Codec::MsgPack)
         .max_message_size(64 << 20)
         .write_timeout(write_timeout)
-        .dial(&format!("tcp@{addr}"))
+        .dial(format!("tcp@{addr}"))
         .unwrap();
     accepted.recv_timeout(Duration::from_secs(5)).unwrap();
     let t0 = Instant::now();

@@ -283,7 +283,7 @@ impl<R> Call<R> {
             };
             return Err(Error::Timeout {
                 method: self.method.to_string(),
-                addr: self.client().addr.clone(),
+                addr: self.client().addr.to_string(),
                 timeout,
                 stage,
             });

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{deadline_after, Client};
 use crate::error::{Error, Result, TimeoutStage};
-use crate::wire::address::{Address, Protocol};
+use crate::wire::address::{Protocol, ToAddress};
 use crate::wire::codec::Codec;
 use crate::wire::frame::FrameReader;
 use crate::wire::frame::DEFAULT_MAX_MESSAGE;
@@ -104,8 +104,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects to `addr` (`tcp@HOST:PORT`, `http@HOST:PORT`, `unix@PATH`).
-    pub fn dial(&self, addr: &str) -> Result<Client> {
+    /// Connects to `addr`: anything [`ToAddress`] takes (`tcp@HOST:PORT`,
+    /// `http@HOST:PORT`, `unix@PATH`, a bare `HOST:PORT`, an [`Address`](crate::Address),
+    /// a [`SocketAddr`](std::net::SocketAddr)); see [`Client::dial`].
+    pub fn dial(&self, addr: impl ToAddress) -> Result<Client> {
         self.dial_within(addr, None)
     }
 
@@ -115,8 +117,17 @@ impl ClientBuilder {
     /// [`TimeoutStage::Dial`] with `method` empty and `timeout` zero, for
     /// the caller to fill in (it knows the call); it says nothing about
     /// the server.
-    pub(crate) fn dial_within(&self, addr: &str, call_deadline: Option<Instant>) -> Result<Client> {
-        let address: Address = addr.parse()?;
+    pub(crate) fn dial_within(
+        &self,
+        addr: impl ToAddress,
+        call_deadline: Option<Instant>,
+    ) -> Result<Client> {
+        let address = addr.to_address()?;
+        // What errors call the server: the address as parsed, which is
+        // what was given unless that was a bare HOST:PORT (then `tcp@`
+        // comes first), and what `Client::addr` tells.
+        let addr = address.to_string();
+        let addr = addr.as_str();
         // Checked before connecting, and not as a failure of the server:
         // an XClient must not evict every instance over a client setting.
         if address.protocol() == Protocol::Http

@@ -20,7 +20,7 @@ impl Inner {
     /// sent, so it may go to another server.
     pub(super) fn going_away_error(&self, method: &str) -> Error {
         Error::NotSent {
-            addr: self.addr.clone(),
+            addr: self.addr.to_string(),
             method: method.to_string(),
             reason: "the server is going away (drain notice)".into(),
         }

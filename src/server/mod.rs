@@ -44,7 +44,7 @@ use crate::code::text;
 use crate::error::{Error, Result};
 use crate::server::service::{name_list, Method};
 use crate::util::threads::ThreadGroup;
-use crate::wire::address::{Address, Protocol};
+use crate::wire::address::{Address, Protocol, ToAddress};
 use crate::wire::frame::DEFAULT_MAX_MESSAGE;
 
 use accept::{accept_loop, Listener, WakeTarget};
@@ -274,8 +274,11 @@ impl Server {
 
     /// Listens on `addr` and serves in background threads.
     ///
-    /// `addr` is `tcp@HOST:PORT`, `unix@PATH` or a plain `HOST:PORT`; port 0
-    /// picks a free port, which [`ServerHandle::addr`] tells.
+    /// `addr` is anything [`ToAddress`] takes: `tcp@HOST:PORT`,
+    /// `unix@PATH`, a bare `HOST:PORT` (which means `tcp@`), an
+    /// [`Address`] or a [`SocketAddr`](std::net::SocketAddr); `http@HOST:PORT`
+    /// listens on TCP too (see below). Port 0 picks a free port, which
+    /// [`ServerHandle::addr`] tells as an address a client dials as it is.
     ///
     /// The same port tells its peers apart by their first bytes: an RPC
     /// client's handshake; an HTTP `CONNECT` on `/_geerpc_` (or `/_geeprc_`,
@@ -285,12 +288,31 @@ impl Server {
     /// method with its types, calls, errors and p50/p99 latency, as JSON at
     /// `/debug/geerpc.json` or with `Accept: application/json`. Anything else
     /// gets a short HTTP 400 or is closed, and is logged.
-    pub fn listen(&self, addr: &str) -> Result<ServerHandle> {
-        let parsed: Address = if addr.contains('@') {
-            addr.parse()?
-        } else {
-            format!("tcp@{addr}").parse()?
-        };
+    ///
+    /// ```
+    /// use geerpc::{Address, Client, Server, Service};
+    ///
+    /// let server = Server::new();
+    /// server.register(Service::new("Echo").method("Echo", |s: String| Ok::<_, String>(s)))?;
+    /// let bare = server.listen("127.0.0.1:0")?;
+    /// let tagged = server.listen("tcp@127.0.0.1:0")?;
+    /// let parsed: Address = "tcp@127.0.0.1:0".parse()?;
+    /// let from_address = server.listen(&parsed)?;
+    /// let socket: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    /// let from_socket = server.listen(socket)?;
+    /// for running in [&bare, &tagged, &from_address, &from_socket] {
+    ///     // What the handle tells is what a client dials.
+    ///     let client = Client::dial(running.addr())?;
+    ///     assert_eq!(client.addr(), running.addr());
+    ///     assert_eq!(client.call::<_, String>("Echo.Echo", "hi")?, "hi");
+    /// }
+    /// # Ok::<(), geerpc::Error>(())
+    /// ```
+    pub fn listen(&self, addr: impl ToAddress) -> Result<ServerHandle> {
+        let parsed = addr.to_address()?;
+        // Errors name the address as parsed: what was given, with `tcp@`
+        // first if it was a bare HOST:PORT.
+        let addr = &parsed;
         match parsed.protocol() {
             Protocol::Tcp | Protocol::Http => {
                 let l = TcpListener::bind(parsed.target())
