@@ -24,7 +24,7 @@
 //! server.register(Service::new("Arith").method("Sum", |a: Args| Ok::<_, String>(a.num1 + a.num2)))?;
 //! let running = server.listen("127.0.0.1:0")?;
 //!
-//! let client = Client::dial(&running.addr().to_string())?;
+//! let client = Client::dial(running.addr())?;
 //! let sum: i64 = client.call("Arith.Sum", &Args { num1: 1, num2: 2 })?;
 //! assert_eq!(sum, 3);
 //! # Ok::<(), geerpc::Error>(())

@@ -90,7 +90,7 @@ fn the_list_of_methods_in_an_error_is_bounded() {
     let server = Server::new();
     server.register(svc).unwrap();
     let running = server.listen("tcp@127.0.0.1:0").unwrap();
-    let client = Client::dial(&running.addr().to_string()).unwrap();
+    let client = Client::dial(running.addr()).unwrap();
     let err = client
         .call::<_, i64>("Big.Nope", &Args { num1: 1, num2: 2 })
         .unwrap_err();
@@ -148,7 +148,7 @@ fn a_go_peer_s_errors_are_classified_by_their_text() {
             writeln!(w, "{reply}\n{{}}").unwrap();
         }
     });
-    let client = Client::dial(&addr.to_string()).unwrap();
+    let client = Client::dial(addr).unwrap();
     let args = Args { num1: 1, num2: 2 };
     for (method, kind) in [
         ("Nope.Sum", RemoteKind::UnknownService),

@@ -455,7 +455,7 @@ mod portable_tests {
         // Portable waits and portable socket calls (see wire::transport).
         super::FORCE_PORTABLE.set(true);
         FORCE_PORTABLE_IO.set(true);
-        let client = Client::dial(&running.addr().to_string());
+        let client = Client::dial(running.addr());
         super::FORCE_PORTABLE.set(false);
         FORCE_PORTABLE_IO.set(false);
         let client = client.unwrap();

@@ -209,7 +209,7 @@ impl Epoch {
         }
         let key = (Instant::now() + wait, st.next_id);
         st.next_id += 1;
-        let first = st.parked.keys().next().map_or(true, |k| key < *k);
+        let first = st.parked.keys().next().is_none_or(|k| key < *k);
         if let Some(p) = peer {
             st.by_peer.insert(p, key);
         }

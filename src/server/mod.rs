@@ -183,7 +183,7 @@ impl ServerBuilder {
 /// server.register(Service::new("Echo").method("Echo", |s: String| Ok::<_, String>(s)))?;
 /// let running = server.listen("tcp@127.0.0.1:0")?;
 ///
-/// let client = Client::dial(&running.addr().to_string())?;
+/// let client = Client::dial(running.addr())?;
 /// let back: String = client.call("Echo.Echo", &"hi")?;
 /// assert_eq!(back, "hi");
 /// running.shutdown();

@@ -32,7 +32,7 @@ pub(super) struct Plan<'a> {
 impl Plan<'_> {
     /// Whether a failed attempt may be followed by another.
     pub(super) fn may_retry(&self, e: &Error) -> bool {
-        let in_time = self.deadline.map_or(true, |d| Instant::now() < d);
+        let in_time = self.deadline.is_none_or(|d| Instant::now() < d);
         in_time
             && !matches!(e, Error::Remote { .. } | Error::Timeout { .. })
             && (self.idempotent || e.is_not_sent())
@@ -42,7 +42,7 @@ impl Plan<'_> {
     /// instance is going away or over a limit, so that the call goes to
     /// another instance at no cost (see [`FailMode`]).
     pub(super) fn may_redirect(&self, e: &Error, slot: &Slot) -> bool {
-        let in_time = self.deadline.map_or(true, |d| Instant::now() < d);
+        let in_time = self.deadline.is_none_or(|d| Instant::now() < d);
         in_time
             && match e.code() {
                 Some(c) => c.may_retry_elsewhere(),

@@ -248,7 +248,7 @@ impl Selector for WeightedRoundRobinSelector {
             }
             current[i] += weight(i);
             total += weight(i);
-            if best.map_or(true, |b| current[i] > current[b]) {
+            if best.is_none_or(|b| current[i] > current[b]) {
                 best = Some(i);
             }
         }

@@ -201,7 +201,7 @@ impl Discovery for RegistryDiscovery {
         let fresh = s.watch_live.load(Ordering::Acquire) || {
             let now = Instant::now();
             (now.duration_since(fetched) < s.refresh_after || next_try.is_some_and(|t| now < t))
-                && kept_until.map_or(true, |t| now < t)
+                && kept_until.is_none_or(|t| now < t)
         };
         if fresh || s.refreshing.swap(true, Ordering::AcqRel) {
             return Ok(snapshot);

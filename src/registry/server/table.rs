@@ -172,7 +172,7 @@ impl Table {
         let was_alive = self
             .entries
             .get(addr)
-            .is_some_and(|e| e.expires.map_or(true, |t| t > now));
+            .is_some_and(|e| e.expires.is_none_or(|t| t > now));
         // An expired entry not purged yet counts as gone.
         let changed = !was_alive || old.as_ref() != Some(&instance);
         if changed {
@@ -236,7 +236,7 @@ impl Table {
     pub(crate) fn alive(&self, service: Option<&str>, now: Instant) -> Vec<Instance> {
         self.entries
             .values()
-            .filter(|e| e.expires.map_or(true, |t| t > now))
+            .filter(|e| e.expires.is_none_or(|t| t > now))
             .filter(|e| serves(&e.instance, service))
             .map(|e| e.instance.clone())
             .collect()
@@ -247,7 +247,7 @@ impl Table {
     pub(crate) fn alive_addrs(&self, service: Option<&str>, now: Instant) -> Vec<&str> {
         self.entries
             .values()
-            .filter(|e| e.expires.map_or(true, |t| t > now))
+            .filter(|e| e.expires.is_none_or(|t| t > now))
             .filter(|e| serves(&e.instance, service))
             .map(|e| e.instance.addr.as_str())
             .collect()
