@@ -1,16 +1,22 @@
 //! geerpc: a synchronous, thread-based RPC framework with service
-//! registration and discovery, speaking the GeeRPC wire protocol.
+//! registration and discovery, speaking the GeeRPC wire protocol (Go's
+//! `net/rpc` shape, JSON or MessagePack). No async runtime: every thread
+//! is a plain `std` thread with a name, an owner and a way to stop.
 //!
-//! - [`Server`] serves [`Service`]s by name (`Service.Method`) over TCP or
-//!   Unix sockets, with JSON or MessagePack chosen per connection.
-//! - [`Client`] multiplexes any number of concurrent calls on one
-//!   connection, blocking ([`Client::call`]) or not ([`Client::go`]).
-//! - [`Registry`] is the HTTP registry servers register with; a
-//!   [`Heartbeat`] keeps a server registered, and [`RegistryDiscovery`]
-//!   tells clients where a service's instances are.
+//! | to | use | more in |
+//! |---|---|---|
+//! | serve methods | [`Server`], [`Service`] | [`server`] |
+//! | call one server | [`Client`] | [`client`] |
+//! | call a set of servers, balanced | [`XClient`] over a [`Discovery`] | [`xclient`] |
+//! | keep a server listed | [`Heartbeat`] (HTTP registry), `etcd::EtcdRegistration` | `registration`, `registry`, `etcd` |
+//! | find servers | [`RegistryDiscovery`], `etcd::EtcdDiscovery`, [`MultiServerDiscovery`] | [`xclient`] |
 //!
-//! No async runtime: every thread is a plain `std` thread with a name, an
-//! owner and a way to stop.
+//! Addresses are `PROTOCOL@ADDR` (`tcp@`, `http@` for HTTP CONNECT,
+//! `unix@`); a bare `HOST:PORT` means `tcp@`. Every function that dials or
+//! listens takes anything [`ToAddress`] accepts. Every failure is one
+//! [`Error`], whose variants and [`Code`]s a caller can match.
+//!
+//! # Serve and call
 //!
 //! ```
 //! use geerpc::{Client, Server, Service};
@@ -22,13 +28,87 @@
 //!
 //! let server = Server::new();
 //! server.register(Service::new("Arith").method("Sum", |a: Args| Ok::<_, String>(a.num1 + a.num2)))?;
-//! let running = server.listen("127.0.0.1:0")?;
+//! let running = server.listen("127.0.0.1:0")?; // port 0: any free port
 //!
 //! let client = Client::dial(running.addr())?;
 //! let sum: i64 = client.call("Arith.Sum", &Args { num1: 1, num2: 2 })?;
 //! assert_eq!(sum, 3);
+//! // Many calls may be in flight on one connection, from any thread:
+//! let pending = client.go::<_, i64>("Arith.Sum", &Args { num1: 2, num2: 2 })?;
+//! assert_eq!(pending.wait()?, 4);
 //! # Ok::<(), geerpc::Error>(())
 //! ```
+//!
+//! # Balance calls over several servers
+//!
+//! ```
+//! use geerpc::{FailMode, MultiServerDiscovery, SelectMode, Server, Service, XClient};
+//!
+//! let mut servers = Vec::new();
+//! for _ in 0..2 {
+//!     let server = Server::new();
+//!     server.register(Service::new("Echo").method("Echo", |s: String| Ok::<_, String>(s)))?;
+//!     servers.push(server.listen("127.0.0.1:0")?);
+//! }
+//! let discovery = MultiServerDiscovery::new(servers.iter().map(|s| s.addr().clone()));
+//! let xc = XClient::builder(discovery)
+//!     .select_mode(SelectMode::RoundRobin)
+//!     .fail_mode(FailMode::Failover { retries: 2 })
+//!     .build();
+//! let back: String = xc.call("Echo.Echo", &"hi")?;
+//! assert_eq!(back, "hi");
+//! # Ok::<(), geerpc::Error>(())
+//! ```
+//!
+//! # Register with a registry, discover through it
+//!
+//! ```
+//! # #[cfg(feature = "registry")] {
+//! use geerpc::registration::RegisterOptions;
+//! use geerpc::{Heartbeat, Registry, RegistryDiscovery, SelectMode, Server, Service, XClient};
+//!
+//! let registry = Registry::builder().addr("127.0.0.1:0").start()?;
+//!
+//! let server = Server::new();
+//! server.register(Service::new("Echo").method("Echo", |s: String| Ok::<_, String>(s)))?;
+//! let running = server.listen("127.0.0.1:0")?;
+//! // Registers now, renews a third of the TTL apart; dropping it deregisters.
+//! let _beat = Heartbeat::for_server(&running, &registry.url(), RegisterOptions::new())?;
+//!
+//! let discovery = RegistryDiscovery::builder(&registry.url()).service("Echo").build()?;
+//! let xc = XClient::new(discovery, SelectMode::Random);
+//! let back: String = xc.call("Echo.Echo", &"hi")?;
+//! assert_eq!(back, "hi");
+//! # }
+//! # Ok::<(), geerpc::Error>(())
+//! ```
+//!
+//! # The same with etcd
+//!
+//! ```no_run
+//! # #[cfg(feature = "etcd")] {
+//! use geerpc::etcd::{EtcdDiscovery, EtcdRegistration};
+//! use geerpc::registration::RegisterOptions;
+//! use geerpc::{SelectMode, Server, XClient};
+//!
+//! let endpoints = ["127.0.0.1:2379"];
+//! let running = Server::new().listen("127.0.0.1:0")?;
+//! // A lease kept alive from a thread; dropping the handle revokes it.
+//! let _reg = EtcdRegistration::for_server(&running, &endpoints, RegisterOptions::new())?;
+//! let discovery = EtcdDiscovery::new(&endpoints, Some("Echo"))?;
+//! let xc = XClient::new(discovery, SelectMode::RoundRobin);
+//! # }
+//! # Ok::<(), geerpc::Error>(())
+//! ```
+//!
+//! # Features
+//!
+//! `registry` (the HTTP registry, its heartbeat and discovery), `etcd`,
+//! `debug-page` (the server's `/debug/geerpc` page) and `tls` (https for
+//! the registry and etcd clients) are on by default; turn them off with
+//! `default-features = false` to build only what you use. `cli` builds the
+//! `geerpc` command. The layers and threads are described in
+//! `docs/ARCHITECTURE.md`, the wire format in `docs/PROTOCOL.md`.
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

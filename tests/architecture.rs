@@ -68,21 +68,41 @@ fn root_names() -> HashMap<String, String> {
     names
 }
 
-/// The top-level modules a source text refers to through `crate::`,
-/// comments left out (doc links may point anywhere).
+/// The top-level modules a source text refers to through `crate::`
+/// (`crate::a::..` and `crate::{a, b}`), comments left out (doc links may
+/// point anywhere) and unit tests too: a test module may use a higher
+/// layer to drive the code under test (a real server for the client).
 fn referenced(text: &str, roots: &HashMap<String, String>) -> Vec<String> {
     let mut out = Vec::new();
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
     for line in text.lines() {
+        if line.trim_start().starts_with("#[cfg(test)]")
+            || line.trim_start().starts_with("#[cfg(all(test")
+        {
+            break;
+        }
         let code = line.split("//").next().unwrap();
         let mut rest = code;
         while let Some(i) = rest.find("crate::") {
             rest = &rest[i + "crate::".len()..];
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
-            let module = roots.get(&name).cloned().unwrap_or(name);
-            out.push(module);
+            let names: Vec<String> = match rest.strip_prefix('{') {
+                Some(group) => group
+                    .split('}')
+                    .next()
+                    .unwrap()
+                    .split(',')
+                    .map(ident)
+                    .collect(),
+                None => vec![ident(rest)],
+            };
+            for name in names.into_iter().filter(|n| !n.is_empty()) {
+                out.push(roots.get(&name).cloned().unwrap_or(name));
+            }
         }
     }
     out
