@@ -76,6 +76,12 @@
 //! let _beat = Heartbeat::for_server(&running, &registry.url(), RegisterOptions::new())?;
 //!
 //! let discovery = RegistryDiscovery::builder(&registry.url()).service("Echo").build()?;
+//! # // The heartbeat registers from its own thread: wait for the listing.
+//! # use geerpc::Discovery;
+//! # let changes = discovery.watch().expect("registry discovery signals changes");
+//! # while discovery.snapshot().map_or(true, |s| s.instances.is_empty()) {
+//! #     changes.recv_timeout(std::time::Duration::from_secs(10)).expect("listed within 10 s");
+//! # }
 //! let xc = XClient::new(discovery, SelectMode::Random);
 //! let back: String = xc.call("Echo.Echo", &"hi")?;
 //! assert_eq!(back, "hi");

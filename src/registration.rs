@@ -252,8 +252,8 @@ pub(crate) fn renew_for_ttl(ttl: Duration) -> Duration {
 /// TTL. Implemented by [`Heartbeat`](crate::Heartbeat) (HTTP registry) and
 /// [`EtcdRegistration`](crate::etcd::EtcdRegistration).
 pub trait Registration: Send + Sync + fmt::Debug {
-    /// The registered address, `PROTOCOL@ADDR`.
-    fn addr(&self) -> &str;
+    /// The registered address.
+    fn addr(&self) -> &Address;
 
     /// Whether the last registration or renewal was accepted.
     fn is_registered(&self) -> bool;

@@ -50,7 +50,7 @@ fn exercise(registrar: &dyn Registrar, listed: Listed) {
         .version("1.4")
         .ttl(Duration::from_secs(60));
     let handle: Box<dyn Registration> = registrar.register_server(&server, options).unwrap();
-    assert_eq!(handle.addr(), addr);
+    assert_eq!(handle.addr().to_string(), addr);
     let now = wait_listed(listed, |l| !l.is_empty());
     assert_eq!(addrs(&now), [addr.as_str()]);
     assert_eq!(now[0].weight, 2);
@@ -75,7 +75,7 @@ fn exercise(registrar: &dyn Registrar, listed: Listed) {
     let handle = registrar
         .register(&bare.parse().unwrap(), options.clone())
         .unwrap();
-    assert_eq!(handle.addr(), format!("tcp@{bare}"));
+    assert_eq!(handle.addr().to_string(), format!("tcp@{bare}"));
     wait_listed(listed, |l| addrs(l) == [format!("tcp@{bare}")]);
     handle.deregister().unwrap();
     assert!(listed().is_empty(), "still listed: {:?}", listed());

@@ -781,7 +781,10 @@ fn for_server_registers_its_services_and_shutdown_deregisters() {
     assert_eq!(inst.addr, addr);
     assert_eq!(inst.services, ["Arith", "Echo"]);
     assert_eq!(inst.metadata["version"], "9.9");
-    assert_eq!((hb.addr(), hb.url()), (addr.as_str(), reg.url().as_str()));
+    assert_eq!(
+        (hb.addr().to_string(), hb.url()),
+        (addr.clone(), reg.url().as_str())
+    );
     running.shutdown();
     // The DELETE went out before shutdown returned.
     assert!(reg.instances().is_empty(), "{:?}", reg.instances());

@@ -121,7 +121,11 @@ impl EtcdRegistrar {
             let _ = inner.stop(true);
             return Err(Error::io("start etcd heartbeat thread", e));
         }
-        Ok(EtcdRegistration { inner, instance })
+        Ok(EtcdRegistration {
+            inner,
+            instance,
+            addr,
+        })
     }
 
     /// Registers every service of a listening server (unless the options
@@ -194,6 +198,7 @@ impl Registrar for EtcdRegistrar {
 pub struct EtcdRegistration {
     inner: Arc<Inner>,
     instance: Instance,
+    addr: Address,
 }
 
 impl EtcdRegistration {
@@ -221,9 +226,9 @@ impl EtcdRegistration {
         EtcdRegistrar::new(endpoints)?.register_server(server, options)
     }
 
-    /// The registered address, `PROTOCOL@ADDR`.
-    pub fn addr(&self) -> &str {
-        &self.instance.addr
+    /// The registered address.
+    pub fn addr(&self) -> &Address {
+        &self.addr
     }
 
     /// The instance registered.
@@ -266,7 +271,7 @@ impl EtcdRegistration {
 }
 
 impl crate::registration::Registration for EtcdRegistration {
-    fn addr(&self) -> &str {
+    fn addr(&self) -> &Address {
         EtcdRegistration::addr(self)
     }
 

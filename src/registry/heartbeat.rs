@@ -160,7 +160,8 @@ impl HttpRegistrar {
     /// since Go clients split them on `@`. Fails only on a malformed
     /// address.
     pub fn register(&self, addr: impl ToAddress, options: RegisterOptions) -> Result<Heartbeat> {
-        let addr = addr.to_address()?.to_string();
+        let address = addr.to_address()?;
+        let addr = address.to_string();
         check_addr(&addr)?;
         let timeout = options.request_timeout_or_default();
         let cadence = Cadence::new(&options, &format!("heartbeat {addr} to {}", self.url));
@@ -177,6 +178,7 @@ impl HttpRegistrar {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let hb = Control {
             url: self.url.clone(),
+            address,
             addr,
             timeout,
             stop_tx,
@@ -282,6 +284,8 @@ pub struct Heartbeat {
 /// first stops it, the other finds it stopped.
 struct Control {
     url: String,
+    address: Address,
+    /// `address` as the registry is sent it.
     addr: String,
     timeout: Duration,
     stop_tx: Sender<()>,
@@ -345,9 +349,9 @@ impl Heartbeat {
         HttpRegistrar::new(registry_url)?.register_server(server, options)
     }
 
-    /// The registered address, `PROTOCOL@ADDR`.
-    pub fn addr(&self) -> &str {
-        &self.control.addr
+    /// The registered address.
+    pub fn addr(&self) -> &Address {
+        &self.control.address
     }
 
     /// The registry's URL.
@@ -381,7 +385,7 @@ impl Heartbeat {
 }
 
 impl crate::registration::Registration for Heartbeat {
-    fn addr(&self) -> &str {
+    fn addr(&self) -> &Address {
         Heartbeat::addr(self)
     }
 

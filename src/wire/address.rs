@@ -71,6 +71,22 @@ impl Address {
     }
 }
 
+/// An address equals its text in canonical form (`tcp@HOST:PORT`), so
+/// `heartbeat.addr() == "tcp@127.0.0.1:7001"` reads as it should.
+impl PartialEq<str> for Address {
+    fn eq(&self, other: &str) -> bool {
+        other
+            .split_once('@')
+            .is_some_and(|(p, t)| p == self.protocol.as_str() && t == self.target)
+    }
+}
+
+impl PartialEq<&str> for Address {
+    fn eq(&self, other: &&str) -> bool {
+        *self == **other
+    }
+}
+
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}@{}", self.protocol.as_str(), self.target)
@@ -166,6 +182,13 @@ impl<T: ToAddress + ?Sized> ToAddress for &T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn equals_its_canonical_text_only() {
+        let a: Address = "127.0.0.1:80".parse().unwrap();
+        assert!(a == "tcp@127.0.0.1:80");
+        assert!(a != "127.0.0.1:80" && a != "http@127.0.0.1:80" && a != "tcp@127.0.0.1:8");
+    }
 
     #[test]
     fn parses_each_protocol_and_rejects_the_rest() {

@@ -465,7 +465,7 @@ mod tests {
             let listed: Vec<&str> = s.instances.iter().map(|i| i.addr.as_str()).collect();
             assert_eq!(listed, ["127.0.0.1:1", "tcp@127.0.0.1:2"]);
             assert_eq!((s.version, slots.len()), (2, 2));
-            assert_eq!(slots[1].address, "tcp@127.0.0.1:2".parse().unwrap());
+            assert_eq!(slots[1].address, "tcp@127.0.0.1:2");
         }
         assert!(pool.refused.lock().contains("nowhere"));
         // Still listed at the next version: still remembered, not logged again.
