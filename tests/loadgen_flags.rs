@@ -1,7 +1,8 @@
 //! `examples/loadgen.rs` refuses what it does not understand (issue 17): an
 //! unknown flag, a bad value or a meaningless combination ends it at once
 //! with exit code 2 and the usage, before it serves or loads anything.
-//! `cargo test` builds the examples next to the test binaries.
+//! `cargo test` builds the examples next to the test binaries (run alone,
+//! `cargo test --test loadgen_flags` uses the last `cargo build --examples`).
 
 use std::path::PathBuf;
 use std::process::Command;
