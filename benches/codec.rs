@@ -34,7 +34,7 @@ fn bench_codecs(c: &mut Criterion) {
     for codec in [Codec::Json, Codec::MsgPack] {
         let name = match codec {
             Codec::Json => "json",
-            Codec::MsgPack => "msgpack",
+            _ => "msgpack",
         };
         let args = Args {
             num1: 1 << 33,

@@ -8,7 +8,7 @@
 //! | serve methods | [`Server`], [`Service`] | [`server`] |
 //! | call one server | [`Client`] | [`client`] |
 //! | call a set of servers, balanced | [`XClient`] over a [`Discovery`] | [`xclient`] |
-//! | keep a server listed | [`Heartbeat`] (HTTP registry), `etcd::EtcdRegistration` | `registration`, `registry`, `etcd` |
+//! | keep a server listed | [`Heartbeat`] (HTTP registry) or `etcd::EtcdRegistration`, with [`RegisterOptions`] | `registration`, `registry`, `etcd` |
 //! | find servers | [`RegistryDiscovery`], `etcd::EtcdDiscovery`, [`MultiServerDiscovery`] | [`xclient`] |
 //!
 //! Addresses are `PROTOCOL@ADDR` (`tcp@`, `http@` for HTTP CONNECT,
@@ -64,8 +64,8 @@
 //!
 //! ```
 //! # #[cfg(feature = "registry")] {
-//! use geerpc::registration::RegisterOptions;
-//! use geerpc::{Heartbeat, Registry, RegistryDiscovery, SelectMode, Server, Service, XClient};
+//! use geerpc::{Heartbeat, RegisterOptions, Registry, RegistryDiscovery};
+//! use geerpc::{SelectMode, Server, Service, XClient};
 //!
 //! let registry = Registry::builder().addr("127.0.0.1:0").start()?;
 //!
@@ -94,15 +94,18 @@
 //! ```no_run
 //! # #[cfg(feature = "etcd")] {
 //! use geerpc::etcd::{EtcdDiscovery, EtcdRegistration};
-//! use geerpc::registration::RegisterOptions;
-//! use geerpc::{SelectMode, Server, XClient};
+//! use geerpc::{RegisterOptions, SelectMode, Server, Service, XClient};
 //!
 //! let endpoints = ["127.0.0.1:2379"];
-//! let running = Server::new().listen("127.0.0.1:0")?;
-//! // A lease kept alive from a thread; dropping the handle revokes it.
+//! let server = Server::new();
+//! server.register(Service::new("Echo").method("Echo", |s: String| Ok::<_, String>(s)))?;
+//! let running = server.listen("127.0.0.1:0")?;
+//! // One key per service on a lease kept alive from a thread; dropping the
+//! // handle (or shutting the server down) revokes it.
 //! let _reg = EtcdRegistration::for_server(&running, &endpoints, RegisterOptions::new())?;
 //! let discovery = EtcdDiscovery::new(&endpoints, Some("Echo"))?;
 //! let xc = XClient::new(discovery, SelectMode::RoundRobin);
+//! let back: String = xc.call("Echo.Echo", &"hi")?;
 //! # }
 //! # Ok::<(), geerpc::Error>(())
 //! ```
@@ -157,6 +160,9 @@ pub mod duration {
 pub use client::Client;
 pub use code::{Code, RemoteKind};
 pub use error::{Error, Result, TimeoutStage};
+#[cfg(any(feature = "registry", feature = "etcd"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "registry", feature = "etcd"))))]
+pub use registration::RegisterOptions;
 #[cfg(feature = "registry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
 pub use registry::{Heartbeat, Registry, RegistryDiscovery};

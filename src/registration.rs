@@ -196,6 +196,7 @@ impl RegisterOptions {
         self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT)
     }
 
+    #[cfg_attr(not(feature = "registry"), allow(dead_code))]
     pub(crate) fn backoff_or_default(&self) -> (Duration, Duration) {
         self.backoff.unwrap_or(DEFAULT_BACKOFF)
     }
@@ -205,6 +206,7 @@ impl RegisterOptions {
     }
 
     /// The instance a registration of `addr` announces.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub(crate) fn instance(&self, addr: &Address) -> Instance {
         let mut i = Instance::new(addr.to_string()).with_weight(self.weight.unwrap_or(1));
         i.services = self.services.clone().unwrap_or_default();

@@ -718,7 +718,7 @@ fn the_watch_delivers_a_change_within_100ms() {
         .unwrap();
     assert!(d.snapshot().unwrap().instances.is_empty());
     let changed = d.watch().unwrap();
-    assert!(!wait_for_threads("geerpc-watch", |n| n > 0).is_empty());
+    assert!(!wait_for_threads("geerpc-poll", |n| n > 0).is_empty());
     let mut took = Vec::new();
     for i in 0..5 {
         let addr = format!("tcp@127.0.0.1:{}", 22000 + i);

@@ -246,7 +246,7 @@ fn watch_from(reg: &Registry, local: [u8; 4], version: u64) -> TcpStream {
 
 #[test]
 fn long_polls_are_capped_per_client_address() {
-    let reg = registry(Registry::builder().max_watchers_per_client(2));
+    let reg = registry(Registry::builder().max_long_polls_per_client(2));
     let url = reg.url();
     let v = registry_version(&url);
     let _a = watch_from(&reg, [127, 0, 0, 1], v);
@@ -378,7 +378,7 @@ fn a_thousand_long_polls_are_all_answered_repeatedly() {
     let n = 1000;
     let reg = registry(
         Registry::builder()
-            .max_watchers_per_client(n)
+            .max_long_polls_per_client(n)
             .read_timeout(Duration::from_secs(60)),
     );
     let url = reg.url();

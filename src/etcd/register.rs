@@ -187,8 +187,11 @@ impl Registrar for EtcdRegistrar {
 ///
 /// ```no_run
 /// use geerpc::etcd::EtcdRegistration;
-/// use geerpc::registration::RegisterOptions;
-/// # let running = geerpc::Server::new().listen("127.0.0.1:0")?;
+/// use geerpc::{RegisterOptions, Server, Service};
+/// let server = Server::new();
+/// server.register(Service::new("Echo").method("Echo", |s: String| Ok::<_, String>(s)))?;
+/// let running = server.listen("127.0.0.1:0")?;
+/// // One key per service the server has (an instance must serve one).
 /// let registration = EtcdRegistration::for_server(&running, &["127.0.0.1:2379"], RegisterOptions::new())?;
 /// // ... serve ...
 /// running.shutdown(); // revokes the registration first

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 
 /// How a client reaches a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Protocol {
     /// Plain TCP: the handshake follows the connect.
     Tcp,

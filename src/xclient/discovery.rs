@@ -270,7 +270,9 @@ impl MultiServerDiscovery {
     /// A discovery over `instances`: addresses (what
     /// [`ToAddress`](crate::ToAddress) takes: `PROTOCOL@ADDR`, a bare
     /// `HOST:PORT` for TCP, an [`Address`], a [`SocketAddr`]; weight 1) or
-    /// [`Instance`]s. Duplicate addresses keep their first entry. An
+    /// [`Instance`]s. An address is listed in its canonical form
+    /// (`127.0.0.1:7001` as `tcp@127.0.0.1:7001`), so two spellings of one
+    /// server are one entry; duplicates keep their first entry. An
     /// address that does not parse is kept in the list but never called:
     /// the [`XClient`](super::XClient) leaves it out and logs why.
     pub fn new<I: Into<Instance>>(instances: impl IntoIterator<Item = I>) -> MultiServerDiscovery {
@@ -286,6 +288,12 @@ fn dedup<I: Into<Instance>>(instances: impl IntoIterator<Item = I>) -> Vec<Insta
     instances
         .into_iter()
         .map(Into::into)
+        .map(|mut i: Instance| {
+            if let Ok(a) = i.address() {
+                i.addr = a.to_string();
+            }
+            i
+        })
         .filter(|i: &Instance| seen.insert(i.addr.clone()))
         .collect()
 }
@@ -327,5 +335,18 @@ impl std::fmt::Debug for MultiServerDiscovery {
         f.debug_struct("MultiServerDiscovery")
             .field("snapshot", &*self.current.lock())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Discovery, MultiServerDiscovery};
+
+    #[test]
+    fn two_spellings_of_one_server_are_one_instance() {
+        let d = MultiServerDiscovery::new(["127.0.0.1:7002", "tcp@127.0.0.1:7002", "unix@/x"]);
+        let s = d.snapshot().unwrap();
+        let addrs: Vec<_> = s.instances.iter().map(|i| i.addr.as_str()).collect();
+        assert_eq!(addrs, ["tcp@127.0.0.1:7002", "unix@/x"]);
     }
 }

@@ -46,7 +46,7 @@ impl RegistryDiscoveryBuilder {
         self
     }
 
-    /// Whether a background thread (`geerpc-watch`, stopped when the
+    /// Whether a background thread (`geerpc-poll`, stopped when the
     /// discovery is dropped) keeps a long poll open on the registry
     /// (`GET ?watch=VERSION`), so that a registered or removed instance is
     /// in the list within a round trip (default true). Off, no thread is
@@ -112,7 +112,7 @@ impl RegistryDiscoveryBuilder {
             let threads = ThreadGroup::default();
             let (s, a, poll) = (shared.clone(), agent.clone(), self.poll);
             threads
-                .spawn("geerpc-watch", None, move || {
+                .spawn("geerpc-poll", None, move || {
                     poll_loop(&s, &a, poll, stop_rx)
                 })
                 .map_err(|e| Error::io("start discovery long-poll thread", e))?;

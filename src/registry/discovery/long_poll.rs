@@ -1,4 +1,4 @@
-//! The long-poll thread (`geerpc-watch`): keeps a `GET ?watch=VERSION`
+//! The long-poll thread (`geerpc-poll`): keeps a `GET ?watch=VERSION`
 //! open on the registry so that a change is installed within a round
 //! trip, backs off while the registry fails or answers early, and gives up
 //! on a registry that cannot long-poll (a Go one). Started by the builder

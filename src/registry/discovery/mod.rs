@@ -36,7 +36,7 @@ use kept::Kept;
 /// list is fresh. A stale list is fetched again by one caller, outside the
 /// lock, while the others go on with the list they have; when the registry
 /// cannot be reached the last good list stays in use, and the log says so
-/// once per outage. A background thread (`geerpc-watch`, stopped
+/// once per outage. A background thread (`geerpc-poll`, stopped
 /// on drop) keeps a long poll open, so that a new or removed instance is
 /// seen within milliseconds (see
 /// [`RegistryDiscoveryBuilder::long_poll`]). [`Discovery::watch`] gives

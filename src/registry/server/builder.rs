@@ -205,13 +205,13 @@ impl RegistryBuilder {
             ttl_ms: self.ttl.as_nanos().div_ceil(1_000_000).to_string(),
             state: Mutex::new(State {
                 table: Table::with_caps(self.ttl, limits.max_instances, limits.max_services),
-                watchers: Watchers::new(limits.max_watchers, limits.max_watchers_per_client),
+                watchers: Watchers::new(limits.max_long_polls, limits.max_long_polls_per_client),
             }),
             wake: wake_tx,
             stopping: AtomicBool::new(false),
             roles: Roles::default(),
             max_body: limits.max_body,
-            answerers: Answerers::new(threads.clone(), limits.max_watchers),
+            answerers: Answerers::new(threads.clone(), limits.max_long_polls),
             refusals: limits::RefusalLog::default(),
             epoch: Epoch::new(self.warmup, listener_copy),
         });

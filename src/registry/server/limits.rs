@@ -36,8 +36,8 @@ pub(crate) struct Limits {
     pub(crate) read_timeout: Duration,
     pub(crate) max_connections: usize,
     pub(crate) max_body: u64,
-    pub(crate) max_watchers: usize,
-    pub(crate) max_watchers_per_client: usize,
+    pub(crate) max_long_polls: usize,
+    pub(crate) max_long_polls_per_client: usize,
     pub(crate) max_instances: usize,
     pub(crate) max_services: usize,
 }
@@ -49,8 +49,8 @@ impl Default for Limits {
             read_timeout: Registry::DEFAULT_READ_TIMEOUT,
             max_connections: Registry::DEFAULT_MAX_CONNECTIONS,
             max_body: Registry::DEFAULT_MAX_BODY,
-            max_watchers: Registry::DEFAULT_MAX_WATCHERS,
-            max_watchers_per_client: Registry::DEFAULT_MAX_WATCHERS_PER_CLIENT,
+            max_long_polls: Registry::DEFAULT_MAX_LONG_POLLS,
+            max_long_polls_per_client: Registry::DEFAULT_MAX_LONG_POLLS_PER_CLIENT,
             max_instances: Registry::DEFAULT_MAX_INSTANCES,
             max_services: Registry::DEFAULT_MAX_SERVICES,
         }
@@ -79,9 +79,9 @@ impl Registry {
     /// Largest `POST` body, by default.
     pub const DEFAULT_MAX_BODY: u64 = 64 * 1024;
     /// Long polls parked at once, by default.
-    pub const DEFAULT_MAX_WATCHERS: usize = 10_000;
+    pub const DEFAULT_MAX_LONG_POLLS: usize = 10_000;
     /// Long polls parked at once from one client IP address, by default.
-    pub const DEFAULT_MAX_WATCHERS_PER_CLIENT: usize = 1_000;
+    pub const DEFAULT_MAX_LONG_POLLS_PER_CLIENT: usize = 1_000;
     /// Addresses listed at once, by default.
     pub const DEFAULT_MAX_INSTANCES: usize = 10_000;
     /// Distinct service names known at once, by default.
@@ -134,21 +134,21 @@ impl RegistryBuilder {
     }
 
     /// Most long polls (`GET ?watch=`) parked at once
-    /// ([`DEFAULT_MAX_WATCHERS`](Registry::DEFAULT_MAX_WATCHERS)); more are
+    /// ([`DEFAULT_MAX_LONG_POLLS`](Registry::DEFAULT_MAX_LONG_POLLS)); more are
     /// answered `503` (a [`RegistryDiscovery`](crate::RegistryDiscovery)
     /// backs off and retries).
-    pub fn max_watchers(mut self, n: usize) -> RegistryBuilder {
-        self.limits.max_watchers = n;
+    pub fn max_long_polls(mut self, n: usize) -> RegistryBuilder {
+        self.limits.max_long_polls = n;
         self
     }
 
     /// Most long polls parked at once from one client IP address
-    /// ([`DEFAULT_MAX_WATCHERS_PER_CLIENT`](Registry::DEFAULT_MAX_WATCHERS_PER_CLIENT)),
+    /// ([`DEFAULT_MAX_LONG_POLLS_PER_CLIENT`](Registry::DEFAULT_MAX_LONG_POLLS_PER_CLIENT)),
     /// so that one client cannot take every slot of
-    /// [`max_watchers`](Self::max_watchers); more are answered `429`.
+    /// [`max_long_polls`](Self::max_long_polls); more are answered `429`.
     /// Clients behind one NAT address share it.
-    pub fn max_watchers_per_client(mut self, n: usize) -> RegistryBuilder {
-        self.limits.max_watchers_per_client = n;
+    pub fn max_long_polls_per_client(mut self, n: usize) -> RegistryBuilder {
+        self.limits.max_long_polls_per_client = n;
         self
     }
 

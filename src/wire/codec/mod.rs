@@ -25,6 +25,7 @@ const MAX_DEPTH: usize = 128;
 
 /// A wire codec, chosen per connection by the client's handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Codec {
     /// `application/json`: Go `json.Encoder` framing.
     #[default]
