@@ -8,7 +8,7 @@ use geerpc::Registry;
 
 fn bench_registry(c: &mut Criterion) {
     let registry = Registry::builder().addr("127.0.0.1:0").start().unwrap();
-    let url = registry.url();
+    let url = registry.url().to_string();
     let agent = ureq::Agent::new_with_defaults();
     for i in 0..100 {
         agent

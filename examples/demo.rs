@@ -59,7 +59,7 @@ fn start_server(
 pub fn run(out: &mut (dyn Write + Send)) -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     let registry = Registry::builder().addr("127.0.0.1:0").start()?;
-    let url = registry.url();
+    let url = registry.url().to_string();
     writeln!(out, "registry listening on {url}")?;
 
     // Closed at the end: ends any Sleep still running.

@@ -73,9 +73,9 @@
 //! server.register(Service::new("Echo").method("Echo", |s: String| Ok::<_, String>(s)))?;
 //! let running = server.listen("127.0.0.1:0")?;
 //! // Registers now, renews a third of the TTL apart; dropping it deregisters.
-//! let _beat = Heartbeat::for_server(&running, &registry.url(), RegisterOptions::new())?;
+//! let _beat = Heartbeat::for_server(&running, registry.url(), RegisterOptions::new())?;
 //!
-//! let discovery = RegistryDiscovery::builder(&registry.url()).service("Echo").build()?;
+//! let discovery = RegistryDiscovery::builder(registry.url()).service("Echo").build()?;
 //! # // The heartbeat registers from its own thread: wait for the listing.
 //! # use geerpc::Discovery;
 //! # let changes = discovery.watch().expect("registry discovery signals changes");

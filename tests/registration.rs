@@ -95,7 +95,7 @@ fn the_http_registry_registers_drops_deregisters_and_abandons() {
         .ttl(Duration::from_secs(300))
         .start()
         .unwrap();
-    let registrar = HttpRegistrar::new(&reg.url()).unwrap();
+    let registrar = HttpRegistrar::new(reg.url()).unwrap();
     exercise(&registrar, &|| reg.instances());
     // The inherent methods take `impl ToAddress`: a bare string too.
     let hb = registrar
@@ -131,7 +131,7 @@ fn for_server_is_shaped_the_same_and_a_shutdown_deregisters() {
     let eps = etcd.endpoints();
     let server = start_server();
     let opts = || RegisterOptions::new().ttl(Duration::from_secs(60));
-    let _hb: Heartbeat = Heartbeat::for_server(&server, &reg.url(), opts()).unwrap();
+    let _hb: Heartbeat = Heartbeat::for_server(&server, reg.url(), opts()).unwrap();
     let _er: EtcdRegistration = EtcdRegistration::for_server(&server, &eps, opts()).unwrap();
     let in_etcd = || {
         let d = EtcdDiscovery::new(&eps, Some("Arith")).unwrap();

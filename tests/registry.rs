@@ -88,7 +88,7 @@ fn addrs(listing: &serde_json::Value) -> Vec<String> {
 #[test]
 fn each_post_header_spelling_registers_and_get_lists_under_both_names() {
     let reg = start(Registry::DEFAULT_TTL);
-    let url = reg.url();
+    let url = reg.url().to_string();
     assert!(url.ends_with("/_rpc_/registry"), "{url}");
     assert_eq!(post(&url, "X-rpc-Server", "tcp@127.0.0.1:7003"), 200);
     assert_eq!(post(&url, "X-rpc-Servers", "tcp@127.0.0.1:7001"), 200);
@@ -134,7 +134,7 @@ fn custom_path_replaces_the_defaults() {
         .start()
         .unwrap();
     assert!(reg.url().ends_with("/reg"), "{}", reg.url());
-    assert_eq!(post(&reg.url(), "X-rpc-Server", "tcp@127.0.0.1:1"), 200);
+    assert_eq!(post(reg.url(), "X-rpc-Server", "tcp@127.0.0.1:1"), 200);
     let other = format!("http://{}/_rpc_/registry", reg.addr().target());
     assert_eq!(http().get(other).call().unwrap().status(), 404);
 }
@@ -153,7 +153,7 @@ fn missing_address_is_400_naming_the_header() {
         let body = resp.body_mut().read_to_string().unwrap();
         assert!(body.contains("X-rpc-Server"), "{method}: {body}");
     }
-    assert_eq!(get_header(&reg.url(), "X-rpc-Servers"), "");
+    assert_eq!(get_header(reg.url(), "X-rpc-Servers"), "");
 }
 
 #[test]
@@ -182,7 +182,7 @@ fn malformed_address_is_400() {
         .unwrap();
     assert_eq!(resp.status(), 400);
     assert!(resp.body_mut().read_to_string().unwrap().contains("JSON"));
-    assert_eq!(get_header(&reg.url(), "X-rpc-Servers"), "");
+    assert_eq!(get_header(reg.url(), "X-rpc-Servers"), "");
 }
 
 #[test]
@@ -251,7 +251,7 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
     for i in 0..100 {
         assert_eq!(
             post(
-                &reg.url(),
+                reg.url(),
                 "X-rpc-Server",
                 &format!("tcp@127.0.0.1:{}", 20000 + i)
             ),
@@ -309,7 +309,7 @@ fn a_peer_that_does_not_read_holds_a_worker_only_for_the_write_timeout() {
         .write_timeout(Duration::from_millis(100))
         .start()
         .unwrap();
-    let url = reg.url();
+    let url = reg.url().to_string();
     let agent = http();
     for i in 0..5000 {
         let addr = format!("tcp@10.0.{}.{}:7000", i / 250, i % 250);
@@ -382,7 +382,7 @@ fn a_request_whose_body_never_comes_is_still_answered() {
 #[test]
 fn delete_deregisters() {
     let reg = start(Registry::DEFAULT_TTL);
-    let url = reg.url();
+    let url = reg.url().to_string();
     post(&url, "X-rpc-Server", "tcp@127.0.0.1:1");
     post(&url, "X-rpc-Server", "tcp@127.0.0.1:2");
     let resp = http()
@@ -403,7 +403,7 @@ fn delete_deregisters() {
 #[test]
 fn services_and_metadata_filter_the_listing() {
     let reg = start(Registry::DEFAULT_TTL);
-    let url = reg.url();
+    let url = reg.url().to_string();
     let body = serde_json::json!({
         "services": ["Arith", "Echo"], "weight": 3,
         "metadata": {"version": "1.2.0", "tags": "eu,canary"}
@@ -446,7 +446,7 @@ fn services_and_metadata_filter_the_listing() {
 #[test]
 fn an_address_not_renewed_within_the_ttl_is_purged_without_a_get() {
     let reg = start(Duration::from_secs(1));
-    let url = reg.url();
+    let url = reg.url().to_string();
     // Taken before the POST: the TTL runs from when the registry saw it.
     let registered = Instant::now();
     post(&url, "X-rpc-Server", "tcp@127.0.0.1:1");
@@ -472,12 +472,12 @@ fn heartbeats_keep_an_address_alive_past_the_ttl() {
     // One beat late by most of a TTL on a loaded machine is still in time.
     let reg = start(Duration::from_secs(1));
     let hb = Heartbeat::start(
-        &reg.url(),
+        reg.url(),
         "tcp@127.0.0.1:1",
         RegisterOptions::new().renew_every(Duration::from_millis(100)),
     )
     .unwrap();
-    let d = RegistryDiscovery::new(&reg.url()).unwrap();
+    let d = RegistryDiscovery::new(reg.url()).unwrap();
     wait_for(&d, Duration::from_secs(5), |s| s.instances.len() == 1);
     let v = d.snapshot().unwrap().version;
     // Three TTLs later the address is still there, never dropped in between.
@@ -501,7 +501,7 @@ fn a_default_heartbeat_follows_a_registry_ttl_shorter_than_it_assumed() {
     let ttl = Duration::from_secs(2);
     let reg = start(ttl);
     let resp = http()
-        .post(&reg.url())
+        .post(reg.url())
         .header("X-rpc-Server", "tcp@127.0.0.1:2")
         .send_empty()
         .unwrap();
@@ -515,14 +515,14 @@ fn a_default_heartbeat_follows_a_registry_ttl_shorter_than_it_assumed() {
         "2000"
     );
     let gone = http()
-        .delete(&reg.url())
+        .delete(reg.url())
         .header("X-rpc-Server", "tcp@127.0.0.1:2")
         .call()
         .unwrap();
     assert_eq!(gone.status(), 200);
 
-    let hb = Heartbeat::start(&reg.url(), "tcp@127.0.0.1:1", RegisterOptions::new()).unwrap();
-    let d = RegistryDiscovery::new(&reg.url()).unwrap();
+    let hb = Heartbeat::start(reg.url(), "tcp@127.0.0.1:1", RegisterOptions::new()).unwrap();
+    let d = RegistryDiscovery::new(reg.url()).unwrap();
     let v = wait_for(&d, Duration::from_secs(5), |s| s.instances.len() == 1).version;
     // Two and a half TTLs later the address is still there, never dropped
     // in between, and beaten again since the first beat.
@@ -541,7 +541,7 @@ fn a_default_heartbeat_follows_a_registry_ttl_shorter_than_it_assumed() {
 #[test]
 fn five_thousand_instances_are_listed_whole() {
     let reg = start(Registry::DEFAULT_TTL);
-    let url = reg.url();
+    let url = reg.url().to_string();
     // A keep-alive agent: 5,000 requests on a few connections.
     let agent = http();
     for i in 0..5000 {
@@ -573,7 +573,7 @@ fn five_thousand_instances_are_listed_whole() {
 #[test]
 fn a_hundred_threads_heartbeat_at_once() {
     let reg = start(Registry::DEFAULT_TTL);
-    let url = reg.url();
+    let url = reg.url().to_string();
     let d = RegistryDiscovery::new(&url).unwrap();
     let start = Arc::new(std::sync::Barrier::new(100));
     let beats: Vec<Heartbeat> = std::thread::scope(|s| {
@@ -615,7 +615,7 @@ fn a_hundred_threads_heartbeat_at_once() {
 fn a_restarted_registry_gets_every_heartbeat_back_within_one_backoff() {
     let reg = start(Registry::DEFAULT_TTL);
     let addr = reg.addr().clone();
-    let url = reg.url();
+    let url = reg.url().to_string();
     let interval = Duration::from_secs(4);
     let max_backoff = Duration::from_millis(300);
     let beats: Vec<Heartbeat> = (0..20)
@@ -648,7 +648,7 @@ fn a_restarted_registry_gets_every_heartbeat_back_within_one_backoff() {
         .start()
         .expect("rebind the same port");
     let restarted = Instant::now();
-    let d = RegistryDiscovery::new(&reg.url()).unwrap();
+    let d = RegistryDiscovery::new(reg.url()).unwrap();
     wait_for(&d, Duration::from_secs(10), |s| s.instances.len() == 20);
     let took = restarted.elapsed();
     // Well under the 4 s interval: the retries, not the regular beats, did it.
@@ -663,7 +663,7 @@ fn a_restarted_registry_gets_every_heartbeat_back_within_one_backoff() {
 #[test]
 fn discovery_keeps_serving_the_last_list_during_an_outage() {
     let reg = start(Registry::DEFAULT_TTL);
-    let url = reg.url();
+    let url = reg.url().to_string();
     post(&url, "X-rpc-Server", "tcp@127.0.0.1:1");
     post(&url, "X-rpc-Server", "tcp@127.0.0.1:2");
     let d = RegistryDiscovery::builder(&url)
@@ -709,7 +709,7 @@ fn discovery_with_no_registry_ever_fails_clearly() {
 #[test]
 fn the_watch_delivers_a_change_within_100ms() {
     let reg = start(Registry::DEFAULT_TTL);
-    let url = reg.url();
+    let url = reg.url().to_string();
     // refresh_after is long: only the watch can bring changes in quickly.
     let d = RegistryDiscovery::builder(&url)
         .service("Arith")
@@ -771,8 +771,8 @@ fn for_server_registers_its_services_and_shutdown_deregisters() {
     let running = start_server();
     let addr = running.addr().to_string();
     let hb =
-        Heartbeat::for_server(&running, &reg.url(), RegisterOptions::new().version("9.9")).unwrap();
-    let d = RegistryDiscovery::builder(&reg.url())
+        Heartbeat::for_server(&running, reg.url(), RegisterOptions::new().version("9.9")).unwrap();
+    let d = RegistryDiscovery::builder(reg.url())
         .service("Echo")
         .build()
         .unwrap();
@@ -781,10 +781,7 @@ fn for_server_registers_its_services_and_shutdown_deregisters() {
     assert_eq!(inst.addr, addr);
     assert_eq!(inst.services, ["Arith", "Echo"]);
     assert_eq!(inst.metadata["version"], "9.9");
-    assert_eq!(
-        (hb.addr().to_string(), hb.url()),
-        (addr.clone(), reg.url().as_str())
-    );
+    assert_eq!((hb.addr().to_string(), hb.url()), (addr.clone(), reg.url()));
     running.shutdown();
     // The DELETE went out before shutdown returned.
     assert!(reg.instances().is_empty(), "{:?}", reg.instances());
@@ -795,8 +792,8 @@ fn for_server_registers_its_services_and_shutdown_deregisters() {
 fn dropping_a_for_server_heartbeat_deregisters_as_an_etcd_registration_does() {
     let reg = start(Registry::DEFAULT_TTL);
     let running = start_server();
-    let hb = Heartbeat::for_server(&running, &reg.url(), RegisterOptions::new()).unwrap();
-    let d = RegistryDiscovery::builder(&reg.url())
+    let hb = Heartbeat::for_server(&running, reg.url(), RegisterOptions::new()).unwrap();
+    let d = RegistryDiscovery::builder(reg.url())
         .service("Echo")
         .build()
         .unwrap();
@@ -817,7 +814,7 @@ fn shutdown_answers_long_polls_and_joins_every_thread() {
     let reg = start(Registry::DEFAULT_TTL);
     assert!(reg.live_threads() >= 2);
     assert!(!wait_for_threads("geerpc-reg-", |n| n > 0).is_empty());
-    let url = reg.url();
+    let url = reg.url().to_string();
     let version = get_json(&url)["version"].as_u64().unwrap();
     let poll = std::thread::spawn(move || {
         let t0 = Instant::now();
@@ -828,7 +825,7 @@ fn shutdown_answers_long_polls_and_joins_every_thread() {
     });
     // The poll is parked (the reaper holds it), not a worker: GETs still work.
     for _ in 0..10 {
-        assert_eq!(get_header(&reg.url(), "X-rpc-Servers"), "");
+        assert_eq!(get_header(reg.url(), "X-rpc-Servers"), "");
     }
     let t0 = Instant::now();
     reg.shutdown();
@@ -869,8 +866,8 @@ fn a_server_through_registry_discovery_answers_calls() {
     let server = Server::new();
     server.register(arith()).unwrap();
     let running = server.listen("tcp@127.0.0.1:0").unwrap();
-    let _hb = Heartbeat::for_server(&running, &reg.url(), RegisterOptions::new()).unwrap();
-    let d = RegistryDiscovery::builder(&reg.url())
+    let _hb = Heartbeat::for_server(&running, reg.url(), RegisterOptions::new()).unwrap();
+    let d = RegistryDiscovery::builder(reg.url())
         .service("Arith")
         .build()
         .unwrap();

@@ -196,7 +196,7 @@ fn slow_loris_heads_are_closed_at_the_read_timeout() {
     // The margin is for a loaded machine; unbounded, none closes at all.
     assert!(started.elapsed() < Duration::from_secs(10));
     // A connection that does send a request in time is answered.
-    let url = reg.url();
+    let url = reg.url().to_string();
     assert_eq!(http().get(&url).call().unwrap().status(), 200);
 }
 
@@ -247,7 +247,7 @@ fn watch_from(reg: &Registry, local: [u8; 4], version: u64) -> TcpStream {
 #[test]
 fn long_polls_are_capped_per_client_address() {
     let reg = registry(Registry::builder().max_long_polls_per_client(2));
-    let url = reg.url();
+    let url = reg.url().to_string();
     let v = registry_version(&url);
     let _a = watch_from(&reg, [127, 0, 0, 1], v);
     let _b = watch_from(&reg, [127, 0, 0, 1], v);
@@ -272,7 +272,7 @@ fn long_polls_are_capped_per_client_address() {
 #[test]
 fn instances_and_services_are_capped_and_freed_names_forgotten() {
     let reg = registry(Registry::builder().max_instances(2).max_services(2));
-    let url = reg.url();
+    let url = reg.url().to_string();
     let svc = |names: &[&str]| serde_json::json!({ "services": names });
     assert_eq!(post(&url, "tcp@127.0.0.1:1", svc(&["A"])).0, 200);
     assert_eq!(post(&url, "tcp@127.0.0.1:2", svc(&["B"])).0, 200);
@@ -298,7 +298,7 @@ fn a_watcher_that_does_not_read_delays_no_purge_and_no_other_watcher() {
             .ttl(ttl)
             .write_timeout(Duration::from_secs(120)),
     );
-    let url = reg.url();
+    let url = reg.url().to_string();
     // A listing of about 10 MiB: more than loopback's socket buffers hold.
     let pad = "x".repeat(60_000);
     for i in 0..170 {
@@ -381,7 +381,7 @@ fn a_thousand_long_polls_are_all_answered_repeatedly() {
             .max_long_polls_per_client(n)
             .read_timeout(Duration::from_secs(60)),
     );
-    let url = reg.url();
+    let url = reg.url().to_string();
     for round in 0..3 {
         let v = registry_version(&url);
         let started = Instant::now();
@@ -435,7 +435,7 @@ fn a_body_declared_too_large_is_refused_before_it_is_sent() {
 fn a_long_poll_outlives_the_read_timeout() {
     // The read timeout bounds reading a request, not waiting for a change.
     let reg = registry(Registry::builder().read_timeout(Duration::from_millis(200)));
-    let url = reg.url();
+    let url = reg.url().to_string();
     let v = registry_version(&url);
     let mut poll = BufReader::new(watch_from(&reg, [127, 0, 0, 1], v));
     wait_until("the poll parked", Duration::from_secs(10), || {

@@ -121,7 +121,7 @@ fn requests_pipelined_behind_long_polls_hold_no_worker() {
         .workers(WORKERS)
         .start()
         .expect("start registry");
-    let url = reg.url();
+    let url = reg.url().to_string();
     let v = registry_version(&url);
     let conns: Vec<_> = (0..PIPELINING).map(|_| pipeline(&reg, v)).collect();
     wait_until("the long polls parked", Duration::from_secs(10), || {
@@ -163,7 +163,7 @@ fn the_next_head_deadline_starts_after_the_previous_answer() {
         .read_timeout(Duration::from_millis(200))
         .start()
         .expect("start registry");
-    let url = reg.url();
+    let url = reg.url().to_string();
     let (poll, get) = poll_then_get(registry_version(&url));
     let mut s = TcpStream::connect(reg.addr().target()).unwrap();
     s.write_all(poll.as_bytes()).unwrap();
@@ -191,7 +191,7 @@ fn requests_pipelined_behind_heartbeat_holds_hold_no_worker() {
         .workers(WORKERS)
         .start()
         .expect("start registry");
-    let url = reg.url();
+    let url = reg.url().to_string();
     let resp = http().get(&url).call().unwrap();
     let epoch = resp.headers()["X-Geerpc-Registry-Epoch"]
         .to_str()

@@ -62,16 +62,16 @@ fn restart_with_outage(down: Duration) {
     init_log();
     let reg = Registry::builder().addr("127.0.0.1:0").start().unwrap();
     let (addr, url) = (reg.addr().clone(), reg.url());
-    let (_servers, mut beats) = two_servers(&url);
+    let (_servers, mut beats) = two_servers(url);
     // Short polls: a poll sent just as the registry stops in this process
     // can be accepted and never answered (tiny_http; see `wait_for_holds`),
     // and then waits out its time before it asks the new registry.
-    let watching = RegistryDiscovery::builder(&url)
+    let watching = RegistryDiscovery::builder(url)
         .poll_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(1))
         .build()
         .unwrap();
-    let polling = RegistryDiscovery::builder(&url)
+    let polling = RegistryDiscovery::builder(url)
         .long_poll(false)
         .refresh_after(Duration::ZERO)
         .timeout(Duration::from_secs(1))
@@ -120,7 +120,7 @@ fn restart_with_outage(down: Duration) {
             .expect("rebind the same port");
         let restarted = Instant::now();
         closing.store(false, Ordering::Release);
-        let fresh = RegistryDiscovery::new(&reg.url()).unwrap();
+        let fresh = RegistryDiscovery::new(reg.url()).unwrap();
         wait_for(&fresh, Duration::from_secs(10), |s| s.instances.len() == 2);
         let took = restarted.elapsed();
         done.store(true, Ordering::Release);
@@ -181,7 +181,7 @@ fn every_answer_carries_the_epoch_and_holds_end_at_their_timeout() {
         .warmup(Duration::from_secs(60))
         .start()
         .unwrap();
-    let url = reg.url();
+    let url = reg.url().to_string();
     let agent = http();
     let head = |r: &ureq::http::Response<ureq::Body>, n: &str| {
         r.headers()
@@ -267,8 +267,8 @@ fn every_answer_carries_the_epoch_and_holds_end_at_their_timeout() {
 fn a_stopped_registry_is_noticed_at_once_through_the_hold() {
     init_log();
     let reg = Registry::builder().addr("127.0.0.1:0").start().unwrap();
-    let (_servers, beats) = two_servers(&reg.url());
-    let d = RegistryDiscovery::new(&reg.url()).unwrap();
+    let (_servers, beats) = two_servers(reg.url());
+    let d = RegistryDiscovery::new(reg.url()).unwrap();
     wait_for(&d, Duration::from_secs(10), |s| s.instances.len() == 2);
     assert!(!wait_for_threads("geerpc-reg-hold", |n| n > 0).is_empty());
     wait_for_holds(&reg, 2);

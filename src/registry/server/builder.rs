@@ -200,6 +200,7 @@ impl RegistryBuilder {
         let shared = Arc::new(Shared {
             addr: local,
             address: Address::tcp(local),
+            url: url_of(local, &self.paths[0]),
             paths: self.paths,
             // Rounded up: "0" would say the entries never expire.
             ttl_ms: self.ttl.as_nanos().div_ceil(1_000_000).to_string(),
@@ -255,6 +256,18 @@ impl RegistryBuilder {
         );
         Ok(registry)
     }
+}
+
+/// `http://HOST:PORT/PATH`, naming loopback for a registry that listens on
+/// every interface (a URL with `0.0.0.0` in it reaches nothing).
+fn url_of(mut a: std::net::SocketAddr, path: &str) -> String {
+    if a.ip().is_unspecified() {
+        a.set_ip(match a {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{a}{path}")
 }
 
 #[cfg(test)]

@@ -55,6 +55,8 @@ struct Shared {
     addr: SocketAddr,
     /// The same, as [`Registry::addr`] tells it (`tcp@HOST:PORT`).
     address: Address,
+    /// What [`Registry::url`] tells, made once at start.
+    url: String,
     paths: Vec<String>,
     /// The TTL in milliseconds, as a `POST`'s answer tells it.
     ttl_ms: String,

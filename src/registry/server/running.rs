@@ -5,7 +5,6 @@
 //! It owns every thread `builder` started; it may read the shared state
 //! but never answers a request itself, except through `epoch`'s drain.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,15 +49,8 @@ impl Registry {
     /// The URL servers and clients use: `http://HOST:PORT/_rpc_/registry`
     /// (the first path it answers on; a registry listening on every
     /// interface names the loopback one).
-    pub fn url(&self) -> String {
-        let mut a = self.shared.addr;
-        if a.ip().is_unspecified() {
-            a.set_ip(match a {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        format!("http://{a}{}", self.shared.paths[0])
+    pub fn url(&self) -> &str {
+        &self.shared.url
     }
 
     /// The instances listed now, sorted by address.
