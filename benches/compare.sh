@@ -53,6 +53,19 @@ print(statistics.median(vals) if vals else "nan")
 PY
 }
 
+# wrk_json FILE: wrk --latency's output as one JSON line {"rps", "p99_ms"}
+wrk_json() {
+    python3 - "$1" <<'PY'
+import json, re, sys
+text = open(sys.argv[1]).read()
+rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+if rps and p99:
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)]
+    print(json.dumps({"rps": float(rps.group(1)), "p99_ms": float(p99.group(1)) * scale}))
+PY
+}
+
 ROWS=$OUT/rows
 row() { printf '%-46s %12s %12s %8s %8s  %s\n' "$@" >>"$ROWS"; }
 ratio() { python3 -c "a,b=float('$1'),float('$2'); print(f'{a/b:.2f}x' if b else 'nan')"; }
@@ -145,15 +158,7 @@ if [ -n "${BASELINE:-}" ]; then
                     script=()
                     [ $f = post ] && script=(-s "$OUT/post.lua")
                     wrk -t2 -c32 -d"${SECS}s" --latency ${script[@]+"${script[@]}"} "$url" >"$OUT/wrk.txt" 2>&1 || true
-                    python3 - "$OUT/wrk.txt" >>"$OUT/$b-wrk-$f" <<'PY'
-import json, re, sys
-text = open(sys.argv[1]).read()
-rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
-p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
-if rps and p99:
-    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)]
-    print(json.dumps({"rps": float(rps.group(1)), "p99_ms": float(p99.group(1)) * scale}))
-PY
+                    wrk_json "$OUT/wrk.txt" >>"$OUT/$b-wrk-$f"
                 done
             done
         done
@@ -286,15 +291,7 @@ if want registry && command -v wrk >/dev/null; then
             script=()
             [ $f = post ] && script=(-s "$OUT/post.lua")
             wrk -t2 -c32 -d"${SECS}s" --latency ${script[@]+"${script[@]}"} "$REG" >"$OUT/wrk-$f.txt" 2>&1 || true
-            python3 - "$OUT/wrk-$f.txt" >>"$OUT/wrk-$f" <<'PY'
-import json, re, sys
-text = open(sys.argv[1]).read()
-rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
-p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
-if rps and p99:
-    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)]
-    print(json.dumps({"rps": float(rps.group(1)), "p99_ms": float(p99.group(1)) * scale}))
-PY
+            wrk_json "$OUT/wrk-$f.txt" >>"$OUT/wrk-$f"
         done
     done
     for f in post get; do
