@@ -1,10 +1,14 @@
 //! Services and helpers shared by the integration tests.
 #![allow(dead_code)]
 
+#[cfg(feature = "registry")]
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use geerpc::server::ServerHandle;
 use geerpc::xclient::Snapshot;
+#[cfg(feature = "registry")]
+use geerpc::Registry;
 use geerpc::{Discovery, Server, Service};
 use serde::{Deserialize, Serialize};
 
@@ -149,4 +153,58 @@ pub fn registry_version(url: &str) -> u64 {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+#[cfg(feature = "registry")]
+pub fn start(ttl: Duration) -> Registry {
+    init_log();
+    Registry::builder()
+        .addr("127.0.0.1:0")
+        .ttl(ttl)
+        .start()
+        .expect("start registry")
+}
+
+#[cfg(feature = "registry")]
+pub fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+#[cfg(feature = "registry")]
+pub fn post(url: &str, header: &str, addr: &str) -> u16 {
+    http()
+        .post(url)
+        .header(header, addr)
+        .send_empty()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[cfg(feature = "registry")]
+pub fn post_json(url: &str, addr: &str, body: serde_json::Value) -> u16 {
+    http()
+        .post(url)
+        .header("X-rpc-Server", addr)
+        .header("Content-Type", "application/json")
+        .send(body.to_string().as_bytes())
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// An HTTP server standing in for a registry, and its registry URL: the
+/// test answers its requests by hand.
+#[cfg(feature = "registry")]
+pub fn fake_registry() -> (Arc<tiny_http::Server>, String) {
+    let fake = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+    let url = format!(
+        "http://{}/_rpc_/registry",
+        fake.server_addr().to_ip().unwrap()
+    );
+    (fake, url)
 }
