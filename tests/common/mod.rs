@@ -1,15 +1,17 @@
 //! Services and helpers shared by the integration tests.
 #![allow(dead_code)]
 
-#[cfg(feature = "registry")]
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use geerpc::server::ServerHandle;
 use geerpc::xclient::Snapshot;
 #[cfg(feature = "registry")]
 use geerpc::Registry;
-use geerpc::{Discovery, Server, Service};
+use geerpc::{Client, Discovery, MultiServerDiscovery, Server, Service, XClient};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -207,4 +209,116 @@ pub fn fake_registry() -> (Arc<tiny_http::Server>, String) {
         fake.server_addr().to_ip().unwrap()
     );
     (fake, url)
+}
+
+// Raw connections and gated calls (core RPC tests).
+
+pub fn raw_connect(addr: &geerpc::Address) -> TcpStream {
+    let s = TcpStream::connect(addr.target()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Sends a `Gate.Hold` of `ms` milliseconds and returns once its handler
+/// has started.
+pub fn hold_started(
+    client: &Client,
+    started: &crossbeam_channel::Receiver<i64>,
+    ms: i64,
+) -> geerpc::client::Call<i64> {
+    let call = client.go("Gate.Hold", &Args { num1: ms, num2: 0 }).unwrap();
+    started
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the handler starts");
+    call
+}
+
+// In-process XClient instances (xclient tests).
+
+/// The tests run one at a time: they measure latencies and count threads,
+/// which other tests running alongside would disturb on a small machine.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    init_log();
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A server whose `Who.Am` answers with its own address, after an
+/// adjustable delay, or fails on demand; it counts the calls it gets.
+pub struct Node {
+    pub handle: ServerHandle,
+    pub addr: String,
+    pub delay_ms: Arc<AtomicU64>,
+    pub fail: Arc<AtomicBool>,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl Node {
+    pub fn start() -> Node {
+        Node::listen("tcp@127.0.0.1:0")
+    }
+
+    pub fn listen(addr: &str) -> Node {
+        Node::listen_with_grace(addr, Duration::from_millis(200))
+    }
+
+    /// A zero grace: shutdown sends no drain notice, as if it crashed.
+    pub fn listen_with_grace(addr: &str, grace: Duration) -> Node {
+        let server = Server::builder().shutdown_grace(grace).build();
+        server.register(arith()).unwrap();
+        let handle = server.listen(addr).unwrap();
+        let addr = handle.addr().to_string();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let fail = Arc::new(AtomicBool::new(false));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (d, f, h, me) = (delay_ms.clone(), fail.clone(), hits.clone(), addr.clone());
+        handle
+            .server()
+            .register(Service::new("Who").method("Am", move |_: Args| {
+                h.fetch_add(1, Ordering::SeqCst);
+                let delay = d.load(Ordering::SeqCst);
+                if delay > 0 {
+                    std::thread::sleep(Duration::from_millis(delay));
+                }
+                if f.load(Ordering::SeqCst) {
+                    return Err(format!("instance {me} failed on purpose"));
+                }
+                Ok(me.clone())
+            }))
+            .unwrap();
+        Node {
+            handle,
+            addr,
+            delay_ms,
+            fail,
+            hits,
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+pub fn nodes(n: usize) -> Vec<Node> {
+    (0..n).map(|_| Node::start()).collect()
+}
+
+pub fn discovery(nodes: &[Node]) -> MultiServerDiscovery {
+    MultiServerDiscovery::new(nodes.iter().map(|n| n.addr.as_str()))
+}
+
+pub const ARGS: Args = Args { num1: 0, num2: 0 };
+
+pub fn who(xc: &XClient) -> geerpc::Result<String> {
+    xc.call("Who.Am", &ARGS)
+}
+
+/// How many of `calls` calls each address answered.
+pub fn spread(xc: &XClient, calls: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..calls {
+        *counts.entry(who(xc).unwrap()).or_insert(0) += 1;
+    }
+    counts
 }
