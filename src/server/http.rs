@@ -173,23 +173,13 @@ pub(super) fn serve(run: &Running, conn: &Conn, rd: &mut FrameReader<Stream>) ->
     // Built without the page: its paths say so rather than a bare 404.
     #[cfg(not(feature = "debug-page"))]
     if page || json_path {
-        log::debug!(
-            "rpc server {}: HTTP request from {}: {} {}: debug page not built in",
-            run.addr,
-            conn.peer,
-            head.method,
-            head.path
-        );
-        respond(
+        return not_found(
             run,
             conn,
-            "404 Not Found",
-            TEXT,
-            &[],
+            &head,
+            "debug page not built in",
             b"404 the debug page is not built in (geerpc feature \"debug-page\")\n",
-            head.method != "HEAD",
-        )?;
-        return Ok(Outcome::Done);
+        );
     }
     #[cfg(feature = "debug-page")]
     if page || json_path {
@@ -223,8 +213,14 @@ pub(super) fn serve(run: &Running, conn: &Conn, rd: &mut FrameReader<Stream>) ->
         respond(run, conn, "200 OK", content_type, &extra, &body, with_body)?;
         return Ok(Outcome::Done);
     }
+    not_found(run, conn, &head, "not found", b"404 page not found\n")
+}
+
+/// A `404` with `body`, logged at debug level with `why` (a scanner's
+/// probes are not worth more).
+fn not_found(run: &Running, conn: &Conn, head: &Head, why: &str, body: &[u8]) -> Result<Outcome> {
     log::debug!(
-        "rpc server {}: HTTP request from {}: {} {}: not found",
+        "rpc server {}: HTTP request from {}: {} {}: {why}",
         run.addr,
         conn.peer,
         head.method,
@@ -236,7 +232,7 @@ pub(super) fn serve(run: &Running, conn: &Conn, rd: &mut FrameReader<Stream>) ->
         "404 Not Found",
         TEXT,
         &[],
-        b"404 page not found\n",
+        body,
         head.method != "HEAD",
     )?;
     Ok(Outcome::Done)
@@ -303,7 +299,7 @@ mod tests {
             assert!(answer.starts_with("HTTP/1.0 404 "), "{path}: {answer}");
             assert!(answer.contains("\"debug-page\""), "{path}: {answer}");
         }
-        let client = Client::dial(&format!("http@{hostport}")).unwrap();
+        let client = Client::dial(format!("http@{hostport}")).unwrap();
         let back: String = client.call("Echo.Echo", &"hi").unwrap();
         assert_eq!(back, "hi");
     }
