@@ -38,6 +38,27 @@ pub enum Code {
     PermissionDenied,
     /// `internal`: the server failed outside the handler.
     Internal,
+    /// `cancelled`: the caller gave up on the call (its deadline passed or it
+    /// was dropped) before the handler finished.
+    Cancelled,
+    /// `unknown`: an error with no more precise code. A client gives this
+    /// code to a handler's own error that came without one
+    /// ([`Error::code`](crate::Error::code)); it is never sent.
+    Unknown,
+    /// `already_exists`: what the call would create exists (handler's code).
+    AlreadyExists,
+    /// `failed_precondition`: the system is not in a state the call needs
+    /// (handler's code).
+    FailedPrecondition,
+    /// `aborted`: the call was aborted, typically by a conflict with
+    /// another (handler's code).
+    Aborted,
+    /// `out_of_range`: an argument past a valid range (handler's code).
+    OutOfRange,
+    /// `unimplemented`: the operation is not implemented (handler's code).
+    Unimplemented,
+    /// `data_loss`: unrecoverable loss or corruption of data (handler's code).
+    DataLoss,
     /// `goaway`: the drain notice itself (section 9): a reply header with
     /// `Seq` 0 that tells a client to send nothing more on the connection.
     Goaway,
@@ -57,6 +78,14 @@ impl Code {
             Code::Unauthenticated => "unauthenticated",
             Code::PermissionDenied => "permission_denied",
             Code::Internal => "internal",
+            Code::Cancelled => "cancelled",
+            Code::Unknown => "unknown",
+            Code::AlreadyExists => "already_exists",
+            Code::FailedPrecondition => "failed_precondition",
+            Code::Aborted => "aborted",
+            Code::OutOfRange => "out_of_range",
+            Code::Unimplemented => "unimplemented",
+            Code::DataLoss => "data_loss",
             Code::Goaway => "goaway",
             Code::Other(s) => s,
         }
@@ -75,6 +104,14 @@ impl Code {
             "unauthenticated" => Code::Unauthenticated,
             "permission_denied" => Code::PermissionDenied,
             "internal" => Code::Internal,
+            "cancelled" => Code::Cancelled,
+            "unknown" => Code::Unknown,
+            "already_exists" => Code::AlreadyExists,
+            "failed_precondition" => Code::FailedPrecondition,
+            "aborted" => Code::Aborted,
+            "out_of_range" => Code::OutOfRange,
+            "unimplemented" => Code::Unimplemented,
+            "data_loss" => Code::DataLoss,
             "goaway" => Code::Goaway,
             other => Code::Other(other.to_string()),
         })
@@ -165,6 +202,17 @@ impl RemoteKind {
             Some(Code::Unauthenticated) => RemoteKind::Unauthenticated,
             Some(Code::PermissionDenied) => RemoteKind::PermissionDenied,
             Some(Code::Internal) => RemoteKind::Internal,
+            // Codes only a handler's `Status` carries.
+            Some(
+                Code::Cancelled
+                | Code::Unknown
+                | Code::AlreadyExists
+                | Code::FailedPrecondition
+                | Code::Aborted
+                | Code::OutOfRange
+                | Code::Unimplemented
+                | Code::DataLoss,
+            ) => RemoteKind::Handler,
             Some(Code::Goaway | Code::Other(_)) => RemoteKind::Other,
             None if named_service() => RemoteKind::UnknownService,
             None if message.starts_with(text::NO_METHOD) => RemoteKind::UnknownMethod,
@@ -219,8 +267,16 @@ mod tests {
             Code::Unauthenticated,
             Code::PermissionDenied,
             Code::Internal,
+            Code::Cancelled,
+            Code::Unknown,
+            Code::AlreadyExists,
+            Code::FailedPrecondition,
+            Code::Aborted,
+            Code::OutOfRange,
+            Code::Unimplemented,
+            Code::DataLoss,
             Code::Goaway,
-            Code::Other("data_loss".into()),
+            Code::Other("rate_limited".into()),
         ];
         for c in all {
             assert_eq!(Code::parse(c.as_str()), Some(c.clone()), "{c}");
@@ -291,7 +347,8 @@ mod tests {
             (Code::Unauthenticated, "x", Unauthenticated),
             (Code::PermissionDenied, "x", PermissionDenied),
             (Code::Internal, "x", Internal),
-            (Code::Other("data_loss".into()), "x", Other),
+            (Code::Other("rate_limited".into()), "x", Other),
+            (Code::AlreadyExists, "x", Handler),
             // The code wins over the text: a handler's own text proves nothing.
             (
                 Code::Internal,

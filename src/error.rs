@@ -74,7 +74,7 @@ pub enum Error {
     /// peers that send no code (Go GeeRPC). With
     /// [`Code::Unavailable`](crate::Code::Unavailable) or
     /// [`Code::ResourceExhausted`](crate::Code::ResourceExhausted) the call
-    /// was NOT processed: see [`Error::is_not_processed`]. Match the kind
+    /// was NOT processed: see [`Error::is_retryable`]. Match the kind
     /// of error with [`Error::remote_kind`].
     #[error("{message}")]
     Remote {
@@ -148,6 +148,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// A [`Meta`](crate::Meta) key or size broke the rules of PROTOCOL.md
+    /// section 8.
+    #[error("invalid metadata: {reason}")]
+    InvalidMeta {
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A service of that name is registered already.
     #[error("rpc: service already defined: {0}")]
     DuplicateService(String),
@@ -206,9 +214,62 @@ impl Error {
         )
     }
 
-    /// The code the server answered with, for an [`Error::Remote`] that
-    /// carries one.
-    pub fn code(&self) -> Option<&crate::Code> {
+    /// Why the call failed, as a [`Code`](crate::Code) a program can
+    /// match, for every error (gRPC's mapping of client-side failures):
+    ///
+    /// - [`Error::Remote`]: the code the server sent; a handler's own error
+    ///   without one (and any error from a Go peer) is
+    ///   [`Code::Unknown`](crate::Code::Unknown), except Go's stable texts
+    ///   (see [`RemoteKind`](crate::RemoteKind)), which get the code a
+    ///   geerpc server would have sent;
+    /// - [`Error::Timeout`], [`Error::ConnectTimeout`]: `deadline_exceeded`;
+    /// - never sent ([`is_not_sent`](Error::is_not_sent)) for want of a
+    ///   server: `unavailable`;
+    /// - a connection that closed with the call in flight, and other I/O
+    ///   failures: `unknown` (the call may have run);
+    /// - bad input of the caller's (address, name, metadata, a value that
+    ///   does not encode, a message over the limit): `invalid_argument`;
+    /// - a reply that does not decode, a broken protocol: `internal`.
+    ///
+    /// ```
+    /// use geerpc::{Code, Error};
+    /// let e = Error::NoServers { service: None };
+    /// assert_eq!(e.code(), Code::Unavailable);
+    /// assert!(e.is_retryable());
+    /// ```
+    pub fn code(&self) -> crate::Code {
+        use crate::Code;
+        match self {
+            Error::Remote { code: Some(c), .. } => c.clone(),
+            Error::Remote { .. } => match self.remote_kind() {
+                Some(crate::RemoteKind::UnknownService | crate::RemoteKind::UnknownMethod) => {
+                    Code::NotFound
+                }
+                Some(crate::RemoteKind::HandleTimeout) => Code::DeadlineExceeded,
+                _ => Code::Unknown,
+            },
+            Error::Timeout { .. } | Error::ConnectTimeout { .. } => Code::DeadlineExceeded,
+            Error::Connect { .. }
+            | Error::HttpConnect { .. }
+            | Error::NotSent { .. }
+            | Error::NoServers { .. }
+            | Error::Shutdown(_)
+            | Error::Registry { .. } => Code::Unavailable,
+            Error::InvalidAddress { .. }
+            | Error::InvalidName { .. }
+            | Error::InvalidMeta { .. }
+            | Error::Encode { .. }
+            | Error::MessageTooLarge { .. } => Code::InvalidArgument,
+            Error::DuplicateService(_) => Code::AlreadyExists,
+            Error::Decode { .. } | Error::Protocol(_) => Code::Internal,
+            Error::ConnectionClosed { .. } | Error::Io { .. } => Code::Unknown,
+        }
+    }
+
+    /// The `Code` field of the server's reply, for an [`Error::Remote`]
+    /// that carries one (`None` for a handler's own error without a code,
+    /// for Go peers, and for errors that are not replies).
+    pub fn remote_code(&self) -> Option<&crate::Code> {
         match self {
             Error::Remote { code, .. } => code.as_ref(),
             _ => None,
@@ -228,13 +289,17 @@ impl Error {
         }
     }
 
-    /// Whether the call certainly did not run: it never reached a server
-    /// ([`is_not_sent`](Error::is_not_sent)), or the server refused it
-    /// before its handler ran with a code that says so (`unavailable`,
-    /// `resource_exhausted`). Sending it to another instance cannot run it
-    /// twice.
-    pub fn is_not_processed(&self) -> bool {
-        self.is_not_sent() || self.code().is_some_and(crate::Code::may_retry_elsewhere)
+    /// Whether the call certainly did not run, so that sending it to
+    /// another instance cannot run it twice, even when it is not
+    /// idempotent: true exactly when [`code`](Error::code) is one of the
+    /// not-processed codes, `unavailable` and `resource_exhausted`
+    /// ([`Code::may_retry_elsewhere`](crate::Code::may_retry_elsewhere)).
+    /// That is: it never reached a server
+    /// ([`is_not_sent`](Error::is_not_sent), bad addresses aside), or the
+    /// server refused it before its handler ran, going away or over a
+    /// limit.
+    pub fn is_retryable(&self) -> bool {
+        self.code().may_retry_elsewhere()
     }
 }
 

@@ -131,6 +131,10 @@ mod error;
 mod util;
 pub mod wire;
 
+pub mod meta;
+
+pub mod context;
+
 pub mod client;
 pub mod server;
 
@@ -159,13 +163,16 @@ pub mod duration {
 
 pub use client::Client;
 pub use code::{Code, RemoteKind};
+pub use context::Context;
+pub use context::{CallOptions, Status};
 pub use error::{Error, Result, TimeoutStage};
+pub use meta::Meta;
 #[cfg(any(feature = "registry", feature = "etcd"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "registry", feature = "etcd"))))]
 pub use registration::RegisterOptions;
 #[cfg(feature = "registry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
 pub use registry::{Heartbeat, Registry, RegistryDiscovery};
-pub use server::{Context, Server, Service};
+pub use server::{Server, Service};
 pub use wire::{Address, Codec, Protocol, ToAddress};
 pub use xclient::{Discovery, FailMode, MultiServerDiscovery, SelectMode, XClient};

@@ -13,13 +13,15 @@ const LAYERS: &[(&str, u32)] = &[
     ("error", 0),
     ("code", 0),
     ("util", 0),
+    ("meta", 0),
     ("wire", 1),
-    ("client", 2),
-    ("server", 2),
-    ("xclient", 3),
-    ("registration", 4),
-    ("registry", 5),
-    ("etcd", 5),
+    ("context", 2),
+    ("client", 3),
+    ("server", 3),
+    ("xclient", 4),
+    ("registration", 5),
+    ("registry", 6),
+    ("etcd", 6),
 ];
 /// Same-rank pairs that may import each other: the shared vocabulary.
 const SIBLINGS_OK: &[(&str, &str)] = &[
@@ -27,6 +29,7 @@ const SIBLINGS_OK: &[(&str, &str)] = &[
     ("error", "util"),
     ("code", "error"),
     ("util", "error"),
+    ("meta", "error"),
 ];
 
 fn root() -> PathBuf {

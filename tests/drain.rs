@@ -194,7 +194,7 @@ fn stops_sending_at_the_notice(codec: Codec) {
     assert!(!client.is_alive());
     match client.call::<_, i64>("Arith.Sum", &Args { num1: 1, num2: 2 }) {
         Err(e @ Error::NotSent { .. }) => {
-            assert!(e.is_not_sent() && e.is_not_processed(), "{e}");
+            assert!(e.is_not_sent() && e.is_retryable(), "{e}");
             assert!(e.to_string().contains("going away"), "{e}");
         }
         other => panic!("a call after the notice must not be sent: {other:?}"),
@@ -292,7 +292,7 @@ fn server_errors_carry_their_codes() {
         client
             .call::<_, Value>(method, &args)
             .unwrap_err()
-            .code()
+            .remote_code()
             .cloned()
     };
     assert_eq!(code("Nope.Sum", json!({})), Some(Code::NotFound));
@@ -306,7 +306,7 @@ fn server_errors_carry_their_codes() {
     let err = timed
         .call::<_, i64>("Arith.SleepMs", &Args { num1: 500, num2: 0 })
         .unwrap_err();
-    assert_eq!(err.code(), Some(&Code::DeadlineExceeded), "{err:?}");
+    assert_eq!(err.remote_code(), Some(&Code::DeadlineExceeded), "{err:?}");
     assert!(
         err.to_string().contains("request handle timeout"),
         "the text Go peers expect: {err}"

@@ -159,7 +159,7 @@ fn a_go_peer_s_errors_are_classified_by_their_text() {
         let err = client
             .call_timeout::<_, i64>(method, &args, Duration::from_secs(20))
             .unwrap_err();
-        assert_eq!(err.code(), None, "{method}: a Go peer sends no code");
+        assert_eq!(err.remote_code(), None, "{method}: a Go peer sends no code");
         assert_eq!(err.remote_kind(), Some(kind), "{method}: {err}");
     }
     drop(client);

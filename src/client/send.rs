@@ -141,6 +141,7 @@ impl Client {
             seq,
             error: String::new(),
             code: None,
+            ..Header::default()
         };
         // Checked again under the writer's lock, which `going_away` takes
         // after setting the flag: a request is either queued before the

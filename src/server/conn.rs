@@ -13,8 +13,9 @@ use super::limits::{self, ConnSlot, Watch};
 use super::monitor::Deadline;
 use super::{http, Running};
 use crate::code::Code;
+use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::server::service::{CallFailure, Context};
+use crate::server::service::CallFailure;
 use crate::util::duration::GoDuration;
 use crate::util::handoff::Busy;
 use crate::wire::codec::{encode_message_raw, Codec, Header};
@@ -446,12 +447,33 @@ fn handle(
                 seq,
                 error: message,
                 code: Some(Code::NotFound),
+                ..Header::default()
             };
             let _ = conn.queue_reply(codec, &reply, codec.empty_body());
             return;
         }
     };
     let deadline = handle_timeout.map(|t| started + t);
+    // The limits' say: refused calls are answered at once, unrun.
+    let _permit = match run
+        .server
+        .shared
+        .limiter
+        .admit(&header.service_method, started, deadline)
+    {
+        Ok(p) => p,
+        Err(message) => {
+            let reply = Header {
+                service_method: header.service_method,
+                seq,
+                error: message,
+                code: Some(Code::ResourceExhausted),
+                ..Header::default()
+            };
+            let _ = conn.queue_reply(codec, &reply, codec.empty_body());
+            return;
+        }
+    };
     let answered = handle_timeout.map(|timeout| {
         let flag = Arc::new(AtomicBool::new(false));
         run.deadlines.lock().push(Deadline {
@@ -465,11 +487,8 @@ fn handle(
         run.monitor_stop.wake_by(started + timeout);
         flag
     });
-    let ctx = Context {
-        service_method: header.service_method,
-        peer: conn.peer.clone(),
-        deadline,
-    };
+    let mut ctx = Context::new(header.service_method, conn.peer.clone());
+    ctx.deadline = deadline;
     scratch.clear();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         (method.handler)(&ctx, codec, &body, scratch)
@@ -512,6 +531,7 @@ fn handle(
         seq,
         error: String::new(),
         code: None,
+        ..Header::default()
     };
     let result = match error {
         None => conn.queue_reply(codec, &reply, scratch),

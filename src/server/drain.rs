@@ -67,6 +67,7 @@ pub(super) fn refuse(run: &Running, conn: &Conn, codec: Codec, header: Header) {
         seq: header.seq,
         error: "rpc server: shutting down".into(),
         code: Some(Code::Unavailable),
+        ..Header::default()
     };
     let _ = conn.queue_reply(codec, &reply, codec.empty_body());
 }

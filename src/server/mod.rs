@@ -19,6 +19,7 @@
 //! the handshake deadline.
 
 mod accept;
+mod builder;
 mod conn;
 #[cfg(feature = "debug-page")]
 mod debug;
@@ -45,132 +46,17 @@ use crate::error::{Error, Result};
 use crate::server::service::{name_list, Method};
 use crate::util::threads::ThreadGroup;
 use crate::wire::address::{Address, Protocol, ToAddress};
-use crate::wire::frame::DEFAULT_MAX_MESSAGE;
 
 use accept::{accept_loop, Listener, WakeTarget};
+use builder::Config;
 use conn::Conn;
 use monitor::Deadline;
 
 /// Default `max_write_queue`: a few large replies, or thousands of small ones.
-pub use service::{Context, MethodInfo, Service, ServiceInfo};
+pub use crate::context::Context;
+pub use builder::ServerBuilder;
+pub use service::{MethodInfo, Service, ServiceInfo};
 pub use stats::StatsSnapshot;
-
-pub(crate) const DEFAULT_MAX_WRITE_QUEUE: usize = 4 << 20;
-
-/// Server settings; see [`Server::builder`].
-#[derive(Debug, Clone)]
-struct Config {
-    max_message_size: usize,
-    handshake_timeout: Duration,
-    shutdown_grace: Duration,
-    thread_stack_size: usize,
-    steal_after: Duration,
-    write_timeout: Duration,
-    max_concurrent_calls: usize,
-    max_write_queue: usize,
-    max_connections: usize,
-    idle_timeout: Option<Duration>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            max_message_size: DEFAULT_MAX_MESSAGE,
-            handshake_timeout: Duration::from_secs(10),
-            shutdown_grace: Duration::from_secs(5),
-            thread_stack_size: 2 << 20,
-            steal_after: Duration::from_millis(1),
-            write_timeout: Duration::from_secs(30),
-            max_concurrent_calls: 10_000,
-            max_write_queue: DEFAULT_MAX_WRITE_QUEUE,
-            max_connections: 10_000,
-            idle_timeout: None,
-        }
-    }
-}
-
-/// Builds a [`Server`] with settings other than the defaults.
-#[derive(Debug, Clone, Default)]
-pub struct ServerBuilder {
-    config: Config,
-}
-
-impl ServerBuilder {
-    /// Largest request or reply, in bytes (default 16 MiB). A larger request
-    /// closes its connection; a larger reply becomes an error reply.
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.config.max_message_size = bytes;
-        self
-    }
-
-    /// How long a new connection may take for its whole handshake, from
-    /// accept: the HTTP `CONNECT` head if any and the Option (default 10 s).
-    /// It is one deadline, not a per-read timeout: a peer still sending at
-    /// the deadline, even a byte at a time, is closed (and logged).
-    pub fn handshake_timeout(mut self, t: Duration) -> Self {
-        self.config.handshake_timeout = t;
-        self
-    }
-
-    /// How long `shutdown` lets calls in flight finish and clients move
-    /// away (default 5 s; see [`ServerHandle::shutdown`]). Zero stops at
-    /// once, without the drain notice: connections close, calls in flight
-    /// are cut, as if the process had died.
-    pub fn shutdown_grace(mut self, t: Duration) -> Self {
-        self.config.shutdown_grace = t;
-        self
-    }
-
-    /// Stack size of connection threads, which run handlers (default 2 MiB,
-    /// as for any std thread; only the pages a thread touches cost memory).
-    pub fn thread_stack_size(mut self, bytes: usize) -> Self {
-        self.config.thread_stack_size = bytes;
-        self
-    }
-
-    /// How long a handler may hold its connection's reader before another
-    /// thread takes over reading (default 1 ms).
-    pub fn steal_after(mut self, t: Duration) -> Self {
-        self.config.steal_after = t.max(Duration::from_micros(100));
-        self
-    }
-
-    /// How long a peer may leave its replies unread before its connection
-    /// is closed (default 30 s): a write that makes no progress for this
-    /// long fails, and a connection whose queued replies stay at
-    /// [`max_write_queue`](Self::max_write_queue) this long is closed.
-    /// Other connections are served meanwhile: no handler and no thread of
-    /// another connection waits on that peer.
-    pub fn write_timeout(mut self, t: Duration) -> Self {
-        self.config.write_timeout = t.max(Duration::from_millis(1));
-        self
-    }
-
-    /// How many calls may run at once across the server before slow ones
-    /// stop getting a thread of their own (default 10,000). Past it, a
-    /// connection whose handler is slow reads its next request only when
-    /// that handler returns, so a peer that pipelines slow calls waits on
-    /// TCP flow control instead of costing the server a thread per call.
-    /// Every connection still gets its own reader. The count is over every
-    /// listener of this `Server` (each `listen` or `serve` call).
-    pub fn max_concurrent_calls(mut self, n: usize) -> Self {
-        self.config.max_concurrent_calls = n.max(1);
-        self
-    }
-
-    /// The server.
-    pub fn build(self) -> Server {
-        Server {
-            shared: Arc::new(Shared {
-                services: RwLock::new(HashMap::new()),
-                config: self.config,
-                open_conns: AtomicUsize::new(0),
-                refusing: AtomicBool::new(false),
-                runnings: Mutex::new(Vec::new()),
-            }),
-        }
-    }
-}
 
 /// A set of services, served on any number of listeners.
 ///
@@ -197,6 +83,8 @@ pub struct Server {
 struct Shared {
     services: RwLock<HashMap<String, Arc<Service>>>,
     config: Config,
+    /// Admission of calls to their handlers (`limits/concurrency.rs`).
+    limiter: limits::concurrency::Limiter,
     /// Connections open over every listener (`max_connections`).
     open_conns: AtomicUsize,
     /// New connections are being refused (logged once per episode).

@@ -217,6 +217,7 @@ fn expire_deadlines(run: &Running) -> bool {
                 GoDuration(d.timeout)
             ),
             code: Some(Code::DeadlineExceeded),
+            ..Header::default()
         };
         log::debug!("rpc server {}: {}: {}", run.addr, d.conn.peer, header.error);
         if d.conn

@@ -4,46 +4,14 @@ use std::any::type_name;
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::server::stats::{MethodStats, StatsSnapshot};
 use crate::wire::codec::Codec;
-
-/// What a handler can know about the call it serves.
-#[derive(Debug, Clone)]
-pub struct Context {
-    pub(crate) service_method: String,
-    pub(crate) peer: Arc<str>,
-    pub(crate) deadline: Option<Instant>,
-}
-
-impl Context {
-    /// `Service.Method` as the client sent it.
-    pub fn service_method(&self) -> &str {
-        &self.service_method
-    }
-
-    /// The caller's address (`127.0.0.1:5555`, or a socket path).
-    pub fn peer(&self) -> &str {
-        &self.peer
-    }
-
-    /// When the server will give up on this call and answer with a handle
-    /// timeout, if the client asked for one.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
-    }
-
-    /// Time left before the deadline (`None`: no deadline).
-    pub fn remaining(&self) -> Option<Duration> {
-        self.deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
-    }
-}
 
 /// Why a call failed on the server before or inside its handler.
 pub(crate) enum CallFailure {

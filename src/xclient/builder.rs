@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use super::client::XClient;
 use super::discovery::Discovery;
-use super::options::FailMode;
 use super::pool::Pool;
 use super::selector::{SelectMode, Selector};
 use crate::client::ClientBuilder;
+use crate::context::FailMode;
 
 /// Settings for an [`XClient`]; see [`XClient::builder`].
 pub struct XClientBuilder {

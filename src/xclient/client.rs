@@ -15,10 +15,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::discovery::{Discovery, Snapshot};
-use super::options::{CallOptions, FailMode};
 use super::pool::{InflightGuard, Pool, Slot, Slots};
 use super::selector::Selector;
 use crate::client::{Budget, Call, Client};
+use crate::context::{CallOptions, FailMode};
 use crate::error::Result;
 use crate::wire::Address;
 

@@ -183,7 +183,7 @@ impl XClient {
             // first is slow (idempotent calls only) or failed retryably.
             let due = match (attempts, &first_err) {
                 (0, _) => true,
-                (1, Some(e)) if sent.is_empty() => plan.may_retry(e) || e.is_not_processed(),
+                (1, Some(e)) if sent.is_empty() => plan.may_retry(e) || e.is_retryable(),
                 (1, _) => plan.idempotent && backup_at.is_some_and(|b| Instant::now() >= b),
                 _ => false,
             };

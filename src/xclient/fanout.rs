@@ -14,9 +14,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::client::XClient;
-use super::options::CallOptions;
 use super::plan::{abandon, going_away, lost_reply, Plan};
 use super::pool::{InflightGuard, Pool, Slot};
+use crate::context::CallOptions;
 use crate::error::{Error, Result};
 
 /// What a fan-out collected.

@@ -15,16 +15,15 @@ mod client;
 mod discovery;
 mod fail;
 mod fanout;
-mod options;
 mod pick;
 mod plan;
 mod pool;
 mod selector;
 
+pub use crate::context::{CallOptions, FailMode};
 pub use builder::XClientBuilder;
 pub use client::{XCall, XClient};
 pub use discovery::{Discovery, Instance, MultiServerDiscovery, Snapshot};
-pub use options::{CallOptions, FailMode};
 pub use selector::{
     hash_key, ConsistentHashSelector, P2cSelector, RandomSelector, RoundRobinSelector,
     SelectContext, SelectMode, Selector, WeightedRoundRobinSelector,

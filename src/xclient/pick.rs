@@ -111,9 +111,9 @@ impl XClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::CallOptions;
     use crate::error::Error;
     use crate::xclient::discovery::MultiServerDiscovery;
-    use crate::xclient::options::CallOptions;
     use crate::xclient::selector::SelectMode;
 
     /// A list too long for the stack takes `pick`'s allocating path, which

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use super::client::XClient;
 use super::discovery::Instance;
-use super::options::CallOptions;
-use super::options::FailMode;
 use super::pool::{InflightGuard, Slot};
 use crate::client::{deadline_after, Budget, Call, Client};
 use crate::code::Code;
+use crate::context::CallOptions;
+use crate::context::FailMode;
 use crate::error::{Error, TimeoutStage};
 use std::sync::Arc;
 
@@ -44,7 +44,7 @@ impl Plan<'_> {
     pub(super) fn may_redirect(&self, e: &Error, slot: &Slot) -> bool {
         let in_time = self.deadline.is_none_or(|d| Instant::now() < d);
         in_time
-            && match e.code() {
+            && match e.remote_code() {
                 Some(c) => c.may_retry_elsewhere(),
                 None => e.is_not_sent() && slot.is_draining(),
             }
@@ -107,7 +107,7 @@ impl Plan<'_> {
 /// going away (a refusal as `unavailable`, or a call the connection did not
 /// send after the drain notice); if so the slot is marked draining.
 pub(super) fn going_away(slot: &Slot, client: &Client, e: &Error) -> bool {
-    let away = match e.code() {
+    let away = match e.remote_code() {
         Some(Code::Unavailable) => true,
         Some(_) => false,
         None => e.is_not_sent() && client.is_going_away(),

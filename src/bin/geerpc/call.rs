@@ -55,7 +55,7 @@ pub fn run(a: CallArgs) -> Result<(), Failure> {
                 println!("{text}");
                 return Ok(());
             }
-            Err(e) if k + 1 < targets.len() && e.is_not_processed() => {
+            Err(e) if k + 1 < targets.len() && e.is_retryable() => {
                 log::info!("{addr} did not take the call ({e}); trying the next instance");
                 failed.push((addr.clone(), e));
             }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::code::Code;
 use crate::error::{Error, Result};
+use crate::meta::WireMeta;
 
 /// Deepest nesting a decoder follows. Decoding recurses once per level, and
 /// handlers run on threads with small stacks: rmp-serde's default of 1024
@@ -148,6 +149,23 @@ pub(crate) struct Header {
         with = "crate::code::field"
     )]
     pub code: Option<Code>,
+    /// A request's remaining budget in nanoseconds when it was written
+    /// (PROTOCOL.md section 8); 0: no deadline. Left out when 0.
+    #[serde(rename = "Timeout", default, skip_serializing_if = "is_zero")]
+    pub timeout: u64,
+    /// The call's or the reply's metadata (section 8). Left out when absent
+    /// or empty; read leniently (a malformed one is `WireMeta::Invalid`).
+    #[serde(
+        rename = "Meta",
+        default,
+        skip_serializing_if = "crate::meta::field::is_absent",
+        with = "crate::meta::field"
+    )]
+    pub meta: Option<WireMeta>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Appends a whole message (header then body) to `out`.
@@ -257,7 +275,7 @@ mod tests {
             service_method: "Arith.Sum".into(),
             seq: 1,
             error: String::new(),
-            code: None,
+            ..Header::default()
         };
         encode_message(Codec::Json, &mut out, &h, &3).unwrap();
         assert_eq!(
@@ -273,7 +291,7 @@ mod tests {
             service_method: "A.B".into(),
             seq: 7,
             error: String::new(),
-            code: None,
+            ..Header::default()
         };
         Codec::MsgPack.encode_into(&mut out, &h, "header").unwrap();
         assert_eq!(out[0], 0x83, "fixmap of three entries");
@@ -288,6 +306,7 @@ mod tests {
             seq: 3,
             error: "rpc server: shutting down".into(),
             code: Some(Code::Unavailable),
+            ..Header::default()
         };
         let mut out = Vec::new();
         Codec::Json.encode_into(&mut out, &h, "header").unwrap();
@@ -306,8 +325,8 @@ mod tests {
             (r#"{"Seq":1,"Code":""}"#, None),
             (r#"{"Seq":1,"Code":null}"#, None),
             (
-                r#"{"Seq":1,"Code":"data_loss"}"#,
-                Some(Code::Other("data_loss".into())),
+                r#"{"Seq":1,"Code":"rate_limited"}"#,
+                Some(Code::Other("rate_limited".into())),
             ),
         ] {
             assert_eq!(

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::conn::{self, Conn};
+pub(crate) mod concurrency;
+
 use super::{Running, ServerBuilder, Shared};
 use crate::util::duration::GoDuration;
 use crate::util::handoff::Look;

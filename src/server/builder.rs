@@ -1,0 +1,135 @@
+//! [`ServerBuilder`]: the server's settings and their defaults. The bounds'
+//! own knobs are documented next to their code, in `limits/`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::limits::concurrency::{LimitConfig, Limiter};
+use super::{Server, Shared};
+use crate::wire::frame::DEFAULT_MAX_MESSAGE;
+
+/// Default `max_write_queue`: a few large replies, or thousands of small ones.
+pub(crate) const DEFAULT_MAX_WRITE_QUEUE: usize = 4 << 20;
+
+/// Server settings; see [`Server::builder`].
+#[derive(Debug, Clone)]
+pub(super) struct Config {
+    pub(super) max_message_size: usize,
+    pub(super) handshake_timeout: Duration,
+    pub(super) shutdown_grace: Duration,
+    pub(super) thread_stack_size: usize,
+    pub(super) steal_after: Duration,
+    pub(super) write_timeout: Duration,
+    pub(super) max_concurrent_calls: usize,
+    pub(super) max_write_queue: usize,
+    pub(super) max_connections: usize,
+    pub(super) idle_timeout: Option<Duration>,
+    /// Concurrency limits (`limits/concurrency.rs`).
+    pub(super) limits: LimitConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_message_size: DEFAULT_MAX_MESSAGE,
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(5),
+            thread_stack_size: 2 << 20,
+            steal_after: Duration::from_millis(1),
+            write_timeout: Duration::from_secs(30),
+            max_concurrent_calls: 10_000,
+            max_write_queue: DEFAULT_MAX_WRITE_QUEUE,
+            max_connections: 10_000,
+            idle_timeout: None,
+            limits: LimitConfig::default(),
+        }
+    }
+}
+
+/// Builds a [`Server`] with settings other than the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct ServerBuilder {
+    pub(super) config: Config,
+}
+
+impl ServerBuilder {
+    /// Largest request or reply, in bytes (default 16 MiB). A larger request
+    /// closes its connection; a larger reply becomes an error reply.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+
+    /// How long a new connection may take for its whole handshake, from
+    /// accept: the HTTP `CONNECT` head if any and the Option (default 10 s).
+    /// It is one deadline, not a per-read timeout: a peer still sending at
+    /// the deadline, even a byte at a time, is closed (and logged).
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.config.handshake_timeout = t;
+        self
+    }
+
+    /// How long `shutdown` lets calls in flight finish and clients move
+    /// away (default 5 s; see [`ServerHandle::shutdown`](super::ServerHandle::shutdown)). Zero stops at
+    /// once, without the drain notice: connections close, calls in flight
+    /// are cut, as if the process had died.
+    pub fn shutdown_grace(mut self, t: Duration) -> Self {
+        self.config.shutdown_grace = t;
+        self
+    }
+
+    /// Stack size of connection threads, which run handlers (default 2 MiB,
+    /// as for any std thread; only the pages a thread touches cost memory).
+    pub fn thread_stack_size(mut self, bytes: usize) -> Self {
+        self.config.thread_stack_size = bytes;
+        self
+    }
+
+    /// How long a handler may hold its connection's reader before another
+    /// thread takes over reading (default 1 ms).
+    pub fn steal_after(mut self, t: Duration) -> Self {
+        self.config.steal_after = t.max(Duration::from_micros(100));
+        self
+    }
+
+    /// How long a peer may leave its replies unread before its connection
+    /// is closed (default 30 s): a write that makes no progress for this
+    /// long fails, and a connection whose queued replies stay at
+    /// [`max_write_queue`](Self::max_write_queue) this long is closed.
+    /// Other connections are served meanwhile: no handler and no thread of
+    /// another connection waits on that peer.
+    pub fn write_timeout(mut self, t: Duration) -> Self {
+        self.config.write_timeout = t.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How many calls may run at once across the server before slow ones
+    /// stop getting a thread of their own (default 10,000). Past it, a
+    /// connection whose handler is slow reads its next request only when
+    /// that handler returns, so a peer that pipelines slow calls waits on
+    /// TCP flow control instead of costing the server a thread per call.
+    /// Every connection still gets its own reader. The count is over every
+    /// listener of this `Server` (each `listen` or `serve` call).
+    pub fn max_concurrent_calls(mut self, n: usize) -> Self {
+        self.config.max_concurrent_calls = n.max(1);
+        self
+    }
+
+    /// The server.
+    pub fn build(self) -> Server {
+        Server {
+            shared: Arc::new(Shared {
+                services: RwLock::new(HashMap::new()),
+                limiter: Limiter::new(&self.config.limits),
+                config: self.config,
+                open_conns: AtomicUsize::new(0),
+                refusing: AtomicBool::new(false),
+                runnings: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+}
