@@ -20,11 +20,13 @@
 
 mod accept;
 mod builder;
+mod call;
 mod conn;
 #[cfg(feature = "debug-page")]
 mod debug;
 mod drain;
 mod http;
+mod intercept;
 mod limits;
 mod monitor;
 pub(crate) mod service;
@@ -55,6 +57,7 @@ use monitor::Deadline;
 /// Default `max_write_queue`: a few large replies, or thousands of small ones.
 pub use crate::context::Context;
 pub use builder::ServerBuilder;
+pub use intercept::{Interceptor, Outcome};
 pub use service::{MethodInfo, Service, ServiceInfo};
 pub use stats::StatsSnapshot;
 
