@@ -61,7 +61,10 @@ fn each_kind_of_remote_error_is_matchable_without_its_text() {
     // the text it always had.
     let (kind, text) = kind_and_text(client.call::<_, i64>("Arith.Panic", &args).unwrap_err());
     assert_eq!(kind, RemoteKind::Internal, "{text}");
-    assert_eq!(text, "rpc server: Arith.Panic panicked: handler panicked on purpose");
+    assert_eq!(
+        text,
+        "rpc server: Arith.Panic panicked: handler panicked on purpose"
+    );
 
     let timed = Client::builder()
         .handle_timeout(Some(Duration::from_millis(100)))

@@ -87,7 +87,14 @@ pub(super) fn handle(
         Some(WireMeta::Invalid(reason)) => {
             let message = format!("rpc server: bad Meta of {service_method}: {reason}");
             log::debug!("rpc server {}: {}: {message}", run.addr, conn.peer);
-            refuse(conn, codec, service_method, seq, message, Code::InvalidArgument);
+            refuse(
+                conn,
+                codec,
+                service_method,
+                seq,
+                message,
+                Code::InvalidArgument,
+            );
             return;
         }
     };
@@ -116,7 +123,14 @@ pub(super) fn handle(
     {
         Ok(p) => p,
         Err(message) => {
-            refuse(conn, codec, service_method, seq, message, Code::ResourceExhausted);
+            refuse(
+                conn,
+                codec,
+                service_method,
+                seq,
+                message,
+                Code::ResourceExhausted,
+            );
             return;
         }
     };
@@ -132,12 +146,19 @@ pub(super) fn handle(
                 _ => format!(
                     "rpc server: call {service_method}: deadline exceeded before the handler \
                      ran (budget {}, waited {})",
-                    micros(d.saturating_duration_since(received)),
+                    GoDuration(d.saturating_duration_since(received)),
                     micros(now.saturating_duration_since(received)),
                 ),
             };
             log::debug!("rpc server {}: {}: {message}", run.addr, conn.peer);
-            refuse(conn, codec, service_method, seq, message, Code::DeadlineExceeded);
+            refuse(
+                conn,
+                codec,
+                service_method,
+                seq,
+                message,
+                Code::DeadlineExceeded,
+            );
             return;
         }
     }
@@ -223,16 +244,14 @@ pub(super) fn handle(
                 format!(
                     "rpc server: call {}: deadline exceeded (budget {}, took {})",
                     ctx.service_method,
-                    micros(d.saturating_duration_since(received)),
+                    GoDuration(d.saturating_duration_since(received)),
                     micros(elapsed),
                 ),
                 Some(Code::DeadlineExceeded),
             ));
         }
     }
-    method
-        .stats
-        .record(elapsed, error.is_some() || timed_out);
+    method.stats.record(elapsed, error.is_some() || timed_out);
     if passed > 0 {
         let monitor_text;
         let deadline_code = Code::DeadlineExceeded;

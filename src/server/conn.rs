@@ -358,7 +358,11 @@ fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec) -> Next {
         {
             // The peer is gone, not just done sending: its calls still
             // running are cancelled (their contexts see the flag).
-            log::debug!("rpc server {}: {} reset the connection", run.addr, conn.peer);
+            log::debug!(
+                "rpc server {}: {} reset the connection",
+                run.addr,
+                conn.peer
+            );
             conn.close();
             Next::End
         }

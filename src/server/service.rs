@@ -182,9 +182,9 @@ impl Service {
                 f(ctx, args).map_err(|e| CallFailure::Failed(e.to_string(), code_of(&e)))?;
             // A reply that does not encode is the server's failure, not the
             // handler's: `internal`, with the text it always had.
-            codec.encode_into(out, &reply, "reply").map_err(|e| {
-                CallFailure::Failed(format!("rpc server: {e}"), Some(Code::Internal))
-            })
+            codec
+                .encode_into(out, &reply, "reply")
+                .map_err(|e| CallFailure::Failed(format!("rpc server: {e}"), Some(Code::Internal)))
         };
         self.methods.insert(
             name.to_string(),
