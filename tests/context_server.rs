@@ -38,17 +38,23 @@ fn services(runs: Arc<AtomicUsize>) -> (Service, Service) {
     let count = Service::new("Count").method("Bump", move |_: Args| {
         Ok::<_, String>(runs.fetch_add(1, Ordering::SeqCst) as i64 + 1)
     });
-    let ctx = Service::new("Ctx").method_with_context("Look", |ctx: &Context, _: Args| {
-        ctx.set_reply_meta("served-by", "look")
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(View {
-            deadline: ctx.deadline().is_some(),
-            remaining_ms: ctx.remaining().map(|d| d.as_millis() as u64),
-            tenant: ctx.meta().get("tenant").map(str::to_string),
-            trace_id: ctx.trace().map(|t| t.trace_id()),
-            scope_matches: Scope::current().deadline() == ctx.deadline(),
+    let ctx = Service::new("Ctx")
+        .method_with_context("Look", |ctx: &Context, _: Args| {
+            ctx.set_reply_meta("served-by", "look")
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(View {
+                deadline: ctx.deadline().is_some(),
+                remaining_ms: ctx.remaining().map(|d| d.as_millis() as u64),
+                tenant: ctx.meta().get("tenant").map(str::to_string),
+                trace_id: ctx.trace().map(|t| t.trace_id()),
+                scope_matches: Scope::current().deadline() == ctx.deadline(),
+            })
         })
-    });
+        .method_with_context("Fail", |ctx: &Context, _: Args| -> Result<i64, Status> {
+            ctx.set_reply_meta("retry-after", "5")
+                .map_err(|e| Status::internal(e.to_string()))?;
+            Err(Status::new(Code::FailedPrecondition, "not yet"))
+        });
     (count, ctx)
 }
 
@@ -236,6 +242,24 @@ fn a_go_style_stream_with_timeout_and_meta_reaches_the_handler() {
         assert!((1_000..=5_000).contains(&left), "{wire:?}: {left} ms left");
         assert_eq!(view.tenant.as_deref(), Some("acme"));
         assert_eq!(view.trace_id.as_deref(), Some(TRACE_ID));
+    }
+}
+
+#[test]
+fn an_error_reply_carries_its_code_and_the_handler_s_reply_meta() {
+    init_log();
+    let (running, _) = serve(Server::new());
+    for wire in [Wire::Json, Wire::MsgPack] {
+        let mut c = Raw::open(running.addr(), wire, 0);
+        c.send(header("Ctx.Fail", 3), args());
+        let (h, body) = c.reply();
+        assert_eq!(
+            h,
+            json!({"ServiceMethod": "Ctx.Fail", "Seq": 3, "Error": "not yet",
+                   "Code": "failed_precondition", "Meta": {"retry-after": "5"}}),
+            "{wire:?}"
+        );
+        assert_eq!(body, json!({}));
     }
 }
 

@@ -499,6 +499,43 @@ mod tests {
         ));
     }
 
+    /// A reader that hands out one piece per read.
+    struct Pieces(Vec<&'static [u8]>);
+    impl Read for Pieces {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Ok(0);
+            }
+            let p = self.0.remove(0);
+            out[..p.len()].copy_from_slice(p);
+            Ok(p.len())
+        }
+    }
+
+    #[test]
+    fn a_message_is_stamped_with_the_read_that_completed_it() {
+        let pieces = || Pieces(vec![b"{}\n1\n{}\n2\n{}\n", b"3\n"]);
+        let mut r = FrameReader::new(pieces(), 1024);
+        r.read_message(Codec::Json).unwrap().unwrap();
+        assert_eq!(r.received(), None, "not stamped unless asked");
+
+        let mut r = FrameReader::new(pieces(), 1024);
+        r.stamp_reads();
+        let before = Instant::now();
+        r.read_message(Codec::Json).unwrap().unwrap();
+        let first = r.received().unwrap();
+        assert!(first >= before);
+        // Buffered by the same read: the same stamp, however late it is
+        // handed out.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        r.read_message(Codec::Json).unwrap().unwrap();
+        assert_eq!(r.received(), Some(first));
+        // Completed by the next read: that read's stamp.
+        let m = r.read_message(Codec::Json).unwrap().unwrap();
+        assert_eq!(r.bytes(m.body).trim_ascii(), b"3");
+        assert!(r.received().unwrap() >= first + std::time::Duration::from_millis(2));
+    }
+
     #[test]
     fn truncated_message_is_an_error_and_buffered_detection_works() {
         let mut r = FrameReader::new(Trickle(b"{\"Seq\":1}\n{\"a\":", 100), 1024);
