@@ -14,6 +14,10 @@
 //! processor blocked in a syscall the same way.) The monitor also sends the
 //! handle-timeout error reply at each call's deadline.
 //!
+//! Each call's own path, from its request to its reply (its deadline from
+//! `Timeout` and its arrival, `Meta`, admission, interceptors, codes), is
+//! in `call.rs`; interceptors are in `intercept.rs`.
+//!
 //! Everything a peer can make the server hold is bounded: see
 //! src/server/limits.rs for connections, queued replies, idle time and
 //! the handshake deadline.
