@@ -164,3 +164,53 @@ fn a_panicking_interceptor_fails_its_call_only() {
     let v: serde_json::Value = client.call("Echo.Echo", &"hi").unwrap();
     assert_eq!(v, "hi");
 }
+
+/// A call whose deadline passes in the interceptors never starts its
+/// handler (a raw request with a 50 ms `Timeout`; the interceptor waits
+/// until the context says it expired).
+#[test]
+fn no_handler_starts_after_its_deadline_passed_in_the_interceptors() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::time::{Duration, Instant};
+    init_log();
+    struct Slow;
+    impl Interceptor for Slow {
+        fn before(&self, ctx: &Context) -> Result<(), Status> {
+            let until = Instant::now() + Duration::from_secs(10);
+            while !ctx.is_expired() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(())
+        }
+    }
+    let runs = Arc::new(AtomicUsize::new(0));
+    let runs2 = runs.clone();
+    let server = Server::builder().interceptor(Slow).build();
+    server
+        .register(Service::new("Count").method("Bump", move |_: Args| {
+            Ok::<_, String>(runs2.fetch_add(1, Ordering::SeqCst) as i64 + 1)
+        }))
+        .unwrap();
+    let running = start_with(server);
+    let mut s = std::net::TcpStream::connect(running.addr().target()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"{\"MagicNumber\":3882844,\"CodecType\":\"application/json\"}\n\
+          {\"ServiceMethod\":\"Count.Bump\",\"Seq\":1,\"Error\":\"\",\"Timeout\":50000000}\n\
+          {\"Num1\":1,\"Num2\":2}\n",
+    )
+    .unwrap();
+    let mut rd = BufReader::new(s);
+    let mut line = String::new();
+    rd.read_line(&mut line).unwrap();
+    let h: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(h["Code"], "deadline_exceeded", "{h}");
+    assert!(
+        h["Error"]
+            .as_str()
+            .unwrap()
+            .ends_with("(in its interceptors)"),
+        "{h}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "the handler ran");
+}

@@ -200,6 +200,18 @@ pub(super) fn handle(
                 interceptors
                     .before(&ctx, &mut passed)
                     .map_err(|s| CallFailure::Failed(s.message().to_string(), code_of(&s)))?;
+                // They may have taken long (a remote check): still no
+                // handler starts after its deadline.
+                if ctx.is_expired() {
+                    return Err(CallFailure::Failed(
+                        format!(
+                            "rpc server: call {}: deadline exceeded before the handler ran \
+                             (in its interceptors)",
+                            ctx.service_method
+                        ),
+                        Some(Code::DeadlineExceeded),
+                    ));
+                }
             }
             (method.handler)(&ctx, codec, &body, scratch)
         }))
