@@ -26,7 +26,9 @@ use crate::context::{Context, Status};
 /// not run (the `after`s of those before it do, and see the refusal). Both
 /// run on the thread that runs the handler, inside the call's
 /// [`Scope`](crate::context::Scope) (calls they make share its deadline and
-/// trace). A refused call is counted in the method's stats as a failed one.
+/// trace). A refused call is counted in the method's stats as a failed one;
+/// so is one whose deadline passed while the `before`s ran: it is answered
+/// `deadline_exceeded` and its handler does not start.
 ///
 /// A server with none pays nothing for the feature: no allocation and no
 /// lock per call, one check that the list is empty.
