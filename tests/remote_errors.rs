@@ -57,8 +57,14 @@ fn each_kind_of_remote_error_is_matchable_without_its_text() {
     let (kind, text) = kind_and_text(client.call::<_, i64>("Arith.Fail", &args).unwrap_err());
     assert_eq!(kind, RemoteKind::Handler, "{text}");
     assert_eq!(text, "boom: it failed");
+    // A panic is the server's failure to run the handler: `internal`, with
+    // the text it always had.
     let (kind, text) = kind_and_text(client.call::<_, i64>("Arith.Panic", &args).unwrap_err());
-    assert_eq!(kind, RemoteKind::Handler, "{text}");
+    assert_eq!(kind, RemoteKind::Internal, "{text}");
+    assert_eq!(
+        text,
+        "rpc server: Arith.Panic panicked: handler panicked on purpose"
+    );
 
     let timed = Client::builder()
         .handle_timeout(Some(Duration::from_millis(100)))

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
+use super::intercept::{Interceptor, Interceptors};
 use super::limits::concurrency::{LimitConfig, Limiter};
 use super::{Server, Shared};
 use crate::wire::frame::DEFAULT_MAX_MESSAGE;
@@ -30,6 +31,10 @@ pub(super) struct Config {
     pub(super) idle_timeout: Option<Duration>,
     /// Concurrency limits (`limits/concurrency.rs`).
     pub(super) limits: LimitConfig,
+    /// Run around every call, in this order (`intercept.rs`).
+    pub(super) interceptors: Interceptors,
+    /// Give a call without a valid `traceparent` a new trace.
+    pub(super) trace_ids: bool,
 }
 
 impl Default for Config {
@@ -46,6 +51,8 @@ impl Default for Config {
             max_connections: 10_000,
             idle_timeout: None,
             limits: LimitConfig::default(),
+            interceptors: Interceptors::default(),
+            trace_ids: false,
         }
     }
 }
@@ -116,6 +123,27 @@ impl ServerBuilder {
     /// listener of this `Server` (each `listen` or `serve` call).
     pub fn max_concurrent_calls(mut self, n: usize) -> Self {
         self.config.max_concurrent_calls = n.max(1);
+        self
+    }
+
+    /// Adds an interceptor, run around every call after those added before
+    /// it (see [`Interceptor`] for the order and what a refusal does).
+    /// Default: none, which costs a call nothing.
+    pub fn interceptor(mut self, interceptor: impl Interceptor) -> Self {
+        self.config.interceptors.push(Arc::new(interceptor));
+        self
+    }
+
+    /// Whether a call that comes without a valid `traceparent` in its
+    /// `Meta` gets a new trace (W3C Trace Context) of its own (default
+    /// off). Its handler then sees it in
+    /// [`Context::trace`](crate::Context::trace), and the calls the handler
+    /// makes carry it, so they share one trace id. Off, such a call has no
+    /// trace and its outbound calls send none. The cost, only for calls
+    /// without a `traceparent`: 24 random bytes from the thread's
+    /// generator per call (no allocation, no lock).
+    pub fn trace_ids(mut self, on: bool) -> Self {
+        self.config.trace_ids = on;
         self
     }
 

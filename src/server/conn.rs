@@ -1,8 +1,8 @@
-//! One server connection: sniffing, handshake, and the leader loop.
+//! One server connection: sniffing, handshake, and the leader loop (each
+//! call it reads is served by `call.rs`).
 
 use std::cell::Cell;
 use std::net::Shutdown;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -10,12 +10,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::limits::{self, ConnSlot, Watch};
-use super::monitor::Deadline;
 use super::{http, Running};
-use crate::code::Code;
-use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::server::service::CallFailure;
 use crate::util::duration::GoDuration;
 use crate::util::handoff::Busy;
 use crate::wire::codec::{encode_message_raw, Codec, Header};
@@ -57,7 +53,12 @@ pub(crate) struct Conn {
     pub(super) watch: Watch,
     /// Its place under `max_connections`, given back on drop.
     _slot: ConnSlot,
-    closed: AtomicBool,
+    /// Set once the connection is closed: by us (a bound, shutdown), after
+    /// a failed write, or when a read fails (a reset: the peer is gone).
+    /// Not on a clean end of stream: a draining geerpc client half-closes
+    /// and still waits for its replies. Each call's `Context` shares it
+    /// (`Context::is_cancelled`).
+    pub(super) closed: Arc<AtomicBool>,
     /// Set by a shutdown called from a handler of this connection, on that
     /// handler's thread: shutdown leaves the connection open for the reply,
     /// and the thread closes it once the reply is sent.
@@ -75,7 +76,9 @@ impl Conn {
     ) -> std::io::Result<Conn> {
         let peer: Arc<str> = stream.peer_label().into();
         let max_message = cfg.max_message_size;
-        let reader = FrameReader::new(stream.try_clone()?, max_message);
+        let mut reader = FrameReader::new(stream.try_clone()?, max_message);
+        // A call's deadline counts from the read that completed it.
+        reader.stamp_reads();
         let writer =
             SharedWriter::new(stream.try_clone()?, max_message).with_queue_cap(cfg.max_write_queue);
         Ok(Conn {
@@ -89,7 +92,7 @@ impl Conn {
             accepted: Instant::now(),
             watch: Watch::default(),
             _slot: slot,
-            closed: AtomicBool::new(false),
+            closed: Arc::new(AtomicBool::new(false)),
             close_after_reply: AtomicBool::new(false),
             goaway_sent: AtomicBool::new(false),
         })
@@ -279,9 +282,11 @@ fn read_first(run: &Arc<Running>, conn: &Conn) -> Result<Option<(Codec, Option<D
 }
 
 /// A request read off the wire, owned so the reader can be let go.
-struct Request {
-    header: Header,
-    body: Vec<u8>,
+pub(super) struct Request {
+    pub(super) header: Header,
+    pub(super) body: Vec<u8>,
+    /// When the read that completed it returned.
+    pub(super) received: Instant,
 }
 
 enum Next {
@@ -340,6 +345,7 @@ fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec) -> Next {
             Ok(header) => Next::Request(Request {
                 header,
                 body: rd.bytes(m.body).to_vec(),
+                received: rd.received().unwrap_or_else(Instant::now),
             }),
             Err(e) => Next::Broken(e),
         },
@@ -350,6 +356,14 @@ fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec) -> Next {
                 std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
             ) =>
         {
+            // The peer is gone, not just done sending: its calls still
+            // running are cancelled (their contexts see the flag).
+            log::debug!(
+                "rpc server {}: {} reset the connection",
+                run.addr,
+                conn.peer
+            );
+            conn.close();
             Next::End
         }
         Err(e) => Next::Broken(e),
@@ -391,7 +405,7 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
         }
         let mark = conn.busy.enter();
         HANDLING.with(|h| h.set(Some(conn.id)));
-        handle(run, &conn, codec, handle_timeout, req, &mut scratch);
+        super::call::handle(run, &conn, codec, handle_timeout, req, &mut scratch);
         HANDLING.with(|h| h.set(None));
         let still_leader = conn.busy.leave(mark);
         if !still_leader {
@@ -424,126 +438,5 @@ pub(super) fn finish(run: &Running, conn: &Conn) {
         // A draining shutdown waits for connections to end.
         let _guard = run.drained.0.lock();
         run.drained.1.notify_all();
-    }
-}
-
-fn handle(
-    run: &Running,
-    conn: &Arc<Conn>,
-    codec: Codec,
-    handle_timeout: Option<Duration>,
-    req: Request,
-    scratch: &mut Vec<u8>,
-) {
-    let started = Instant::now();
-    let Request { header, body } = req;
-    let seq = header.seq;
-    let method = match run.server.find(&header.service_method) {
-        Ok(m) => m,
-        Err(message) => {
-            log::debug!("rpc server {}: {}: {message}", run.addr, conn.peer);
-            let reply = Header {
-                service_method: header.service_method,
-                seq,
-                error: message,
-                code: Some(Code::NotFound),
-                ..Header::default()
-            };
-            let _ = conn.queue_reply(codec, &reply, codec.empty_body());
-            return;
-        }
-    };
-    let deadline = handle_timeout.map(|t| started + t);
-    // The limits' say: refused calls are answered at once, unrun.
-    let _permit = match run
-        .server
-        .shared
-        .limiter
-        .admit(&header.service_method, started, deadline)
-    {
-        Ok(p) => p,
-        Err(message) => {
-            let reply = Header {
-                service_method: header.service_method,
-                seq,
-                error: message,
-                code: Some(Code::ResourceExhausted),
-                ..Header::default()
-            };
-            let _ = conn.queue_reply(codec, &reply, codec.empty_body());
-            return;
-        }
-    };
-    let answered = handle_timeout.map(|timeout| {
-        let flag = Arc::new(AtomicBool::new(false));
-        run.deadlines.lock().push(Deadline {
-            at: started + timeout,
-            timeout,
-            conn: conn.clone(),
-            seq,
-            service_method: header.service_method.clone(),
-            answered: flag.clone(),
-        });
-        run.monitor_stop.wake_by(started + timeout);
-        flag
-    });
-    let mut ctx = Context::new(header.service_method, conn.peer.clone());
-    ctx.deadline = deadline;
-    scratch.clear();
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        (method.handler)(&ctx, codec, &body, scratch)
-    }));
-    let error = match outcome {
-        Ok(Ok(())) => None,
-        Ok(Err(CallFailure::BadArgument(m))) => {
-            log::debug!("rpc server {}: {}: {m}", run.addr, conn.peer);
-            Some((m, Some(Code::InvalidArgument)))
-        }
-        Ok(Err(CallFailure::Failed(m))) => Some((m, None)),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic".to_string());
-            log::error!(
-                "rpc server {}: {} panicked: {what}",
-                run.addr,
-                ctx.service_method
-            );
-            Some((
-                format!("rpc server: {} panicked: {what}", ctx.service_method),
-                None,
-            ))
-        }
-    };
-    // The monitor may have answered already with the handle-timeout error:
-    // then this result is dropped and the call counts as failed.
-    let timed_out = answered.is_some_and(|flag| flag.swap(true, Ordering::AcqRel));
-    method
-        .stats
-        .record(started.elapsed(), error.is_some() || timed_out);
-    if timed_out {
-        return;
-    }
-    let mut reply = Header {
-        service_method: ctx.service_method,
-        seq,
-        error: String::new(),
-        code: None,
-        ..Header::default()
-    };
-    let result = match error {
-        None => conn.queue_reply(codec, &reply, scratch),
-        Some((e, code)) => {
-            reply.error = e;
-            reply.code = code;
-            conn.queue_reply(codec, &reply, codec.empty_body())
-        }
-    };
-    if let Err(e) = result {
-        reply.error = format!("rpc server: cannot send reply: {e}");
-        reply.code = Some(Code::Internal);
-        let _ = conn.queue_reply(codec, &reply, codec.empty_body());
     }
 }

@@ -301,6 +301,7 @@ mod tests {
                 stats: StatsSnapshot {
                     calls: 3,
                     errors: 1,
+                    expired: 0,
                     total_time: Duration::from_micros(300),
                     p50: Some(Duration::from_micros(100)),
                     p99: Some(Duration::from_micros(125)),

@@ -14,17 +14,23 @@
 //! processor blocked in a syscall the same way.) The monitor also sends the
 //! handle-timeout error reply at each call's deadline.
 //!
+//! Each call's own path, from its request to its reply (its deadline from
+//! `Timeout` and its arrival, `Meta`, admission, interceptors, codes), is
+//! in `call.rs`; interceptors are in `intercept.rs`.
+//!
 //! Everything a peer can make the server hold is bounded: see
 //! src/server/limits.rs for connections, queued replies, idle time and
 //! the handshake deadline.
 
 mod accept;
 mod builder;
+mod call;
 mod conn;
 #[cfg(feature = "debug-page")]
 mod debug;
 mod drain;
 mod http;
+mod intercept;
 mod limits;
 mod monitor;
 pub(crate) mod service;
@@ -55,6 +61,7 @@ use monitor::Deadline;
 /// Default `max_write_queue`: a few large replies, or thousands of small ones.
 pub use crate::context::Context;
 pub use builder::ServerBuilder;
+pub use intercept::{Interceptor, Outcome};
 pub use service::{MethodInfo, Service, ServiceInfo};
 pub use stats::StatsSnapshot;
 

@@ -1,6 +1,6 @@
 //! Services: named groups of typed methods, reachable as `Service.Method`.
 
-use std::any::type_name;
+use std::any::{type_name, Any};
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::sync::Arc;
@@ -8,7 +8,8 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::context::Context;
+use crate::code::Code;
+use crate::context::{Context, Status};
 use crate::error::{Error, Result};
 use crate::server::stats::{MethodStats, StatsSnapshot};
 use crate::wire::codec::Codec;
@@ -17,8 +18,38 @@ use crate::wire::codec::Codec;
 pub(crate) enum CallFailure {
     /// The body did not decode into the argument type; the handler did not run.
     BadArgument(String),
-    /// The handler returned an error (or the reply did not encode).
-    Failed(String),
+    /// The handler returned an error (or the reply did not encode): its
+    /// text, and its code if it had one (see [`code_of`]).
+    Failed(String, Option<Code>),
+}
+
+/// The code a handler's error gives its reply: a [`Status`]'s code; for a
+/// [`geerpc::Error`](Error) of a call the handler made, what
+/// `Status::from` keeps of it (`deadline_exceeded` and `cancelled` pass
+/// through); none for any other error (the handler's own, as Go's are).
+/// `unknown` is never sent (PROTOCOL.md section 8), so it is none too.
+pub(crate) fn code_of<E: Any>(e: &E) -> Option<Code> {
+    let e: &dyn Any = e;
+    // A boxed error (`?` into `Box<dyn Error>`) is looked into once.
+    type Boxed = Box<dyn std::error::Error + Send + Sync>;
+    let inner = e.downcast_ref::<Boxed>();
+    let status = e
+        .downcast_ref::<Status>()
+        .or_else(|| inner.and_then(|b| b.downcast_ref::<Status>()));
+    let error = e
+        .downcast_ref::<Error>()
+        .or_else(|| inner.and_then(|b| b.downcast_ref::<Error>()));
+    let code = if let Some(s) = status {
+        s.code().clone()
+    } else if let Some(err) = error {
+        match err.code() {
+            c @ (Code::DeadlineExceeded | Code::Cancelled) => c,
+            _ => return None,
+        }
+    } else {
+        return None;
+    };
+    (code != Code::Unknown).then_some(code)
 }
 
 type Handler = dyn Fn(&Context, Codec, &[u8], &mut Vec<u8>) -> std::result::Result<(), CallFailure>
@@ -38,7 +69,12 @@ pub(crate) struct Method {
 ///
 /// Each method takes its argument type (anything serde can deserialize) and
 /// returns `Result<Reply, E>` for any serializable `Reply` and any displayable
-/// `E`; the error's text reaches the client as [`Error::Remote`].
+/// `E`; the error's text reaches the client as [`Error::Remote`]. A
+/// [`Status`] error also gives the reply its [`Code`] (the caller reads it
+/// with [`Error::remote_code`]); so does a [`geerpc::Error`](Error) of a call
+/// the handler made, when it is `deadline_exceeded` or `cancelled` (the
+/// budget they share ran out). Any other error travels without a code, as a
+/// Go handler's does.
 ///
 /// ```
 /// use geerpc::{Context, Service};
@@ -109,7 +145,7 @@ impl Service {
     where
         A: DeserializeOwned,
         R: Serialize,
-        E: Display,
+        E: Display + 'static,
         F: Fn(A) -> std::result::Result<R, E> + Send + Sync + 'static,
     {
         self.method_with_context(name, move |_: &Context, a: A| f(a))
@@ -120,7 +156,7 @@ impl Service {
     where
         A: DeserializeOwned,
         R: Serialize,
-        E: Display,
+        E: Display + 'static,
         F: Fn(&Context, A) -> std::result::Result<R, E> + Send + Sync + 'static,
     {
         if let Err(e) = check_name(name, "method") {
@@ -142,10 +178,13 @@ impl Service {
                     type_name::<A>()
                 ))
             })?;
-            let reply = f(ctx, args).map_err(|e| CallFailure::Failed(e.to_string()))?;
+            let reply =
+                f(ctx, args).map_err(|e| CallFailure::Failed(e.to_string(), code_of(&e)))?;
+            // A reply that does not encode is the server's failure, not the
+            // handler's: `internal`, with the text it always had.
             codec
                 .encode_into(out, &reply, "reply")
-                .map_err(|e| CallFailure::Failed(format!("rpc server: {e}")))
+                .map_err(|e| CallFailure::Failed(format!("rpc server: {e}"), Some(Code::Internal)))
         };
         self.methods.insert(
             name.to_string(),

@@ -13,6 +13,7 @@ const BUCKETS: usize = (40 * SUB_BUCKETS) as usize + 1;
 pub(crate) struct MethodStats {
     calls: AtomicU64,
     errors: AtomicU64,
+    expired: AtomicU64,
     total_nanos: AtomicU64,
     latency: [AtomicU64; BUCKETS],
 }
@@ -22,6 +23,7 @@ impl Default for MethodStats {
         MethodStats {
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
             total_nanos: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
         }
@@ -60,6 +62,12 @@ impl MethodStats {
         self.latency[bucket_of(nanos / 1_000)].fetch_add(1, Relaxed);
     }
 
+    /// A call answered `deadline_exceeded` before its handler ran: not a
+    /// call of the method (its handler never ran), counted apart.
+    pub(crate) fn record_expired(&self) {
+        self.expired.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> StatsSnapshot {
         let counts: Vec<u64> = self.latency.iter().map(|c| c.load(Relaxed)).collect();
         let quantile = |q: f64| -> Option<Duration> {
@@ -80,6 +88,7 @@ impl MethodStats {
         StatsSnapshot {
             calls: self.calls.load(Relaxed),
             errors: self.errors.load(Relaxed),
+            expired: self.expired.load(Relaxed),
             total_time: Duration::from_nanos(self.total_nanos.load(Relaxed)),
             p50: quantile(0.50),
             p99: quantile(0.99),
@@ -95,7 +104,11 @@ pub struct StatsSnapshot {
     pub calls: u64,
     /// Calls answered with an error.
     pub errors: u64,
-    /// Time spent in the method, summed over calls.
+    /// Calls answered `deadline_exceeded` before their handler ran (their
+    /// deadline passed while they waited); not counted in `calls`.
+    pub expired: u64,
+    /// Time spent on the method's calls, from each request's arrival to its
+    /// reply, summed over calls (latencies below are measured the same way).
     pub total_time: Duration,
     /// Median latency (an upper bound within 19%), if any call was made.
     pub p50: Option<Duration>,

@@ -12,6 +12,7 @@
 
 use std::io::{self, Read};
 use std::ops::Range;
+use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::wire::codec::{Codec, Scan, Scanner};
@@ -64,6 +65,10 @@ pub(crate) struct FrameReader<R> {
     /// cost a third of the throughput, while reading everything available
     /// made batches so large that client and server took turns idling.
     read_size: usize,
+    /// When the last read that brought bytes returned, if reads are
+    /// stamped ([`FrameReader::stamp_reads`]): a message completed by that
+    /// read arrived then, and one already buffered arrived no later.
+    last_read: Option<Instant>,
 }
 
 /// The spans of one message inside the reader's buffer.
@@ -85,7 +90,24 @@ impl<R: Read> FrameReader<R> {
             scan: None,
             peeked: None,
             read_size: INITIAL_BUF,
+            last_read: None,
         }
+    }
+
+    /// Stamps each read that brings bytes with its time (one clock read per
+    /// read syscall, not per message), for [`received`](Self::received):
+    /// the server counts a call's wait in this buffer against its deadline.
+    pub(crate) fn stamp_reads(&mut self) {
+        self.last_read = Some(Instant::now());
+    }
+
+    /// When the message last handed out arrived: the time the read that
+    /// completed it returned (a message found whole in the buffer makes no
+    /// read, so it keeps the stamp of the read that brought it, however long
+    /// it waited there). `None` unless [`stamp_reads`](Self::stamp_reads)
+    /// was called.
+    pub(crate) fn received(&self) -> Option<Instant> {
+        self.last_read
     }
 
     pub(crate) fn bytes(&self, r: Range<usize>) -> &[u8] {
@@ -149,6 +171,8 @@ impl<R: Read> FrameReader<R> {
                     self.end += n;
                     if n == 0 {
                         self.eof = true;
+                    } else if self.last_read.is_some() {
+                        self.last_read = Some(Instant::now());
                     }
                     return Ok(n);
                 }
@@ -473,6 +497,43 @@ mod tests {
             r.read_message(Codec::Json),
             Err(Error::MessageTooLarge { .. })
         ));
+    }
+
+    /// A reader that hands out one piece per read.
+    struct Pieces(Vec<&'static [u8]>);
+    impl Read for Pieces {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Ok(0);
+            }
+            let p = self.0.remove(0);
+            out[..p.len()].copy_from_slice(p);
+            Ok(p.len())
+        }
+    }
+
+    #[test]
+    fn a_message_is_stamped_with_the_read_that_completed_it() {
+        let pieces = || Pieces(vec![b"{}\n1\n{}\n2\n{}\n", b"3\n"]);
+        let mut r = FrameReader::new(pieces(), 1024);
+        r.read_message(Codec::Json).unwrap().unwrap();
+        assert_eq!(r.received(), None, "not stamped unless asked");
+
+        let mut r = FrameReader::new(pieces(), 1024);
+        r.stamp_reads();
+        let before = Instant::now();
+        r.read_message(Codec::Json).unwrap().unwrap();
+        let first = r.received().unwrap();
+        assert!(first >= before);
+        // Buffered by the same read: the same stamp, however late it is
+        // handed out.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        r.read_message(Codec::Json).unwrap().unwrap();
+        assert_eq!(r.received(), Some(first));
+        // Completed by the next read: that read's stamp.
+        let m = r.read_message(Codec::Json).unwrap().unwrap();
+        assert_eq!(r.bytes(m.body).trim_ascii(), b"3");
+        assert!(r.received().unwrap() >= first + std::time::Duration::from_millis(2));
     }
 
     #[test]

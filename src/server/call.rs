@@ -1,0 +1,318 @@
+//! One call on a server connection, from its request to its reply queued
+//! (PROTOCOL.md section 8): find the method, check the `Meta`, pass the
+//! limits, check the deadline, run the interceptors and the handler in the
+//! call's scope, and reply with the outcome's code and the handler's
+//! reply `Meta`.
+//!
+//! The order matters: nothing that costs the server work (admission, a
+//! handler) is spent on a call that names nothing or carries bad `Meta`,
+//! and a call whose deadline passed while it waited (in the socket buffer,
+//! in the hand-off, for admission) is answered without running.
+//!
+//! Hot path (no `Timeout`, no `Meta`, no interceptor, no reply `Meta`): no
+//! allocation and no lock beyond what a call always cost; the clock is read
+//! once per read syscall (the arrival stamp) and once after the handler.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::conn::{Conn, Request};
+use super::intercept::Outcome;
+use super::monitor::Deadline;
+use super::Running;
+use crate::code::{text, Code};
+use crate::context::{Context, TraceParent};
+use crate::meta::WireMeta;
+use crate::server::service::{code_of, CallFailure};
+use crate::util::duration::GoDuration;
+use crate::wire::codec::{Codec, Header};
+
+/// Answers a call that never reached its handler.
+fn refuse(conn: &Conn, codec: Codec, service_method: String, seq: u64, error: String, code: Code) {
+    let reply = Header {
+        service_method,
+        seq,
+        error,
+        code: Some(code),
+        ..Header::default()
+    };
+    let _ = conn.queue_reply(codec, &reply, codec.empty_body());
+}
+
+/// A duration for an error text: Go's format, to the microsecond.
+fn micros(d: Duration) -> GoDuration {
+    GoDuration(Duration::from_micros(
+        u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+    ))
+}
+
+/// The text of a handle timeout, exactly as Go's server writes it.
+fn handle_timeout_text(timeout: Duration) -> String {
+    format!("{}{}", text::HANDLE_TIMEOUT, GoDuration(timeout))
+}
+
+pub(super) fn handle(
+    run: &Running,
+    conn: &Arc<Conn>,
+    codec: Codec,
+    handle_timeout: Option<Duration>,
+    req: Request,
+    scratch: &mut Vec<u8>,
+) {
+    let Request {
+        header,
+        body,
+        received,
+    } = req;
+    let Header {
+        service_method,
+        seq,
+        timeout,
+        meta,
+        ..
+    } = header;
+    let method = match run.server.find(&service_method) {
+        Ok(m) => m,
+        Err(message) => {
+            log::debug!("rpc server {}: {}: {message}", run.addr, conn.peer);
+            refuse(conn, codec, service_method, seq, message, Code::NotFound);
+            return;
+        }
+    };
+    let meta = match meta {
+        None => None,
+        Some(WireMeta::Valid(m)) => Some(m),
+        Some(WireMeta::Invalid(reason)) => {
+            let message = format!("rpc server: bad Meta of {service_method}: {reason}");
+            log::debug!("rpc server {}: {}: {message}", run.addr, conn.peer);
+            refuse(
+                conn,
+                codec,
+                service_method,
+                seq,
+                message,
+                Code::InvalidArgument,
+            );
+            return;
+        }
+    };
+    // The call's deadline counts from its arrival: the earlier of the
+    // connection's handle timeout (`held`, which the monitor answers at, as
+    // Go does) and the caller's own budget (`Timeout`: `own`). A budget too
+    // large for an `Instant` is no deadline.
+    let held = handle_timeout.and_then(|t| received.checked_add(t));
+    let own = (timeout > 0)
+        .then(|| received.checked_add(Duration::from_nanos(timeout)))
+        .flatten();
+    let deadline = match (held, own) {
+        (Some(h), Some(o)) => Some(h.min(o)),
+        (h, o) => h.or(o),
+    };
+    // The caller's own deadline, when it is the one that ends the call:
+    // nobody answers at it (the caller gives up on its own), but a result
+    // that comes after it is replaced by `deadline_exceeded`.
+    let own_binds = own.filter(|&o| held.is_none_or(|h| o < h));
+    // The limits' say: refused calls are answered at once, unrun.
+    let _permit = match run
+        .server
+        .shared
+        .limiter
+        .admit(&service_method, received, deadline)
+    {
+        Ok(p) => p,
+        Err(message) => {
+            refuse(
+                conn,
+                codec,
+                service_method,
+                seq,
+                message,
+                Code::ResourceExhausted,
+            );
+            return;
+        }
+    };
+    if let Some(d) = deadline {
+        let now = Instant::now();
+        if now >= d {
+            // Nobody waits for the result: do not run it. Counted apart
+            // from the method's calls (`StatsSnapshot::expired`).
+            method.stats.record_expired();
+            let message = match (own_binds, handle_timeout) {
+                // A Go client's handle timeout: Go's own text.
+                (None, Some(t)) => handle_timeout_text(t),
+                _ => format!(
+                    "rpc server: call {service_method}: deadline exceeded before the handler \
+                     ran (budget {}, waited {})",
+                    GoDuration(d.saturating_duration_since(received)),
+                    micros(now.saturating_duration_since(received)),
+                ),
+            };
+            log::debug!("rpc server {}: {}: {message}", run.addr, conn.peer);
+            refuse(
+                conn,
+                codec,
+                service_method,
+                seq,
+                message,
+                Code::DeadlineExceeded,
+            );
+            return;
+        }
+    }
+    let answered = handle_timeout.zip(held).map(|(timeout, at)| {
+        let flag = Arc::new(AtomicBool::new(false));
+        run.deadlines.lock().push(Deadline {
+            at,
+            timeout,
+            conn: conn.clone(),
+            seq,
+            service_method: service_method.clone(),
+            answered: flag.clone(),
+        });
+        run.monitor_stop.wake_by(at);
+        flag
+    });
+    let cfg = run.server.config();
+    let mut ctx = Context::new(service_method, conn.peer.clone());
+    ctx.deadline = deadline;
+    if let Some(m) = meta {
+        ctx = ctx.with_meta(m);
+    }
+    if ctx.trace.is_none() && cfg.trace_ids {
+        ctx.trace = Some(TraceParent::new_root());
+    }
+    ctx.closed = Some(conn.closed.clone());
+
+    let interceptors = &cfg.interceptors;
+    // How many `before`s let the call through: their `after`s run.
+    let mut passed = 0;
+    scratch.clear();
+    let outcome = {
+        // Calls the handler (or an interceptor) makes inherit the call's
+        // deadline and trace; the guard restores the thread's scope even
+        // if the handler panics.
+        let _scope = ctx.scope().enter();
+        catch_unwind(AssertUnwindSafe(|| {
+            if !interceptors.is_empty() {
+                interceptors
+                    .before(&ctx, &mut passed)
+                    .map_err(|s| CallFailure::Failed(s.message().to_string(), code_of(&s)))?;
+                // They may have taken long (a remote check): still no
+                // handler starts after its deadline.
+                if ctx.is_expired() {
+                    return Err(CallFailure::Failed(
+                        format!(
+                            "rpc server: call {}: deadline exceeded before the handler ran \
+                             (in its interceptors)",
+                            ctx.service_method
+                        ),
+                        Some(Code::DeadlineExceeded),
+                    ));
+                }
+            }
+            (method.handler)(&ctx, codec, &body, scratch)
+        }))
+    };
+    let mut error = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(CallFailure::BadArgument(m))) => {
+            log::debug!("rpc server {}: {}: {m}", run.addr, conn.peer);
+            Some((m, Some(Code::InvalidArgument)))
+        }
+        Ok(Err(CallFailure::Failed(m, code))) => Some((m, code)),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".to_string());
+            log::error!(
+                "rpc server {}: {} panicked: {what}",
+                run.addr,
+                ctx.service_method
+            );
+            Some((
+                format!("rpc server: {} panicked: {what}", ctx.service_method),
+                Some(Code::Internal),
+            ))
+        }
+    };
+    let now = Instant::now();
+    let elapsed = now.saturating_duration_since(received);
+    // The monitor may have answered already with the handle-timeout error:
+    // then this result is dropped and the call counts as failed.
+    let timed_out = answered.is_some_and(|flag| flag.swap(true, Ordering::AcqRel));
+    if let Some(d) = own_binds.filter(|&d| !timed_out && now >= d) {
+        // Late for its caller: a short error instead of the result (unless
+        // the handler's error says so already, from a call it made).
+        if error
+            .as_ref()
+            .is_none_or(|(_, c)| *c != Some(Code::DeadlineExceeded))
+        {
+            error = Some((
+                format!(
+                    "rpc server: call {}: deadline exceeded (budget {}, took {})",
+                    ctx.service_method,
+                    GoDuration(d.saturating_duration_since(received)),
+                    micros(elapsed),
+                ),
+                Some(Code::DeadlineExceeded),
+            ));
+        }
+    }
+    method.stats.record(elapsed, error.is_some() || timed_out);
+    if passed > 0 {
+        let monitor_text;
+        let deadline_code = Code::DeadlineExceeded;
+        let (text, code) = match &error {
+            _ if timed_out => {
+                monitor_text = handle_timeout_text(handle_timeout.unwrap_or_default());
+                (Some(monitor_text.as_str()), Some(&deadline_code))
+            }
+            Some((m, c)) => (Some(m.as_str()), c.as_ref()),
+            None => (None, None),
+        };
+        let o = Outcome {
+            error: text,
+            code,
+            elapsed,
+        };
+        let _scope = ctx.scope().enter();
+        if catch_unwind(AssertUnwindSafe(|| interceptors.after(passed, &ctx, &o))).is_err() {
+            log::error!(
+                "rpc server {}: an interceptor's after() panicked on {}",
+                run.addr,
+                ctx.service_method
+            );
+        }
+    }
+    if timed_out {
+        return;
+    }
+    // What the handler (or an interceptor) set for the reply; nothing to
+    // take, and nothing allocated, when none was set. The context is ours
+    // again: no lock.
+    let reply_meta = std::mem::take(ctx.reply_meta.get_mut());
+    let mut reply = Header {
+        service_method: ctx.service_method,
+        seq,
+        meta: (!reply_meta.is_empty()).then_some(WireMeta::Valid(reply_meta)),
+        ..Header::default()
+    };
+    let result = match error {
+        None => conn.queue_reply(codec, &reply, scratch),
+        Some((e, code)) => {
+            reply.error = e;
+            reply.code = code;
+            conn.queue_reply(codec, &reply, codec.empty_body())
+        }
+    };
+    if let Err(e) = result {
+        reply.error = format!("rpc server: cannot send reply: {e}");
+        reply.code = Some(Code::Internal);
+        let _ = conn.queue_reply(codec, &reply, codec.empty_body());
+    }
+}
