@@ -54,7 +54,11 @@ pub struct SelectContext<'a> {
     /// Calls this client has in flight on each instance.
     pub inflight: &'a [usize],
     /// Whether each instance may be picked: false for an instance evicted
-    /// after a failure or already tried by this call.
+    /// after a failure, going away, refusing calls as over a limit (for
+    /// its back-off, see
+    /// [`XClientBuilder::overload_backoff`](crate::xclient::XClientBuilder::overload_backoff)),
+    /// or already tried by this call, unless every candidate is one of
+    /// those.
     pub available: &'a [bool],
     /// The available instance whose connection's reader handed the calling
     /// thread the reply of its previous blocking call while handing out a
