@@ -163,7 +163,8 @@ pub(super) fn lost_reply(addr: &str) -> Error {
 }
 
 /// Sends one attempt's request on `client` without waiting: the one place
-/// where [`XClient::go`], failbackup and the fan-out send.
+/// where [`XClient::go`], failbackup and the fan-out send. Past the call's
+/// deadline nothing is sent: the attempt times out.
 ///
 /// MERGE(go_outbound): with the client's `go_outbound`, this sends
 /// `plan.budget()`, `plan.meta` and `plan.scope` with the request
@@ -174,6 +175,9 @@ where
     R: DeserializeOwned + Send + 'static,
 {
     match plan.deadline {
+        Some(d) if Instant::now() >= d => {
+            Err(plan.timed_out(std::iter::once(&*client.addr().to_string())))
+        }
         Some(_) => client.go_within(plan.method, args, plan.budget()),
         None => client.go(plan.method, args),
     }
@@ -194,6 +198,10 @@ where
     R: DeserializeOwned + Send + 'static,
 {
     match plan.deadline {
+        // Nothing is sent past the deadline (a dial may have used it up).
+        Some(d) if Instant::now() >= d => {
+            Err(plan.timed_out(std::iter::once(&*client.addr().to_string())))
+        }
         Some(_) => client
             .go_within(plan.method, args, plan.budget())
             .and_then(|call| call.wait_within(plan.budget()))
