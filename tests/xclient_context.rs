@@ -86,6 +86,17 @@ fn an_expired_scope_sends_nothing() {
         .run(|| xc.broadcast::<_, String>("Who.Am", &ARGS))
         .unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    let err = past
+        .run(|| xc.go::<_, String>("Who.Am", &ARGS))
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    let backup = CallOptions::new().fail_mode(FailMode::Failbackup {
+        after: Duration::from_millis(1),
+    });
+    let err = past
+        .run(|| xc.call_with::<_, String>("Who.Am", &ARGS, &backup))
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     assert_eq!(ns[0].hits(), 1, "nothing sent past the deadline");
 }
 
