@@ -374,6 +374,13 @@ pub fn hash_key(key: &[u8]) -> u64 {
 /// (the home may carry up to a third more calls than the other). A home
 /// with nothing in flight has no batch to join: a lone caller's calls are
 /// spread as without one.
+///
+/// In an [`XClient`](crate::XClient), an instance that just refused a
+/// call as over a limit (`resource_exhausted`), is going away or is
+/// evicted is not [`available`](SelectContext::available) while another
+/// instance is: p2c sees it as worse than any of those, however few calls
+/// it has in flight (a refusing instance answers fast, so its count alone
+/// would draw calls to it).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct P2cSelector;
 
