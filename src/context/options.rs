@@ -30,6 +30,14 @@ use crate::meta::Meta;
 /// a retry nor as a failure of the instance (it is not evicted; one going
 /// away is passed over for a moment). [`XClient::go`](crate::XClient::go) applies this when it
 /// sends, not to the result [`XCall::wait`](crate::xclient::XCall::wait) returns.
+///
+/// An instance that refused a call as over a limit (`resource_exhausted`,
+/// however the call learnt it: any mode, [`XCall::wait`](crate::xclient::XCall::wait) too) is
+/// then passed over by selection, p2c included, for a brief back-off
+/// (100 ms doubling to 1 s while it goes on refusing, reset by a success:
+/// [`XClientBuilder::overload_backoff`](crate::xclient::XClientBuilder::overload_backoff)),
+/// so its refusals cost one round trip, not one per call. It is still
+/// picked when every instance is passed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum FailMode {

@@ -22,6 +22,7 @@ pub struct XClientBuilder {
     timeout: Option<Duration>,
     idempotent: bool,
     backoff: (Duration, Duration),
+    overload_backoff: (Duration, Duration),
 }
 
 impl XClientBuilder {
@@ -71,10 +72,22 @@ impl XClientBuilder {
         self
     }
 
+    /// How long an instance that refuses a call as over a limit (a reply
+    /// with code `resource_exhausted`) is passed over by selection: `min`
+    /// after its refusal, doubling up to `max` each time it refuses again
+    /// once tried again, back to `min` after a call on it succeeds
+    /// (default 100 ms to 1 s). The instance is not evicted (no probe; it
+    /// is not listed by [`XClient::evicted`]) and is still picked when
+    /// every instance is passed over. A `min` of zero turns this off.
+    pub fn overload_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.overload_backoff = (min, max);
+        self
+    }
+
     /// The client. Connections are dialled on first use.
     pub fn build(self) -> XClient {
         XClient {
-            pool: Arc::new(Pool::new(self.client, self.backoff.0, self.backoff.1)),
+            pool: Arc::new(Pool::new(self.client, self.backoff, self.overload_backoff)),
             discovery: self.discovery,
             selector: self.selector,
             fail_mode: self.fail_mode,
@@ -102,6 +115,7 @@ impl XClient {
             timeout: None,
             idempotent: false,
             backoff: (Duration::from_millis(100), Duration::from_secs(30)),
+            overload_backoff: (Duration::from_millis(100), Duration::from_secs(1)),
         }
     }
 }

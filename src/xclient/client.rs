@@ -37,6 +37,37 @@ use crate::wire::Address;
 /// [`broadcast`](XClient::broadcast), [`fork`](XClient::fork) and
 /// [`inform`](XClient::inform) call every instance at once.
 ///
+/// # Deadlines
+///
+/// A call's deadline is the earliest of its own (the builder's
+/// [`timeout`](super::XClientBuilder::timeout), or
+/// [`CallOptions::timeout`] / [`CallOptions::deadline`]) and its scope's:
+/// by default the thread's current [`Scope`](crate::context::Scope),
+/// which inside a handler is the handler's call (override it with
+/// [`CallOptions::scope`]). So a call a handler makes through an XClient
+/// never outlives the handler's budget. The deadline bounds all attempts
+/// together, and each request carries what is left of it (PROTOCOL.md
+/// section 8, `Timeout`); [`go`](XClient::go) (then [`XCall::wait`]),
+/// [`broadcast`](XClient::broadcast), [`fork`](XClient::fork) and
+/// [`inform`](XClient::inform) keep it too.
+///
+/// # Overload
+///
+/// A reply with code `resource_exhausted` (refused by a limit before its
+/// handler ran) or `unavailable` (going away) sends the call to another
+/// instance at no cost (see [`FailMode`]). The refusing instance is then
+/// passed over by selection (every [`SelectMode`](super::SelectMode), p2c
+/// included: it is not available to the [`Selector`] while another
+/// instance is) for a back-off of 100 ms that doubles up to 1 s while it
+/// goes on refusing and starts again after a call on it succeeds
+/// ([`XClientBuilder::overload_backoff`](super::XClientBuilder::overload_backoff)).
+/// It is not evicted (nothing probes it, [`evicted`](XClient::evicted)
+/// does not list it), and it is still picked when every instance is
+/// passed over: then the call ends with the refusal, whose
+/// [`Error::code`](crate::Error::code) is `resource_exhausted` and which
+/// [`is_retryable`](crate::Error::is_retryable). `broadcast`, `fork` and
+/// `inform`, meant for every instance, still call one in its back-off.
+///
 /// ```no_run
 /// use geerpc::{FailMode, MultiServerDiscovery, SelectMode, XClient};
 ///

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::client::XClient;
 use super::pick::note_batch_home;
-use super::plan::{abandon, going_away, lost_reply, Plan, Sent};
+use super::plan::{abandon, call_attempt, going_away, lost_reply, send_attempt, Plan, Sent};
 use super::pool::{InflightGuard, Slot};
 use crate::client::deadline_after;
 use crate::error::{Error, Result};
@@ -38,12 +38,7 @@ impl XClient {
                     slot.mark_draining();
                 }
             })?;
-        let r = match plan.deadline {
-            Some(d) => c
-                .call_deadline(plan.method, args, d)
-                .map_err(|e| plan.whole_timeout(e)),
-            None => c.call(plan.method, args),
-        };
+        let r = call_attempt(&c, plan, args);
         if let Err(e) = &r {
             if going_away(slot, &c, e) {
                 // Not a failure of the instance: nothing to report.
@@ -67,11 +62,7 @@ impl XClient {
     {
         let guard = InflightGuard::new(slot.clone());
         let client = self.pool.connect(slot, plan.method, plan.budget())?;
-        let sent = match plan.deadline {
-            Some(_) => client.go_within(plan.method, args, plan.budget()),
-            None => client.go(plan.method, args),
-        };
-        match sent {
+        match send_attempt(&client, plan, args) {
             Ok(call) => Ok(Sent {
                 call,
                 slot: slot.clone(),

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::client::XClient;
-use super::plan::{abandon, going_away, lost_reply, Plan};
+use super::plan::{abandon, going_away, lost_reply, send_attempt, Plan};
 use super::pool::{InflightGuard, Pool, Slot};
 use crate::context::CallOptions;
 use crate::error::{Error, Result};
@@ -266,11 +266,7 @@ where
     if cancel.try_recv() == Err(crossbeam_channel::TryRecvError::Disconnected) {
         return None;
     }
-    let sent = match plan.deadline {
-        Some(_) => client.go_within::<A, R>(plan.method, args, plan.budget()),
-        None => client.go::<A, R>(plan.method, args),
-    };
-    let call = match sent {
+    let call = match send_attempt::<A, R>(&client, plan, args) {
         Ok(call) => call,
         Err(e) => {
             if !going_away(slot, &client, &e) {

@@ -1,6 +1,6 @@
 //! How the XClient picks the instance for one attempt: which instances
-//! are candidates (serving the service, not excluded, not evicted or going
-//! away, unless all are), the selector's inputs (built on the stack: this
+//! are candidates (serving the service, not excluded, not evicted, going
+//! away or over a limit, unless all are), the selector's inputs (built on the stack: this
 //! runs on every call and must not allocate for usual list lengths), and
 //! the batch home a blocking caller brings from its previous call.
 //!
@@ -39,8 +39,11 @@ const PICK_ON_STACK: usize = 16;
 impl XClient {
     /// Asks the selector for an instance not in `exclude` (indexed like
     /// `view`; instances past its end are not excluded), leaving out
-    /// evicted instances unless every candidate is evicted (then a call
-    /// may as well try: it re-dials, and a success re-admits it).
+    /// evicted instances, instances going away and instances over a limit
+    /// (in their overload back-off) unless no candidate is left (then a
+    /// call may as well try: it re-dials, and a success re-admits it).
+    /// So every selector, p2c included, sees an avoided instance as worse
+    /// than any other: it is not available while another is.
     pub(super) fn pick(
         &self,
         plan: &Plan<'_>,
@@ -77,7 +80,10 @@ impl XClient {
             |i: usize| exclude.get(i) != Some(&true) && plan.served_by(&snap.instances[i]);
         for (i, slot) in view.iter().enumerate() {
             inflight[i] = slot.inflight();
-            available[i] = candidate(i) && !slot.is_dead() && !slot.avoid_draining();
+            available[i] = candidate(i)
+                && !slot.is_dead()
+                && !slot.avoid_draining()
+                && !slot.avoid_overloaded();
         }
         if !available.contains(&true) {
             for (i, a) in available.iter_mut().enumerate() {

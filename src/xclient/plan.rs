@@ -1,11 +1,16 @@
-//! The resolved settings of one call ([`Plan`]) and the small decisions
-//! every fail mode shares: may it retry, may it go elsewhere, is the
-//! instance going away, how a timeout is reported.
+//! The resolved settings of one call ([`Plan`]: its deadline, the
+//! earliest of its own and its scope's) and the small decisions every fail
+//! mode shares: may it retry, may it go elsewhere, is the instance going
+//! away, how a timeout is reported; and the two places where an attempt's
+//! request leaves ([`call_attempt`], [`send_attempt`]).
 //!
-//! No I/O and no selection here: the fail modes (`fail.rs`) and the
-//! fan-out (`fanout.rs`) act on what these say.
+//! No selection here, and no I/O but those two sends: the fail modes
+//! (`fail.rs`) and the fan-out (`fanout.rs`) act on what these say.
 
 use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::client::XClient;
 use super::discovery::Instance;
@@ -14,7 +19,9 @@ use crate::client::{deadline_after, Budget, Call, Client};
 use crate::code::Code;
 use crate::context::CallOptions;
 use crate::context::FailMode;
-use crate::error::{Error, TimeoutStage};
+use crate::context::Scope;
+use crate::error::{Error, Result, TimeoutStage};
+use crate::meta::Meta;
 use std::sync::Arc;
 
 /// The resolved settings of one call.
@@ -23,10 +30,24 @@ pub(super) struct Plan<'a> {
     /// `method` up to the dot.
     pub(super) service: &'a str,
     pub(super) key: Option<&'a [u8]>,
+    /// The earliest of the call's own deadline (its timeout, the client's,
+    /// or [`CallOptions::deadline`]) and its scope's: it bounds every
+    /// attempt, and each attempt's request carries what is left of it.
     pub(super) deadline: Option<Instant>,
+    /// The timeout an [`Error::Timeout`] of the whole call names: the
+    /// call's own, or the time that was left when the call started if an
+    /// earlier deadline (its own or its scope's) set `deadline`.
     pub(super) timeout: Option<Duration>,
     pub(super) idempotent: bool,
     pub(super) mode: FailMode,
+    /// The scope the call runs in (inherited from the calling thread or
+    /// given), for the requests' trace: a fan-out sends from threads of
+    /// its own, whose current scope is empty.
+    #[allow(dead_code)] // MERGE(go_outbound): passed with each request.
+    pub(super) scope: Scope,
+    /// The call's own metadata (over the connection's defaults).
+    #[allow(dead_code)] // MERGE(go_outbound): passed with each request.
+    pub(super) meta: &'a Meta,
 }
 
 impl Plan<'_> {
@@ -141,19 +162,130 @@ pub(super) fn lost_reply(addr: &str) -> Error {
     }
 }
 
+/// Sends one attempt's request on `client` without waiting: the one place
+/// where [`XClient::go`], failbackup and the fan-out send. Past the call's
+/// deadline nothing is sent: the attempt times out.
+///
+/// MERGE(go_outbound): with the client's `go_outbound`, this sends
+/// `plan.budget()`, `plan.meta` and `plan.scope` with the request
+/// (`Outbound { budget, meta, scope }`) instead of `go_within`/`go`.
+pub(super) fn send_attempt<A, R>(client: &Client, plan: &Plan<'_>, args: &A) -> Result<Call<R>>
+where
+    A: Serialize + ?Sized,
+    R: DeserializeOwned + Send + 'static,
+{
+    match plan.deadline {
+        Some(d) if Instant::now() >= d => {
+            Err(plan.timed_out(std::iter::once(&*client.addr().to_string())))
+        }
+        Some(_) => client.go_within(plan.method, args, plan.budget()),
+        None => client.go(plan.method, args),
+    }
+}
+
+/// Sends one attempt's request on `client` and waits for its reply, at
+/// most until the call's deadline: the one place where a blocking call
+/// (fail fast, failover, failtry) sends. A timeout names the whole call's.
+///
+/// MERGE(go_outbound): as in [`send_attempt`], the deadline branch sends
+/// through `go_outbound(.., &Outbound { budget, meta, scope })`. Keep the
+/// branch without deadline (no Meta, no scope to pass) on `Client::call`:
+/// there the calling thread reads its own reply (no reader-thread wake),
+/// which the hot path depends on.
+pub(super) fn call_attempt<A, R>(client: &Client, plan: &Plan<'_>, args: &A) -> Result<R>
+where
+    A: Serialize + ?Sized,
+    R: DeserializeOwned + Send + 'static,
+{
+    match plan.deadline {
+        // Nothing is sent past the deadline (a dial may have used it up).
+        Some(d) if Instant::now() >= d => {
+            Err(plan.timed_out(std::iter::once(&*client.addr().to_string())))
+        }
+        Some(_) => client
+            .go_within(plan.method, args, plan.budget())
+            .and_then(|call| call.wait_within(plan.budget()))
+            .map_err(|e| plan.whole_timeout(e)),
+        None => client.call(plan.method, args),
+    }
+}
+
+/// A call's deadline from its own timeout (`own`), its own deadline and
+/// its scope's (`inherited`): the earliest, with the timeout its
+/// [`Error::Timeout`] names (see [`Plan::timeout`]). `None`: no deadline
+/// (none given, or too far for an `Instant`: `Duration::MAX`).
+fn deadline_of(
+    own: Option<Duration>,
+    deadline: Option<Instant>,
+    inherited: Option<Instant>,
+) -> (Option<Instant>, Option<Duration>) {
+    if deadline.is_none() && inherited.is_none() {
+        // The usual case: no clock read for a call without a timeout.
+        return (own.and_then(deadline_after), own);
+    }
+    let now = Instant::now();
+    let mine = own.and_then(|t| now.checked_add(t));
+    match [mine, deadline, inherited].into_iter().flatten().min() {
+        Some(d) if Some(d) == mine => (Some(d), own),
+        Some(d) => (Some(d), Some(d.saturating_duration_since(now))),
+        None => (None, own),
+    }
+}
+
 impl XClient {
-    /// The settings of one call: `opts` over the client's.
+    /// The settings of one call: `opts` over the client's; its deadline
+    /// is the earliest of its own and its scope's
+    /// ([`CallOptions::scope`], by default the thread's current one).
     pub(super) fn plan<'a>(&self, method: &'a str, opts: &'a CallOptions) -> Plan<'a> {
-        let timeout = opts.timeout.or(self.timeout);
+        let scope = opts.effective_scope();
+        let (deadline, timeout) = deadline_of(
+            opts.timeout.or(self.timeout),
+            opts.deadline,
+            scope.deadline(),
+        );
         Plan {
             method,
             service: method.split_once('.').map_or(method, |(s, _)| s),
             key: opts.key.as_deref(),
-            // `Duration::MAX` (or any timeout past what `Instant` holds): none.
-            deadline: timeout.and_then(deadline_after),
+            deadline,
             timeout,
             idempotent: opts.idempotent.unwrap_or(self.idempotent),
             mode: opts.fail_mode.unwrap_or(self.fail_mode),
+            scope,
+            meta: &opts.meta,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_earliest_deadline_counts_and_names_its_timeout() {
+        let ms = Duration::from_millis;
+        assert_eq!(deadline_of(None, None, None), (None, None));
+        assert_eq!(
+            deadline_of(Some(Duration::MAX), None, None),
+            (None, Some(Duration::MAX))
+        );
+        let (d, t) = deadline_of(Some(ms(500)), None, None);
+        assert!(d.is_some() && t == Some(ms(500)));
+        // An inherited deadline earlier than the call's own timeout wins,
+        // and the timeout named is the time left.
+        let soon = Instant::now() + ms(50);
+        let (d, t) = deadline_of(Some(ms(10_000)), None, Some(soon));
+        assert_eq!(d, Some(soon));
+        assert!(t.unwrap() <= ms(50), "{t:?}");
+        // A later inherited one does not extend the call's own.
+        let late = Instant::now() + ms(60_000);
+        let (d, t) = deadline_of(Some(ms(100)), None, Some(late));
+        assert!(d.unwrap() < late && t == Some(ms(100)));
+        // No timeout of its own: the call's deadline or its scope's.
+        let (d, _) = deadline_of(None, Some(late), Some(soon));
+        assert_eq!(d, Some(soon));
+        let (d, t) = deadline_of(Some(Duration::MAX), Some(soon), None);
+        assert_eq!(d, Some(soon));
+        assert!(t.unwrap() <= ms(50));
     }
 }

@@ -1,6 +1,7 @@
 //! One cached connection per instance, and the health of each instance:
 //! eviction on a connection failure, re-admission after a back-off probe
-//! (the probe thread), and the view of the latest list (its slots, with
+//! (the probe thread), a brief avoidance of an instance over a limit
+//! (`pool/overload.rs`), and the view of the latest list (its slots, with
 //! instances whose address does not parse left out).
 //!
 //! Each instance's own state is in `pool/slot.rs`, the shared dial in
@@ -15,6 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
 
 mod dial;
+mod overload;
 mod slot;
 
 use slot::retry_after;
@@ -22,6 +24,7 @@ pub(super) use slot::{InflightGuard, Slot};
 
 use super::discovery::Snapshot;
 use crate::client::{Budget, Client, ClientBuilder};
+use crate::code::Code;
 use crate::error::{Error, Result};
 use crate::util::threads::ThreadGroup;
 /// Whether an error says the instance (or the way to it) is broken, as
@@ -45,6 +48,8 @@ struct Shared {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     min_backoff: Duration,
     max_backoff: Duration,
+    /// The back-off of an instance that refuses calls as over a limit.
+    overload_backoff: (Duration, Duration),
     /// Set by `Pool::close`. Shared, not per slot: a caller racing `close`
     /// can build new slots (`Pool::view`) after it drained the old ones,
     /// and must not cache what it dials in them either.
@@ -121,18 +126,21 @@ impl View {
 }
 
 impl Pool {
+    /// `backoff` is the eviction back-off, `overload` the overload one
+    /// (each `(min, max)`).
     pub(super) fn new(
         builder: ClientBuilder,
-        min_backoff: Duration,
-        max_backoff: Duration,
+        backoff: (Duration, Duration),
+        overload: (Duration, Duration),
     ) -> Pool {
-        let min_backoff = min_backoff.max(Duration::from_millis(1));
+        let min_backoff = backoff.0.max(Duration::from_millis(1));
         Pool {
             shared: Arc::new(Shared {
                 builder,
                 slots: Mutex::new(HashMap::new()),
                 min_backoff,
-                max_backoff: max_backoff.max(min_backoff),
+                max_backoff: backoff.1.max(min_backoff),
+                overload_backoff: (overload.0, overload.1.max(overload.0)),
                 closed: AtomicBool::new(false),
             }),
             view: RwLock::new(None),
@@ -246,10 +254,14 @@ impl Pool {
     }
 
     /// Takes note of how a call on `slot` ended: a connection failure
-    /// evicts the instance, a success re-admits it.
+    /// evicts the instance, a refusal as over a limit has it avoided for a
+    /// while, a success re-admits it and resets that back-off.
     pub(super) fn report<R>(&self, slot: &Slot, result: &Result<R>) {
         match result {
-            Ok(_) => self.revive(slot),
+            Ok(_) => {
+                self.revive(slot);
+                slot.mark_served();
+            }
             Err(e) => self.report_error(slot, e),
         }
     }
@@ -259,7 +271,19 @@ impl Pool {
         match e {
             e if is_connection_failure(e) => self.evict(slot, e),
             // A reply, even an error one, means the instance is there.
-            Error::Remote { .. } => self.revive(slot),
+            Error::Remote { .. } => {
+                self.revive(slot);
+                match e.remote_code() {
+                    Some(Code::ResourceExhausted) => {
+                        let (min, max) = self.shared.overload_backoff;
+                        slot.mark_overloaded(min, max);
+                    }
+                    // Going away: `plan::going_away` has noted it.
+                    Some(Code::Unavailable) => {}
+                    // The handler ran (its own error): there was room.
+                    _ => slot.mark_served(),
+                }
+            }
             _ => {}
         }
     }
@@ -450,7 +474,8 @@ mod tests {
     /// remembered (so it is logged once) while listed, and forgotten after.
     #[test]
     fn a_view_leaves_out_what_does_not_parse_and_copies_nothing_else() {
-        let pool = Pool::new(ClientBuilder::default(), Duration::ZERO, Duration::ZERO);
+        let zero = (Duration::ZERO, Duration::ZERO);
+        let pool = Pool::new(ClientBuilder::default(), zero, zero);
         let good = snap(1, &["127.0.0.1:1", "tcp@127.0.0.1:2"]);
         for _ in 0..2 {
             let (s, slots) = pool.view(good.clone()).unwrap();

@@ -54,7 +54,11 @@ pub struct SelectContext<'a> {
     /// Calls this client has in flight on each instance.
     pub inflight: &'a [usize],
     /// Whether each instance may be picked: false for an instance evicted
-    /// after a failure or already tried by this call.
+    /// after a failure, going away, refusing calls as over a limit (for
+    /// its back-off, see
+    /// [`XClientBuilder::overload_backoff`](crate::xclient::XClientBuilder::overload_backoff)),
+    /// or already tried by this call, unless every candidate is one of
+    /// those.
     pub available: &'a [bool],
     /// The available instance whose connection's reader handed the calling
     /// thread the reply of its previous blocking call while handing out a
@@ -370,6 +374,13 @@ pub fn hash_key(key: &[u8]) -> u64 {
 /// (the home may carry up to a third more calls than the other). A home
 /// with nothing in flight has no batch to join: a lone caller's calls are
 /// spread as without one.
+///
+/// In an [`XClient`](crate::XClient), an instance that just refused a
+/// call as over a limit (`resource_exhausted`), is going away or is
+/// evicted is not [`available`](SelectContext::available) while another
+/// instance is: p2c sees it as worse than any of those, however few calls
+/// it has in flight (a refusing instance answers fast, so its count alone
+/// would draw calls to it).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct P2cSelector;
 

@@ -1,5 +1,6 @@
 //! [`Slot`]: one instance as an XClient sees it (its address, cached
-//! connection, dial in progress, calls in flight, health and drain state),
+//! connection, dial in progress, calls in flight, health, drain and
+//! overload state),
 //! and [`InflightGuard`], which counts a call in flight on it.
 //!
 //! The pool (`pool.rs`) decides eviction and probing; a slot only keeps
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 
 use super::dial::{timeout_at, Dial, DialGuard, Outcome};
+use super::overload::Overload;
 use super::Shared;
 use crate::client::Client;
 use crate::error::{Error, TimeoutStage};
@@ -44,6 +46,10 @@ pub(in crate::xclient) struct Slot {
     /// is sent elsewhere, uncounted. A successful dial clears it.
     draining: AtomicBool,
     drain_until: Mutex<Instant>,
+    /// The instance refused calls as over a limit (`resource_exhausted`):
+    /// selection avoids it for a while, without evicting it (see
+    /// `pool/overload.rs`).
+    overload: Overload,
 }
 
 pub(super) struct Health {
@@ -63,6 +69,7 @@ impl Slot {
             dead: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             drain_until: Mutex::new(Instant::now()),
+            overload: Overload::new(),
             health: Mutex::new(Health {
                 dead: false,
                 retry_at: Instant::now(),
@@ -214,6 +221,28 @@ impl Slot {
                 self.addr
             );
         }
+    }
+
+    /// Whether selection should pass the instance over because it refused
+    /// a call as over a limit a moment ago (see `pool/overload.rs`).
+    pub(in crate::xclient) fn avoid_overloaded(&self) -> bool {
+        self.overload.avoid()
+    }
+
+    /// Notes a refusal as over a limit; the back-off is `min` doubling up
+    /// to `max` while the instance goes on refusing.
+    pub(super) fn mark_overloaded(&self, min: Duration, max: Duration) {
+        if let Some(window) = self.overload.refused(min, max) {
+            log::debug!(
+                "xclient: {} is over a limit (resource_exhausted); passed over for {window:?}",
+                self.addr
+            );
+        }
+    }
+
+    /// Notes a success: the overload back-off starts again from its minimum.
+    pub(super) fn mark_served(&self) {
+        self.overload.succeeded();
     }
 
     /// Closes the cached connection. A dial in progress is not waited for,
