@@ -371,21 +371,22 @@ fn the_adaptive_limit_bounds_the_handlers_sharing_the_cores_under_a_spike() {
     // 4 x 40 callers of a handler that needs 5 ms of CPU: without a limit
     // nearly all of them run at once, sharing the cores, so each call
     // takes ~160 x 5 / cores ms; the adaptive limit holds the running
-    // handlers at most at its limit (its floor, max(40, 2 x cores), on a
-    // small machine), the rest refused at once. What is asserted is the
+    // handlers at most at its limit (it starts at max(40, 2 x cores) and
+    // comes down towards the core count as the latency rises), the rest
+    // refused at once. What is asserted is the
     // number sharing the cores, which is what bounds the queueing: the
     // p99 comparison it implies is too noisy on a loaded 2-core machine
     // to assert (it is printed; the benchmark measures it), and the
     // limit's movement is unit-tested with a synthetic clock
     // (src/server/limits/adaptive.rs).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let floor = 40.max(2 * cores);
-    let callers = 4 * floor;
+    let start = 40.max(2 * cores);
+    let callers = 4 * start;
     let length = Duration::from_millis(2000);
-    // The limit starts at its floor and, the latency rising, stays near
-    // it: it probes up by at most 1.4x (brpc's alpha) a window, and comes
-    // back down when the latency rises with it.
-    let probe = floor * 14 / 10 + 1;
+    // The limit starts at `start` and, the latency rising, goes down: it
+    // probes up by at most 1.4x (brpc's alpha) a window, and comes back
+    // down when the latency rises with it.
+    let probe = start * 14 / 10 + 1;
     let off = spike(Server::new(), callers, length);
     let on = spike(
         Server::builder().adaptive_concurrency(true).build(),
@@ -413,7 +414,7 @@ fn the_adaptive_limit_bounds_the_handlers_sharing_the_cores_under_a_spike() {
     );
     assert!(
         on.peak <= probe,
-        "{} handlers ran at once past the adaptive limit {floor} (probing to {probe})",
+        "{} handlers ran at once past the adaptive limit {start} (probing to {probe})",
         on.peak
     );
 }

@@ -94,10 +94,12 @@ impl ServerBuilder {
     /// capacity, the excess is refused at once and the admitted calls keep
     /// a low latency, where otherwise every call would queue until its
     /// caller gave up. It starts at `max(40, 2 x cores)`, never goes below
-    /// that nor above [`max_concurrency`](Self::max_concurrency), and
-    /// every 25 to 50 s halves the limit briefly to measure the no-load
-    /// latency again. Costs each call a clock read and two atomic adds.
-    /// Best with `max_queue_wait` zero.
+    /// the core count (at least 2) nor above
+    /// [`max_concurrency`](Self::max_concurrency), and every 25 to 50 s
+    /// halves the limit briefly to measure the no-load latency again. A
+    /// burst past 1.4x the recent peak concurrency is partly refused until
+    /// the limit has grown (within 100 to 500 calls). Costs each call a
+    /// clock read and two atomic adds. Best with `max_queue_wait` zero.
     pub fn adaptive_concurrency(mut self, on: bool) -> Self {
         self.config.limits.adaptive = on;
         self
@@ -248,11 +250,14 @@ impl Limiter {
             .max_concurrency
             .unwrap_or_else(default_max_concurrency)
             .max(1);
-        let adaptive = cfg.adaptive.then(|| {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            Adaptive::new(40.max(2 * cores), cap)
-        });
-        let start = adaptive.as_ref().map_or(cap, Adaptive::initial);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let adaptive = cfg.adaptive.then(|| Adaptive::new(cores.max(2), cap));
+        // The adaptive limit starts where brpc's does (40), so that a new
+        // server's first burst is not refused before anything is measured.
+        let start = match adaptive {
+            Some(_) => 40.max(2 * cores).min(cap),
+            None => cap,
+        };
         Limiter {
             global: Gate::new(start),
             methods: cfg
