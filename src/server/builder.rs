@@ -121,6 +121,12 @@ impl ServerBuilder {
     /// TCP flow control instead of costing the server a thread per call.
     /// Every connection still gets its own reader. The count is over every
     /// listener of this `Server` (each `listen` or `serve` call).
+    ///
+    /// It refuses nothing; to refuse calls past a number of running
+    /// handlers (`resource_exhausted`, so that callers go elsewhere instead
+    /// of queueing) see [`max_concurrency`](Self::max_concurrency),
+    /// [`method_concurrency`](Self::method_concurrency) and
+    /// [`adaptive_concurrency`](Self::adaptive_concurrency).
     pub fn max_concurrent_calls(mut self, n: usize) -> Self {
         self.config.max_concurrent_calls = n.max(1);
         self

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::conn::{self, Conn};
+mod adaptive;
 pub(crate) mod concurrency;
 
 use super::{Running, ServerBuilder, Shared};
