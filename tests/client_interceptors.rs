@@ -41,7 +41,7 @@ impl Interceptor for Recorder {
         assert_eq!(call.is_ok(), call.code().is_none());
         assert_eq!(
             call.error().is_some(),
-            call.is_ok() == false && call.code() != Some(Code::Cancelled)
+            !call.is_ok() && call.code() != Some(Code::Cancelled)
         );
         assert!(call.addr().to_string().starts_with("tcp@127.0.0.1:"));
         assert!(call.elapsed() < Duration::from_secs(10));
