@@ -18,7 +18,9 @@ pub enum Answer {
     One,
     /// A reply with body `1` and this `Meta` in its header.
     OneWithMeta(Value),
-    /// Never answer (the connection stays open).
+    /// Never answer; the connection stays open until the client sends
+    /// nothing for 10 s (so that a test whose call should have timed out
+    /// fails instead of hanging).
     Never,
     /// Close the connection as soon as the request is read.
     Close,
@@ -83,6 +85,9 @@ impl FakeServer {
 }
 
 fn serve(s: TcpStream, answer: Answer, tx: Sender<Seen>) {
+    if matches!(answer, Answer::Never) {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    }
     let mut w = s.try_clone().unwrap();
     let mut r = BufReader::new(s);
     let mut line = String::new();
