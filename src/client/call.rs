@@ -1,5 +1,6 @@
 //! A call in flight, returned by [`Client::go`](super::Client::go), the
-//! one-shot slot its result is delivered to, and a call's time budget.
+//! one-shot slot its result (and its reply's metadata) is delivered to,
+//! and a call's time budget.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -11,6 +12,7 @@ use parking_lot::{Condvar, Mutex};
 use super::wake::Ticket;
 use super::{Inner, Owner};
 use crate::error::{Error, Result, TimeoutStage};
+use crate::meta::Meta;
 
 /// The instant `t` from now, or `None` (no deadline) if `Instant` cannot
 /// hold it: every `Duration`, `Duration::MAX` included, is a valid timeout.
@@ -68,6 +70,9 @@ pub(super) struct Slot<R> {
 
 struct SlotState<R> {
     value: Option<Result<R>>,
+    /// The reply header's metadata, if it had any; stays here whichever
+    /// way the value is handed out.
+    meta: Option<Meta>,
     /// The value was handed out (to `try_wait` or a receiver): later waits
     /// end at once instead of waiting for a value that will not come.
     taken: bool,
@@ -82,6 +87,7 @@ impl<R> Slot<R> {
             sleeper: AtomicU32::new(0),
             state: Mutex::new(SlotState {
                 value: None,
+                meta: None,
                 taken: false,
                 tx: None,
             }),
@@ -89,10 +95,11 @@ impl<R> Slot<R> {
         }
     }
 
-    /// Delivers the result; returns the waiter's place in the wake set,
-    /// which the caller must wake (0: none).
-    pub(super) fn complete(&self, value: Result<R>) -> Ticket {
+    /// Delivers the result and the reply's metadata; returns the waiter's
+    /// place in the wake set, which the caller must wake (0: none).
+    pub(super) fn complete(&self, value: Result<R>, meta: Option<Meta>) -> Ticket {
         let mut s = self.state.lock();
+        s.meta = meta;
         match s.tx.take() {
             Some(tx) => {
                 s.taken = true;
@@ -112,7 +119,7 @@ impl<R> Slot<R> {
     }
 
     /// Hands the value out if it is there.
-    fn try_take(&self) -> Option<Result<R>> {
+    pub(super) fn try_take(&self) -> Option<Result<R>> {
         let mut s = self.state.lock();
         let v = s.value.take();
         s.taken |= v.is_some();
@@ -153,6 +160,16 @@ impl<R> Slot<R> {
 /// A call keeps its connection open until it completes, even when every
 /// [`Client`](super::Client) clone is dropped first: it holds the
 /// connection's owner, the last holder of which closes it.
+///
+/// A call with a deadline (its own, or its scope's: see
+/// [`Client::go_with`](super::Client::go_with)) ends at it whichever way
+/// it is waited for, except through its [`receiver`](Call::receiver); the
+/// server knows that deadline too, and gives up then, so a `Call` dropped
+/// or timed out costs the server no work past it.
+///
+/// The reply's metadata (what the handler set with
+/// [`Context::set_reply_meta`](crate::Context::set_reply_meta)):
+/// [`wait_with_meta`](Call::wait_with_meta).
 #[must_use = "dropping a Call abandons its reply"]
 pub struct Call<R> {
     pub(super) owner: Arc<Owner>,
@@ -162,6 +179,8 @@ pub struct Call<R> {
     pub(super) end: u64,
     pub(super) method: Arc<str>,
     pub(super) slot: Arc<Slot<R>>,
+    /// The call's time, if it has a deadline: every wait ends there.
+    pub(super) budget: Option<Budget>,
     pub(super) rx: OnceLock<Receiver<Result<R>>>,
 }
 
@@ -202,8 +221,11 @@ impl<R> Call<R> {
         }
     }
 
-    /// Waits for the result.
+    /// Waits for the result (until the call's deadline, if it has one).
     pub fn wait(self) -> Result<R> {
+        if let Some(b) = self.budget {
+            return self.wait_within(b);
+        }
         if let Some(rx) = self.rx.get() {
             return rx
                 .recv()
@@ -219,11 +241,41 @@ impl<R> Call<R> {
         result
     }
 
-    /// Waits at most `timeout`; then the call is abandoned with
-    /// [`Error::Timeout`] and its late reply discarded. The error's stage
-    /// is [`TimeoutStage::Write`] if the request was not all written by
-    /// then. `Duration::MAX` (any timeout too large for a deadline) waits
-    /// as [`wait`](Call::wait) does.
+    /// Waits for the result and the reply's metadata (empty if the reply
+    /// had none), as [`wait`](Call::wait) does. The one way to read what a
+    /// handler set with
+    /// [`Context::set_reply_meta`](crate::Context::set_reply_meta);
+    /// errors carry none.
+    ///
+    /// ```
+    /// use geerpc::{CallOptions, Client, Context, Server, Service};
+    ///
+    /// let server = Server::new();
+    /// server.register(Service::new("S").method_with_context("Who", |ctx: &Context, _: ()| {
+    ///     ctx.set_reply_meta("served-by", "worker-1")?;
+    ///     Ok::<_, geerpc::Status>(1)
+    /// }))?;
+    /// let running = server.listen("127.0.0.1:0")?;
+    /// let client = Client::dial(running.addr())?;
+    /// let (n, meta) = client
+    ///     .go_with::<_, i32>("S.Who", &(), &CallOptions::new())?
+    ///     .wait_with_meta()?;
+    /// # // The server sets reply metadata once issue 18's server side lands.
+    /// # let _ = (n, meta);
+    /// # Ok::<(), geerpc::Error>(())
+    /// ```
+    pub fn wait_with_meta(self) -> Result<(R, Meta)> {
+        let slot = self.slot.clone();
+        let value = self.wait()?;
+        let meta = slot.state.lock().meta.take().unwrap_or_default();
+        Ok((value, meta))
+    }
+
+    /// Waits at most `timeout` (or until the call's deadline, if earlier);
+    /// then the call is abandoned with [`Error::Timeout`] and its late
+    /// reply discarded. The error's stage is [`TimeoutStage::Write`] if the
+    /// request was not all written by then. `Duration::MAX` (any timeout
+    /// too large for a deadline) waits as [`wait`](Call::wait) does.
     pub fn wait_timeout(self, timeout: Duration) -> Result<R> {
         self.wait_within(Budget::after(timeout))
     }
@@ -233,9 +285,17 @@ impl<R> Call<R> {
         self.wait_within(Budget::until(deadline))
     }
 
-    pub(crate) fn wait_within(self, budget: Budget) -> Result<R> {
-        match budget.deadline {
-            Some(d) => self.wait_until(d, budget.timeout),
+    /// Waits within `budget` and the call's own, whichever ends first.
+    pub(crate) fn wait_within(mut self, budget: Budget) -> Result<R> {
+        let own = self.budget.take();
+        let b = match (budget.deadline, own) {
+            (Some(d), Some(o)) if o.deadline.is_some_and(|od| od < d) => o,
+            (Some(_), _) => budget,
+            (None, Some(o)) => o,
+            (None, None) => return self.wait(),
+        };
+        match b.deadline {
+            Some(d) => self.wait_until(d, b.timeout),
             None => self.wait(),
         }
     }
@@ -275,20 +335,24 @@ impl<R> Call<R> {
             self.client().note_woken();
             return v;
         }
-        if self.client().forget(self.seq) {
+        if let Some(complete) = self.client().forget(self.seq) {
             let stage = if self.client().writer.written() < self.end {
                 TimeoutStage::Write
             } else {
                 TimeoutStage::Reply
             };
-            return Err(Error::Timeout {
+            // Through the call's completion, as a reply would be: its
+            // interceptors see the timeout. It lands in the slot (or the
+            // channel), and is taken below. This thread was the sleeper
+            // and is awake: the ticket is not needed.
+            let _ = complete(Err(Error::Timeout {
                 method: self.method.to_string(),
                 addr: self.client().addr.to_string(),
                 timeout,
                 stage,
-            });
+            }));
         }
-        // The reply is being handed over right now.
+        // Ours, or the reply being handed over right now.
         match self.rx.get() {
             Some(rx) => rx.recv().ok(),
             None => self.slot.take(None),
@@ -302,7 +366,9 @@ impl<R> Call<R> {
 impl<R> Drop for Call<R> {
     fn drop(&mut self) {
         if !self.slot.is_ready() {
-            self.client().forget(self.seq);
+            // Dropped here, outside the lock: an interceptor's `after`
+            // may run (the call was abandoned).
+            drop(self.client().forget(self.seq));
         }
     }
 }

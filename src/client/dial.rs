@@ -5,8 +5,11 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use super::intercept::{Interceptor, InterceptorList};
+use super::outbound::Defaults;
 use super::{deadline_after, Client};
 use crate::error::{Error, Result, TimeoutStage};
+use crate::meta::Meta;
 use crate::wire::address::{Protocol, ToAddress};
 use crate::wire::codec::Codec;
 use crate::wire::frame::FrameReader;
@@ -25,6 +28,9 @@ pub struct ClientBuilder {
     write_timeout: Duration,
     max_queued_bytes: usize,
     connect_path: String,
+    meta: Meta,
+    trace_ids: bool,
+    interceptors: InterceptorList,
 }
 
 /// Default cap on a client connection's request bytes queued for writing.
@@ -40,6 +46,9 @@ impl Default for ClientBuilder {
             write_timeout: Duration::from_secs(30),
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             connect_path: DEFAULT_CONNECT_PATH.to_string(),
+            meta: Meta::new(),
+            trace_ids: false,
+            interceptors: InterceptorList::default(),
         }
     }
 }
@@ -101,6 +110,33 @@ impl ClientBuilder {
             p.insert(0, '/');
         }
         self.connect_path = p;
+        self
+    }
+
+    /// Metadata every call sends (default: none), under the call's own
+    /// ([`CallOptions::meta`](crate::CallOptions::meta): the call's value
+    /// wins per key). Travels as the request's `Meta` (PROTOCOL.md section
+    /// 8), which Go peers ignore.
+    pub fn meta(mut self, meta: Meta) -> Self {
+        self.meta = meta;
+        self
+    }
+
+    /// Whether a call made outside any trace starts one: it then sends a
+    /// new `traceparent` (W3C Trace Context, a random trace id), which the
+    /// server's handler continues in the calls it makes (default: off; a
+    /// call made in a scope with a trace, such as a handler's, always
+    /// continues it).
+    pub fn trace_ids(mut self, on: bool) -> Self {
+        self.trace_ids = on;
+        self
+    }
+
+    /// Adds an interceptor, which runs around every call after those
+    /// added before it (see [`Interceptor`] for the order and the threads
+    /// it runs on). Default: none, which costs a call nothing.
+    pub fn interceptor(mut self, interceptor: impl Interceptor) -> Self {
+        self.interceptors.0.push(std::sync::Arc::new(interceptor));
         self
     }
 
@@ -203,6 +239,12 @@ impl ClientBuilder {
         set_timeouts(false).map_err(fail)?;
         let writer =
             SharedWriter::new(w, self.max_message_size).with_queue_cap(self.max_queued_bytes);
+        let defaults = Defaults::new(
+            address.clone(),
+            self.meta.clone(),
+            self.trace_ids,
+            self.interceptors.0.clone(),
+        );
         Ok(Client::start(
             address,
             self.codec,
@@ -210,6 +252,7 @@ impl ClientBuilder {
             reader,
             writer,
             self.write_timeout,
+            defaults,
         ))
     }
 }

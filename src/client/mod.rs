@@ -15,15 +15,22 @@
 //! - `wake`: waking a batch of blocked callers with one syscall;
 //! - `drain`: the client's side of a server's drain notice;
 //! - `foreign`: naming an HTTP or TLS peer that answered instead of an RPC
-//!   server.
+//!   server;
+//! - `outbound`: what travels with a call (deadline, metadata, trace:
+//!   PROTOCOL.md section 8), [`Client::call_with`] and the XClient's entry
+//!   point;
+//! - `intercept`: client [`Interceptor`]s.
 //!
-//! The client may import from the wire layer, `util`, `error` and `code`
-//! only: never from the server, the XClient or discovery.
+//! The client may import from the context and wire layers, `meta`, `util`,
+//! `error` and `code` only: never from the server, the XClient or
+//! discovery.
 
 mod call;
 mod dial;
 mod drain;
 mod foreign;
+mod intercept;
+mod outbound;
 mod reader;
 mod send;
 mod wake;
@@ -39,7 +46,9 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::context::Scope;
 use crate::error::{Error, Result};
+use crate::meta::Meta;
 use crate::util::threads::ThreadGroup;
 use crate::wire::address::{Address, ToAddress};
 use crate::wire::codec::Codec;
@@ -50,12 +59,22 @@ use crate::wire::writer::SharedWriter;
 pub use call::Call;
 pub(crate) use call::{deadline_after, Budget};
 pub use dial::ClientBuilder;
+pub use intercept::{Finished, Interceptor, Outgoing};
+pub(crate) use outbound::Outbound;
 
 /// What a pending call is told when its reply (or failure) arrives: the
-/// reply body in the connection's codec, or the error. It returns the
-/// caller's place in the connection's [`wake::WakeSet`] if the caller
-/// sleeps there (0 if not): the completing thread must wake it.
-type Completion = Box<dyn FnOnce(std::result::Result<&[u8], Error>) -> wake::Ticket + Send>;
+/// reply, or the error. It returns the caller's place in the connection's
+/// [`wake::WakeSet`] if the caller sleeps there (0 if not): the completing
+/// thread must wake it. Dropped uncalled, the call was abandoned.
+type Completion = Box<dyn FnOnce(std::result::Result<Reply<'_>, Error>) -> wake::Ticket + Send>;
+
+/// A reply for its call: the body in the connection's codec, and the
+/// reply header's metadata (`None`, the common case: none; moved from the
+/// decoded header, never copied).
+struct Reply<'a> {
+    body: &'a [u8],
+    meta: Option<Meta>,
+}
 
 /// A connection to one server, shared by any number of threads.
 ///
@@ -146,6 +165,8 @@ struct Inner {
     write_timeout: Duration,
     /// This client, for starting the writer thread from `&self`.
     me: std::sync::Weak<Inner>,
+    /// What every call gets: default metadata, tracing, interceptors.
+    defaults: Arc<outbound::Defaults>,
     threads: ThreadGroup,
 }
 
@@ -206,6 +227,7 @@ impl Client {
         reader: FrameReader<Stream>,
         writer: SharedWriter,
         write_timeout: Duration,
+        defaults: outbound::Defaults,
     ) -> Client {
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let threads = ThreadGroup::default();
@@ -232,6 +254,7 @@ impl Client {
             wake_writer: std::sync::OnceLock::new(),
             write_timeout,
             me: me.clone(),
+            defaults: Arc::new(defaults),
             threads: threads.clone(),
         });
         let r = inner.clone();
@@ -272,12 +295,26 @@ impl Client {
     }
 
     /// Calls `service_method` and waits for the reply.
+    ///
+    /// The call inherits the thread's [`Scope`]: inside a handler (or
+    /// [`Scope::run`]) with a deadline it is a timed call, which ends with
+    /// [`Error::Timeout`] at that deadline and tells the server the time
+    /// left (PROTOCOL.md section 8), and it continues the scope's trace.
+    /// Outside any scope it is sent as a Go client sends it.
     pub fn call<A, R>(&self, service_method: &str, args: &A) -> Result<R>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        self.send(service_method, args, None)?.wait()
+        let scope = Scope::current();
+        if self.inner.defaults.plain && scope.deadline().is_none() && scope.trace().is_none() {
+            // The hot path: as before this crate knew of scopes.
+            return self
+                .send(service_method, args, None, outbound::Extra::default())?
+                .wait();
+        }
+        let budget = outbound::with_scope(None, &scope);
+        self.call_full(service_method, args, budget, &Meta::new(), scope.trace())
     }
 
     /// Calls `service_method`; `timeout` bounds the whole call: waiting for
@@ -286,7 +323,10 @@ impl Client {
     /// the reply. Past it the call ends with [`Error::Timeout`] naming the
     /// stage, its slot is freed and a late reply is discarded. Any
     /// `Duration` is accepted; one too large for a deadline
-    /// (`Duration::MAX`) means none.
+    /// (`Duration::MAX`) means none. The server is told the time left when
+    /// the request is written (`Timeout`, PROTOCOL.md section 8), so it
+    /// gives up when the caller does. A deadline of the thread's [`Scope`]
+    /// that comes earlier binds instead.
     ///
     /// A request still unwritten at the timeout stays queued, whole: the
     /// connection's other calls share its byte stream, and cutting a
@@ -315,7 +355,8 @@ impl Client {
         self.call_within(service_method, args, Budget::until(deadline))
     }
 
-    /// A call bounded by `budget` in every stage.
+    /// A call bounded by `budget` (or the thread's scope's deadline, if
+    /// earlier) in every stage.
     pub(crate) fn call_within<A, R>(
         &self,
         service_method: &str,
@@ -326,18 +367,17 @@ impl Client {
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        match budget.deadline {
-            None => self.call(service_method, args),
-            Some(_) => self
-                .go_within(service_method, args, budget)?
-                .wait_within(budget),
-        }
+        let scope = Scope::current();
+        let budget = outbound::with_scope(Some(budget), &scope);
+        self.call_full(service_method, args, budget, &Meta::new(), scope.trace())
     }
 
     /// [`go`](Client::go) for a call with a deadline: waiting for room in
     /// the send queue ends at the deadline, and the request is written
     /// without blocking (what the socket does not take at once, the
-    /// connection's writer thread sends), so `go` returns at once.
+    /// connection's writer thread sends), so `go` returns at once. The
+    /// budget is the call's whole deadline (nothing is inherited on top of
+    /// it); the thread's scope gives the trace.
     pub(crate) fn go_within<A, R>(
         &self,
         service_method: &str,
@@ -348,19 +388,31 @@ impl Client {
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        let call = self.send(service_method, args, Some(budget))?;
-        self.inner.ensure_reader();
-        Ok(call)
+        let out = Outbound {
+            budget: Some(budget),
+            meta: &Meta::new(),
+            scope: Scope::current(),
+        };
+        self.go_outbound(service_method, args, &out)
     }
 
     /// Sends a call and returns at once; the [`Call`] is waited on, polled
-    /// or selected on later.
+    /// or selected on later. As with [`call`](Client::call), the call
+    /// inherits the thread's [`Scope`]: with a deadline there, the
+    /// `Call`'s [`wait`](Call::wait) ends at it.
     pub fn go<A, R>(&self, service_method: &str, args: &A) -> Result<Call<R>>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned + Send + 'static,
     {
-        let call = self.send(service_method, args, None)?;
+        let scope = Scope::current();
+        let call =
+            if self.inner.defaults.plain && scope.deadline().is_none() && scope.trace().is_none() {
+                self.send(service_method, args, None, outbound::Extra::default())?
+            } else {
+                let budget = outbound::with_scope(None, &scope);
+                self.go_full(service_method, args, budget, &Meta::new(), scope.trace())?
+            };
         self.inner.ensure_reader();
         Ok(call)
     }

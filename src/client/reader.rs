@@ -30,9 +30,10 @@ use std::sync::atomic::Ordering;
 use crossbeam_channel::Receiver;
 use serde::de::DeserializeOwned;
 
-use super::{wake, Inner};
+use super::{wake, Completion, Inner, Reply};
 use crate::code::Code;
 use crate::error::{Error, Result};
+use crate::meta::{Meta, WireMeta};
 use crate::wire::codec::Codec;
 use crate::wire::frame::FrameReader;
 use crate::wire::transport::Stream;
@@ -139,15 +140,31 @@ impl Inner {
                     message: header.error,
                     code: header.code,
                 })),
-                Some(complete) => complete(Ok(rd.bytes(msg.body))),
+                Some(complete) => complete(Ok(Reply {
+                    body: rd.bytes(msg.body),
+                    meta: self.reply_meta(header.meta),
+                })),
             };
             self.wakes.mark(sleeper);
         }
     }
 
-    /// Forgets a pending call; false if its reply is already being delivered.
-    pub(super) fn forget(&self, seq: u64) -> bool {
-        self.pending.lock().calls.remove(&seq).is_some()
+    /// Forgets a pending call, handing back its completion; `None` if its
+    /// reply is already being delivered. Call or drop it outside the lock.
+    pub(super) fn forget(&self, seq: u64) -> Option<Completion> {
+        self.pending.lock().calls.remove(&seq)
+    }
+
+    /// A reply header's `Meta` for its caller: a malformed one is dropped
+    /// (the reply itself stands) and logged.
+    fn reply_meta(&self, meta: Option<WireMeta>) -> Option<Meta> {
+        match meta? {
+            WireMeta::Valid(m) => Some(m),
+            WireMeta::Invalid(why) => {
+                log::debug!("rpc client {}: reply metadata ignored: {why}", self.addr);
+                None
+            }
+        }
     }
 }
 

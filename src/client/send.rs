@@ -49,9 +49,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::call::{self, deadline_after, Budget, Call};
+use super::intercept::AfterHook;
+use super::outbound::{timeout_nanos, Extra};
 use super::reader::decode_reply;
 use super::{Client, Completion, Inner};
 use crate::error::{Error, Result, TimeoutStage};
+use crate::meta::WireMeta;
 use crate::wire::codec::{encode_message, Header};
 
 /// How long a connection must have been idle before a call checks that the
@@ -90,12 +93,16 @@ impl Client {
     }
 
     /// Registers the call, then sends it. With a `budget` the caller never
-    /// blocks on the socket (see [`go_within`](Client::go_within)).
+    /// blocks on the socket (see [`go_within`](Client::go_within)), and the
+    /// request carries the time left as `Timeout`. `extra` is what
+    /// `outbound` decided besides: the header's `Meta`, and the
+    /// interceptors whose `after`s the call's end runs.
     pub(super) fn send<A, R>(
         &self,
         service_method: &str,
         args: &A,
         budget: Option<Budget>,
+        extra: Extra,
     ) -> Result<Call<R>>
     where
         A: Serialize + ?Sized,
@@ -106,41 +113,66 @@ impl Client {
         let method: Arc<str> = service_method.into();
         let slot = Arc::new(call::Slot::new());
         let (m, s) = (method.clone(), slot.clone());
-        let complete: Completion = Box::new(move |outcome| {
-            s.complete(outcome.and_then(|body| decode_reply::<R>(codec, body, &m)))
-        });
+        let complete: Completion = match extra.entered {
+            None => Box::new(move |outcome| match outcome {
+                Ok(reply) => s.complete(decode_reply::<R>(codec, reply.body, &m), reply.meta),
+                Err(e) => s.complete(Err(e), None),
+            }),
+            Some(entered) => {
+                let hook = AfterHook::new(inner.defaults.clone(), entered, m.clone());
+                Box::new(move |outcome| {
+                    let (value, meta) = match outcome {
+                        Ok(reply) => (decode_reply::<R>(codec, reply.body, &m), reply.meta),
+                        Err(e) => (Err(e), None),
+                    };
+                    // Before the caller has its result: see `Interceptor`.
+                    hook.finish(value.as_ref().map(|_| ()));
+                    s.complete(value, meta)
+                })
+            }
+        };
+        // Past here a failure is handed to the completion first (it runs
+        // the interceptors' `after`s), then taken back for the caller.
+        let fail = |complete: Completion, e: Error| -> Error {
+            let _ = complete(Err(e));
+            match slot.try_take() {
+                Some(Err(e)) => e,
+                _ => inner.closed_error("call failed before it was sent"),
+            }
+        };
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         inner.check_idle_close();
+        let deadline = budget.and_then(|b| b.deadline);
         // Backpressure: past the cap, wait for room before queueing (two
         // relaxed loads when there is room).
-        if inner.writer.is_full() && !inner.wait_room(budget.and_then(|b| b.deadline)) {
+        if inner.writer.is_full() && !inner.wait_room(deadline) {
             if let Some(b) = budget {
-                return Err(b.timed_out(
-                    service_method,
-                    &inner.addr.to_string(),
-                    TimeoutStage::Write,
-                ));
+                let e = b.timed_out(service_method, &inner.addr.to_string(), TimeoutStage::Write);
+                return Err(fail(complete, e));
             }
         }
-        {
-            let mut p = inner.pending.lock();
-            if let Some(reason) = &p.closed {
-                return Err(Error::NotSent {
-                    addr: inner.addr.to_string(),
-                    method: service_method.to_string(),
-                    reason: reason.clone(),
-                });
-            }
-            if inner.going_away.load(Ordering::Acquire) {
-                return Err(inner.going_away_error(service_method));
-            }
-            p.calls.insert(seq, complete);
+        let mut p = inner.pending.lock();
+        if let Some(reason) = &p.closed {
+            let e = Error::NotSent {
+                addr: inner.addr.to_string(),
+                method: service_method.to_string(),
+                reason: reason.clone(),
+            };
+            drop(p);
+            return Err(fail(complete, e));
         }
-        let header = Header {
+        if inner.going_away.load(Ordering::Acquire) {
+            drop(p);
+            return Err(fail(complete, inner.going_away_error(service_method)));
+        }
+        p.calls.insert(seq, complete);
+        drop(p);
+        let mut header = Header {
             service_method: service_method.to_string(),
             seq,
             error: String::new(),
             code: None,
+            meta: extra.meta.map(WireMeta::Valid),
             ..Header::default()
         };
         // Checked again under the writer's lock, which `going_away` takes
@@ -150,13 +182,23 @@ impl Client {
             if inner.going_away.load(Ordering::Acquire) {
                 return Err(inner.going_away_error(service_method));
             }
+            // The time left as the request is encoded (PROTOCOL.md
+            // section 8); the queue is written in order, at once or by the
+            // writer thread within the write timeout.
+            if let Some(d) = deadline {
+                header.timeout = timeout_nanos(d);
+            }
             encode_message(codec, out, &header, args)
         });
         let end = match queued {
             Ok(end) => end,
             Err(e) => {
-                inner.pending.lock().calls.remove(&seq);
-                return Err(e);
+                let complete = inner.pending.lock().calls.remove(&seq);
+                return Err(match complete {
+                    Some(complete) => fail(complete, e),
+                    // Closed meanwhile: the completion ran already.
+                    None => e,
+                });
             }
         };
         // SeqCst pairs with the reader's store before its flush: either it
@@ -184,6 +226,7 @@ impl Client {
             end,
             method,
             slot,
+            budget: budget.filter(|b| b.deadline.is_some()),
             rx: std::sync::OnceLock::new(),
         })
     }
