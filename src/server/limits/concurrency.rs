@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::adaptive::Adaptive;
+use super::queue::QueueShed;
 use crate::server::ServerBuilder;
 use crate::util::duration::GoDuration;
 
@@ -98,8 +99,19 @@ impl ServerBuilder {
     /// [`max_concurrency`](Self::max_concurrency), and every 25 to 50 s
     /// halves the limit briefly to measure the no-load latency again. A
     /// burst past 1.4x the recent peak concurrency is partly refused until
-    /// the limit has grown (within 100 to 500 calls). Costs each call a
-    /// clock read and two atomic adds. Best with `max_queue_wait` zero.
+    /// the limit has grown (within 100 to 500 calls).
+    ///
+    /// It also bounds how long a call may wait between its arrival and its
+    /// handler (CoDel, as in Facebook's "Fail at Scale"): a server whose
+    /// calls have all waited more than 5 ms for the last 100 ms has a
+    /// standing queue, and refuses calls that waited more than 5 ms;
+    /// otherwise it refuses only those that waited more than 100 ms. In a
+    /// thread-per-connection server that is where queueing happens under
+    /// overload (a connection's requests wait for the ones before them),
+    /// and where the concurrency limit alone does not look.
+    ///
+    /// Costs each call two clock reads and a few atomic operations. Best
+    /// with `max_queue_wait` zero.
     pub fn adaptive_concurrency(mut self, on: bool) -> Self {
         self.config.limits.adaptive = on;
         self
@@ -204,6 +216,8 @@ pub(crate) struct Limiter {
     methods: HashMap<String, Gate>,
     max_queue_wait: Duration,
     adaptive: Option<Adaptive>,
+    /// Queue-delay shedding, on with the adaptive limit (`queue.rs`).
+    queue: Option<QueueShed>,
     /// Calls refused by any limit (for the metrics).
     refused: AtomicU64,
     /// The refusals' log: last written (ns since `epoch`) and the count then.
@@ -242,6 +256,8 @@ impl Drop for Permit<'_> {
 enum Refusal {
     Server { adaptive: bool },
     Method,
+    /// Waited `.0` since its arrival, over the bound `.1` (`queue.rs`).
+    Queued(Duration, Duration),
 }
 
 impl Limiter {
@@ -266,6 +282,7 @@ impl Limiter {
                 .map(|(name, &n)| (name.clone(), Gate::new(n)))
                 .collect(),
             max_queue_wait: cfg.max_queue_wait,
+            queue: adaptive.as_ref().map(|_| QueueShed::new()),
             adaptive,
             refused: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -285,6 +302,12 @@ impl Limiter {
         received: Instant,
         deadline: Option<Instant>,
     ) -> Result<Permit<'_>, String> {
+        if let Some(q) = &self.queue {
+            if let Err((waited, bound)) = q.check(received, Instant::now()) {
+                let why = Refusal::Queued(waited, bound);
+                return Err(self.refuse(service_method, 0, why, None, deadline));
+            }
+        }
         let method = if self.methods.is_empty() {
             None
         } else {
@@ -349,9 +372,17 @@ impl Limiter {
             Refusal::Server { adaptive: false } => ("", "the limit (max_concurrency)"),
             Refusal::Server { adaptive: true } => ("", "the adaptive limit (adaptive_concurrency)"),
             Refusal::Method => (" of it", "its method's limit (method_concurrency)"),
+            Refusal::Queued(..) => ("", ""),
         };
-        let mut text =
-            format!("rpc server: {service_method} refused: {running} calls{of} running, {knob}");
+        let mut text = match why {
+            Refusal::Queued(waited, bound) => format!(
+                "rpc server: {service_method} refused: it waited {} since it arrived, over the {} \
+                 a call may wait while the server is overloaded (adaptive_concurrency)",
+                GoDuration(waited),
+                GoDuration(bound)
+            ),
+            _ => format!("rpc server: {service_method} refused: {running} calls{of} running, {knob}"),
+        };
         if until.is_some() {
             if deadline.is_some_and(|d| Some(d) == until) {
                 text.push_str("; its deadline came before a place");

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::{self, Conn};
 mod adaptive;
+mod queue;
 pub(crate) mod concurrency;
 
 use super::{Running, ServerBuilder, Shared};
