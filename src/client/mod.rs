@@ -372,30 +372,6 @@ impl Client {
         self.call_full(service_method, args, budget, &Meta::new(), scope.trace())
     }
 
-    /// [`go`](Client::go) for a call with a deadline: waiting for room in
-    /// the send queue ends at the deadline, and the request is written
-    /// without blocking (what the socket does not take at once, the
-    /// connection's writer thread sends), so `go` returns at once. The
-    /// budget is the call's whole deadline (nothing is inherited on top of
-    /// it); the thread's scope gives the trace.
-    pub(crate) fn go_within<A, R>(
-        &self,
-        service_method: &str,
-        args: &A,
-        budget: Budget,
-    ) -> Result<Call<R>>
-    where
-        A: Serialize + ?Sized,
-        R: DeserializeOwned + Send + 'static,
-    {
-        let out = Outbound {
-            budget: Some(budget),
-            meta: &Meta::new(),
-            scope: Scope::current(),
-        };
-        self.go_outbound(service_method, args, &out)
-    }
-
     /// Sends a call and returns at once; the [`Call`] is waited on, polled
     /// or selected on later. As with [`call`](Client::call), the call
     /// inherits the thread's [`Scope`]: with a deadline there, the

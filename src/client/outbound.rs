@@ -187,9 +187,8 @@ impl Client {
     /// the trace (the attempt sends its `child()`). The client's default
     /// metadata (under `out.meta`), `trace_ids` and interceptors apply as
     /// to any call. With a budget the caller never blocks on the socket
-    /// (see [`go_within`](Client::go_within)); the returned [`Call`]'s
+    /// (see [`go_outbound`](Client::go_outbound)); the returned [`Call`]'s
     /// `wait` ends at the budget's deadline.
-    #[allow(dead_code)] // wired to the XClient at merge
     pub(crate) fn go_outbound<A, R>(
         &self,
         service_method: &str,

@@ -93,7 +93,7 @@ impl Client {
     }
 
     /// Registers the call, then sends it. With a `budget` the caller never
-    /// blocks on the socket (see [`go_within`](Client::go_within)), and the
+    /// blocks on the socket (see [`go_outbound`](Client::go_outbound)), and the
     /// request carries the time left as `Timeout`. `extra` is what
     /// `outbound` decided besides: the header's `Meta`, and the
     /// interceptors whose `after`s the call's end runs.

@@ -176,11 +176,4 @@ impl Context {
         }
         s
     }
-
-    /// The reply's metadata, taken (for the server, once the handler
-    /// returned).
-    #[allow(dead_code)] // FOUNDATION: used once the server sets reply Meta
-    pub(crate) fn take_reply_meta(&self) -> Meta {
-        std::mem::take(&mut *self.reply_meta.lock())
-    }
 }

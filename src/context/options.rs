@@ -164,52 +164,7 @@ impl CallOptions {
     }
 
     /// The scope the call runs in: the one given, or the thread's.
-    #[allow(dead_code)] // FOUNDATION: used once the client inherits
     pub(crate) fn effective_scope(&self) -> Scope {
         self.scope.unwrap_or_else(Scope::current)
-    }
-
-    /// The call's deadline from `now`: the earliest of its own timeout,
-    /// its own deadline and its scope's. `None`: none, or too far for an
-    /// `Instant`.
-    #[allow(dead_code)] // FOUNDATION: used once the client inherits
-    pub(crate) fn effective_deadline(&self, scope: &Scope, now: Instant) -> Option<Instant> {
-        let own = self.timeout.and_then(|t| now.checked_add(t));
-        [own, self.deadline, scope.deadline()]
-            .into_iter()
-            .flatten()
-            .min()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_earliest_deadline_counts() {
-        let now = Instant::now();
-        let s = Scope::new().with_deadline(now + Duration::from_millis(50));
-        let o = CallOptions::new().timeout(Duration::from_secs(1));
-        assert_eq!(
-            o.effective_deadline(&s, now),
-            Some(now + Duration::from_millis(50))
-        );
-        let o = o.deadline(now + Duration::from_millis(10));
-        assert_eq!(
-            o.effective_deadline(&s, now),
-            Some(now + Duration::from_millis(10))
-        );
-        assert_eq!(
-            CallOptions::new().effective_deadline(&Scope::new(), now),
-            None
-        );
-        assert_eq!(
-            CallOptions::new()
-                .timeout(Duration::MAX)
-                .effective_deadline(&Scope::new(), now),
-            None,
-            "too far for an Instant: none"
-        );
     }
 }

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::client::XClient;
 use super::discovery::Instance;
 use super::pool::{InflightGuard, Slot};
-use crate::client::{deadline_after, Budget, Call, Client};
+use crate::client::{Outbound, deadline_after, Budget, Call, Client};
 use crate::code::Code;
 use crate::context::CallOptions;
 use crate::context::FailMode;
@@ -43,14 +43,28 @@ pub(super) struct Plan<'a> {
     /// The scope the call runs in (inherited from the calling thread or
     /// given), for the requests' trace: a fan-out sends from threads of
     /// its own, whose current scope is empty.
-    #[allow(dead_code)] // MERGE(go_outbound): passed with each request.
     pub(super) scope: Scope,
     /// The call's own metadata (over the connection's defaults).
-    #[allow(dead_code)] // MERGE(go_outbound): passed with each request.
     pub(super) meta: &'a Meta,
 }
 
 impl Plan<'_> {
+    /// Whether the call is what `Client::call` / `go` send by themselves:
+    /// no deadline, no Meta of its own, and the thread's own scope (which
+    /// they inherit); then the fast path needs no `Outbound`.
+    fn is_plain(&self) -> bool {
+        self.deadline.is_none() && self.meta.is_empty() && self.scope == Scope::current()
+    }
+
+    /// What each attempt sends besides its argument.
+    fn outbound(&self) -> Outbound<'_> {
+        Outbound {
+            budget: self.deadline.map(|_| self.budget()),
+            meta: self.meta,
+            scope: self.scope,
+        }
+    }
+
     /// Whether a failed attempt may be followed by another.
     pub(super) fn may_retry(&self, e: &Error) -> bool {
         let in_time = self.deadline.is_none_or(|d| Instant::now() < d);
@@ -162,13 +176,9 @@ pub(super) fn lost_reply(addr: &str) -> Error {
     }
 }
 
-/// Sends one attempt's request on `client` without waiting: the one place
-/// where [`XClient::go`], failbackup and the fan-out send. Past the call's
-/// deadline nothing is sent: the attempt times out.
-///
-/// MERGE(go_outbound): with the client's `go_outbound`, this sends
-/// `plan.budget()`, `plan.meta` and `plan.scope` with the request
-/// (`Outbound { budget, meta, scope }`) instead of `go_within`/`go`.
+/// Sends one attempt's request on `client` and returns at once: the one
+/// place where `go`, failbackup and the fan-outs send. Nothing is sent
+/// past the deadline.
 pub(super) fn send_attempt<A, R>(client: &Client, plan: &Plan<'_>, args: &A) -> Result<Call<R>>
 where
     A: Serialize + ?Sized,
@@ -178,8 +188,8 @@ where
         Some(d) if Instant::now() >= d => {
             Err(plan.timed_out(std::iter::once(&*client.addr().to_string())))
         }
-        Some(_) => client.go_within(plan.method, args, plan.budget()),
-        None => client.go(plan.method, args),
+        _ if plan.is_plain() => client.go(plan.method, args),
+        _ => client.go_outbound(plan.method, args, &plan.outbound()),
     }
 }
 
@@ -187,11 +197,9 @@ where
 /// most until the call's deadline: the one place where a blocking call
 /// (fail fast, failover, failtry) sends. A timeout names the whole call's.
 ///
-/// MERGE(go_outbound): as in [`send_attempt`], the deadline branch sends
-/// through `go_outbound(.., &Outbound { budget, meta, scope })`. Keep the
-/// branch without deadline (no Meta, no scope to pass) on `Client::call`:
-/// there the calling thread reads its own reply (no reader-thread wake),
-/// which the hot path depends on.
+/// A plain call (no deadline, no Meta, the thread's own scope) goes
+/// through `Client::call`: there the calling thread reads its own reply
+/// (no reader-thread wake), which the hot path depends on.
 pub(super) fn call_attempt<A, R>(client: &Client, plan: &Plan<'_>, args: &A) -> Result<R>
 where
     A: Serialize + ?Sized,
@@ -202,11 +210,14 @@ where
         Some(d) if Instant::now() >= d => {
             Err(plan.timed_out(std::iter::once(&*client.addr().to_string())))
         }
+        None if plan.is_plain() => client.call(plan.method, args),
+        None => client
+            .go_outbound(plan.method, args, &plan.outbound())
+            .and_then(Call::wait),
         Some(_) => client
-            .go_within(plan.method, args, plan.budget())
+            .go_outbound(plan.method, args, &plan.outbound())
             .and_then(|call| call.wait_within(plan.budget()))
             .map_err(|e| plan.whole_timeout(e)),
-        None => client.call(plan.method, args),
     }
 }
 
