@@ -81,12 +81,7 @@ fn bench_services(server: &Server) {
                     a.num1
                 ));
             }
-            // Busy on purpose (the CPU-bound handler of the overload
-            // point); bounded by the end instant.
-            let end = Instant::now() + Duration::from_micros(a.num1 as u64);
-            while Instant::now() < end {
-                std::hint::spin_loop();
-            }
+            burn_cpu(Duration::from_micros(a.num1 as u64));
             Ok(a.num1)
         })
         .method("Sleep", |a: SumArgs| {
@@ -103,6 +98,46 @@ fn bench_services(server: &Server) {
     server
         .register(Service::new("Echo").method("Echo", |s: String| Ok::<_, String>(s)))
         .expect("register Echo");
+}
+
+/// Arith.Work's body: busy (the CPU-bound handler of the overload point)
+/// until this thread has used `cpu` of CPU time. Not wall-clock time: a
+/// handler preempted half way must still do all its work, as real
+/// CPU-bound work would, or an overloaded server would look faster the
+/// more handlers it ran at once. Bounded by `cpu` + 1 s of wall-clock time
+/// too; where the thread's CPU clock is not available, wall-clock time.
+fn burn_cpu(cpu: Duration) {
+    let start = Instant::now();
+    let give_up = start + cpu + Duration::from_secs(1);
+    let Some(used0) = thread_cpu_time() else {
+        while start.elapsed() < cpu {
+            std::hint::spin_loop();
+        }
+        return;
+    };
+    while Instant::now() < give_up {
+        match thread_cpu_time() {
+            Some(used) if used.saturating_sub(used0) < cpu => std::hint::spin_loop(),
+            _ => return,
+        }
+    }
+}
+
+/// The CPU time this thread has used (`CLOCK_THREAD_CPUTIME_ID`).
+#[cfg(unix)]
+fn thread_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+#[cfg(not(unix))]
+fn thread_cpu_time() -> Option<Duration> {
+    None
 }
 
 fn serve(flags: &HashMap<String, String>) {

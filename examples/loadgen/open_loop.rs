@@ -13,9 +13,9 @@
 //! whose deadline passed while it waited in the queue is not sent and
 //! counted as a timeout.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-
-use crossbeam_channel::TrySendError;
 
 use super::calls::{Caller, Outcome, Tally, Target};
 
@@ -41,6 +41,49 @@ struct Ticket {
     counted: bool,
 }
 
+/// The tickets due and not yet taken. A mutex and a condition variable,
+/// not a channel: a channel's blocking receive spins before it sleeps,
+/// and thousands of idle callers spinning on two cores would take the
+/// CPU from the server being measured.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<(VecDeque<Ticket>, bool)>,
+    ready: Condvar,
+}
+
+impl Queue {
+    /// Queues `t` unless `MAX_QUEUED` are queued already.
+    fn push(&self, t: Ticket) -> bool {
+        let mut s = self.state.lock().unwrap();
+        if s.0.len() >= MAX_QUEUED {
+            return false;
+        }
+        s.0.push_back(t);
+        drop(s);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next ticket; `None` once closed and empty.
+    fn pop(&self) -> Option<Ticket> {
+        let mut s = self.state.lock().unwrap();
+        loop {
+            if let Some(t) = s.0.pop_front() {
+                return Some(t);
+            }
+            if s.1 {
+                return None;
+            }
+            s = self.ready.wait(s).unwrap();
+        }
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.ready.notify_all();
+    }
+}
+
 /// Offers `rate` calls/s for `warmup` then `window`, spread over `targets`
 /// by `callers` threads, each call bounded by `timeout` from its scheduled
 /// start. `tick` runs about every 100 ms while pacing. Returns what was
@@ -55,19 +98,19 @@ pub fn run(
     window: Duration,
     tick: &mut dyn FnMut(),
 ) -> Tally {
-    let (tx, rx) = crossbeam_channel::bounded::<Ticket>(MAX_QUEUED);
+    let queue = Arc::new(Queue::default());
     let mut threads = Vec::with_capacity(callers.len());
     for (i, mut caller) in callers.into_iter().enumerate() {
         let target = targets[i % targets.len()].clone();
-        let rx = rx.clone();
+        let queue = queue.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("loadgen-caller-{i}"))
             .stack_size(CALLER_STACK)
-            // Ends when the pacer has dropped the queue's sender and the
-            // queue is empty; each call is bounded by its deadline.
+            // Ends when the pacer has closed the queue and it is empty;
+            // each call is bounded by its deadline.
             .spawn(move || {
                 let mut tally = Tally::with_capacity(1 << 12);
-                while let Ok(t) = rx.recv() {
+                while let Some(t) = queue.pop() {
                     let deadline = t.at + timeout;
                     let (outcome, slow) = if Instant::now() >= deadline {
                         (Outcome::Timeout, false)
@@ -88,7 +131,6 @@ pub fn run(
             }
         }
     }
-    drop(rx);
 
     let start = Instant::now();
     let window_start = start + warmup;
@@ -112,13 +154,11 @@ pub fn run(
             std::thread::sleep(at - now);
         }
         let counted = at >= window_start;
-        match tx.try_send(Ticket { at, counted }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => unstarted += counted as u64,
-            Err(TrySendError::Disconnected(_)) => break,
+        if !queue.push(Ticket { at, counted }) {
+            unstarted += counted as u64;
         }
     }
-    drop(tx);
+    queue.close();
 
     let mut all = Tally::default();
     for h in threads {
