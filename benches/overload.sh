@@ -171,3 +171,20 @@ if want tail; then
     line "fast p99 with slow / p99 without" "<=1.5" tr_
 fi
 cat "$ROWS"
+# Every round's figures too: at 1x capacity an unprotected server tips
+# into timing everything out at some point of a run, or not, so the
+# rounds can differ widely.
+echo
+echo "rounds (in order):"
+for f in "$OUT"/*-capacity "$OUT"/*-rate1 "$OUT"/*-rate2 "$OUT"/*-plain "$OUT"/*-slow; do
+    [ -s "$f" ] || continue
+    python3 - "$f" <<'PY'
+import json, os, sys
+name = os.path.basename(sys.argv[1])
+keys = ["calls_per_sec", "goodput", "good_p99_us", "timeouts", "shed", "p99_us", "fast_p99_us"]
+for l in open(sys.argv[1]):
+    if l.strip():
+        d = json.loads(l)
+        print(f"  {name:14s} " + " ".join(f"{k}={d[k]}" for k in keys if k in d))
+PY
+done
