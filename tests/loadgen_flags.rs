@@ -200,14 +200,16 @@ fn work_sleep_deadlines_and_slow_calls_are_what_the_figures_say() {
     // Arith.Work answers its argument; every call is good and none slow.
     let work = load(
         &s.addr,
-        &["--method", "work", "--arg", "100", "--secs", "0.3"],
+        &["--method", "work", "--arg", "2000", "--secs", "1"],
     );
     assert_eq!(work["method"], "work", "{work}");
-    assert_eq!(work["arg"], 100, "{work}");
+    assert_eq!(work["arg"], 2000, "{work}");
     assert!(
         num(&work, "calls") > 0.0 && num(&work, "errors") == 0.0,
         "{work}"
     );
+    // It takes its 2 ms of CPU (so at least 2 ms) before it answers.
+    assert!(num(&work, "p50_us") >= 2000.0, "{work}");
     assert_eq!(num(&work, "goodput"), num(&work, "calls_per_sec"), "{work}");
     assert_eq!(num(&work, "fast_p99_us"), num(&work, "p99_us"), "{work}");
     for f in ["timeouts", "shed"] {
