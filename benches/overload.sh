@@ -157,6 +157,9 @@ if want overload; then
     line "goodput at 1x C (calls/s within ${TIMEOUT_MS} ms)" "-" g1
     line "goodput at 2x C" "-" g2
     line "goodput 2x / 1x" ">=0.9" gr
+    # Against capacity too: when 1x itself collapses, 2x / 1x means little.
+    gc() { ratio "$(g2 "$1")" "$(cap "$1")" | tr -d x; }
+    line "goodput 2x / capacity C" "-" gc
     line "good calls' p99 us at 1x C" "-" p1
     line "good calls' p99 us at 2x C" "<=100000" p2
     line "timeouts at 2x C (in the window)" "-" t2
