@@ -8,7 +8,14 @@
 //! loadgen serve --addr 127.0.0.1:PORT --etcd ENDPOINTS     (registers in etcd)
 //! loadgen load  --registry URL [--select MODE] [--fail MODE] --concurrency C --secs S
 //! loadgen load  --etcd ENDPOINTS [--select MODE] [--fail MODE] --concurrency C --secs S
+//! loadgen load  ... [--method sum|echo|work|sleep] [--arg N] [--timeout MS]
+//!               [--slow-ratio R --slow-ms M] [--rate QPS]
 //! ```
+//!
+//! `serve` also answers `Arith.Work` (burns the CPU for `Num1`
+//! microseconds) and `Arith.Sleep` (sleeps `Num1` milliseconds), for the
+//! overload and long-tail points of `benches/overload.sh`. `--rate` runs
+//! an open loop (`loadgen/open_loop.rs`) instead of the closed one.
 //!
 //! A flag it does not know, a flag given twice, a value it cannot use or a
 //! flag that means nothing with the others (`--conns` through a registry)
@@ -17,6 +24,15 @@
 //! else than asked.
 //!
 //! Uses only geerpc's public API, as a user would.
+
+// Not `mod x;`: a file beside this one would be built as an example of
+// its own.
+#[path = "loadgen/calls.rs"]
+mod calls;
+#[path = "loadgen/flags.rs"]
+mod flags;
+#[path = "loadgen/open_loop.rs"]
+mod open_loop;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -29,121 +45,13 @@ use std::collections::BTreeSet;
 
 use geerpc::etcd::EtcdDiscovery;
 use geerpc::registration::RegisterOptions;
-use geerpc::{
-    Client, Codec, Discovery, FailMode, Heartbeat, RegistryDiscovery, SelectMode, Server, Service,
-    XClient,
+use geerpc::{Client, Discovery, Heartbeat, RegistryDiscovery, Server, Service, XClient};
+
+use calls::{Caller, Kind, SumArgs, Tally, Target};
+use flags::{
+    codec_of, fail_mode, flag, grace, kind_of, load_flags, refuse, select_mode, serve_flags,
+    slow_of, timeout_of, MAX_SLEEP_MS, MAX_WORK_US, USAGE,
 };
-use serde::{Deserialize, Serialize};
-
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct SumArgs {
-    num1: i64,
-    num2: i64,
-}
-
-const USAGE: &str = "\
-usage:
-  loadgen serve --addr HOST:PORT [--codec json|msgpack]
-  loadgen load --addr HOST:PORT [--conns K] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]
-  loadgen serve --addr HOST:PORT (--registry URL | --etcd ENDPOINTS) [--grace DURATION]
-               (registers; on SIGINT/SIGTERM deregisters, then drains within the grace, default 5s)
-  loadgen load (--registry URL | --etcd ENDPOINTS) [--select random|round_robin|weighted_round_robin|consistent_hash|p2c]
-               [--fail failfast|failover|failtry|failbackup] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]
-defaults: --conns 1, --concurrency 1, --secs 5, --payload 0 (Arith.Sum; N > 0: Echo.Echo of N bytes),
-          --codec json, --select random, --fail failfast";
-
-/// The flags each command takes.
-const SERVE_FLAGS: &[&str] = &["addr", "codec", "registry", "etcd", "grace"];
-const LOAD_FLAGS: &[&str] = &[
-    "addr",
-    "conns",
-    "concurrency",
-    "secs",
-    "payload",
-    "codec",
-    "registry",
-    "etcd",
-    "select",
-    "fail",
-];
-
-/// Ends the program on a command line it cannot run: what is wrong, the
-/// usage, exit code 2.
-fn refuse(why: &str) -> ! {
-    eprintln!("loadgen: {why}\n{USAGE}");
-    exit(2)
-}
-
-/// `--flag value` (or `--flag=value`) pairs, each one of `known`, each at
-/// most once.
-fn parse_flags(cmd: &str, rest: &[String], known: &[&str]) -> HashMap<String, String> {
-    let mut flags = HashMap::new();
-    let mut it = rest.iter();
-    while let Some(arg) = it.next() {
-        if arg == "-h" || arg == "--help" {
-            println!("{USAGE}");
-            exit(0)
-        }
-        let Some(flag) = arg.strip_prefix("--") else {
-            refuse(&format!(
-                "unexpected argument {arg:?} (flags are --name value)"
-            ))
-        };
-        let (name, inline) = match flag.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (flag, None),
-        };
-        if !known.contains(&name) {
-            let why = match name {
-                "rate" => " (this loadgen runs a closed loop only: each caller sends its next call when the last returns)",
-                "method" | "arg" | "timeout" | "slow-ratio" | "slow-ms" => " (not implemented by this loadgen)",
-                _ => "",
-            };
-            refuse(&format!(
-                "unknown flag --{name} for `loadgen {cmd}`{why}; it takes --{}",
-                known.join(", --")
-            ))
-        }
-        let value = match inline {
-            Some(v) => v,
-            None => match it.next() {
-                Some(v) if !v.starts_with("--") => v.clone(),
-                _ => refuse(&format!("--{name} needs a value")),
-            },
-        };
-        if flags.insert(name.to_string(), value).is_some() {
-            refuse(&format!("--{name} given twice"))
-        }
-    }
-    flags
-}
-
-/// The value of `--name` (or `default`), refusing one that does not parse
-/// or is below `min`.
-fn flag<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
-    flags: &HashMap<String, String>,
-    name: &str,
-    default: T,
-    min: T,
-) -> T {
-    match flags.get(name) {
-        None => default,
-        Some(v) => match v.parse::<T>() {
-            Ok(n) if n >= min => n,
-            Ok(_) => refuse(&format!("--{name} {v}: must be at least {min}")),
-            Err(_) => refuse(&format!("--{name} {v}: not a number")),
-        },
-    }
-}
-
-fn codec_of(flags: &HashMap<String, String>) -> Codec {
-    match flags.get("codec").map(String::as_str) {
-        None | Some("json") => Codec::Json,
-        Some("msgpack") => Codec::MsgPack,
-        Some(other) => refuse(&format!("--codec {other}: expected json or msgpack")),
-    }
-}
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -161,70 +69,75 @@ fn main() {
     }
 }
 
-/// `serve`'s flags, checked before anything starts.
-fn serve_flags(rest: &[String]) -> HashMap<String, String> {
-    let flags = parse_flags("serve", rest, SERVE_FLAGS);
-    if !flags.contains_key("addr") {
-        refuse("serve needs --addr HOST:PORT")
-    }
-    // The server answers both codecs; the value is still checked.
-    codec_of(&flags);
-    grace(&flags);
-    flags
-}
-
-fn grace(flags: &HashMap<String, String>) -> Duration {
-    flags.get("grace").map_or(Duration::from_secs(5), |g| {
-        geerpc::duration::parse_duration(g).unwrap_or_else(|e| refuse(&format!("--grace {g}: {e}")))
-    })
-}
-
-/// `load`'s flags, checked (values and combinations) before anything
-/// starts.
-fn load_flags(rest: &[String]) -> HashMap<String, String> {
-    let flags = parse_flags("load", rest, LOAD_FLAGS);
-    let has = |f: &str| flags.contains_key(f);
-    match (has("addr"), has("registry"), has("etcd")) {
-        (true, false, false) => {
-            for f in ["select", "fail"] {
-                if has(f) {
-                    refuse(&format!(
-                        "--{f} applies to --registry and --etcd, not --addr"
-                    ))
-                }
-            }
-        }
-        (false, true, false) | (false, false, true) => {
-            if has("conns") {
-                refuse("--conns applies to --addr only (through discovery, the XClient keeps one connection per instance)")
-            }
-        }
-        (false, false, false) => refuse("load needs --addr, --registry or --etcd"),
-        _ => refuse("load takes one of --addr, --registry and --etcd"),
-    }
-    flag(&flags, "conns", 1usize, 1);
-    flag(&flags, "concurrency", 1usize, 1);
-    flag(&flags, "payload", 0usize, 0);
-    if let Some(v) = flags.get("secs") {
-        if !v.parse::<f64>().is_ok_and(|s| s > 0.0 && s < 1e9) {
-            refuse(&format!("--secs {v}: must be a positive number of seconds"))
-        }
-    }
-    codec_of(&flags);
-    select_mode(&flags);
-    fail_mode(&flags);
-    flags
-}
-
 fn bench_services(server: &Server) {
-    server
-        .register(Service::new("Arith").method("Sum", |a: SumArgs| {
+    let arith = Service::new("Arith")
+        .method("Sum", |a: SumArgs| {
             Ok::<_, String>(a.num1.wrapping_add(a.num2))
-        }))
-        .expect("register Arith");
+        })
+        .method("Work", |a: SumArgs| {
+            if !(0..=MAX_WORK_US).contains(&a.num1) {
+                return Err(format!(
+                    "Arith.Work {}: must be 0..={MAX_WORK_US} microseconds",
+                    a.num1
+                ));
+            }
+            burn_cpu(Duration::from_micros(a.num1 as u64));
+            Ok(a.num1)
+        })
+        .method("Sleep", |a: SumArgs| {
+            if !(0..=MAX_SLEEP_MS).contains(&a.num1) {
+                return Err(format!(
+                    "Arith.Sleep {}: must be 0..={MAX_SLEEP_MS} milliseconds",
+                    a.num1
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(a.num1 as u64));
+            Ok(a.num1)
+        });
+    server.register(arith).expect("register Arith");
     server
         .register(Service::new("Echo").method("Echo", |s: String| Ok::<_, String>(s)))
         .expect("register Echo");
+}
+
+/// Arith.Work's body: busy (the CPU-bound handler of the overload point)
+/// until this thread has used `cpu` of CPU time. Not wall-clock time: a
+/// handler preempted half way must still do all its work, as real
+/// CPU-bound work would, or an overloaded server would look faster the
+/// more handlers it ran at once. Bounded by `cpu` + 1 s of wall-clock time
+/// too; where the thread's CPU clock is not available, wall-clock time.
+fn burn_cpu(cpu: Duration) {
+    let start = Instant::now();
+    let give_up = start + cpu + Duration::from_secs(1);
+    let Some(used0) = thread_cpu_time() else {
+        while start.elapsed() < cpu {
+            std::hint::spin_loop();
+        }
+        return;
+    };
+    while Instant::now() < give_up {
+        match thread_cpu_time() {
+            Some(used) if used.saturating_sub(used0) < cpu => std::hint::spin_loop(),
+            _ => return,
+        }
+    }
+}
+
+/// The CPU time this thread has used (`CLOCK_THREAD_CPUTIME_ID`).
+#[cfg(unix)]
+fn thread_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+#[cfg(not(unix))]
+fn thread_cpu_time() -> Option<Duration> {
+    None
 }
 
 fn serve(flags: &HashMap<String, String>) {
@@ -279,83 +192,6 @@ fn serve(flags: &HashMap<String, String>) {
     // grace), and every thread is joined.
     eprintln!("loadgen: stopping: draining {}", running.addr());
     running.shutdown();
-}
-
-/// One caller's work: the next request and a check of its reply.
-struct Work {
-    n: i64,
-    payload: Option<String>,
-}
-
-/// Where calls go: one server, or the instances a registry lists.
-#[derive(Clone)]
-enum Target {
-    Direct(Client),
-    Registry(Arc<XClient>),
-}
-
-impl Target {
-    fn call<A, R>(&self, method: &str, args: &A) -> geerpc::Result<R>
-    where
-        A: Serialize + ?Sized,
-        R: serde::de::DeserializeOwned + Send + 'static,
-    {
-        match self {
-            Target::Direct(c) => c.call(method, args),
-            Target::Registry(x) => x.call(method, args),
-        }
-    }
-}
-
-impl Work {
-    fn call(&mut self, client: &Target) -> bool {
-        self.n = self.n.wrapping_add(1);
-        match &self.payload {
-            None => {
-                let args = SumArgs {
-                    num1: self.n,
-                    num2: self.n * 3,
-                };
-                matches!(client.call::<_, i64>("Arith.Sum", &args), Ok(v) if v == self.n * 4)
-            }
-            Some(p) => matches!(client.call::<_, String>("Echo.Echo", p), Ok(v) if v == *p),
-        }
-    }
-}
-
-fn percentile(sorted: &[u64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i] as f64 / 1_000.0
-}
-
-fn select_mode(flags: &HashMap<String, String>) -> SelectMode {
-    match flags.get("select").map(String::as_str) {
-        None | Some("random") => SelectMode::Random,
-        Some("round_robin") => SelectMode::RoundRobin,
-        Some("weighted_round_robin") | Some("weighted") => SelectMode::WeightedRoundRobin,
-        Some("consistent_hash") => SelectMode::ConsistentHash,
-        Some("p2c") => SelectMode::PowerOfTwoChoices,
-        Some(other) => refuse(&format!(
-            "--select {other}: expected random, round_robin, weighted_round_robin, consistent_hash or p2c"
-        )),
-    }
-}
-
-fn fail_mode(flags: &HashMap<String, String>) -> FailMode {
-    match flags.get("fail").map(String::as_str) {
-        None | Some("failfast") => FailMode::FailFast,
-        Some("failover") => FailMode::Failover { retries: 2 },
-        Some("failtry") => FailMode::Failtry { retries: 2 },
-        Some("failbackup") => FailMode::Failbackup {
-            after: Duration::from_millis(10),
-        },
-        Some(other) => refuse(&format!(
-            "--fail {other}: expected failfast, failover, failtry or failbackup"
-        )),
-    }
 }
 
 /// The calls go through an XClient over the instances a registry (`--registry
@@ -462,73 +298,125 @@ fn load(flags: &HashMap<String, String>) {
     };
     let conns = clients.len();
 
+    let kind = kind_of(flags);
+    let timeout = timeout_of(flags);
+    let slow = slow_of(flags);
+    let rate: Option<f64> = flags.get("rate").and_then(|r| r.parse().ok());
+    let concurrency = match (rate, timeout, flags.contains_key("concurrency")) {
+        (Some(r), Some(t), false) => open_loop::default_callers(r, t),
+        _ => concurrency,
+    };
+    // Each caller echoes its own string (the first letter differs).
+    let callers: Vec<Caller> = (0..concurrency)
+        .map(|i| {
+            let kind = match &kind {
+                Kind::Echo(p) => {
+                    let mut s = p.clone();
+                    s.replace_range(0..1, &((b'a' + (i % 26) as u8) as char).to_string());
+                    Kind::Echo(s)
+                }
+                k => k.clone(),
+            };
+            Caller::new(i, kind, slow)
+        })
+        .collect();
+
     let warmup = Duration::from_millis(500);
     let run_time = Duration::from_secs_f64(secs);
+    let (tally, elapsed) = match (rate, timeout) {
+        (Some(rate), Some(timeout)) => {
+            let tally = open_loop::run(
+                &clients,
+                callers,
+                rate,
+                timeout,
+                warmup,
+                run_time,
+                &mut || note_servers(&discovery, &mut seen),
+            );
+            (tally, run_time.as_secs_f64())
+        }
+        _ => closed_loop(&clients, callers, timeout, warmup, run_time, |d| {
+            run_for(d, &discovery, &mut seen)
+        }),
+    };
+    let unstarted = tally.unstarted;
+    let mut line = serde_json::json!({
+        "system": "geerpc",
+        "conns": conns,
+        "concurrency": concurrency,
+        "payload": payload,
+        "secs": secs,
+        "method": kind.name(),
+    });
+    if let serde_json::Value::Object(figures) = tally.summary(elapsed, timeout) {
+        line.as_object_mut().expect("an object").extend(figures);
+    }
+    if let Kind::Work(n) | Kind::Sleep(n) = kind {
+        line["arg"] = n.into();
+    }
+    if let Some(t) = timeout {
+        line["timeout_ms"] = (t.as_millis() as u64).into();
+    }
+    if let Some((r, ms)) = slow {
+        line["slow_ratio"] = r.into();
+        line["slow_ms"] = ms.into();
+    }
+    if let Some(r) = rate {
+        line["rate"] = r.into();
+        line["unstarted"] = unstarted.into();
+    }
+    if discovery.is_some() {
+        line["servers"] = seen.len().into();
+    }
+    println!("{line}");
+}
+
+/// Each caller sends its next call when the last returns, for `warmup`
+/// (not counted) then `run_time`; `wait(d)` passes the time. Returns the
+/// tally and the measured window in seconds.
+fn closed_loop(
+    clients: &[Target],
+    callers: Vec<Caller>,
+    timeout: Option<Duration>,
+    warmup: Duration,
+    run_time: Duration,
+    mut wait: impl FnMut(Duration),
+) -> (Tally, f64) {
+    let conns = clients.len();
     let counting = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    let start = Arc::new(Barrier::new(concurrency + 1));
+    let start = Arc::new(Barrier::new(callers.len() + 1));
     let mut workers = Vec::new();
-    for i in 0..concurrency {
+    for (i, mut caller) in callers.into_iter().enumerate() {
         let client = clients[i % conns].clone();
         let (counting, stop, start) = (counting.clone(), stop.clone(), start.clone());
-        let payload = (payload > 0).then(|| {
-            let mut s = "x".repeat(payload);
-            s.replace_range(0..1, &((b'a' + (i % 26) as u8) as char).to_string());
-            s
-        });
         workers.push(std::thread::spawn(move || {
-            let mut work = Work {
-                n: (i as i64) << 32,
-                payload,
-            };
-            let mut lat = Vec::with_capacity(1 << 16);
-            let mut errors = 0u64;
+            let mut tally = Tally::with_capacity(1 << 16);
             start.wait();
+            // Bounded in time by `stop`, each call by its timeout if any.
             while !stop.load(Ordering::Relaxed) {
                 let t0 = Instant::now();
-                let ok = work.call(&client);
+                let (outcome, slow) = caller.call(&client, timeout.map(|t| t0 + t));
                 let dt = t0.elapsed();
                 if counting.load(Ordering::Relaxed) {
-                    lat.push(dt.as_nanos() as u64);
-                    if !ok {
-                        errors += 1;
-                    }
+                    tally.record(dt, outcome, slow);
                 }
             }
-            (lat, errors)
+            tally
         }));
     }
     start.wait();
     std::thread::sleep(warmup);
     counting.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
-    run_for(run_time, &discovery, &mut seen);
+    wait(run_time);
     counting.store(false, Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    let mut errors = 0;
+    let mut all = Tally::default();
     for w in workers {
-        let (lat, e) = w.join().expect("worker thread");
-        all.extend(lat);
-        errors += e;
+        all.merge(w.join().expect("worker thread"));
     }
-    all.sort_unstable();
-    let calls = all.len() as u64;
-    let mut line = serde_json::json!({
-        "system": "geerpc",
-        "conns": conns,
-        "concurrency": concurrency,
-        "payload": payload,
-        "calls": calls,
-        "errors": errors,
-        "secs": secs,
-        "calls_per_sec": (calls as f64 / elapsed).round(),
-        "p50_us": percentile(&all, 0.50),
-        "p99_us": percentile(&all, 0.99),
-    });
-    if discovery.is_some() {
-        line["servers"] = seen.len().into();
-    }
-    println!("{line}");
+    (all, elapsed)
 }

@@ -1,11 +1,14 @@
 //! `examples/loadgen.rs` refuses what it does not understand (issue 17): an
 //! unknown flag, a bad value or a meaningless combination ends it at once
-//! with exit code 2 and the usage, before it serves or loads anything.
+//! with exit code 2 and the usage, before it serves or loads anything. And
+//! its context-and-overload additions (issue 18) do what docs/BENCH.md
+//! says: Arith.Work and Arith.Sleep, deadlines, slow calls, the open loop.
 //! `cargo test` builds the examples next to the test binaries (run alone,
 //! `cargo test --test loadgen_flags` uses the last `cargo build --examples`).
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 fn loadgen() -> PathBuf {
     // target/debug/deps/loadgen_flags-HASH -> target/debug/examples/loadgen
@@ -30,9 +33,10 @@ fn refused(args: &[&str], says: &str) {
 
 #[test]
 fn unknown_flags_and_bad_values_are_refused_with_the_usage() {
+    // An open loop without a bound on each call would hold ever more.
     refused(
         &["load", "--addr", "127.0.0.1:1", "--rate", "100"],
-        "--rate",
+        "--rate needs --timeout",
     );
     refused(
         &["load", "--addr", "127.0.0.1:1", "--bogus", "1"],
@@ -62,4 +66,242 @@ fn unknown_flags_and_bad_values_are_refused_with_the_usage() {
     );
     refused(&["load", "--addr"], "--addr needs a value");
     refused(&["fly"], "fly");
+}
+
+#[test]
+fn context_and_overload_flags_are_checked() {
+    let a = ["load", "--addr", "127.0.0.1:1"];
+    let with =
+        |more: &[&'static str]| -> Vec<&'static str> { a.iter().chain(more).copied().collect() };
+    refused(&with(&["--method", "fly"]), "--method fly");
+    refused(&with(&["--method", "work"]), "--method work needs --arg");
+    refused(&with(&["--method", "sleep"]), "--method sleep needs --arg");
+    refused(
+        &with(&["--arg", "5"]),
+        "--arg applies to --method work and sleep",
+    );
+    refused(
+        &with(&["--method", "echo", "--arg", "5", "--payload", "8"]),
+        "--arg applies",
+    );
+    refused(&with(&["--method", "work", "--arg", "-1"]), "--arg -1");
+    refused(
+        &with(&["--method", "work", "--arg", "2000000"]),
+        "at most 1000000",
+    );
+    refused(
+        &with(&["--method", "sleep", "--arg", "60001"]),
+        "at most 60000",
+    );
+    refused(
+        &with(&["--method", "work", "--arg", "5", "--payload", "8"]),
+        "--payload applies",
+    );
+    refused(
+        &with(&["--method", "echo"]),
+        "--method echo needs --payload",
+    );
+    refused(&with(&["--timeout", "0"]), "--timeout 0");
+    refused(&with(&["--timeout", "soon"]), "--timeout soon");
+    refused(&with(&["--slow-ratio", "0.1"]), "go together");
+    refused(&with(&["--slow-ms", "10"]), "go together");
+    refused(
+        &with(&["--slow-ratio", "0", "--slow-ms", "10"]),
+        "--slow-ratio 0",
+    );
+    refused(
+        &with(&["--slow-ratio", "1.5", "--slow-ms", "10"]),
+        "--slow-ratio 1.5",
+    );
+    refused(
+        &with(&["--slow-ratio", "0.1", "--slow-ms", "0"]),
+        "--slow-ms 0",
+    );
+    refused(&with(&["--rate", "0", "--timeout", "10"]), "--rate 0");
+    refused(&with(&["--rate", "fast", "--timeout", "10"]), "--rate fast");
+    refused(
+        &with(&["--rate", "10", "--timeout", "10", "--concurrency", "5000"]),
+        "at most 4096 caller threads",
+    );
+    // serve takes none of them.
+    refused(
+        &["serve", "--addr", "127.0.0.1:0", "--method", "work"],
+        "--method",
+    );
+    refused(
+        &["serve", "--addr", "127.0.0.1:0", "--rate", "10"],
+        "--rate",
+    );
+}
+
+/// A `loadgen serve` on a free loopback port, killed when dropped.
+struct Served {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve() -> Served {
+    let mut child = Command::new(loadgen())
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut served = Served {
+        child,
+        addr: String::new(),
+    };
+    // It names its address before it serves; a few lines at most.
+    for line in BufReader::new(stderr).lines().take(20) {
+        let line = line.unwrap();
+        if let Some(addr) = line.split("serving on ").nth(1) {
+            served.addr = addr.trim().to_string();
+            return served;
+        }
+    }
+    panic!("loadgen serve named no address");
+}
+
+/// Runs `loadgen load --addr ADDR ARGS` and parses its one JSON line.
+fn load(addr: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(loadgen())
+        .args(["load", "--addr", addr])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().count(), 1, "{args:?}: {stdout}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
+fn num(line: &serde_json::Value, field: &str) -> f64 {
+    line[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number {field:?} in {line}"))
+}
+
+#[test]
+fn work_sleep_deadlines_and_slow_calls_are_what_the_figures_say() {
+    let s = serve();
+    // Arith.Work answers its argument; every call is good and none slow.
+    let work = load(
+        &s.addr,
+        &["--method", "work", "--arg", "2000", "--secs", "1"],
+    );
+    assert_eq!(work["method"], "work", "{work}");
+    assert_eq!(work["arg"], 2000, "{work}");
+    assert!(
+        num(&work, "calls") > 0.0 && num(&work, "errors") == 0.0,
+        "{work}"
+    );
+    // It takes its 2 ms of CPU (so at least 2 ms) before it answers.
+    assert!(num(&work, "p50_us") >= 2000.0, "{work}");
+    assert_eq!(num(&work, "goodput"), num(&work, "calls_per_sec"), "{work}");
+    assert_eq!(num(&work, "fast_p99_us"), num(&work, "p99_us"), "{work}");
+    for f in ["timeouts", "shed"] {
+        assert_eq!(num(&work, f), 0.0, "{f}: {work}");
+    }
+    // Every call slow: each is an Arith.Sleep of 20 ms, none is fast.
+    let slow = load(
+        &s.addr,
+        &[
+            "--slow-ratio",
+            "1",
+            "--slow-ms",
+            "20",
+            "--secs",
+            "1",
+            "--concurrency",
+            "2",
+        ],
+    );
+    // (1 s: on a machine loaded enough, no 20 ms call might end within
+    // 0.3 s, and a percentile over no calls is 0.)
+    assert!(num(&slow, "calls") > 0.0, "{slow}");
+    assert_eq!(num(&slow, "errors"), 0.0, "{slow}");
+    assert!(num(&slow, "p50_us") >= 20_000.0, "{slow}");
+    assert_eq!(num(&slow, "fast_p99_us"), 0.0, "{slow}");
+    // A deadline shorter than the handler: every call times out, no goodput.
+    let late = load(
+        &s.addr,
+        &[
+            "--method",
+            "sleep",
+            "--arg",
+            "200",
+            "--timeout",
+            "20",
+            "--secs",
+            "0.3",
+        ],
+    );
+    assert!(num(&late, "calls") > 0.0, "{late}");
+    assert_eq!(num(&late, "timeouts"), num(&late, "calls"), "{late}");
+    assert_eq!(num(&late, "errors"), num(&late, "calls"), "{late}");
+    assert_eq!(num(&late, "goodput"), 0.0, "{late}");
+    assert_eq!(late["timeout_ms"], 20, "{late}");
+}
+
+#[test]
+fn the_open_loop_offers_its_rate_whatever_the_latency() {
+    let s = serve();
+    // 100 calls/s for 0.5 s counted: about 50 offered, all answered in time.
+    let easy = load(
+        &s.addr,
+        &[
+            "--method",
+            "work",
+            "--arg",
+            "100",
+            "--rate",
+            "100",
+            "--timeout",
+            "1000",
+            "--secs",
+            "0.5",
+        ],
+    );
+    let offered = num(&easy, "calls") + num(&easy, "unstarted");
+    assert!((45.0..=55.0).contains(&offered), "{easy}");
+    assert!(num(&easy, "goodput") > 0.0, "{easy}");
+    assert_eq!(easy["rate"], 100.0, "{easy}");
+    // Two callers each held 50 ms can answer 40 calls/s; 100/s are
+    // offered anyway, so the calls queue, count their wait from when they
+    // were due, and run out of their 150 ms: a closed loop would instead
+    // have slowed down to 40/s with every call good.
+    let over = load(
+        &s.addr,
+        &[
+            "--method",
+            "sleep",
+            "--arg",
+            "50",
+            "--rate",
+            "100",
+            "--timeout",
+            "150",
+            "--concurrency",
+            "2",
+            "--secs",
+            "0.5",
+        ],
+    );
+    let offered = num(&over, "calls") + num(&over, "unstarted");
+    assert!((45.0..=55.0).contains(&offered), "{over}");
+    assert!(num(&over, "timeouts") >= 10.0, "{over}");
+    assert!(num(&over, "goodput") <= 40.0 * 1.2, "{over}");
 }

@@ -1,0 +1,291 @@
+//! loadgen's command line: the usage, the flags each command takes, and
+//! their checks. Everything is checked before anything runs; what is wrong
+//! ends the program with the usage and exit code 2 (`tests/loadgen_flags.rs`).
+
+use std::collections::HashMap;
+use std::process::exit;
+use std::time::Duration;
+
+use geerpc::{Codec, FailMode, SelectMode};
+
+use super::calls::Kind;
+use super::open_loop;
+
+/// Bounds on what a caller may ask `Arith.Work` and `Arith.Sleep` for:
+/// every resource a peer can make the server hold has one.
+pub const MAX_WORK_US: i64 = 1_000_000;
+pub const MAX_SLEEP_MS: i64 = 60_000;
+
+pub const USAGE: &str = "\
+usage:
+  loadgen serve --addr HOST:PORT [--codec json|msgpack]
+  loadgen load --addr HOST:PORT [--conns K] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]
+  loadgen serve --addr HOST:PORT (--registry URL | --etcd ENDPOINTS) [--grace DURATION]
+               (registers; on SIGINT/SIGTERM deregisters, then drains within the grace, default 5s)
+  loadgen load (--registry URL | --etcd ENDPOINTS) [--select random|round_robin|weighted_round_robin|consistent_hash|p2c]
+               [--fail failfast|failover|failtry|failbackup] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]
+  load also takes: [--method sum|echo|work|sleep] [--arg N] [--timeout MS] [--slow-ratio R --slow-ms M] [--rate QPS]
+               --method work|sleep needs --arg (microseconds of CPU | milliseconds of sleep);
+               --method echo needs --payload; --slow-ratio R (0 < R <= 1) sends that fraction of calls
+               to Arith.Sleep M ms; --rate runs an open loop (calls start at QPS whatever the latency),
+               needs --timeout, and takes --concurrency as its caller threads (default: enough for QPS x timeout)
+defaults: --conns 1, --concurrency 1, --secs 5, --payload 0 (Arith.Sum; N > 0: Echo.Echo of N bytes),
+          --codec json, --select random, --fail failfast, no timeout, closed loop";
+
+/// The flags each command takes.
+const SERVE_FLAGS: &[&str] = &["addr", "codec", "registry", "etcd", "grace"];
+const LOAD_FLAGS: &[&str] = &[
+    "addr",
+    "conns",
+    "concurrency",
+    "secs",
+    "payload",
+    "codec",
+    "registry",
+    "etcd",
+    "select",
+    "fail",
+    "method",
+    "arg",
+    "timeout",
+    "slow-ratio",
+    "slow-ms",
+    "rate",
+];
+
+/// Ends the program on a command line it cannot run: what is wrong, the
+/// usage, exit code 2.
+pub fn refuse(why: &str) -> ! {
+    eprintln!("loadgen: {why}\n{USAGE}");
+    exit(2)
+}
+
+/// `--flag value` (or `--flag=value`) pairs, each one of `known`, each at
+/// most once.
+pub fn parse_flags(cmd: &str, rest: &[String], known: &[&str]) -> HashMap<String, String> {
+    let mut flags = HashMap::new();
+    let mut it = rest.iter();
+    while let Some(arg) = it.next() {
+        if arg == "-h" || arg == "--help" {
+            println!("{USAGE}");
+            exit(0)
+        }
+        let Some(flag) = arg.strip_prefix("--") else {
+            refuse(&format!(
+                "unexpected argument {arg:?} (flags are --name value)"
+            ))
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (flag, None),
+        };
+        if !known.contains(&name) {
+            refuse(&format!(
+                "unknown flag --{name} for `loadgen {cmd}`; it takes --{}",
+                known.join(", --")
+            ))
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => match it.next() {
+                Some(v) if !v.starts_with("--") => v.clone(),
+                _ => refuse(&format!("--{name} needs a value")),
+            },
+        };
+        if flags.insert(name.to_string(), value).is_some() {
+            refuse(&format!("--{name} given twice"))
+        }
+    }
+    flags
+}
+
+/// The value of `--name` (or `default`), refusing one that does not parse
+/// or is below `min`.
+pub fn flag<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    flags: &HashMap<String, String>,
+    name: &str,
+    default: T,
+    min: T,
+) -> T {
+    match flags.get(name) {
+        None => default,
+        Some(v) => match v.parse::<T>() {
+            Ok(n) if n >= min => n,
+            Ok(_) => refuse(&format!("--{name} {v}: must be at least {min}")),
+            Err(_) => refuse(&format!("--{name} {v}: not a number")),
+        },
+    }
+}
+
+pub fn codec_of(flags: &HashMap<String, String>) -> Codec {
+    match flags.get("codec").map(String::as_str) {
+        None | Some("json") => Codec::Json,
+        Some("msgpack") => Codec::MsgPack,
+        Some(other) => refuse(&format!("--codec {other}: expected json or msgpack")),
+    }
+}
+
+/// `serve`'s flags, checked before anything starts.
+pub fn serve_flags(rest: &[String]) -> HashMap<String, String> {
+    let flags = parse_flags("serve", rest, SERVE_FLAGS);
+    if !flags.contains_key("addr") {
+        refuse("serve needs --addr HOST:PORT")
+    }
+    // The server answers both codecs; the value is still checked.
+    codec_of(&flags);
+    grace(&flags);
+    flags
+}
+
+pub fn grace(flags: &HashMap<String, String>) -> Duration {
+    flags.get("grace").map_or(Duration::from_secs(5), |g| {
+        geerpc::duration::parse_duration(g).unwrap_or_else(|e| refuse(&format!("--grace {g}: {e}")))
+    })
+}
+
+/// `load`'s flags, checked (values and combinations) before anything
+/// starts.
+pub fn load_flags(rest: &[String]) -> HashMap<String, String> {
+    let flags = parse_flags("load", rest, LOAD_FLAGS);
+    let has = |f: &str| flags.contains_key(f);
+    match (has("addr"), has("registry"), has("etcd")) {
+        (true, false, false) => {
+            for f in ["select", "fail"] {
+                if has(f) {
+                    refuse(&format!(
+                        "--{f} applies to --registry and --etcd, not --addr"
+                    ))
+                }
+            }
+        }
+        (false, true, false) | (false, false, true) => {
+            if has("conns") {
+                refuse("--conns applies to --addr only (through discovery, the XClient keeps one connection per instance)")
+            }
+        }
+        (false, false, false) => refuse("load needs --addr, --registry or --etcd"),
+        _ => refuse("load takes one of --addr, --registry and --etcd"),
+    }
+    flag(&flags, "conns", 1usize, 1);
+    flag(&flags, "concurrency", 1usize, 1);
+    flag(&flags, "payload", 0usize, 0);
+    if let Some(v) = flags.get("secs") {
+        if !v.parse::<f64>().is_ok_and(|s| s > 0.0 && s < 1e9) {
+            refuse(&format!("--secs {v}: must be a positive number of seconds"))
+        }
+    }
+    codec_of(&flags);
+    select_mode(&flags);
+    fail_mode(&flags);
+    kind_of(&flags);
+    timeout_of(&flags);
+    slow_of(&flags);
+    if let Some(v) = flags.get("rate") {
+        if !v.parse::<f64>().is_ok_and(|r| r > 0.0 && r <= 1e6) {
+            refuse(&format!(
+                "--rate {v}: must be a number of calls per second in (0, 1e6]"
+            ))
+        }
+        if !has("timeout") {
+            refuse("--rate needs --timeout MS: an open loop must bound each call, or what it holds grows without end")
+        }
+        if flag(&flags, "concurrency", 1usize, 1) > open_loop::MAX_CALLERS {
+            refuse(&format!(
+                "--concurrency with --rate: at most {} caller threads",
+                open_loop::MAX_CALLERS
+            ))
+        }
+    }
+    flags
+}
+
+/// What the callers call: `--method`, with `--arg` or `--payload`.
+pub fn kind_of(flags: &HashMap<String, String>) -> Kind {
+    let payload: usize = flag(flags, "payload", 0, 0);
+    let method = flags
+        .get("method")
+        .map(String::as_str)
+        .unwrap_or(if payload > 0 { "echo" } else { "sum" });
+    let arg = |max: i64, unit: &str| -> i64 {
+        match flags.get("arg") {
+            None => refuse(&format!("--method {method} needs --arg N ({unit})")),
+            Some(_) => {
+                let n: i64 = flag(flags, "arg", 0, 0);
+                if n > max {
+                    refuse(&format!("--arg {n}: at most {max} {unit}"))
+                }
+                n
+            }
+        }
+    };
+    if flags.contains_key("arg") && matches!(method, "sum" | "echo") {
+        refuse(&format!(
+            "--arg applies to --method work and sleep, not {method}"
+        ))
+    }
+    if payload > 0 && method != "echo" {
+        refuse(&format!("--payload applies to --method echo, not {method}"))
+    }
+    match method {
+        "sum" => Kind::Sum,
+        "echo" if payload == 0 => refuse("--method echo needs --payload BYTES (at least 1)"),
+        "echo" => Kind::Echo("x".repeat(payload)),
+        "work" => Kind::Work(arg(MAX_WORK_US, "microseconds")),
+        "sleep" => Kind::Sleep(arg(MAX_SLEEP_MS, "milliseconds")),
+        other => refuse(&format!(
+            "--method {other}: expected sum, echo, work or sleep"
+        )),
+    }
+}
+
+/// `--timeout MS`: each call's deadline.
+pub fn timeout_of(flags: &HashMap<String, String>) -> Option<Duration> {
+    flags
+        .contains_key("timeout")
+        .then(|| Duration::from_millis(flag(flags, "timeout", 1u64, 1)))
+}
+
+/// `--slow-ratio R --slow-ms M`, both or neither.
+pub fn slow_of(flags: &HashMap<String, String>) -> Option<(f64, i64)> {
+    match (flags.get("slow-ratio"), flags.get("slow-ms")) {
+        (None, None) => None,
+        (Some(r), Some(_)) => {
+            if !r.parse::<f64>().is_ok_and(|r| r > 0.0 && r <= 1.0) {
+                refuse(&format!("--slow-ratio {r}: must be in (0, 1]"))
+            }
+            let ms: i64 = flag(flags, "slow-ms", 1, 1);
+            if ms > MAX_SLEEP_MS {
+                refuse(&format!("--slow-ms {ms}: at most {MAX_SLEEP_MS}"))
+            }
+            Some((r.parse().unwrap_or(0.0), ms))
+        }
+        _ => refuse("--slow-ratio and --slow-ms go together"),
+    }
+}
+
+pub fn select_mode(flags: &HashMap<String, String>) -> SelectMode {
+    match flags.get("select").map(String::as_str) {
+        None | Some("random") => SelectMode::Random,
+        Some("round_robin") => SelectMode::RoundRobin,
+        Some("weighted_round_robin") | Some("weighted") => SelectMode::WeightedRoundRobin,
+        Some("consistent_hash") => SelectMode::ConsistentHash,
+        Some("p2c") => SelectMode::PowerOfTwoChoices,
+        Some(other) => refuse(&format!(
+            "--select {other}: expected random, round_robin, weighted_round_robin, consistent_hash or p2c"
+        )),
+    }
+}
+
+pub fn fail_mode(flags: &HashMap<String, String>) -> FailMode {
+    match flags.get("fail").map(String::as_str) {
+        None | Some("failfast") => FailMode::FailFast,
+        Some("failover") => FailMode::Failover { retries: 2 },
+        Some("failtry") => FailMode::Failtry { retries: 2 },
+        Some("failbackup") => FailMode::Failbackup {
+            after: Duration::from_millis(10),
+        },
+        Some(other) => refuse(&format!(
+            "--fail {other}: expected failfast, failover, failtry or failbackup"
+        )),
+    }
+}
