@@ -107,7 +107,7 @@ if want overload; then
     done
     declare -A CAP
     for b in "${BUILDS[@]}"; do
-        CAP[$b]=$(median "$OUT/$b-capacity" calls_per_sec)
+        CAP[$b]=$(median "$OUT/$b-capacity" goodput)
         echo "  $b: capacity C = ${CAP[$b]} calls/s" >&2
     done
     echo "overload: open loop at 1x and 2x C, deadline $TIMEOUT_MS ms" >&2
@@ -145,7 +145,7 @@ line() {
 }
 row "point (median of $ROUNDS, ${SECS}s each)" "new" "old" "new/old" "goal"
 if want overload; then
-    cap() { m "$1" capacity calls_per_sec; }
+    cap() { m "$1" capacity goodput; }
     g1() { m "$1" rate1 goodput; }
     g2() { m "$1" rate2 goodput; }
     gr() { ratio "$(g2 "$1")" "$(g1 "$1")" | tr -d x; }

@@ -142,7 +142,7 @@ fn thread_cpu_time() -> Option<Duration> {
 
 fn serve(flags: &HashMap<String, String>) {
     let addr = &flags["addr"];
-    let server = Server::builder().shutdown_grace(grace(flags)).build();
+    let server = flags::limits(flags)(Server::builder().shutdown_grace(grace(flags))).build();
     bench_services(&server);
     let running = match server.listen(addr) {
         Ok(r) => r,

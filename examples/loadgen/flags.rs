@@ -24,6 +24,9 @@ usage:
                (registers; on SIGINT/SIGTERM deregisters, then drains within the grace, default 5s)
   loadgen load (--registry URL | --etcd ENDPOINTS) [--select random|round_robin|weighted_round_robin|consistent_hash|p2c]
                [--fail failfast|failover|failtry|failbackup] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]
+  serve also takes: [--max-concurrency N] [--max-queue-wait DURATION] [--adaptive on|off]
+               (the server's overload limits: ServerBuilder::max_concurrency, max_queue_wait,
+               adaptive_concurrency; defaults: the library's)
   load also takes: [--method sum|echo|work|sleep] [--arg N] [--timeout MS] [--slow-ratio R --slow-ms M] [--rate QPS]
                --method work|sleep needs --arg (microseconds of CPU | milliseconds of sleep);
                --method echo needs --payload; --slow-ratio R (0 < R <= 1) sends that fraction of calls
@@ -33,7 +36,16 @@ defaults: --conns 1, --concurrency 1, --secs 5, --payload 0 (Arith.Sum; N > 0: E
           --codec json, --select random, --fail failfast, no timeout, closed loop";
 
 /// The flags each command takes.
-const SERVE_FLAGS: &[&str] = &["addr", "codec", "registry", "etcd", "grace"];
+const SERVE_FLAGS: &[&str] = &[
+    "addr",
+    "codec",
+    "registry",
+    "etcd",
+    "grace",
+    "max-concurrency",
+    "max-queue-wait",
+    "adaptive",
+];
 const LOAD_FLAGS: &[&str] = &[
     "addr",
     "conns",
@@ -134,7 +146,42 @@ pub fn serve_flags(rest: &[String]) -> HashMap<String, String> {
     // The server answers both codecs; the value is still checked.
     codec_of(&flags);
     grace(&flags);
+    let _checked = limits(&flags);
     flags
+}
+
+/// The server's overload limits from `--max-concurrency`,
+/// `--max-queue-wait` and `--adaptive`, applied to `b`.
+pub fn limits(
+    flags: &HashMap<String, String>,
+) -> impl Fn(geerpc::server::ServerBuilder) -> geerpc::server::ServerBuilder {
+    let max = flags
+        .get("max-concurrency")
+        .map(|n| match n.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => refuse(&format!("--max-concurrency {n}: a count of at least 1")),
+        });
+    let wait = flags.get("max-queue-wait").map(|w| {
+        geerpc::duration::parse_duration(w)
+            .unwrap_or_else(|e| refuse(&format!("--max-queue-wait {w}: {e}")))
+    });
+    let adaptive = flags.get("adaptive").map(|a| match a.as_str() {
+        "on" => true,
+        "off" => false,
+        _ => refuse(&format!("--adaptive {a}: on or off")),
+    });
+    move |mut b| {
+        if let Some(n) = max {
+            b = b.max_concurrency(n);
+        }
+        if let Some(w) = wait {
+            b = b.max_queue_wait(w);
+        }
+        if let Some(a) = adaptive {
+            b = b.adaptive_concurrency(a);
+        }
+        b
+    }
 }
 
 pub fn grace(flags: &HashMap<String, String>) -> Duration {
