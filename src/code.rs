@@ -36,7 +36,8 @@ pub enum Code {
     Unauthenticated,
     /// `permission_denied`: refused by the server's authorization.
     PermissionDenied,
-    /// `internal`: the server failed outside the handler.
+    /// `internal`: the server failed outside the handler, or the handler
+    /// panicked.
     Internal,
     /// `cancelled`: the caller gave up on the call (its deadline passed or it
     /// was dropped) before the handler finished.
@@ -166,7 +167,8 @@ pub enum RemoteKind {
     /// The argument did not decode as the method's type, or the call's
     /// metadata was malformed (`invalid_argument`).
     BadArgument,
-    /// The handler returned an error (or panicked): no code.
+    /// The handler returned an error of its own: no code, or a code only
+    /// handlers use (a `Status` with `already_exists`, `aborted`, ...).
     Handler,
     /// The call's time on the server ran out: the connection's handle
     /// timeout or the call's own deadline (`deadline_exceeded`).
@@ -181,7 +183,8 @@ pub enum RemoteKind {
     Unauthenticated,
     /// Refused by the server's authorization (`permission_denied`).
     PermissionDenied,
-    /// The server failed outside the handler (`internal`).
+    /// The server failed outside the handler, or the handler panicked
+    /// (`internal`).
     Internal,
     /// A code this version does not know.
     Other,

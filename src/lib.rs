@@ -10,6 +10,8 @@
 //! | call a set of servers, balanced | [`XClient`] over a [`Discovery`] | [`xclient`] |
 //! | keep a server listed | [`Heartbeat`] (HTTP registry) or `etcd::EtcdRegistration`, with [`RegisterOptions`] | `registration`, `registry`, `etcd` |
 //! | find servers | [`RegistryDiscovery`], `etcd::EtcdDiscovery`, [`MultiServerDiscovery`] | [`xclient`] |
+//! | give a call a deadline, metadata, a trace; return a code | [`CallOptions`], [`Meta`], [`Context`], [`Status`], [`Code`] | [`context`] |
+//! | run code around every call; shed overload | `server::Interceptor`, `client::Interceptor`, [`ServerBuilder`](server::ServerBuilder)'s limits | [`server`], [`client`] |
 //!
 //! Addresses are `PROTOCOL@ADDR` (`tcp@`, `http@` for HTTP CONNECT,
 //! `unix@`); a bare `HOST:PORT` means `tcp@`. Every function that dials or
@@ -57,6 +59,39 @@
 //!     .build();
 //! let back: String = xc.call("Echo.Echo", &"hi")?;
 //! assert_eq!(back, "hi");
+//! # Ok::<(), geerpc::Error>(())
+//! ```
+//!
+//! # Deadlines that travel, metadata and codes
+//!
+//! A call's deadline goes with it (PROTOCOL.md section 8): the handler
+//! sees it, and every call the handler makes inherits it, so a chain of
+//! calls shares one budget. Metadata travels both ways, and an error says
+//! why with a [`Code`] a program can match.
+//!
+//! ```
+//! use geerpc::{CallOptions, Client, Code, Context, Server, Service, Status};
+//! use std::time::Duration;
+//!
+//! let server = Server::new();
+//! server.register(Service::new("Users").method_with_context("Get", |ctx: &Context, id: u64| {
+//!     assert!(ctx.deadline().is_some(), "the caller's timeout travelled");
+//!     ctx.set_reply_meta("served-by", "node-1")?;
+//!     match ctx.meta().get("tenant") {
+//!         Some("acme") if id == 1 => Ok("alice".to_string()),
+//!         Some(_) => Err(Status::not_found(format!("no user {id}"))),
+//!         None => Err(Status::unauthenticated("no tenant")),
+//!     }
+//! }))?;
+//! let running = server.listen("127.0.0.1:0")?;
+//!
+//! let client = Client::dial(running.addr())?;
+//! let opts = CallOptions::new().timeout(Duration::from_secs(1)).meta("tenant", "acme")?;
+//! let (name, meta) = client.go_with::<_, String>("Users.Get", &1, &opts)?.wait_with_meta()?;
+//! assert_eq!((name.as_str(), meta.get("served-by")), ("alice", Some("node-1")));
+//! let err = client.call_with::<_, String>("Users.Get", &2, &opts).unwrap_err();
+//! assert_eq!(err.code(), Code::NotFound);
+//! assert!(!err.is_retryable(), "it ran: not safe to send elsewhere");
 //! # Ok::<(), geerpc::Error>(())
 //! ```
 //!
