@@ -199,7 +199,7 @@ pub mod duration {
 pub use client::Client;
 pub use code::{Code, RemoteKind};
 pub use context::Context;
-pub use context::{CallOptions, Status};
+pub use context::{CallOptions, Scope, Status};
 pub use error::{Error, Result, TimeoutStage};
 pub use meta::Meta;
 #[cfg(any(feature = "registry", feature = "etcd"))]

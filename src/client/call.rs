@@ -163,9 +163,12 @@ impl<R> Slot<R> {
 ///
 /// A call with a deadline (its own, or its scope's: see
 /// [`Client::go_with`](super::Client::go_with)) ends at it whichever way
-/// it is waited for, except through its [`receiver`](Call::receiver); the
-/// server knows that deadline too, and gives up then, so a `Call` dropped
-/// or timed out costs the server no work past it.
+/// it is waited for, except through its [`receiver`](Call::receiver). The
+/// server knows that deadline too (`Timeout`): it does not start a handler
+/// past it, and a handler that polls
+/// [`Context::is_cancelled`](crate::Context::is_cancelled) can stop
+/// there; one that does not runs to its end. A call without a deadline
+/// that is dropped is not told to the server at all.
 ///
 /// The reply's metadata (what the handler set with
 /// [`Context::set_reply_meta`](crate::Context::set_reply_meta)):
@@ -260,8 +263,7 @@ impl<R> Call<R> {
     /// let (n, meta) = client
     ///     .go_with::<_, i32>("S.Who", &(), &CallOptions::new())?
     ///     .wait_with_meta()?;
-    /// # // The server sets reply metadata once issue 18's server side lands.
-    /// # let _ = (n, meta);
+    /// assert_eq!((n, meta.get("served-by")), (1, Some("worker-1")));
     /// # Ok::<(), geerpc::Error>(())
     /// ```
     pub fn wait_with_meta(self) -> Result<(R, Meta)> {

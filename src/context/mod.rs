@@ -33,6 +33,9 @@ pub use trace::{BadTraceParent, TraceParent};
 
 /// What a handler can know about the call it serves.
 ///
+/// A clone (to take into another thread) has its own reply metadata: set
+/// it on the handler's own `Context`, the one the server sends.
+///
 /// ```
 /// use geerpc::{Context, Server, Service, Status};
 ///

@@ -59,8 +59,11 @@ impl Status {
         Status::new(Code::Unauthenticated, message)
     }
 
-    /// `resource_exhausted`: refused by a limit before any work was done
-    /// (the caller may send it to another instance).
+    /// `resource_exhausted`: refused by a limit before any work was done.
+    /// The caller may send the call to another instance, even when it is
+    /// not idempotent (PROTOCOL.md section 8): return it (or
+    /// `unavailable`) only from a handler that did nothing, as an
+    /// interceptor's `before` or a check at the handler's start does.
     pub fn resource_exhausted(message: impl Into<String>) -> Status {
         Status::new(Code::ResourceExhausted, message)
     }

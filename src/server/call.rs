@@ -114,8 +114,41 @@ pub(super) fn handle(
     // nobody answers at it (the caller gives up on its own), but a result
     // that comes after it is replaced by `deadline_exceeded`.
     let own_binds = own.filter(|&o| held.is_none_or(|h| o < h));
+    // Nobody waits for an expired call's result: it is not run, and it is
+    // answered `deadline_exceeded` whether it expired before admission or
+    // while it waited for a place. Counted apart from the method's calls
+    // (`StatsSnapshot::expired`).
+    let expired = |now: Instant| -> Option<String> {
+        let d = deadline.filter(|&d| now >= d)?;
+        method.stats.record_expired();
+        Some(match (own_binds, handle_timeout) {
+            // A Go client's handle timeout: Go's own text.
+            (None, Some(t)) => handle_timeout_text(t),
+            _ => format!(
+                "rpc server: call {service_method}: deadline exceeded before the handler \
+                 ran (budget {}, waited {})",
+                GoDuration(d.saturating_duration_since(received)),
+                micros(now.saturating_duration_since(received)),
+            ),
+        })
+    };
+    let refuse_expired = |message: String, service_method: String| {
+        log::debug!("rpc server {}: {}: {message}", run.addr, conn.peer);
+        refuse(
+            conn,
+            codec,
+            service_method,
+            seq,
+            message,
+            Code::DeadlineExceeded,
+        );
+    };
+    if let Some(message) = deadline.and_then(|_| expired(Instant::now())) {
+        refuse_expired(message, service_method);
+        return;
+    }
     // The limits' say: refused calls are answered at once, unrun.
-    let _permit = match run
+    let mut permit = match run
         .server
         .shared
         .limiter
@@ -123,6 +156,11 @@ pub(super) fn handle(
     {
         Ok(p) => p,
         Err(message) => {
+            // A wait for a place that ended at the deadline: expired.
+            if let Some(message) = deadline.and_then(|_| expired(Instant::now())) {
+                refuse_expired(message, service_method);
+                return;
+            }
             refuse(
                 conn,
                 codec,
@@ -134,33 +172,11 @@ pub(super) fn handle(
             return;
         }
     };
-    if let Some(d) = deadline {
-        let now = Instant::now();
-        if now >= d {
-            // Nobody waits for the result: do not run it. Counted apart
-            // from the method's calls (`StatsSnapshot::expired`).
-            method.stats.record_expired();
-            let message = match (own_binds, handle_timeout) {
-                // A Go client's handle timeout: Go's own text.
-                (None, Some(t)) => handle_timeout_text(t),
-                _ => format!(
-                    "rpc server: call {service_method}: deadline exceeded before the handler \
-                     ran (budget {}, waited {})",
-                    GoDuration(d.saturating_duration_since(received)),
-                    micros(now.saturating_duration_since(received)),
-                ),
-            };
-            log::debug!("rpc server {}: {}: {message}", run.addr, conn.peer);
-            refuse(
-                conn,
-                codec,
-                service_method,
-                seq,
-                message,
-                Code::DeadlineExceeded,
-            );
-            return;
-        }
+    if let Some(message) = deadline.and_then(|_| expired(Instant::now())) {
+        permit.no_sample();
+        drop(permit);
+        refuse_expired(message, service_method);
+        return;
     }
     let answered = handle_timeout.zip(held).map(|(timeout, at)| {
         let flag = Arc::new(AtomicBool::new(false));
@@ -216,9 +232,14 @@ pub(super) fn handle(
             (method.handler)(&ctx, codec, &body, scratch)
         }))
     };
+    if passed < interceptors.len() {
+        // Refused by an interceptor: the handler's work never began.
+        permit.no_sample();
+    }
     let mut error = match outcome {
         Ok(Ok(())) => None,
         Ok(Err(CallFailure::BadArgument(m))) => {
+            permit.no_sample();
             log::debug!("rpc server {}: {}: {m}", run.addr, conn.peer);
             Some((m, Some(Code::InvalidArgument)))
         }

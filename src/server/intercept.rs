@@ -100,6 +100,18 @@ pub trait Interceptor: Send + Sync + 'static {
     }
 }
 
+/// A shared interceptor is one too: install an `Arc` of it and keep a
+/// clone to read what it counts.
+impl<T: Interceptor + ?Sized> Interceptor for Arc<T> {
+    fn before(&self, ctx: &Context) -> Result<(), Status> {
+        (**self).before(ctx)
+    }
+
+    fn after(&self, ctx: &Context, outcome: &Outcome<'_>) {
+        (**self).after(ctx, outcome)
+    }
+}
+
 /// How a call ended, for [`Interceptor::after`].
 #[derive(Debug, Clone, Copy)]
 pub struct Outcome<'a> {
@@ -149,6 +161,10 @@ impl Interceptors {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
     }
 
     /// Runs the `before`s in order, counting in `passed` those that let

@@ -44,7 +44,10 @@ impl XClientBuilder {
         self
     }
 
-    /// Settings for each connection: codec, connect and handle timeouts.
+    /// Settings for each connection: codec, connect and handle timeouts,
+    /// default [`Meta`](crate::Meta), and the client's interceptors
+    /// ([`ClientBuilder::interceptor`]), which run once per attempt (each
+    /// instance a call is sent to), not once per `XClient` call.
     pub fn client(mut self, builder: ClientBuilder) -> Self {
         self.client = builder;
         self

@@ -279,7 +279,8 @@ impl Pool {
                         slot.mark_overloaded(min, max);
                     }
                     // Going away: `plan::going_away` has noted it.
-                    Some(Code::Unavailable) => {}
+                    // Expired there: no sign of room either way.
+                    Some(Code::Unavailable | Code::DeadlineExceeded) => {}
                     // The handler ran (its own error): there was room.
                     _ => slot.mark_served(),
                 }

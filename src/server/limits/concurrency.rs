@@ -237,12 +237,25 @@ pub(crate) struct Permit<'a> {
     limiter: &'a Limiter,
     method: Option<&'a Gate>,
     received: Instant,
+    /// Whether the call's latency is a sample for the adaptive limit: not
+    /// for calls that never reached their handler's work (refused by an
+    /// interceptor, a body that did not decode, expired), whose
+    /// microseconds would drag the no-load latency down and the limit
+    /// with it.
+    sample: bool,
+}
+
+impl Permit<'_> {
+    /// Gives the adaptive limit no sample for this call (see `sample`).
+    pub(crate) fn no_sample(&mut self) {
+        self.sample = false;
+    }
 }
 
 impl Drop for Permit<'_> {
     #[inline]
     fn drop(&mut self) {
-        if let Some(a) = &self.limiter.adaptive {
+        if let (Some(a), true) = (&self.limiter.adaptive, self.sample) {
             a.sample(self.received, &self.limiter.global.limit);
         }
         self.limiter.global.give_back();
@@ -321,6 +334,7 @@ impl Limiter {
                 limiter: self,
                 method: None,
                 received,
+                sample: true,
             });
         }
         self.admit_slow(service_method, method, received, deadline)
@@ -356,6 +370,7 @@ impl Limiter {
             limiter: self,
             method,
             received,
+            sample: true,
         })
     }
 
