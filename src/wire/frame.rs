@@ -467,7 +467,8 @@ impl<R: Read + ReadNowait> FrameReader<R> {
                     self.buf.resize(target, 0);
                 }
             }
-            match self.inner.read_nowait(&mut self.buf[self.end..]) {
+            let upto = self.buf.len().min(self.start + cap);
+            match self.inner.read_nowait(&mut self.buf[self.end..upto]) {
                 Ok(0) => {
                     self.eof = true;
                     break;
@@ -657,6 +658,94 @@ mod tests {
         let m = r.read_message(Codec::Json).unwrap().unwrap();
         assert_eq!(r.bytes(m.body).trim_ascii(), b"3");
         assert!(r.received().unwrap() >= first + std::time::Duration::from_millis(2));
+    }
+
+    /// Blocking reads from `blocking`, reads that cannot block from
+    /// `waiting` (`WouldBlock` when it is empty).
+    struct Scripted {
+        blocking: Vec<&'static [u8]>,
+        waiting: Vec<&'static [u8]>,
+    }
+    impl Read for Scripted {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            if self.blocking.is_empty() {
+                return Ok(0);
+            }
+            let p = self.blocking.remove(0);
+            out[..p.len()].copy_from_slice(p);
+            Ok(p.len())
+        }
+    }
+    impl ReadNowait for Scripted {
+        fn read_nowait(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            if self.waiting.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let p = self.waiting.remove(0);
+            let n = p.len().min(out.len());
+            out[..n].copy_from_slice(&p[..n]);
+            if n < p.len() {
+                self.waiting.insert(0, &p[n..]);
+            }
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn drained_messages_keep_their_own_stamps_behind_older_ones() {
+        let ms = std::time::Duration::from_millis;
+        let mut r = FrameReader::new(
+            Scripted {
+                blocking: vec![b"{}\n1\n{}\n2\n{}\n"],
+                waiting: vec![b"3\n{}\n4\n", b"{}\n5\n"],
+            },
+            1024,
+        );
+        r.stamp_reads();
+        r.read_message(Codec::Json).unwrap().unwrap();
+        let first = r.received().unwrap();
+        // Behind: message 2 is buffered (peeked); a drain right after the
+        // read is not due yet.
+        assert!(r.has_buffered_message(Codec::Json));
+        assert_eq!(r.drain_nowait(1 << 20, ms(1000)).unwrap(), 0, "not due");
+        std::thread::sleep(ms(2));
+        assert_eq!(r.drain_nowait(1 << 20, ms(1)).unwrap(), 12);
+        // The peeked message is intact, and keeps the older stamp.
+        let m = r.read_message(Codec::Json).unwrap().unwrap();
+        assert_eq!(r.bytes(m.body).trim_ascii(), b"2");
+        assert_eq!(r.received(), Some(first));
+        // Message 3 was completed by the drain: its stamp is the drain's.
+        let m = r.read_message(Codec::Json).unwrap().unwrap();
+        assert_eq!(r.bytes(m.body).trim_ascii(), b"3");
+        let drained = r.received().unwrap();
+        assert!(drained >= first + ms(2), "the drain's own stamp");
+        let m = r.read_message(Codec::Json).unwrap().unwrap();
+        assert_eq!(r.bytes(m.body).trim_ascii(), b"4");
+        assert_eq!(r.received(), Some(drained));
+        let m = r.read_message(Codec::Json).unwrap().unwrap();
+        assert_eq!(r.bytes(m.body).trim_ascii(), b"5");
+        assert_eq!(r.received(), Some(drained));
+        assert!(r.read_message(Codec::Json).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_drain_stops_at_its_cap() {
+        let mut r = FrameReader::new(
+            Scripted {
+                blocking: vec![b"{}\n1\n{}\n2\n"],
+                waiting: vec![b"{}\n3\n{}\n4\n{}\n5\n"],
+            },
+            1024,
+        );
+        r.stamp_reads();
+        r.read_message(Codec::Json).unwrap().unwrap();
+        assert!(r.has_buffered_message(Codec::Json));
+        // A cap of 8 bytes lets in what fills the buffer to 8, no more.
+        let before = r.end - r.start;
+        let n = r.drain_nowait(8, std::time::Duration::ZERO).unwrap();
+        assert!(before < 8 && n > 0);
+        assert_eq!(r.end - r.start, 8);
+        assert_eq!(r.drain_nowait(8, std::time::Duration::ZERO).unwrap(), 0);
     }
 
     #[test]

@@ -361,14 +361,8 @@ mod native {
         loop {
             // SAFETY: `buf` is valid for writes of its length, and `fd` is
             // a descriptor this stream owns.
-            let r = unsafe {
-                libc::recv(
-                    fd,
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
+            let r =
+                unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
             if r >= 0 {
                 return Ok(r as usize);
             }

@@ -254,7 +254,9 @@ impl Drop for Permit<'_> {
 
 /// Which limit refused a call, for its text.
 enum Refusal {
-    Server { adaptive: bool },
+    Server {
+        adaptive: bool,
+    },
     Method,
     /// Waited `.0` since its arrival, over the bound `.1` (`queue.rs`).
     Queued(Duration, Duration),
@@ -381,7 +383,9 @@ impl Limiter {
                 GoDuration(waited),
                 GoDuration(bound)
             ),
-            _ => format!("rpc server: {service_method} refused: {running} calls{of} running, {knob}"),
+            _ => {
+                format!("rpc server: {service_method} refused: {running} calls{of} running, {knob}")
+            }
         };
         if until.is_some() {
             if deadline.is_some_and(|d| Some(d) == until) {

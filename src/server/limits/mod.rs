@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use super::conn::{self, Conn};
 mod adaptive;
-mod queue;
 pub(crate) mod concurrency;
+mod queue;
 
 use super::{Running, ServerBuilder, Shared};
 use crate::util::duration::GoDuration;

@@ -106,7 +106,10 @@ mod tests {
             Err((ms(10), TARGET)),
             "a standing queue"
         );
-        assert!(q.check(t0 + ms(106), t0 + ms(110)).is_ok(), "short waits pass");
+        assert!(
+            q.check(t0 + ms(106), t0 + ms(110)).is_ok(),
+            "short waits pass"
+        );
         // That short wait ended the standing queue...
         assert!(q.check(t0 + ms(100), t0 + ms(130)).is_ok());
         // ... but no call may have waited more than the interval.
