@@ -325,19 +325,16 @@ pub(super) fn start_writer(run: &Running, conn: &Arc<Conn>) -> bool {
 
 fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec) -> Next {
     let mut rd = conn.reader.lock();
+    // Behind (the next request already buffered): once a millisecond,
+    // send the replies batched so far and read what waits in the socket,
+    // neither blocking, so that replies are not held back and requests
+    // not kept out of sight for as long as the backlog lasts.
     let behind = rd.has_buffered_message(codec);
-    if behind && !conn.writer.is_full() {
-        // Not while the write queue is full: that bound stops reading.
-        if let Err(e) = rd.drain_nowait(DRAIN_CAP, DRAIN_EVERY) {
-            // The blocking read that comes sees it again and ends the
-            // connection.
-            log::debug!("rpc server {}: drain from {}: {e}", run.addr, conn.peer);
-        }
-    }
-    if !behind {
-        // About to block: let the replies batched so far go out first, but
-        // without blocking on the write (see SharedWriter::flush_nowait);
-        // what the socket does not take now, a writer thread sends.
+    if !behind || rd.drain_due(DRAIN_EVERY) {
+        // About to block (or behind): let the replies batched so far go
+        // out first, but without blocking on the write (see
+        // SharedWriter::flush_nowait); what the socket does not take now,
+        // a writer thread sends.
         match conn.writer.flush_nowait() {
             Ok(true) => {}
             Ok(false) => {
@@ -353,6 +350,14 @@ fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec) -> Next {
             Err(e) => {
                 conn.close_after_write_error(&e);
                 return Next::End;
+            }
+        }
+        // Not while the write queue is full: that bound stops reading.
+        if behind && !conn.writer.is_full() {
+            if let Err(e) = rd.drain_nowait(DRAIN_CAP) {
+                // The blocking read that comes sees it again and ends the
+                // connection.
+                log::debug!("rpc server {}: drain from {}: {e}", run.addr, conn.peer);
             }
         }
     }

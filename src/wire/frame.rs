@@ -430,6 +430,22 @@ impl<R: Read> FrameReader<R> {
 }
 
 impl<R: Read + ReadNowait> FrameReader<R> {
+    /// Whether `every` has passed since the last read or drain that was
+    /// due (and if so, counts now as one): a reader that is only briefly
+    /// behind pays a clock read, not a syscall.
+    pub(crate) fn drain_due(&mut self, every: Duration) -> bool {
+        let Some(read) = self.last_read else {
+            return false;
+        };
+        let now = Instant::now();
+        let last = self.drained_at.map_or(read, |d| d.max(read));
+        if now.saturating_duration_since(last) < every {
+            return false;
+        }
+        self.drained_at = Some(now);
+        true
+    }
+
     /// Reads what the stream has waiting, without blocking, while fewer
     /// than `cap` bytes are buffered; stamps it. Returns the bytes read.
     ///
@@ -439,22 +455,13 @@ impl<R: Read + ReadNowait> FrameReader<R> {
     /// it (`received`), so the server sees how long a call waited and can
     /// refuse a stale one cheaply. A peeked message stays valid. Past `cap`
     /// nothing is read: the peer is held back by TCP, as without drains.
-    ///
-    /// Tried at most once per `every` (since the last read or try), so a
-    /// reader that is only briefly behind pays a clock read, not a syscall.
-    pub(crate) fn drain_nowait(&mut self, cap: usize, every: Duration) -> io::Result<usize> {
+    pub(crate) fn drain_nowait(&mut self, cap: usize) -> io::Result<usize> {
         let Some(before) = self.last_read else {
             return Ok(0);
         };
         if self.eof || self.handed_out != 0 {
             return Ok(0);
         }
-        let now = Instant::now();
-        let last = self.drained_at.map_or(before, |d| d.max(before));
-        if now.saturating_duration_since(last) < every {
-            return Ok(0);
-        }
-        self.drained_at = Some(now);
         let buffered_end = self.base + self.end as u64;
         let mut total = 0;
         while self.end - self.start < cap {
@@ -707,9 +714,11 @@ mod tests {
         // Behind: message 2 is buffered (peeked); a drain right after the
         // read is not due yet.
         assert!(r.has_buffered_message(Codec::Json));
-        assert_eq!(r.drain_nowait(1 << 20, ms(1000)).unwrap(), 0, "not due");
+        assert!(!r.drain_due(ms(1000)), "not due");
         std::thread::sleep(ms(2));
-        assert_eq!(r.drain_nowait(1 << 20, ms(1)).unwrap(), 12);
+        assert!(r.drain_due(ms(1)));
+        assert!(!r.drain_due(ms(1000)), "the last try counts");
+        assert_eq!(r.drain_nowait(1 << 20).unwrap(), 12);
         // The peeked message is intact, and keeps the older stamp.
         let m = r.read_message(Codec::Json).unwrap().unwrap();
         assert_eq!(r.bytes(m.body).trim_ascii(), b"2");
@@ -742,10 +751,10 @@ mod tests {
         assert!(r.has_buffered_message(Codec::Json));
         // A cap of 8 bytes lets in what fills the buffer to 8, no more.
         let before = r.end - r.start;
-        let n = r.drain_nowait(8, std::time::Duration::ZERO).unwrap();
+        let n = r.drain_nowait(8).unwrap();
         assert!(before < 8 && n > 0);
         assert_eq!(r.end - r.start, 8);
-        assert_eq!(r.drain_nowait(8, std::time::Duration::ZERO).unwrap(), 0);
+        assert_eq!(r.drain_nowait(8).unwrap(), 0);
     }
 
     #[test]
