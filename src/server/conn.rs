@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::limits::{self, ConnSlot, Watch};
+use super::limits::{self, ConnSlot, QueueShed, Watch};
 use super::{http, Running};
 use crate::error::{Error, Result};
 use crate::util::duration::GoDuration;
@@ -77,6 +77,9 @@ pub(crate) struct Conn {
     pub(super) close_after_reply: AtomicBool,
     /// The drain notice was queued (PROTOCOL.md section 9); sent once.
     pub(super) goaway_sent: AtomicBool,
+    /// Queue-delay shedding's state for this connection's queue (its
+    /// buffer, served by its leader), used with `adaptive_concurrency`.
+    pub(super) queue: QueueShed,
 }
 
 impl Conn {
@@ -107,6 +110,7 @@ impl Conn {
             closed: Arc::new(AtomicBool::new(false)),
             close_after_reply: AtomicBool::new(false),
             goaway_sent: AtomicBool::new(false),
+            queue: QueueShed::new(),
         })
     }
 
