@@ -330,13 +330,26 @@ pub(super) fn start_writer(run: &Running, conn: &Arc<Conn>) -> bool {
 fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec) -> Next {
     let mut rd = conn.reader.lock();
     // Behind (the next request already buffered): once a millisecond,
-    // send the replies batched so far and read what waits in the socket,
-    // neither blocking, so that replies are not held back and requests
-    // not kept out of sight for as long as the backlog lasts.
+    // read what waits in the socket without blocking, so that requests are
+    // not kept out of sight for as long as the backlog lasts; and if
+    // something came, send the replies batched so far, which a backlog fed
+    // that way would otherwise hold back. (Nothing came: the peer waits for
+    // replies before it sends more, as a closed loop does; flushing there
+    // only makes batches smaller.) Not while the write queue is full: that
+    // bound stops reading.
     let behind = rd.has_buffered_message(codec);
-    if !behind || rd.drain_due(DRAIN_EVERY) {
-        // About to block (or behind): let the replies batched so far go
-        // out first, but without blocking on the write (see
+    let mut flush = !behind;
+    if behind && !conn.writer.is_full() && rd.drain_due(DRAIN_EVERY) {
+        match rd.drain_nowait(DRAIN_CAP) {
+            Ok(n) => flush = n > 0,
+            // The blocking read that comes sees it again and ends the
+            // connection.
+            Err(e) => log::debug!("rpc server {}: drain from {}: {e}", run.addr, conn.peer),
+        }
+    }
+    if flush {
+        // About to block (or fed while behind): let the replies batched so
+        // far go out first, but without blocking on the write (see
         // SharedWriter::flush_nowait); what the socket does not take now,
         // a writer thread sends.
         match conn.writer.flush_nowait() {
@@ -354,14 +367,6 @@ fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec) -> Next {
             Err(e) => {
                 conn.close_after_write_error(&e);
                 return Next::End;
-            }
-        }
-        // Not while the write queue is full: that bound stops reading.
-        if behind && !conn.writer.is_full() {
-            if let Err(e) = rd.drain_nowait(DRAIN_CAP) {
-                // The blocking read that comes sees it again and ends the
-                // connection.
-                log::debug!("rpc server {}: drain from {}: {e}", run.addr, conn.peer);
             }
         }
     }
