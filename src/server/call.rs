@@ -115,26 +115,22 @@ pub(super) fn handle(
     // that comes after it is replaced by `deadline_exceeded`.
     let own_binds = own.filter(|&o| held.is_none_or(|h| o < h));
     // The limits' say: refused calls are answered at once, unrun.
-    let _permit =
-        match run
-            .server
-            .shared
-            .limiter
-            .admit_on(&conn.queue, &service_method, received, deadline)
-        {
-            Ok(p) => p,
-            Err(message) => {
-                refuse(
-                    conn,
-                    codec,
-                    service_method,
-                    seq,
-                    message,
-                    Code::ResourceExhausted,
-                );
-                return;
-            }
-        };
+    // (Queue-delay shedding's state is the connection's: `limits/queue.rs`.)
+    let limiter = &run.server.shared.limiter;
+    let _permit = match limiter.admit_on(&conn.queue, &service_method, received, deadline) {
+        Ok(p) => p,
+        Err(message) => {
+            refuse(
+                conn,
+                codec,
+                service_method,
+                seq,
+                message,
+                Code::ResourceExhausted,
+            );
+            return;
+        }
+    };
     if let Some(d) = deadline {
         let now = Instant::now();
         if now >= d {

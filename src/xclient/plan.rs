@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::client::XClient;
 use super::discovery::Instance;
 use super::pool::{InflightGuard, Slot};
-use crate::client::{deadline_after, Budget, Call, Client, Outbound};
+use crate::client::{Outbound, deadline_after, Budget, Call, Client};
 use crate::code::Code;
 use crate::context::CallOptions;
 use crate::context::FailMode;
