@@ -205,10 +205,7 @@ fn the_wait_never_passes_the_calls_deadline() {
     // Expired while it waited for a place: deadline_exceeded, with the
     // text a Go client's handle timeout gets.
     assert_eq!(err.remote_code(), Some(&Code::DeadlineExceeded), "{err:?}");
-    assert!(
-        err.to_string().contains("request handle timeout"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("request handle timeout"), "{err}");
     assert!(
         took < Duration::from_secs(5),
         "waited {took:?}, past its deadline"

@@ -148,12 +148,9 @@ pub(super) fn handle(
         return;
     }
     // The limits' say: refused calls are answered at once, unrun.
-    let mut permit = match run
-        .server
-        .shared
-        .limiter
-        .admit(&service_method, received, deadline)
-    {
+    // (Queue-delay shedding's state is the connection's: `limits/queue.rs`.)
+    let limiter = &run.server.shared.limiter;
+    let mut permit = match limiter.admit_on(&conn.queue, &service_method, received, deadline) {
         Ok(p) => p,
         Err(message) => {
             // A wait for a place that ended at the deadline: expired.

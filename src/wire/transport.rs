@@ -267,6 +267,15 @@ impl Stream {
         native::readable_now(self)
     }
 
+    /// Reads what is waiting without blocking: `WouldBlock` when nothing
+    /// is. Without `native`: always `WouldBlock` (nothing known to wait).
+    pub(crate) fn read_nowait(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.forced_portable() {
+            return portable::read_nowait(self, buf);
+        }
+        native::read_nowait(self, buf)
+    }
+
     // Unused on Windows, where neither `native` nor the tests are.
     #[cfg_attr(windows, allow(dead_code))]
     fn sock(&self) -> socket2::SockRef<'_> {
@@ -344,6 +353,26 @@ mod native {
         }
     }
 
+    pub(super) fn read_nowait(s: &Stream, buf: &mut [u8]) -> io::Result<usize> {
+        let fd = match &s.sock {
+            Sock::Tcp(s) => s.as_raw_fd(),
+            Sock::Unix(s) => s.as_raw_fd(),
+        };
+        loop {
+            // SAFETY: `buf` is valid for writes of its length, and `fd` is
+            // a descriptor this stream owns.
+            let r =
+                unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if r >= 0 {
+                return Ok(r as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
     pub(super) fn readable_now(s: &Stream) -> io::Result<bool> {
         let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
         match s
@@ -407,6 +436,11 @@ mod portable {
     pub(super) fn readable_now(_: &Stream) -> io::Result<bool> {
         Ok(false)
     }
+
+    /// No read that cannot block: nothing is read ahead.
+    pub(super) fn read_nowait(_: &Stream, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
 }
 
 impl Read for Stream {
@@ -416,6 +450,12 @@ impl Read for Stream {
             #[cfg(unix)]
             Sock::Unix(s) => (&**s).read(buf),
         }
+    }
+}
+
+impl crate::wire::frame::ReadNowait for Stream {
+    fn read_nowait(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Stream::read_nowait(self, buf)
     }
 }
 

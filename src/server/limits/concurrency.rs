@@ -310,6 +310,8 @@ impl Limiter {
     /// is `deadline`, waiting for a place at most as long as the settings
     /// (and the deadline) allow. `Err`: the text of the `resource_exhausted`
     /// reply.
+    /// (The server admits through [`admit_on`](Self::admit_on).)
+    #[cfg_attr(not(test), allow(dead_code))]
     #[inline]
     pub(crate) fn admit(
         &self,
@@ -317,7 +319,43 @@ impl Limiter {
         received: Instant,
         deadline: Option<Instant>,
     ) -> Result<Permit<'_>, String> {
-        if let Some(q) = &self.queue {
+        self.admit_with(self.queue.as_ref(), service_method, received, deadline)
+    }
+
+    /// Whether queue-delay shedding is on (with `adaptive_concurrency`):
+    /// then a connection's leader that is behind drains its socket, so
+    /// that what waits there shows its age (`conn::read_request`).
+    #[inline]
+    pub(crate) fn sheds_queue(&self) -> bool {
+        self.queue.is_some()
+    }
+
+    /// Like [`admit`](Self::admit), with the queue-delay state of the
+    /// connection the call came on (when shedding is on): each connection's
+    /// leader serves its own queue, and CoDel keeps its state per queue (a
+    /// connection whose leader keeps up says nothing about another's
+    /// standing queue).
+    #[inline]
+    pub(crate) fn admit_on(
+        &self,
+        conn_queue: &QueueShed,
+        service_method: &str,
+        received: Instant,
+        deadline: Option<Instant>,
+    ) -> Result<Permit<'_>, String> {
+        let queue = self.queue.as_ref().map(|_| conn_queue);
+        self.admit_with(queue, service_method, received, deadline)
+    }
+
+    #[inline]
+    fn admit_with(
+        &self,
+        queue: Option<&QueueShed>,
+        service_method: &str,
+        received: Instant,
+        deadline: Option<Instant>,
+    ) -> Result<Permit<'_>, String> {
+        if let Some(q) = queue {
             if let Err((waited, bound)) = q.check(received, Instant::now()) {
                 let why = Refusal::Queued(waited, bound);
                 return Err(self.refuse(service_method, 0, why, None, deadline));

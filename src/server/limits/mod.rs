@@ -22,6 +22,7 @@ use super::conn::{self, Conn};
 mod adaptive;
 pub(crate) mod concurrency;
 mod queue;
+pub(crate) use queue::QueueShed;
 
 use super::{Running, ServerBuilder, Shared};
 use crate::util::duration::GoDuration;
