@@ -73,11 +73,16 @@ pub(super) fn handle(
         meta,
         ..
     } = header;
+    // A call the server refuses by itself, said once at debug level (the
+    // peer's mistake or a late call: not the server's).
+    let refuse_logged = |service_method: String, message: String, code: Code| {
+        log::debug!("rpc server {}: {}: {message}", run.addr, conn.peer);
+        refuse(conn, codec, service_method, seq, message, code);
+    };
     let method = match run.server.find(&service_method) {
         Ok(m) => m,
         Err(message) => {
-            log::debug!("rpc server {}: {}: {message}", run.addr, conn.peer);
-            refuse(conn, codec, service_method, seq, message, Code::NotFound);
+            refuse_logged(service_method, message, Code::NotFound);
             return;
         }
     };
@@ -86,15 +91,7 @@ pub(super) fn handle(
         Some(WireMeta::Valid(m)) => Some(m),
         Some(WireMeta::Invalid(reason)) => {
             let message = format!("rpc server: bad Meta of {service_method}: {reason}");
-            log::debug!("rpc server {}: {}: {message}", run.addr, conn.peer);
-            refuse(
-                conn,
-                codec,
-                service_method,
-                seq,
-                message,
-                Code::InvalidArgument,
-            );
+            refuse_logged(service_method, message, Code::InvalidArgument);
             return;
         }
     };
@@ -133,15 +130,7 @@ pub(super) fn handle(
         })
     };
     let refuse_expired = |message: String, service_method: String| {
-        log::debug!("rpc server {}: {}: {message}", run.addr, conn.peer);
-        refuse(
-            conn,
-            codec,
-            service_method,
-            seq,
-            message,
-            Code::DeadlineExceeded,
-        );
+        refuse_logged(service_method, message, Code::DeadlineExceeded);
     };
     if let Some(message) = deadline.and_then(|_| expired(Instant::now())) {
         refuse_expired(message, service_method);

@@ -56,6 +56,13 @@ impl Plan<'_> {
         self.deadline.is_none() && self.meta.is_empty() && self.scope == Scope::current()
     }
 
+    /// The timeout error if the call's deadline has passed: nothing is sent
+    /// past it (a dial may have used it up).
+    fn past_deadline(&self, client: &Client) -> Option<Error> {
+        self.deadline.filter(|&d| Instant::now() >= d)?;
+        Some(self.timed_out(std::iter::once(&*client.addr().to_string())))
+    }
+
     /// What each attempt sends besides its argument.
     fn outbound(&self) -> Outbound<'_> {
         Outbound {
@@ -184,12 +191,13 @@ where
     A: Serialize + ?Sized,
     R: DeserializeOwned + Send + 'static,
 {
-    match plan.deadline {
-        Some(d) if Instant::now() >= d => {
-            Err(plan.timed_out(std::iter::once(&*client.addr().to_string())))
-        }
-        _ if plan.is_plain() => client.go(plan.method, args),
-        _ => client.go_outbound(plan.method, args, &plan.outbound()),
+    if let Some(e) = plan.past_deadline(client) {
+        return Err(e);
+    }
+    if plan.is_plain() {
+        client.go(plan.method, args)
+    } else {
+        client.go_outbound(plan.method, args, &plan.outbound())
     }
 }
 
@@ -205,11 +213,10 @@ where
     A: Serialize + ?Sized,
     R: DeserializeOwned + Send + 'static,
 {
+    if let Some(e) = plan.past_deadline(client) {
+        return Err(e);
+    }
     match plan.deadline {
-        // Nothing is sent past the deadline (a dial may have used it up).
-        Some(d) if Instant::now() >= d => {
-            Err(plan.timed_out(std::iter::once(&*client.addr().to_string())))
-        }
         None if plan.is_plain() => client.call(plan.method, args),
         None => client
             .go_outbound(plan.method, args, &plan.outbound())

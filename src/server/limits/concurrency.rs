@@ -216,8 +216,6 @@ pub(crate) struct Limiter {
     methods: HashMap<String, Gate>,
     max_queue_wait: Duration,
     adaptive: Option<Adaptive>,
-    /// Queue-delay shedding, on with the adaptive limit (`queue.rs`).
-    queue: Option<QueueShed>,
     /// Calls refused by any limit (for the metrics).
     refused: AtomicU64,
     /// The refusals' log: last written (ns since `epoch`) and the count then.
@@ -297,7 +295,6 @@ impl Limiter {
                 .map(|(name, &n)| (name.clone(), Gate::new(n)))
                 .collect(),
             max_queue_wait: cfg.max_queue_wait,
-            queue: adaptive.as_ref().map(|_| QueueShed::new()),
             adaptive,
             refused: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -309,17 +306,16 @@ impl Limiter {
     /// Admits a call of `service_method` read at `received`, whose deadline
     /// is `deadline`, waiting for a place at most as long as the settings
     /// (and the deadline) allow. `Err`: the text of the `resource_exhausted`
-    /// reply.
-    /// (The server admits through [`admit_on`](Self::admit_on).)
-    #[cfg_attr(not(test), allow(dead_code))]
-    #[inline]
+    /// reply. Without queue-delay shedding, which needs the connection's
+    /// state: the server admits through [`admit_on`](Self::admit_on).
+    #[cfg(test)]
     pub(crate) fn admit(
         &self,
         service_method: &str,
         received: Instant,
         deadline: Option<Instant>,
     ) -> Result<Permit<'_>, String> {
-        self.admit_with(self.queue.as_ref(), service_method, received, deadline)
+        self.admit_with(None, service_method, received, deadline)
     }
 
     /// Whether queue-delay shedding is on (with `adaptive_concurrency`):
@@ -327,7 +323,7 @@ impl Limiter {
     /// that what waits there shows its age (`conn::read_request`).
     #[inline]
     pub(crate) fn sheds_queue(&self) -> bool {
-        self.queue.is_some()
+        self.adaptive.is_some()
     }
 
     /// Like [`admit`](Self::admit), with the queue-delay state of the
@@ -343,7 +339,7 @@ impl Limiter {
         received: Instant,
         deadline: Option<Instant>,
     ) -> Result<Permit<'_>, String> {
-        let queue = self.queue.as_ref().map(|_| conn_queue);
+        let queue = self.sheds_queue().then_some(conn_queue);
         self.admit_with(queue, service_method, received, deadline)
     }
 
