@@ -245,6 +245,54 @@ fn a_go_style_stream_with_timeout_and_meta_reaches_the_handler() {
     }
 }
 
+/// A connection's thread reuses one `Context` for its calls: nothing of a
+/// call (deadline, `Meta`, trace, reply `Meta`) may reach the next one.
+#[test]
+fn a_connection_s_next_call_sees_nothing_of_the_previous_one() {
+    init_log();
+    let (running, _) = serve(Server::new());
+    for wire in [Wire::Json, Wire::MsgPack] {
+        let mut c = Raw::open(running.addr(), wire, 0);
+        let h = with(header("Ctx.Look", 1), "Timeout", json!(5_000_000_000u64));
+        let h = with(
+            h,
+            "Meta",
+            json!({"tenant": "acme", "traceparent": TRACEPARENT}),
+        );
+        c.send(h, args());
+        let (_, body) = c.reply();
+        let view: View = serde_json::from_value(body).unwrap();
+        assert_eq!(view.tenant.as_deref(), Some("acme"), "{wire:?}");
+        // The same connection, a call with none of it.
+        c.send(header("Ctx.Look", 2), args());
+        let (h, body) = c.reply();
+        let view: View = serde_json::from_value(body).unwrap();
+        assert_eq!(
+            view,
+            View {
+                deadline: false,
+                remaining_ms: None,
+                tenant: None,
+                trace_id: None,
+                scope_matches: true,
+            },
+            "{wire:?}"
+        );
+        assert_eq!(h["Meta"], json!({"served-by": "look"}), "{wire:?}");
+        // An error reply's Meta does not reach the next reply either.
+        c.send(header("Ctx.Fail", 3), args());
+        let (h, _) = c.reply();
+        assert_eq!(h["Meta"], json!({"retry-after": "5"}), "{wire:?}");
+        c.send(header("Count.Bump", 4), args());
+        let (h, _) = c.reply();
+        assert_eq!(
+            h,
+            json!({"ServiceMethod": "Count.Bump", "Seq": 4, "Error": ""}),
+            "{wire:?}"
+        );
+    }
+}
+
 #[test]
 fn an_error_reply_carries_its_code_and_the_handler_s_reply_meta() {
     init_log();

@@ -95,6 +95,34 @@ impl Context {
         }
     }
 
+    /// Makes this context the one of a new call on the same connection
+    /// (the server reuses one per connection thread: its `peer` and
+    /// `closed` stay, and nothing is allocated or reference-counted per
+    /// call). The previous call's reply metadata is dropped.
+    #[inline]
+    pub(crate) fn reset(
+        &mut self,
+        service_method: String,
+        deadline: Option<Instant>,
+        meta: Option<Meta>,
+    ) {
+        self.service_method = service_method;
+        self.deadline = deadline;
+        self.trace = None;
+        match meta {
+            Some(m) => {
+                self.trace = trace_of(&m);
+                self.meta = m;
+            }
+            None if !self.meta.is_empty() => self.meta = Meta::new(),
+            None => {}
+        }
+        let reply_meta = self.reply_meta.get_mut();
+        if !reply_meta.is_empty() {
+            *reply_meta = Meta::new();
+        }
+    }
+
     /// This context with `deadline`.
     pub fn with_deadline(mut self, deadline: Instant) -> Context {
         self.deadline = Some(deadline);
@@ -104,9 +132,7 @@ impl Context {
     /// This context with `meta` as the call's metadata (its `traceparent`,
     /// if valid, becomes the context's trace).
     pub fn with_meta(mut self, meta: Meta) -> Context {
-        self.trace = meta
-            .get(crate::meta::TRACEPARENT)
-            .and_then(|t| t.parse().ok());
+        self.trace = trace_of(&meta);
         self.meta = meta;
         self
     }
@@ -179,4 +205,10 @@ impl Context {
         }
         s
     }
+}
+
+/// The valid `traceparent` of `meta`, if any.
+fn trace_of(meta: &Meta) -> Option<TraceParent> {
+    meta.get(crate::meta::TRACEPARENT)
+        .and_then(|t| t.parse().ok())
 }

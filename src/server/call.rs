@@ -53,12 +53,14 @@ fn handle_timeout_text(timeout: Duration) -> String {
     format!("{}{}", text::HANDLE_TIMEOUT, GoDuration(timeout))
 }
 
+#[inline]
 pub(super) fn handle(
     run: &Running,
     conn: &Arc<Conn>,
     codec: Codec,
     handle_timeout: Option<Duration>,
     req: Request,
+    slot: &mut Context,
     scratch: &mut Vec<u8>,
 ) {
     let Request {
@@ -178,16 +180,17 @@ pub(super) fn handle(
         flag
     });
     let cfg = run.server.config();
-    let mut ctx = Context::new(service_method, conn.peer.clone());
-    ctx.deadline = deadline;
-    if let Some(m) = meta {
-        ctx = ctx.with_meta(m);
+    // The connection thread's context, made this call's: no allocation
+    // and no reference count per call.
+    slot.reset(service_method, deadline, meta);
+    if slot.trace.is_none() && cfg.trace_ids {
+        slot.trace = Some(TraceParent::new_root());
     }
-    if ctx.trace.is_none() && cfg.trace_ids {
-        ctx.trace = Some(TraceParent::new_root());
-    }
-    ctx.closed = Some(conn.closed.clone());
+    let ctx = &*slot;
 
+    // A call with neither deadline nor trace runs in the thread's own
+    // scope, empty on a connection thread: nothing to enter.
+    let inherits = ctx.deadline.is_some() || ctx.trace.is_some();
     let interceptors = &cfg.interceptors;
     // How many `before`s let the call through: their `after`s run.
     let mut passed = 0;
@@ -196,11 +199,11 @@ pub(super) fn handle(
         // Calls the handler (or an interceptor) makes inherit the call's
         // deadline and trace; the guard restores the thread's scope even
         // if the handler panics.
-        let _scope = ctx.scope().enter();
+        let _scope = inherits.then(|| ctx.scope().enter());
         catch_unwind(AssertUnwindSafe(|| {
             if !interceptors.is_empty() {
                 interceptors
-                    .before(&ctx, &mut passed)
+                    .before(ctx, &mut passed)
                     .map_err(|s| CallFailure::Failed(s.message().to_string(), code_of(&s)))?;
                 // They may have taken long (a remote check): still no
                 // handler starts after its deadline.
@@ -215,7 +218,7 @@ pub(super) fn handle(
                     ));
                 }
             }
-            (method.handler)(&ctx, codec, &body, scratch)
+            (method.handler)(ctx, codec, &body, scratch)
         }))
     };
     if passed < interceptors.len() {
@@ -287,8 +290,8 @@ pub(super) fn handle(
             code,
             elapsed,
         };
-        let _scope = ctx.scope().enter();
-        if catch_unwind(AssertUnwindSafe(|| interceptors.after(passed, &ctx, &o))).is_err() {
+        let _scope = inherits.then(|| ctx.scope().enter());
+        if catch_unwind(AssertUnwindSafe(|| interceptors.after(passed, ctx, &o))).is_err() {
             log::error!(
                 "rpc server {}: an interceptor's after() panicked on {}",
                 run.addr,
@@ -302,9 +305,9 @@ pub(super) fn handle(
     // What the handler (or an interceptor) set for the reply; nothing to
     // take, and nothing allocated, when none was set. The context is ours
     // again: no lock.
-    let reply_meta = std::mem::take(ctx.reply_meta.get_mut());
+    let reply_meta = std::mem::take(slot.reply_meta.get_mut());
     let mut reply = Header {
-        service_method: ctx.service_method,
+        service_method: std::mem::take(&mut slot.service_method),
         seq,
         meta: (!reply_meta.is_empty()).then_some(WireMeta::Valid(reply_meta)),
         ..Header::default()

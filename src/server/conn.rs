@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 
 use super::limits::{self, ConnSlot, QueueShed, Watch};
 use super::{http, Running};
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::util::duration::GoDuration;
 use crate::util::handoff::Busy;
@@ -422,6 +423,10 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
         conn.send_goaway(run);
     }
     let mut scratch = Vec::new();
+    // One context for this thread's calls on this connection (see
+    // `Context::reset`).
+    let mut ctx = Context::new(String::new(), conn.peer.clone());
+    ctx.closed = Some(conn.closed.clone());
     loop {
         let req = match read_request(run, &conn, codec) {
             Next::Request(r) => r,
@@ -446,7 +451,15 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
         }
         let mark = conn.busy.enter();
         HANDLING.with(|h| h.set(Some(conn.id)));
-        super::call::handle(run, &conn, codec, handle_timeout, req, &mut scratch);
+        super::call::handle(
+            run,
+            &conn,
+            codec,
+            handle_timeout,
+            req,
+            &mut ctx,
+            &mut scratch,
+        );
         HANDLING.with(|h| h.set(None));
         let still_leader = conn.busy.leave(mark);
         if !still_leader {
