@@ -104,7 +104,9 @@ impl XClient {
             }
             match self.once(plan, &view[i], args) {
                 Ok(r) => return Ok(r),
-                Err(e) if redirects < view.len() && plan.may_redirect(&e, &view[i]) => {
+                // Each instance gets the call once at most: after the last
+                // one refuses, its refusal is the call's.
+                Err(e) if redirects + 1 < view.len() && plan.may_redirect(&e, &view[i]) => {
                     log::debug!(
                         "xclient: {} not processed by {}: {e}; sending it elsewhere",
                         plan.method,
