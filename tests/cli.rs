@@ -185,6 +185,45 @@ fn exit_0_and_1_the_reply_or_the_handlers_error() {
 }
 
 #[test]
+fn call_sends_meta_and_logs_the_replys() {
+    let server = geerpc::Server::new();
+    server
+        .register(geerpc::Service::new("Meta").method_with_context(
+            "Tenant",
+            |ctx: &geerpc::Context, _: serde_json::Value| {
+                ctx.set_reply_meta("served-by", "cli-test")?;
+                Ok::<_, geerpc::Error>(ctx.meta().get("tenant").unwrap_or("none").to_string())
+            },
+        ))
+        .unwrap();
+    let s = start_with(server);
+    let addr = s.addr().to_string();
+    let o = geerpc(&[
+        "-v",
+        "call",
+        "--addr",
+        &addr,
+        "--meta",
+        "tenant=blue",
+        "--meta",
+        "x-a=1",
+        "Meta.Tenant",
+    ]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o).trim(), "\"blue\"");
+    assert!(stderr(&o).contains("served-by"), "{}", stderr(&o));
+    let o = geerpc(&["call", "--addr", &addr, "Meta.Tenant"]);
+    assert_eq!(stdout(&o).trim(), "\"none\"");
+    // Not KEY=VALUE, a key Meta refuses, a credential where ps shows it.
+    for bad in ["tenant", "Bad Key=1", "Authorization=Bearer x"] {
+        let o = geerpc(&["call", "--addr", &addr, "--meta", bad, "Meta.Tenant"]);
+        assert_code(&o, 2);
+        assert!(stderr(&o).contains("meta"), "{bad}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("Bearer x"), "{bad}: {}", stderr(&o));
+    }
+}
+
+#[test]
 fn exit_2_usage_with_a_usage_line() {
     let s = start_server();
     let addr = s.addr().to_string();

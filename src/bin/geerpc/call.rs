@@ -9,7 +9,7 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use geerpc::{Client, Error};
+use geerpc::{CallOptions, Client, Error, Meta};
 use rand::seq::SliceRandom;
 
 use crate::exit::{Failure, Kind};
@@ -22,6 +22,7 @@ const MAX_STDIN_ARGS: u64 = 16 << 20;
 pub fn run(a: CallArgs) -> Result<(), Failure> {
     let deadline = Instant::now() + a.timeout;
     let args = arguments(&a.args)?;
+    let meta = meta(&a.meta)?;
     let (service, _) = a.method.split_once('.').expect("checked by the parser");
     let targets: Vec<String> = match a.target.addr {
         Some(addr) if addr.contains('@') => vec![addr],
@@ -47,7 +48,7 @@ pub fn run(a: CallArgs) -> Result<(), Failure> {
     };
     let mut failed: Vec<(String, Error)> = Vec::new();
     for (k, addr) in targets.iter().enumerate() {
-        match call_one(addr, &a.method, &args, deadline) {
+        match call_one(addr, &a.method, &args, &meta, deadline) {
             Ok(reply) => {
                 log::info!("{} answered {}", addr, a.method);
                 let text = serde_json::to_string(&reply)
@@ -89,6 +90,29 @@ pub fn run(a: CallArgs) -> Result<(), Failure> {
     unreachable!("every path through the loop returns")
 }
 
+/// The `--meta KEY=VALUE` pairs. The texts are checked here rather than by
+/// the parser, whose errors quote the value: a credential given by mistake
+/// must not be echoed.
+fn meta(pairs: &[String]) -> Result<Meta, Failure> {
+    let mut meta = Meta::new();
+    for pair in pairs {
+        let usage = |m: String| Failure::new(Kind::Usage, m);
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--meta {pair:?}: not KEY=VALUE")))?;
+        if k.eq_ignore_ascii_case("authorization") {
+            return Err(usage(
+                "--meta authorization: a credential on the command line is visible to every \
+                 user of the machine (ps); not accepted"
+                    .into(),
+            ));
+        }
+        meta.insert(k, v)
+            .map_err(|e| usage(format!("--meta {k:?}: {e}")))?;
+    }
+    Ok(meta)
+}
+
 /// The call's arguments: the JSON given, or read from stdin for `-`.
 fn arguments(given: &str) -> Result<serde_json::Value, Failure> {
     let (text, from) = if given == "-" {
@@ -126,6 +150,7 @@ fn call_one(
     addr: &str,
     method: &str,
     args: &serde_json::Value,
+    meta: &Meta,
     deadline: Instant,
 ) -> geerpc::Result<serde_json::Value> {
     let left = deadline.saturating_duration_since(Instant::now());
@@ -134,7 +159,12 @@ fn call_one(
     // "within 9.997812345s".
     let left = deadline.saturating_duration_since(Instant::now());
     let left = Duration::from_millis(left.as_millis() as u64);
-    client.call_timeout(method, args, left)
+    let opts = CallOptions::new().timeout(left).with_meta(meta.clone());
+    let (reply, reply_meta) = client.go_with(method, args, &opts)?.wait_with_meta()?;
+    if !reply_meta.is_empty() {
+        log::info!("{addr} replied with Meta {reply_meta:?}");
+    }
+    Ok(reply)
 }
 
 /// The source lists nothing for `service`: say what it does list.

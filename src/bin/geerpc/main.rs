@@ -97,6 +97,12 @@ struct CallArgs {
     /// (2s, 500ms...).
     #[arg(long, default_value = "10s", value_parser = duration)]
     timeout: Duration,
+    /// Metadata sent with the call (PROTOCOL.md section 8), repeatable:
+    /// --meta tenant=blue --meta traceparent=00-... The reply's metadata
+    /// is logged with -v. Not for secrets (`ps` shows a command line):
+    /// `authorization` is refused here.
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    meta: Vec<String>,
 }
 
 #[derive(Args)]
