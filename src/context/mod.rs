@@ -7,11 +7,14 @@
 //!   on a thread inherit (a handler's thread runs in its call's);
 //! - `trace`: [`TraceParent`], W3C Trace Context;
 //! - `status`: [`Status`], a handler's error with a [`Code`](crate::Code);
-//! - `options`: [`CallOptions`] and [`FailMode`], what one call changes.
+//! - `options`: [`CallOptions`] and [`FailMode`], what one call changes;
+//! - `identity`: [`Identity`], what the peer proved (a TLS client
+//!   certificate).
 //!
 //! Between the wire and the endpoints: the client and the server both
 //! import from here, and nothing here imports from either.
 
+mod identity;
 mod options;
 mod scope;
 mod status;
@@ -26,6 +29,7 @@ use parking_lot::Mutex;
 use crate::error::Result;
 use crate::meta::Meta;
 
+pub use identity::Identity;
 pub use options::{CallOptions, FailMode};
 pub use scope::{Scope, ScopeGuard};
 pub use status::Status;
@@ -62,6 +66,8 @@ pub struct Context {
     pub(crate) trace: Option<TraceParent>,
     /// Set when the call's connection closes: its caller is gone.
     pub(crate) closed: Option<Arc<AtomicBool>>,
+    /// What the connection's peer proved, if anything (set per connection).
+    pub(crate) identity: Option<Arc<Identity>>,
     /// What the handler adds to its reply's `Meta`.
     pub(crate) reply_meta: Mutex<Meta>,
 }
@@ -75,6 +81,7 @@ impl Clone for Context {
             meta: self.meta.clone(),
             trace: self.trace,
             closed: self.closed.clone(),
+            identity: self.identity.clone(),
             reply_meta: Mutex::new(self.reply_meta.lock().clone()),
         }
     }
@@ -91,14 +98,15 @@ impl Context {
             meta: Meta::new(),
             trace: None,
             closed: None,
+            identity: None,
             reply_meta: Mutex::new(Meta::new()),
         }
     }
 
     /// Makes this context the one of a new call on the same connection
-    /// (the server reuses one per connection thread: its `peer` and
-    /// `closed` stay, and nothing is allocated or reference-counted per
-    /// call). The previous call's reply metadata is dropped.
+    /// (the server reuses one per connection thread: its `peer`, `closed`
+    /// and `identity` stay, and nothing is allocated or reference-counted
+    /// per call). The previous call's reply metadata is dropped.
     #[inline]
     pub(crate) fn reset(
         &mut self,
@@ -121,6 +129,13 @@ impl Context {
         if !reply_meta.is_empty() {
             *reply_meta = Meta::new();
         }
+    }
+
+    /// This context with `identity` as its peer's (for tests of handlers
+    /// and authenticators; the server sets it from the connection).
+    pub fn with_identity(mut self, identity: Identity) -> Context {
+        self.identity = Some(Arc::new(identity));
+        self
     }
 
     /// This context with `deadline`.
@@ -174,6 +189,13 @@ impl Context {
                 .closed
                 .as_ref()
                 .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// What the peer proved of itself (a verified TLS client
+    /// certificate), if anything: `None` on a connection that proved
+    /// nothing.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_deref()
     }
 
     /// The call's metadata.

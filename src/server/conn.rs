@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 
 use super::limits::{self, ConnSlot, QueueShed, Watch};
 use super::{http, Running};
-use crate::context::Context;
+use crate::context::{Context, Identity};
 use crate::error::{Error, Result};
 use crate::util::duration::GoDuration;
 use crate::util::handoff::Busy;
@@ -72,6 +72,9 @@ pub(crate) struct Conn {
     /// and still waits for its replies. Each call's `Context` shares it
     /// (`Context::is_cancelled`).
     pub(super) closed: Arc<AtomicBool>,
+    /// What the peer proved of itself (a verified TLS client certificate):
+    /// every call's `Context::identity`. `None`: nothing proved.
+    pub(super) identity: Option<Arc<Identity>>,
     /// Set by a shutdown called from a handler of this connection, on that
     /// handler's thread: shutdown leaves the connection open for the reply,
     /// and the thread closes it once the reply is sent.
@@ -109,6 +112,7 @@ impl Conn {
             watch: Watch::default(),
             _slot: slot,
             closed: Arc::new(AtomicBool::new(false)),
+            identity: None,
             close_after_reply: AtomicBool::new(false),
             goaway_sent: AtomicBool::new(false),
             queue: QueueShed::new(),
@@ -427,6 +431,7 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
     // `Context::reset`).
     let mut ctx = Context::new(String::new(), conn.peer.clone());
     ctx.closed = Some(conn.closed.clone());
+    ctx.identity = conn.identity.clone();
     loop {
         let req = match read_request(run, &conn, codec) {
             Next::Request(r) => r,
