@@ -209,5 +209,6 @@ pub use registration::RegisterOptions;
 #[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
 pub use registry::{Heartbeat, Registry, RegistryDiscovery};
 pub use server::{Server, Service};
+pub use util::token::Token;
 pub use wire::{Address, Codec, Protocol, ToAddress};
 pub use xclient::{Discovery, FailMode, MultiServerDiscovery, SelectMode, XClient};

@@ -1,8 +1,10 @@
 //! Small helpers every layer may use: named, owned threads
-//! (`threads`), Go-style durations (`duration`), and a one-slot hand-off
-//! between threads (`handoff`). They import nothing else from the crate
+//! (`threads`), Go-style durations (`duration`), a one-slot hand-off
+//! between threads (`handoff`), and bearer tokens (`token`). They import
+//! nothing else from the crate
 //! but the error type.
 
 pub(crate) mod duration;
 pub(crate) mod handoff;
 pub(crate) mod threads;
+pub(crate) mod token;
