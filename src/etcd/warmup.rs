@@ -93,6 +93,10 @@ impl Warmup {
         let has = |list: &[Instance], addr: &str| list.iter().any(|i| i.addr == addr);
         if self.held.is_none() {
             for i in shown.iter().filter(|i| !has(&listed, &i.addr)) {
+                // One server leaving again (a restart, a redeploy) is one
+                // loss, not two: a mass disappearance is of distinct
+                // instances.
+                self.losses.retain(|(_, l)| l.addr != i.addr);
                 if self.losses.len() == MAX_LOSSES {
                     self.losses.pop_front();
                 }
@@ -186,6 +190,23 @@ mod tests {
         assert_eq!(addrs(&shown), ["a"]);
         assert!(w.filter(list(&[]), &shown, false, now).is_empty());
         assert!(!w.holding());
+    }
+
+    #[test]
+    fn one_server_leaving_again_within_the_period_is_followed_at_once() {
+        let mut w = Warmup::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        let t = |ms| t0 + Duration::from_millis(ms);
+        let a = list(&["a"]);
+        for k in 0..3 {
+            // a registers, then leaves: every time, the list follows.
+            let shown = w.filter(a.clone(), &[], false, t(100 * k));
+            assert_eq!(addrs(&shown), ["a"]);
+            assert!(w
+                .filter(list(&[]), &shown, false, t(100 * k + 50))
+                .is_empty());
+            assert!(!w.holding(), "round {k}");
+        }
     }
 
     #[test]
