@@ -116,7 +116,7 @@ enum Caller<'a> {
 ///
 /// // One call with another token.
 /// let as_admin = CallOptions::new().bearer(&admin)?;
-/// assert!(client.call_with::<_, bool>("Users.Delete", &7, as_admin)?);
+/// assert!(client.call_with::<_, bool>("Users.Delete", &7, &as_admin)?);
 ///
 /// // No token at all.
 /// let anonymous = Client::dial(running.addr())?;
