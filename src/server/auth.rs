@@ -6,9 +6,10 @@
 //! may call what its allow list names.
 //!
 //! Secrets stay secret: tokens are compared in constant time, every
-//! configured one each call (so timing tells neither whether nor which
-//! one matched), and no message or log line holds a presented or a
-//! configured token, only a credential's name.
+//! configured one on each call (so the time taken depends on the tokens'
+//! lengths, not on whether or which one matched), and no message or log
+//! line holds a presented or a configured token, only a credential's
+//! name.
 
 use std::fmt;
 
