@@ -9,7 +9,8 @@ use super::intercept::{Interceptor, InterceptorList};
 use super::outbound::Defaults;
 use super::{deadline_after, Client};
 use crate::error::{Error, Result, TimeoutStage};
-use crate::meta::Meta;
+use crate::meta::{Meta, AUTHORIZATION};
+use crate::util::token::Token;
 use crate::wire::address::{Protocol, ToAddress};
 use crate::wire::codec::Codec;
 use crate::wire::frame::FrameReader;
@@ -120,6 +121,26 @@ impl ClientBuilder {
     pub fn meta(mut self, meta: Meta) -> Self {
         self.meta = meta;
         self
+    }
+
+    /// Every call sends `token` as its credentials
+    /// (`authorization: Bearer TOKEN` in its `Meta`, which a server's
+    /// [`BearerAuth`](crate::server::BearerAuth) checks); a call's own
+    /// [`CallOptions::bearer`](crate::CallOptions::bearer) wins. Call it
+    /// after [`meta`](Self::meta), which replaces the whole default `Meta`.
+    /// Fails only if the default `Meta` would pass its size limit. The
+    /// token never shows: `Meta`'s `Debug` redacts it.
+    ///
+    /// ```no_run
+    /// use geerpc::{Client, Token};
+    ///
+    /// let token = Token::from_file("/etc/myapp/rpc-token")?;
+    /// let client = Client::builder().bearer(&token)?.dial("tcp@10.0.0.5:9999")?;
+    /// # Ok::<(), geerpc::Error>(())
+    /// ```
+    pub fn bearer(mut self, token: &Token) -> Result<Self> {
+        self.meta.insert(AUTHORIZATION, token.bearer())?;
+        Ok(self)
     }
 
     /// Whether a call made outside any trace starts one: it then sends a

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::scope::Scope;
 use crate::error::Result;
-use crate::meta::Meta;
+use crate::meta::{Meta, AUTHORIZATION};
+use crate::util::token::Token;
 
 /// What an [`XClient`](crate::XClient) does when a call fails.
 ///
@@ -147,6 +148,14 @@ impl CallOptions {
     pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Result<CallOptions> {
         self.meta.insert(key, value)?;
         Ok(self)
+    }
+
+    /// Sends `token` as this call's credentials (`authorization: Bearer
+    /// TOKEN` in its `Meta`, over the client's
+    /// [`ClientBuilder::bearer`](crate::client::ClientBuilder::bearer));
+    /// fails as [`meta`](CallOptions::meta) does.
+    pub fn bearer(self, token: &Token) -> Result<CallOptions> {
+        self.meta(AUTHORIZATION, token.bearer())
     }
 
     /// The call's metadata, all of it (over the client's defaults).

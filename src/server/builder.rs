@@ -31,8 +31,11 @@ pub(super) struct Config {
     pub(super) idle_timeout: Option<Duration>,
     /// Concurrency limits (`limits/concurrency.rs`).
     pub(super) limits: LimitConfig,
-    /// Run around every call, in this order (`intercept.rs`).
+    /// Run around every call, in this order (`intercept.rs`): the
+    /// authenticators first, then the plain interceptors.
     pub(super) interceptors: Interceptors,
+    /// How many of `interceptors`, at the front, are authenticators.
+    pub(super) authenticators: usize,
     /// Give a call without a valid `traceparent` a new trace.
     pub(super) trace_ids: bool,
 }
@@ -52,6 +55,7 @@ impl Default for Config {
             idle_timeout: None,
             limits: LimitConfig::default(),
             interceptors: Interceptors::default(),
+            authenticators: 0,
             trace_ids: false,
         }
     }
@@ -137,6 +141,37 @@ impl ServerBuilder {
     /// Default: none, which costs a call nothing.
     pub fn interceptor(mut self, interceptor: impl Interceptor) -> Self {
         self.config.interceptors.push(Arc::new(interceptor));
+        self
+    }
+
+    /// Adds an authenticator: an interceptor that runs before every plain
+    /// one ([`interceptor`](Self::interceptor)), whatever the order of the
+    /// builder calls, after the authenticators added before it. Default:
+    /// none, which costs a call nothing (it is one more entry in the
+    /// interceptor list, which a server without any never looks at).
+    ///
+    /// Its `before` sees the call's method, peer,
+    /// [`identity`](crate::Context::identity) and `Meta`, and refuses with
+    /// [`Status::unauthenticated`](crate::Status::unauthenticated) or
+    /// [`Status::permission_denied`](crate::Status::permission_denied):
+    /// then the handler never runs, the call counts as failed in the
+    /// method's stats, and no plain interceptor sees the call, neither its
+    /// `before` (a rate limit or a quota spends nothing on a stranger) nor
+    /// its `after`. An interceptor that must see refused calls too (an
+    /// audit log) can be added with `authenticator` before the real one.
+    ///
+    /// The server's own limits
+    /// ([`max_concurrency`](Self::max_concurrency) and the like) still
+    /// come first: a call they refuse reaches no interceptor, so an
+    /// overloaded server answers `resource_exhausted` before it checks
+    /// credentials.
+    ///
+    /// [`BearerAuth`](super::BearerAuth) is a ready-made one (bearer tokens
+    /// and verified identities, with allow lists).
+    pub fn authenticator(mut self, authenticator: impl Interceptor) -> Self {
+        let at = self.config.authenticators;
+        self.config.interceptors.insert(at, Arc::new(authenticator));
+        self.config.authenticators += 1;
         self
     }
 

@@ -2,6 +2,9 @@
 //! (logging, metrics, authentication, rate limits), with the call's
 //! [`Context`], in the order they were added.
 //!
+//! Authenticators (`ServerBuilder::authenticator`) are interceptors too,
+//! kept at the front of the list: they run before every plain one.
+//!
 //! Where they run in a call (see `call.rs`): after the method is found, its
 //! `Meta` checked, the call admitted by the limits and its deadline found
 //! not passed; so a call answered `not_found`, `invalid_argument` for its
@@ -19,7 +22,9 @@ use crate::context::{Context, Status};
 /// [`ServerBuilder::interceptor`](crate::server::ServerBuilder::interceptor).
 ///
 /// For each call, the `before`s run in the order the interceptors were
-/// added, then the handler, then the `after`s in the reverse order, each
+/// added (those added with
+/// [`ServerBuilder::authenticator`](crate::server::ServerBuilder::authenticator)
+/// first, whenever they were added), then the handler, then the `after`s in the reverse order, each
 /// only for an interceptor whose `before` let the call through. A `before`
 /// that returns `Err(status)` refuses the call: the handler never runs, the
 /// caller gets the status's code and message, and the `before`s after it do
@@ -157,6 +162,12 @@ impl fmt::Debug for Interceptors {
 impl Interceptors {
     pub(crate) fn push(&mut self, i: Arc<dyn Interceptor>) {
         self.0.push(i);
+    }
+
+    /// Puts `i` at `index`, before those from there on (an authenticator
+    /// goes before the plain interceptors, whenever it was added).
+    pub(crate) fn insert(&mut self, index: usize, i: Arc<dyn Interceptor>) {
+        self.0.insert(index.min(self.0.len()), i);
     }
 
     pub(crate) fn is_empty(&self) -> bool {

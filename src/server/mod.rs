@@ -23,6 +23,7 @@
 //! the handshake deadline.
 
 mod accept;
+mod auth;
 mod builder;
 mod call;
 mod conn;
@@ -60,6 +61,7 @@ use monitor::Deadline;
 
 /// Default `max_write_queue`: a few large replies, or thousands of small ones.
 pub use crate::context::Context;
+pub use auth::BearerAuth;
 pub use builder::ServerBuilder;
 pub use intercept::{Interceptor, Outcome};
 pub use service::{MethodInfo, Service, ServiceInfo};

@@ -45,7 +45,8 @@ impl XClientBuilder {
     }
 
     /// Settings for each connection: codec, connect and handle timeouts,
-    /// default [`Meta`](crate::Meta), and the client's interceptors
+    /// default [`Meta`](crate::Meta) (credentials too:
+    /// [`ClientBuilder::bearer`]), and the client's interceptors
     /// ([`ClientBuilder::interceptor`]), which run once per attempt (each
     /// instance a call is sent to), not once per `XClient` call.
     pub fn client(mut self, builder: ClientBuilder) -> Self {
