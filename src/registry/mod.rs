@@ -73,6 +73,7 @@
 //! The HTTP-level bounds live in a patched tiny_http carried in
 //! `vendor/tiny_http` (its `PATCHES.md` says what changed and why).
 
+mod access;
 mod beat;
 mod discovery;
 mod epoch;
@@ -142,18 +143,11 @@ pub(crate) fn check_addr(addr: &str) -> crate::Result<()> {
     Ok(())
 }
 
-/// A ureq agent for registry requests: no connection reuse (a heartbeat a
-/// minute gains nothing from it, and a pooled connection to a registry that
-/// restarted would only fail the next request), status codes as values.
+/// A ureq agent for registry requests with no token and the default
+/// roots (see [`access::Access::agent`]).
+#[cfg(test)]
 pub(crate) fn agent(timeout: std::time::Duration) -> ureq::Agent {
-    let config = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .max_idle_connections(0)
-        .max_idle_connections_per_host(0)
-        .user_agent(concat!("geerpc/", env!("CARGO_PKG_VERSION")))
-        .build();
-    ureq::Agent::new_with_config(config)
+    access::Access::default().agent(timeout)
 }
 
 /// Checks that a registry URL is an `http(s)://` URL.
@@ -199,10 +193,17 @@ pub(crate) fn status_error(
         .limit(1024)
         .read_to_string()
         .unwrap_or_default();
+    // A 401 says which knob to look at; the body (ours never echoes a
+    // token) says whether it was missing or wrong.
+    let hint = if resp.status() == 401 {
+        " (the registry wants a bearer token: none was configured, or it is not the registry's)"
+    } else {
+        ""
+    };
     request_error(
         url,
         what,
-        format!("status {}: {}", resp.status(), text.trim()),
+        format!("status {}: {}{hint}", resp.status(), text.trim()),
     )
 }
 

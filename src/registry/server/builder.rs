@@ -13,6 +13,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::answer::Answerers;
+use super::auth::Auth;
 use super::limits::{self, Limits};
 use super::listen::{self, set_inherited_options, start_tiny_http};
 use super::long_poll::Watchers;
@@ -23,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::registry::epoch::Epoch;
 use crate::util::duration::GoDuration;
 use crate::util::threads::ThreadGroup;
+use crate::util::token::Token;
 use crate::wire::{Address, Protocol, ToAddress};
 
 /// A registry server's settings; [`start`](Self::start) runs it and
@@ -54,6 +56,9 @@ pub struct RegistryBuilder {
     batch_scheduling: bool,
     /// Set by the knobs in `limits`.
     pub(super) limits: Limits,
+    /// Set by [`write_token`](Self::write_token) and
+    /// [`read_token`](Self::read_token).
+    auth: Auth,
 }
 
 impl Default for RegistryBuilder {
@@ -93,6 +98,7 @@ impl Registry {
             write_timeout: Registry::DEFAULT_WRITE_TIMEOUT,
             batch_scheduling: true,
             limits: Limits::default(),
+            auth: Auth::default(),
         }
     }
 }
@@ -179,12 +185,46 @@ impl RegistryBuilder {
         self
     }
 
+    /// Requires `Authorization: Bearer TOKEN` with this token on every
+    /// `POST` (register, renew) and `DELETE` (deregister); others get
+    /// `401` with `WWW-Authenticate: Bearer` and change nothing (default:
+    /// none, anyone who reaches the registry may register any address, as
+    /// with Go GeeRPC). `GET` stays open unless a
+    /// [`read_token`](Self::read_token) is set too. Serve it over HTTPS
+    /// beyond loopback, or the token crosses the network in clear. Take
+    /// the token from a file or the environment
+    /// ([`Token::from_file`](crate::Token::from_file)), never a command
+    /// line.
+    pub fn write_token(mut self, token: Token) -> RegistryBuilder {
+        self.auth.write = Some(token);
+        self
+    }
+
+    /// Requires a bearer token on every `GET` too (the list, the JSON
+    /// listing, long polls, heartbeat holds): this one or the
+    /// [`write_token`](Self::write_token), which is accepted for reads
+    /// (default: none, reads are open). Needs a write token:
+    /// [`start`](Self::start) refuses a registry whose reads are closed
+    /// but whose writes are open.
+    pub fn read_token(mut self, token: Token) -> RegistryBuilder {
+        self.auth.read = Some(token);
+        self
+    }
+
     /// Binds and serves in background threads, owned by the returned
     /// [`Registry`] (dropping it shuts them down).
     pub fn start(self) -> Result<Registry> {
         let addr = self
             .addr
             .map_err(|(addr, reason)| Error::InvalidAddress { addr, reason })?;
+        if self.auth.read.is_some() && self.auth.write.is_none() {
+            return Err(Error::Registry {
+                url: addr.to_string(),
+                message: "a read token without a write token would leave registration \
+                          open to anyone: set a write token too"
+                    .into(),
+            });
+        }
         let listener = listen::bind(addr.target())?;
         let local = listener
             .local_addr()
@@ -215,6 +255,8 @@ impl RegistryBuilder {
             answerers: Answerers::new(threads.clone(), limits.max_long_polls),
             refusals: limits::RefusalLog::default(),
             epoch: Epoch::new(self.warmup, listener_copy),
+            auth: self.auth,
+            auth_refusals: limits::RefusalLog::default(),
         });
         let registry = Registry {
             shared: shared.clone(),
