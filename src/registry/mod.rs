@@ -143,13 +143,6 @@ pub(crate) fn check_addr(addr: &str) -> crate::Result<()> {
     Ok(())
 }
 
-/// A ureq agent for registry requests with no token and the default
-/// roots (see [`access::Access::agent`]).
-#[cfg(test)]
-pub(crate) fn agent(timeout: std::time::Duration) -> ureq::Agent {
-    access::Access::default().agent(timeout)
-}
-
 /// Checks that a registry URL is an `http(s)://` URL.
 pub(crate) fn check_url(url: &str) -> crate::Result<()> {
     // Built without TLS, ureq would only say "TLS required" at the first
