@@ -320,3 +320,80 @@ fn clients_without_the_right_token_get_a_clear_error_that_never_holds_a_token() 
     assert!(!e.contains(WRONG) && !e.contains(WRITE), "{e}");
     assert_eq!(listed(&reg), ["tcp@127.0.0.1:7001"]);
 }
+
+/// `examples/loadgen`, built by `cargo test` (run alone, this test uses the
+/// last `cargo build --examples`).
+#[cfg(feature = "etcd")]
+fn loadgen() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    let path = dir.join(format!("loadgen{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "{} is not built", path.display());
+    path
+}
+
+/// `loadgen serve|load --registry-token-file`: the server registers with
+/// the write token and deregisters on SIGTERM; the load finds it through
+/// a registry whose reads are closed; without the token, load fails.
+#[cfg(feature = "etcd")]
+#[test]
+fn loadgen_serves_and_loads_through_a_registry_with_tokens() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let reg = start_with(Some(WRITE), Some(READ), Registry::DEFAULT_TTL);
+    let url = reg.url().to_string();
+    let dir = std::env::temp_dir().join(format!("geerpc-auth-lg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (w, r) = (dir.join("w"), dir.join("r"));
+    std::fs::write(&w, WRITE).unwrap();
+    std::fs::write(&r, READ).unwrap();
+    let (w, r) = (w.to_str().unwrap(), r.to_str().unwrap());
+
+    let mut serve = Command::new(loadgen())
+        .args(["serve", "--addr", "127.0.0.1:0", "--registry", &url])
+        .args(["--registry-token-file", w])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    eventually("registered", Duration::from_secs(30), || {
+        reg.instances().len() == 1
+    });
+
+    let load = |token: Option<&str>| {
+        let mut c = Command::new(loadgen());
+        c.args(["load", "--registry", &url, "--secs", "0.3"]);
+        if let Some(t) = token {
+            c.args(["--registry-token-file", t]);
+        }
+        c.output().unwrap()
+    };
+    let out = load(Some(r));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(line["calls"].as_u64().unwrap() > 0, "{line}");
+    assert_eq!(line["servers"], 1, "{line}");
+
+    let out = load(None);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    assert!(!stderr.contains(WRITE) && !stderr.contains(READ), "{stderr}");
+
+    // SIGTERM: the DELETE carries the token, so the address goes at once.
+    let killed = Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(serve.wait().unwrap().success());
+    assert!(reg.instances().is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
