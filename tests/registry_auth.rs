@@ -385,7 +385,10 @@ fn loadgen_serves_and_loads_through_a_registry_with_tokens() {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("401"), "{stderr}");
-    assert!(!stderr.contains(WRITE) && !stderr.contains(READ), "{stderr}");
+    assert!(
+        !stderr.contains(WRITE) && !stderr.contains(READ),
+        "{stderr}"
+    );
 
     // SIGTERM: the DELETE carries the token, so the address goes at once.
     let killed = Command::new("kill")

@@ -163,6 +163,8 @@ pub fn serve_flags(rest: &[String]) -> HashMap<String, String> {
 /// file, never its content).
 pub struct RegistryAccess {
     pub token: Option<geerpc::Token>,
+    /// Read only with the `tls` feature (refused without it).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     pub ca: Option<String>,
 }
 

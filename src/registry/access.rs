@@ -10,15 +10,16 @@
 //! configuration. The token is never logged: `Token`'s `Debug` is
 //! redacted and no error message here contains it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+#[cfg(feature = "tls")]
+use crate::error::Error;
+use crate::error::Result;
 use crate::util::token::Token;
 
 /// The CA certificates a client trusts for `https://` registries.
 #[cfg(feature = "tls")]
-pub(crate) type Roots = Arc<Vec<ureq::tls::Certificate<'static>>>;
+pub(crate) type Roots = std::sync::Arc<Vec<ureq::tls::Certificate<'static>>>;
 
 /// A registry client's credentials and trust; the default sends no token
 /// and trusts the webpki roots, as before.
@@ -122,5 +123,5 @@ pub(crate) fn read_roots(path: &std::path::Path) -> Result<Roots> {
             path.display()
         )));
     }
-    Ok(Arc::new(certs))
+    Ok(std::sync::Arc::new(certs))
 }

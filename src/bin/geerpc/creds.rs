@@ -1,5 +1,5 @@
 //! The registry's credentials and trust on the command line (PROTOCOL.md
-//! section 7): the tokens and certificate a `geerpc registry` serves with,
+//! section 7): the tokens and the certificate a `geerpc registry` serves with,
 //! and the token and CA that `list` and `call` use to read a registry.
 //! Tokens come only from files, never from the command line itself (where
 //! `ps` shows them), and are never printed.
@@ -25,6 +25,13 @@ pub struct Serve {
     /// must then carry it (or the write token). Needs --token-file.
     #[arg(long, value_name = "FILE", requires = "token_file")]
     pub read_token_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM: the registry's
+    /// certificate first, then intermediates). Needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Serve {
@@ -35,6 +42,9 @@ impl Serve {
         }
         if let Some(f) = &self.read_token_file {
             b = b.read_token(read(f)?);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            b = b.tls_pem_files(cert, key);
         }
         Ok(b)
     }

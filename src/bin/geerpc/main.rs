@@ -1,7 +1,7 @@
 //! The `geerpc` command: run a registry, list what it knows, call a method.
 //!
 //! ```text
-//! geerpc registry [--addr 127.0.0.1:9999] [--ttl 5m] [--workers 4] [--token-file FILE [--read-token-file FILE]]
+//! geerpc registry [--addr 127.0.0.1:9999] [--ttl 5m] [--workers 4] [--token-file FILE [--read-token-file FILE]] [--tls-cert FILE --tls-key FILE]
 //! geerpc list (--registry URL | --etcd ENDPOINTS) [--service NAME] [--json] [--registry-token-file FILE] [--tls-ca FILE]
 //! geerpc call (--registry URL | --etcd ENDPOINTS | --addr tcp@HOST:PORT) Service.Method ['JSON args' | -] [--registry-token-file FILE] [--tls-ca FILE]
 //! ```
