@@ -638,3 +638,82 @@ fn token_flags_are_checked_before_anything_runs() {
     assert!(!help.contains("--token <"), "{help}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A CA and a certificate it signs for 127.0.0.1, as PEM files in `dir`:
+/// (ca, cert, key).
+fn test_pki(dir: &std::path::Path) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(path("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(path("key.pem"), key.serialize_pem()).unwrap();
+    (path("ca.pem"), path("cert.pem"), path("key.pem"))
+}
+
+/// `geerpc registry --tls-cert --tls-key --token-file` serves HTTPS;
+/// `list` and `call` reach it with `--tls-ca` (and the token), and
+/// without `--tls-ca` fail (exit 5) with a hint naming it.
+#[test]
+fn an_https_registry_with_a_token_through_the_cli() {
+    init_log();
+    let dir = scratch("https");
+    let (ca, cert, key) = test_pki(&dir);
+    let token = dir.join("token");
+    std::fs::write(&token, WRITE_TOKEN).unwrap();
+    let token = token.to_str().unwrap();
+    let (child, url) = start_registry(&[
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--token-file",
+        token,
+    ]);
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+
+    let server = start_server();
+    let addr = server.addr().to_string();
+    let _hb = geerpc::registry::HttpRegistrar::new(&url)
+        .unwrap()
+        .token(geerpc::Token::new(WRITE_TOKEN).unwrap())
+        .tls_ca_file(&ca)
+        .register_server(&server, RegisterOptions::new())
+        .unwrap();
+    let out = list_until(&["list", "--registry", &url, "--tls-ca", &ca], |o| {
+        o.contains(&addr)
+    });
+    assert!(out.starts_with(&addr), "{out}");
+    let o = geerpc(&[
+        "call",
+        "--registry",
+        &url,
+        "--tls-ca",
+        &ca,
+        "--registry-token-file",
+        token,
+        "Arith.Sum",
+        SUM,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "42");
+
+    // Without the CA: the certificate is not trusted, and the hint says
+    // which flag names it.
+    let o = geerpc(&["list", "--registry", &url]);
+    assert_code(&o, 5);
+    let err = stderr(&o);
+    assert!(err.contains("hint: the registry's certificate is not trusted: --tls-ca"), "{err}");
+    assert!(!err.contains("serves plain HTTP"), "{err}");
+
+    let (status, _) = terminate(child, "-TERM");
+    assert!(status.success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
