@@ -710,7 +710,10 @@ fn an_https_registry_with_a_token_through_the_cli() {
     let o = geerpc(&["list", "--registry", &url]);
     assert_code(&o, 5);
     let err = stderr(&o);
-    assert!(err.contains("hint: the registry's certificate is not trusted: --tls-ca"), "{err}");
+    assert!(
+        err.contains("hint: the registry's certificate is not trusted: --tls-ca"),
+        "{err}"
+    );
     assert!(!err.contains("serves plain HTTP"), "{err}");
 
     let (status, _) = terminate(child, "-TERM");

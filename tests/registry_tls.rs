@@ -213,3 +213,31 @@ fn unreadable_or_malformed_pem_files_fail_at_start_naming_the_file() {
         .to_string();
     assert!(e.contains("not.pem"), "{e}");
 }
+
+/// The read deadline bounds a TLS handshake too: a peer that sends half a
+/// ClientHello and stops is closed at the read timeout, not held for ever.
+#[test]
+fn a_stalled_handshake_is_closed_at_the_read_timeout() {
+    let p = pki("stall");
+    init_log();
+    let reg = Registry::builder()
+        .addr("127.0.0.1:0")
+        .read_timeout(Duration::from_millis(300))
+        .tls_pem_files(&p.cert, &p.key)
+        .start()
+        .unwrap();
+    let mut raw = raw_connect(reg.addr());
+    // A TLS record header announcing 512 bytes of handshake, then 3.
+    raw.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01])
+        .unwrap();
+    // Generous under load: the point is that it ends, not when.
+    raw.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    let r = raw.read_to_end(&mut got);
+    assert!(
+        r.is_ok() || t0.elapsed() < Duration::from_secs(19),
+        "still open after {:?}: {r:?}",
+        t0.elapsed()
+    );
+}
