@@ -49,6 +49,21 @@
 //!   a [`RegistryDiscovery`] that sees a new epoch keeps its last list
 //!   through the warmup (see `epoch.rs`).
 //!
+//! # Credentials and HTTPS
+//!
+//! A registry given a write token
+//! ([`RegistryBuilder::write_token`]) answers a `POST` or `DELETE`
+//! without `Authorization: Bearer TOKEN` with `401` and
+//! `WWW-Authenticate: Bearer`, and changes nothing; with a read token
+//! ([`RegistryBuilder::read_token`]) every `GET` (list, JSON listing, long
+//! poll, hold) needs it or the write token. Without tokens it is open, as
+//! Go peers expect. [`HttpRegistrar::token`] and
+//! [`RegistryDiscoveryBuilder::token`] send one. With the `tls` feature
+//! the registry serves HTTPS ([`RegistryBuilder::tls_pem_files`]) and
+//! clients trust a given CA (`tls_ca_file`), so that a token never crosses
+//! the network in clear. Tokens come from files or the environment
+//! ([`crate::Token`]) and are never logged.
+//!
 //! # Bounds
 //!
 //! What a peer can make the registry hold is bounded, each by a
