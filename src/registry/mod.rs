@@ -59,7 +59,7 @@
 //! poll, hold) needs it or the write token. Without tokens it is open, as
 //! Go peers expect. [`HttpRegistrar::token`] and
 //! [`RegistryDiscoveryBuilder::token`] send one. With the `tls` feature
-//! the registry serves HTTPS ([`RegistryBuilder::tls_pem_files`]) and
+//! the registry serves HTTPS (`RegistryBuilder::tls_pem_files`) and
 //! clients trust a given CA (`tls_ca_file`), so that a token never crosses
 //! the network in clear. Tokens come from files or the environment
 //! ([`crate::Token`]) and are never logged.
