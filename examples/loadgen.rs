@@ -8,6 +8,7 @@
 //! loadgen serve --addr 127.0.0.1:PORT --etcd ENDPOINTS     (registers in etcd)
 //! loadgen load  --registry URL [--select MODE] [--fail MODE] --concurrency C --secs S
 //! loadgen load  --etcd ENDPOINTS [--select MODE] [--fail MODE] --concurrency C --secs S
+//! loadgen serve|load ... --registry URL [--registry-token-file FILE] [--registry-ca FILE]
 //! loadgen load  ... [--method sum|echo|work|sleep] [--arg N] [--timeout MS]
 //!               [--slow-ratio R --slow-ms M] [--rate QPS]
 //! ```
@@ -45,12 +46,12 @@ use std::collections::BTreeSet;
 
 use geerpc::etcd::EtcdDiscovery;
 use geerpc::registration::RegisterOptions;
-use geerpc::{Client, Discovery, Heartbeat, RegistryDiscovery, Server, Service, XClient};
+use geerpc::{Client, Discovery, Server, Service, XClient};
 
 use calls::{Caller, Kind, SumArgs, Tally, Target};
 use flags::{
-    codec_of, fail_mode, flag, grace, kind_of, load_flags, refuse, select_mode, serve_flags,
-    slow_of, timeout_of, MAX_SLEEP_MS, MAX_WORK_US, USAGE,
+    codec_of, fail_mode, flag, grace, kind_of, load_flags, refuse, registry_access, select_mode,
+    serve_flags, slow_of, timeout_of, MAX_SLEEP_MS, MAX_WORK_US, USAGE,
 };
 
 fn main() {
@@ -159,10 +160,13 @@ fn serve(flags: &HashMap<String, String>) {
     .expect("install signal handlers");
     // Kept until the end: dropping it deregisters.
     let _heartbeat = flags.get("registry").map(|url| {
-        let hb = Heartbeat::for_server(&running, url, RegisterOptions::new()).unwrap_or_else(|e| {
-            eprintln!("loadgen: {e}");
-            exit(1)
-        });
+        let hb = registry_access(flags)
+            .registrar(url)
+            .and_then(|r| r.register_server(&running, RegisterOptions::new()))
+            .unwrap_or_else(|e| {
+                eprintln!("loadgen: {e}");
+                exit(1)
+            });
         eprintln!("loadgen: registering {} with {url}", running.addr());
         hb
     });
@@ -203,7 +207,8 @@ fn discovered_target(
     let service = if payload > 0 { "Echo" } else { "Arith" };
     let found: geerpc::Result<(Arc<dyn Discovery>, String)> =
         match (flags.get("registry"), flags.get("etcd")) {
-            (Some(url), _) => RegistryDiscovery::builder(url)
+            (Some(url), _) => registry_access(flags)
+                .discovery(url)
                 .service(service)
                 .build()
                 .map(|d| (Arc::new(d) as Arc<dyn Discovery>, format!("registry {url}"))),

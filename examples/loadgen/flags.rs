@@ -24,6 +24,9 @@ usage:
                (registers; on SIGINT/SIGTERM deregisters, then drains within the grace, default 5s)
   loadgen load (--registry URL | --etcd ENDPOINTS) [--select random|round_robin|weighted_round_robin|consistent_hash|p2c]
                [--fail failfast|failover|failtry|failbackup] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]
+  serve and load also take: [--registry-token-file FILE] [--registry-ca FILE]
+               (with --registry: the registry's bearer token, read from FILE, never given on the
+               command line; the CA, PEM, an https:// registry's certificate must chain to)
   serve also takes: [--max-concurrency N] [--max-queue-wait DURATION] [--adaptive on|off]
                (the server's overload limits: ServerBuilder::max_concurrency, max_queue_wait,
                adaptive_concurrency; defaults: the library's)
@@ -40,6 +43,8 @@ const SERVE_FLAGS: &[&str] = &[
     "addr",
     "codec",
     "registry",
+    "registry-token-file",
+    "registry-ca",
     "etcd",
     "grace",
     "max-concurrency",
@@ -54,6 +59,8 @@ const LOAD_FLAGS: &[&str] = &[
     "payload",
     "codec",
     "registry",
+    "registry-token-file",
+    "registry-ca",
     "etcd",
     "select",
     "fail",
@@ -147,7 +154,66 @@ pub fn serve_flags(rest: &[String]) -> HashMap<String, String> {
     codec_of(&flags);
     grace(&flags);
     let _checked = limits(&flags);
+    registry_access(&flags);
     flags
+}
+
+/// `--registry-token-file` and `--registry-ca`, checked: they need
+/// `--registry`, and the token file must hold a token (the error names the
+/// file, never its content).
+pub struct RegistryAccess {
+    pub token: Option<geerpc::Token>,
+    /// Read only with the `tls` feature (refused without it).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub ca: Option<String>,
+}
+
+pub fn registry_access(flags: &HashMap<String, String>) -> RegistryAccess {
+    for f in ["registry-token-file", "registry-ca"] {
+        if flags.contains_key(f) && !flags.contains_key("registry") {
+            refuse(&format!("--{f} applies to --registry"))
+        }
+    }
+    let token = flags.get("registry-token-file").map(|f| {
+        geerpc::Token::from_file(f)
+            .unwrap_or_else(|e| refuse(&format!("--registry-token-file: {e}")))
+    });
+    let ca = flags.get("registry-ca").cloned();
+    if ca.is_some() && cfg!(not(feature = "tls")) {
+        refuse("--registry-ca needs geerpc's tls feature, which this build lacks")
+    }
+    if let Some(ca) = &ca {
+        if let Err(e) = std::fs::metadata(ca) {
+            refuse(&format!("--registry-ca {ca}: {e}"))
+        }
+    }
+    RegistryAccess { token, ca }
+}
+
+impl RegistryAccess {
+    pub fn registrar(&self, url: &str) -> geerpc::Result<geerpc::registry::HttpRegistrar> {
+        let mut r = geerpc::registry::HttpRegistrar::new(url)?;
+        if let Some(t) = &self.token {
+            r = r.token(t.clone());
+        }
+        #[cfg(feature = "tls")]
+        if let Some(ca) = &self.ca {
+            r = r.tls_ca_file(ca);
+        }
+        Ok(r)
+    }
+
+    pub fn discovery(&self, url: &str) -> geerpc::registry::RegistryDiscoveryBuilder {
+        let mut b = geerpc::RegistryDiscovery::builder(url);
+        if let Some(t) = &self.token {
+            b = b.token(t.clone());
+        }
+        #[cfg(feature = "tls")]
+        if let Some(ca) = &self.ca {
+            b = b.tls_ca_file(ca);
+        }
+        b
+    }
 }
 
 /// The server's overload limits from `--max-concurrency`,
@@ -222,6 +288,7 @@ pub fn load_flags(rest: &[String]) -> HashMap<String, String> {
         }
     }
     codec_of(&flags);
+    registry_access(&flags);
     select_mode(&flags);
     fail_mode(&flags);
     kind_of(&flags);

@@ -17,15 +17,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use super::access::Access;
 use super::beat::Beat;
-use super::{
-    agent, check_addr, check_url, request_error, status_error, Registration, ADDR_HEADERS,
-};
+use super::{check_addr, check_url, request_error, status_error, Registration, ADDR_HEADERS};
 use crate::error::{Error, Result};
 use crate::registration::{renew_for_ttl, RegisterOptions, Registrar};
 use crate::server::ServerHandle;
 use crate::util::duration::GoDuration;
 use crate::util::threads::ThreadGroup;
+use crate::util::token::Token;
 use crate::wire::{Address, ToAddress};
 
 /// The TTL assumed until the registry says its own: Go GeeRPC's, which a
@@ -126,6 +126,7 @@ impl Cadence {
 pub struct HttpRegistrar {
     url: String,
     hold: bool,
+    access: Access,
 }
 
 impl HttpRegistrar {
@@ -136,7 +137,30 @@ impl HttpRegistrar {
         Ok(HttpRegistrar {
             url: url.to_string(),
             hold: true,
+            access: Access::default(),
         })
+    }
+
+    /// Sends `Authorization: Bearer TOKEN` with every request: each beat,
+    /// the held request between beats, and the deregistering `DELETE`
+    /// (default: none). A registry started with a write token refuses
+    /// registrations without it (`401`): the heartbeat then logs, naming
+    /// the URL and never the token, that the token is missing or wrong, and
+    /// keeps retrying with back-off. Use an `https://` URL beyond
+    /// loopback, or the token crosses the network in clear.
+    pub fn token(mut self, token: Token) -> Self {
+        self.access.token = Some(token);
+        self
+    }
+
+    /// Trusts the CA certificates in PEM file `path` for an `https://`
+    /// registry, instead of the webpki roots (default: the webpki roots).
+    /// A file that cannot be read makes [`register`](Self::register)
+    /// fail, naming it.
+    #[cfg(feature = "tls")]
+    pub fn tls_ca_file(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        self.access.set_ca_file(path.as_ref());
+        self
     }
 
     /// Whether to hold a request open to a geerpc registry between beats
@@ -163,6 +187,7 @@ impl HttpRegistrar {
         let address = addr.to_address()?;
         let addr = address.to_string();
         check_addr(&addr)?;
+        self.access.check(&self.url)?;
         let timeout = options.request_timeout_or_default();
         let cadence = Cadence::new(&options, &format!("heartbeat {addr} to {}", self.url));
         let body = Registration {
@@ -182,7 +207,8 @@ impl HttpRegistrar {
             addr,
             timeout,
             stop_tx,
-            agent: agent(timeout),
+            agent: self.access.agent(timeout),
+            access: self.access.clone(),
             threads: ThreadGroup::default(),
             status: Arc::new(Status::default()),
             stopped: AtomicBool::new(false),
@@ -290,6 +316,8 @@ struct Control {
     timeout: Duration,
     stop_tx: Sender<()>,
     agent: ureq::Agent,
+    /// For the `DELETE`'s own agent (the beat's is shut down by then).
+    access: Access,
     threads: ThreadGroup,
     status: Arc<Status>,
     stopped: AtomicBool,
@@ -431,7 +459,7 @@ impl Control {
             );
             return Ok(());
         }
-        let mut rq = agent(self.timeout).delete(&self.url);
+        let mut rq = self.access.agent(self.timeout).delete(&self.url);
         for h in ADDR_HEADERS {
             rq = rq.header(h, &self.addr);
         }

@@ -49,6 +49,21 @@
 //!   a [`RegistryDiscovery`] that sees a new epoch keeps its last list
 //!   through the warmup (see `epoch.rs`).
 //!
+//! # Credentials and HTTPS
+//!
+//! A registry given a write token
+//! ([`RegistryBuilder::write_token`]) answers a `POST` or `DELETE`
+//! without `Authorization: Bearer TOKEN` with `401` and
+//! `WWW-Authenticate: Bearer`, and changes nothing; with a read token
+//! ([`RegistryBuilder::read_token`]) every `GET` (list, JSON listing, long
+//! poll, hold) needs it or the write token. Without tokens it is open, as
+//! Go peers expect. [`HttpRegistrar::token`] and
+//! [`RegistryDiscoveryBuilder::token`] send one. With the `tls` feature
+//! the registry serves HTTPS (`RegistryBuilder::tls_pem_files`) and
+//! clients trust a given CA (`tls_ca_file`), so that a token never crosses
+//! the network in clear. Tokens come from files or the environment
+//! ([`crate::Token`]) and are never logged.
+//!
 //! # Bounds
 //!
 //! What a peer can make the registry hold is bounded, each by a
@@ -73,6 +88,7 @@
 //! The HTTP-level bounds live in a patched tiny_http carried in
 //! `vendor/tiny_http` (its `PATCHES.md` says what changed and why).
 
+mod access;
 mod beat;
 mod discovery;
 mod epoch;
@@ -142,20 +158,6 @@ pub(crate) fn check_addr(addr: &str) -> crate::Result<()> {
     Ok(())
 }
 
-/// A ureq agent for registry requests: no connection reuse (a heartbeat a
-/// minute gains nothing from it, and a pooled connection to a registry that
-/// restarted would only fail the next request), status codes as values.
-pub(crate) fn agent(timeout: std::time::Duration) -> ureq::Agent {
-    let config = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .max_idle_connections(0)
-        .max_idle_connections_per_host(0)
-        .user_agent(concat!("geerpc/", env!("CARGO_PKG_VERSION")))
-        .build();
-    ureq::Agent::new_with_config(config)
-}
-
 /// Checks that a registry URL is an `http(s)://` URL.
 pub(crate) fn check_url(url: &str) -> crate::Result<()> {
     // Built without TLS, ureq would only say "TLS required" at the first
@@ -199,10 +201,17 @@ pub(crate) fn status_error(
         .limit(1024)
         .read_to_string()
         .unwrap_or_default();
+    // A 401 says which knob to look at; the body (ours never echoes a
+    // token) says whether it was missing or wrong.
+    let hint = if resp.status() == 401 {
+        " (the registry wants a bearer token: none was configured, or it is not the registry's)"
+    } else {
+        ""
+    };
     request_error(
         url,
         what,
-        format!("status {}: {}", resp.status(), text.trim()),
+        format!("status {}: {}{hint}", resp.status(), text.trim()),
     )
 }
 

@@ -41,7 +41,10 @@ pub fn start_registry(extra: &[&str]) -> (RegistryProc, String) {
     let mut line = String::new();
     BufReader::new(out).read_line(&mut line).unwrap();
     let url = line.trim().to_string();
-    assert!(url.starts_with("http://127.0.0.1:"), "printed {line:?}");
+    assert!(
+        url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:"),
+        "printed {line:?}"
+    );
     (child, url)
 }
 

@@ -31,7 +31,7 @@ pub fn run(a: CallArgs) -> Result<(), Failure> {
             let timeout = a.timeout.min(crate::DISCOVERY_TIMEOUT);
             let registry = a.target.registry.as_deref();
             let etcd = a.target.etcd.as_deref();
-            let found = Found::new(registry, etcd, Some(service), timeout)?;
+            let found = Found::new(registry, etcd, Some(service), timeout, &a.reach)?;
             let mut addrs: Vec<String> = found
                 .instances()?
                 .iter()
@@ -40,7 +40,9 @@ pub fn run(a: CallArgs) -> Result<(), Failure> {
                 .map(|i| i.addr.clone())
                 .collect();
             if addrs.is_empty() {
-                return Err(no_instance(&found, registry, etcd, service, timeout));
+                return Err(no_instance(
+                    &found, registry, etcd, service, timeout, &a.reach,
+                ));
             }
             addrs.shuffle(&mut rand::rng());
             addrs
@@ -174,12 +176,13 @@ fn no_instance(
     etcd: Option<&str>,
     service: &str,
     timeout: Duration,
+    reach: &crate::creds::Reach,
 ) -> Failure {
     let mut f = Failure::new(
         Kind::Discovery,
         format!("{} lists no instance of {service}", found.source),
     );
-    let others = Found::new(registry, etcd, None, timeout)
+    let others = Found::new(registry, etcd, None, timeout, reach)
         .and_then(|all| all.instances())
         .map(|all| {
             let mut names: Vec<&str> = all

@@ -134,10 +134,24 @@ impl Failure {
         let text = f.message.clone();
         let rest = url.split_once("://").map_or(url, |(_, r)| r);
         let path = rest.find('/').map_or("", |i| &rest[i..]);
-        if url.starts_with("https://") {
+        // A registry serves HTTPS only when started with --tls-cert: an
+        // https:// URL that got no answer (not a certificate it distrusts,
+        // not an HTTP status) most likely reached a plain HTTP one.
+        let cert_failed = text.contains("certificate") || text.contains("UnknownIssuer");
+        let answered = text.contains("status ");
+        if url.starts_with("https://") && !cert_failed && !answered {
             f = f.hint(format!(
-                "the URL is https://, but a geerpc registry serves plain HTTP: try http://{rest}"
+                "the URL is https://, but a registry started without --tls-cert serves plain HTTP: try http://{rest}"
             ));
+        }
+        if url.starts_with("https://") && cert_failed {
+            f = f.hint("the registry's certificate is not trusted: --tls-ca FILE names its CA");
+        }
+        if text.contains("status 401") {
+            f = f.hint(
+                "the registry wants a bearer token: --registry-token-file FILE \
+                 (its read token, or its write token)",
+            );
         }
         if path.is_empty() || path == "/" {
             f = f.hint(format!(

@@ -1,17 +1,18 @@
 //! The `geerpc` command: run a registry, list what it knows, call a method.
 //!
 //! ```text
-//! geerpc registry [--addr 127.0.0.1:9999] [--ttl 5m] [--workers 4]
-//! geerpc list (--registry URL | --etcd ENDPOINTS) [--service NAME] [--json]
-//! geerpc call (--registry URL | --etcd ENDPOINTS | --addr tcp@HOST:PORT) Service.Method ['JSON args' | -]
+//! geerpc registry [--addr 127.0.0.1:9999] [--ttl 5m] [--workers 4] [--token-file FILE [--read-token-file FILE]] [--tls-cert FILE --tls-key FILE]
+//! geerpc list (--registry URL | --etcd ENDPOINTS) [--service NAME] [--json] [--registry-token-file FILE] [--tls-ca FILE]
+//! geerpc call (--registry URL | --etcd ENDPOINTS | --addr tcp@HOST:PORT) Service.Method ['JSON args' | -] [--registry-token-file FILE] [--tls-ca FILE]
 //! ```
 //!
 //! This file holds the command line and the `registry` and `list`
-//! commands; `call` is in `call.rs`, and the exit codes and hints
-//! in `exit.rs`. Uses only the library's public API, as a user
+//! commands; `call` is in `call.rs`, the exit codes and hints
+//! in `exit.rs`, the registry's credentials and trust in `creds.rs`. Uses only the library's public API, as a user
 //! would.
 
 mod call;
+mod creds;
 mod exit;
 
 use std::io::Write;
@@ -60,6 +61,8 @@ enum Command {
         /// Threads answering requests.
         #[arg(long, default_value_t = Registry::DEFAULT_WORKERS)]
         workers: usize,
+        #[command(flatten)]
+        creds: creds::Serve,
     },
     /// List the instances a registry (or etcd) knows, one per line, address
     /// first.
@@ -73,6 +76,8 @@ enum Command {
         /// Print the instances as one JSON array.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        reach: creds::Reach,
     },
     /// Call Service.Method with JSON arguments and print the JSON reply.
     /// Through a registry or etcd, the call goes to one instance at random;
@@ -103,6 +108,8 @@ struct CallArgs {
     /// `authorization` is refused here.
     #[arg(long = "meta", value_name = "KEY=VALUE")]
     meta: Vec<String>,
+    #[command(flatten)]
+    reach: creds::Reach,
 }
 
 #[derive(Args)]
@@ -226,12 +233,14 @@ fn main() -> ExitCode {
             ttl,
             path,
             workers,
-        } => ("registry", registry(&addr, ttl, path, workers)),
+            creds,
+        } => ("registry", registry(&addr, ttl, path, workers, &creds)),
         Command::List {
             source,
             service,
             json,
-        } => ("list", list(source, service, json)),
+            reach,
+        } => ("list", list(source, service, json, &reach)),
         Command::Call(args) => ("call", call::run(args)),
     };
     match result {
@@ -246,7 +255,13 @@ fn main() -> ExitCode {
 
 type CliResult = Result<(), Failure>;
 
-fn registry(addr: &str, ttl: Duration, path: Option<String>, workers: usize) -> CliResult {
+fn registry(
+    addr: &str,
+    ttl: Duration,
+    path: Option<String>,
+    workers: usize,
+    creds: &creds::Serve,
+) -> CliResult {
     use signal_hook::consts::{SIGINT, SIGTERM};
     // Before starting, so that a signal that comes early is not lost.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
@@ -254,6 +269,7 @@ fn registry(addr: &str, ttl: Duration, path: Option<String>, workers: usize) -> 
     if let Some(p) = path {
         builder = builder.path(p);
     }
+    let builder = creds.apply(builder)?;
     let running = builder
         .start()
         .map_err(|e| Failure::new(Kind::Other, e.to_string()))?;
@@ -282,12 +298,16 @@ impl Found {
         etcd: Option<&str>,
         service: Option<&str>,
         timeout: Duration,
+        reach: &creds::Reach,
     ) -> Result<Found, Failure> {
+        reach.check_used(registry)?;
         match (registry, etcd) {
             (Some(url), _) => {
-                let mut b = RegistryDiscovery::builder(url)
-                    .long_poll(false)
-                    .timeout(timeout);
+                let mut b = reach.apply(
+                    RegistryDiscovery::builder(url)
+                        .long_poll(false)
+                        .timeout(timeout),
+                )?;
                 if let Some(s) = service {
                     b = b.service(s);
                 }
@@ -330,12 +350,13 @@ impl Found {
 /// library's default.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn list(source: Source, service: Option<String>, json: bool) -> CliResult {
+fn list(source: Source, service: Option<String>, json: bool, reach: &creds::Reach) -> CliResult {
     let found = Found::new(
         source.registry.as_deref(),
         source.etcd.as_deref(),
         service.as_deref(),
         DISCOVERY_TIMEOUT,
+        reach,
     )?;
     let instances = found.instances()?;
     let mut out = std::io::stdout().lock();

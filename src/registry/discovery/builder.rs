@@ -14,8 +14,10 @@ use parking_lot::{Mutex, RwLock};
 use super::long_poll::poll_loop;
 use super::{Poller, RegistryDiscovery, Shared, State};
 use crate::error::{Error, Result};
-use crate::registry::{agent, check_url};
+use crate::registry::access::Access;
+use crate::registry::check_url;
 use crate::util::threads::ThreadGroup;
+use crate::util::token::Token;
 use crate::xclient::Snapshot;
 
 /// Builds a [`RegistryDiscovery`]; see [`RegistryDiscovery::builder`].
@@ -27,6 +29,7 @@ pub struct RegistryDiscoveryBuilder {
     pub(super) long_poll: bool,
     pub(super) poll: Duration,
     pub(super) timeout: Duration,
+    pub(super) access: Access,
 }
 
 impl RegistryDiscoveryBuilder {
@@ -77,15 +80,37 @@ impl RegistryDiscoveryBuilder {
         self
     }
 
-    /// The discovery. Fails only on a malformed URL: a registry that is not
-    /// up yet is asked again later.
+    /// Sends `Authorization: Bearer TOKEN` with every request (default:
+    /// none), for a registry whose reads are closed by a read token (its
+    /// write token is accepted too). A registry that refuses it answers
+    /// `401`, which the discovery's errors and log say, naming the URL and
+    /// never the token. Use an `https://` URL beyond loopback, or the token
+    /// crosses the network in clear.
+    pub fn token(mut self, token: Token) -> Self {
+        self.access.token = Some(token);
+        self
+    }
+
+    /// Trusts the CA certificates in PEM file `path` for an `https://`
+    /// registry, instead of the webpki roots (default: the webpki roots).
+    /// A file that cannot be read makes [`build`](Self::build) fail,
+    /// naming it.
+    #[cfg(feature = "tls")]
+    pub fn tls_ca_file(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        self.access.set_ca_file(path.as_ref());
+        self
+    }
+
+    /// The discovery. Fails only on a malformed URL (or an unreadable CA
+    /// file): a registry that is not up yet is asked again later.
     pub fn build(self) -> Result<RegistryDiscovery> {
         check_url(&self.url)?;
+        self.access.check(&self.url)?;
         let shared = Arc::new(Shared {
             url: self.url,
             service: self.service,
             refresh_after: self.refresh_after,
-            agent: agent(self.timeout),
+            agent: self.access.agent(self.timeout),
             state: RwLock::new(State {
                 snapshot: Snapshot {
                     version: 0,
@@ -108,7 +133,7 @@ impl RegistryDiscoveryBuilder {
         });
         let poller = if self.long_poll {
             let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-            let agent = agent(self.poll + self.timeout);
+            let agent = self.access.agent(self.poll + self.timeout);
             let threads = ThreadGroup::default();
             let (s, a, poll) = (shared.clone(), agent.clone(), self.poll);
             threads

@@ -140,6 +140,7 @@ impl RegistryDiscovery {
             long_poll: true,
             poll: Duration::from_secs(30),
             timeout: Duration::from_secs(5),
+            access: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::answer::Answerers;
+use super::auth::Auth;
 use super::limits::{self, Limits};
 use super::listen::{self, set_inherited_options, start_tiny_http};
 use super::long_poll::Watchers;
@@ -23,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::registry::epoch::Epoch;
 use crate::util::duration::GoDuration;
 use crate::util::threads::ThreadGroup;
+use crate::util::token::Token;
 use crate::wire::{Address, Protocol, ToAddress};
 
 /// A registry server's settings; [`start`](Self::start) runs it and
@@ -54,6 +56,13 @@ pub struct RegistryBuilder {
     batch_scheduling: bool,
     /// Set by the knobs in `limits`.
     pub(super) limits: Limits,
+    /// Set by [`write_token`](Self::write_token) and
+    /// [`read_token`](Self::read_token).
+    auth: Auth,
+    /// Set by [`tls_pem_files`](Self::tls_pem_files): the certificate
+    /// chain's and the key's files, read at start.
+    #[cfg(feature = "tls")]
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Default for RegistryBuilder {
@@ -93,6 +102,9 @@ impl Registry {
             write_timeout: Registry::DEFAULT_WRITE_TIMEOUT,
             batch_scheduling: true,
             limits: Limits::default(),
+            auth: Auth::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -179,12 +191,68 @@ impl RegistryBuilder {
         self
     }
 
+    /// Requires `Authorization: Bearer TOKEN` with this token on every
+    /// `POST` (register, renew) and `DELETE` (deregister); others get
+    /// `401` with `WWW-Authenticate: Bearer` and change nothing (default:
+    /// none, anyone who reaches the registry may register any address, as
+    /// with Go GeeRPC). `GET` stays open unless a
+    /// [`read_token`](Self::read_token) is set too. Serve it over HTTPS
+    /// beyond loopback, or the token crosses the network in clear. Take
+    /// the token from a file or the environment
+    /// ([`Token::from_file`](crate::Token::from_file)), never a command
+    /// line.
+    pub fn write_token(mut self, token: Token) -> RegistryBuilder {
+        self.auth.write = Some(token);
+        self
+    }
+
+    /// Requires a bearer token on every `GET` too (the list, the JSON
+    /// listing, long polls, heartbeat holds): this one or the
+    /// [`write_token`](Self::write_token), which is accepted for reads
+    /// (default: none, reads are open). Needs a write token:
+    /// [`start`](Self::start) refuses a registry whose reads are closed
+    /// but whose writes are open.
+    pub fn read_token(mut self, token: Token) -> RegistryBuilder {
+        self.auth.read = Some(token);
+        self
+    }
+
+    /// Serves HTTPS (TLS 1.3 and 1.2, rustls) with the certificate chain
+    /// in PEM file `cert` (the registry's certificate first, then any
+    /// intermediates) and its private key in PEM file `key` (PKCS#8,
+    /// PKCS#1 or SEC1); default: plain HTTP. [`Registry::url`] then says
+    /// `https://`, and clients trust the chain's CA with
+    /// [`HttpRegistrar::tls_ca_file`](crate::registry::HttpRegistrar::tls_ca_file)
+    /// and [`RegistryDiscoveryBuilder::tls_ca_file`](crate::registry::RegistryDiscoveryBuilder::tls_ca_file).
+    /// [`start`](Self::start) fails, naming the file, on one it cannot
+    /// read or parse. A TLS handshake counts against the read timeout of a
+    /// request head (10 s, see the bounds). Needs the `tls` feature.
+    #[cfg(feature = "tls")]
+    pub fn tls_pem_files(
+        mut self,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> RegistryBuilder {
+        self.tls = Some((cert.into(), key.into()));
+        self
+    }
+
     /// Binds and serves in background threads, owned by the returned
     /// [`Registry`] (dropping it shuts them down).
     pub fn start(self) -> Result<Registry> {
+        let tls = self.tls_config()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let addr = self
             .addr
             .map_err(|(addr, reason)| Error::InvalidAddress { addr, reason })?;
+        if self.auth.read.is_some() && self.auth.write.is_none() {
+            return Err(Error::Registry {
+                url: addr.to_string(),
+                message: "a read token without a write token would leave registration \
+                          open to anyone: set a write token too"
+                    .into(),
+            });
+        }
         let listener = listen::bind(addr.target())?;
         let local = listener
             .local_addr()
@@ -193,14 +261,14 @@ impl RegistryBuilder {
         // For `Epoch::stop`; without it only that early stop is lost.
         let listener_copy = listener.try_clone().ok();
         let batch = self.batch_scheduling;
-        let http = Arc::new(start_tiny_http(listener, local, &self.limits, batch)?);
+        let http = Arc::new(start_tiny_http(listener, local, &self.limits, batch, tls)?);
         let limits = &self.limits;
         let threads = ThreadGroup::default();
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
             addr: local,
             address: Address::tcp(local),
-            url: url_of(local, &self.paths[0]),
+            url: url_of(scheme, local, &self.paths[0]),
             paths: self.paths,
             // Rounded up: "0" would say the entries never expire.
             ttl_ms: self.ttl.as_nanos().div_ceil(1_000_000).to_string(),
@@ -215,6 +283,8 @@ impl RegistryBuilder {
             answerers: Answerers::new(threads.clone(), limits.max_long_polls),
             refusals: limits::RefusalLog::default(),
             epoch: Epoch::new(self.warmup, listener_copy),
+            auth: self.auth,
+            auth_refusals: limits::RefusalLog::default(),
         });
         let registry = Registry {
             shared: shared.clone(),
@@ -250,7 +320,7 @@ impl RegistryBuilder {
             .spawn("geerpc-reg-hold", None, move || s.epoch.run_holds())
             .map_err(|e| Error::io("registry: start hold thread", e))?;
         log::info!(
-            "registry: listening on http://{local}{} (TTL {})",
+            "registry: listening on {scheme}://{local}{} (TTL {})",
             shared.paths[0],
             GoDuration(self.ttl)
         );
@@ -258,16 +328,58 @@ impl RegistryBuilder {
     }
 }
 
-/// `http://HOST:PORT/PATH`, naming loopback for a registry that listens on
+impl RegistryBuilder {
+    /// The certificate chain and key, read from their files (the errors
+    /// name the file, never a key's content); None without TLS.
+    fn tls_config(&self) -> Result<Option<tiny_http::SslConfig>> {
+        #[cfg(feature = "tls")]
+        if let Some((cert, key)) = &self.tls {
+            let read = |what: &str, path: &std::path::Path| {
+                std::fs::read(path).map_err(|e| {
+                    Error::io(format!("registry: read TLS {what} {}", path.display()), e)
+                })
+            };
+            let config = tiny_http::SslConfig {
+                certificate: read("certificate", cert)?,
+                private_key: read("key", key)?,
+            };
+            // tiny_http parses them at start and says only "invalid":
+            // check here, naming the file.
+            let has = |pem: &[u8], cert: bool| {
+                ureq::tls::parse_pem(pem).any(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(_)) => cert,
+                    Ok(ureq::tls::PemItem::PrivateKey(_)) => !cert,
+                    _ => false,
+                })
+            };
+            if !has(&config.certificate, true) {
+                return Err(Error::Protocol(format!(
+                    "registry: {} holds no PEM certificate",
+                    cert.display()
+                )));
+            }
+            if !has(&config.private_key, false) {
+                return Err(Error::Protocol(format!(
+                    "registry: {} holds no PEM private key",
+                    key.display()
+                )));
+            }
+            return Ok(Some(config));
+        }
+        Ok(None)
+    }
+}
+
+/// `SCHEME://HOST:PORT/PATH`, naming loopback for a registry that listens on
 /// every interface (a URL with `0.0.0.0` in it reaches nothing).
-fn url_of(mut a: std::net::SocketAddr, path: &str) -> String {
+fn url_of(scheme: &str, mut a: std::net::SocketAddr, path: &str) -> String {
     if a.ip().is_unspecified() {
         a.set_ip(match a {
             std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
             std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
-    format!("http://{a}{path}")
+    format!("{scheme}://{a}{path}")
 }
 
 #[cfg(test)]

@@ -131,6 +131,11 @@ fn handle(shared: &Shared, rq: Request) {
         );
         return respond(shared, rq, text(404, msg));
     }
+    // Before anything reads the request further: a refused one changes
+    // nothing and parks nothing.
+    if let Err(refusal) = shared.auth.check(&rq) {
+        return unauthorized(shared, rq, refusal);
+    }
     let Some(rq) = shared.epoch.hold(rq, query) else {
         return;
     };
@@ -146,6 +151,23 @@ fn handle(shared: &Shared, rq: Request) {
             respond(shared, rq, resp)
         }
     }
+}
+
+/// Answers `401` with a challenge; logs the method and the peer, never
+/// what was sent.
+fn unauthorized(shared: &Shared, rq: Request, refusal: super::auth::Refusal) {
+    let msg = refusal.message(rq.method());
+    let peer = rq
+        .remote_addr()
+        .map_or_else(|| "?".to_string(), |p| p.to_string());
+    shared
+        .auth_refusals
+        .refused(shared.addr, &format!("{} (from {peer})", msg.trim()));
+    let resp = text(401, msg).with_header(header(
+        "WWW-Authenticate",
+        "Bearer realm=\"geerpc-registry\"",
+    ));
+    respond(shared, rq, resp)
 }
 
 /// The address a request names in one of the accepted headers.

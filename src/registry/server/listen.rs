@@ -55,6 +55,7 @@ pub(super) fn start_tiny_http(
     local: SocketAddr,
     limits: &Limits,
     batch: bool,
+    tls: Option<tiny_http::SslConfig>,
 ) -> Result<tiny_http::Server> {
     let http_limits = limits.http();
     let started = std::thread::Builder::new()
@@ -63,7 +64,7 @@ pub(super) fn start_tiny_http(
             if batch && !crate::util::threads::use_batch_policy() {
                 log::debug!("registry {local}: threads keep the scheduling policy they have");
             }
-            tiny_http::Server::from_listener_with_limits(listener, None, http_limits)
+            tiny_http::Server::from_listener_with_limits(listener, tls, http_limits)
         })
         .map_err(|e| Error::io("registry: start the accept thread", e))?
         .join()

@@ -10,6 +10,7 @@
 //! - `long_poll`: parking `GET ?watch=` polls; `reap`: the reaper;
 //!   `answer`: the threads that write parked polls' answers;
 //! - `table`: the listed instances and their versions;
+//! - `auth`: the write and read tokens and their check;
 //! - `limits`: the bounds and their knobs; `listen`: the listening socket
 //!   and tiny_http's start; `roles`: which worker receives.
 //!
@@ -21,6 +22,7 @@
 //! blocking, so it may be used under the lock.
 
 mod answer;
+mod auth;
 mod builder;
 mod http;
 mod limits;
@@ -72,6 +74,10 @@ struct Shared {
     refusals: limits::RefusalLog,
     /// This start's identity, stamped on every answer; heartbeats' holds.
     epoch: Epoch,
+    /// The tokens requests must carry (none: open).
+    auth: auth::Auth,
+    /// Refused credentials, logged at warn once per episode.
+    auth_refusals: limits::RefusalLog,
 }
 
 /// The table and the parked long polls, under one lock: a poll is parked

@@ -46,7 +46,8 @@ impl Registry {
         &self.shared.address
     }
 
-    /// The URL servers and clients use: `http://HOST:PORT/_rpc_/registry`
+    /// The URL servers and clients use: `http://HOST:PORT/_rpc_/registry`,
+    /// or `https://` when it serves TLS (`RegistryBuilder::tls_pem_files`)
     /// (the first path it answers on; a registry listening on every
     /// interface names the loopback one).
     pub fn url(&self) -> &str {

@@ -1,5 +1,12 @@
+// geerpc patch: ported to rustls 0.23 (upstream 0.12.0 used 0.20): the
+// configuration is built with the ring provider and TLS 1.3 and 1.2 only,
+// PEM is read with rustls-pki-types, and a malformed key is an error, not
+// a panic. `set_read_timeout` lets the read deadlines (PATCHES.md item 2)
+// bound HTTPS reads too, handshake included.
 use crate::connection::Connection;
 use crate::util::refined_tcp_stream::Stream as RefinedStream;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::error::Error;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -9,6 +16,9 @@ use zeroize::Zeroizing;
 /// A wrapper around an owned Rustls connection and corresponding stream.
 ///
 /// Uses an internal Mutex to permit disparate reader & writer threads to access the stream independently.
+/// (A read holds it while it blocks: the server hands an HTTPS
+/// connection's next request out only once the previous one is answered,
+/// see `lib.rs`, so a reader never blocks a writer.)
 pub(crate) struct RustlsStream(
     Arc<Mutex<rustls::StreamOwned<rustls::ServerConnection, Connection>>>,
 );
@@ -28,6 +38,15 @@ impl RustlsStream {
             .expect("Failed to lock SSL stream mutex")
             .sock
             .shutdown(how)
+    }
+
+    /// geerpc patch: the socket's `SO_RCVTIMEO`, for the read deadlines.
+    pub(crate) fn set_read_timeout(&self, t: Option<std::time::Duration>) -> std::io::Result<()> {
+        self.0
+            .lock()
+            .expect("Failed to lock SSL stream mutex")
+            .sock
+            .set_read_timeout(t)
     }
 }
 
@@ -69,33 +88,19 @@ impl RustlsContext {
         certificates: Vec<u8>,
         private_key: Zeroizing<Vec<u8>>,
     ) -> Result<Self, Box<dyn Error + Send + Sync>> {
-        let certificate_chain: Vec<rustls::Certificate> =
-            rustls_pemfile::certs(&mut certificates.as_slice())?
-                .into_iter()
-                .map(|bytes| rustls::Certificate(bytes))
-                .collect();
-
+        let certificate_chain = CertificateDer::pem_slice_iter(&certificates)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("certificate chain: {e}"))?;
         if certificate_chain.is_empty() {
             return Err("Couldn't extract certificate chain from config.".into());
         }
+        // PKCS#8, PKCS#1 (RSA) or SEC1 (EC), whichever the PEM holds.
+        let private_key = PrivateKeyDer::from_pem_slice(&private_key)
+            .map_err(|e| format!("private key: {e}"))?;
 
-        let private_key = rustls::PrivateKey({
-            let pkcs8_keys = rustls_pemfile::pkcs8_private_keys(
-                &mut private_key.clone().as_slice(),
-            )
-            .expect("file contains invalid pkcs8 private key (encrypted keys are not supported)");
-
-            if let Some(pkcs8_key) = pkcs8_keys.first() {
-                pkcs8_key.clone()
-            } else {
-                let rsa_keys = rustls_pemfile::rsa_private_keys(&mut private_key.as_slice())
-                    .expect("file contains invalid rsa private key");
-                rsa_keys[0].clone()
-            }
-        });
-
-        let tls_conf = rustls::ServerConfig::builder()
-            .with_safe_defaults()
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls_conf = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()
             .with_single_cert(certificate_chain, private_key)?;
 

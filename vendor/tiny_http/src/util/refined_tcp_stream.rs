@@ -173,6 +173,15 @@ impl Read for RefinedTcpStream {
                 }
                 conn.set_read_timeout(Some(left))?;
             }
+            // geerpc patch: HTTPS reads (the handshake's too) obey it as well.
+            #[cfg(feature = "ssl-rustls")]
+            (Some(at), Stream::Https(tls)) => {
+                let left = at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(timed_out());
+                }
+                tls.set_read_timeout(Some(left))?;
+            }
             _ => return self.stream.read(buf),
         }
         match self.stream.read(buf) {

@@ -1,0 +1,96 @@
+//! The registry's credentials and trust on the command line (PROTOCOL.md
+//! section 7): the tokens and the certificate a `geerpc registry` serves with,
+//! and the token and CA that `list` and `call` use to read a registry.
+//! Tokens come only from files, never from the command line itself (where
+//! `ps` shows them), and are never printed.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use geerpc::registry::{RegistryBuilder, RegistryDiscoveryBuilder};
+use geerpc::Token;
+
+use crate::exit::{Failure, Kind};
+
+/// `geerpc registry`'s credentials.
+#[derive(Args, Debug, Default)]
+pub struct Serve {
+    /// File whose first line is the write token: POST (register) and
+    /// DELETE (deregister) must carry `Authorization: Bearer TOKEN`, else
+    /// 401 and nothing changes. Without it anyone who reaches the registry
+    /// may register any address. Serve HTTPS (--tls-cert) beyond loopback.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// File whose first line is the read token: every GET (list, watch)
+    /// must then carry it (or the write token). Needs --token-file.
+    #[arg(long, value_name = "FILE", requires = "token_file")]
+    pub read_token_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM: the registry's
+    /// certificate first, then intermediates). Needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Serve {
+    /// The builder with the tokens read from their files.
+    pub fn apply(&self, mut b: RegistryBuilder) -> Result<RegistryBuilder, Failure> {
+        if let Some(f) = &self.token_file {
+            b = b.write_token(read(f)?);
+        }
+        if let Some(f) = &self.read_token_file {
+            b = b.read_token(read(f)?);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            b = b.tls_pem_files(cert, key);
+        }
+        Ok(b)
+    }
+}
+
+/// How `list` and `call` reach a registry.
+#[derive(Args, Debug, Default, Clone)]
+pub struct Reach {
+    /// File whose first line is the registry's bearer token (its read
+    /// token, or its write token), sent with every request to --registry.
+    #[arg(long, value_name = "FILE")]
+    pub registry_token_file: Option<PathBuf>,
+    /// CA certificate(s), PEM, that an https:// --registry's certificate
+    /// must chain to (default: the webpki roots).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl Reach {
+    /// The discovery builder with the token and CA.
+    pub fn apply(
+        &self,
+        mut b: RegistryDiscoveryBuilder,
+    ) -> Result<RegistryDiscoveryBuilder, Failure> {
+        if let Some(f) = &self.registry_token_file {
+            b = b.token(read(f)?);
+        }
+        if let Some(f) = &self.tls_ca {
+            b = b.tls_ca_file(f);
+        }
+        Ok(b)
+    }
+
+    /// Refuses registry options without a registry to use them on.
+    pub fn check_used(&self, registry: Option<&str>) -> Result<(), Failure> {
+        if registry.is_none() && self.registry_token_file.is_some() {
+            return Err(Failure::new(
+                Kind::Usage,
+                "--registry-token-file is for --registry",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A token file, or exit code 1 naming the file (never its content).
+fn read(path: &std::path::Path) -> Result<Token, Failure> {
+    Token::from_file(path).map_err(|e| Failure::new(Kind::Other, e.to_string()))
+}
