@@ -109,6 +109,7 @@ fn refused(addr: &geerpc::Address, tls: ClientTls) -> String {
         t0.elapsed()
     );
     let text = err.to_string();
+    eprintln!("refused: {text}");
     assert!(text.contains(&addr.to_string()), "{text}");
     text
 }
@@ -320,4 +321,59 @@ fn a_tls_address_needs_listen_tls() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("tls@HOST:PORT"), "{err}");
+}
+
+#[test]
+fn the_tls_handshake_counts_against_the_connect_timeout() {
+    // Accepts, and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr: geerpc::Address = format!("tls@{}", silent.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    let limit = Duration::from_millis(300);
+    let t0 = Instant::now();
+    let err = Client::builder()
+        .connect_timeout(Some(limit))
+        .tls(ClientTls::webpki_roots())
+        .dial(&addr)
+        .err()
+        .expect("nobody answers the handshake");
+    let took = t0.elapsed();
+    assert!(matches!(err, Error::ConnectTimeout { .. }), "{err}");
+    // Generous for a loaded machine: without the bound it never ends.
+    assert!(
+        took >= limit && took < limit + Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn a_peer_that_never_handshakes_is_closed_at_the_handshake_timeout() {
+    let ca = Ca::new("test CA");
+    let (_, tls) = tls_server(&ca);
+    let server = Server::builder()
+        .handshake_timeout(Duration::from_millis(300))
+        .build();
+    let h = server.listen_tls("127.0.0.1:0", &tls).unwrap();
+    let mut silent = TcpStream::connect(h.addr().target()).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 64];
+    // Closed by the server (at most a close_notify alert first): the end
+    // of the stream or a reset, not our read timeout.
+    let mut got = 0;
+    loop {
+        match std::io::Read::read(&mut silent, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+                break;
+            }
+        }
+        assert!(got <= 7, "only an alert may come");
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }
