@@ -79,6 +79,22 @@ fn tls_server(ca: &Ca) -> (Server, ServerTls) {
 
 const CONNECT: Duration = Duration::from_secs(5);
 
+/// Runs `f` on its own thread and fails if it has not finished within
+/// `limit`: a hang (a deadlock, a missing deadline) fails the test instead
+/// of stalling the suite.
+fn within(limit: Duration, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("not finished within {limit:?}"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("the test thread panicked"),
+    }
+}
+
 fn dial(addr: &geerpc::Address, tls: ClientTls, codec: Codec) -> geerpc::Result<Client> {
     Client::builder()
         .codec(codec)
@@ -145,16 +161,21 @@ fn many_calls_at_once_share_one_tls_connection() {
         Codec::MsgPack,
     )
     .unwrap();
-    std::thread::scope(|s| {
-        for t in 0..8 {
-            let c = &c;
-            s.spawn(move || {
-                for i in 0..200 {
-                    let arg = format!("{t}-{i}-{}", "y".repeat(i * 37));
-                    assert_eq!(c.call::<_, String>("Echo.Echo", &arg).unwrap(), arg);
-                }
-            });
-        }
+    // Readers and writers on both sides take turns on one TLS state: a
+    // lock held across a blocking wait would stall this.
+    within(Duration::from_secs(60), move || {
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let c = &c;
+                s.spawn(move || {
+                    for i in 0..200 {
+                        let arg = format!("{t}-{i}-{}", "y".repeat(i * 37));
+                        assert_eq!(c.call::<_, String>("Echo.Echo", &arg).unwrap(), arg);
+                    }
+                });
+            }
+        });
+        drop(h);
     });
 }
 
@@ -331,20 +352,23 @@ fn the_tls_handshake_counts_against_the_connect_timeout() {
         .parse()
         .unwrap();
     let limit = Duration::from_millis(300);
-    let t0 = Instant::now();
-    let err = Client::builder()
-        .connect_timeout(Some(limit))
-        .tls(ClientTls::webpki_roots())
-        .dial(&addr)
-        .err()
-        .expect("nobody answers the handshake");
-    let took = t0.elapsed();
-    assert!(matches!(err, Error::ConnectTimeout { .. }), "{err}");
-    // Generous for a loaded machine: without the bound it never ends.
-    assert!(
-        took >= limit && took < limit + Duration::from_secs(3),
-        "{took:?}"
-    );
+    within(Duration::from_secs(30), move || {
+        let t0 = Instant::now();
+        let err = Client::builder()
+            .connect_timeout(Some(limit))
+            .tls(ClientTls::webpki_roots())
+            .dial(&addr)
+            .err()
+            .expect("nobody answers the handshake");
+        let took = t0.elapsed();
+        assert!(matches!(err, Error::ConnectTimeout { .. }), "{err}");
+        // Generous for a loaded machine: without the bound it never ends.
+        assert!(
+            took >= limit && took < limit + Duration::from_secs(3),
+            "{took:?}"
+        );
+    });
+    drop(silent);
 }
 
 #[test]
