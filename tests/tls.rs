@@ -402,3 +402,25 @@ fn a_peer_that_never_handshakes_is_closed_at_the_handshake_timeout() {
     }
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }
+
+#[test]
+fn an_xclient_calls_tls_instances_from_discovery() {
+    use geerpc::{MultiServerDiscovery, SelectMode, XClient};
+    let ca = Ca::new("test CA");
+    let (server, tls) = tls_server(&ca);
+    let a = server.listen_tls("127.0.0.1:0", &tls).unwrap();
+    let b = server.listen_tls("127.0.0.1:0", &tls).unwrap();
+    let addrs = [a.addr().to_string(), b.addr().to_string()];
+    let xc = XClient::builder(MultiServerDiscovery::new(addrs.iter().map(String::as_str)))
+        .select_mode(SelectMode::RoundRobin)
+        .client(
+            Client::builder()
+                .connect_timeout(Some(CONNECT))
+                .tls(ClientTls::ca_pem(&ca.pem()).unwrap()),
+        )
+        .build();
+    for i in 0..4 {
+        let s = format!("x{i}");
+        assert_eq!(xc.call::<_, String>("Echo.Echo", &s).unwrap(), s);
+    }
+}
