@@ -292,8 +292,14 @@ fn read_first(run: &Arc<Running>, conn: &Conn) -> Result<Option<(Codec, Option<D
         }
     }
     if !(first == b'{' || first.is_ascii_whitespace()) {
+        // 0x16 opens a TLS handshake record: say so, it is a common mistake.
+        let hint = if first == 0x16 {
+            " (a TLS ClientHello: this listener is plaintext, TLS is served by Server::listen_tls)"
+        } else {
+            ""
+        };
         return Err(Error::Protocol(format!(
-            "unexpected first byte {first:#04x}: neither an RPC handshake nor HTTP"
+            "unexpected first byte {first:#04x}: neither an RPC handshake nor HTTP{hint}"
         )));
     }
     let option = rd
