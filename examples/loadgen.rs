@@ -145,7 +145,11 @@ fn serve(flags: &HashMap<String, String>) {
     let addr = &flags["addr"];
     let server = flags::limits(flags)(Server::builder().shutdown_grace(grace(flags))).build();
     bench_services(&server);
-    let running = match server.listen(addr) {
+    let listened = match flags::server_tls(flags) {
+        Some(tls) => server.listen_tls(addr, &tls),
+        None => server.listen(addr),
+    };
+    let running = match listened {
         Ok(r) => r,
         Err(e) => {
             eprintln!("loadgen: {e}");
@@ -240,7 +244,10 @@ fn discovered_target(
         .select_mode(select_mode(flags))
         .fail_mode(fail_mode(flags))
         .idempotent(true)
-        .client(Client::builder().codec(codec_of(flags)))
+        .client(match flags::client_tls(flags) {
+            Some(tls) => Client::builder().codec(codec_of(flags)).tls(tls),
+            None => Client::builder().codec(codec_of(flags)),
+        })
         .build();
     (Target::Registry(Arc::new(xc)), discovery)
 }
@@ -287,7 +294,10 @@ fn load(flags: &HashMap<String, String>) {
             vec![t]
         }
         false => {
-            let builder = Client::builder().codec(codec);
+            let mut builder = Client::builder().codec(codec);
+            if let Some(tls) = flags::client_tls(flags) {
+                builder = builder.tls(tls);
+            }
             (0..conns)
                 .map(|_| {
                     builder

@@ -15,7 +15,7 @@ use crate::util::duration::GoDuration;
 #[non_exhaustive]
 pub enum Error {
     /// An address is neither `PROTOCOL@ADDR` nor a bare `HOST:PORT`.
-    #[error("invalid address {addr:?}: {reason} (accepted forms: tcp@HOST:PORT, http@HOST:PORT, unix@/PATH; a bare HOST:PORT means tcp@)")]
+    #[error("invalid address {addr:?}: {reason} (accepted forms: tcp@HOST:PORT, http@HOST:PORT, unix@/PATH, tls@HOST:PORT; a bare HOST:PORT means tcp@)")]
     InvalidAddress {
         /// The address as given.
         addr: String,

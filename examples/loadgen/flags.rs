@@ -27,6 +27,8 @@ usage:
   serve and load also take: [--registry-token-file FILE] [--registry-ca FILE]
                (with --registry: the registry's bearer token, read from FILE, never given on the
                command line; the CA, PEM, an https:// registry's certificate must chain to)
+  serve and load over TLS: serve [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] (listens tls@);
+               load --addr tls@HOST:PORT [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]
   serve also takes: [--max-concurrency N] [--max-queue-wait DURATION] [--adaptive on|off]
                (the server's overload limits: ServerBuilder::max_concurrency, max_queue_wait,
                adaptive_concurrency; defaults: the library's)
@@ -50,9 +52,15 @@ const SERVE_FLAGS: &[&str] = &[
     "max-concurrency",
     "max-queue-wait",
     "adaptive",
+    "tls-cert",
+    "tls-key",
+    "tls-client-ca",
 ];
 const LOAD_FLAGS: &[&str] = &[
     "addr",
+    "tls-ca",
+    "tls-cert",
+    "tls-key",
     "conns",
     "concurrency",
     "secs",
@@ -155,6 +163,7 @@ pub fn serve_flags(rest: &[String]) -> HashMap<String, String> {
     grace(&flags);
     let _checked = limits(&flags);
     registry_access(&flags);
+    server_tls(&flags);
     flags
 }
 
@@ -214,6 +223,50 @@ impl RegistryAccess {
         }
         b
     }
+}
+
+/// `serve --tls-cert FILE --tls-key FILE [--tls-client-ca FILE]`: serve
+/// over TLS (mutual TLS with a client CA). None: plaintext.
+pub fn server_tls(flags: &HashMap<String, String>) -> Option<geerpc::wire::ServerTls> {
+    let (cert, key) = match (flags.get("tls-cert"), flags.get("tls-key")) {
+        (Some(c), Some(k)) => (c, k),
+        (None, None) if flags.contains_key("tls-client-ca") => {
+            refuse("--tls-client-ca needs --tls-cert and --tls-key")
+        }
+        (None, None) => return None,
+        _ => refuse("--tls-cert and --tls-key go together"),
+    };
+    let tls = geerpc::wire::ServerTls::files(cert, key).unwrap_or_else(|e| refuse(&e.to_string()));
+    Some(match flags.get("tls-client-ca") {
+        Some(ca) => tls
+            .require_client_cert_file(ca)
+            .unwrap_or_else(|e| refuse(&e.to_string())),
+        None => tls,
+    })
+}
+
+/// `load [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]`: how `tls@`
+/// addresses are dialled (default: the webpki roots, no client certificate).
+pub fn client_tls(flags: &HashMap<String, String>) -> Option<geerpc::wire::ClientTls> {
+    let ca = flags.get("tls-ca");
+    let pair = match (flags.get("tls-cert"), flags.get("tls-key")) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => refuse("--tls-cert and --tls-key go together"),
+    };
+    if ca.is_none() && pair.is_none() {
+        return None;
+    }
+    let tls = match ca {
+        Some(ca) => geerpc::wire::ClientTls::ca_file(ca).unwrap_or_else(|e| refuse(&e.to_string())),
+        None => geerpc::wire::ClientTls::webpki_roots(),
+    };
+    Some(match pair {
+        Some((c, k)) => tls
+            .client_cert_files(c, k)
+            .unwrap_or_else(|e| refuse(&e.to_string())),
+        None => tls,
+    })
 }
 
 /// The server's overload limits from `--max-concurrency`,
@@ -289,6 +342,7 @@ pub fn load_flags(rest: &[String]) -> HashMap<String, String> {
     }
     codec_of(&flags);
     registry_access(&flags);
+    client_tls(&flags);
     select_mode(&flags);
     fail_mode(&flags);
     kind_of(&flags);

@@ -19,6 +19,11 @@ pub(super) enum Listener {
     Tcp(TcpListener),
     #[cfg(unix)]
     Unix(UnixListener, String),
+    /// TCP whose connections speak TLS with these settings; each one's
+    /// handshake is done on its own thread (`conn.rs`), so that a slow or
+    /// hostile handshake holds no other.
+    #[cfg(all(feature = "tls", unix))]
+    Tls(TcpListener, crate::wire::ServerTls),
 }
 
 /// Where to connect to wake a blocked `accept` at shutdown.
@@ -31,19 +36,23 @@ pub(super) enum WakeTarget {
 impl Listener {
     pub(super) fn wake_target(&self) -> io::Result<WakeTarget> {
         Ok(match self {
-            Listener::Tcp(l) => {
-                let mut a = l.local_addr()?;
-                if a.ip().is_unspecified() {
-                    a.set_ip(match a {
-                        SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                        SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-                    });
-                }
-                WakeTarget::Tcp(a)
-            }
+            #[cfg(all(feature = "tls", unix))]
+            Listener::Tls(l, _) => Listener::tcp_wake_target(l)?,
+            Listener::Tcp(l) => Listener::tcp_wake_target(l)?,
             #[cfg(unix)]
             Listener::Unix(_, path) => WakeTarget::Unix(path.clone()),
         })
+    }
+
+    fn tcp_wake_target(l: &TcpListener) -> io::Result<WakeTarget> {
+        let mut a = l.local_addr()?;
+        if a.ip().is_unspecified() {
+            a.set_ip(match a {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        Ok(WakeTarget::Tcp(a))
     }
 
     pub(super) fn accept(&self) -> io::Result<Stream> {
@@ -54,6 +63,8 @@ impl Listener {
             }
             #[cfg(unix)]
             Listener::Unix(l, _) => Ok(Stream::unix(l.accept()?.0)),
+            #[cfg(all(feature = "tls", unix))]
+            Listener::Tls(l, tls) => Stream::tls_accept(l.accept()?.0, tls),
         }
     }
 }

@@ -73,8 +73,10 @@ pub(crate) struct Conn {
     /// (`Context::is_cancelled`).
     pub(super) closed: Arc<AtomicBool>,
     /// What the peer proved of itself (a verified TLS client certificate):
-    /// every call's `Context::identity`. `None`: nothing proved.
-    pub(super) identity: Option<Arc<Identity>>,
+    /// every call's `Context::identity`. Unset: nothing proved. Set once,
+    /// by the connection's first thread after the TLS handshake, before
+    /// any call is read.
+    pub(super) identity: OnceLock<Arc<Identity>>,
     /// Set by a shutdown called from a handler of this connection, on that
     /// handler's thread: shutdown leaves the connection open for the reply,
     /// and the thread closes it once the reply is sent.
@@ -112,7 +114,7 @@ impl Conn {
             watch: Watch::default(),
             _slot: slot,
             closed: Arc::new(AtomicBool::new(false)),
-            identity: None,
+            identity: OnceLock::new(),
             close_after_reply: AtomicBool::new(false),
             goaway_sent: AtomicBool::new(false),
             queue: QueueShed::new(),
@@ -267,6 +269,8 @@ fn read_first(run: &Arc<Running>, conn: &Conn) -> Result<Option<(Codec, Option<D
     conn.stream
         .set_read_timeout(Some(cfg.handshake_timeout))
         .map_err(|e| Error::io("set handshake timeout", e))?;
+    #[cfg(all(feature = "tls", unix))]
+    tls_handshake(conn, cfg.handshake_timeout)?;
     let mut rd = conn.reader.lock();
     let mut first = match rd.peek(1)?.first() {
         Some(&b) => b,
@@ -288,8 +292,14 @@ fn read_first(run: &Arc<Running>, conn: &Conn) -> Result<Option<(Codec, Option<D
         }
     }
     if !(first == b'{' || first.is_ascii_whitespace()) {
+        // 0x16 opens a TLS handshake record: say so, it is a common mistake.
+        let hint = if first == 0x16 {
+            " (a TLS ClientHello: this listener is plaintext, TLS is served by Server::listen_tls)"
+        } else {
+            ""
+        };
         return Err(Error::Protocol(format!(
-            "unexpected first byte {first:#04x}: neither an RPC handshake nor HTTP"
+            "unexpected first byte {first:#04x}: neither an RPC handshake nor HTTP{hint}"
         )));
     }
     let option = rd
@@ -300,6 +310,28 @@ fn read_first(run: &Arc<Running>, conn: &Conn) -> Result<Option<(Codec, Option<D
         .set_read_timeout(None)
         .map_err(|e| Error::io("clear handshake timeout", e))?;
     Ok(Some(proto))
+}
+
+/// On a TLS connection: the TLS handshake, by the handshake timeout, and
+/// the verified client certificate (mutual TLS) as the connection's
+/// identity. A plain connection: nothing.
+#[cfg(all(feature = "tls", unix))]
+fn tls_handshake(conn: &Conn, timeout: Duration) -> Result<()> {
+    let deadline = conn.accepted + timeout;
+    let leaf = conn.stream.tls_handshake(Some(deadline)).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            Error::Protocol(format!(
+                "no complete TLS handshake within {} (the handshake timeout)",
+                GoDuration(timeout)
+            ))
+        } else {
+            Error::io("TLS", e)
+        }
+    })?;
+    if let Some((subject, names)) = leaf.as_ref().and_then(crate::wire::tls::identity_of) {
+        let _ = conn.identity.set(Arc::new(Identity::new(subject, names)));
+    }
+    Ok(())
 }
 
 /// A request read off the wire, owned so the reader can be let go.
@@ -431,7 +463,7 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
     // `Context::reset`).
     let mut ctx = Context::new(String::new(), conn.peer.clone());
     ctx.closed = Some(conn.closed.clone());
-    ctx.identity = conn.identity.clone();
+    ctx.identity = conn.identity.get().cloned();
     loop {
         let req = match read_request(run, &conn, codec) {
             Next::Request(r) => r,

@@ -227,7 +227,61 @@ impl Server {
                 addr: addr.to_string(),
                 reason: "unix sockets are not supported here".into(),
             }),
+            Protocol::Tls => Err(Error::InvalidAddress {
+                addr: addr.to_string(),
+                reason:
+                    "a tls@ address is served by Server::listen_tls, which takes the certificate"
+                        .into(),
+            }),
         }
+    }
+
+    /// Listens on `addr` with TLS (TLS 1.3 or 1.2, then the RPC handshake
+    /// inside it) and serves in background threads, as
+    /// [`listen`](Self::listen) does; [`ServerHandle::addr`] tells
+    /// `tls@HOST:PORT`. `addr` is `tls@HOST:PORT`, `tcp@HOST:PORT` or a bare
+    /// `HOST:PORT`. One server may listen with TLS and without, on
+    /// different ports, at once: each listener is its own handle.
+    ///
+    /// Each connection's TLS handshake is done on its own thread within
+    /// the [handshake timeout](ServerBuilder::handshake_timeout); one that
+    /// fails (a client that does not trust us, one without the client
+    /// certificate `tls` requires, a plaintext client) is logged once and
+    /// closed, and touches no other connection. With mutual TLS
+    /// ([`ServerTls::require_client_cert`](crate::wire::ServerTls::require_client_cert))
+    /// each call's [`Context::identity`](crate::Context::identity) is the
+    /// verified client certificate's subject and names.
+    ///
+    /// ```no_run
+    /// use geerpc::wire::ServerTls;
+    /// use geerpc::Server;
+    ///
+    /// let server = Server::new();
+    /// let tls = ServerTls::files("server.pem", "server.key")?;
+    /// let secure = server.listen_tls("tls@0.0.0.0:7443", &tls)?;
+    /// let plain = server.listen("127.0.0.1:7001")?;
+    /// # Ok::<(), geerpc::Error>(())
+    /// ```
+    #[cfg(all(feature = "tls", unix))]
+    pub fn listen_tls(
+        &self,
+        addr: impl ToAddress,
+        tls: &crate::wire::ServerTls,
+    ) -> Result<ServerHandle> {
+        let parsed = addr.to_address()?;
+        if !matches!(parsed.protocol(), Protocol::Tls | Protocol::Tcp) {
+            return Err(Error::InvalidAddress {
+                addr: parsed.to_string(),
+                reason: "TLS is served on TCP: expected tls@HOST:PORT".into(),
+            });
+        }
+        let l = TcpListener::bind(parsed.target())
+            .map_err(|e| Error::io(format!("listen on {parsed}"), e))?;
+        let local = l
+            .local_addr()
+            .map_err(|e| Error::io("read listener address", e))?;
+        let addr: Address = format!("tls@{local}").parse()?;
+        self.start(Listener::Tls(l, tls.clone()), addr)
     }
 
     /// Serves connections accepted on `listener` in background threads.

@@ -20,15 +20,18 @@ pub enum Protocol {
     Http,
     /// A Unix domain socket.
     Unix,
+    /// TCP, then TLS 1.3 or 1.2, then the handshake (PROTOCOL.md section 1).
+    Tls,
 }
 
 impl Protocol {
-    /// The name used in addresses (`tcp`, `http`, `unix`).
+    /// The name used in addresses (`tcp`, `http`, `unix`, `tls`).
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Http => "http",
             Protocol::Unix => "unix",
+            Protocol::Tls => "tls",
         }
     }
 }
@@ -109,6 +112,7 @@ impl FromStr for Address {
             "tcp" => Protocol::Tcp,
             "http" => Protocol::Http,
             "unix" => Protocol::Unix,
+            "tls" => Protocol::Tls,
             _ => return Err(invalid(&format!("unknown protocol {proto:?}"))),
         };
         if target.is_empty() {

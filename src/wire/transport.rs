@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::wire::address::{Address, Protocol};
+#[cfg(all(feature = "tls", unix))]
+use crate::wire::tls::{ClientTls, ServerTls, TlsSock};
 
 /// Idle time before the first keepalive probe, and between probes.
 pub(crate) const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -81,6 +83,43 @@ fn unix_connect_until(path: &str, deadline: Instant) -> io::Result<UnixStream> {
     }
 }
 
+/// Connects TCP to `addr`'s HOST:PORT, trying each address it resolves
+/// to, by `deadline`.
+fn tcp_connect(addr: &Address, deadline: Option<Instant>) -> io::Result<TcpStream> {
+    let mut last_err = None;
+    for sa in addr.target().to_socket_addrs()? {
+        let attempt = match deadline {
+            None => TcpStream::connect(sa),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                TcpStream::connect_timeout(&sa, left)
+            }
+        };
+        match attempt {
+            Ok(s) => return Ok(s),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing")))
+}
+
+/// No Nagle delay, and Go's keepalive (see [`set_keepalive`]), on a TCP
+/// connection dialled or accepted. An option that does not take (the peer
+/// may have reset already) is logged, not a reason to refuse the
+/// connection: its first read or write reports what is wrong.
+fn tune_tcp(s: &TcpStream) {
+    if let Err(e) = s
+        .set_nodelay(true)
+        .and_then(|()| set_keepalive(socket2::SockRef::from(s)))
+    {
+        log::debug!("cannot set TCP_NODELAY or keepalive: {e}");
+    }
+}
+
 /// A connected byte stream: TCP or a Unix socket.
 ///
 /// Clones share one socket (an `Arc`, not a `dup`): the reader, the writer
@@ -101,6 +140,10 @@ enum Sock {
     Tcp(Arc<TcpStream>),
     #[cfg(unix)]
     Unix(Arc<UnixStream>),
+    /// TCP with TLS: one rustls connection every handle shares (see
+    /// `tls.rs` for how its reader and writer take turns).
+    #[cfg(all(feature = "tls", unix))]
+    Tls(Arc<TlsSock>),
 }
 
 #[cfg(test)]
@@ -138,34 +181,20 @@ impl Stream {
             Sock::Tcp(s) => Some(s),
             #[cfg(unix)]
             Sock::Unix(_) => None,
+            #[cfg(all(feature = "tls", unix))]
+            Sock::Tls(t) => Some(t.tcp()),
         }
     }
 
     /// Connects to `addr`, giving up at `deadline` (None: no limit).
     pub(crate) fn connect(addr: &Address, deadline: Option<Instant>) -> io::Result<Stream> {
         match addr.protocol() {
-            Protocol::Tcp | Protocol::Http => {
-                let mut last_err = None;
-                for sa in addr.target().to_socket_addrs()? {
-                    let attempt = match deadline {
-                        None => TcpStream::connect(sa),
-                        Some(d) => {
-                            let left = d.saturating_duration_since(Instant::now());
-                            if left.is_zero() {
-                                return Err(io::ErrorKind::TimedOut.into());
-                            }
-                            TcpStream::connect_timeout(&sa, left)
-                        }
-                    };
-                    match attempt {
-                        Ok(s) => return Ok(Stream::tcp(s)),
-                        Err(e) => last_err = Some(e),
-                    }
-                }
-                Err(last_err.unwrap_or_else(|| {
-                    io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing")
-                }))
-            }
+            Protocol::Tcp | Protocol::Http => Ok(Stream::tcp(tcp_connect(addr, deadline)?)),
+            // Dialled with its settings by `connect_tls`.
+            Protocol::Tls => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a tls@ address needs TLS settings (built with the `tls` feature, on Unix)",
+            )),
             #[cfg(unix)]
             Protocol::Unix => match deadline {
                 None => Ok(Stream::unix(UnixStream::connect(addr.target())?)),
@@ -179,6 +208,48 @@ impl Stream {
         }
     }
 
+    /// Connects to a `tls@HOST:PORT` address and completes the TLS
+    /// handshake, both by `deadline`.
+    #[cfg(all(feature = "tls", unix))]
+    pub(crate) fn connect_tls(
+        addr: &Address,
+        deadline: Option<Instant>,
+        tls: &ClientTls,
+    ) -> io::Result<Stream> {
+        let tcp = tcp_connect(addr, deadline)?;
+        tune_tcp(&tcp);
+        let host = addr
+            .target()
+            .rsplit_once(':')
+            .map_or(addr.target(), |(h, _)| h);
+        Ok(Sock::Tls(Arc::new(TlsSock::connect(tcp, host, tls, deadline)?)).into())
+    }
+
+    /// An accepted TCP connection on a TLS listener; its handshake is
+    /// [`tls_handshake`](Self::tls_handshake), on the connection's thread.
+    #[cfg(all(feature = "tls", unix))]
+    pub(crate) fn tls_accept(tcp: TcpStream, tls: &ServerTls) -> io::Result<Stream> {
+        tune_tcp(&tcp);
+        Ok(Sock::Tls(Arc::new(TlsSock::accept(tcp, tls)?)).into())
+    }
+
+    /// Completes a TLS server handshake by `deadline`, and returns the
+    /// peer's verified certificate (with mutual TLS). A plain stream:
+    /// nothing to do, nothing proved.
+    #[cfg(all(feature = "tls", unix))]
+    pub(crate) fn tls_handshake(
+        &self,
+        deadline: Option<Instant>,
+    ) -> io::Result<Option<rustls::pki_types::CertificateDer<'static>>> {
+        match &self.sock {
+            Sock::Tls(t) => {
+                t.handshake(deadline)?;
+                Ok(t.peer_leaf())
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Another handle on the same socket. Never fails; kept fallible so
     /// callers need not change if a platform ever needs a real `dup`.
     pub(crate) fn try_clone(&self) -> io::Result<Stream> {
@@ -187,23 +258,17 @@ impl Stream {
                 Sock::Tcp(s) => Sock::Tcp(s.clone()),
                 #[cfg(unix)]
                 Sock::Unix(s) => Sock::Unix(s.clone()),
+                #[cfg(all(feature = "tls", unix))]
+                Sock::Tls(t) => Sock::Tls(t.clone()),
             },
             #[cfg(test)]
             portable: self.portable,
         })
     }
 
-    /// A TCP connection, dialled or accepted: no Nagle delay, and Go's
-    /// keepalive (see [`set_keepalive`]). An option that does not take (the
-    /// peer may have reset already) is logged, not a reason to refuse the
-    /// connection: its first read or write reports what is wrong.
+    /// A TCP connection, dialled or accepted (see [`tune_tcp`]).
     pub(crate) fn tcp(s: TcpStream) -> Stream {
-        if let Err(e) = s
-            .set_nodelay(true)
-            .and_then(|()| set_keepalive(socket2::SockRef::from(&s)))
-        {
-            log::debug!("cannot set TCP_NODELAY or keepalive: {e}");
-        }
+        tune_tcp(&s);
         Sock::Tcp(Arc::new(s)).into()
     }
 
@@ -217,6 +282,8 @@ impl Stream {
             Sock::Tcp(s) => s.shutdown(how),
             #[cfg(unix)]
             Sock::Unix(s) => s.shutdown(how),
+            #[cfg(all(feature = "tls", unix))]
+            Sock::Tls(t) => t.shutdown(how),
         }
     }
 
@@ -225,6 +292,8 @@ impl Stream {
             Sock::Tcp(s) => s.set_read_timeout(t),
             #[cfg(unix)]
             Sock::Unix(s) => s.set_read_timeout(t),
+            #[cfg(all(feature = "tls", unix))]
+            Sock::Tls(s) => s.tcp().set_read_timeout(t),
         }
     }
 
@@ -233,6 +302,8 @@ impl Stream {
             Sock::Tcp(s) => s.set_write_timeout(t),
             #[cfg(unix)]
             Sock::Unix(s) => s.set_write_timeout(t),
+            #[cfg(all(feature = "tls", unix))]
+            Sock::Tls(s) => s.tcp().set_write_timeout(t),
         }
     }
 
@@ -241,6 +312,10 @@ impl Stream {
     /// every handle and must stay blocking for the others. Without
     /// `native`, see `portable::send_nowait`.
     pub(crate) fn send_nowait(&self, buf: &[u8]) -> io::Result<usize> {
+        #[cfg(all(feature = "tls", unix))]
+        if let Sock::Tls(t) = &self.sock {
+            return t.send_nowait(buf);
+        }
         if self.forced_portable() {
             return portable::send_nowait(self, buf);
         }
@@ -261,6 +336,10 @@ impl Stream {
     /// the stream), looked at without reading or blocking. Without
     /// `native`: always false (nothing known to be waiting).
     pub(crate) fn readable_now(&self) -> io::Result<bool> {
+        #[cfg(all(feature = "tls", unix))]
+        if let Sock::Tls(t) = &self.sock {
+            return t.readable_now();
+        }
         if self.forced_portable() {
             return portable::readable_now(self);
         }
@@ -270,6 +349,10 @@ impl Stream {
     /// Reads what is waiting without blocking: `WouldBlock` when nothing
     /// is. Without `native`: always `WouldBlock` (nothing known to wait).
     pub(crate) fn read_nowait(&self, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(all(feature = "tls", unix))]
+        if let Sock::Tls(t) = &self.sock {
+            return t.read_nowait(buf);
+        }
         if self.forced_portable() {
             return portable::read_nowait(self, buf);
         }
@@ -283,12 +366,20 @@ impl Stream {
             Sock::Tcp(s) => socket2::SockRef::from(&**s),
             #[cfg(unix)]
             Sock::Unix(s) => socket2::SockRef::from(&**s),
+            #[cfg(all(feature = "tls", unix))]
+            Sock::Tls(t) => socket2::SockRef::from(t.tcp()),
         }
     }
 
     /// The peer, as a display string (`127.0.0.1:5000`, or the socket path).
     pub(crate) fn peer_label(&self) -> String {
         match &self.sock {
+            #[cfg(all(feature = "tls", unix))]
+            Sock::Tls(t) => t
+                .tcp()
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "?".into()),
             Sock::Tcp(s) => s
                 .peer_addr()
                 .map(|a| a.to_string())
@@ -332,6 +423,8 @@ mod native {
         let fd = match &s.sock {
             Sock::Tcp(s) => s.as_raw_fd(),
             Sock::Unix(s) => s.as_raw_fd(),
+            #[cfg(feature = "tls")]
+            Sock::Tls(t) => t.tcp().as_raw_fd(),
         };
         let mut p = libc::pollfd {
             fd,
@@ -357,6 +450,8 @@ mod native {
         let fd = match &s.sock {
             Sock::Tcp(s) => s.as_raw_fd(),
             Sock::Unix(s) => s.as_raw_fd(),
+            #[cfg(feature = "tls")]
+            Sock::Tls(t) => t.tcp().as_raw_fd(),
         };
         loop {
             // SAFETY: `buf` is valid for writes of its length, and `fd` is
@@ -422,6 +517,8 @@ mod portable {
             Sock::Tcp(t) => (&**t).write(buf),
             #[cfg(unix)]
             Sock::Unix(u) => (&**u).write(buf),
+            #[cfg(all(feature = "tls", unix))]
+            Sock::Tls(t) => t.write(buf),
         }
     }
 
@@ -449,6 +546,8 @@ impl Read for Stream {
             Sock::Tcp(s) => (&**s).read(buf),
             #[cfg(unix)]
             Sock::Unix(s) => (&**s).read(buf),
+            #[cfg(all(feature = "tls", unix))]
+            Sock::Tls(t) => t.read(buf),
         }
     }
 }
@@ -465,6 +564,8 @@ impl Write for Stream {
             Sock::Tcp(s) => (&**s).write(buf),
             #[cfg(unix)]
             Sock::Unix(s) => (&**s).write(buf),
+            #[cfg(all(feature = "tls", unix))]
+            Sock::Tls(t) => t.write(buf),
         }
     }
 
@@ -473,6 +574,12 @@ impl Write for Stream {
             Sock::Tcp(s) => (&**s).write_vectored(bufs),
             #[cfg(unix)]
             Sock::Unix(s) => (&**s).write_vectored(bufs),
+            // One buffer at a time, as `Write`'s default does.
+            #[cfg(all(feature = "tls", unix))]
+            Sock::Tls(t) => match bufs.iter().find(|b| !b.is_empty()) {
+                Some(b) => t.write(b),
+                None => Ok(0),
+            },
         }
     }
 
