@@ -23,6 +23,7 @@ pub fn run(a: CallArgs) -> Result<(), Failure> {
     let deadline = Instant::now() + a.timeout;
     let args = arguments(&a.args)?;
     let meta = meta(&a.meta)?;
+    let tls = a.reach.client_tls()?;
     let (service, _) = a.method.split_once('.').expect("checked by the parser");
     let targets: Vec<String> = match a.target.addr {
         Some(addr) if addr.contains('@') => vec![addr],
@@ -50,7 +51,7 @@ pub fn run(a: CallArgs) -> Result<(), Failure> {
     };
     let mut failed: Vec<(String, Error)> = Vec::new();
     for (k, addr) in targets.iter().enumerate() {
-        match call_one(addr, &a.method, &args, &meta, deadline) {
+        match call_one(addr, &a.method, &args, &meta, &tls, deadline) {
             Ok(reply) => {
                 log::info!("{} answered {}", addr, a.method);
                 let text = serde_json::to_string(&reply)
@@ -153,10 +154,14 @@ fn call_one(
     method: &str,
     args: &serde_json::Value,
     meta: &Meta,
+    tls: &geerpc::wire::ClientTls,
     deadline: Instant,
 ) -> geerpc::Result<serde_json::Value> {
     let left = deadline.saturating_duration_since(Instant::now());
-    let client = Client::builder().connect_timeout(Some(left)).dial(addr)?;
+    let client = Client::builder()
+        .connect_timeout(Some(left))
+        .tls(tls.clone())
+        .dial(addr)?;
     // Whole milliseconds, so that a timeout says "within 9.998s", not
     // "within 9.997812345s".
     let left = deadline.saturating_duration_since(Instant::now());

@@ -57,10 +57,17 @@ pub struct Reach {
     /// token, or its write token), sent with every request to --registry.
     #[arg(long, value_name = "FILE")]
     pub registry_token_file: Option<PathBuf>,
-    /// CA certificate(s), PEM, that an https:// --registry's certificate
-    /// must chain to (default: the webpki roots).
+    /// CA certificate(s), PEM, that an https:// --registry's certificate,
+    /// and a tls@ server's, must chain to (default: the webpki roots).
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
+    /// This client's certificate chain, PEM, for tls@ servers that require
+    /// one (mutual TLS); with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert, PEM.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Reach {
@@ -76,6 +83,20 @@ impl Reach {
             b = b.tls_ca_file(f);
         }
         Ok(b)
+    }
+
+    /// How `tls@` servers are dialled: the CA given (else the webpki
+    /// roots) and the client certificate, if any.
+    pub fn client_tls(&self) -> Result<geerpc::wire::ClientTls, Failure> {
+        let usage = |e: geerpc::Error| Failure::new(Kind::Usage, e.to_string());
+        let tls = match &self.tls_ca {
+            Some(ca) => geerpc::wire::ClientTls::ca_file(ca).map_err(usage)?,
+            None => geerpc::wire::ClientTls::webpki_roots(),
+        };
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => tls.client_cert_files(c, k).map_err(usage),
+            _ => Ok(tls),
+        }
     }
 
     /// Refuses registry options without a registry to use them on.
