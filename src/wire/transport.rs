@@ -406,80 +406,7 @@ impl Stream {
     target_os = "illumos",
     target_os = "solaris"
 ))]
-mod native {
-    use std::io;
-    use std::os::fd::AsRawFd;
-    use std::time::Duration;
-
-    use super::{Sock, Stream};
-
-    pub(super) fn send_nowait(s: &Stream, buf: &[u8]) -> io::Result<usize> {
-        // MSG_NOSIGNAL: a peer gone is an error here, not a SIGPIPE.
-        s.sock()
-            .send_with_flags(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-    }
-
-    pub(super) fn wait_writable(s: &Stream, timeout: Duration) -> io::Result<bool> {
-        let fd = match &s.sock {
-            Sock::Tcp(s) => s.as_raw_fd(),
-            Sock::Unix(s) => s.as_raw_fd(),
-            #[cfg(feature = "tls")]
-            Sock::Tls(t) => t.tcp().as_raw_fd(),
-        };
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        // Rounded up, so that a wait never ends before its time.
-        let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
-        loop {
-            // SAFETY: one valid pollfd, for a descriptor this stream owns.
-            let r = unsafe { libc::poll(&mut p, 1, ms) };
-            if r >= 0 {
-                return Ok(r > 0);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-    }
-
-    pub(super) fn read_nowait(s: &Stream, buf: &mut [u8]) -> io::Result<usize> {
-        let fd = match &s.sock {
-            Sock::Tcp(s) => s.as_raw_fd(),
-            Sock::Unix(s) => s.as_raw_fd(),
-            #[cfg(feature = "tls")]
-            Sock::Tls(t) => t.tcp().as_raw_fd(),
-        };
-        loop {
-            // SAFETY: `buf` is valid for writes of its length, and `fd` is
-            // a descriptor this stream owns.
-            let r =
-                unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-            if r >= 0 {
-                return Ok(r as usize);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-    }
-
-    pub(super) fn readable_now(s: &Stream) -> io::Result<bool> {
-        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
-        match s
-            .sock()
-            .recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-}
+mod native;
 
 /// Elsewhere the portable calls are the only ones.
 #[cfg(not(any(
@@ -500,45 +427,7 @@ use portable as native;
 /// no look without reading. Compiled everywhere; on systems with `native`
 /// only tests use it.
 #[cfg_attr(not(test), allow(dead_code))]
-mod portable {
-    use std::io::{self, Write};
-    use std::time::Duration;
-
-    use super::{Sock, Stream};
-
-    /// A plain, blocking write: what the socket does not take at once is
-    /// waited for, here. So a thread that must not block on a write (a
-    /// connection's reader) may, while the peer does not read, until the
-    /// peer reads, the connection's write timeout closes it, or the peer's
-    /// does. Callers stay correct (`WouldBlock` never comes, every byte is
-    /// sent or an error is returned); only that guarantee is lost.
-    pub(super) fn send_nowait(s: &Stream, buf: &[u8]) -> io::Result<usize> {
-        match &s.sock {
-            Sock::Tcp(t) => (&**t).write(buf),
-            #[cfg(unix)]
-            Sock::Unix(u) => (&**u).write(buf),
-            #[cfg(all(feature = "tls", unix))]
-            Sock::Tls(t) => t.write(buf),
-        }
-    }
-
-    /// Writes here block until the socket takes them, so there is always
-    /// room to try.
-    pub(super) fn wait_writable(_: &Stream, _: Duration) -> io::Result<bool> {
-        Ok(true)
-    }
-
-    /// Nothing is known to be waiting: an idle connection the server closed
-    /// is found out by the next call's write or read.
-    pub(super) fn readable_now(_: &Stream) -> io::Result<bool> {
-        Ok(false)
-    }
-
-    /// No read that cannot block: nothing is read ahead.
-    pub(super) fn read_nowait(_: &Stream, _: &mut [u8]) -> io::Result<usize> {
-        Err(io::ErrorKind::WouldBlock.into())
-    }
-}
+mod portable;
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
