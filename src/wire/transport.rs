@@ -394,6 +394,37 @@ impl Stream {
     }
 }
 
+/// Waits for `events` on descriptor `fd`, at most `timeout` (`None`: no
+/// limit; rounded up to the millisecond, so that a wait never ends before
+/// its time): false if they did not come. Interrupted waits go on.
+#[cfg(unix)]
+pub(crate) fn poll_fd(
+    fd: std::os::fd::RawFd,
+    events: libc::c_short,
+    timeout: Option<Duration>,
+) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    let ms = match timeout {
+        None => -1,
+        Some(t) => t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int,
+    };
+    loop {
+        // SAFETY: one valid pollfd, for a descriptor the caller's stream owns.
+        let r = unsafe { libc::poll(&mut p, 1, ms) };
+        if r >= 0 {
+            return Ok(r > 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// The systems with non-blocking send flags, `MSG_PEEK` and `poll`.
 #[cfg(any(
     target_os = "linux",

@@ -116,26 +116,7 @@ mod sys {
         events: libc::c_short,
         timeout: Option<Duration>,
     ) -> io::Result<bool> {
-        let mut p = libc::pollfd {
-            fd: s.as_raw_fd(),
-            events,
-            revents: 0,
-        };
-        let ms = match timeout {
-            None => -1,
-            Some(t) => t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int,
-        };
-        loop {
-            // SAFETY: one valid pollfd, for a descriptor the stream owns.
-            let r = unsafe { libc::poll(&mut p, 1, ms) };
-            if r >= 0 {
-                return Ok(r > 0);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
+        crate::wire::transport::poll_fd(s.as_raw_fd(), events, timeout)
     }
 }
 

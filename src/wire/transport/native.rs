@@ -21,24 +21,7 @@ pub(super) fn wait_writable(s: &Stream, timeout: Duration) -> io::Result<bool> {
         #[cfg(feature = "tls")]
         Sock::Tls(t) => t.tcp().as_raw_fd(),
     };
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // Rounded up, so that a wait never ends before its time.
-    let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
-    loop {
-        // SAFETY: one valid pollfd, for a descriptor this stream owns.
-        let r = unsafe { libc::poll(&mut p, 1, ms) };
-        if r >= 0 {
-            return Ok(r > 0);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    super::poll_fd(fd, libc::POLLOUT, Some(timeout))
 }
 
 pub(super) fn read_nowait(s: &Stream, buf: &mut [u8]) -> io::Result<usize> {
