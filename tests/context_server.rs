@@ -32,6 +32,17 @@ struct View {
     scope_matches: bool,
 }
 
+impl View {
+    /// What a call with no deadline, `Meta` or trace shows.
+    const NONE: View = View {
+        deadline: false,
+        remaining_ms: None,
+        tenant: None,
+        trace_id: None,
+        scope_matches: true,
+    };
+}
+
 /// `Count.Bump` (counts runs) and `Ctx.Look` (tells what it saw, and sets
 /// `served-by` on its reply).
 fn services(runs: Arc<AtomicUsize>) -> (Service, Service) {
@@ -267,17 +278,7 @@ fn a_connection_s_next_call_sees_nothing_of_the_previous_one() {
         c.send(header("Ctx.Look", 2), args());
         let (h, body) = c.reply();
         let view: View = serde_json::from_value(body).unwrap();
-        assert_eq!(
-            view,
-            View {
-                deadline: false,
-                remaining_ms: None,
-                tenant: None,
-                trace_id: None,
-                scope_matches: true,
-            },
-            "{wire:?}"
-        );
+        assert_eq!(view, View::NONE, "{wire:?}");
         assert_eq!(h["Meta"], json!({"served-by": "look"}), "{wire:?}");
         // An error reply's Meta does not reach the next reply either.
         c.send(header("Ctx.Fail", 3), args());
@@ -331,16 +332,7 @@ fn a_go_stream_without_the_new_fields_works_as_before() {
     c.send(header("Ctx.Look", 2), args());
     let (_, body) = c.reply();
     let view: View = serde_json::from_value(body).unwrap();
-    assert_eq!(
-        view,
-        View {
-            deadline: false,
-            remaining_ms: None,
-            tenant: None,
-            trace_id: None,
-            scope_matches: true,
-        }
-    );
+    assert_eq!(view, View::NONE);
     // A Go client's HandleTimeout is the handler's deadline.
     let mut c = Raw::open(running.addr(), Wire::Json, 2_000_000_000);
     c.send(header("Ctx.Look", 1), args());
