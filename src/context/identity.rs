@@ -31,7 +31,14 @@ impl Identity {
         }
     }
 
-    /// The certificate's subject, as text (`CN=billing, O=Example`).
+    /// The certificate's subject as text: its attributes in the order the
+    /// certificate holds them, each `NAME=value` with the usual short names
+    /// (`CN`, `O`, `OU`, `C`, `ST`, `L`; the dotted OID for others), joined
+    /// by `, ` (` + ` inside a multi-valued one). A certificate made with
+    /// `openssl req -subj /O=Example/CN=billing` gives
+    /// `O=Example, CN=billing`. Values are as written, not escaped, and the
+    /// order is not RFC 4514's reversed one: compare whole subjects, or
+    /// better the [`names`](Self::names), which are unambiguous.
     pub fn subject(&self) -> &str {
         &self.subject
     }

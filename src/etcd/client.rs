@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
+use super::access::{auth_value, token_refused, Access};
 use crate::error::{Error, Result};
 
 /// Encodes bytes as the gateway wants them.
@@ -113,6 +114,12 @@ struct RangeReply {
     kvs: Vec<Kv>,
 }
 
+#[derive(Deserialize)]
+struct AuthReply {
+    #[serde(default)]
+    token: String,
+}
+
 /// An error answer of the gateway: `{"error": .., "code": GRPC_CODE}`.
 #[derive(Deserialize)]
 struct ErrorReply {
@@ -188,29 +195,42 @@ pub(crate) struct EtcdClient {
     /// The endpoint that answered last; calls start there.
     current: AtomicUsize,
     agent: ureq::Agent,
+    access: Access,
 }
 
 impl EtcdClient {
-    /// A client for `endpoints` whose every request ends within `timeout`.
-    pub(crate) fn new(endpoints: Vec<String>, timeout: Duration) -> EtcdClient {
-        let agent = ureq::Agent::config_builder()
+    /// A client for `endpoints` whose every request ends within `timeout`,
+    /// with the TLS settings and user of `access`.
+    pub(crate) fn new(endpoints: Vec<String>, timeout: Duration, access: Access) -> EtcdClient {
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
-            .timeout_connect(Some(timeout.min(Duration::from_secs(1))))
-            .build()
-            .into();
+            .timeout_connect(Some(timeout.min(Duration::from_secs(1))));
+        let agent = access.agent(config);
         EtcdClient {
             endpoints,
             timeout,
             current: AtomicUsize::new(0),
             agent,
+            access,
         }
+    }
+
+    /// An agent with this client's TLS settings for the long watch stream:
+    /// reads time out every `read_tick` and nothing else does.
+    pub(crate) fn watch_agent(&self, read_tick: Duration) -> ureq::Agent {
+        self.access.agent(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_connect(Some(Duration::from_secs(1)))
+                .timeout_per_read(Some(read_tick)),
+        )
     }
 
     /// Another client for the same endpoints, starting where this one is,
     /// with connections of its own (it outlives a [`shutdown`](Self::shutdown)).
     pub(crate) fn sibling(&self) -> EtcdClient {
-        let c = EtcdClient::new(self.endpoints.clone(), self.timeout);
+        let c = EtcdClient::new(self.endpoints.clone(), self.timeout, self.access.clone());
         c.prefer(self.current());
         c
     }
@@ -262,8 +282,7 @@ impl EtcdClient {
         let mut last = None;
         for k in 0..n {
             let i = (start + k) % n;
-            let url = format!("{}{path}", self.endpoints[i]);
-            match self.post_once(&url, &body) {
+            match self.post_once(i, path, &body) {
                 Ok(v) => {
                     if k > 0 {
                         self.prefer(i);
@@ -291,21 +310,113 @@ impl EtcdClient {
         Err((UNAVAILABLE, e))
     }
 
+    /// One request to endpoint `i`, with the user's token when there is
+    /// one: asked for first if none is held, and renewed once if etcd
+    /// refuses it (see [`access`](super::access)).
     fn post_once<T: DeserializeOwned>(
         &self,
-        url: &str,
+        i: usize,
+        path: &str,
         body: &str,
     ) -> std::result::Result<T, Failure> {
+        let token = self.token(i)?;
+        match self.send(i, path, body, token.as_deref()) {
+            Err(Failure::Answer { error, .. })
+                if token.is_some() && token_refused(&error.to_string()) =>
+            {
+                let refused = token.expect("checked above");
+                log::debug!(
+                    "etcd {}: auth token refused ({error}); renewing it",
+                    self.endpoints[i]
+                );
+                if let Some(user) = &self.access.user {
+                    user.drop_token(&refused);
+                }
+                let token = self.token(i)?;
+                self.send(i, path, body, token.as_deref())
+            }
+            r => r,
+        }
+    }
+
+    /// The token to send to endpoint `i`: none without a user; the one
+    /// held, or a new one from `/v3/auth/authenticate`.
+    fn token(&self, i: usize) -> std::result::Result<Option<std::sync::Arc<str>>, Failure> {
+        let Some(user) = &self.access.user else {
+            return Ok(None);
+        };
+        if let Some(t) = user.token() {
+            return Ok(Some(t));
+        }
+        let body = json!({ "name": user.name, "password": user.password.secret() }).to_string();
+        let refused = |e: Error| Error::Registry {
+            url: format!("{}/v3/auth/authenticate", self.endpoints[i]),
+            message: format!(
+                "authentication as etcd user {:?} failed: {}",
+                user.name,
+                match e {
+                    Error::Registry { message, .. } => message,
+                    e => e.to_string(),
+                }
+            ),
+        };
+        let r: AuthReply =
+            self.send(i, "/v3/auth/authenticate", &body, None)
+                .map_err(|f| match f {
+                    Failure::Endpoint(e) => Failure::Endpoint(e),
+                    Failure::Answer { code, error } => Failure::Answer {
+                        code,
+                        error: refused(error),
+                    },
+                })?;
+        if r.token.is_empty() {
+            // etcd answers an authenticate with no token when auth is not
+            // enabled: nothing to send then.
+            return Ok(None);
+        }
+        user.set_token(&r.token);
+        Ok(user.token())
+    }
+
+    /// The token for a watch stream on endpoint `i` (see [`token`](Self::token)).
+    pub(crate) fn watch_token(&self, i: usize) -> Result<Option<std::sync::Arc<str>>> {
+        self.token(i).map_err(|f| match f {
+            Failure::Endpoint(e) | Failure::Answer { error: e, .. } => e,
+        })
+    }
+
+    /// Drops a token a watch stream saw refused, so the next one asks anew.
+    pub(crate) fn token_refused(&self, token: &std::sync::Arc<str>) {
+        if let Some(user) = &self.access.user {
+            user.drop_token(token);
+        }
+    }
+
+    /// POSTs `body` to `path` on endpoint `i`, with `token` as
+    /// `Authorization`, and decodes the answer.
+    fn send<T: DeserializeOwned>(
+        &self,
+        i: usize,
+        path: &str,
+        body: &str,
+        token: Option<&str>,
+    ) -> std::result::Result<T, Failure> {
+        let url = format!("{}{path}", self.endpoints[i]);
         let fail = |message: String| Error::Registry {
-            url: url.to_string(),
+            url: url.clone(),
             message,
         };
-        let resp = self
+        let mut rq = self
             .agent
-            .post(url)
-            .header("Content-Type", "application/json")
+            .post(&url)
+            .header("Content-Type", "application/json");
+        if let Some(token) = token {
+            let value = auth_value(token).map_err(|e| Failure::Endpoint(fail(e)))?;
+            rq = rq.header(ureq::http::header::AUTHORIZATION, value);
+        }
+        let resp = rq
             .send(body)
-            .map_err(|e| Failure::Endpoint(fail(e.to_string())))?;
+            .map_err(|e| Failure::Endpoint(fail(self.access.explain(&url, e.to_string()))))?;
         let status = resp.status().as_u16();
         let text = resp
             .into_body()
@@ -319,7 +430,7 @@ impl EtcdClient {
                 error: fail(format!("undecodable answer: {e}")),
             });
         }
-        let (code, message) = match serde_json::from_slice::<ErrorReply>(&text) {
+        let (code, mut message) = match serde_json::from_slice::<ErrorReply>(&text) {
             Ok(r) => {
                 let m = if r.message.is_empty() {
                     r.error
@@ -330,6 +441,9 @@ impl EtcdClient {
             }
             Err(_) => (0, String::from_utf8_lossy(&text).trim().to_string()),
         };
+        if token.is_none() && self.access.user.is_none() && token_refused(&message) {
+            message.push_str(" (the cluster has authentication enabled: give a user and password)");
+        }
         let error = fail(format!("HTTP {status}: {message}"));
         if status >= 500 || code == UNAVAILABLE || code == DEADLINE_EXCEEDED {
             Err(Failure::Endpoint(error))
@@ -374,8 +488,7 @@ impl EtcdClient {
     /// request that only a member that is running and reachable answers
     /// within the request timeout.
     pub(crate) fn probe(&self, i: usize) -> Result<()> {
-        let url = format!("{}/v3/maintenance/status", self.endpoints[i]);
-        match self.post_once::<serde_json::Value>(&url, "{}") {
+        match self.post_once::<serde_json::Value>(i, "/v3/maintenance/status", "{}") {
             Ok(_) => Ok(()),
             Err(Failure::Endpoint(e)) | Err(Failure::Answer { error: e, .. }) => Err(e),
         }

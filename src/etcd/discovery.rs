@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
-use super::client::{parse_endpoints, unb64, EtcdClient, Kv};
+use super::access::Access;
+use super::builder::EtcdDiscoveryBuilder;
+use super::client::{unb64, EtcdClient, Kv};
 use super::warmup::{Warmup, DEFAULT_WARMUP};
 use super::watch::Event;
-use super::{normalize_prefix, parse_entry, DEFAULT_PREFIX};
+use super::{normalize_prefix, parse_entry};
 use crate::error::{Error, Result};
 use crate::util::threads::ThreadGroup;
 use crate::xclient::{Discovery, Instance, Snapshot};
@@ -88,10 +90,16 @@ pub(super) struct State {
 
 impl EtcdDiscovery {
     /// Follows the instances of `service` (all services with `None`) under
-    /// [`DEFAULT_PREFIX`] on the etcd cluster at `endpoints`. Fails if no
-    /// endpoint answers the first list.
+    /// [`DEFAULT_PREFIX`](super::DEFAULT_PREFIX) on the etcd cluster at
+    /// `endpoints`, over `http://` or with the webpki roots and no user.
+    /// Fails if no endpoint answers the first list. The
+    /// [`builder`](Self::builder) sets the rest.
     pub fn new<S: AsRef<str>>(endpoints: &[S], service: Option<&str>) -> Result<EtcdDiscovery> {
-        EtcdDiscovery::with_prefix(endpoints, DEFAULT_PREFIX, service)
+        let mut b = EtcdDiscovery::builder(endpoints);
+        if let Some(s) = service {
+            b = b.service(s);
+        }
+        b.build()
     }
 
     /// Like [`new`](EtcdDiscovery::new), under another key prefix.
@@ -100,7 +108,30 @@ impl EtcdDiscovery {
         prefix: &str,
         service: Option<&str>,
     ) -> Result<EtcdDiscovery> {
-        let shared = Arc::new(Shared::new(parse_endpoints(endpoints)?, prefix, service));
+        let mut b = EtcdDiscovery::builder(endpoints).prefix(prefix);
+        if let Some(s) = service {
+            b = b.service(s);
+        }
+        b.build()
+    }
+
+    /// A discovery of the etcd cluster at `endpoints` (`host:port`,
+    /// `http://host:port` or `https://host:port`, several separated by
+    /// commas) to configure: service, prefix, TLS, user, warmup.
+    pub fn builder<S: AsRef<str>>(endpoints: &[S]) -> EtcdDiscoveryBuilder {
+        EtcdDiscoveryBuilder::new(endpoints)
+    }
+
+    /// Lists, then starts the watch thread.
+    pub(super) fn start(
+        endpoints: Vec<String>,
+        prefix: &str,
+        service: Option<&str>,
+        access: Access,
+        warmup: Duration,
+    ) -> Result<EtcdDiscovery> {
+        let shared = Arc::new(Shared::new(endpoints, prefix, service, access));
+        shared.state.lock().warmup.set_period(warmup);
         shared.list(true)?;
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let threads = ThreadGroup::default();
@@ -115,15 +146,8 @@ impl EtcdDiscovery {
         })
     }
 
-    /// How long the last list is kept after a mass disappearance (default
-    /// [`DEFAULT_WARMUP`], 5 s; zero turns it off): when etcd's store
-    /// changes (a rebuilt or restored cluster) or the list would go empty
-    /// after two or more instances left within this period, the instances
-    /// listed before stay listed until they are all back or the period
-    /// ends, then the list follows etcd again. Set it a little above the
-    /// servers' renewal period (a third of their TTL) so they have time to
-    /// register again. One server leaving, or servers leaving slowly, is
-    /// followed at once.
+    /// Sets the [warmup](EtcdDiscoveryBuilder::warmup) of a discovery
+    /// already running.
     pub fn warmup(self, period: Duration) -> Self {
         self.shared.state.lock().warmup.set_period(period);
         self
@@ -207,20 +231,21 @@ impl std::fmt::Debug for EtcdDiscovery {
 }
 
 impl Shared {
-    pub(super) fn new(endpoints: Vec<String>, prefix: &str, service: Option<&str>) -> Shared {
+    pub(super) fn new(
+        endpoints: Vec<String>,
+        prefix: &str,
+        service: Option<&str>,
+        access: Access,
+    ) -> Shared {
         let prefix = normalize_prefix(prefix);
         let range = match service {
             Some(s) => format!("{prefix}/{s}/"),
             None => format!("{prefix}/"),
         };
-        let watch_agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(1)))
-            .timeout_per_read(Some(READ_TICK))
-            .build()
-            .into();
+        let client = EtcdClient::new(endpoints, REQUEST_TIMEOUT, access);
+        let watch_agent = client.watch_agent(READ_TICK);
         Shared {
-            client: EtcdClient::new(endpoints, REQUEST_TIMEOUT),
+            client,
             watch_agent,
             range,
             prefix,

@@ -58,12 +58,15 @@
 //! # Ok::<(), geerpc::Error>(())
 //! ```
 
+mod access;
+mod builder;
 mod client;
 mod discovery;
 mod register;
 mod warmup;
 mod watch;
 
+pub use builder::EtcdDiscoveryBuilder;
 pub use discovery::EtcdDiscovery;
 pub use register::{EtcdRegistrar, EtcdRegistration, DEFAULT_TTL};
 pub use warmup::DEFAULT_WARMUP;

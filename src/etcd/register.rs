@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
+use super::access::{Access, User};
 use super::client::{parse_endpoints, EtcdClient, Granted};
 use super::{instance_key, normalize_prefix, DEFAULT_PREFIX};
 use crate::error::{Error, Result};
 use crate::registration::{renew_for_ttl, RegisterOptions, Registrar};
 use crate::server::ServerHandle;
 use crate::util::threads::ThreadGroup;
+use crate::util::token::Token;
 use crate::wire::{Address, ToAddress};
 use crate::xclient::Instance;
 
@@ -32,11 +34,13 @@ const MAX_DEFAULT_RENEW: Duration = Duration::from_secs(1);
 /// The shortest time between renewals, whatever the TTL says.
 const MIN_RENEW: Duration = Duration::from_millis(100);
 
-/// etcd as a [`Registrar`]: the endpoints of one cluster and the one knob
-/// only it has, the key [prefix](EtcdRegistrar::prefix).
+/// etcd as a [`Registrar`]: the endpoints of one cluster, how to reach
+/// them ([TLS](EtcdRegistrar::tls_ca_file), a [user](EtcdRegistrar::user))
+/// and the one knob only etcd has, the key [prefix](EtcdRegistrar::prefix).
 ///
-/// `endpoints` are the client URLs of one etcd cluster (`host:port` or
-/// `http://host:port`, or several in one string separated by commas).
+/// `endpoints` are the client URLs of one etcd cluster (`host:port`,
+/// `http://host:port` or `https://host:port`, or several in one string
+/// separated by commas).
 ///
 /// ```no_run
 /// use geerpc::etcd::EtcdRegistrar;
@@ -51,6 +55,7 @@ const MIN_RENEW: Duration = Duration::from_millis(100);
 pub struct EtcdRegistrar {
     endpoints: Vec<String>,
     prefix: String,
+    access: Access,
 }
 
 impl EtcdRegistrar {
@@ -59,12 +64,51 @@ impl EtcdRegistrar {
         Ok(EtcdRegistrar {
             endpoints: parse_endpoints(endpoints)?,
             prefix: DEFAULT_PREFIX.to_string(),
+            access: Access::default(),
         })
     }
 
     /// Key prefix (default [`DEFAULT_PREFIX`]).
     pub fn prefix(mut self, prefix: &str) -> Self {
         self.prefix = normalize_prefix(prefix);
+        self
+    }
+
+    /// Trusts the CA certificates in PEM file `path` for `https://`
+    /// endpoints, instead of the webpki roots (default: the webpki roots).
+    /// A file that cannot be read makes [`register`](Self::register) fail,
+    /// naming it.
+    #[cfg(feature = "tls")]
+    pub fn tls_ca_file(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        self.access.tls.set_ca_file(path.as_ref());
+        self
+    }
+
+    /// Presents the certificate chain in PEM file `cert` (with the key in
+    /// PEM file `key`) to `https://` endpoints, as members started with
+    /// `--client-cert-auth` require (default: none). With etcd's
+    /// authentication off, such a member takes the certificate's common
+    /// name as the etcd user.
+    #[cfg(feature = "tls")]
+    pub fn tls_client_cert_files(
+        mut self,
+        cert: impl AsRef<std::path::Path>,
+        key: impl AsRef<std::path::Path>,
+    ) -> Self {
+        self.access
+            .tls
+            .set_client_cert_files(cert.as_ref(), key.as_ref());
+        self
+    }
+
+    /// Authenticates as etcd user `name` with `password` (default: no
+    /// user), for a cluster with authentication enabled: the token etcd
+    /// gives is sent with every request and renewed whenever etcd refuses
+    /// it (expired, or its member restarted). The user needs read and
+    /// write permission on the prefix. Use `https://` endpoints beyond
+    /// loopback, or the password crosses the network in clear.
+    pub fn user(mut self, name: &str, password: Token) -> Self {
+        self.access.user = Some(Arc::new(User::new(name, password)));
         self
     }
 
@@ -77,6 +121,7 @@ impl EtcdRegistrar {
         addr: impl ToAddress,
         options: RegisterOptions,
     ) -> Result<EtcdRegistration> {
+        self.access.check(&self.endpoints[0])?;
         let addr = addr.to_address()?;
         let instance = options.instance(&addr);
         if instance.services.is_empty() {
@@ -97,7 +142,7 @@ impl EtcdRegistrar {
         let timeout = options.request_timeout_or_default();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let inner = Arc::new(Inner {
-            client: EtcdClient::new(self.endpoints.clone(), timeout),
+            client: EtcdClient::new(self.endpoints.clone(), timeout, self.access.clone()),
             keys,
             ttl: options.ttl_or(DEFAULT_TTL),
             lease: Mutex::new(Lease::default()),

@@ -11,6 +11,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::access::{auth_value, token_refused};
 use super::client::{b64, int64, prefix_end, Header, Kv};
 use super::discovery::{Shared, MAX_LINE};
 use crate::error::Error;
@@ -143,11 +144,37 @@ impl Shared {
         }
     }
 
-    /// One watch stream from `from` on endpoint `endpoint`, read to its end.
+    /// One watch stream from `from` on endpoint `endpoint`, read to its
+    /// end, with the user's token if there is one. A stream etcd refuses
+    /// for its token (invalid, or "permission denied", which is what a
+    /// watch whose token expired gets) drops the token, so the next list
+    /// or watch asks for a new one.
     fn watch_once(
         &self,
         endpoint: usize,
         from: i64,
+        backoff: &mut Duration,
+        failures: &mut u32,
+    ) -> WatchEnd {
+        let token = match self.client.watch_token(endpoint) {
+            Ok(t) => t,
+            Err(e) => return WatchEnd::Failed(e),
+        };
+        let end = self.watch_stream(endpoint, from, token.as_deref(), backoff, failures);
+        if let (WatchEnd::Failed(e), Some(t)) = (&end, &token) {
+            let m = e.to_string();
+            if token_refused(&m) || m.contains("permission denied") {
+                self.client.token_refused(t);
+            }
+        }
+        end
+    }
+
+    fn watch_stream(
+        &self,
+        endpoint: usize,
+        from: i64,
+        token: Option<&str>,
         backoff: &mut Duration,
         failures: &mut u32,
     ) -> WatchEnd {
@@ -163,14 +190,20 @@ impl Shared {
             "range_end": b64(&prefix_end(self.range.as_bytes())),
             "start_revision": from.to_string(),
         }});
-        let resp = self
+        let mut rq = self
             .watch_agent
             .post(&url)
             .header("Content-Type", "application/json")
             // Makes a member that loses its leader cancel the watch, rather
             // than keep a stream open that no change reaches any more.
-            .header("Grpc-Metadata-hasleader", "true")
-            .send(body.to_string());
+            .header("Grpc-Metadata-hasleader", "true");
+        if let Some(token) = token {
+            match auth_value(token) {
+                Ok(value) => rq = rq.header(ureq::http::header::AUTHORIZATION, value),
+                Err(e) => return fail(e),
+            }
+        }
+        let resp = rq.send(body.to_string());
         let resp = match resp {
             Ok(r) => r,
             Err(e) => return fail(e.to_string()),
@@ -307,7 +340,12 @@ mod tests {
     use crate::xclient::Instance;
 
     fn shared(service: Option<&str>) -> Shared {
-        Shared::new(vec!["http://127.0.0.1:1".into()], "/geerpc", service)
+        Shared::new(
+            vec!["http://127.0.0.1:1".into()],
+            "/geerpc",
+            service,
+            Default::default(),
+        )
     }
 
     fn put(key: &str, instance: &Instance, rev: i64) -> String {

@@ -12,24 +12,20 @@
 
 use std::time::Duration;
 
-#[cfg(feature = "tls")]
-use crate::error::Error;
 use crate::error::Result;
-use crate::util::token::Token;
-
-/// The CA certificates a client trusts for `https://` registries.
 #[cfg(feature = "tls")]
-pub(crate) type Roots = std::sync::Arc<Vec<ureq::tls::Certificate<'static>>>;
+use crate::util::http_tls::HttpTls;
+use crate::util::token::Token;
 
 /// A registry client's credentials and trust; the default sends no token
 /// and trusts the webpki roots, as before.
 #[derive(Clone, Default)]
 pub(crate) struct Access {
     pub(crate) token: Option<Token>,
-    /// A CA file's certificates, or why it could not be read (told by the
-    /// builder's `build`/`register`, as its methods cannot fail).
+    /// The CA trusted for `https://` (told by the builder's
+    /// `build`/`register` when its file could not be read).
     #[cfg(feature = "tls")]
-    pub(crate) roots: Option<std::result::Result<Roots, String>>,
+    pub(crate) tls: HttpTls,
 }
 
 impl std::fmt::Debug for Access {
@@ -37,7 +33,7 @@ impl std::fmt::Debug for Access {
         let mut d = f.debug_struct("Access");
         d.field("token", &self.token.as_ref().map(|_| "<redacted>"));
         #[cfg(feature = "tls")]
-        d.field("custom_ca", &self.roots.is_some());
+        d.field("tls", &self.tls);
         d.finish()
     }
 }
@@ -47,18 +43,13 @@ impl Access {
     /// `https://` registries.
     #[cfg(feature = "tls")]
     pub(crate) fn set_ca_file(&mut self, path: &std::path::Path) {
-        self.roots = Some(read_roots(path).map_err(|e| e.to_string()));
+        self.tls.set_ca_file(path);
     }
 
     /// Fails if a CA file given could not be read.
     pub(crate) fn check(&self, url: &str) -> Result<()> {
         #[cfg(feature = "tls")]
-        if let Some(Err(e)) = &self.roots {
-            return Err(Error::Registry {
-                url: url.to_string(),
-                message: e.clone(),
-            });
-        }
+        self.tls.check(url)?;
         let _ = url;
         Ok(())
     }
@@ -75,10 +66,7 @@ impl Access {
             .max_idle_connections_per_host(0)
             .user_agent(concat!("geerpc/", env!("CARGO_PKG_VERSION")));
         #[cfg(feature = "tls")]
-        if let Some(Ok(roots)) = &self.roots {
-            let tls = ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::Specific(roots.clone()))
-                .build();
+        if let Some(tls) = self.tls.config() {
             config = config.tls_config(tls);
         }
         if let Some(token) = &self.token {
@@ -97,31 +85,4 @@ impl Access {
         }
         ureq::Agent::new_with_config(config.build())
     }
-}
-
-/// The certificates in PEM file `path`; the error names the file.
-#[cfg(feature = "tls")]
-pub(crate) fn read_roots(path: &std::path::Path) -> Result<Roots> {
-    let pem = std::fs::read(path)
-        .map_err(|e| Error::io(format!("read CA file {}", path.display()), e))?;
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&pem) {
-        match item {
-            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
-            Ok(_) => {}
-            Err(e) => {
-                return Err(Error::Protocol(format!(
-                    "CA file {}: not PEM certificates: {e}",
-                    path.display()
-                )))
-            }
-        }
-    }
-    if certs.is_empty() {
-        return Err(Error::Protocol(format!(
-            "CA file {}: no PEM certificate in it",
-            path.display()
-        )));
-    }
-    Ok(std::sync::Arc::new(certs))
 }

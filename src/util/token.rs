@@ -30,11 +30,18 @@ pub struct Token(String);
 
 impl Token {
     /// A token of visible ASCII characters (what fits an HTTP header and
-    /// `Meta`); anything else is refused, without echoing it.
+    /// `Meta`), at most 4096 bytes (what a token file may hold); anything
+    /// else is refused, without echoing it.
     pub fn new(token: impl Into<String>) -> Result<Token> {
         let token = token.into();
         if token.is_empty() {
             return Err(Error::Protocol("a token may not be empty".into()));
+        }
+        if token.len() as u64 > MAX_FILE {
+            return Err(Error::Protocol(format!(
+                "a token may be at most {MAX_FILE} bytes (this one is {})",
+                token.len()
+            )));
         }
         if let Some(pos) = token.bytes().position(|b| !b.is_ascii_graphic()) {
             return Err(Error::Protocol(format!(
@@ -97,6 +104,13 @@ impl Token {
     pub fn bearer(&self) -> String {
         format!("Bearer {}", self.0)
     }
+
+    /// The secret itself, for a request that must carry it as such (etcd's
+    /// password in `/v3/auth/authenticate`); never for a log or a message.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn secret(&self) -> &str {
+        &self.0
+    }
 }
 
 /// The message of an error made by `Token::new`.
@@ -137,6 +151,13 @@ mod tests {
             .to_string();
         assert!(e.contains("missing"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn new_bounds_the_length() {
+        assert!(Token::new("x".repeat(4096)).is_ok());
+        let e = Token::new("x".repeat(4097)).unwrap_err().to_string();
+        assert!(e.contains("at most 4096") && !e.contains("xxx"), "{e}");
     }
 
     #[test]

@@ -75,6 +75,12 @@ pub struct Etcd {
     pub dir: PathBuf,
     pub token: String,
     pub members: Vec<Member>,
+    /// `http` or `https` (client URLs; peers always talk plain HTTP).
+    pub scheme: &'static str,
+    /// More flags for every member (TLS files, auth).
+    pub extra: Vec<String>,
+    /// The agent of the health checks (one that can pass the TLS asked).
+    pub agent: ureq::Agent,
 }
 
 impl Etcd {
@@ -83,6 +89,16 @@ impl Etcd {
     }
 
     pub fn cluster(n: usize) -> Etcd {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(1)))
+            .build()
+            .into();
+        Etcd::start(n, "http", Vec::new(), agent)
+    }
+
+    /// `n` members with client URLs of `scheme`, started with `extra`
+    /// flags, checked healthy through `agent`.
+    pub fn start(n: usize, scheme: &'static str, extra: Vec<String>, agent: ureq::Agent) -> Etcd {
         let bin = etcd_binary();
         let mut last_log = String::new();
         for _attempt in 0..5 {
@@ -101,6 +117,9 @@ impl Etcd {
                 dir,
                 token,
                 members,
+                scheme,
+                extra: extra.clone(),
+                agent: agent.clone(),
             };
             for i in 0..n {
                 etcd.spawn(&bin, i);
@@ -131,7 +150,7 @@ impl Etcd {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
             .collect();
         let m = &self.members[i];
-        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let client = format!("{}://127.0.0.1:{}", self.scheme, m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -156,6 +175,7 @@ impl Etcd {
             .args(["--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", &self.token])
             .args(["--logger", "zap", "--log-level", "warn"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log);
@@ -166,10 +186,7 @@ impl Etcd {
     /// Waits until member `i` says it is healthy (it has a leader); false if
     /// it exited or `limit` passed.
     pub fn wait_healthy(&mut self, i: usize, limit: Duration) -> bool {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(1)))
-            .build()
-            .into();
+        let agent = self.agent.clone();
         let url = format!("{}/health", self.endpoint(i));
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
@@ -194,7 +211,10 @@ impl Etcd {
     }
 
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client_port)
+        format!(
+            "{}://127.0.0.1:{}",
+            self.scheme, self.members[i].client_port
+        )
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -279,8 +299,22 @@ impl Etcd {
 
     /// A raw gateway call, for what the tests do behind geerpc's back.
     pub fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        self.post_as(None, path, body)
+    }
+
+    /// [`post`](Self::post) with an auth token as `Authorization`.
+    pub fn post_as(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
         let url = format!("{}{path}", self.endpoint(0));
-        let text = ureq::post(&url)
+        let mut rq = self.agent.post(&url);
+        if let Some(t) = token {
+            rq = rq.header("Authorization", t);
+        }
+        let text = rq
             .send(body.to_string())
             .unwrap_or_else(|e| panic!("POST {url}: {e}"))
             .body_mut()

@@ -1,12 +1,14 @@
 //! The registry's credentials and trust on the command line (PROTOCOL.md
 //! section 7): the tokens and the certificate a `geerpc registry` serves with,
-//! and the token and CA that `list` and `call` use to read a registry.
+//! and the token and CA that `list` and `call` use to read a registry (and
+//! the CA, client certificate and user they use with etcd).
 //! Tokens come only from files, never from the command line itself (where
 //! `ps` shows them), and are never printed.
 
 use std::path::PathBuf;
 
 use clap::Args;
+use geerpc::etcd::EtcdDiscoveryBuilder;
 use geerpc::registry::{RegistryBuilder, RegistryDiscoveryBuilder};
 use geerpc::Token;
 
@@ -58,16 +60,24 @@ pub struct Reach {
     #[arg(long, value_name = "FILE")]
     pub registry_token_file: Option<PathBuf>,
     /// CA certificate(s), PEM, that an https:// --registry's certificate,
-    /// and a tls@ server's, must chain to (default: the webpki roots).
+    /// https:// --etcd endpoints' and a tls@ server's must chain to
+    /// (default: the webpki roots).
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
-    /// This client's certificate chain, PEM, for tls@ servers that require
-    /// one (mutual TLS); with --tls-key.
+    /// This client's certificate chain, PEM, for tls@ servers and https://
+    /// etcd endpoints that require one (mutual TLS); with --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// The key of --tls-cert, PEM.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// The etcd user to authenticate as, for a cluster with authentication
+    /// enabled; with --etcd-password-file.
+    #[arg(long, value_name = "NAME", requires = "etcd_password_file")]
+    pub etcd_user: Option<String>,
+    /// File whose first line is --etcd-user's password.
+    #[arg(long, value_name = "FILE", requires = "etcd_user")]
+    pub etcd_password_file: Option<PathBuf>,
 }
 
 impl Reach {
@@ -81,6 +91,20 @@ impl Reach {
         }
         if let Some(f) = &self.tls_ca {
             b = b.tls_ca_file(f);
+        }
+        Ok(b)
+    }
+
+    /// The etcd discovery builder with the CA, client certificate and user.
+    pub fn apply_etcd(&self, mut b: EtcdDiscoveryBuilder) -> Result<EtcdDiscoveryBuilder, Failure> {
+        if let Some(f) = &self.tls_ca {
+            b = b.tls_ca_file(f);
+        }
+        if let (Some(c), Some(k)) = (&self.tls_cert, &self.tls_key) {
+            b = b.tls_client_cert_files(c, k);
+        }
+        if let (Some(user), Some(f)) = (&self.etcd_user, &self.etcd_password_file) {
+            b = b.user(user, read(f)?);
         }
         Ok(b)
     }
@@ -99,13 +123,17 @@ impl Reach {
         }
     }
 
-    /// Refuses registry options without a registry to use them on.
-    pub fn check_used(&self, registry: Option<&str>) -> Result<(), Failure> {
+    /// Refuses registry or etcd options without a registry or etcd to use
+    /// them on.
+    pub fn check_used(&self, registry: Option<&str>, etcd: Option<&str>) -> Result<(), Failure> {
         if registry.is_none() && self.registry_token_file.is_some() {
             return Err(Failure::new(
                 Kind::Usage,
                 "--registry-token-file is for --registry",
             ));
+        }
+        if etcd.is_none() && self.etcd_user.is_some() {
+            return Err(Failure::new(Kind::Usage, "--etcd-user is for --etcd"));
         }
         Ok(())
     }

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! geerpc registry [--addr 127.0.0.1:9999] [--ttl 5m] [--workers 4] [--token-file FILE [--read-token-file FILE]] [--tls-cert FILE --tls-key FILE]
-//! geerpc list (--registry URL | --etcd ENDPOINTS) [--service NAME] [--json] [--registry-token-file FILE] [--tls-ca FILE]
-//! geerpc call (--registry URL | --etcd ENDPOINTS | --addr tcp@HOST:PORT) Service.Method ['JSON args' | -] [--registry-token-file FILE] [--tls-ca FILE]
+//! geerpc list (--registry URL | --etcd ENDPOINTS) [--service NAME] [--json] [--registry-token-file FILE] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE] [--etcd-user NAME --etcd-password-file FILE]
+//! geerpc call (--registry URL | --etcd ENDPOINTS | --addr tcp@HOST:PORT) Service.Method ['JSON args' | -] [same options as list]
 //! ```
 //!
 //! This file holds the command line and the `registry` and `list`
@@ -300,7 +300,7 @@ impl Found {
         timeout: Duration,
         reach: &creds::Reach,
     ) -> Result<Found, Failure> {
-        reach.check_used(registry)?;
+        reach.check_used(registry, etcd)?;
         match (registry, etcd) {
             (Some(url), _) => {
                 let mut b = reach.apply(
@@ -319,7 +319,12 @@ impl Found {
                 })
             }
             (None, Some(endpoints)) => {
-                let d = EtcdDiscovery::new(&[endpoints], service)
+                let mut b = reach.apply_etcd(EtcdDiscovery::builder(&[endpoints]))?;
+                if let Some(s) = service {
+                    b = b.service(s);
+                }
+                let d = b
+                    .build()
                     .map_err(|e| Failure::new(Kind::Discovery, e.to_string()))?;
                 Ok(Found {
                     discovery: Box::new(d),

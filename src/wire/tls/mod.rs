@@ -396,3 +396,27 @@ pub(crate) fn identity_of(leaf: &CertificateDer<'_>) -> Option<(String, Vec<Stri
     }
     Some((subject, names))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The subject format `Identity::subject` documents: the certificate's
+    /// order, short names, `, ` between attributes.
+    #[test]
+    fn identity_is_the_subject_in_order_and_the_alternative_names() {
+        use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+        let mut p =
+            CertificateParams::new(vec!["billing.internal".into(), "10.0.0.7".into()]).unwrap();
+        // (rcgen's default name holds a common name already, first.)
+        p.distinguished_name = DistinguishedName::new();
+        p.distinguished_name
+            .push(DnType::OrganizationName, "Example");
+        p.distinguished_name.push(DnType::CommonName, "billing");
+        let cert = p.self_signed(&KeyPair::generate().unwrap()).unwrap();
+        let (subject, names) = identity_of(cert.der()).unwrap();
+        assert_eq!(subject, "O=Example, CN=billing");
+        assert_eq!(names, ["billing.internal", "10.0.0.7"]);
+        assert!(identity_of(&CertificateDer::from(vec![0u8; 8])).is_none());
+    }
+}
