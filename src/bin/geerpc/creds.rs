@@ -123,6 +123,48 @@ impl Reach {
         }
     }
 
+    /// The CA and client certificate for an HTTPS request of the command's
+    /// own (`describe` over TLS); `None` when neither is given.
+    pub fn http_tls(&self) -> Result<Option<ureq::tls::TlsConfig>, Failure> {
+        use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+        let usage = |what: &str, path: &std::path::Path, e: String| {
+            Failure::new(Kind::Usage, format!("{what} {}: {e}", path.display()))
+        };
+        let read_file = |what: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| usage(what, path, e.to_string()))
+        };
+        let certs =
+            |what: &str, path: &std::path::Path| -> Result<Vec<Certificate<'static>>, Failure> {
+                let pem = read_file(what, path)?;
+                let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+                    .filter_map(|i| match i {
+                        Ok(PemItem::Certificate(c)) => Some(c),
+                        _ => None,
+                    })
+                    .collect();
+                if certs.is_empty() {
+                    return Err(usage(what, path, "no PEM certificate in it".into()));
+                }
+                Ok(certs)
+            };
+        if self.tls_ca.is_none() && self.tls_cert.is_none() {
+            return Ok(None);
+        }
+        let mut b = TlsConfig::builder();
+        if let Some(ca) = &self.tls_ca {
+            b = b.root_certs(RootCerts::new_with_certs(&certs("--tls-ca", ca)?));
+        }
+        if let (Some(c), Some(k)) = (&self.tls_cert, &self.tls_key) {
+            let key = PrivateKey::from_pem(&read_file("--tls-key", k)?)
+                .map_err(|e| usage("--tls-key", k, e.to_string()))?;
+            b = b.client_cert(Some(ClientCert::new_with_certs(
+                &certs("--tls-cert", c)?,
+                key,
+            )));
+        }
+        Ok(Some(b.build()))
+    }
+
     /// Refuses registry or etcd options without a registry or etcd to use
     /// them on.
     pub fn check_used(&self, registry: Option<&str>, etcd: Option<&str>) -> Result<(), Failure> {

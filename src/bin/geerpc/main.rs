@@ -4,16 +4,23 @@
 //! geerpc registry [--addr 127.0.0.1:9999] [--ttl 5m] [--workers 4] [--token-file FILE [--read-token-file FILE]] [--tls-cert FILE --tls-key FILE]
 //! geerpc list (--registry URL | --etcd ENDPOINTS) [--service NAME] [--json] [--registry-token-file FILE] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE] [--etcd-user NAME --etcd-password-file FILE]
 //! geerpc call (--registry URL | --etcd ENDPOINTS | --addr tcp@HOST:PORT) Service.Method ['JSON args' | -] [same options as list]
+//! geerpc watch (--registry URL | --etcd ENDPOINTS) [--service NAME] [same options as list]
+//! geerpc describe --addr ADDR [Service | Service.Method] [--json]
+//! geerpc bench (--registry URL | --etcd ENDPOINTS | --addr ADDR) Service.Method ['JSON args'] [--concurrency C] [--duration 10s | --calls N] [--rate QPS] [--timeout D] [--json]
 //! ```
 //!
 //! This file holds the command line and the `registry` and `list`
-//! commands; `call` is in `call.rs`, the exit codes and hints
-//! in `exit.rs`, the registry's credentials and trust in `creds.rs`. Uses only the library's public API, as a user
+//! commands; `call` is in `call.rs`, `watch`, `describe` and `bench` in
+//! files of those names, the exit codes and hints in `exit.rs`, the
+//! credentials and trust in `creds.rs`. Uses only the library's public API, as a user
 //! would.
 
+mod bench;
 mod call;
 mod creds;
+mod describe;
 mod exit;
+mod watch;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -85,6 +92,75 @@ enum Command {
     /// next, until every instance was tried.
     #[command(after_help = exit::TABLE)]
     Call(CallArgs),
+    /// Print the instances a registry (or etcd) lists, then each change as
+    /// it happens (added, removed, changed), with the time, until Ctrl-C.
+    #[command(after_help = exit::TABLE)]
+    Watch {
+        #[command(flatten)]
+        source: Source,
+        /// Only the instances serving this service.
+        #[arg(long)]
+        service: Option<String>,
+        #[command(flatten)]
+        reach: creds::Reach,
+    },
+    /// Print a server's services and methods with their argument and reply
+    /// types (from its debug page), like `grpcurl describe`.
+    #[command(after_help = exit::TABLE)]
+    Describe {
+        /// The server: tcp@HOST:PORT (or HOST:PORT), http@HOST:PORT or
+        /// tls@HOST:PORT.
+        #[arg(long)]
+        addr: String,
+        /// Only this service, or this one method (Service.Method).
+        symbol: Option<String>,
+        /// Print the debug page's JSON as it is.
+        #[arg(long)]
+        json: bool,
+        /// Give up after this long.
+        #[arg(long, default_value = "10s", value_parser = duration)]
+        timeout: Duration,
+        #[command(flatten)]
+        reach: creds::Reach,
+    },
+    /// Load-test one method: --concurrency callers for --duration (or
+    /// --calls), optionally paced to --rate calls/s in all; a progress bar
+    /// on a terminal, then calls, errors by code, calls/s, latency
+    /// percentiles and a histogram.
+    #[command(after_help = exit::TABLE)]
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Service.Method, e.g. Arith.Sum.
+    #[arg(value_parser = service_method)]
+    method: String,
+    /// The arguments of every call, as JSON.
+    #[arg(default_value = "null")]
+    args: String,
+    /// Callers, each calling in a loop (one thread each).
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// How long to call (default 10s unless --calls is given).
+    #[arg(long, value_parser = duration, conflicts_with = "calls")]
+    duration: Option<Duration>,
+    /// How many calls to make in all, instead of --duration.
+    #[arg(long)]
+    calls: Option<u64>,
+    /// Calls per second in all (default: as fast as the callers go).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Each call's timeout (it travels to the server as its deadline).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    timeout: Duration,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    reach: creds::Reach,
 }
 
 #[derive(Args)]
@@ -226,7 +302,11 @@ fn parse() -> Cli {
 
 fn main() -> ExitCode {
     let cli = parse();
-    init_log(cli.verbose, matches!(cli.command, Command::Registry { .. }));
+    let serving = matches!(
+        cli.command,
+        Command::Registry { .. } | Command::Watch { .. }
+    );
+    init_log(cli.verbose, serving);
     let (name, result) = match cli.command {
         Command::Registry {
             addr,
@@ -242,6 +322,22 @@ fn main() -> ExitCode {
             reach,
         } => ("list", list(source, service, json, &reach)),
         Command::Call(args) => ("call", call::run(args)),
+        Command::Watch {
+            source,
+            service,
+            reach,
+        } => ("watch", watch::run(source, service, &reach)),
+        Command::Describe {
+            addr,
+            symbol,
+            json,
+            timeout,
+            reach,
+        } => (
+            "describe",
+            describe::run(&addr, symbol.as_deref(), json, timeout, &reach),
+        ),
+        Command::Bench(args) => ("bench", bench::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -293,6 +389,7 @@ struct Found {
 }
 
 impl Found {
+    /// A discovery that lists once (a one-shot command's).
     fn new(
         registry: Option<&str>,
         etcd: Option<&str>,
@@ -300,14 +397,37 @@ impl Found {
         timeout: Duration,
         reach: &creds::Reach,
     ) -> Result<Found, Failure> {
+        Found::make(registry, etcd, service, Some(timeout), reach)
+    }
+
+    /// A discovery that follows every change as it happens (the registry's
+    /// long poll, etcd's watch), with the library's request timeout.
+    fn following(
+        registry: Option<&str>,
+        etcd: Option<&str>,
+        service: Option<&str>,
+        reach: &creds::Reach,
+    ) -> Result<Found, Failure> {
+        Found::make(registry, etcd, service, None, reach)
+    }
+
+    /// `one_shot`: the timeout of a discovery that lists once; `None`
+    /// for one that follows.
+    fn make(
+        registry: Option<&str>,
+        etcd: Option<&str>,
+        service: Option<&str>,
+        one_shot: Option<Duration>,
+        reach: &creds::Reach,
+    ) -> Result<Found, Failure> {
         reach.check_used(registry, etcd)?;
         match (registry, etcd) {
             (Some(url), _) => {
-                let mut b = reach.apply(
-                    RegistryDiscovery::builder(url)
-                        .long_poll(false)
-                        .timeout(timeout),
-                )?;
+                let mut b = RegistryDiscovery::builder(url).long_poll(one_shot.is_none());
+                if let Some(timeout) = one_shot {
+                    b = b.timeout(timeout);
+                }
+                let mut b = reach.apply(b)?;
                 if let Some(s) = service {
                     b = b.service(s);
                 }
