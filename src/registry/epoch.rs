@@ -131,6 +131,16 @@ impl Epoch {
         }
     }
 
+    /// This start's token, as every answer carries it.
+    pub(super) fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// How long ago this registry started.
+    pub(super) fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     /// What is left of the warmup.
     fn warmup_left(&self) -> Duration {
         if self.warm.load(Ordering::Relaxed) {

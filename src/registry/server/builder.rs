@@ -54,6 +54,8 @@ pub struct RegistryBuilder {
     workers: usize,
     write_timeout: Duration,
     batch_scheduling: bool,
+    /// See [`ui`](Self::ui).
+    ui: bool,
     /// Set by the knobs in `limits`.
     pub(super) limits: Limits,
     /// Set by [`write_token`](Self::write_token) and
@@ -101,6 +103,7 @@ impl Registry {
             workers: Registry::DEFAULT_WORKERS,
             write_timeout: Registry::DEFAULT_WRITE_TIMEOUT,
             batch_scheduling: true,
+            ui: true,
             limits: Limits::default(),
             auth: Auth::default(),
             #[cfg(feature = "tls")]
@@ -158,6 +161,17 @@ impl RegistryBuilder {
     /// while they wait. At least 1.
     pub fn workers(mut self, n: usize) -> RegistryBuilder {
         self.workers = n.max(1);
+        self
+    }
+
+    /// Whether to serve the registry's page (default true): `GET /` and
+    /// `GET {path}/ui` show the services and their instances live (last
+    /// heartbeat, time left, metadata, watchers, epoch), and
+    /// `{path}/ui.json` the same as JSON. It shows what a `GET` of the
+    /// list shows, under the same read token; turn it off where even that
+    /// should not be browsable. Off, those paths answer `404`.
+    pub fn ui(mut self, on: bool) -> RegistryBuilder {
+        self.ui = on;
         self
     }
 
@@ -285,6 +299,7 @@ impl RegistryBuilder {
             epoch: Epoch::new(self.warmup, listener_copy),
             auth: self.auth,
             auth_refusals: limits::RefusalLog::default(),
+            ui: self.ui,
         });
         let registry = Registry {
             shared: shared.clone(),

@@ -18,6 +18,7 @@ use super::limits;
 use super::long_poll;
 use super::query::{parse_query, wants_json, Query};
 use super::table::Put;
+use super::ui;
 use super::Shared;
 use crate::registry::{
     check_addr, Registration, ADDR_HEADERS, LIST_HEADERS, TTL_HEADER, VERSION_HEADER,
@@ -124,6 +125,19 @@ fn body_buffered(rq: &Request) -> bool {
 fn handle(shared: &Shared, rq: Request) {
     let url = rq.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    if let Some(page) = shared.ui.then(|| ui::page(shared, path)).flatten() {
+        if let Err(refusal) = shared.auth.check(&rq) {
+            return unauthorized(shared, rq, refusal);
+        }
+        return match rq.method() {
+            Method::Get | Method::Head => ui::serve(shared, rq, page),
+            other => {
+                let resp = text(405, format!("405 method {other} not allowed\n"))
+                    .with_header(header("Allow", "GET"));
+                respond(shared, rq, resp)
+            }
+        };
+    }
     if !shared.paths.iter().any(|p| p == path) {
         let msg = format!(
             "404 not found: the registry is at {}\n",

@@ -33,6 +33,7 @@ mod reap;
 mod roles;
 mod running;
 mod table;
+mod ui;
 
 pub use builder::RegistryBuilder;
 pub use running::Registry;
@@ -78,6 +79,8 @@ struct Shared {
     auth: auth::Auth,
     /// Refused credentials, logged at warn once per episode.
     auth_refusals: limits::RefusalLog,
+    /// Whether the page (`ui.rs`) is served.
+    ui: bool,
 }
 
 /// The table and the parked long polls, under one lock: a poll is parked

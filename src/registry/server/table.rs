@@ -35,6 +35,18 @@ struct Entry {
     instance: Instance,
     /// `None`: the registry has no TTL.
     expires: Option<Instant>,
+    /// When the address was registered (this time: after an expiry or a
+    /// deregistration it starts again), and when it last beat.
+    since: Instant,
+    beat: Instant,
+}
+
+/// One entry as the registry's page shows it.
+pub(crate) struct Row {
+    pub(crate) instance: Instance,
+    pub(crate) since: Instant,
+    pub(crate) beat: Instant,
+    pub(crate) expires: Option<Instant>,
 }
 
 /// Instances by address (sorted, so listings come out sorted), and the
@@ -185,8 +197,19 @@ impl Table {
             self.count(&instance, true);
             self.touch(&instance);
         }
-        self.entries
-            .insert(addr.to_string(), Entry { instance, expires });
+        let since = match self.entries.get(addr) {
+            Some(e) if was_alive => e.since,
+            _ => now,
+        };
+        self.entries.insert(
+            addr.to_string(),
+            Entry {
+                instance,
+                expires,
+                since,
+                beat: now,
+            },
+        );
         Ok(match (changed, was_alive) {
             (_, false) => Put::New,
             (true, true) => Put::Changed,
@@ -239,6 +262,21 @@ impl Table {
             .filter(|e| e.expires.is_none_or(|t| t > now))
             .filter(|e| serves(&e.instance, service))
             .map(|e| e.instance.clone())
+            .collect()
+    }
+
+    /// The alive entries with their times, sorted by address: the
+    /// registry's page.
+    pub(crate) fn rows(&self, now: Instant) -> Vec<Row> {
+        self.entries
+            .values()
+            .filter(|e| e.expires.is_none_or(|t| t > now))
+            .map(|e| Row {
+                instance: e.instance.clone(),
+                since: e.since,
+                beat: e.beat,
+                expires: e.expires,
+            })
             .collect()
     }
 
