@@ -196,7 +196,7 @@ pub mod duration {
     pub use crate::util::duration::{parse_duration, GoDuration};
 }
 
-pub use client::Client;
+pub use client::{Caller, Client};
 pub use code::{Code, RemoteKind};
 pub use context::Context;
 pub use context::{CallOptions, Scope, Status};
@@ -212,3 +212,8 @@ pub use server::{Server, Service};
 pub use util::token::Token;
 pub use wire::{Address, Codec, Protocol, ToAddress};
 pub use xclient::{Discovery, FailMode, MultiServerDiscovery, SelectMode, XClient};
+
+#[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
+#[doc = include_str!("service.md")]
+pub use geerpc_macros::service;
