@@ -35,12 +35,11 @@ fn expand(
     let mut tr: ItemTrait = match syn::parse2(item) {
         Ok(t) => t,
         Err(e) => {
-            let mut e2 = syn::Error::new(
+            return syn::Error::new(
                 e.span(),
                 "`#[geerpc::service]` goes on a trait (`pub trait Arith { ... }`)",
-            );
-            e2.combine(e);
-            return e2.to_compile_error();
+            )
+            .to_compile_error();
         }
     };
     let opts = model::Options::parse(attr);

@@ -139,8 +139,8 @@ fn ok_type(ret: &ReturnType, sig_span: Span) -> syn::Result<(Type, Type)> {
                 if let PathArguments::AngleBracketed(args) = &last.arguments {
                     if let Some(GenericArgument::Type(t)) = args.args.first() {
                         if let Type::Reference(r) = t {
-                            return Err(syn::Error::new(
-                                r.span(),
+                            return Err(syn::Error::new_spanned(
+                                r,
                                 "the reply is sent by value: return an owned type \
                                  (e.g. `String`, not `&str`)",
                             ));
@@ -151,7 +151,7 @@ fn ok_type(ret: &ReturnType, sig_span: Span) -> syn::Result<(Type, Type)> {
             }
         }
     }
-    Err(syn::Error::new(ty.span(), WHAT))
+    Err(syn::Error::new_spanned(ty, WHAT))
 }
 
 impl Method {
@@ -167,8 +167,8 @@ impl Method {
             ));
         }
         if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-            return Err(syn::Error::new(
-                sig.generics.span(),
+            return Err(syn::Error::new_spanned(
+                &sig.generics,
                 "a service method cannot be generic: its argument and reply are \
                  concrete types that travel on the wire",
             ));
@@ -202,7 +202,7 @@ impl Method {
         match sig.inputs.first() {
             Some(FnArg::Receiver(r))
                 if r.reference.is_some() && r.mutability.is_none() && r.colon_token.is_none() => {}
-            Some(FnArg::Receiver(r)) => return Err(syn::Error::new(r.span(), SELF)),
+            Some(FnArg::Receiver(r)) => return Err(syn::Error::new_spanned(r, SELF)),
             _ => return Err(syn::Error::new(sig.ident.span(), SELF)),
         }
         let typed: Vec<_> = sig
@@ -223,8 +223,8 @@ impl Method {
                 ))
             }
             [one] if is_context(&one.ty) => {
-                return Err(syn::Error::new(
-                    one.span(),
+                return Err(syn::Error::new_spanned(
+                    one,
                     "a service method takes one argument after the `&Context` \
                      (use `args: ()` for none)",
                 ))
@@ -233,15 +233,15 @@ impl Method {
             [ctx, one] if is_context(&ctx.ty) => (true, one),
             // Three or more, the first the context: the third is extra.
             [_, _, extra, ..] if is_context(&typed[0].ty) => {
-                return Err(syn::Error::new(
-                    extra.span(),
+                return Err(syn::Error::new_spanned(
+                    extra,
                     "a service method takes one argument besides the `&Context`: \
                      put several values in one struct or tuple",
                 ))
             }
             [_, extra, ..] => {
-                return Err(syn::Error::new(
-                    extra.span(),
+                return Err(syn::Error::new_spanned(
+                    extra,
                     "a service method takes one argument (optionally after a \
                      `&geerpc::Context`): put several values in one struct or tuple",
                 ))
@@ -249,15 +249,15 @@ impl Method {
         };
         match &*arg.ty {
             Type::Reference(r) => {
-                return Err(syn::Error::new(
-                    r.span(),
+                return Err(syn::Error::new_spanned(
+                    r,
                     "the argument is received by value: take an owned type \
                      (e.g. `String`, not `&str`)",
                 ))
             }
             Type::ImplTrait(t) => {
-                return Err(syn::Error::new(
-                    t.span(),
+                return Err(syn::Error::new_spanned(
+                    t,
                     "a service method cannot be generic: take a concrete argument type",
                 ))
             }
@@ -299,8 +299,8 @@ pub const PREFIXES: &[&str] = &["go_", "broadcast_", "fork_", "inform_"];
 pub fn read_trait(item: &mut ItemTrait) -> syn::Result<Vec<Method>> {
     let mut errors: Vec<syn::Error> = Vec::new();
     if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
-        errors.push(syn::Error::new(
-            item.generics.span(),
+        errors.push(syn::Error::new_spanned(
+            &item.generics,
             "a service trait cannot be generic: its methods' types travel on the wire",
         ));
     }
@@ -311,8 +311,8 @@ pub fn read_trait(item: &mut ItemTrait) -> syn::Result<Vec<Method>> {
                 Ok(m) => methods.push(m),
                 Err(e) => errors.push(e),
             },
-            other => errors.push(syn::Error::new(
-                other.span(),
+            other => errors.push(syn::Error::new_spanned(
+                &*other,
                 "a service trait holds methods only (no associated types, consts or macros)",
             )),
         }
