@@ -6,6 +6,7 @@
 //! | to | use | more in |
 //! |---|---|---|
 //! | serve methods | [`Server`], [`Service`] | [`server`] |
+//! | serve and call a trait, types checked at compile time | `#[geerpc::service]` (feature `macros`) | [`service`](macro@service) |
 //! | call one server | [`Client`] | [`client`] |
 //! | call a set of servers, balanced | [`XClient`] over a [`Discovery`] | [`xclient`] |
 //! | keep a server listed | [`Heartbeat`] (HTTP registry) or `etcd::EtcdRegistration`, with [`RegisterOptions`] | `registration`, `registry`, `etcd` |

@@ -141,11 +141,15 @@ pub fn generate(
     quote! {
         #[doc = #struct_doc]
         #[derive(Debug, Clone)]
+        // A private trait's client the crate does not use is not the
+        // user's dead code: they did not write it.
+        #[allow(dead_code)]
         #vis struct #client<C> {
             inner: C,
             opts: ::core::option::Option<#krate::CallOptions>,
         }
 
+        #[allow(dead_code)]
         impl<C> #client<C> {
             /// A client calling through `inner` (a `geerpc::Client`, a
             /// `geerpc::XClient`, a reference or `Arc` of one, ...).
@@ -176,10 +180,12 @@ pub fn generate(
             }
         }
 
+        #[allow(dead_code)]
         impl<C: #krate::client::Caller> #client<C> {
             #(#blocking)*
         }
 
+        #[allow(dead_code)]
         impl<C: #krate::xclient::FanOut> #client<C> {
             #(#fanout)*
         }

@@ -47,10 +47,12 @@ pub fn generate(
     });
     quote! {
         #[doc = #struct_doc]
+        #[allow(dead_code)] // (see the client's)
         #vis struct #service<S: ?::core::marker::Sized> {
             imp: ::std::sync::Arc<S>,
         }
 
+        #[allow(dead_code)]
         impl<S: #tname + ::core::marker::Send + ::core::marker::Sync + 'static> #service<S> {
             /// Serves `imp` (shared by the server's worker threads).
             pub fn new(imp: S) -> Self {
@@ -58,6 +60,7 @@ pub fn generate(
             }
         }
 
+        #[allow(dead_code)]
         impl<S: #tname + ::core::marker::Send + ::core::marker::Sync + ?::core::marker::Sized + 'static> #service<S> {
             /// Serves an implementation already shared (an `Arc`, which
             /// may hold a `dyn` of the trait).
