@@ -9,11 +9,16 @@
 //!   benches/call.rs), `Client::call("Arith.Sum", ..)` against the typed
 //!   `client.sum(..)`, both codecs, one caller. The two are measured
 //!   alternately, in one process, so that a busy machine hits both alike.
+//! - then a paired comparison (printed, `typed/paired`): 40 rounds, each
+//!   500 dynamic calls then 500 typed ones (then the other order), and the
+//!   median of the rounds' typed/dynamic ratios. Over loopback on a shared
+//!   machine each criterion figure moves by tens of percent from one
+//!   second to the next; a ratio taken within one round cancels that.
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use geerpc::client::{Caller, PendingCall};
 use geerpc::{CallOptions, Client, Codec, Server};
 use serde::de::{DeserializeOwned, IntoDeserializer};
@@ -163,4 +168,65 @@ criterion_group! {
     config = Criterion::default().measurement_time(Duration::from_secs(3)).sample_size(30);
     targets = bench_wrapper, bench_loopback
 }
-criterion_main!(benches);
+/// The paired comparison: the median over rounds of (typed time / dynamic
+/// time), each round timing `block` calls of each, in alternating order.
+fn paired(rounds: usize, block: usize) {
+    let server = Server::new();
+    server.register(ArithService::new(Calc)).unwrap();
+    let running = server.listen("tcp@127.0.0.1:0").unwrap();
+    for codec in [Codec::Json, Codec::MsgPack] {
+        let client = Client::builder().codec(codec).dial(running.addr()).unwrap();
+        let typed = ArithClient::new(client.clone());
+        let dynamic_block = || {
+            let t0 = Instant::now();
+            for i in 0..block as i64 {
+                let r: i64 = client
+                    .call("Arith.Sum", &Args { num1: i, num2: 1 })
+                    .unwrap();
+                assert_eq!(r, i + 1);
+            }
+            t0.elapsed()
+        };
+        let typed_block = || {
+            let t0 = Instant::now();
+            for i in 0..block as i64 {
+                let r = typed.sum(&Args { num1: i, num2: 1 }).unwrap();
+                assert_eq!(r, i + 1);
+            }
+            t0.elapsed()
+        };
+        let (mut ratios, mut d_total, mut t_total) = (Vec::new(), Duration::ZERO, Duration::ZERO);
+        for round in 0..rounds {
+            let (d, t) = if round % 2 == 0 {
+                let d = dynamic_block();
+                (d, typed_block())
+            } else {
+                let t = typed_block();
+                (dynamic_block(), t)
+            };
+            d_total += d;
+            t_total += t;
+            ratios.push(t.as_secs_f64() / d.as_secs_f64());
+        }
+        ratios.sort_by(f64::total_cmp);
+        let n = (rounds * block) as f64;
+        println!(
+            "typed/paired/{codec:?}: median typed/dynamic {:.4} over {rounds} rounds of {block} calls \
+             (mean per call: dynamic {:.2} us, typed {:.2} us)",
+            ratios[ratios.len() / 2],
+            d_total.as_secs_f64() * 1e6 / n,
+            t_total.as_secs_f64() * 1e6 / n,
+        );
+    }
+}
+
+fn main() {
+    benches();
+    // `cargo bench -- --test` (criterion's smoke run): a token round.
+    if std::env::args().any(|a| a == "--test") {
+        paired(2, 10);
+    } else if !std::env::args().any(|a| a == "--list") {
+        paired(40, 500);
+    }
+    Criterion::default().configure_from_args().final_summary();
+}
