@@ -76,3 +76,6 @@ fn expand(
         #server
     }
 }
+
+#[cfg(test)]
+mod tests;
