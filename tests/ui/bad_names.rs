@@ -1,4 +1,4 @@
-// Wire names the server would refuse, and an option that does not exist.
+//! Wire names the server would refuse, and an option that does not exist.
 #[geerpc::service(name = "Ari.th")]
 pub trait Arith {
     fn sum(&self, args: i64) -> Result<i64, String>;

@@ -1,4 +1,4 @@
-// A borrowed argument: arguments arrive by value.
+//! A borrowed argument: arguments arrive by value.
 #[geerpc::service]
 pub trait Echo {
     fn echo(&self, args: &str) -> Result<String, String>;

@@ -1,5 +1,5 @@
-// Methods whose generated client names clash: `go_sum` is `sum`'s pending
-// call, and `new` is the client's constructor.
+//! Methods whose generated client names clash: `go_sum` is `sum`'s pending
+//! call, and `new` is the client's constructor.
 #[geerpc::service]
 pub trait Arith {
     fn sum(&self, args: i64) -> Result<i64, String>;

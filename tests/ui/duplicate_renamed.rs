@@ -1,4 +1,4 @@
-// A renamed method that takes another's wire name.
+//! A renamed method that takes another's wire name.
 #[geerpc::service]
 pub trait Arith {
     fn add(&self, args: i64) -> Result<i64, String>;

@@ -1,4 +1,4 @@
-// Two methods with one wire name: `sum` and `Sum` are both `Sum`.
+//! Two methods with one wire name: `sum` and `Sum` are both `Sum`.
 #[geerpc::service]
 pub trait Arith {
     fn sum(&self, args: i64) -> Result<i64, String>;

@@ -1,4 +1,4 @@
-// No return type at all.
+//! No return type at all.
 #[geerpc::service]
 pub trait Arith {
     fn reset(&self, args: ());

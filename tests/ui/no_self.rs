@@ -1,4 +1,4 @@
-// A method without `&self`.
+//! A method without `&self`.
 #[geerpc::service]
 pub trait Arith {
     fn sum(args: i64) -> Result<i64, String>;

@@ -1,4 +1,4 @@
-// The attribute goes on a trait.
+//! The attribute goes on a trait.
 #[geerpc::service]
 pub struct Arith;
 

@@ -1,4 +1,4 @@
-// A return that is not a `Result`.
+//! A return that is not a `Result`.
 #[geerpc::service]
 pub trait Arith {
     fn sum(&self, args: (i64, i64)) -> i64;

@@ -1,4 +1,4 @@
-// More than one argument besides the context.
+//! More than one argument besides the context.
 #[geerpc::service]
 pub trait Arith {
     fn sum(&self, ctx: &geerpc::Context, a: i64, b: i64) -> Result<i64, String>;
