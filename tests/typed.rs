@@ -289,3 +289,58 @@ fn over_an_arc_of_an_xclient_the_fan_out_is_typed_too() {
     let with = typed.with(CallOptions::new().timeout(Duration::from_secs(5)));
     assert_eq!(with.broadcast_sum(&args(2, 2)).unwrap(), 4);
 }
+
+#[test]
+fn over_an_xclient_with_msgpack_and_an_http_instance() {
+    let (a, b) = (calc("a"), calc("b"));
+    let (ra, rb) = (serve(a.calc), serve(b.calc));
+    // One instance reached through HTTP CONNECT, the other plain.
+    let http_b = format!("http@{}", rb.addr().target());
+    for codec in [Codec::Json, Codec::MsgPack] {
+        let discovery = MultiServerDiscovery::new([ra.addr().to_string(), http_b.clone()]);
+        let xc = XClient::builder(discovery)
+            .select_mode(SelectMode::RoundRobin)
+            .client(Client::builder().codec(codec))
+            .build();
+        let typed = ArithClient::new(xc);
+        assert_eq!(typed.sum(&args(40, 2)).unwrap(), 42);
+        assert_eq!(typed.go_sum(&args(1, 1)).unwrap().wait().unwrap(), 2);
+        let all = typed.inform_name(&()).unwrap();
+        assert_eq!(all[&ra.addr().to_string()].as_ref().unwrap(), "a");
+        assert_eq!(all[&http_b].as_ref().unwrap(), "b");
+        assert_eq!(typed.broadcast_sum(&args(2, 3)).unwrap(), 5);
+        let err = typed.fork_div(&args(1, 0)).unwrap_err();
+        assert!(err.to_string().contains("divide by zero"), "{err}");
+    }
+}
+
+/// The issue's snippet, as written there (with `Calc` and `discovery`
+/// made here).
+#[test]
+#[allow(clippy::needless_borrows_for_generic_args)] // `dial(&...)`, as the issue writes it
+fn the_issues_snippet_as_written() -> geerpc::Result<()> {
+    let Fixture { calc: imp, .. } = calc("one");
+    let server = geerpc::Server::new();
+    server.register(ArithService::new(imp))?;
+    let running = server.listen("tcp@127.0.0.1:0")?;
+
+    let client = ArithClient::new(geerpc::Client::dial(&running.addr().to_string())?);
+    let sum: i64 = client.sum(&Args { num1: 1, num2: 2 })?;
+    assert_eq!(sum, 3);
+    let call = client.go_sum(&Args { num1: 1, num2: 2 })?;
+    let sum: i64 = call.wait()?;
+    assert_eq!(sum, 3);
+    let discovery = MultiServerDiscovery::new([running.addr().clone()]);
+    let xc = ArithClient::new(geerpc::XClient::new(
+        discovery,
+        geerpc::SelectMode::RoundRobin,
+    ));
+    let sum: i64 = xc.sum(&Args { num1: 1, num2: 2 })?;
+    assert_eq!(sum, 3);
+    let args = Args { num1: 1, num2: 2 };
+    let sum: i64 = client
+        .with(CallOptions::new().timeout(Duration::from_millis(50)))
+        .sum(&args)?;
+    assert_eq!(sum, 3);
+    Ok(())
+}
