@@ -194,6 +194,13 @@ fn the_same_client_over_an_arc_and_a_reference() {
     assert_eq!(t.join().unwrap(), 5);
     assert_eq!(shared.go_sum(&args(4, 4)).unwrap().wait().unwrap(), 8);
     // The options a `with` client carries, and none on the plain one.
+    // The adapter and the client say what they are.
+    let adapter = ArithService::new(calc("x").calc);
+    assert_eq!(
+        format!("{adapter:?}"),
+        r#"ArithService { service: "Arith", .. }"#
+    );
+    assert!(format!("{by_ref:?}").starts_with("ArithClient { inner: Client"));
     let with = shared.with(CallOptions::new().timeout(Duration::from_secs(3)));
     assert!(with
         .options()

@@ -85,6 +85,14 @@ pub fn generate(
             }
         }
 
+        impl<S: ?::core::marker::Sized> ::core::fmt::Debug for #service<S> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_struct(::core::stringify!(#service))
+                    .field("service", &#name)
+                    .finish_non_exhaustive()
+            }
+        }
+
         impl<S: ?::core::marker::Sized> ::core::clone::Clone for #service<S> {
             fn clone(&self) -> Self {
                 #service { imp: ::std::sync::Arc::clone(&self.imp) }
