@@ -141,6 +141,7 @@ pub fn generate(
     quote! {
         #[doc = #struct_doc]
         #[derive(Debug, Clone)]
+        #[must_use = "dropping the client drops what it wraps: the last Client or XClient closes its connections"]
         // A private trait's client the crate does not use is not the
         // user's dead code: they did not write it.
         #[allow(dead_code)]
