@@ -1,6 +1,6 @@
 //! The article's day 7, made real: a registry, two servers that keep
 //! themselves registered with heartbeats, and a client that finds them
-//! through the registry.
+//! through the registry, with a typed service (`#[geerpc::service]`).
 //!
 //! ```text
 //! cargo run --example demo
@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use geerpc::registration::RegisterOptions;
 use geerpc::server::ServerHandle;
-use geerpc::xclient::CallOptions;
 use geerpc::{
-    Discovery, Heartbeat, Registry, RegistryDiscovery, SelectMode, Server, Service, XClient,
+    CallOptions, Discovery, Heartbeat, Registry, RegistryDiscovery, SelectMode, Server, XClient,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,16 +29,35 @@ struct Args {
     num2: i64,
 }
 
-/// The article's `Foo`: `Sum` adds, `Sleep` waits `Num1` seconds first.
-/// The wait ends early when `stop` closes, so that the demo's servers shut
-/// down at once instead of waiting for sleepers nobody listens to any more.
-fn foo(stop: Receiver<()>) -> Service {
-    Service::new("Foo")
-        .method("Sum", |a: Args| Ok::<_, String>(a.num1 + a.num2))
-        .method("Sleep", move |a: Args| {
-            let _ = stop.recv_timeout(Duration::from_secs(a.num1.max(0) as u64));
-            Ok::<_, String>(a.num1 + a.num2)
-        })
+/// The article's `Foo`, typed: the macro generates `FooClient` (over the
+/// XClient below) and `FooService` (registered on each server). On the
+/// wire these are `Foo.Sum` and `Foo.Sleep`, as in Go.
+#[geerpc::service]
+trait Foo {
+    /// Adds the two numbers.
+    fn sum(&self, args: Args) -> Result<i64, String>;
+    /// Waits `Num1` seconds, then adds.
+    fn sleep(&self, args: Args) -> Result<i64, String>;
+}
+
+/// The servers' implementation. Sleep's wait ends early when `stop`
+/// closes, so that the demo's servers shut down at once instead of
+/// waiting for sleepers nobody listens to any more.
+struct Served {
+    stop: Receiver<()>,
+}
+
+impl Foo for Served {
+    fn sum(&self, a: Args) -> Result<i64, String> {
+        Ok(a.num1 + a.num2)
+    }
+
+    fn sleep(&self, a: Args) -> Result<i64, String> {
+        let _ = self
+            .stop
+            .recv_timeout(Duration::from_secs(a.num1.max(0) as u64));
+        Ok(a.num1 + a.num2)
+    }
 }
 
 fn start_server(
@@ -47,7 +65,7 @@ fn start_server(
     stop: &Receiver<()>,
 ) -> geerpc::Result<(ServerHandle, Heartbeat)> {
     let server = Server::new();
-    server.register(foo(stop.clone()))?;
+    server.register(FooService::new(Served { stop: stop.clone() }))?;
     let running = server.listen("tcp@127.0.0.1:0")?;
     // Registers at once, then every TTL - 1 min; shutdown (or dropping the
     // heartbeat) deregisters.
@@ -96,7 +114,7 @@ pub fn run(out: &mut (dyn Write + Send)) -> Result<(), Box<dyn std::error::Error
         let _ = changed.recv_timeout(left);
     }
 
-    let xc = XClient::new(discovery, SelectMode::Random);
+    let xc = FooClient::new(XClient::new(discovery, SelectMode::Random));
     let out = std::sync::Mutex::new(out);
     let say = |line: String| {
         let mut o = out.lock().unwrap();
@@ -104,7 +122,7 @@ pub fn run(out: &mut (dyn Write + Send)) -> Result<(), Box<dyn std::error::Error
     };
 
     // The article's five concurrent Sum calls, each through the XClient.
-    five_at_once(&say, |i, args| match xc.go::<_, i64>("Foo.Sum", args) {
+    five_at_once(&say, |i, args| match xc.go_sum(args) {
         Ok(call) => {
             let addr = call.addr().to_string();
             match call.wait() {
@@ -116,23 +134,19 @@ pub fn run(out: &mut (dyn Write + Send)) -> Result<(), Box<dyn std::error::Error
     });
 
     // Five broadcasts of Sum: every instance answers each.
-    five_at_once(&say, |i, args| {
-        match xc.broadcast::<_, i64>("Foo.Sum", args) {
-            Ok(r) => format!(
-                "broadcast Foo.Sum {i} + {} = {r} (every instance answered)",
-                i * i
-            ),
-            Err(e) => format!("broadcast Foo.Sum {i} + {} error: {e}", i * i),
-        }
+    five_at_once(&say, |i, args| match xc.broadcast_sum(args) {
+        Ok(r) => format!(
+            "broadcast Foo.Sum {i} + {} = {r} (every instance answered)",
+            i * i
+        ),
+        Err(e) => format!("broadcast Foo.Sum {i} + {} error: {e}", i * i),
     });
 
     // Five broadcasts of Sleep(i s) under a 2 s timeout: the slow ones fail.
-    let timeout = CallOptions::new().timeout(Duration::from_secs(2));
-    five_at_once(&say, |i, args| {
-        match xc.broadcast_with::<_, i64>("Foo.Sleep", args, &timeout) {
-            Ok(r) => format!("broadcast Foo.Sleep {i}s: ok, {i} + {} = {r}", i * i),
-            Err(e) => format!("broadcast Foo.Sleep {i}s: error: {e}"),
-        }
+    let timeout = xc.with(CallOptions::new().timeout(Duration::from_secs(2)));
+    five_at_once(&say, |i, args| match timeout.broadcast_sleep(args) {
+        Ok(r) => format!("broadcast Foo.Sleep {i}s: ok, {i} + {} = {r}", i * i),
+        Err(e) => format!("broadcast Foo.Sleep {i}s: error: {e}"),
     });
 
     drop(xc);

@@ -14,13 +14,21 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use geerpc::Client;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct SumArgs {
     num1: i64,
     num2: i64,
+}
+
+/// The part of loadgen's `Arith` this client calls: a client needs only
+/// the trait (`ArithClient` comes from it), not the server's code.
+#[geerpc::service]
+trait Arith {
+    /// Num1 + Num2.
+    fn sum(&self, args: SumArgs) -> Result<i64, String>;
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -73,10 +81,8 @@ fn main() {
     let target = addr.trim_start_matches("tcp@").to_string();
 
     // One call first, so that what every server has anyway is in the baseline.
-    let warm = Client::dial(&addr).expect("dial");
-    let _: i64 = warm
-        .call("Arith.Sum", &SumArgs { num1: 1, num2: 2 })
-        .expect("call");
+    let warm = ArithClient::new(Client::dial(&addr).expect("dial"));
+    let _: i64 = warm.sum(&SumArgs { num1: 1, num2: 2 }).expect("call");
     std::thread::sleep(Duration::from_millis(200));
     let before = rss_kib(pid);
 
@@ -104,10 +110,8 @@ fn main() {
     let mut times = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        let c = Client::dial(&addr).expect("dial a new connection");
-        let _: i64 = c
-            .call("Arith.Sum", &SumArgs { num1: 2, num2: 3 })
-            .expect("call");
+        let c = ArithClient::new(Client::dial(&addr).expect("dial a new connection"));
+        let _: i64 = c.sum(&SumArgs { num1: 2, num2: 3 }).expect("call");
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);

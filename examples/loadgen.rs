@@ -46,7 +46,7 @@ use std::collections::BTreeSet;
 
 use geerpc::etcd::EtcdDiscovery;
 use geerpc::registration::RegisterOptions;
-use geerpc::{Client, Discovery, Server, Service, XClient};
+use geerpc::{Client, Discovery, Server, XClient};
 
 use calls::{Caller, Kind, SumArgs, Tally, Target};
 use flags::{
@@ -70,34 +70,69 @@ fn main() {
     }
 }
 
+/// The services `serve` registers, typed: `#[geerpc::service]` makes
+/// `ArithService` and `EchoService` from these traits (the wire names are
+/// `Arith.Sum`, `Arith.Work`, `Arith.Sleep`, `Echo.Echo`). The load side
+/// (`calls.rs`) picks its method by name from a flag, so it stays on the
+/// dynamic `call`.
+#[geerpc::service]
+trait Arith {
+    /// Num1 + Num2 (wrapping).
+    fn sum(&self, args: SumArgs) -> Result<i64, String>;
+    /// Busy for Num1 microseconds of CPU time.
+    fn work(&self, args: SumArgs) -> Result<i64, String>;
+    /// Asleep for Num1 milliseconds.
+    fn sleep(&self, args: SumArgs) -> Result<i64, String>;
+}
+
+#[geerpc::service]
+trait Echo {
+    /// The argument, back.
+    fn echo(&self, s: String) -> Result<String, String>;
+}
+
+struct Bench;
+
+impl Arith for Bench {
+    fn sum(&self, a: SumArgs) -> Result<i64, String> {
+        Ok(a.num1.wrapping_add(a.num2))
+    }
+
+    fn work(&self, a: SumArgs) -> Result<i64, String> {
+        if !(0..=MAX_WORK_US).contains(&a.num1) {
+            return Err(format!(
+                "Arith.Work {}: must be 0..={MAX_WORK_US} microseconds",
+                a.num1
+            ));
+        }
+        burn_cpu(Duration::from_micros(a.num1 as u64));
+        Ok(a.num1)
+    }
+
+    fn sleep(&self, a: SumArgs) -> Result<i64, String> {
+        if !(0..=MAX_SLEEP_MS).contains(&a.num1) {
+            return Err(format!(
+                "Arith.Sleep {}: must be 0..={MAX_SLEEP_MS} milliseconds",
+                a.num1
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(a.num1 as u64));
+        Ok(a.num1)
+    }
+}
+
+impl Echo for Bench {
+    fn echo(&self, s: String) -> Result<String, String> {
+        Ok(s)
+    }
+}
+
 fn bench_services(server: &Server) {
-    let arith = Service::new("Arith")
-        .method("Sum", |a: SumArgs| {
-            Ok::<_, String>(a.num1.wrapping_add(a.num2))
-        })
-        .method("Work", |a: SumArgs| {
-            if !(0..=MAX_WORK_US).contains(&a.num1) {
-                return Err(format!(
-                    "Arith.Work {}: must be 0..={MAX_WORK_US} microseconds",
-                    a.num1
-                ));
-            }
-            burn_cpu(Duration::from_micros(a.num1 as u64));
-            Ok(a.num1)
-        })
-        .method("Sleep", |a: SumArgs| {
-            if !(0..=MAX_SLEEP_MS).contains(&a.num1) {
-                return Err(format!(
-                    "Arith.Sleep {}: must be 0..={MAX_SLEEP_MS} milliseconds",
-                    a.num1
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(a.num1 as u64));
-            Ok(a.num1)
-        });
-    server.register(arith).expect("register Arith");
     server
-        .register(Service::new("Echo").method("Echo", |s: String| Ok::<_, String>(s)))
+        .register(ArithService::new(Bench))
+        .expect("register Arith");
+    server
+        .register(EchoService::new(Bench))
         .expect("register Echo");
 }
 

@@ -6,6 +6,7 @@
 //! | to | use | more in |
 //! |---|---|---|
 //! | serve methods | [`Server`], [`Service`] | [`server`] |
+//! | serve and call a trait, types checked at compile time | `#[geerpc::service]` (feature `macros`) | [`service`](macro@service) |
 //! | call one server | [`Client`] | [`client`] |
 //! | call a set of servers, balanced | [`XClient`] over a [`Discovery`] | [`xclient`] |
 //! | keep a server listed | [`Heartbeat`] (HTTP registry) or `etcd::EtcdRegistration`, with [`RegisterOptions`] | `registration`, `registry`, `etcd` |
@@ -196,7 +197,7 @@ pub mod duration {
     pub use crate::util::duration::{parse_duration, GoDuration};
 }
 
-pub use client::Client;
+pub use client::{Caller, Client};
 pub use code::{Code, RemoteKind};
 pub use context::Context;
 pub use context::{CallOptions, Scope, Status};
@@ -212,3 +213,8 @@ pub use server::{Server, Service};
 pub use util::token::Token;
 pub use wire::{Address, Codec, Protocol, ToAddress};
 pub use xclient::{Discovery, FailMode, MultiServerDiscovery, SelectMode, XClient};
+
+#[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
+#[doc = include_str!("service.md")]
+pub use geerpc_macros::service;

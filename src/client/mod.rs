@@ -19,7 +19,9 @@
 //! - `outbound`: what travels with a call (deadline, metadata, trace:
 //!   PROTOCOL.md section 8), [`Client::call_with`] and the XClient's entry
 //!   point;
-//! - `intercept`: client [`Interceptor`]s.
+//! - `intercept`: client [`Interceptor`]s;
+//! - `typed`: [`Caller`], what the clients `#[geerpc::service]` generates
+//!   call through.
 //!
 //! The client may import from the context and wire layers, `meta`, `util`,
 //! `error` and `code` only: never from the server, the XClient or
@@ -33,6 +35,7 @@ mod intercept;
 mod outbound;
 mod reader;
 mod send;
+mod typed;
 mod wake;
 
 use std::collections::HashMap;
@@ -61,6 +64,7 @@ pub(crate) use call::{deadline_after, Budget};
 pub use dial::ClientBuilder;
 pub use intercept::{Finished, Interceptor, Outgoing};
 pub(crate) use outbound::Outbound;
+pub use typed::{Caller, PendingCall};
 
 /// What a pending call is told when its reply (or failure) arrives: the
 /// reply, or the error. It returns the caller's place in the connection's

@@ -121,8 +121,11 @@ impl Server {
     }
 
     /// Adds a service. Fails on an invalid service or method name and on a
-    /// service name registered already.
-    pub fn register(&self, service: Service) -> Result<()> {
+    /// service name registered already. Takes a [`Service`] or anything
+    /// that becomes one: the adapter `#[geerpc::service]` generates
+    /// (`server.register(ArithService::new(imp))`).
+    pub fn register(&self, service: impl Into<Service>) -> Result<()> {
+        let service: Service = service.into();
         if let Some(e) = service.invalid {
             return Err(e);
         }

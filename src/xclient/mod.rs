@@ -19,6 +19,7 @@ mod pick;
 mod plan;
 mod pool;
 mod selector;
+mod typed;
 
 pub use crate::context::{CallOptions, FailMode};
 pub use builder::XClientBuilder;
@@ -28,3 +29,4 @@ pub use selector::{
     hash_key, ConsistentHashSelector, P2cSelector, RandomSelector, RoundRobinSelector,
     SelectContext, SelectMode, Selector, WeightedRoundRobinSelector,
 };
+pub use typed::FanOut;

@@ -1,0 +1,7 @@
+//! A generic trait.
+#[geerpc::service]
+pub trait Arith<T> {
+    fn sum(&self, args: i64) -> Result<i64, String>;
+}
+
+fn main() {}

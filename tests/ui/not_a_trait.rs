@@ -1,0 +1,5 @@
+//! The attribute goes on a trait.
+#[geerpc::service]
+pub struct Arith;
+
+fn main() {}
