@@ -177,6 +177,7 @@ fn the_registry_page_reads_without_javascript_and_on_a_phone() {
     let base = url.trim_end_matches(Registry::DEFAULT_PATH);
     let html = common::http()
         .get(&format!("{base}/"))
+        .header("Accept", "text/html")
         .call()
         .unwrap()
         .body_mut()
@@ -187,6 +188,15 @@ fn the_registry_page_reads_without_javascript_and_on_a_phone() {
         "{html}"
     );
     assert!(!html.contains("src=\"http"), "an external asset: {html}");
+    // A registry client given the root, not the path, gets the 404 that
+    // names the path (not a page it would read as an empty list).
+    let mut root = common::http().get(&format!("{base}/")).call().unwrap();
+    assert_eq!(root.status(), 404);
+    assert!(root
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+        .contains(Registry::DEFAULT_PATH));
 
     // A phone-sized window: no sideways scrolling, every row readable.
     let browser = browser(390, 800);

@@ -125,7 +125,7 @@ fn body_buffered(rq: &Request) -> bool {
 fn handle(shared: &Shared, rq: Request) {
     let url = rq.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    if let Some(page) = shared.ui.then(|| ui::page(shared, path)).flatten() {
+    if let Some(page) = shared.ui.then(|| ui::page(shared, &rq, path)).flatten() {
         if let Err(refusal) = shared.auth.check(&rq) {
             return unauthorized(shared, rq, refusal);
         }

@@ -1,4 +1,5 @@
-//! The registry's page (issue 21): `GET /` and `GET {path}/ui` on the
+//! The registry's page (issue 21): `GET /` (from a browser) and
+//! `GET {path}/ui` on the
 //! registry's port show its services, their instances with metadata, when
 //! each registered, its last heartbeat and the time left before it expires,
 //! the long polls waiting, the epoch, the version and the uptime; and
@@ -61,10 +62,18 @@ pub(super) enum Page {
     Json,
 }
 
-/// Whether `path` is the page's (`/`, `{path}/ui`, `{path}/ui.json`).
-pub(super) fn page(shared: &Shared, path: &str) -> Option<Page> {
+/// Whether `rq` asks for the page: `{path}/ui`, `{path}/ui.json`, or `/`
+/// from a browser. `/` is the page only for a request that accepts HTML:
+/// a registry client given the registry's root instead of its path must
+/// still get the `404` that names the path, not a page it would read as
+/// an empty list.
+pub(super) fn page(shared: &Shared, rq: &Request, path: &str) -> Option<Page> {
     if path == "/" && !shared.paths.iter().any(|p| p == "/") {
-        return Some(Page::Html);
+        let html = rq
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv("Accept") && h.value.as_str().contains("text/html"));
+        return html.then_some(Page::Html);
     }
     let rest = shared.paths.iter().find_map(|p| {
         path.strip_prefix(p.trim_end_matches('/'))
