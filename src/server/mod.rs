@@ -33,6 +33,8 @@ mod drain;
 mod http;
 mod intercept;
 mod limits;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod monitor;
 pub(crate) mod service;
 pub(crate) mod stats;
@@ -64,6 +66,8 @@ pub use crate::context::Context;
 pub use auth::BearerAuth;
 pub use builder::ServerBuilder;
 pub use intercept::{Interceptor, Outcome};
+#[cfg(feature = "metrics")]
+pub use metrics::ServerMetrics;
 pub use service::{MethodInfo, Service, ServiceInfo};
 pub use stats::StatsSnapshot;
 
@@ -98,6 +102,8 @@ struct Shared {
     open_conns: AtomicUsize,
     /// New connections are being refused (logged once per episode).
     refusing: AtomicBool,
+    /// What the metrics read besides each method's stats.
+    counters: stats::ServerCounters,
     /// Every listener's state, for counting calls in flight server-wide
     /// (`max_concurrent_calls`); dead entries are pruned as they are seen.
     runnings: Mutex<Vec<Weak<Running>>>,
