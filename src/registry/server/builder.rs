@@ -285,6 +285,7 @@ impl RegistryBuilder {
             epoch: Epoch::new(self.warmup, listener_copy),
             auth: self.auth,
             auth_refusals: limits::RefusalLog::default(),
+            counters: Default::default(),
         });
         let registry = Registry {
             shared: shared.clone(),

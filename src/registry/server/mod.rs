@@ -28,6 +28,7 @@ mod http;
 mod limits;
 mod listen;
 mod long_poll;
+mod metrics;
 mod query;
 mod reap;
 mod roles;
@@ -78,6 +79,8 @@ struct Shared {
     auth: auth::Auth,
     /// Refused credentials, logged at warn once per episode.
     auth_refusals: limits::RefusalLog,
+    /// What the metrics count (`metrics`).
+    counters: metrics::Counters,
 }
 
 /// The table and the parked long polls, under one lock: a poll is parked
