@@ -30,6 +30,8 @@ mod dial;
 mod drain;
 mod foreign;
 mod intercept;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod outbound;
 mod reader;
 mod send;
@@ -60,6 +62,8 @@ pub use call::Call;
 pub(crate) use call::{deadline_after, Budget};
 pub use dial::ClientBuilder;
 pub use intercept::{Finished, Interceptor, Outgoing};
+#[cfg(feature = "metrics")]
+pub use metrics::{ClientMetrics, MAX_INSTANCES};
 pub(crate) use outbound::Outbound;
 
 /// What a pending call is told when its reply (or failure) arrives: the

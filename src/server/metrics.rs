@@ -77,9 +77,26 @@ impl Server {
     }
 }
 
-/// The text served at `GET /metrics`.
+impl Server {
+    /// Serves `collector`'s metrics too at `GET /metrics` on this
+    /// server's ports (feature `metrics`): a process's client metrics
+    /// ([`ClientMetrics`](crate::client::ClientMetrics),
+    /// [`XClientMetrics`](crate::xclient::XClientMetrics)) or its own,
+    /// next to the server's. Their names must not clash with the
+    /// server's or each other's (a scraper refuses a family seen twice).
+    pub fn serve_metrics(&self, collector: impl Collector) {
+        self.shared.counters.extra.lock().push(Arc::new(collector));
+    }
+}
+
+/// The text served at `GET /metrics`: the server's metrics, then those
+/// given to [`Server::serve_metrics`].
 pub(super) fn text(server: &Server) -> String {
-    prom::render(server.metrics())
+    let mut all: Vec<Box<dyn Collector>> = vec![Box::new(server.metrics())];
+    for c in server.shared.counters.extra.lock().iter() {
+        all.push(Box::new(prom::SharedCollector(c.clone())));
+    }
+    prom::render_all(all)
 }
 
 /// What one scrape reads, gathered before any of it is written.

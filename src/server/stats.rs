@@ -5,40 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::code::Code;
-
-/// The `code` label values of the metrics, in slot order: `ok`, the codes
-/// a call can end with, and `other` for any other (a handler's
-/// [`Code::Other`]): a fixed, bounded set whatever the peers send.
-pub(crate) const CODE_LABELS: [&str; CODES] = [
-    "ok",
-    "invalid_argument",
-    "not_found",
-    "deadline_exceeded",
-    "resource_exhausted",
-    "unavailable",
-    "unauthenticated",
-    "permission_denied",
-    "internal",
-    "cancelled",
-    "unknown",
-    "already_exists",
-    "failed_precondition",
-    "aborted",
-    "out_of_range",
-    "unimplemented",
-    "data_loss",
-    "other",
-];
-pub(crate) const CODES: usize = 18;
-
-/// The slot of a call's outcome in [`CODE_LABELS`]: `None` is success.
-pub(crate) fn code_slot(code: Option<&Code>) -> usize {
-    let Some(code) = code else { return 0 };
-    CODE_LABELS[1..CODES - 1]
-        .iter()
-        .position(|&l| l == code.as_str())
-        .map_or(CODES - 1, |i| i + 1)
-}
+pub(crate) use crate::code::{code_slot, CODES, CODE_LABELS};
 
 fn counters<const N: usize>() -> [AtomicU64; N] {
     std::array::from_fn(|_| AtomicU64::new(0))
@@ -58,6 +25,9 @@ pub(crate) struct ServerCounters {
     /// own counts, so that the sum never goes back.
     pub closed_read: AtomicU64,
     pub closed_written: AtomicU64,
+    /// More metrics to serve at `GET /metrics` (`Server::serve_metrics`).
+    #[cfg(feature = "metrics")]
+    pub extra: parking_lot::Mutex<Vec<std::sync::Arc<dyn prometheus_client::collector::Collector>>>,
 }
 
 /// See [`ServerCounters::unknown`].

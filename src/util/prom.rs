@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, LabelSetEncoder};
@@ -146,8 +147,25 @@ pub(crate) fn histograms<'a>(
 
 /// The text of a registry holding just `collector`, `# EOF` included.
 pub(crate) fn render(collector: impl Collector) -> String {
+    render_all(vec![Box::new(collector)])
+}
+
+/// A collector shared with other code.
+#[derive(Debug)]
+pub(crate) struct SharedCollector(pub Arc<dyn Collector>);
+
+impl Collector for SharedCollector {
+    fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
+        self.0.encode(encoder)
+    }
+}
+
+/// The text of a registry holding `collectors`, `# EOF` included.
+pub(crate) fn render_all(collectors: Vec<Box<dyn Collector>>) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(collector));
+    for c in collectors {
+        registry.register_collector(c);
+    }
     let mut out = String::with_capacity(8192);
     // Writing to a String fails only if a collector does.
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
