@@ -37,6 +37,7 @@ mod limits;
 mod metrics;
 mod monitor;
 pub(crate) mod service;
+mod spans;
 pub(crate) mod stats;
 
 use std::collections::HashMap;
@@ -69,6 +70,7 @@ pub use intercept::{Interceptor, Outcome};
 #[cfg(feature = "metrics")]
 pub use metrics::ServerMetrics;
 pub use service::{MethodInfo, Service, ServiceInfo};
+pub use spans::{LogSpans, SPAN_TARGET};
 pub use stats::StatsSnapshot;
 
 /// A set of services, served on any number of listeners.
