@@ -424,15 +424,15 @@ fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec) -> Next {
         return Next::End;
     }
     match rd.read_message(codec) {
-        Ok(Some(m)) => match {
-            conn.bytes_read.store(rd.bytes_read(), Ordering::Relaxed);
-            codec.decode_header(rd.bytes(m.header))
-        } {
-            Ok(header) => Next::Request(Request {
-                header,
-                body: rd.bytes(m.body).to_vec(),
-                received: rd.received().unwrap_or_else(Instant::now),
-            }),
+        Ok(Some(m)) => match codec.decode_header(rd.bytes(m.header)) {
+            Ok(header) => {
+                conn.bytes_read.store(rd.bytes_read(), Ordering::Relaxed);
+                Next::Request(Request {
+                    header,
+                    body: rd.bytes(m.body).to_vec(),
+                    received: rd.received().unwrap_or_else(Instant::now),
+                })
+            }
             Err(e) => Next::Broken(e),
         },
         Ok(None) => Next::End,

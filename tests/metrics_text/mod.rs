@@ -235,7 +235,7 @@ pub fn parse(text: &str) -> Result<Metrics, String> {
         if !belongs(name, &fam, &f.kind) {
             return Err(err(format!("sample outside its family {fam} ({})", f.kind)));
         }
-        if f.kind == "counter" && !(value >= 0.0) {
+        if f.kind == "counter" && (value.is_nan() || value < 0.0) {
             return Err(err("negative counter".into()));
         }
         f.samples.push(Sample {
@@ -255,7 +255,9 @@ pub fn parse(text: &str) -> Result<Metrics, String> {
 /// Buckets in order of `le`, cumulative, ending at `+Inf` equal to
 /// `_count`; one `_sum` and one `_count` per label set.
 fn check_histogram(name: &str, f: &Family) -> Result<(), String> {
-    let mut series: BTreeMap<Labels, (Vec<(f64, f64)>, Option<f64>, Option<f64>)> = BTreeMap::new();
+    /// Per label set: the buckets (le, value), `_count` and `_sum`.
+    type Series = (Vec<(f64, f64)>, Option<f64>, Option<f64>);
+    let mut series: BTreeMap<Labels, Series> = BTreeMap::new();
     for s in &f.samples {
         let mut key = s.labels.clone();
         let le = key.remove("le");
@@ -277,7 +279,7 @@ fn check_histogram(name: &str, f: &Family) -> Result<(), String> {
         let count = count.ok_or(format!("{name} {labels:?}: no _count"))?;
         sum.ok_or(format!("{name} {labels:?}: no _sum"))?;
         for w in buckets.windows(2) {
-            if !(w[0].0 < w[1].0) {
+            if w[0].0.partial_cmp(&w[1].0) != Some(std::cmp::Ordering::Less) {
                 return Err(format!("{name} {labels:?}: le not increasing: {w:?}"));
             }
             if w[0].1 > w[1].1 {
