@@ -23,21 +23,35 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# run BIN CONNS CONC -> calls_per_sec
-run() {
-    local port pid rate
+# once BIN CONNS CONC -> calls_per_sec, or nothing if the server did not
+# start (the free port was taken meanwhile by another process)
+once() {
+    local port pid
     port=$(free_port)
+    : >"$OUT/serve"
     "$1" serve --addr "127.0.0.1:$port" >"$OUT/serve" 2>/dev/null &
     pid=$!
     # Bounded wait for `ready`.
     for _ in $(seq 200); do
         grep -q ready "$OUT/serve" && break
+        kill -0 "$pid" 2>/dev/null || break
         sleep 0.05
     done
-    rate=$("$1" load --addr "127.0.0.1:$port" --conns "$2" --concurrency "$3" --secs "$SECS" |
-        python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["calls_per_sec"])')
-    kill "$pid"
+    if grep -q ready "$OUT/serve"; then
+        "$1" load --addr "127.0.0.1:$port" --conns "$2" --concurrency "$3" --secs "$SECS" |
+            python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["calls_per_sec"])' || true
+    fi
+    kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+}
+
+# run BIN CONNS CONC -> calls_per_sec (three tries at most)
+run() {
+    local rate
+    for _ in 1 2 3; do
+        rate=$(once "$@")
+        [ -n "$rate" ] && break
+    done
     echo "$rate"
 }
 
@@ -51,6 +65,7 @@ for r in $(seq "$ROUNDS"); do
             bin=$OLD
             [ "$w" = new ] && bin=$NEW
             v=$(run "$bin" "$c" "$k")
+            # One line per round, empty if it failed: rounds stay paired.
             echo "$v" >>"$OUT/$w-$p"
             echo "round $r point ${c}x$k $w: $v calls/s" >&2
         done
@@ -60,12 +75,14 @@ done
 for p in $POINTS; do
     python3 - "$OUT/old-$p" "$OUT/new-$p" "$p" <<'PY'
 import statistics, sys
-old = [float(x) for x in open(sys.argv[1])]
-new = [float(x) for x in open(sys.argv[2])]
+pairs = [(float(o), float(n)) for o, n in zip(open(sys.argv[1]), open(sys.argv[2]))
+         if o.strip() and n.strip()]
+old = [o for o, _ in pairs]
+new = [n for _, n in pairs]
 mo, mn = statistics.median(old), statistics.median(new)
-paired = statistics.median(n / o for o, n in zip(old, new))
+paired = statistics.median(n / o for o, n in pairs)
 c, k = sys.argv[3].split(":")
-print(f"{c}x{k}: old median {mo:,.0f}/s, new median {mn:,.0f}/s, "
+print(f"{c}x{k} ({len(pairs)} rounds): old median {mo:,.0f}/s, new median {mn:,.0f}/s, "
       f"ratio of medians {mn / mo:.3f}, median of paired ratios {paired:.3f}")
 PY
 done

@@ -15,8 +15,9 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Unit;
 
-use super::stats::{MethodMetrics, CODES, CODE_LABELS};
+use super::stats::{MethodMetrics, CODES};
 use super::{Server, Shared};
+use crate::code::CODE_LABELS;
 use crate::util::prom::{self, Hist, LATENCY_TARGETS_US};
 
 /// The server's metrics as a `prometheus_client` collector, for an

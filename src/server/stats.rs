@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::code::Code;
-pub(crate) use crate::code::{code_slot, CODES, CODE_LABELS};
+pub(crate) use crate::code::{code_slot, CODES};
 
 fn counters<const N: usize>() -> [AtomicU64; N] {
     std::array::from_fn(|_| AtomicU64::new(0))
@@ -113,6 +113,7 @@ impl MethodStats {
         self.refused[code_slot(Some(code))].fetch_add(1, Relaxed);
     }
 
+    #[cfg(feature = "metrics")]
     /// What the metrics read: calls by code, refused calls included
     /// (expired ones as `deadline_exceeded`), the latency histogram
     /// re-binned at the bucket bounds nearest to `targets` (microseconds),
@@ -183,6 +184,7 @@ impl MethodStats {
 }
 
 /// A method's counters as the metrics show them (`MethodStats::metrics`).
+#[cfg(feature = "metrics")]
 pub(crate) struct MethodMetrics {
     /// Calls answered, by [`CODE_LABELS`] slot, refused ones included.
     pub calls: [u64; CODES],
@@ -253,6 +255,7 @@ mod tests {
 
     #[test]
     fn code_slots_are_bounded_and_named() {
+        use crate::code::CODE_LABELS;
         assert_eq!(code_slot(None), 0);
         for (i, l) in CODE_LABELS.iter().enumerate().take(CODES - 1).skip(1) {
             assert_eq!(code_slot(Code::parse(l).as_ref()), i, "{l}");
@@ -261,6 +264,7 @@ mod tests {
         assert_eq!(code_slot(Some(&Code::Goaway)), CODES - 1);
     }
 
+    #[cfg(feature = "metrics")]
     #[test]
     fn metrics_rebin_exactly_at_bucket_bounds() {
         let s = MethodStats::default();

@@ -146,6 +146,7 @@ pub(crate) fn histograms<'a>(
 }
 
 /// The text of a registry holding just `collector`, `# EOF` included.
+#[cfg_attr(not(feature = "registry"), allow(dead_code))]
 pub(crate) fn render(collector: impl Collector) -> String {
     render_all(vec![Box::new(collector)])
 }
