@@ -101,11 +101,10 @@ fn counters_move_with_calls_and_the_histogram_counts_every_call() {
     let last: f64 = buckets[16].labels["le"].parse().unwrap();
     assert!((40e-6..=60e-6).contains(&first), "{first}");
     assert!((9.0..=11.0).contains(&last), "{last}");
-    assert_eq!(
-        m.get("geerpc_server_connections_open", &[]),
-        Some(2.0),
-        "the client and this scrape"
-    );
+    // The client and this scrape; the previous scrape's connection may
+    // not be released yet (it is once the thread that served it ends).
+    let open = m.get("geerpc_server_connections_open", &[]).unwrap();
+    assert!((2.0..=3.0).contains(&open), "{open}");
     assert_eq!(m.get("geerpc_server_calls_in_flight", &[]), Some(0.0));
     let (read, written) = (
         m.get("geerpc_server_read_bytes_total", &[]).unwrap(),
