@@ -12,8 +12,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{init_log, start_server, Args};
-use geerpc::{CallOptions, Client, Code};
+use common::{init_log, start_gated, start_server, Args};
+use geerpc::{CallOptions, Client, Code, Server};
 use metrics_text::{parse, Metrics};
 
 /// A whole HTTP exchange on the RPC port: (status line, content type, body).
@@ -227,6 +227,42 @@ fn calls_past_their_deadline_count_as_timed_out() {
         Some(1.0)
     );
     assert_eq!(m.get("geerpc_server_shed_calls_total", &slow), Some(0.0));
+    server.shutdown();
+}
+
+#[test]
+fn calls_refused_by_the_limits_count_as_shed() {
+    init_log();
+    let (server, started) =
+        start_gated(Server::builder().method_concurrency("Gate.Hold", 1).build());
+    let target = server.addr().target().to_string();
+    let client = Client::dial(server.addr()).unwrap();
+    let held = client
+        .go::<_, i64>("Gate.Hold", &Args { num1: 100, num2: 1 })
+        .unwrap();
+    assert_eq!(started.recv_timeout(Duration::from_secs(10)).unwrap(), 1);
+    // The one place is taken: refused at once, unrun.
+    let e = client
+        .call::<_, i64>("Gate.Hold", &Args { num1: 0, num2: 2 })
+        .unwrap_err();
+    assert_eq!(e.remote_code(), Some(&Code::ResourceExhausted));
+    assert_eq!(held.wait().unwrap(), 101);
+    let m = scrape(&target);
+    let hold = [("service_method", "Gate.Hold")];
+    assert_eq!(m.get("geerpc_server_shed_calls_total", &hold), Some(1.0));
+    let by_code = |code: &str| {
+        m.get(
+            "geerpc_server_calls_total",
+            &[("service_method", "Gate.Hold"), ("code", code)],
+        )
+    };
+    assert_eq!(by_code("resource_exhausted"), Some(1.0));
+    assert_eq!(by_code("ok"), Some(1.0));
+    // Only the call that ran is in the latency histogram.
+    assert_eq!(
+        m.get("geerpc_server_call_latency_seconds_count", &hold),
+        Some(1.0)
+    );
     server.shutdown();
 }
 
