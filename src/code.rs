@@ -67,6 +67,40 @@ pub enum Code {
     Other(String),
 }
 
+/// The `code` label values of the metrics (server and client), in slot order: `ok`, the codes
+/// a call can end with, and `other` for any other (a handler's
+/// [`Code::Other`]): a fixed, bounded set whatever the peers send.
+pub(crate) const CODE_LABELS: [&str; CODES] = [
+    "ok",
+    "invalid_argument",
+    "not_found",
+    "deadline_exceeded",
+    "resource_exhausted",
+    "unavailable",
+    "unauthenticated",
+    "permission_denied",
+    "internal",
+    "cancelled",
+    "unknown",
+    "already_exists",
+    "failed_precondition",
+    "aborted",
+    "out_of_range",
+    "unimplemented",
+    "data_loss",
+    "other",
+];
+pub(crate) const CODES: usize = 18;
+
+/// The slot of a call's outcome in [`CODE_LABELS`]: `None` is success.
+pub(crate) fn code_slot(code: Option<&Code>) -> usize {
+    let Some(code) = code else { return 0 };
+    CODE_LABELS[1..CODES - 1]
+        .iter()
+        .position(|&l| l == code.as_str())
+        .map_or(CODES - 1, |i| i + 1)
+}
+
 impl Code {
     /// The name on the wire: `unavailable`, `not_found`, ...
     pub fn as_str(&self) -> &str {

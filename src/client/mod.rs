@@ -32,6 +32,8 @@ mod dial;
 mod drain;
 mod foreign;
 mod intercept;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod outbound;
 mod reader;
 mod send;
@@ -63,6 +65,8 @@ pub use call::Call;
 pub(crate) use call::{deadline_after, Budget};
 pub use dial::ClientBuilder;
 pub use intercept::{Finished, Interceptor, Outgoing};
+#[cfg(feature = "metrics")]
+pub use metrics::{ClientMetrics, MAX_INSTANCES};
 pub(crate) use outbound::Outbound;
 pub use typed::{Caller, PendingCall};
 

@@ -197,6 +197,7 @@ impl ServerBuilder {
                 config: self.config,
                 open_conns: AtomicUsize::new(0),
                 refusing: AtomicBool::new(false),
+                counters: Default::default(),
                 runnings: Mutex::new(Vec::new()),
             }),
         }

@@ -26,6 +26,7 @@ use crate::code::{text, Code};
 use crate::context::{Context, TraceParent};
 use crate::meta::WireMeta;
 use crate::server::service::{code_of, CallFailure};
+use crate::server::stats::code_slot;
 use crate::util::duration::GoDuration;
 use crate::wire::codec::{Codec, Header};
 
@@ -84,6 +85,9 @@ pub(super) fn handle(
     let method = match run.server.find(&service_method) {
         Ok(m) => m,
         Err(message) => {
+            // One label for every unknown name (bounded, see ServerCounters).
+            run.server.shared.counters.unknown.0[code_slot(Some(&Code::NotFound))]
+                .fetch_add(1, Ordering::Relaxed);
             refuse_logged(service_method, message, Code::NotFound);
             return;
         }
@@ -92,6 +96,7 @@ pub(super) fn handle(
         None => None,
         Some(WireMeta::Valid(m)) => Some(m),
         Some(WireMeta::Invalid(reason)) => {
+            method.stats.record_refused(&Code::InvalidArgument);
             let message = format!("rpc server: bad Meta of {service_method}: {reason}");
             refuse_logged(service_method, message, Code::InvalidArgument);
             return;
@@ -149,6 +154,7 @@ pub(super) fn handle(
                 refuse_expired(message, service_method);
                 return;
             }
+            method.stats.record_refused(&Code::ResourceExhausted);
             refuse(
                 conn,
                 codec,
@@ -273,7 +279,12 @@ pub(super) fn handle(
             ));
         }
     }
-    method.stats.record(elapsed, error.is_some() || timed_out);
+    let code = match &error {
+        _ if timed_out => Some(&Code::DeadlineExceeded),
+        Some((_, c)) => Some(c.as_ref().unwrap_or(&Code::Unknown)),
+        None => None,
+    };
+    method.stats.record(elapsed, code);
     if passed > 0 {
         let monitor_text;
         let deadline_code = Code::DeadlineExceeded;

@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,10 @@ pub(crate) struct Conn {
     /// Queue-delay shedding's state for this connection's queue (its
     /// buffer, served by its leader), used with `adaptive_concurrency`.
     pub(super) queue: QueueShed,
+    /// Bytes read, as of the last request read (for the metrics). Written
+    /// only by the leader, which holds `reader`: a plain store, no
+    /// read-modify-write on the hot path.
+    pub(super) bytes_read: AtomicU64,
 }
 
 impl Conn {
@@ -118,6 +122,7 @@ impl Conn {
             close_after_reply: AtomicBool::new(false),
             goaway_sent: AtomicBool::new(false),
             queue: QueueShed::new(),
+            bytes_read: AtomicU64::new(0),
         })
     }
 
@@ -420,11 +425,14 @@ fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec) -> Next {
     }
     match rd.read_message(codec) {
         Ok(Some(m)) => match codec.decode_header(rd.bytes(m.header)) {
-            Ok(header) => Next::Request(Request {
-                header,
-                body: rd.bytes(m.body).to_vec(),
-                received: rd.received().unwrap_or_else(Instant::now),
-            }),
+            Ok(header) => {
+                conn.bytes_read.store(rd.bytes_read(), Ordering::Relaxed);
+                Next::Request(Request {
+                    header,
+                    body: rd.bytes(m.body).to_vec(),
+                    received: rd.received().unwrap_or_else(Instant::now),
+                })
+            }
             Err(e) => Next::Broken(e),
         },
         Ok(None) => Next::End,
@@ -524,7 +532,18 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
 }
 
 pub(super) fn finish(run: &Running, conn: &Conn) {
-    run.conns.lock().remove(&conn.id);
+    {
+        // Its bytes move to the server's totals under the same lock that
+        // the metrics read both under (see `ServerCounters`).
+        let mut conns = run.conns.lock();
+        if conns.remove(&conn.id).is_some() {
+            let c = &run.server.shared.counters;
+            c.closed_read
+                .fetch_add(conn.bytes_read.load(Ordering::Relaxed), Ordering::Relaxed);
+            c.closed_written
+                .fetch_add(conn.writer.written(), Ordering::Relaxed);
+        }
+    }
     if run.stopping.load(Ordering::Acquire) {
         // A draining shutdown waits for connections to end.
         let _guard = run.drained.0.lock();

@@ -62,6 +62,13 @@ impl Conn {
 /// (PROTOCOL.md section 9): the caller may send it elsewhere.
 pub(super) fn refuse(run: &Running, conn: &Conn, codec: Codec, header: Header) {
     run.refused.fetch_add(1, Ordering::Relaxed);
+    match run.server.find(&header.service_method) {
+        Ok(m) => m.stats.record_refused(&Code::Unavailable),
+        Err(_) => {
+            let slot = super::stats::code_slot(Some(&Code::Unavailable));
+            run.server.shared.counters.unknown.0[slot].fetch_add(1, Ordering::Relaxed);
+        }
+    }
     let reply = Header {
         service_method: header.service_method,
         seq: header.seq,

@@ -28,6 +28,9 @@ const DEBUG_JSON_PATHS: [&str; 2] = ["/debug/geerpc.json", "/debug/rpc.json"];
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
+/// The Prometheus metrics (`metrics.rs`).
+const METRICS_PATH: &str = "/metrics";
+
 pub(super) enum Outcome {
     /// A CONNECT was accepted: the RPC handshake follows on this connection.
     Rpc,
@@ -168,6 +171,9 @@ pub(super) fn serve(run: &Running, conn: &Conn, rd: &mut FrameReader<Stream>) ->
         )?;
         return Ok(Outcome::Done);
     }
+    if path == METRICS_PATH {
+        return metrics(run, conn, &head);
+    }
     let page = DEBUG_PATHS.contains(&path);
     let json_path = DEBUG_JSON_PATHS.contains(&path);
     // Built without the page: its paths say so rather than a bare 404.
@@ -214,6 +220,47 @@ pub(super) fn serve(run: &Running, conn: &Conn, rd: &mut FrameReader<Stream>) ->
         return Ok(Outcome::Done);
     }
     not_found(run, conn, &head, "not found", b"404 page not found\n")
+}
+
+/// `GET /metrics`: the server's Prometheus metrics (`metrics.rs`), or a
+/// `404` saying they are not built in.
+fn metrics(run: &Running, conn: &Conn, head: &Head) -> Result<Outcome> {
+    #[cfg(not(feature = "metrics"))]
+    return not_found(
+        run,
+        conn,
+        head,
+        "metrics not built in",
+        b"404 the metrics are not built in (geerpc feature \"metrics\")\n",
+    );
+    #[cfg(feature = "metrics")]
+    {
+        let with_body = head.method == "GET";
+        if !with_body && head.method != "HEAD" {
+            respond(
+                run,
+                conn,
+                "405 Method Not Allowed",
+                TEXT,
+                &[("Allow", "GET, HEAD")],
+                b"405 method not allowed: the metrics answer GET\n",
+                true,
+            )?;
+            return Ok(Outcome::Done);
+        }
+        let body = super::metrics::text(&run.server);
+        let extra = [("Cache-Control", "no-store")];
+        respond(
+            run,
+            conn,
+            "200 OK",
+            crate::util::prom::CONTENT_TYPE,
+            &extra,
+            body.as_bytes(),
+            with_body,
+        )?;
+        Ok(Outcome::Done)
+    }
 }
 
 /// A `404` with `body`, logged at debug level with `why` (a scanner's

@@ -33,8 +33,11 @@ mod drain;
 mod http;
 mod intercept;
 mod limits;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod monitor;
 pub(crate) mod service;
+mod spans;
 pub(crate) mod stats;
 
 use std::collections::HashMap;
@@ -64,7 +67,10 @@ pub use crate::context::Context;
 pub use auth::BearerAuth;
 pub use builder::ServerBuilder;
 pub use intercept::{Interceptor, Outcome};
+#[cfg(feature = "metrics")]
+pub use metrics::ServerMetrics;
 pub use service::{MethodInfo, Service, ServiceInfo};
+pub use spans::{LogSpans, SPAN_TARGET};
 pub use stats::StatsSnapshot;
 
 /// A set of services, served on any number of listeners.
@@ -98,6 +104,8 @@ struct Shared {
     open_conns: AtomicUsize,
     /// New connections are being refused (logged once per episode).
     refusing: AtomicBool,
+    /// What the metrics read besides each method's stats.
+    counters: stats::ServerCounters,
     /// Every listener's state, for counting calls in flight server-wide
     /// (`max_concurrent_calls`); dead entries are pruned as they are seen.
     runnings: Mutex<Vec<Weak<Running>>>,

@@ -1,7 +1,43 @@
-//! Per-method call counters and a latency histogram, updated without locks.
+//! Per-method call counters and a latency histogram, updated without locks,
+//! and the server-wide counters the metrics read (`metrics.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+use crate::code::Code;
+pub(crate) use crate::code::{code_slot, CODES};
+
+fn counters<const N: usize>() -> [AtomicU64; N] {
+    std::array::from_fn(|_| AtomicU64::new(0))
+}
+
+/// Server-wide counters (every listener of a `Server`), for the metrics.
+#[derive(Default)]
+pub(crate) struct ServerCounters {
+    /// Calls to a service or method the server does not have, by code
+    /// (`not_found`, or `unavailable` while draining): one label value
+    /// for all of them, whatever name the peer sent, so that a peer cannot
+    /// grow the label set.
+    pub unknown: UnknownCalls,
+    /// Bytes read from and written to connections that have ended. Added
+    /// under their listener's `conns` lock as a connection leaves it, and
+    /// read under every listener's `conns` lock with the open connections'
+    /// own counts, so that the sum never goes back.
+    pub closed_read: AtomicU64,
+    pub closed_written: AtomicU64,
+    /// More metrics to serve at `GET /metrics` (`Server::serve_metrics`).
+    #[cfg(feature = "metrics")]
+    pub extra: parking_lot::Mutex<Vec<std::sync::Arc<dyn prometheus_client::collector::Collector>>>,
+}
+
+/// See [`ServerCounters::unknown`].
+pub(crate) struct UnknownCalls(pub [AtomicU64; CODES]);
+
+impl Default for UnknownCalls {
+    fn default() -> Self {
+        UnknownCalls(counters())
+    }
+}
 
 /// Buckets per power of two: bucket bounds grow by 2^(1/4) (about 19%), so a
 /// quantile read off the histogram is within that of the true value.
@@ -11,8 +47,13 @@ const BUCKETS: usize = (40 * SUB_BUCKETS) as usize + 1;
 
 /// Counters of one method.
 pub(crate) struct MethodStats {
-    calls: AtomicU64,
-    errors: AtomicU64,
+    /// Calls whose handler ran (or was refused by an interceptor), by
+    /// outcome ([`code_slot`]): their sum is the method's calls, all but
+    /// slot 0 its errors. One counter per call rather than two.
+    codes: [AtomicU64; CODES],
+    /// Calls refused before their handler ran (bad `Meta`, shed by the
+    /// limits, refused while draining), by code; not in `codes`.
+    refused: [AtomicU64; CODES],
     expired: AtomicU64,
     total_nanos: AtomicU64,
     latency: [AtomicU64; BUCKETS],
@@ -21,8 +62,8 @@ pub(crate) struct MethodStats {
 impl Default for MethodStats {
     fn default() -> Self {
         MethodStats {
-            calls: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
+            codes: counters(),
+            refused: counters(),
             expired: AtomicU64::new(0),
             total_nanos: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -52,11 +93,9 @@ fn bucket_upper(b: usize) -> f64 {
 }
 
 impl MethodStats {
-    pub(crate) fn record(&self, elapsed: Duration, failed: bool) {
-        self.calls.fetch_add(1, Relaxed);
-        if failed {
-            self.errors.fetch_add(1, Relaxed);
-        }
+    /// A call answered with `code` (`None`: success) after `elapsed`.
+    pub(crate) fn record(&self, elapsed: Duration, code: Option<&Code>) {
+        self.codes[code_slot(code)].fetch_add(1, Relaxed);
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.total_nanos.fetch_add(nanos, Relaxed);
         self.latency[bucket_of(nanos / 1_000)].fetch_add(1, Relaxed);
@@ -66,6 +105,52 @@ impl MethodStats {
     /// call of the method (its handler never ran), counted apart.
     pub(crate) fn record_expired(&self) {
         self.expired.fetch_add(1, Relaxed);
+    }
+
+    /// A call refused with `code` before its handler ran (other than
+    /// expired): counted apart from the method's calls.
+    pub(crate) fn record_refused(&self, code: &Code) {
+        self.refused[code_slot(Some(code))].fetch_add(1, Relaxed);
+    }
+
+    #[cfg(feature = "metrics")]
+    /// What the metrics read: calls by code, refused calls included
+    /// (expired ones as `deadline_exceeded`), the latency histogram
+    /// re-binned at the bucket bounds nearest to `targets` (microseconds),
+    /// and how many were shed and timed out.
+    pub(crate) fn metrics(&self, targets: &[f64]) -> MethodMetrics {
+        let codes: [u64; CODES] =
+            std::array::from_fn(|i| self.codes[i].load(Relaxed) + self.refused[i].load(Relaxed));
+        let expired = self.expired.load(Relaxed);
+        let mut calls = codes;
+        calls[code_slot(Some(&Code::DeadlineExceeded))] += expired;
+        let counts: Vec<u64> = self.latency.iter().map(|c| c.load(Relaxed)).collect();
+        // Bounds that are bucket bounds, so that each count is exact: the
+        // one nearest to each target, strictly increasing.
+        let mut buckets = Vec::with_capacity(targets.len() + 1);
+        let (mut from, mut last) = (0, None);
+        for &t in targets {
+            let b = (0..BUCKETS - 1)
+                .min_by(|&a, &b| {
+                    (bucket_upper(a) - t)
+                        .abs()
+                        .total_cmp(&(bucket_upper(b) - t).abs())
+                })
+                .unwrap_or(0);
+            if last.is_some_and(|l| b <= l) {
+                continue;
+            }
+            buckets.push((bucket_upper(b) / 1e6, counts[from..=b].iter().sum()));
+            (from, last) = (b + 1, Some(b));
+        }
+        buckets.push((f64::MAX, counts[from..].iter().sum()));
+        MethodMetrics {
+            calls,
+            latency_sum: self.total_nanos.load(Relaxed) as f64 / 1e9,
+            latency: buckets,
+            shed: self.refused[code_slot(Some(&Code::ResourceExhausted))].load(Relaxed),
+            timed_out: expired + self.codes[code_slot(Some(&Code::DeadlineExceeded))].load(Relaxed),
+        }
     }
 
     pub(crate) fn snapshot(&self) -> StatsSnapshot {
@@ -85,15 +170,33 @@ impl MethodStats {
             }
             None
         };
+        let codes: Vec<u64> = self.codes.iter().map(|c| c.load(Relaxed)).collect();
+        let calls = codes.iter().sum();
         StatsSnapshot {
-            calls: self.calls.load(Relaxed),
-            errors: self.errors.load(Relaxed),
+            calls,
+            errors: calls - codes[0],
             expired: self.expired.load(Relaxed),
             total_time: Duration::from_nanos(self.total_nanos.load(Relaxed)),
             p50: quantile(0.50),
             p99: quantile(0.99),
         }
     }
+}
+
+/// A method's counters as the metrics show them (`MethodStats::metrics`).
+#[cfg(feature = "metrics")]
+pub(crate) struct MethodMetrics {
+    /// Calls answered, by [`CODE_LABELS`] slot, refused ones included.
+    pub calls: [u64; CODES],
+    /// The latency histogram of calls whose handler ran: (upper bound in
+    /// seconds, count in the bucket, not cumulative), the last bound
+    /// `f64::MAX` (+Inf); and the sum of latencies in seconds.
+    pub latency: Vec<(f64, u64)>,
+    pub latency_sum: f64,
+    /// Refused `resource_exhausted` by the limits.
+    pub shed: u64,
+    /// Answered `deadline_exceeded`, run or not.
+    pub timed_out: u64,
 }
 
 /// What a method has served so far.
@@ -139,14 +242,48 @@ mod tests {
     fn quantiles_come_from_recorded_calls() {
         let s = MethodStats::default();
         for _ in 0..98 {
-            s.record(Duration::from_micros(100), false);
+            s.record(Duration::from_micros(100), None);
         }
-        s.record(Duration::from_millis(50), true);
-        s.record(Duration::from_millis(50), true);
+        s.record(Duration::from_millis(50), Some(&Code::Internal));
+        s.record(Duration::from_millis(50), Some(&Code::Internal));
         let snap = s.snapshot();
         assert_eq!((snap.calls, snap.errors), (100, 2));
         let p50 = snap.p50.unwrap();
         assert!(p50 >= Duration::from_micros(100) && p50 < Duration::from_micros(125));
         assert!(snap.p99.unwrap() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn code_slots_are_bounded_and_named() {
+        use crate::code::CODE_LABELS;
+        assert_eq!(code_slot(None), 0);
+        for (i, l) in CODE_LABELS.iter().enumerate().take(CODES - 1).skip(1) {
+            assert_eq!(code_slot(Code::parse(l).as_ref()), i, "{l}");
+        }
+        assert_eq!(code_slot(Some(&Code::Other("x".into()))), CODES - 1);
+        assert_eq!(code_slot(Some(&Code::Goaway)), CODES - 1);
+    }
+
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn metrics_rebin_exactly_at_bucket_bounds() {
+        let s = MethodStats::default();
+        // 40 µs is under the first bound (48 µs), 60 µs and 90 µs under
+        // the second (96 µs), 20 s past the last (10.49 s).
+        for us in [40, 60, 90, 20_000_000] {
+            s.record(Duration::from_micros(us), None);
+        }
+        s.record_expired();
+        s.record_refused(&Code::ResourceExhausted);
+        let m = s.metrics(&[50.0, 100.0, 10e6]);
+        assert_eq!(m.latency.len(), 4);
+        assert_eq!(m.latency[0], (48e-6, 1));
+        assert_eq!(m.latency[1], (96e-6, 2));
+        assert_eq!(m.latency[2].1, 0);
+        assert!((m.latency[2].0 - 10.48576).abs() < 1e-9);
+        assert_eq!(m.latency[3], (f64::MAX, 1));
+        assert!((m.latency_sum - 20.00019).abs() < 1e-9);
+        assert_eq!((m.calls[0], m.calls[3], m.calls[4]), (4, 1, 1));
+        assert_eq!((m.shed, m.timed_out), (1, 1));
     }
 }

@@ -9,5 +9,7 @@ pub(crate) mod duration;
 pub(crate) mod handoff;
 #[cfg(all(feature = "tls", any(feature = "registry", feature = "etcd")))]
 pub(crate) mod http_tls;
+#[cfg(feature = "metrics")]
+pub(crate) mod prom;
 pub(crate) mod threads;
 pub(crate) mod token;

@@ -117,6 +117,11 @@ impl<R: Read> FrameReader<R> {
         &self.buf[r]
     }
 
+    /// Bytes read from the stream so far (the server's metrics).
+    pub(crate) fn bytes_read(&self) -> u64 {
+        self.base + self.end as u64
+    }
+
     /// The stream read from (for the fuzz seam).
     pub(crate) fn get_ref(&self) -> &R {
         &self.inner

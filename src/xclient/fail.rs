@@ -124,6 +124,7 @@ impl XClient {
                         view[i].addr
                     );
                     attempt += 1;
+                    self.pool.events().failed_over();
                 }
                 Err(e) => return Err(e),
             }

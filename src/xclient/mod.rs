@@ -25,6 +25,8 @@ pub use crate::context::{CallOptions, FailMode};
 pub use builder::XClientBuilder;
 pub use client::{XCall, XClient};
 pub use discovery::{Discovery, Instance, MultiServerDiscovery, Snapshot};
+#[cfg(feature = "metrics")]
+pub use pool::XClientMetrics;
 pub use selector::{
     hash_key, ConsistentHashSelector, P2cSelector, RandomSelector, RoundRobinSelector,
     SelectContext, SelectMode, Selector, WeightedRoundRobinSelector,

@@ -16,9 +16,12 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
 
 mod dial;
+mod metrics;
 mod overload;
 mod slot;
 
+#[cfg(feature = "metrics")]
+pub use metrics::XClientMetrics;
 use slot::retry_after;
 pub(super) use slot::{InflightGuard, Slot};
 
@@ -54,6 +57,8 @@ struct Shared {
     /// can build new slots (`Pool::view`) after it drained the old ones,
     /// and must not cache what it dials in them either.
     closed: AtomicBool,
+    /// Evictions and failovers, for the metrics.
+    events: metrics::Events,
 }
 
 impl Shared {
@@ -142,6 +147,7 @@ impl Pool {
                 max_backoff: backoff.1.max(min_backoff),
                 overload_backoff: (overload.0, overload.1.max(overload.0)),
                 closed: AtomicBool::new(false),
+                events: Default::default(),
             }),
             view: RwLock::new(None),
             refused: Mutex::new(HashSet::new()),
@@ -313,6 +319,7 @@ impl Pool {
             h.backoff = self.shared.min_backoff;
             h.retry_at = retry_after(h.backoff);
         }
+        self.shared.events.evicted();
         log::warn!(
             "xclient: {} taken out of selection: {e}; probing again in {:?}",
             slot.addr,
@@ -349,6 +356,11 @@ impl Pool {
         if let Some(p) = &*prober {
             let _ = p.wake.try_send(());
         }
+    }
+
+    /// Evictions and failovers, counted for the metrics.
+    pub(super) fn events(&self) -> &metrics::Events {
+        &self.shared.events
     }
 
     /// Addresses currently out of selection.

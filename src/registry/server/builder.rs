@@ -300,6 +300,7 @@ impl RegistryBuilder {
             auth: self.auth,
             auth_refusals: limits::RefusalLog::default(),
             ui: self.ui,
+            counters: Default::default(),
         });
         let registry = Registry {
             shared: shared.clone(),

@@ -125,6 +125,15 @@ fn body_buffered(rq: &Request) -> bool {
 fn handle(shared: &Shared, rq: Request) {
     let url = rq.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    #[cfg(feature = "metrics")]
+    if path == "/metrics" {
+        // Readers only (the read token if one is set), and never held by
+        // the warmup.
+        if let Err(refusal) = shared.auth.check(&rq) {
+            return unauthorized(shared, rq, refusal);
+        }
+        return super::metrics::respond(shared, rq);
+    }
     if let Some(page) = shared.ui.then(|| ui::page(shared, &rq, path)).flatten() {
         if let Err(refusal) = shared.auth.check(&rq) {
             return unauthorized(shared, rq, refusal);
@@ -245,6 +254,7 @@ fn post(shared: &Shared, mut rq: Request) {
         let mut st = shared.state.lock();
         let was_empty = st.table.is_empty();
         let put = st.table.put(&addr, &reg, Instant::now());
+        shared.counters.heartbeat(put.ok());
         // A fixed TTL makes a new entry expire last: the reaper only needs
         // waking for the first entry, or when polls wait for a change.
         if (put.is_ok_and(|p| p != Put::Renewed) && !st.watchers.is_empty()) || was_empty {
@@ -282,6 +292,9 @@ fn delete(shared: &Shared, rq: Request) {
     let removed = {
         let mut st = shared.state.lock();
         let removed = st.table.remove(&addr);
+        if removed {
+            shared.counters.deregistered();
+        }
         if removed && !st.watchers.is_empty() {
             shared.wake();
         }

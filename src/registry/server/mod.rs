@@ -28,6 +28,7 @@ mod http;
 mod limits;
 mod listen;
 mod long_poll;
+mod metrics;
 mod query;
 mod reap;
 mod roles;
@@ -81,6 +82,8 @@ struct Shared {
     auth_refusals: limits::RefusalLog,
     /// Whether the page (`ui.rs`) is served.
     ui: bool,
+    /// What the metrics count (`metrics`).
+    counters: metrics::Counters,
 }
 
 /// The table and the parked long polls, under one lock: a poll is parked

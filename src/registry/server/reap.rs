@@ -46,7 +46,9 @@ pub(super) fn reap(shared: &Arc<Shared>, wake: Receiver<()>) {
         let now = Instant::now();
         let due = {
             let mut st = shared.state.lock();
-            for addr in st.table.purge(now) {
+            let purged = st.table.purge(now);
+            shared.counters.expired(purged.len());
+            for addr in purged {
                 log::info!(
                     "registry {}: {addr} expired (no heartbeat within the TTL)",
                     shared.addr

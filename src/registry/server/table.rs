@@ -291,6 +291,28 @@ impl Table {
             .collect()
     }
 
+    /// How many instances are alive at `now`, and how many name each
+    /// service (sorted by name), for the metrics.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn counts(&self, now: Instant) -> (usize, Vec<(String, usize)>) {
+        let mut all = 0;
+        let mut by: BTreeMap<&str, usize> = BTreeMap::new();
+        for e in self
+            .entries
+            .values()
+            .filter(|e| e.expires.is_none_or(|t| t > now))
+        {
+            all += 1;
+            for s in &e.instance.services {
+                *by.entry(s.as_str()).or_default() += 1;
+            }
+        }
+        (
+            all,
+            by.into_iter().map(|(s, n)| (s.to_string(), n)).collect(),
+        )
+    }
+
     /// The version of the list for `service` (the whole list for `None`).
     pub(crate) fn version(&self, service: Option<&str>) -> u64 {
         match service {
