@@ -372,3 +372,21 @@ fn http_connect(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// `.ci/run` runs the library's tests without the `tls` feature: there
+    /// a `tls@` dial says why it cannot be made, and connects nowhere.
+    #[cfg(not(all(feature = "tls", unix)))]
+    #[test]
+    fn a_tls_address_without_tls_built_in_is_a_clear_error() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("tls@{}", l.local_addr().unwrap());
+        let e = crate::Client::dial(&addr).err().expect("no TLS here");
+        let text = e.to_string();
+        assert!(text.contains(crate::wire::transport::NO_TLS), "{text}");
+        assert!(text.contains(&addr), "{text}");
+        l.set_nonblocking(true).unwrap();
+        assert!(l.accept().is_err(), "nothing was dialled");
+    }
+}

@@ -121,7 +121,7 @@ fn tune_tcp(s: &TcpStream) {
 }
 
 /// Why a `tls@` address cannot be dialled in this build.
-const NO_TLS: &str = if cfg!(unix) {
+pub(crate) const NO_TLS: &str = if cfg!(unix) {
     "tls@ addresses need geerpc's `tls` feature, which this build lacks"
 } else {
     "tls@ addresses are supported on Unix systems only, for now (the TLS stream \
@@ -543,23 +543,6 @@ pub(crate) mod tests {
 
     pub(crate) const GO_KEEPALIVE: (bool, Duration, Duration, u32) =
         (true, KEEPALIVE, KEEPALIVE, KEEPALIVE_PROBES);
-
-    /// `.ci/run` runs the library's tests without the `tls` feature: there
-    /// a `tls@` dial says why it cannot be made, and connects nowhere.
-    #[cfg(not(all(feature = "tls", unix)))]
-    #[test]
-    fn a_tls_address_without_tls_built_in_is_a_clear_error() {
-        use crate::wire::ToAddress;
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = format!("tls@{}", l.local_addr().unwrap())
-            .to_address()
-            .unwrap();
-        let e = Stream::connect(&addr, None).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
-        assert_eq!(e.to_string(), NO_TLS);
-        l.set_nonblocking(true).unwrap();
-        assert!(l.accept().is_err(), "nothing was dialled");
-    }
 
     #[test]
     fn a_dialled_tcp_connection_probes_its_peer_as_go_does() {
