@@ -345,7 +345,7 @@ mod tests {
         assert!(!page.contains("<x::A>"));
         assert!(page.contains("data-method=\"S.M\" data-calls=\"3\" data-errors=\"1\""));
         assert!(page.contains("&lt;b&gt;evil&lt;/b&gt;") && !page.contains("<b>evil"));
-        assert!(page.contains("<span id=\"unknown\">7</span>"));
+        assert!(page.contains("unknown services or methods: <span id=\"unknown\">7</span>"));
         assert!(page.contains("data-label=\"p50 (1 min)\">< 2µs</td>"));
         assert!(
             page.contains("geerpc 0.1.0") && page.contains("up <span id=\"uptime\">1m1s</span>")

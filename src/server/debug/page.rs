@@ -100,9 +100,10 @@ pub(in crate::server) fn html(doc: &Doc) -> String {
     );
     let _ = writeln!(
         out,
-        "<p class=\"sub\">{} &middot; {} &middot; {} served, {} &middot; \
-         <span id=\"unknown\">{}</span> calls to unknown services or methods \
-         (<span id=\"unknown-1m\">{}</span> in the last minute)</p>\n\
+        "<p class=\"sub\">{} &middot; {} &middot; <span id=\"served\">{}</span> served, \
+         <span id=\"failed\">{}</span> &middot; calls to unknown services or methods: \
+         <span id=\"unknown\">{}</span> (<span id=\"unknown-1m\">{}</span> in the last \
+         minute)</p>\n\
          <p class=\"sub\" id=\"live\">Static view: reload for news. Rates and \
          latencies cover the last {}.</p>",
         plural(doc.services.len() as u64, "service"),
@@ -123,7 +124,7 @@ pub(in crate::server) fn html(doc: &Doc) -> String {
             "<div class=\"scroll\"><table>\n<thead><tr><th>Method</th><th>Argument</th>\
              <th>Reply</th><th class=\"n\">Calls</th><th class=\"n\">Errors</th>\
              <th class=\"n\" title=\"last minute\">Calls/s</th>\
-             <th class=\"n\" title=\"last minute\">Errors</th>\
+             <th class=\"n\" title=\"last minute\">Error rate</th>\
              <th class=\"n\" title=\"last minute\">p50</th>\
              <th class=\"n\" title=\"last minute\">p99</th>\
              <th class=\"n\" title=\"last minute\">Mean</th>\
@@ -164,7 +165,7 @@ fn method_row(out: &mut String, service: &str, m: &MethodDoc) {
          <td class=\"n c-calls\" data-label=\"Calls\">{calls}</td>\
          <td class=\"n c-errors{bad}\" data-label=\"Errors\">{errors}</td>\
          <td class=\"n c-rate\" data-label=\"Calls/s (1 min)\">{rate}</td>\
-         <td class=\"n c-err\" data-label=\"Errors (1 min)\">{err}</td>\
+         <td class=\"n c-err\" data-label=\"Error rate (1 min)\">{err}</td>\
          <td class=\"n c-p50\" data-label=\"p50 (1 min)\">{p50}</td>\
          <td class=\"n c-p99\" data-label=\"p99 (1 min)\">{p99}</td>\
          <td class=\"n c-mean\" data-label=\"Mean (1 min)\">{mean}</td>\
@@ -245,7 +246,7 @@ svg.spark polyline{fill:none;stroke:#0969da;stroke-width:1.2;vector-effect:non-s
 .empty{background:#fff;border:1px solid #d1d9e0;border-radius:6px;padding:16px;color:#59636e}
 @media (max-width:700px){main{padding:12px}thead{display:none}table,tbody,tr,td{display:block;width:auto}
 tr{border-bottom:1px solid #d1d9e0;padding:6px 0}td{border:0;padding:2px 10px;text-align:left}
-td::before{content:attr(data-label) \": \";color:#59636e;font-family:system-ui,sans-serif;font-weight:normal}
+td.n{text-align:left}td::before{content:attr(data-label) \": \";color:#59636e;font-family:system-ui,sans-serif;font-weight:normal}
 td.none::before{content:none}svg.spark{display:inline-block;vertical-align:middle}}
 ";
 
@@ -268,7 +269,9 @@ function spark(svg,pts){if(!svg)return;var max=Math.max.apply(null,[1].concat(pt
 function cell(tr,label,text,cls){var td=document.createElement('td');td.textContent=text;td.dataset.label=label;if(cls)td.className=cls;tr.appendChild(td);}
 function render(v){
  set('uptime',age(v.uptime_ms));set('inflight',String(v.in_flight));set('open',String(v.connections_open));
- set('unknown',String(v.unknown_calls.calls));set('unknown-1m',String(v.unknown_calls.last_minute));
+ set('unknown',String(v.unknown_calls.calls));var c=0,e=0;
+ v.services.forEach(function(s){s.methods.forEach(function(m){c+=m.calls;e+=m.errors;});});
+ set('served',c+(c===1?' call':' calls'));set('failed',e+(e===1?' error':' errors'));set('unknown-1m',String(v.unknown_calls.last_minute));
  var rows={};Array.prototype.forEach.call(document.querySelectorAll('tr[data-method]'),function(tr){rows[tr.dataset.method]=tr;});
  v.services.forEach(function(s){s.methods.forEach(function(m){var tr=rows[s.name+'.'+m.name],w=m.last_minute;if(!tr)return;
   tr.dataset.calls=String(m.calls);tr.dataset.errors=String(m.errors);
