@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use super::window::FLOOR_US;
+use super::window::{FLOOR_US, SPARK_POINTS};
 use super::{escape, human, plural, short_type, ConnDoc, Doc, MethodDoc, JSON_PATH};
 
 /// A latency in microseconds as the page shows it: `< 2µs` at the floor.
@@ -61,10 +61,12 @@ pub(super) fn bytes(n: u64) -> String {
 /// The sparkline's points: calls/s per second, right-aligned on 60.
 fn spark_points(pts: &[f64]) -> String {
     let max = pts.iter().copied().fold(1.0, f64::max);
-    let n = pts.len();
+    let skip = pts.len().saturating_sub(SPARK_POINTS);
+    let first = SPARK_POINTS - (pts.len() - skip);
     pts.iter()
+        .skip(skip)
         .enumerate()
-        .map(|(i, v)| format!("{},{:.1}", 60 - n + i, 16.0 - 15.0 * v / max))
+        .map(|(i, v)| format!("{},{:.1}", first + i, 16.0 - 15.0 * v / max))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -308,5 +310,11 @@ mod tests {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(spark_points(&[0.0, 2.0]), "58,16.0 59,1.0");
+        // More points than a minute's: the last 60, from x = 0.
+        let many = spark_points(&[1.0; 70]);
+        assert!(
+            many.starts_with("0,1.0 ") && many.ends_with(" 59,1.0"),
+            "{many}"
+        );
     }
 }

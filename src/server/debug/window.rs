@@ -19,6 +19,8 @@ use crate::server::Shared;
 pub(crate) const WINDOW: Duration = Duration::from_secs(60);
 /// How often a sample is taken (at most; the monitor looks every tick).
 const EVERY: Duration = Duration::from_secs(1);
+/// The sparkline's points at most (one a second).
+pub(crate) const SPARK_POINTS: usize = 60;
 /// Samples kept: a minute of them, plus the one that starts the window.
 const KEEP: usize = 62;
 /// What the first latency bucket holds: every call under 2 µs (the
@@ -165,7 +167,17 @@ pub(crate) fn window(shared: &Shared) -> Window {
     };
     let span = age(base.at).max(Duration::from_millis(1));
     let empty = MethodSample::default();
-    let recent: Vec<&Sample> = ring.iter().filter(|s| age(s.at) <= WINDOW).collect();
+    // The sparkline's second boundaries: the window's start, then each
+    // sample after it, skipping one less than half a second after the
+    // last kept (the first sample may come just after a young server's
+    // start: its calls then count in the next second, not as a spike).
+    let mut recent: Vec<&Sample> = vec![base];
+    for s in ring.iter().filter(|s| s.at > base.at) {
+        let last = recent[recent.len() - 1].at;
+        if s.at.saturating_duration_since(last) >= EVERY / 2 {
+            recent.push(s);
+        }
+    }
     let methods = live
         .methods
         .iter()
@@ -181,6 +193,9 @@ pub(crate) fn window(shared: &Shared) -> Window {
                     calls(p[1]).saturating_sub(calls(p[0])) as f64 / dt.max(1e-3)
                 })
                 .collect();
+            // At most one point a second of the window.
+            let extra = w.spark.len().saturating_sub(SPARK_POINTS);
+            w.spark.drain(..extra);
             (name.clone(), w)
         })
         .collect();
