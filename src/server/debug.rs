@@ -131,7 +131,7 @@ pub(super) fn gather(run: &Running, asking: &Conn) -> Doc {
             });
         }
     }
-    conns.sort_by(|a, b| b.age_ms.cmp(&a.age_ms));
+    conns.sort_by_key(|c| std::cmp::Reverse(c.age_ms));
     conns.truncate(MAX_CONNS_SHOWN);
     let unknown = shared
         .counters
