@@ -154,17 +154,7 @@ pub(crate) fn window(shared: &Shared) -> Window {
         methods: BTreeMap::new(),
         unknown: 0,
     };
-    // A server younger than the window: everything since it was built.
-    // Else the oldest sample within the window; else (no monitor ran
-    // lately) the youngest one, and the window is longer than a minute.
-    let base = if age(shared.page.started) <= WINDOW {
-        &zero
-    } else {
-        ring.iter()
-            .find(|s| age(s.at) <= WINDOW)
-            .or(ring.back())
-            .unwrap_or(&zero)
-    };
+    let base = pick_base(&ring, &zero, now);
     let span = age(base.at).max(Duration::from_millis(1));
     let empty = MethodSample::default();
     // The sparkline's second boundaries: the window's start, then each
@@ -204,6 +194,21 @@ pub(crate) fn window(shared: &Shared) -> Window {
         methods,
         unknown: live.unknown.saturating_sub(base.unknown),
     }
+}
+
+/// The sample the window starts at. A server younger than the window
+/// (`zero` is at its start): everything since it was built. Else the
+/// oldest sample within the window; else (no monitor ran lately) the
+/// youngest one, and the window is longer than a minute.
+fn pick_base<'a>(ring: &'a VecDeque<Sample>, zero: &'a Sample, now: Instant) -> &'a Sample {
+    let age = |t: Instant| now.saturating_duration_since(t);
+    if age(zero.at) <= WINDOW {
+        return zero;
+    }
+    ring.iter()
+        .find(|s| age(s.at) <= WINDOW)
+        .or(ring.back())
+        .unwrap_or(zero)
 }
 
 fn diff(now: &MethodSample, then: &MethodSample, span: Duration) -> MethodWindow {
@@ -283,6 +288,25 @@ mod tests {
         // Under the floor: shown as such, not as 1.25 µs.
         assert_eq!((w.p50_us, w.p99_us), (Some(FLOOR_US), Some(FLOOR_US)));
         assert_eq!(w.mean_us, Some(0.5));
+    }
+
+    #[test]
+    fn the_window_starts_a_minute_ago_or_at_the_start() {
+        let now = Instant::now();
+        let at = |secs: u64| Sample {
+            at: now - Duration::from_secs(secs),
+            methods: BTreeMap::new(),
+            unknown: secs,
+        };
+        let ring: VecDeque<Sample> = [90, 70, 59, 30, 1].into_iter().map(at).collect();
+        // An old server: the oldest sample within the minute.
+        assert_eq!(pick_base(&ring, &at(250), now).unknown, 59);
+        // A young one: from its start.
+        assert_eq!(pick_base(&ring, &at(40), now).unknown, 40);
+        // No sample within the minute: the youngest there is.
+        let stale: VecDeque<Sample> = [240, 200].into_iter().map(at).collect();
+        assert_eq!(pick_base(&stale, &at(250), now).unknown, 200);
+        assert_eq!(pick_base(&VecDeque::new(), &at(250), now).unknown, 250);
     }
 
     #[test]
