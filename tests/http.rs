@@ -248,7 +248,9 @@ fn debug_page_lists_services_and_counts_as_html_and_json() {
         assert!(html.contains("title=\"http::common::Args\">Args</td>"));
         assert!(html.contains(">Vec&lt;i64&gt;</td>"));
         assert!(!html.contains("Vec<i64>"));
-        assert!(!html.contains("<script"), "no scripts");
+        // Its one script is inline (the live refresh); the table is
+        // all in the HTML without it.
+        assert!(!html.contains("<script src"), "no external script");
         assert!(!html.contains("src=\"http"), "no external assets");
     }
 

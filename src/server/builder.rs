@@ -38,6 +38,9 @@ pub(super) struct Config {
     pub(super) authenticators: usize,
     /// Give a call without a valid `traceparent` a new trace.
     pub(super) trace_ids: bool,
+    /// Serve the debug page (`/debug/geerpc` and its JSON).
+    #[cfg_attr(not(feature = "debug-page"), allow(dead_code))]
+    pub(super) debug_pages: bool,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             interceptors: Interceptors::default(),
             authenticators: 0,
             trace_ids: false,
+            debug_pages: true,
         }
     }
 }
@@ -188,6 +192,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Whether the RPC port serves the debug page, `/debug/geerpc` (alias
+    /// `/debug/rpc`) and its JSON (default on, with the `debug-page`
+    /// feature). Off, those paths answer `404` like any unknown path, and
+    /// the page's once-a-second sampling of the counters stops; `/metrics`
+    /// and RPC are unaffected. Turn it off on a port open to the public.
+    pub fn debug_pages(mut self, on: bool) -> Self {
+        self.config.debug_pages = on;
+        self
+    }
+
     /// The server.
     pub fn build(self) -> Server {
         Server {
@@ -199,6 +213,8 @@ impl ServerBuilder {
                 refusing: AtomicBool::new(false),
                 counters: Default::default(),
                 runnings: Mutex::new(Vec::new()),
+                #[cfg(feature = "debug-page")]
+                page: Default::default(),
             }),
         }
     }

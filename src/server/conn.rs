@@ -90,6 +90,9 @@ pub(crate) struct Conn {
     /// only by the leader, which holds `reader`: a plain store, no
     /// read-modify-write on the hot path.
     pub(super) bytes_read: AtomicU64,
+    /// Requests read (for the debug page). Written only by the leader,
+    /// which holds `reader`, as `bytes_read` is: no read-modify-write.
+    pub(super) calls_read: AtomicU64,
 }
 
 impl Conn {
@@ -123,6 +126,7 @@ impl Conn {
             goaway_sent: AtomicBool::new(false),
             queue: QueueShed::new(),
             bytes_read: AtomicU64::new(0),
+            calls_read: AtomicU64::new(0),
         })
     }
 
@@ -427,6 +431,8 @@ fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec) -> Next {
         Ok(Some(m)) => match codec.decode_header(rd.bytes(m.header)) {
             Ok(header) => {
                 conn.bytes_read.store(rd.bytes_read(), Ordering::Relaxed);
+                let calls = conn.calls_read.load(Ordering::Relaxed);
+                conn.calls_read.store(calls + 1, Ordering::Relaxed);
                 Next::Request(Request {
                     header,
                     body: rd.bytes(m.body).to_vec(),

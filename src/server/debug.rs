@@ -1,63 +1,168 @@
-//! The debug page (PROTOCOL.md section 5): every service, its methods with
-//! their argument and reply types, and what each has served, as a
-//! self-contained HTML page for people and as JSON for tools.
+//! The debug page (PROTOCOL.md section 5, issue 21): every service, its
+//! methods with their argument and reply types, what each has served, and
+//! over the last minute its calls/s, error rate, p50/p99 and a sparkline;
+//! calls in flight, calls to unknown names, the open connections (peer,
+//! codec, age, calls, bytes), uptime and version. As a self-contained
+//! HTML page for people (`page.rs`, live through a once-a-second poll of
+//! the JSON) and as JSON for tools.
 //!
-//! Rendering only: the HTTP side lives in `http.rs`.
+//! Gathering and JSON here; the last minute in `window.rs`; the HTTP side
+//! in `http.rs`.
 
-use std::fmt::Write as _;
+mod page;
+mod window;
+
+use std::sync::Weak;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::server::service::{MethodInfo, ServiceInfo};
-use crate::wire::address::Address;
+pub(super) use page::html;
+pub(super) use window::{tick, PageState};
 
-/// Where the JSON flavour lives (the HTML page links to it).
+use super::conn::Conn;
+use super::Running;
+use crate::server::service::MethodInfo;
+use window::{MethodWindow, FLOOR_US};
+
+/// Where the JSON flavour lives (the HTML page links to it and polls it).
 pub(super) const JSON_PATH: &str = "/debug/geerpc.json";
 
-/// The JSON document, fields in this order.
+/// The most connections listed (the oldest first); `connections_open`
+/// counts them all.
+const MAX_CONNS_SHOWN: usize = 100;
+
+/// The JSON document, fields in this order. Latencies in microseconds;
+/// `None` (null) before the first call.
 #[derive(Serialize)]
-struct Doc<'a> {
+pub(super) struct Doc {
     addr: String,
-    services: Vec<ServiceDoc<'a>>,
+    version: &'static str,
+    uptime_ms: u64,
+    /// How long "the last minute" really covers (less on a young server).
+    window_ms: u64,
+    /// A latency of `floor_us` or less means "under `floor_us`": the
+    /// histogram does not tell faster calls apart.
+    floor_us: f64,
+    in_flight: usize,
+    connections_open: usize,
+    /// Calls to a service or method the server does not have.
+    unknown_calls: Unknown,
+    services: Vec<ServiceDoc>,
+    /// At most `MAX_CONNS_SHOWN`, the oldest first; the one asking is not
+    /// among them.
+    connections: Vec<ConnDoc>,
 }
 
 #[derive(Serialize)]
-struct ServiceDoc<'a> {
-    name: &'a str,
-    methods: Vec<MethodDoc<'a>>,
+struct Unknown {
+    calls: u64,
+    last_minute: u64,
 }
 
-/// Latencies in microseconds; `None` (null) before the first call.
 #[derive(Serialize)]
-struct MethodDoc<'a> {
-    name: &'a str,
-    arg_type: &'a str,
-    reply_type: &'a str,
+struct ServiceDoc {
+    name: String,
+    methods: Vec<MethodDoc>,
+}
+
+#[derive(Serialize)]
+struct MethodDoc {
+    name: String,
+    arg_type: &'static str,
+    reply_type: &'static str,
     calls: u64,
     errors: u64,
     total_time_us: f64,
     mean_us: Option<f64>,
     p50_us: Option<f64>,
     p99_us: Option<f64>,
+    last_minute: MethodWindow,
 }
 
-/// The JSON document: `{"addr", "services": [{"name", "methods": [..]}]}`
-/// with full Rust type names and latencies in microseconds (`null` before
-/// the first call).
-pub(super) fn json(addr: &Address, services: &[ServiceInfo]) -> Vec<u8> {
-    let us = |d: Duration| d.as_nanos() as f64 / 1_000.0;
-    let doc = Doc {
-        addr: addr.to_string(),
+#[derive(Serialize)]
+struct ConnDoc {
+    peer: String,
+    listener: String,
+    /// The codec's content type; `null` while the handshake (or an HTTP
+    /// request) is under way.
+    codec: Option<&'static str>,
+    age_ms: u64,
+    calls: u64,
+    read_bytes: u64,
+    written_bytes: u64,
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_nanos() as f64 / 1_000.0
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Everything the page shows, as of now; `asking` (the connection the
+/// page goes to) is left out of the connections.
+pub(super) fn gather(run: &Running, asking: &Conn) -> Doc {
+    let shared = &run.server.shared;
+    let w = window::window(shared);
+    let services = run.server.services();
+    let mut conns = Vec::new();
+    let runnings: Vec<_> = shared
+        .runnings
+        .lock()
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for r in &runnings {
+        let listener = r.addr.to_string();
+        for c in r.conns.lock().values() {
+            if std::ptr::eq(c.as_ref(), asking) {
+                continue;
+            }
+            conns.push(ConnDoc {
+                peer: c.peer.to_string(),
+                listener: listener.clone(),
+                codec: c.proto.get().map(|(codec, _)| codec.content_type()),
+                age_ms: ms(c.accepted.elapsed()),
+                calls: c.calls_read.load(std::sync::atomic::Ordering::Relaxed),
+                read_bytes: c.bytes_read.load(std::sync::atomic::Ordering::Relaxed),
+                written_bytes: c.writer.written(),
+            });
+        }
+    }
+    conns.sort_by_key(|c| std::cmp::Reverse(c.age_ms));
+    conns.truncate(MAX_CONNS_SHOWN);
+    let unknown = shared
+        .counters
+        .unknown
+        .0
+        .iter()
+        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    Doc {
+        addr: run.addr.to_string(),
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_ms: ms(shared.page.started.elapsed()),
+        window_ms: ms(w.span),
+        floor_us: FLOOR_US,
+        in_flight: super::limits::calls_in_flight(shared),
+        connections_open: shared
+            .open_conns
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(1),
+        unknown_calls: Unknown {
+            calls: unknown,
+            last_minute: w.unknown,
+        },
         services: services
-            .iter()
+            .into_iter()
             .map(|s| ServiceDoc {
-                name: &s.name,
                 methods: s
                     .methods
                     .iter()
                     .map(|m| MethodDoc {
-                        name: &m.name,
+                        name: m.name.clone(),
                         arg_type: m.arg_type,
                         reply_type: m.reply_type,
                         calls: m.stats.calls,
@@ -66,12 +171,25 @@ pub(super) fn json(addr: &Address, services: &[ServiceInfo]) -> Vec<u8> {
                         mean_us: mean(m).map(us),
                         p50_us: m.stats.p50.map(us),
                         p99_us: m.stats.p99.map(us),
+                        last_minute: w
+                            .methods
+                            .get(&format!("{}.{}", s.name, m.name))
+                            .cloned()
+                            .unwrap_or_default(),
                     })
                     .collect(),
+                name: s.name,
             })
             .collect(),
-    };
-    let mut out = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+        connections: conns,
+    }
+}
+
+/// The JSON document: `{"addr", "version", "uptime_ms", .., "services":
+/// [{"name", "methods": [..]}], "connections": [..]}` with full Rust type
+/// names and latencies in microseconds (`null` before the first call).
+pub(super) fn json(doc: &Doc) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(doc).unwrap_or_default();
     out.push(b'\n');
     out
 }
@@ -79,116 +197,6 @@ pub(super) fn json(addr: &Address, services: &[ServiceInfo]) -> Vec<u8> {
 fn mean(m: &MethodInfo) -> Option<Duration> {
     let calls = u32::try_from(m.stats.calls).ok().filter(|&n| n > 0)?;
     Some(m.stats.total_time / calls)
-}
-
-const STYLE: &str = "\
-body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1f2328;background:#f6f8fa;margin:0}
-main{max-width:1100px;margin:0 auto;padding:24px 28px 40px}
-h1{font-size:24px;margin:0 0 4px}
-h2{font-size:18px;margin:28px 0 8px}
-.sub{color:#59636e;margin:0 0 4px}
-.sub code{color:#1f2328}
-a{color:#0969da}
-div.scroll{overflow-x:auto}
-table{border-collapse:collapse;table-layout:fixed;width:100%;min-width:800px;background:#fff;border:1px solid #d1d9e0;border-radius:6px;overflow:hidden}
-th,td{padding:7px 12px;text-align:left;border-bottom:1px solid #e5e9ee;vertical-align:top}
-th{background:#eef1f4;font-weight:600;font-size:13px;color:#3d444d;white-space:nowrap}
-tr:last-child td{border-bottom:none}
-tbody tr:hover{background:#f6f8fa}
-td.m,td.t{overflow-wrap:anywhere;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:13px}
-td.m{font-weight:600}
-td.t{color:#3d444d}
-.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.bad{color:#cf222e;font-weight:600}
-td.zero{color:#8c959f}
-.none{color:#8c959f}
-.empty{background:#fff;border:1px solid #d1d9e0;border-radius:6px;padding:16px;color:#59636e}
-";
-
-/// The HTML page: one table per service, no scripts, no external assets.
-pub(super) fn html(addr: &Address, services: &[ServiceInfo]) -> String {
-    let methods: usize = services.iter().map(|s| s.methods.len()).sum();
-    let (calls, errors) = services
-        .iter()
-        .flat_map(|s| &s.methods)
-        .fold((0u64, 0u64), |(c, e), m| {
-            (c + m.stats.calls, e + m.stats.errors)
-        });
-    let mut out = String::with_capacity(4096);
-    out.push_str(
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>geerpc services</title>\n<style>\n",
-    );
-    out.push_str(STYLE);
-    out.push_str("</style>\n</head>\n<body>\n<main>\n<h1>geerpc services</h1>\n");
-    let _ = writeln!(
-        out,
-        "<p class=\"sub\">Serving on <code>{}</code> &middot; {} &middot; {} &middot; \
-         {} served, {} &middot; <a href=\"{JSON_PATH}\">JSON</a></p>",
-        escape(&addr.to_string()),
-        plural(services.len() as u64, "service"),
-        plural(methods as u64, "method"),
-        plural(calls, "call"),
-        plural(errors, "error"),
-    );
-    if services.is_empty() {
-        out.push_str("<p class=\"empty\">No services are registered.</p>\n");
-    }
-    for s in services {
-        let name = escape(&s.name);
-        let _ = writeln!(out, "<h2 id=\"{name}\">{name}</h2>");
-        out.push_str(
-            "<div class=\"scroll\"><table>\n<colgroup><col style=\"width:17%\"><col style=\"width:19%\">\
-             <col style=\"width:19%\"><col style=\"width:9%\"><col style=\"width:9%\">\
-             <col style=\"width:9%\"><col style=\"width:9%\"><col style=\"width:9%\"></colgroup>\n<thead><tr><th>Method</th><th>Argument</th><th>Reply</th>\
-             <th class=\"n\">Calls</th><th class=\"n\">Errors</th><th class=\"n\">p50</th>\
-             <th class=\"n\">p99</th><th class=\"n\">Mean</th></tr></thead>\n<tbody>\n",
-        );
-        for m in &s.methods {
-            method_row(&mut out, &s.name, m);
-        }
-        out.push_str("</tbody>\n</table></div>\n");
-    }
-    out.push_str("</main>\n</body>\n</html>\n");
-    out
-}
-
-fn method_row(out: &mut String, service: &str, m: &MethodInfo) {
-    let st = &m.stats;
-    let _ = writeln!(
-        out,
-        "<tr data-method=\"{svc}.{name}\" data-calls=\"{calls}\" data-errors=\"{errors}\">\
-         <td class=\"m\">{name}</td>{arg}{reply}\
-         <td class=\"n\">{calls}</td><td class=\"n{bad}\">{errors}</td>\
-         {p50}{p99}{mean}</tr>",
-        svc = escape(service),
-        name = escape(&m.name),
-        arg = type_cell(m.arg_type),
-        reply = type_cell(m.reply_type),
-        calls = st.calls,
-        errors = st.errors,
-        bad = if st.errors > 0 { " bad" } else { " zero" },
-        p50 = latency_cell(st.p50),
-        p99 = latency_cell(st.p99),
-        mean = latency_cell(mean(m)),
-    );
-}
-
-/// The short type name, with the full path as a tooltip.
-fn type_cell(full: &str) -> String {
-    format!(
-        "<td class=\"t\" title=\"{}\">{}</td>",
-        escape(full),
-        escape(&short_type(full))
-    )
-}
-
-fn latency_cell(d: Option<Duration>) -> String {
-    match d {
-        Some(d) => format!("<td class=\"n\">{}</td>", human(d)),
-        None => "<td class=\"n none\">&ndash;</td>".to_string(),
-    }
 }
 
 fn plural(n: u64, what: &str) -> String {
@@ -261,7 +269,6 @@ fn human(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::stats::StatsSnapshot;
     use serde_json::Value;
 
     #[test]
@@ -291,29 +298,59 @@ mod tests {
 
     #[test]
     fn names_are_escaped_and_rows_carry_their_counts() {
-        let addr: Address = "tcp@127.0.0.1:1".parse().unwrap();
-        let services = vec![ServiceInfo {
-            name: "S".into(),
-            methods: vec![MethodInfo {
-                name: "M".into(),
-                arg_type: "x::Vec<x::A>",
-                reply_type: "&'static str",
-                stats: StatsSnapshot {
+        let doc = Doc {
+            addr: "tcp@127.0.0.1:1".into(),
+            version: "0.1.0",
+            uptime_ms: 61_000,
+            window_ms: 60_000,
+            floor_us: FLOOR_US,
+            in_flight: 0,
+            connections_open: 1,
+            unknown_calls: Unknown {
+                calls: 7,
+                last_minute: 2,
+            },
+            services: vec![ServiceDoc {
+                name: "S".into(),
+                methods: vec![MethodDoc {
+                    name: "M".into(),
+                    arg_type: "x::Vec<x::A>",
+                    reply_type: "&'static str",
                     calls: 3,
                     errors: 1,
-                    expired: 0,
-                    total_time: Duration::from_micros(300),
-                    p50: Some(Duration::from_micros(100)),
-                    p99: Some(Duration::from_micros(125)),
-                },
+                    total_time_us: 300.0,
+                    mean_us: Some(100.0),
+                    p50_us: Some(100.0),
+                    p99_us: Some(125.0),
+                    last_minute: MethodWindow {
+                        calls: 2,
+                        p50_us: Some(0.6),
+                        ..Default::default()
+                    },
+                }],
             }],
-        }];
-        let page = html(&addr, &services);
+            connections: vec![ConnDoc {
+                peer: "<b>evil</b>".into(),
+                listener: "tcp@127.0.0.1:1".into(),
+                codec: None,
+                age_ms: 1500,
+                calls: 4,
+                read_bytes: 10,
+                written_bytes: 2048,
+            }],
+        };
+        let page = html(&doc);
         assert!(page.contains("title=\"x::Vec&lt;x::A&gt;\">Vec&lt;A&gt;</td>"));
         assert!(page.contains("&amp;&#39;static str"));
         assert!(!page.contains("<x::A>"));
         assert!(page.contains("data-method=\"S.M\" data-calls=\"3\" data-errors=\"1\""));
-        let doc: Value = serde_json::from_slice(&json(&addr, &services)).unwrap();
+        assert!(page.contains("&lt;b&gt;evil&lt;/b&gt;") && !page.contains("<b>evil"));
+        assert!(page.contains("unknown services or methods: <span id=\"unknown\">7</span>"));
+        assert!(page.contains("data-label=\"p50 (1 min)\">< 2µs</td>"));
+        assert!(
+            page.contains("geerpc 0.1.0") && page.contains("up <span id=\"uptime\">1m1s</span>")
+        );
+        let doc: Value = serde_json::from_slice(&json(&doc)).unwrap();
         let m = &doc["services"][0]["methods"][0];
         assert_eq!(
             (m["calls"].as_u64(), m["errors"].as_u64()),
@@ -321,5 +358,8 @@ mod tests {
         );
         assert_eq!(m["mean_us"].as_f64(), Some(100.0));
         assert_eq!(m["arg_type"], "x::Vec<x::A>");
+        assert_eq!(m["last_minute"]["calls"], 2);
+        assert_eq!(doc["unknown_calls"]["calls"], 7);
+        assert_eq!(doc["connections"][0]["written_bytes"], 2048);
     }
 }

@@ -187,8 +187,9 @@ pub(super) fn serve(run: &Running, conn: &Conn, rd: &mut FrameReader<Stream>) ->
             b"404 the debug page is not built in (geerpc feature \"debug-page\")\n",
         );
     }
+    // Turned off (`ServerBuilder::debug_pages`): as if there were none.
     #[cfg(feature = "debug-page")]
-    if page || json_path {
+    if (page || json_path) && run.server.config().debug_pages {
         let with_body = head.method == "GET";
         if !with_body && head.method != "HEAD" {
             respond(
@@ -202,18 +203,15 @@ pub(super) fn serve(run: &Running, conn: &Conn, rd: &mut FrameReader<Stream>) ->
             )?;
             return Ok(Outcome::Done);
         }
-        let services = run.server.services();
+        let doc = debug::gather(run, conn);
         let wants_json = json_path
             || head
                 .header("Accept")
                 .is_some_and(|a| a.contains("application/json"));
         let (content_type, body) = if wants_json {
-            ("application/json", debug::json(&run.addr, &services))
+            ("application/json", debug::json(&doc))
         } else {
-            (
-                "text/html; charset=utf-8",
-                debug::html(&run.addr, &services).into_bytes(),
-            )
+            ("text/html; charset=utf-8", debug::html(&doc).into_bytes())
         };
         let extra = [("Cache-Control", "no-store"), ("Vary", "Accept")];
         respond(run, conn, "200 OK", content_type, &extra, &body, with_body)?;

@@ -109,6 +109,9 @@ struct Shared {
     /// Every listener's state, for counting calls in flight server-wide
     /// (`max_concurrent_calls`); dead entries are pruned as they are seen.
     runnings: Mutex<Vec<Weak<Running>>>,
+    /// The debug page's last-minute samples and start time (`debug/`).
+    #[cfg(feature = "debug-page")]
+    page: debug::PageState,
 }
 
 impl Default for Server {

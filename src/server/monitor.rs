@@ -107,6 +107,9 @@ pub(super) fn run(run: &Arc<Running>) {
         if run.monitor_stop.sleep_until(until) {
             return;
         }
+        // The debug page's per-second sample (loads only; see debug/window.rs).
+        #[cfg(feature = "debug-page")]
+        super::debug::tick(&run.server.shared);
         let busy = steal_from_stuck_leaders(run);
         let waiting = expire_deadlines(run);
         // Tick fast only while some handler runs; back off when idle.

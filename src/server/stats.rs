@@ -86,7 +86,7 @@ fn bucket_of(micros: u64) -> usize {
 }
 
 /// The upper bound, in microseconds, of what a bucket holds.
-fn bucket_upper(b: usize) -> f64 {
+pub(crate) fn bucket_upper(b: usize) -> f64 {
     let log2 = (b as u32) / SUB_BUCKETS;
     let sub = (b as u32) % SUB_BUCKETS;
     2f64.powi(log2 as i32) * (1.0 + f64::from(sub + 1) / f64::from(SUB_BUCKETS))
@@ -151,6 +151,24 @@ impl MethodStats {
             shed: self.refused[code_slot(Some(&Code::ResourceExhausted))].load(Relaxed),
             timed_out: expired + self.codes[code_slot(Some(&Code::DeadlineExceeded))].load(Relaxed),
         }
+    }
+
+    /// What the dashboard samples (`debug/window.rs`): calls whose
+    /// handler ran, those that failed, their summed latency in
+    /// nanoseconds, and the latency histogram's non-empty buckets
+    /// (bucket index, count) into `hist`. Loads only: nothing for calls.
+    #[cfg(feature = "debug-page")]
+    pub(crate) fn sample(&self, hist: &mut Vec<(u16, u64)>) -> (u64, u64, u64) {
+        hist.clear();
+        for (b, c) in self.latency.iter().enumerate() {
+            let n = c.load(Relaxed);
+            if n > 0 {
+                hist.push((b as u16, n));
+            }
+        }
+        let ok = self.codes[0].load(Relaxed);
+        let calls: u64 = ok + self.codes[1..].iter().map(|c| c.load(Relaxed)).sum::<u64>();
+        (calls, calls - ok, self.total_nanos.load(Relaxed))
     }
 
     pub(crate) fn snapshot(&self) -> StatsSnapshot {
