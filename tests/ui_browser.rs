@@ -7,79 +7,15 @@
 //! on a phone-sized window. Screenshots go to `target/ui-screens/` for a
 //! person to look at (nothing is asserted on pixels).
 
+mod browser_support;
 mod common;
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use browser_support::{browser, eval, screenshot, wait_true};
 use geerpc::registration::RegisterOptions;
 use geerpc::registry::HttpRegistrar;
 use geerpc::Registry;
-use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
-use headless_chrome::{Browser, LaunchOptions, Tab};
-
-/// `$CHROME`, else `chromium` (or `chromium-browser`) on the PATH.
-fn chromium() -> PathBuf {
-    if let Some(p) = std::env::var_os("CHROME") {
-        return PathBuf::from(p);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .flat_map(|d| [d.join("chromium"), d.join("chromium-browser")])
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "Chromium is not installed: the browser tests need it. Install it with \
-                 `apt-get install chromium` (.ci/run does this), or point CHROME at a \
-                 Chrome or Chromium binary."
-            )
-        })
-}
-
-fn browser(width: u32, height: u32) -> Browser {
-    Browser::new(
-        LaunchOptions::default_builder()
-            .path(Some(chromium()))
-            .headless(true)
-            // Root in CI containers: Chromium's sandbox needs user namespaces.
-            .sandbox(false)
-            .window_size(Some((width, height)))
-            .idle_browser_timeout(Duration::from_secs(120))
-            .build()
-            .unwrap(),
-    )
-    .expect("start headless Chromium")
-}
-
-/// Evaluates `js` in the page; its value as JSON.
-fn eval(tab: &Tab, js: &str) -> serde_json::Value {
-    tab.evaluate(js, false)
-        .unwrap_or_else(|e| panic!("evaluate {js}: {e}"))
-        .value
-        .unwrap_or(serde_json::Value::Null)
-}
-
-/// Polls the page until `js` is true (the page signals nothing to a test),
-/// or panics with `what` after `limit`.
-fn wait_true(tab: &Tab, js: &str, limit: Duration, what: &str) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        if eval(tab, js) == serde_json::Value::Bool(true) {
-            return t0.elapsed();
-        }
-        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn screenshot(tab: &Tab, name: &str) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ui-screens");
-    std::fs::create_dir_all(&dir).unwrap();
-    let png = tab
-        .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
-        .unwrap();
-    std::fs::write(dir.join(name), png).unwrap();
-}
 
 /// The selector of `addr`'s row, in a JS string.
 fn row(addr: &str) -> String {
@@ -115,6 +51,7 @@ fn the_registry_page_follows_instances_live_in_a_real_browser() {
         "document.getElementById('live').textContent.startsWith('Live')",
         Duration::from_secs(10),
         "the page going live",
+        "document.getElementById('services').textContent",
     );
     // Listed under its service, its metadata as text: the markup a peer
     // registered is shown, not run.
@@ -146,6 +83,7 @@ fn the_registry_page_follows_instances_live_in_a_real_browser() {
         &format!("{} !== null", row(b)),
         Duration::from_secs(5),
         "the new instance appearing",
+        "document.getElementById('services').textContent",
     );
     assert!(took < Duration::from_secs(3), "appeared after {took:?}");
     screenshot(&tab, "registry.png");
@@ -154,6 +92,7 @@ fn the_registry_page_follows_instances_live_in_a_real_browser() {
         &format!("{r} === null || {r}.classList.contains('gone')", r = row(b)),
         ttl + Duration::from_secs(5),
         "the expired instance fading out",
+        "document.getElementById('services').textContent",
     );
     assert!(took <= ttl + Duration::from_secs(3), "faded after {took:?}");
     // The one that keeps beating stays, not faded.
@@ -210,6 +149,7 @@ fn the_registry_page_reads_without_javascript_and_on_a_phone() {
         &format!("{} !== null", row(addr)),
         Duration::from_secs(10),
         "the row",
+        "document.getElementById('services').textContent",
     );
     assert_eq!(
         eval(
