@@ -175,7 +175,10 @@ fn a_half_open_peer_is_dropped_after_the_handshake_timeout() {
     let mut buf = [0u8; 1];
     let n = s.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "the server closes a silent connection");
-    assert!(t0.elapsed() < Duration::from_secs(3));
+    // raw_connect's read timeout (10 s) would also end the read with n = 0:
+    // staying under it tells the server's close from our own give-up. (3 s
+    // was once exceeded with both cores saturated.)
+    assert!(t0.elapsed() < Duration::from_secs(9));
     assert_still_serves(&running);
 }
 
