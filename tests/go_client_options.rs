@@ -134,7 +134,10 @@ fn another_magic_number_is_refused_before_connecting() {
         Err(e @ Error::Encode { .. }) => {
             let text = e.to_string();
             assert!(text.contains("0x3b3f5d"), "{text}");
-            assert!(text.contains("0x3b3f5c") && text.contains("0x3bef5c"), "{text}");
+            assert!(
+                text.contains("0x3b3f5c") && text.contains("0x3bef5c"),
+                "{text}"
+            );
         }
         other => panic!("expected a refused magic number, got {other:?}"),
     }
@@ -183,7 +186,10 @@ fn a_connect_path_that_could_inject_is_refused_before_connecting() {
     let long = format!("/{}", "a".repeat(1024));
     for (path, says) in [
         ("/a b", "would break the request line"),
-        ("/x HTTP/1.0\r\nHost: evil\r\n", "would break the request line"),
+        (
+            "/x HTTP/1.0\r\nHost: evil\r\n",
+            "would break the request line",
+        ),
         ("/x\n", "would break the request line"),
         ("/\u{e9}", "would break the request line"),
         ("/a\tb", "would break the request line"),

@@ -114,7 +114,9 @@ fn serve(s: TcpStream, version: GoVersion, http: bool, worst_case: bool, tx: Sen
     if http {
         // Go's net/http reads the request; the client writes nothing more
         // before the answer, so a byte-wise read loses nothing here.
-        let Some(head) = read_head(&mut raw) else { return };
+        let Some(head) = read_head(&mut raw) else {
+            return;
+        };
         let mut parts = head.lines().next().unwrap_or("").split(' ');
         let (method, path) = (parts.next(), parts.next().unwrap_or("").to_string());
         if method != Some("CONNECT") || path != version.path() {
@@ -129,7 +131,9 @@ fn serve(s: TcpStream, version: GoVersion, http: bool, worst_case: bool, tx: Sen
         None => return,
     };
     // `json.NewDecoder(conn).Decode(&opt)`, then the decoder is dropped.
-    let Some(option) = go_decode(&mut raw) else { return };
+    let Some(option) = go_decode(&mut raw) else {
+        return;
+    };
     let magic_ok = option["MagicNumber"].as_u64() == Some(version.magic());
     let _ = tx.send(Seen {
         connect_path,
@@ -151,7 +155,8 @@ fn serve(s: TcpStream, version: GoVersion, http: bool, worst_case: bool, tx: Sen
             (Some(a), Some(b)) => json!(a + b),
             _ => json!({}),
         };
-        let head = json!({"ServiceMethod": header["ServiceMethod"], "Seq": header["Seq"], "Error": ""});
+        let head =
+            json!({"ServiceMethod": header["ServiceMethod"], "Seq": header["Seq"], "Error": ""});
         let out = format!("{head}\n{reply}\n");
         if w.write_all(out.as_bytes()).is_err() {
             return;
