@@ -90,7 +90,11 @@ fn a_go_servers_beat_outlives_a_ttl_shorter_than_its_interval() {
     let end = Instant::now() + Duration::from_secs(20);
     let mut version = version;
     loop {
-        let (addrs, v) = listed(&format!("{url}?watch={version}&timeout=10s"));
+        let (addrs, v) = listed(&format!("{url}?watch={version}&timeout=5s"));
+        assert!(
+            addrs.iter().any(|a| a == "tcp@127.0.0.1:7001"),
+            "the Go server dropped out at the TTL: {addrs:?}"
+        );
         if addrs == ["tcp@127.0.0.1:7001"] {
             break;
         }
@@ -120,7 +124,7 @@ fn the_legacy_ttl_can_be_lowered_to_the_ttl() {
     );
     let (addrs, version) = listed(&url);
     assert_eq!(addrs, ["tcp@127.0.0.1:7001"]);
-    let (addrs, _) = listed(&format!("{url}?watch={version}&timeout=10s"));
+    let (addrs, _) = listed(&format!("{url}?watch={version}&timeout=5s"));
     assert!(addrs.is_empty(), "{addrs:?}");
 }
 
@@ -185,7 +189,7 @@ fn a_service_filter_prefers_the_instances_that_name_it() {
         .call()
         .unwrap();
     assert_eq!(gone.status(), 200);
-    let (now, _) = listed(&format!("{arith}&watch={version}&timeout=10s"));
+    let (now, _) = listed(&format!("{arith}&watch={version}&timeout=5s"));
     assert_eq!(now, ["tcp@127.0.0.1:7001", "tcp@127.0.0.1:7002"]);
 }
 
