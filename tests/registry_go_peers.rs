@@ -22,7 +22,7 @@ use geerpc::{Discovery, Heartbeat, Registry, RegistryDiscovery, SelectMode, XCli
 /// A POST as Go's `http.Client` sends a Go server's beat: no body.
 fn go_beat(reg: &Registry, addr: &str) -> String {
     let host = reg.addr().target();
-    let mut s = TcpStream::connect(&host).unwrap();
+    let mut s = TcpStream::connect(host).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,

@@ -159,7 +159,7 @@ fn an_instance_that_refuses_the_handshake_is_not_probed_again_by_calls() {
     // One connection refused, and no other: no probe dialled it again, no
     // call was sent to it again.
     assert_eq!(bad.accepted(), 1, "the refuser was dialled again");
-    assert_eq!(xc.evicted(), [bad.addr.clone()]);
+    assert_eq!(xc.evicted(), std::slice::from_ref(&bad.addr));
     assert_eq!(good.hits(), 200);
 }
 
@@ -179,7 +179,7 @@ fn an_incompatible_instance_comes_back_once_it_answers() {
         assert!(Instant::now() < end, "the refuser was never tried");
         who(&xc).unwrap();
     }
-    assert_eq!(xc.evicted(), [bad.addr.clone()]);
+    assert_eq!(xc.evicted(), std::slice::from_ref(&bad.addr));
     bad.compatible.store(true, Ordering::SeqCst);
     // Each back-off over, a call tries it again; once it relays a reply
     // it is back in selection. Bounded in time and calls.
