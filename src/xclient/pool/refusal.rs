@@ -6,6 +6,10 @@
 //! answer in GeeRPC), so an ordinary eviction's probe, a dial, re-admits
 //! such an instance at once and the next call is spent finding out again.
 //!
+//! A geerpc server at its connection limit closes new connections the
+//! same way, and is taken for one too until its back-off ends: it is full
+//! anyway, and an instance that answered once is never taken for one.
+//!
 //! So an instance that has never answered a call, and whose connection
 //! fails that way within [`REFUSAL_WINDOW`] of its dial, is marked
 //! incompatible: out of selection, not probed by dialling, and tried again
@@ -89,7 +93,7 @@ impl Pool {
             log::warn!(
                 "xclient: {} refused the handshake right after connect ({e}): a server this \
                  client cannot talk to (a Go GeeRPC server that speaks only gob or checks \
-                 another magic number?); out of selection, tried again in {}, then up to \
+                 another magic number? or a server at its connection limit); out of selection, tried again in {}, then up to \
                  every {}",
                 slot.addr,
                 GoDuration(backoff),
