@@ -144,3 +144,60 @@ pub(super) fn readmit_if_incompatible(slot: &Slot) -> bool {
     );
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::client::ClientBuilder;
+
+    /// The back-off doubles with each refusal after a trial, up to its
+    /// longest; a refused connect is an ordinary eviction; an answer ends
+    /// the mark, and a later failure is ordinary.
+    #[test]
+    fn the_backoff_doubles_up_to_its_longest_and_an_answer_ends_it() {
+        let secs = Duration::from_secs;
+        let ms = Duration::from_millis(1);
+        let pool = Pool::new(
+            ClientBuilder::default(),
+            (ms, ms),
+            (Duration::ZERO, Duration::ZERO),
+            (secs(60), secs(150)),
+        );
+        let slot = Slot::new("tcp@127.0.0.1:1".parse().unwrap());
+        let closed = Error::ConnectionClosed {
+            addr: slot.addr.clone(),
+            reason: "EOF".into(),
+        };
+        let refused = Error::Connect {
+            addr: slot.addr.clone(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        assert!(!pool.refused_handshake(&slot, &refused));
+        assert!(pool.refused_handshake(&slot, &closed));
+        pool.report_error(&slot, &closed);
+        assert!(slot.is_dead());
+        assert_eq!(slot.health.lock().backoff, secs(60));
+        assert!(slot.warned_incompatible.load(Ordering::Acquire));
+        for want in [120, 150, 150] {
+            assert!(readmit_if_incompatible(&slot));
+            assert!(!slot.is_dead());
+            *slot.dialled_at.lock() = Instant::now();
+            pool.report_error(&slot, &closed);
+            assert!(slot.is_dead());
+            assert_eq!(slot.health.lock().backoff, secs(want));
+        }
+        // Past the window after its dial: not a refused handshake.
+        *slot.dialled_at.lock() = Instant::now() - REFUSAL_WINDOW - ms;
+        assert!(!pool.refused_handshake(&slot, &closed));
+        // It answers: the mark ends, and failures are ordinary from now on.
+        assert!(readmit_if_incompatible(&slot));
+        pool.note_answered(&slot);
+        assert!(!slot.health.lock().incompatible);
+        *slot.dialled_at.lock() = Instant::now();
+        assert!(!pool.refused_handshake(&slot, &closed));
+        assert!(!readmit_if_incompatible(&slot));
+        pool.close();
+    }
+}
