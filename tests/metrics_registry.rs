@@ -114,7 +114,11 @@ fn registry_metrics_follow_registrations() {
 fn expired_instances_are_counted() {
     let reg = start(Duration::from_millis(200));
     let url = reg.url().to_string();
-    assert_eq!(post(&url, "X-rpc-Server", "tcp@127.0.0.1:9"), 200);
+    // geerpc's JSON body: a header-only POST is kept the legacy TTL.
+    assert_eq!(
+        post_json(&url, "tcp@127.0.0.1:9", serde_json::json!({})),
+        200
+    );
     let m = scrape_until(&reg, "the expiry", |m| {
         m.get("geerpc_registry_expirations_total", &[]) == Some(1.0)
     });

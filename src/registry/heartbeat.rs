@@ -400,7 +400,9 @@ impl Heartbeat {
     /// Stops heartbeating (interrupting a request in flight), joins the
     /// thread and deregisters the address with a `DELETE`. Fails when the
     /// registry did not take it (the address then expires at its TTL); an
-    /// address the registry did not know is no failure.
+    /// address the registry did not know is no failure, nor is a registry
+    /// without `DELETE` (`405`: a Go GeeRPC registry), which is logged at
+    /// info: the address stays listed there until its TTL runs out.
     pub fn deregister(self) -> Result<()> {
         self.control.stop(true)
     }
@@ -467,6 +469,16 @@ impl Control {
         match rq.call() {
             Ok(r) if r.status().is_success() => {
                 log::info!("heartbeat: {} deregistered from {}", self.addr, self.url);
+                Ok(())
+            }
+            // Go GeeRPC registries answer only GET and POST: nothing to
+            // deregister from, nothing wrong either.
+            Ok(r) if r.status() == 405 => {
+                log::info!(
+                    "heartbeat: {what}: the registry at {} has no DELETE (a Go GeeRPC \
+                     registry?); the instance stays listed until its TTL runs out",
+                    self.url
+                );
                 Ok(())
             }
             Ok(r) if r.status() == 404 => {

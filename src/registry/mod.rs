@@ -26,8 +26,10 @@
 //!   (`application/json`, every field optional; it may also carry `addr`
 //!   instead of the header) says what the instance serves;
 //! - `DELETE` with the same header deregisters;
-//! - `GET ?service=Arith` lists only the instances that serve `Arith` (and
-//!   those that did not say what they serve);
+//! - `GET ?service=Arith` lists only the instances that name `Arith`; those
+//!   that named no service (Go servers) only where no instance names it,
+//!   or also where some does with `&include_legacy=true`
+//!   ([`RegistryDiscoveryBuilder::include_legacy`]);
 //! - `GET` with `Accept: application/json` (or `?format=json`) answers with
 //!   `{"version":N,"instances":[...]}` in the body and no list header, so
 //!   thousands of instances do not overflow a client's header limit;
@@ -39,7 +41,9 @@
 //!   milliseconds the registry forgets an address it does not hear from
 //!   again (0: never). A [`Heartbeat`] on its default interval follows a
 //!   TTL shorter than it assumed, so that its instance does not drop out
-//!   between beats; an interval set by hand stays as set.
+//!   between beats; an interval set by hand stays as set. A `POST`
+//!   without a body (a Go server's, which beats every 4 minutes whatever
+//!   the TTL) is kept at least [`RegistryBuilder::legacy_ttl`] (5 min).
 //! - Every answer says which start of the registry it comes from
 //!   (`X-Geerpc-Registry-Epoch`, a random token) and the milliseconds left
 //!   of its warmup (`X-Geerpc-Registry-Warmup`). `GET ?hold=EPOCH&timeout=4m`

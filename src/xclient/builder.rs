@@ -28,6 +28,7 @@ pub struct XClientBuilder {
     idempotent: bool,
     backoff: (Duration, Duration),
     overload_backoff: (Duration, Duration),
+    incompatible_backoff: (Duration, Duration),
 }
 
 impl XClientBuilder {
@@ -128,6 +129,23 @@ impl XClientBuilder {
         self
     }
 
+    /// How long an instance that refuses the handshake is left out of
+    /// selection: `min` after its refusal, doubling up to `max` each time
+    /// it refuses again (default 1 min to 10 min). Such an instance accepts
+    /// the connection and closes or resets it right after the Option line,
+    /// or answers with bytes that are no reply (a Go GeeRPC server that
+    /// speaks only gob or checks the other magic number, an HTTP server):
+    /// it is marked incompatible when it has never answered a call and its
+    /// connection fails so within 2 s of the dial, logged at warn once,
+    /// listed by [`XClient::evicted`], and not probed by dialling (a dial
+    /// succeeds there and proves nothing). When its back-off is over, the
+    /// next call picked for it tries it; a call it answers (it became
+    /// compatible) ends the mark.
+    pub fn incompatible_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.incompatible_backoff = (min, max);
+        self
+    }
+
     /// The client. Connections are dialled on first use.
     pub fn build(self) -> XClient {
         let mut client = self.client;
@@ -138,7 +156,12 @@ impl XClientBuilder {
             client = client.connect_path(path);
         }
         XClient {
-            pool: Arc::new(Pool::new(client, self.backoff, self.overload_backoff)),
+            pool: Arc::new(Pool::new(
+                client,
+                self.backoff,
+                self.overload_backoff,
+                self.incompatible_backoff,
+            )),
             discovery: self.discovery,
             selector: self.selector,
             fail_mode: self.fail_mode,
@@ -169,6 +192,7 @@ impl XClient {
             idempotent: false,
             backoff: (Duration::from_millis(100), Duration::from_secs(30)),
             overload_backoff: (Duration::from_millis(100), Duration::from_secs(1)),
+            incompatible_backoff: super::pool::DEFAULT_INCOMPATIBLE_BACKOFF,
         }
     }
 }

@@ -18,10 +18,12 @@ use parking_lot::{Mutex, RwLock};
 mod dial;
 mod metrics;
 mod overload;
+mod refusal;
 mod slot;
 
 #[cfg(feature = "metrics")]
 pub use metrics::XClientMetrics;
+pub(super) use refusal::DEFAULT_INCOMPATIBLE_BACKOFF;
 use slot::retry_after;
 pub(super) use slot::{InflightGuard, Slot};
 
@@ -53,6 +55,9 @@ struct Shared {
     max_backoff: Duration,
     /// The back-off of an instance that refuses calls as over a limit.
     overload_backoff: (Duration, Duration),
+    /// The back-off of an instance that refuses the handshake
+    /// (`pool/refusal.rs`).
+    incompatible_backoff: (Duration, Duration),
     /// Set by `Pool::close`. Shared, not per slot: a caller racing `close`
     /// can build new slots (`Pool::view`) after it drained the old ones,
     /// and must not cache what it dials in them either.
@@ -131,13 +136,16 @@ impl View {
 }
 
 impl Pool {
-    /// `backoff` is the eviction back-off, `overload` the overload one
+    /// `backoff` is the eviction back-off, `overload` the overload one,
+    /// `incompatible` the one of an instance that refuses the handshake
     /// (each `(min, max)`).
     pub(super) fn new(
         builder: ClientBuilder,
         backoff: (Duration, Duration),
         overload: (Duration, Duration),
+        incompatible: (Duration, Duration),
     ) -> Pool {
+        let incompatible_min = incompatible.0.max(Duration::from_millis(1));
         let min_backoff = backoff.0.max(Duration::from_millis(1));
         Pool {
             shared: Arc::new(Shared {
@@ -146,6 +154,7 @@ impl Pool {
                 min_backoff,
                 max_backoff: backoff.1.max(min_backoff),
                 overload_backoff: (overload.0, overload.1.max(overload.0)),
+                incompatible_backoff: (incompatible_min, incompatible.1.max(incompatible_min)),
                 closed: AtomicBool::new(false),
                 events: Default::default(),
             }),
@@ -265,6 +274,7 @@ impl Pool {
     pub(super) fn report<R>(&self, slot: &Slot, result: &Result<R>) {
         match result {
             Ok(_) => {
+                self.note_answered(slot);
                 self.revive(slot);
                 slot.mark_served();
             }
@@ -275,9 +285,16 @@ impl Pool {
     /// Like [`report`](Pool::report) for a failure.
     pub(super) fn report_error(&self, slot: &Slot, e: &Error) {
         match e {
-            e if is_connection_failure(e) => self.evict(slot, e),
+            e if is_connection_failure(e) => {
+                if self.refused_handshake(slot, e) {
+                    self.mark_incompatible(slot, e);
+                } else {
+                    self.evict(slot, e);
+                }
+            }
             // A reply, even an error one, means the instance is there.
             Error::Remote { .. } => {
+                self.note_answered(slot);
                 self.revive(slot);
                 match e.remote_code() {
                     Some(Code::ResourceExhausted) => {
@@ -316,6 +333,8 @@ impl Pool {
             }
             h.dead = true;
             slot.dead.store(true, Ordering::Release);
+            // Reached, or answered once: probed by dialling again.
+            h.incompatible = false;
             h.backoff = self.shared.min_backoff;
             h.retry_at = retry_after(h.backoff);
         }
@@ -424,9 +443,10 @@ fn probe_loop(shared: &Shared, stop: &Receiver<()>, wake: &Receiver<()>) {
             if stop.try_recv() != Err(crossbeam_channel::TryRecvError::Empty) {
                 return;
             }
-            if !slot.is_dead() {
+            if !slot.is_dead() || refusal::readmit_if_incompatible(slot) {
                 continue;
             }
+            *slot.dialled_at.lock() = Instant::now();
             match shared.builder.dial(&slot.addr) {
                 Ok(client) => {
                     slot.install(shared, client);
@@ -488,7 +508,7 @@ mod tests {
     #[test]
     fn a_view_leaves_out_what_does_not_parse_and_copies_nothing_else() {
         let zero = (Duration::ZERO, Duration::ZERO);
-        let pool = Pool::new(ClientBuilder::default(), zero, zero);
+        let pool = Pool::new(ClientBuilder::default(), zero, zero, zero);
         let good = snap(1, &["127.0.0.1:1", "tcp@127.0.0.1:2"]);
         for _ in 0..2 {
             let (s, slots) = pool.view(good.clone()).unwrap();

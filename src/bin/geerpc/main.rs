@@ -1,7 +1,7 @@
 //! The `geerpc` command: run a registry, list what it knows, call a method.
 //!
 //! ```text
-//! geerpc registry [--addr 127.0.0.1:9999] [--ttl 5m] [--workers 4] [--token-file FILE [--read-token-file FILE]] [--tls-cert FILE --tls-key FILE]
+//! geerpc registry [--addr 127.0.0.1:9999] [--ttl 5m] [--legacy-ttl 5m] [--workers 4] [--token-file FILE [--read-token-file FILE]] [--tls-cert FILE --tls-key FILE]
 //! geerpc list (--registry URL | --etcd ENDPOINTS) [--service NAME] [--json] [--registry-token-file FILE] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE] [--etcd-user NAME --etcd-password-file FILE]
 //! geerpc call (--registry URL | --etcd ENDPOINTS | --addr tcp@HOST:PORT) Service.Method ['JSON args' | -] [--codec json|msgpack|gob] [--magic 0x3bef5c] [--connect-path PATH] [same options as list]
 //! geerpc watch (--registry URL | --etcd ENDPOINTS) [--service NAME] [same options as list]
@@ -58,9 +58,18 @@ enum Command {
         #[arg(long, default_value = Registry::DEFAULT_ADDR)]
         addr: String,
         /// How long an address stays listed without a heartbeat (2s, 500ms,
-        /// 5m; 0 keeps addresses until they deregister).
+        /// 5m; 0 keeps addresses until they deregister). geerpc servers
+        /// follow it; Go GeeRPC servers beat every 4m whatever it says, and
+        /// are kept at least --legacy-ttl.
         #[arg(long, default_value = "5m", value_parser = duration)]
         ttl: Duration,
+        /// How long an address registered without geerpc's heartbeat (a
+        /// header-only POST: a Go GeeRPC server) stays listed at least,
+        /// whatever --ttl says (the longer applies). Such instances name no
+        /// service: a --service filter lists them only where no instance
+        /// names the service.
+        #[arg(long, default_value = "5m", value_parser = duration)]
+        legacy_ttl: Duration,
         /// Serve on this path instead of /_rpc_/registry and
         /// /_geerpc_/registry.
         #[arg(long)]
@@ -378,10 +387,14 @@ fn main() -> ExitCode {
         Command::Registry {
             addr,
             ttl,
+            legacy_ttl,
             path,
             workers,
             creds,
-        } => ("registry", registry(&addr, ttl, path, workers, &creds)),
+        } => (
+            "registry",
+            registry(&addr, (ttl, legacy_ttl), path, workers, &creds),
+        ),
         Command::List {
             source,
             service,
@@ -418,9 +431,10 @@ fn main() -> ExitCode {
 
 type CliResult = Result<(), Failure>;
 
+/// `ttl`: the TTL and the legacy TTL.
 fn registry(
     addr: &str,
-    ttl: Duration,
+    ttl: (Duration, Duration),
     path: Option<String>,
     workers: usize,
     creds: &creds::Serve,
@@ -428,7 +442,11 @@ fn registry(
     use signal_hook::consts::{SIGINT, SIGTERM};
     // Before starting, so that a signal that comes early is not lost.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    let mut builder = Registry::builder().addr(addr).ttl(ttl).workers(workers);
+    let mut builder = Registry::builder()
+        .addr(addr)
+        .ttl(ttl.0)
+        .legacy_ttl(ttl.1)
+        .workers(workers);
     if let Some(p) = path {
         builder = builder.path(p);
     }

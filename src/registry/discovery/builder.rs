@@ -25,6 +25,7 @@ use crate::xclient::Snapshot;
 pub struct RegistryDiscoveryBuilder {
     pub(super) url: String,
     pub(super) service: Option<String>,
+    pub(super) include_legacy: bool,
     pub(super) refresh_after: Duration,
     pub(super) long_poll: bool,
     pub(super) poll: Duration,
@@ -33,10 +34,23 @@ pub struct RegistryDiscoveryBuilder {
 }
 
 impl RegistryDiscoveryBuilder {
-    /// Lists only the instances that serve `service` (and those that did not
-    /// say what they serve).
+    /// Lists only the instances that serve `service`: those registered
+    /// naming it, or, where none names it, those registered without naming
+    /// any service (Go GeeRPC servers, and every instance behind a Go
+    /// registry, which knows no services). See
+    /// [`include_legacy`](Self::include_legacy) for the latter everywhere.
     pub fn service(mut self, service: impl Into<String>) -> Self {
         self.service = Some(service.into());
+        self
+    }
+
+    /// With a [`service`](Self::service), whether instances registered
+    /// without naming any service (Go GeeRPC servers) are listed even where
+    /// some instance names the service (default false: only where none
+    /// does). Asks a geerpc registry with `?include_legacy=true`; a Go
+    /// registry lists everything anyway.
+    pub fn include_legacy(mut self, on: bool) -> Self {
+        self.include_legacy = on;
         self
     }
 
@@ -109,6 +123,7 @@ impl RegistryDiscoveryBuilder {
         let shared = Arc::new(Shared {
             url: self.url,
             service: self.service,
+            include_legacy: self.include_legacy,
             refresh_after: self.refresh_after,
             agent: self.access.agent(self.timeout),
             state: RwLock::new(State {

@@ -72,6 +72,9 @@ impl Shared {
         let mut rq = agent.get(&self.url).header("Accept", "application/json");
         if let Some(s) = &self.service {
             rq = rq.query("service", s);
+            if self.include_legacy {
+                rq = rq.query("include_legacy", "true");
+            }
         }
         if let (Some(v), Some(p)) = (watch, poll) {
             rq = rq

@@ -69,6 +69,8 @@ struct Poller {
 struct Shared {
     url: String,
     service: Option<String>,
+    /// `?include_legacy=true` with the service.
+    include_legacy: bool,
     refresh_after: Duration,
     agent: ureq::Agent,
     state: RwLock<State>,
@@ -136,6 +138,7 @@ impl RegistryDiscovery {
         RegistryDiscoveryBuilder {
             url: registry_url.to_string(),
             service: None,
+            include_legacy: false,
             refresh_after: Duration::from_secs(10),
             long_poll: true,
             poll: Duration::from_secs(30),

@@ -48,6 +48,8 @@ pub struct RegistryBuilder {
     /// by `start`, as the builder's methods cannot fail).
     addr: std::result::Result<Address, (String, String)>,
     ttl: Duration,
+    /// See [`legacy_ttl`](Self::legacy_ttl).
+    legacy_ttl: Duration,
     /// See [`warmup`](Self::warmup), in `epoch.rs`.
     pub(in crate::registry) warmup: Duration,
     paths: Vec<String>,
@@ -81,6 +83,10 @@ impl Registry {
     pub const DEFAULT_PATH: &'static str = "/_rpc_/registry";
     /// How long an address stays listed without a heartbeat.
     pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+    /// How long an address registered without geerpc's heartbeat (a Go
+    /// GeeRPC server) stays listed at least, whatever the TTL: see
+    /// [`RegistryBuilder::legacy_ttl`].
+    pub const DEFAULT_LEGACY_TTL: Duration = Duration::from_secs(300);
     /// Threads answering requests, by default.
     pub const DEFAULT_WORKERS: usize = 4;
     /// How long writing one response may block on a peer that does not read.
@@ -95,6 +101,7 @@ impl Registry {
                 .parse()
                 .expect("the default address parses")),
             ttl: Registry::DEFAULT_TTL,
+            legacy_ttl: Registry::DEFAULT_LEGACY_TTL,
             warmup: Registry::DEFAULT_WARMUP,
             paths: vec![
                 Registry::DEFAULT_PATH.to_string(),
@@ -136,9 +143,30 @@ impl RegistryBuilder {
 
     /// How long an address stays listed after its last heartbeat
     /// ([`Registry::DEFAULT_TTL`], 5 min); zero keeps addresses until they
-    /// deregister.
+    /// deregister. geerpc's [`Heartbeat`](crate::Heartbeat) follows a
+    /// shorter TTL (the registry announces it); Go GeeRPC servers do not,
+    /// and are kept at least [`legacy_ttl`](Self::legacy_ttl).
     pub fn ttl(mut self, ttl: Duration) -> RegistryBuilder {
         self.ttl = ttl;
+        self
+    }
+
+    /// How long an address registered without geerpc's heartbeat stays
+    /// listed at least after each beat, whatever the [`ttl`](Self::ttl)
+    /// ([`Registry::DEFAULT_LEGACY_TTL`], 5 min; the longer of the two
+    /// applies, and with a TTL of zero nothing expires).
+    ///
+    /// A Go GeeRPC server registers with a `POST` that carries only its
+    /// address header, no JSON body, and beats every 4 minutes whatever the
+    /// registry says: with a TTL under 4 minutes it would drop out between
+    /// beats. geerpc's heartbeat always sends a JSON body (`{}` at least)
+    /// and follows the TTL the registry announces, so such a `POST` tells
+    /// the two apart; its answer announces the legacy TTL. Each legacy
+    /// address is logged at info when it registers. Set it to zero (or
+    /// below the TTL) to treat every registration alike, for instance when
+    /// your Go servers beat more often.
+    pub fn legacy_ttl(mut self, ttl: Duration) -> RegistryBuilder {
+        self.legacy_ttl = ttl;
         self
     }
 
@@ -277,6 +305,12 @@ impl RegistryBuilder {
         let batch = self.batch_scheduling;
         let http = Arc::new(start_tiny_http(listener, local, &self.limits, batch, tls)?);
         let limits = &self.limits;
+        // What a legacy beat's answer says: the longer TTL (zero: none).
+        let legacy_ttl = if self.ttl.is_zero() {
+            Duration::ZERO
+        } else {
+            self.ttl.max(self.legacy_ttl)
+        };
         let threads = ThreadGroup::default();
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
@@ -286,8 +320,15 @@ impl RegistryBuilder {
             paths: self.paths,
             // Rounded up: "0" would say the entries never expire.
             ttl_ms: self.ttl.as_nanos().div_ceil(1_000_000).to_string(),
+            legacy_ttl_ms: legacy_ttl.as_nanos().div_ceil(1_000_000).to_string(),
+            legacy_ttl: GoDuration(legacy_ttl),
             state: Mutex::new(State {
-                table: Table::with_caps(self.ttl, limits.max_instances, limits.max_services),
+                table: Table::with_caps(
+                    self.ttl,
+                    self.legacy_ttl,
+                    limits.max_instances,
+                    limits.max_services,
+                ),
                 watchers: Watchers::new(limits.max_long_polls, limits.max_long_polls_per_client),
             }),
             wake: wake_tx,
@@ -335,8 +376,18 @@ impl RegistryBuilder {
             .threads
             .spawn("geerpc-reg-hold", None, move || s.epoch.run_holds())
             .map_err(|e| Error::io("registry: start hold thread", e))?;
+        // Said at start when it matters: with a TTL under the legacy one,
+        // Go servers are not dropped at the TTL.
+        let legacy = if legacy_ttl > self.ttl {
+            format!(
+                "; addresses registered without geerpc's heartbeat (Go GeeRPC servers) {}",
+                GoDuration(legacy_ttl)
+            )
+        } else {
+            String::new()
+        };
         log::info!(
-            "registry: listening on {scheme}://{local}{} (TTL {})",
+            "registry: listening on {scheme}://{local}{} (TTL {}{legacy})",
             shared.paths[0],
             GoDuration(self.ttl)
         );

@@ -226,7 +226,11 @@ fn post(shared: &Shared, mut rq: Request) {
     if body.len() as u64 > max_body {
         return respond(shared, rq, too_large());
     }
-    let reg: Registration = if body.iter().all(u8::is_ascii_whitespace) {
+    // No body: a Go GeeRPC server's beat (or a hand-made one), which
+    // follows no TTL the registry announces (see `table`). geerpc's
+    // heartbeat always sends a JSON body, `{}` at least.
+    let legacy = body.iter().all(u8::is_ascii_whitespace);
+    let reg: Registration = if legacy {
         Registration::default()
     } else {
         match serde_json::from_slice(&body) {
@@ -253,7 +257,7 @@ fn post(shared: &Shared, mut rq: Request) {
     let put = {
         let mut st = shared.state.lock();
         let was_empty = st.table.is_empty();
-        let put = st.table.put(&addr, &reg, Instant::now());
+        let put = st.table.put(&addr, &reg, legacy, Instant::now());
         shared.counters.heartbeat(put.ok());
         // A fixed TTL makes a new entry expire last: the reaper only needs
         // waking for the first entry, or when polls wait for a change.
@@ -271,6 +275,14 @@ fn post(shared: &Shared, mut rq: Request) {
         }
     };
     match put {
+        // Once per registration (again only after it expired or left).
+        Put::New if legacy => log::info!(
+            "registry {}: {addr} registered without geerpc's heartbeat (a Go GeeRPC \
+             server?): kept {} after each beat whatever the TTL, as Go servers beat \
+             every 4m; listed under a service only where no instance names it",
+            shared.addr,
+            shared.legacy_ttl
+        ),
         Put::New => log::info!("registry {}: {addr} registered", shared.addr),
         Put::Changed => log::info!("registry {}: {addr} updated", shared.addr),
         Put::Renewed => log::trace!("registry {}: {addr} renewed", shared.addr),
@@ -280,7 +292,14 @@ fn post(shared: &Shared, mut rq: Request) {
         rq,
         Response::from_string(String::new())
             .with_status_code(200)
-            .with_header(header(TTL_HEADER, &shared.ttl_ms)),
+            .with_header(header(
+                TTL_HEADER,
+                if legacy {
+                    &shared.legacy_ttl_ms
+                } else {
+                    &shared.ttl_ms
+                },
+            )),
     )
 }
 
@@ -316,7 +335,8 @@ fn delete(shared: &Shared, rq: Request) {
 /// `long_poll` until the list changes or its time is up.
 fn get(shared: &Shared, rq: Request, query: &Query) {
     let json = wants_json(&rq, query);
-    let service = query.service.as_deref();
+    let wanted = query.wanted();
+    let service = wanted.service;
     if let Some(watch) = &query.watch {
         return long_poll::park(shared, rq, query, watch, json);
     }
@@ -325,7 +345,7 @@ fn get(shared: &Shared, rq: Request, query: &Query) {
             let st = shared.state.lock();
             let version = st.table.version(service);
             (
-                st.table.alive_addrs(service, Instant::now()).join(","),
+                st.table.alive_addrs(wanted, Instant::now()).join(","),
                 version,
             )
         };
@@ -334,7 +354,7 @@ fn get(shared: &Shared, rq: Request, query: &Query) {
     let (instances, version) = {
         let st = shared.state.lock();
         (
-            st.table.alive(service, Instant::now()),
+            st.table.alive(wanted, Instant::now()),
             st.table.version(service),
         )
     };

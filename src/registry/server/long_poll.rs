@@ -30,7 +30,8 @@ const MAX_WATCH: Duration = Duration::from_secs(300);
 /// refused past the caps, parked otherwise; the reaper is woken to
 /// schedule its deadline.
 pub(super) fn park(shared: &Shared, rq: Request, query: &Query, watch: &str, json: bool) {
-    let service = query.service.as_deref();
+    let wanted = query.wanted();
+    let service = wanted.service;
     let Ok(known) = watch.parse::<u64>() else {
         let msg = format!("400 watch wants the version a previous answer gave, not {watch:?}\n");
         return respond(shared, rq, text(400, msg));
@@ -46,7 +47,7 @@ pub(super) fn park(shared: &Shared, rq: Request, query: &Query, watch: &str, jso
     let mut st = shared.state.lock();
     let version = st.table.version(service);
     if version != known || wait.is_zero() || shared.stopping.load(Ordering::Acquire) {
-        let instances = st.table.alive(service, now);
+        let instances = st.table.alive(wanted, now);
         drop(st);
         return respond(shared, rq, listing(&instances, version, json));
     }
@@ -63,6 +64,7 @@ pub(super) fn park(shared: &Shared, rq: Request, query: &Query, watch: &str, jso
     st.watchers.push(Watcher {
         request: rq,
         service: query.service.clone(),
+        include_legacy: query.include_legacy,
         known,
         deadline: now + wait,
         json,
@@ -74,6 +76,8 @@ pub(super) fn park(shared: &Shared, rq: Request, query: &Query, watch: &str, jso
 pub(super) struct Watcher {
     pub(super) request: Request,
     pub(super) service: Option<String>,
+    /// `include_legacy=true` (see `Wanted`).
+    pub(super) include_legacy: bool,
     pub(super) known: u64,
     pub(super) deadline: Instant,
     pub(super) json: bool,

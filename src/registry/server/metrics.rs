@@ -143,7 +143,7 @@ mod collect {
                 e,
                 "geerpc_registry_service_instances",
                 "Instances listed that name the service (instances that name none are \
-                 listed for every service and counted only in geerpc_registry_instances).",
+                 listed under a service no instance names, and counted only in geerpc_registry_instances).",
                 None,
                 labels
                     .iter()

@@ -64,6 +64,10 @@ struct Shared {
     paths: Vec<String>,
     /// The TTL in milliseconds, as a `POST`'s answer tells it.
     ttl_ms: String,
+    /// The same for a legacy `POST` (no JSON body, see `table`), and as a
+    /// duration for the log.
+    legacy_ttl_ms: String,
+    legacy_ttl: crate::util::duration::GoDuration,
     state: Mutex<State>,
     /// Wakes the reaper: a new long poll, or a change while polls wait.
     wake: Sender<()>,

@@ -1,14 +1,19 @@
-//! Decoding a registry `GET`'s query string (`service`, `format`, `watch`,
-//! `timeout`) and its wish for JSON. Pure functions: nothing here touches
+//! Decoding a registry `GET`'s query string (`service`, `include_legacy`,
+//! `format`, `watch`, `timeout`) and its wish for JSON. Pure functions: nothing here touches
 //! the table or answers a request.
 
 use tiny_http::Request;
+
+use super::table::Wanted;
 
 /// What a `GET`'s query string asks for. Unknown keys are ignored, as Go
 /// peers and browsers may add their own.
 pub(super) struct Query {
     /// `service=NAME`: only the instances that serve it.
     pub(super) service: Option<String>,
+    /// `include_legacy=true` (or `1`): with `service`, the instances that
+    /// name no service too, even where some instance names it.
+    pub(super) include_legacy: bool,
     /// `format=json`: the JSON listing.
     pub(super) json: bool,
     /// `watch=VERSION`: a long poll from this version.
@@ -21,6 +26,7 @@ pub(super) struct Query {
 pub(super) fn parse_query(q: &str) -> Query {
     let mut out = Query {
         service: None,
+        include_legacy: false,
         json: false,
         watch: None,
         timeout: None,
@@ -30,6 +36,7 @@ pub(super) fn parse_query(q: &str) -> Query {
         let v = percent_decode(v);
         match k {
             "service" if !v.is_empty() => out.service = Some(v),
+            "include_legacy" => out.include_legacy = matches!(v.as_str(), "true" | "1" | ""),
             "format" => out.json = v == "json",
             "watch" => out.watch = Some(v),
             "timeout" => out.timeout = Some(v),
@@ -37,6 +44,16 @@ pub(super) fn parse_query(q: &str) -> Query {
         }
     }
     out
+}
+
+impl Query {
+    /// The instances the query lists.
+    pub(super) fn wanted(&self) -> Wanted<'_> {
+        Wanted {
+            service: self.service.as_deref(),
+            include_legacy: self.include_legacy,
+        }
+    }
 }
 
 /// `%XX` escapes and `+` (a space) decoded; a malformed escape is kept as
@@ -94,5 +111,10 @@ mod tests {
         assert_eq!((q.service, q.json), (None, false));
         assert_eq!(percent_decode("a%2"), "a%2");
         assert_eq!(percent_decode("%zz%41"), "%zzA");
+        assert!(!q.include_legacy);
+        for (given, want) in [("true", true), ("1", true), ("", true), ("false", false)] {
+            let q = parse_query(&format!("service=A&include_legacy={given}"));
+            assert_eq!(q.include_legacy, want, "{given}");
+        }
     }
 }

@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use super::answer::Job;
 use super::http::{listing, respond};
 use super::long_poll::Watcher;
-use super::table::Table;
+use super::table::{Table, Wanted};
 use super::{Shared, State};
 use crate::xclient::Instance;
 
@@ -75,13 +75,19 @@ type Due = (Watcher, Arc<Vec<Instance>>, u64);
 
 /// The list each watcher gets, computed once per service.
 fn lists(table: &Table, watchers: Vec<Watcher>, now: Instant) -> Vec<Due> {
-    let mut cache: HashMap<Option<String>, (Arc<Vec<Instance>>, u64)> = HashMap::new();
+    type Key = (Option<String>, bool);
+    let mut cache: HashMap<Key, (Arc<Vec<Instance>>, u64)> = HashMap::new();
     watchers
         .into_iter()
         .map(|w| {
-            let (instances, version) = cache.entry(w.service.clone()).or_insert_with(|| {
-                let s = w.service.as_deref();
-                (Arc::new(table.alive(s, now)), table.version(s))
+            let key = (w.service.clone(), w.include_legacy);
+            let (instances, version) = cache.entry(key).or_insert_with(|| {
+                let wanted = Wanted {
+                    service: w.service.as_deref(),
+                    include_legacy: w.include_legacy,
+                };
+                let s = wanted.service;
+                (Arc::new(table.alive(wanted, now)), table.version(s))
             });
             let (instances, version) = (instances.clone(), *version);
             (w, instances, version)

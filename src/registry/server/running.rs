@@ -56,7 +56,11 @@ impl Registry {
 
     /// The instances listed now, sorted by address.
     pub fn instances(&self) -> Vec<Instance> {
-        self.shared.state.lock().table.alive(None, Instant::now())
+        self.shared
+            .state
+            .lock()
+            .table
+            .alive(Default::default(), Instant::now())
     }
 
     /// Long polls parked now, waiting for a change or their timeout.

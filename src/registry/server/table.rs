@@ -4,6 +4,14 @@
 //!
 //! Bounded: at most `max_instances` addresses and `max_services` service
 //! names; a service name no instance serves any more is forgotten.
+//!
+//! Legacy registrations: a `POST` without geerpc's JSON body (what a Go
+//! GeeRPC server sends, every 4 minutes whatever the registry's TTL) is
+//! kept at least `legacy_ttl` after each beat, so that a short `--ttl`
+//! does not drop Go servers between beats. An instance that names no
+//! service is listed under a service only where no alive instance names
+//! that service, unless the query asks for legacy instances too
+//! ([`Wanted`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -54,10 +62,13 @@ pub(crate) struct Row {
 pub(crate) struct Table {
     entries: BTreeMap<String, Entry>,
     ttl: Option<Duration>,
+    /// The TTL of a legacy beat: the longer of `ttl` and the legacy floor
+    /// (`None` with `ttl`: entries never expire).
+    legacy_ttl: Option<Duration>,
     /// Bumped on every change of the set (not on a plain renewal).
     version: u64,
     /// Version of the last change to an instance that did not say what it
-    /// serves (it is listed for every service).
+    /// serves (it may be listed under any service).
     wildcard_changed: u64,
     /// Per service name: the version of the last change to an instance
     /// serving it, and how many instances serve it. Invariant: every name
@@ -77,16 +88,45 @@ struct Service {
     instances: usize,
 }
 
+/// Which instances a listing wants.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Wanted<'a> {
+    /// Only those listed under this service (all of them for `None`).
+    pub(crate) service: Option<&'a str>,
+    /// Instances that name no service are listed under every service, even
+    /// where some instance names it (`include_legacy=true`).
+    pub(crate) include_legacy: bool,
+}
+
+impl<'a> Wanted<'a> {
+    /// The instances listed under `service` (all for `None`), instances
+    /// that name no service only where none names it.
+    #[cfg(test)]
+    pub(crate) fn service(service: Option<&'a str>) -> Wanted<'a> {
+        Wanted {
+            service,
+            include_legacy: false,
+        }
+    }
+}
+
 impl Table {
-    /// An empty table without caps. `ttl` zero: entries never expire.
+    /// An empty table without caps and without a legacy floor. `ttl` zero:
+    /// entries never expire.
     #[cfg(test)]
     pub(crate) fn new(ttl: Duration) -> Table {
-        Table::with_caps(ttl, usize::MAX, usize::MAX)
+        Table::with_caps(ttl, Duration::ZERO, usize::MAX, usize::MAX)
     }
 
     /// An empty table holding at most `max_instances` addresses and
-    /// `max_services` service names.
-    pub(crate) fn with_caps(ttl: Duration, max_instances: usize, max_services: usize) -> Table {
+    /// `max_services` service names, keeping legacy beats at least
+    /// `legacy_floor` (see the module's comment).
+    pub(crate) fn with_caps(
+        ttl: Duration,
+        legacy_floor: Duration,
+        max_instances: usize,
+        max_services: usize,
+    ) -> Table {
         // Versions start at the clock, so that a watcher holding the version
         // of a registry that restarted since sees a different one.
         let base = SystemTime::now()
@@ -96,6 +136,7 @@ impl Table {
         Table {
             entries: BTreeMap::new(),
             ttl: (!ttl.is_zero()).then_some(ttl),
+            legacy_ttl: (!ttl.is_zero()).then_some(ttl.max(legacy_floor)),
             version: base,
             wildcard_changed: base,
             services: HashMap::new(),
@@ -157,16 +198,29 @@ impl Table {
         Ok(())
     }
 
-    /// Registers or renews `addr`. A registration without details keeps the
-    /// details an earlier one gave. Refused, changing nothing, when it would
-    /// take the table past a cap (a renewal never does).
+    /// How long a beat keeps its address listed: the TTL, or for a
+    /// `legacy` beat the legacy TTL (`None`: for ever).
+    pub(crate) fn ttl_of(&self, legacy: bool) -> Option<Duration> {
+        if legacy {
+            self.legacy_ttl
+        } else {
+            self.ttl
+        }
+    }
+
+    /// Registers or renews `addr`; `legacy`: the beat came without
+    /// geerpc's JSON body (see the module's comment). A registration
+    /// without details keeps the details an earlier one gave. Refused,
+    /// changing nothing, when it would take the table past a cap (a renewal
+    /// never does).
     pub(crate) fn put(
         &mut self,
         addr: &str,
         reg: &Registration,
+        legacy: bool,
         now: Instant,
     ) -> Result<Put, Full> {
-        let expires = self.ttl.map(|t| now + t);
+        let expires = self.ttl_of(legacy).map(|t| now + t);
         let old = self.entries.get(addr).map(|e| e.instance.clone());
         let mut instance = old.clone().unwrap_or_else(|| Instance::new(addr));
         if let Some(s) = &reg.services {
@@ -254,13 +308,36 @@ impl Table {
         self.entries.values().filter_map(|e| e.expires).min()
     }
 
-    /// The instances alive at `now` that serve `service` (all of them for
-    /// `None`), sorted by address.
-    pub(crate) fn alive(&self, service: Option<&str>, now: Instant) -> Vec<Instance> {
-        self.entries
+    /// The entries alive at `now` listed as `wanted` says, sorted by
+    /// address: those that name the service and, where none does (or when
+    /// legacy instances are wanted too), those that name no service.
+    fn listed(&self, wanted: Wanted<'_>, now: Instant) -> Vec<&Entry> {
+        let alive = self
+            .entries
             .values()
-            .filter(|e| e.expires.is_none_or(|t| t > now))
-            .filter(|e| serves(&e.instance, service))
+            .filter(|e| e.expires.is_none_or(|t| t > now));
+        let Some(s) = wanted.service else {
+            return alive.collect();
+        };
+        let mut named = false;
+        let mut out: Vec<&Entry> = alive
+            .filter(|e| {
+                let names = e.instance.services.iter().any(|x| x == s);
+                named |= names;
+                names || e.instance.services.is_empty()
+            })
+            .collect();
+        if named && !wanted.include_legacy {
+            out.retain(|e| !e.instance.services.is_empty());
+        }
+        out
+    }
+
+    /// The instances alive at `now` listed as `wanted` says, sorted by
+    /// address.
+    pub(crate) fn alive(&self, wanted: Wanted<'_>, now: Instant) -> Vec<Instance> {
+        self.listed(wanted, now)
+            .into_iter()
             .map(|e| e.instance.clone())
             .collect()
     }
@@ -282,11 +359,9 @@ impl Table {
 
     /// The alive addresses, sorted, without copying the instances: what a
     /// plain GET answers, on the hot path of every lookup.
-    pub(crate) fn alive_addrs(&self, service: Option<&str>, now: Instant) -> Vec<&str> {
-        self.entries
-            .values()
-            .filter(|e| e.expires.is_none_or(|t| t > now))
-            .filter(|e| serves(&e.instance, service))
+    pub(crate) fn alive_addrs(&self, wanted: Wanted<'_>, now: Instant) -> Vec<&str> {
+        self.listed(wanted, now)
+            .into_iter()
             .map(|e| e.instance.addr.as_str())
             .collect()
     }
@@ -338,124 +413,5 @@ impl Table {
     }
 }
 
-/// Whether `instance` is listed for `service`. An instance that did not say
-/// what it serves (a Go GeeRPC server) is listed for every service.
-fn serves(instance: &Instance, service: Option<&str>) -> bool {
-    match service {
-        None => true,
-        Some(s) => instance.services.is_empty() || instance.services.iter().any(|x| x == s),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reg(services: &[&str]) -> Registration {
-        Registration {
-            services: Some(services.iter().map(|s| s.to_string()).collect()),
-            ..Registration::default()
-        }
-    }
-
-    #[test]
-    fn renewal_is_not_a_change_but_new_details_are() {
-        let mut t = Table::new(Duration::from_secs(60));
-        let now = Instant::now();
-        let v0 = t.version(None);
-        assert_eq!(
-            t.put("tcp@a:1", &Registration::default(), now),
-            Ok(Put::New)
-        );
-        let v1 = t.version(None);
-        assert!(v1 > v0);
-        assert_eq!(
-            t.put("tcp@a:1", &Registration::default(), now),
-            Ok(Put::Renewed)
-        );
-        assert_eq!(t.version(None), v1);
-        assert_eq!(t.put("tcp@a:1", &reg(&["Arith"]), now), Ok(Put::Changed));
-        // A plain renewal keeps the services given before.
-        assert_eq!(
-            t.put("tcp@a:1", &Registration::default(), now),
-            Ok(Put::Renewed)
-        );
-        assert_eq!(t.alive(None, now)[0].services, vec!["Arith".to_string()]);
-    }
-
-    #[test]
-    fn service_versions_move_only_for_that_service() {
-        let mut t = Table::new(Duration::ZERO);
-        let now = Instant::now();
-        let _ = t.put("tcp@a:1", &reg(&["Arith"]), now);
-        let (arith, echo) = (t.version(Some("Arith")), t.version(Some("Echo")));
-        let _ = t.put("tcp@b:1", &reg(&["Echo"]), now);
-        assert_eq!(t.version(Some("Arith")), arith);
-        assert!(t.version(Some("Echo")) > echo);
-        assert_eq!(t.alive(Some("Arith"), now).len(), 1);
-        // An instance that serves "anything" changes every service's list.
-        let _ = t.put("tcp@c:1", &Registration::default(), now);
-        assert!(t.version(Some("Arith")) > arith);
-        assert_eq!(t.alive(Some("Arith"), now).len(), 2);
-        assert!(t.remove("tcp@c:1"));
-        assert!(!t.remove("tcp@c:1"));
-    }
-
-    #[test]
-    fn purge_removes_only_expired_entries() {
-        let mut t = Table::new(Duration::from_secs(10));
-        let now = Instant::now();
-        let _ = t.put("tcp@a:1", &Registration::default(), now);
-        let _ = t.put(
-            "tcp@b:1",
-            &Registration::default(),
-            now + Duration::from_secs(5),
-        );
-        assert_eq!(t.next_expiry(), Some(now + Duration::from_secs(10)));
-        let later = now + Duration::from_secs(11);
-        assert_eq!(t.alive(None, later).len(), 1);
-        assert_eq!(t.purge(later), vec!["tcp@a:1".to_string()]);
-        assert_eq!(t.len(), 1);
-    }
-
-    #[test]
-    fn caps_refuse_new_addresses_and_names_but_not_renewals() {
-        let mut t = Table::with_caps(Duration::ZERO, 2, 2);
-        let now = Instant::now();
-        assert_eq!(t.put("tcp@a:1", &reg(&["A"]), now), Ok(Put::New));
-        assert_eq!(t.put("tcp@b:1", &reg(&["B"]), now), Ok(Put::New));
-        assert_eq!(
-            t.put("tcp@c:1", &Registration::default(), now),
-            Err(Full::Instances(2))
-        );
-        assert_eq!(t.put("tcp@a:1", &reg(&["A"]), now), Ok(Put::Renewed));
-        assert_eq!(
-            t.put("tcp@a:1", &reg(&["A", "C"]), now),
-            Err(Full::Services(2))
-        );
-        assert_eq!(t.alive(None, now)[0].services, vec!["A".to_string()]);
-        // Moving a:1 from A to C frees A, which is forgotten.
-        assert!(t.remove("tcp@a:1"));
-        assert_eq!(t.services(), 1);
-        assert_eq!(t.put("tcp@a:1", &reg(&["C"]), now), Ok(Put::New));
-        assert_eq!(t.services(), 2);
-    }
-
-    #[test]
-    fn a_forgotten_service_is_dropped_and_its_version_never_goes_back() {
-        let mut t = Table::new(Duration::ZERO);
-        let now = Instant::now();
-        let _ = t.put("tcp@a:1", &reg(&["A"]), now);
-        let _ = t.put("tcp@b:1", &reg(&["B"]), now);
-        assert_eq!(t.services(), 2);
-        let before = t.version(Some("A"));
-        assert!(t.remove("tcp@a:1"));
-        assert_eq!(t.services(), 1, "A has no instance left: forgotten");
-        let gone = t.version(Some("A"));
-        assert!(gone > before, "the removal is a change of A's list");
-        assert!(t.alive(Some("A"), now).is_empty());
-        let _ = t.put("tcp@a:1", &reg(&["A"]), now);
-        assert!(t.version(Some("A")) > gone);
-        assert_eq!(t.services(), 2);
-    }
-}
+mod tests;

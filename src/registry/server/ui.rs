@@ -171,7 +171,7 @@ fn age(ms: u64) -> String {
 }
 
 /// The services an instance is shown under: its own, or `*` for one that
-/// names none (listed for every service, as Go servers register).
+/// names none (as Go servers register: listed under a service no instance names).
 fn groups(v: &View) -> Vec<(String, Vec<&Row>)> {
     let mut by: std::collections::BTreeMap<String, Vec<&Row>> = Default::default();
     for r in &v.instances {
@@ -190,7 +190,7 @@ fn html(shared: &Shared, v: &View) -> Vec<u8> {
     let mut body = String::new();
     for (service, rows) in groups(v) {
         let title = if service == "*" {
-            "* (no service named: listed for every service)".to_string()
+            "* (no service named: listed under any service no instance names)".to_string()
         } else {
             service.clone()
         };
@@ -304,7 +304,7 @@ function render(v,fresh){var now=Date.now(),seen={},groups={};
  if(!names.length)main.appendChild(el('p','No instance is registered.')).id='empty';
  names.forEach(function(s){var sec=el('section',null,'svc');sec.dataset.service=s;
   var n=groups[s].filter(function(x){return !x[1];}).length;
-  var h=el('h2',s==='*'?'* (no service named: listed for every service)':s);h.appendChild(document.createTextNode(' '));
+  var h=el('h2',s==='*'?'* (no service named: listed under any service no instance names)':s);h.appendChild(document.createTextNode(' '));
   h.appendChild(el('small',n+' instance'+(n===1?'':'s')));sec.appendChild(h);
   var t=el('table'),hd=el('thead'),hr=el('tr');
   ['Address','Weight','Metadata','Registered','Last heartbeat','Expires in'].forEach(function(x){hr.appendChild(el('th',x));});

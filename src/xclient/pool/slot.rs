@@ -50,12 +50,25 @@ pub(in crate::xclient) struct Slot {
     /// selection avoids it for a while, without evicting it (see
     /// `pool/overload.rs`).
     overload: Overload,
+    /// The instance answered a call (a reply, even an error one) at least
+    /// once: it speaks our protocol (see `pool/refusal.rs`).
+    pub(super) answered: AtomicBool,
+    /// When the last dial of the instance began (a caller's or the
+    /// prober's): a refused handshake fails soon after it.
+    pub(super) dialled_at: Mutex<Instant>,
+    /// The refused handshake was logged at warn (once per instance).
+    pub(super) warned_incompatible: AtomicBool,
 }
 
 pub(super) struct Health {
     pub(super) dead: bool,
     pub(super) retry_at: Instant,
+    /// The eviction back-off, or while `incompatible` the incompatible one.
     pub(super) backoff: Duration,
+    /// Out of selection (or back on trial) because it refused the
+    /// handshake (see `pool/refusal.rs`): the prober re-admits it without
+    /// dialling. Cleared by an answer or an ordinary eviction.
+    pub(super) incompatible: bool,
 }
 
 impl Slot {
@@ -70,10 +83,14 @@ impl Slot {
             draining: AtomicBool::new(false),
             drain_until: Mutex::new(Instant::now()),
             overload: Overload::new(),
+            answered: AtomicBool::new(false),
+            dialled_at: Mutex::new(Instant::now()),
+            warned_incompatible: AtomicBool::new(false),
             health: Mutex::new(Health {
                 dead: false,
                 retry_at: Instant::now(),
                 backoff: Duration::ZERO,
+                incompatible: false,
             }),
         }
     }
@@ -155,6 +172,7 @@ impl Slot {
             self.mark_draining();
         }
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        *self.dialled_at.lock() = Instant::now();
         let dialled = if left == Some(Duration::ZERO) {
             Err(timeout_at(&self.addr, TimeoutStage::Dial))
         } else {
