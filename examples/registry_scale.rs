@@ -11,7 +11,7 @@
 //!                [--instances 10000] [--services 100] [--watchers 1000]
 //!                [--changes 40] [--gap-ms 300] [--scope all|service]
 //!                [--beat-threads 2] [--wrk-secs 0] [--lua benches/registry_post.lua]
-//!                [--settle-ms 1000] [--wait-ms 5000] [--json]
+//!                [--settle-ms 1000] [--wait-ms 5000] [--registry-log FILE] [--json]
 //! ```
 //!
 //! By default it starts `geerpc registry --addr 127.0.0.1:0 --ttl TTL`
@@ -52,7 +52,8 @@ use watchers::Watchers;
 
 const USAGE: &str = "usage: registry_scale [--geerpc PATH | --url URL [--pid PID]] [--ttl 5m] \
 [--instances N] [--services S] [--watchers W] [--changes C] [--gap-ms MS] [--scope all|service] \
-[--beat-threads T] [--wrk-secs S] [--lua FILE] [--settle-ms MS] [--wait-ms MS] [--json]";
+[--beat-threads T] [--wrk-secs S] [--lua FILE] [--settle-ms MS] [--wait-ms MS] \
+[--registry-log FILE] [--json]";
 
 fn refuse(msg: &str) -> ! {
     eprintln!("registry_scale: {msg}\n{USAGE}");
@@ -61,8 +62,22 @@ fn refuse(msg: &str) -> ! {
 
 fn flags() -> HashMap<String, String> {
     let known = [
-        "geerpc", "url", "pid", "ttl", "instances", "services", "watchers", "changes", "gap-ms",
-        "scope", "beat-threads", "wrk-secs", "lua", "settle-ms", "wait-ms",
+        "geerpc",
+        "url",
+        "pid",
+        "ttl",
+        "instances",
+        "services",
+        "watchers",
+        "changes",
+        "gap-ms",
+        "scope",
+        "beat-threads",
+        "wrk-secs",
+        "lua",
+        "settle-ms",
+        "wait-ms",
+        "registry-log",
     ];
     let mut out = HashMap::new();
     let mut args = std::env::args().skip(1);
@@ -93,7 +108,9 @@ fn num(f: &HashMap<String, String>, name: &str, default: u64, min: u64) -> u64 {
         None => default,
         Some(v) => match v.parse::<u64>() {
             Ok(n) if n >= min => n,
-            _ => refuse(&format!("--{name} wants a whole number >= {min}, not {v:?}")),
+            _ => refuse(&format!(
+                "--{name} wants a whole number >= {min}, not {v:?}"
+            )),
         },
     }
 }
@@ -136,14 +153,17 @@ impl Drop for Started {
 
 /// Starts `geerpc registry` on a free port; its URL and handle.
 fn start_registry(f: &HashMap<String, String>) -> (String, Started) {
-    let bin = f.get("geerpc").map(std::path::PathBuf::from).unwrap_or_else(|| {
-        let exe = std::env::current_exe().unwrap_or_default();
-        // target/release/examples/registry_scale -> target/release/geerpc
-        exe.parent()
-            .and_then(|p| p.parent())
-            .map(|p| p.join("geerpc"))
-            .unwrap_or_default()
-    });
+    let bin = f
+        .get("geerpc")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().unwrap_or_default();
+            // target/release/examples/registry_scale -> target/release/geerpc
+            exe.parent()
+                .and_then(|p| p.parent())
+                .map(|p| p.join("geerpc"))
+                .unwrap_or_default()
+        });
     if !bin.is_file() {
         refuse(&format!(
             "no geerpc binary at {} (cargo build --release --features cli --bin geerpc, \
@@ -152,9 +172,24 @@ fn start_registry(f: &HashMap<String, String>) -> (String, Started) {
         ));
     }
     let ttl = f.get("ttl").map_or("5m", String::as_str);
+    // Its log (at its default level, as deployed: a line per new
+    // instance and per change) goes to a file, not between our lines.
+    let log_path = f.get("registry-log").map_or_else(
+        || std::env::temp_dir().join("registry_scale.log"),
+        std::path::PathBuf::from,
+    );
+    let log = std::fs::File::create(&log_path).unwrap_or_else(|e| {
+        eprintln!("registry_scale: cannot create {}: {e}", log_path.display());
+        exit(1)
+    });
+    eprintln!(
+        "registry_scale: the registry logs to {}",
+        log_path.display()
+    );
     let mut child = Command::new(&bin)
         .args(["registry", "--addr", "127.0.0.1:0", "--ttl", ttl])
         .stdout(Stdio::piped())
+        .stderr(log)
         .spawn()
         .unwrap_or_else(|e| {
             eprintln!("registry_scale: cannot start {}: {e}", bin.display());
@@ -207,7 +242,11 @@ fn run(f: &HashMap<String, String>) -> Result<Report, String> {
     raise_nofile();
 
     let (url, started, pid) = match f.get("url") {
-        Some(u) => (u.clone(), None, f.get("pid").and_then(|p| p.parse::<u32>().ok())),
+        Some(u) => (
+            u.clone(),
+            None,
+            f.get("pid").and_then(|p| p.parse::<u32>().ok()),
+        ),
         None => {
             let (u, s) = start_registry(f);
             let pid = s.0.id();
@@ -223,9 +262,7 @@ fn run(f: &HashMap<String, String>) -> Result<Report, String> {
     // main thread beats it (each change is a POST), the beat threads not.
     let mut main_conn = Conn::new(&target);
     let probe = addr_of(0, 0);
-    let first = main_conn
-        .send(&target.post(&probe, &body_of(0)))
-        ?;
+    let first = main_conn.send(&target.post(&probe, &body_of(0)))?;
     if first.status != 200 {
         return Err(format!("registering {probe}: status {}", first.status));
     }
@@ -238,7 +275,9 @@ fn run(f: &HashMap<String, String>) -> Result<Report, String> {
     let interval = Duration::from_millis(ttl_ms / 3).max(Duration::from_millis(1));
     r.beat_interval = interval;
 
-    let others: Vec<(usize, usize)> = (1..instances).map(|j| (j % services, j / services)).collect();
+    let others: Vec<(usize, usize)> = (1..instances)
+        .map(|j| (j % services, j / services))
+        .collect();
     let t0 = Instant::now();
     let beats = Beats::start(&target, others, threads, interval)?;
     r.register_secs = t0.elapsed().as_secs_f64();
@@ -271,7 +310,11 @@ fn run(f: &HashMap<String, String>) -> Result<Report, String> {
             concat!(env!("CARGO_MANIFEST_DIR"), "/benches/registry_post.lua").to_string()
         });
         let before = w.snapshot();
-        r.wrk_get = Wrk::run(&format!("{url}?service={}", service_name(g)), None, wrk_secs);
+        r.wrk_get = Wrk::run(
+            &format!("{url}?service={}", service_name(g)),
+            None,
+            wrk_secs,
+        );
         r.wrk_post = Wrk::run(&url, Some((&lua, &addr_of(g, 0), &body_of(g))), wrk_secs);
         r.under_wrk = status();
         // Renewals change nothing: a watcher woken here is a bug to see.
@@ -314,7 +357,9 @@ fn run(f: &HashMap<String, String>) -> Result<Report, String> {
         r.post_us.push((t0 - sent).as_micros() as u64);
         let deadline = t0 + wait;
         w.wait_until(deadline, |b| {
-            expect.iter().all(|&i| b.seen[i].changes > before[i].changes)
+            expect
+                .iter()
+                .all(|&i| b.seen[i].changes > before[i].changes)
         });
         let after = w.snapshot();
         for &i in &expect {
@@ -323,6 +368,8 @@ fn run(f: &HashMap<String, String>) -> Result<Report, String> {
                 continue;
             }
             let at = after[i].at.expect("a change has a time");
+            r.lat_sent_us
+                .push(at.saturating_duration_since(sent).as_micros() as u64);
             match at.checked_duration_since(t0) {
                 Some(d) => r.lat_us.push(d.as_micros() as u64),
                 None => {
@@ -352,4 +399,3 @@ fn run(f: &HashMap<String, String>) -> Result<Report, String> {
     drop(started);
     Ok(r)
 }
-

@@ -65,7 +65,8 @@ impl Beats {
         for k in 0..threads {
             let mine: Vec<(usize, usize)> =
                 instances.iter().copied().skip(k).step_by(threads).collect();
-            let (t, tally, stop, done) = (target.clone(), tally.clone(), stop.clone(), done_tx.clone());
+            let (t, tally, stop, done) =
+                (target.clone(), tally.clone(), stop.clone(), done_tx.clone());
             let h = std::thread::Builder::new()
                 .name(format!("scale-beat-{k}"))
                 .spawn(move || beat(&t, &mine, interval, &tally, &stop, &done))

@@ -139,7 +139,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Answer, usize)>, String> {
             let Some(eol) = find(&buf[at..], b"\r\n") else {
                 return Ok(None);
             };
-            let size_text = std::str::from_utf8(&buf[at..at + eol]).map_err(|_| "bad chunk size")?;
+            let size_text =
+                std::str::from_utf8(&buf[at..at + eol]).map_err(|_| "bad chunk size")?;
             let size_text = size_text.split(';').next().unwrap_or_default().trim();
             let size = usize::from_str_radix(size_text, 16)
                 .map_err(|_| format!("bad chunk size {size_text:?}"))?;
@@ -248,8 +249,12 @@ mod tests {
     fn parses_length_and_chunked_answers() {
         let a = b"HTTP/1.1 200 OK\r\nX-Geerpc-Version: 7\r\nContent-Length: 2\r\n\r\nokHTTP";
         let (answer, used) = parse(a).unwrap().unwrap();
-        assert_eq!((answer.status, answer.version(), used), (200, Some(7), a.len() - 4));
-        let c = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n";
+        assert_eq!(
+            (answer.status, answer.version(), used),
+            (200, Some(7), a.len() - 4)
+        );
+        let c =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n";
         let (answer, used) = parse(c).unwrap().unwrap();
         assert_eq!((answer.body.as_slice(), used), (&b"abc"[..], c.len()));
         assert!(parse(&c[..c.len() - 1]).unwrap().is_none());

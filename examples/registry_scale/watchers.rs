@@ -216,7 +216,12 @@ fn read_answers(
     loop {
         match w.stream.read(chunk) {
             Ok(0) => {
-                reconnect(target, w, board, format!("watcher {i}: the registry closed it"));
+                reconnect(
+                    target,
+                    w,
+                    board,
+                    format!("watcher {i}: the registry closed it"),
+                );
                 return Some(out);
             }
             Ok(n) => w.inbuf.extend_from_slice(&chunk[..n]),
@@ -276,7 +281,10 @@ fn reconnect(target: &Target, w: &mut Watch, board: &(Mutex<Board>, Condvar), wh
         b.reconnects += 1;
     }
     note_error(board, why);
-    match target.connect().and_then(|s| s.set_nonblocking(true).map(|()| s)) {
+    match target
+        .connect()
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+    {
         Ok(s) => w.stream = s,
         Err(e) => note_error(board, format!("reconnect: {e}")),
     }
