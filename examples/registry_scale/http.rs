@@ -240,23 +240,3 @@ impl Conn {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::parse;
-
-    #[test]
-    fn parses_length_and_chunked_answers() {
-        let a = b"HTTP/1.1 200 OK\r\nX-Geerpc-Version: 7\r\nContent-Length: 2\r\n\r\nokHTTP";
-        let (answer, used) = parse(a).unwrap().unwrap();
-        assert_eq!(
-            (answer.status, answer.version(), used),
-            (200, Some(7), a.len() - 4)
-        );
-        let c =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n";
-        let (answer, used) = parse(c).unwrap().unwrap();
-        assert_eq!((answer.body.as_slice(), used), (&b"abc"[..], c.len()));
-        assert!(parse(&c[..c.len() - 1]).unwrap().is_none());
-    }
-}

@@ -374,16 +374,3 @@ impl Report {
         );
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::Wrk;
-
-    #[test]
-    fn reads_wrk_output() {
-        let text = "  Latency Distribution\n     50%  300.00us\n     99%    1.50ms\n\
-                    Requests/sec:  61234.50\nTransfer/sec: 1MB\n";
-        let w = Wrk::parse(text).unwrap();
-        assert_eq!((w.rps, w.p99_ms, w.errors), (61234.5, 1.5, 0));
-    }
-}
