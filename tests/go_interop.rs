@@ -12,10 +12,11 @@ mod common;
 mod go_support;
 
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use geerpc::client::ClientBuilder;
 use geerpc::server::ServerHandle;
-use geerpc::Server;
+use geerpc::{Client, Codec, Error, Server};
 use go_support::{call, call_within, go_bin, go_client};
 use serde_json::{json, Value};
 
@@ -90,8 +91,16 @@ fn check_standard_results(what: &str, got: &[Value]) {
     let elapsed = |i: usize| got[i]["elapsed_ms"].as_u64().unwrap();
     assert_eq!(got[0]["reply"], json!(3), "{what}: {:?}", got[0]);
     assert_eq!(err(0), "", "{what}");
-    assert!(err(1).contains("Nope"), "{what}: unknown method: {:?}", got[1]);
-    assert!(err(2).contains("Nope"), "{what}: unknown service: {:?}", got[2]);
+    assert!(
+        err(1).contains("Nope"),
+        "{what}: unknown method: {:?}",
+        got[1]
+    );
+    assert!(
+        err(2).contains("Nope"),
+        "{what}: unknown service: {:?}",
+        got[2]
+    );
     assert_eq!(err(3), "boom: it failed", "{what}: the handler's error");
     assert_eq!(
         err(4),
@@ -131,7 +140,11 @@ fn go_json_client_calls_geerpc_over_tcp_with_both_magics() {
     let Some(bin) = go_bin() else { return };
     let addr = format!("tcp@{}", geerpc_host_port());
     for f in [ARTICLE, ORIGINAL] {
-        let got = go_client(bin, &client_flags("json", f, f.path, &addr), &standard_calls());
+        let got = go_client(
+            bin,
+            &client_flags("json", f, f.path, &addr),
+            &standard_calls(),
+        );
         check_standard_results(&format!("json {f:?} tcp"), &got);
     }
 }
@@ -148,7 +161,11 @@ fn go_json_client_calls_geerpc_over_http_on_every_path() {
         (ARTICLE, "/_geerpc_"),
         (ORIGINAL, "/_geerpc_"),
     ] {
-        let got = go_client(bin, &client_flags("json", f, path, &addr), &standard_calls());
+        let got = go_client(
+            bin,
+            &client_flags("json", f, path, &addr),
+            &standard_calls(),
+        );
         check_standard_results(&format!("json {f:?} http {path}"), &got);
     }
 }
@@ -168,5 +185,137 @@ fn go_client_with_a_foreign_magic_is_refused() {
     );
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["reply"], Value::Null, "{got:?}");
-    assert_ne!(got[0]["error"], json!(""), "the server closes the connection: {got:?}");
+    assert_ne!(
+        got[0]["error"],
+        json!(""),
+        "the server closes the connection: {got:?}"
+    );
+}
+
+/// A Go server of flavour `f` (gob and JSON), kept for the whole binary.
+fn go_server(f: Flavour) -> Option<&'static go_support::GoServer> {
+    static ARTICLE_SERVER: OnceLock<go_support::GoServer> = OnceLock::new();
+    static ORIGINAL_SERVER: OnceLock<go_support::GoServer> = OnceLock::new();
+    let bin = go_bin()?;
+    let cell = if f.magic == ARTICLE.magic {
+        &ARTICLE_SERVER
+    } else {
+        &ORIGINAL_SERVER
+    };
+    Some(cell.get_or_init(|| {
+        go_support::GoServer::start(
+            bin,
+            &["-codec", "gob,json", "-magic", f.magic, "-path", f.path],
+        )
+    }))
+}
+
+/// A geerpc client for a Go server of flavour `f`: its codec, its CONNECT
+/// path, and the handle timeout the standard calls expect.
+fn builder_for(f: Flavour, codec: Codec) -> ClientBuilder {
+    Client::builder()
+        .codec(codec)
+        .connect_path(f.path)
+        .handle_timeout(Some(Duration::from_millis(300)))
+}
+
+/// Bound on a geerpc call that should be answered at once: a lost
+/// request fails the test instead of hanging it.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// The standard calls, made by a geerpc client on `client`.
+fn geerpc_standard_calls(what: &str, client: &Client) {
+    let args = |a: i64, b: i64| common::Args { num1: a, num2: b };
+    let call = |method: &str, a: &common::Args| -> geerpc::Result<i64> {
+        client.call_timeout(method, a, ANSWER_WITHIN)
+    };
+    let remote = |r: geerpc::Result<i64>| match r {
+        Err(Error::Remote { message, .. }) => message,
+        other => panic!("{what}: expected an error reply, got {other:?}"),
+    };
+    assert_eq!(call("Arith.Sum", &args(1, 2)).unwrap(), 3, "{what}");
+    assert_eq!(
+        remote(call("Arith.Nope", &args(1, 2))),
+        "rpc server: can't find method Nope",
+        "{what}"
+    );
+    assert_eq!(
+        remote(call("Nope.Sum", &args(1, 2))),
+        "rpc server: can't find service Nope",
+        "{what}"
+    );
+    assert_eq!(
+        remote(call("Arith.Fail", &args(1, 2))),
+        "boom: it failed",
+        "{what}"
+    );
+    let sleep = args(LONG_SLEEP_MS as i64, 0);
+    let started = Instant::now();
+    let r = client.call_timeout::<_, i64>("Arith.SleepMs", &sleep, Duration::from_millis(100));
+    assert!(
+        matches!(r, Err(Error::Timeout { .. })),
+        "{what}: call timeout: {r:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(LONG_SLEEP_MS - 500),
+        "{what}"
+    );
+    let started = Instant::now();
+    assert_eq!(
+        remote(call("Arith.SleepMs", &sleep)),
+        HANDLE_TIMEOUT_TEXT,
+        "{what}: the Go server's handle timeout"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(LONG_SLEEP_MS - 500),
+        "{what}: the handle timeout's reply came after {took:?}"
+    );
+    // The late replies (the timed-out call's, then nothing for the handle
+    // timeout's) did not break the connection.
+    assert_eq!(call("Arith.Sum", &args(5, 6)).unwrap(), 11, "{what}");
+}
+
+#[test]
+fn geerpc_json_client_calls_a_go_server_over_tcp_and_http() {
+    let Some(server) = go_server(ARTICLE) else {
+        return;
+    };
+    for addr in [
+        format!("tcp@{}", server.tcp),
+        format!("http@{}", server.http),
+    ] {
+        let client = builder_for(ARTICLE, Codec::Json)
+            .dial(addr.as_str())
+            .unwrap();
+        geerpc_standard_calls(&format!("json {ARTICLE:?} {addr}"), &client);
+    }
+}
+
+/// A Go server reads the Option through a throw-away json.Decoder (its
+/// first read takes up to 512 bytes): each of many fresh connections'
+/// first call must still be answered, not lost behind the Option.
+#[test]
+fn go_server_answers_every_first_call() {
+    let Some(server) = go_server(ARTICLE) else {
+        return;
+    };
+    let addr = format!("tcp@{}", server.tcp);
+    let mut lost = 0;
+    for _ in 0..50 {
+        let client = builder_for(ARTICLE, Codec::Json)
+            .dial(addr.as_str())
+            .unwrap();
+        let r = client.call_timeout::<_, i64>(
+            "Arith.Sum",
+            &common::Args { num1: 2, num2: 3 },
+            Duration::from_secs(2),
+        );
+        match r {
+            Ok(5) => {}
+            Err(Error::Timeout { .. }) => lost += 1,
+            other => panic!("first call: {other:?}"),
+        }
+    }
+    assert_eq!(lost, 0, "first calls lost behind the Option, of 50");
 }
