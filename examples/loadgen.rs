@@ -1,9 +1,9 @@
 //! Load generator speaking the common benchmark CLI (`docs/BENCH.md`).
 //!
 //! ```text
-//! loadgen serve --addr 127.0.0.1:PORT [--codec json|msgpack]
+//! loadgen serve --addr 127.0.0.1:PORT [--codec json|msgpack|gob]
 //! loadgen load  --addr 127.0.0.1:PORT --conns K --concurrency C --secs S
-//!               [--payload BYTES] [--codec json|msgpack]
+//!               [--payload BYTES] [--codec json|msgpack|gob]
 //! loadgen serve --addr 127.0.0.1:PORT --registry URL      (also registers)
 //! loadgen serve --addr 127.0.0.1:PORT --etcd ENDPOINTS     (registers in etcd)
 //! loadgen load  --registry URL [--select MODE] [--fail MODE] --concurrency C --secs S

@@ -212,6 +212,7 @@ pub use registry::{Heartbeat, Registry, RegistryDiscovery};
 pub use server::{Server, Service};
 pub use util::token::Token;
 pub use wire::{Address, Codec, Protocol, ToAddress};
+pub use wire::{LEGACY_MAGIC_NUMBER, MAGIC_NUMBER};
 pub use xclient::{Discovery, FailMode, MultiServerDiscovery, SelectMode, XClient};
 
 #[cfg(feature = "macros")]

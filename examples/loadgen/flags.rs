@@ -18,12 +18,12 @@ pub const MAX_SLEEP_MS: i64 = 60_000;
 
 pub const USAGE: &str = "\
 usage:
-  loadgen serve --addr HOST:PORT [--codec json|msgpack]
-  loadgen load --addr HOST:PORT [--conns K] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]
+  loadgen serve --addr HOST:PORT [--codec json|msgpack|gob]
+  loadgen load --addr HOST:PORT [--conns K] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack|gob]
   loadgen serve --addr HOST:PORT (--registry URL | --etcd ENDPOINTS) [--grace DURATION]
                (registers; on SIGINT/SIGTERM deregisters, then drains within the grace, default 5s)
   loadgen load (--registry URL | --etcd ENDPOINTS) [--select random|round_robin|weighted_round_robin|consistent_hash|p2c]
-               [--fail failfast|failover|failtry|failbackup] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack]
+               [--fail failfast|failover|failtry|failbackup] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack|gob]
   serve and load also take: [--registry-token-file FILE] [--registry-ca FILE]
                (with --registry: the registry's bearer token, read from FILE, never given on the
                command line; the CA, PEM, an https:// registry's certificate must chain to)
@@ -144,12 +144,18 @@ pub fn flag<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
     }
 }
 
+/// `--codec`: the library decides whether this build has it (gob only
+/// with the `gob` feature), so that a `gob` build needs nothing here.
 pub fn codec_of(flags: &HashMap<String, String>) -> Codec {
-    match flags.get("codec").map(String::as_str) {
-        None | Some("json") => Codec::Json,
-        Some("msgpack") => Codec::MsgPack,
-        Some(other) => refuse(&format!("--codec {other}: expected json or msgpack")),
-    }
+    let content_type = match flags.get("codec").map(String::as_str) {
+        None | Some("json") => "application/json",
+        Some("msgpack") => "application/msgpack",
+        Some("gob") => "application/gob",
+        Some(other) => refuse(&format!("--codec {other}: expected json, msgpack or gob")),
+    };
+    Codec::from_content_type(content_type).unwrap_or_else(|| {
+        refuse("--codec gob: this build has no gob codec (build with the `gob` feature)")
+    })
 }
 
 /// `serve`'s flags, checked before anything starts.

@@ -15,7 +15,7 @@ use crate::wire::address::{Address, Protocol, ToAddress};
 use crate::wire::codec::Codec;
 use crate::wire::frame::FrameReader;
 use crate::wire::frame::DEFAULT_MAX_MESSAGE;
-use crate::wire::handshake::Handshake;
+use crate::wire::handshake::{check_client_magic, Handshake, MAGIC_NUMBER};
 use crate::wire::transport::Stream;
 use crate::wire::writer::SharedWriter;
 
@@ -29,6 +29,7 @@ pub struct ClientBuilder {
     write_timeout: Duration,
     max_queued_bytes: usize,
     connect_path: String,
+    magic: u64,
     meta: Meta,
     trace_ids: bool,
     interceptors: InterceptorList,
@@ -50,6 +51,7 @@ impl Default for ClientBuilder {
             write_timeout: Duration::from_secs(30),
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             connect_path: DEFAULT_CONNECT_PATH.to_string(),
+            magic: MAGIC_NUMBER,
             meta: Meta::new(),
             trace_ids: false,
             interceptors: InterceptorList::default(),
@@ -129,14 +131,43 @@ impl ClientBuilder {
     }
 
     /// The path an `http@` client sends its `CONNECT` to (default
-    /// `/_geerpc_`, as PROTOCOL.md says). A Go server from the article
-    /// serves RPC on `/myrpc` only: `connect_path("/myrpc")` reaches it.
+    /// `/_geerpc_`, as PROTOCOL.md section 5 says; a `/` is put in front of
+    /// a path without one). A geerpc server answers on `/_geerpc_`,
+    /// `/_geeprc_` and `/myrpc`; a Go GeeRPC server only on its own: the
+    /// original series' on `/_geeprc_`, the article's on `/myrpc`, so
+    /// `connect_path("/myrpc")` reaches the latter. Both Go answers
+    /// (`200 Connected to Gee RPC`, `200 Connected to RPC`) are accepted:
+    /// any `200` is. The path must be printable ASCII without spaces, at
+    /// most 1024 bytes, so that it cannot break the request line; a dial
+    /// of an `http@` address with another one fails with
+    /// [`Error::InvalidAddress`] before connecting (which an XClient does
+    /// not count against the instance). Other addresses ignore it.
     pub fn connect_path(mut self, path: impl Into<String>) -> Self {
         let mut p: String = path.into();
         if !p.starts_with('/') {
             p.insert(0, '/');
         }
         self.connect_path = p;
+        self
+    }
+
+    /// The `MagicNumber` of the handshake (PROTOCOL.md section 2; default
+    /// [`MAGIC_NUMBER`](crate::MAGIC_NUMBER), 0x3b3f5c, the article's). A
+    /// Go server accepts only its own: one of the original GeeRPC series
+    /// needs [`LEGACY_MAGIC_NUMBER`](crate::LEGACY_MAGIC_NUMBER)
+    /// (0x3bef5c). A geerpc server accepts both. No server accepts any
+    /// other value, so a dial with one fails before connecting with
+    /// [`Error::Encode`] naming the two (not counted against the instance
+    /// by an XClient).
+    ///
+    /// ```no_run
+    /// use geerpc::{Client, LEGACY_MAGIC_NUMBER};
+    ///
+    /// let client = Client::builder().magic(LEGACY_MAGIC_NUMBER).dial("tcp@127.0.0.1:9999")?;
+    /// # Ok::<(), geerpc::Error>(())
+    /// ```
+    pub fn magic(mut self, magic: u64) -> Self {
+        self.magic = magic;
         self
     }
 
@@ -213,19 +244,9 @@ impl ClientBuilder {
         let addr = addr.as_str();
         // Checked before connecting, and not as a failure of the server:
         // an XClient must not evict every instance over a client setting.
-        if address.protocol() == Protocol::Http
-            && self
-                .connect_path
-                .bytes()
-                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-        {
-            return Err(Error::InvalidAddress {
-                addr: addr.to_string(),
-                reason: format!(
-                    "CONNECT path {:?} would break the request line",
-                    self.connect_path
-                ),
-            });
+        check_client_magic(self.magic)?;
+        if address.protocol() == Protocol::Http {
+            check_connect_path(&self.connect_path, addr)?;
         }
         let own = self.connect_timeout.and_then(deadline_after);
         // The call's deadline binds when it comes first (or is the only one).
@@ -281,7 +302,8 @@ impl ClientBuilder {
                 other => other,
             })?;
         }
-        let option = Handshake::new(self.codec, self.connect_timeout, self.handle_timeout);
+        let option = Handshake::new(self.codec, self.connect_timeout, self.handle_timeout)
+            .with_magic(self.magic);
         w.write_all(&option.to_line()).map_err(fail)?;
         set_timeouts(false).map_err(fail)?;
         let writer =
@@ -322,12 +344,42 @@ impl ClientBuilder {
 /// Where an `http@` client sends its `CONNECT`: Go's client writes exactly
 /// `CONNECT /_geerpc_ HTTP/1.0\n\n`.
 const DEFAULT_CONNECT_PATH: &str = "/_geerpc_";
+/// Longest CONNECT path accepted (the request line stays short).
+const MAX_CONNECT_PATH: usize = 1024;
+
+/// A CONNECT path that [`http_connect`] can put in its request line
+/// unchanged: a `/`, then printable ASCII without spaces (nothing to end
+/// the line or split it into other fields), bounded.
+fn check_connect_path(path: &str, addr: &str) -> Result<()> {
+    let why = if !path.starts_with('/') {
+        Some("does not start with '/'".to_string())
+    } else if path.len() > MAX_CONNECT_PATH {
+        Some(format!("is longer than {MAX_CONNECT_PATH} bytes"))
+    } else if !path.bytes().all(|b| b.is_ascii_graphic()) {
+        Some("would break the request line (only printable ASCII without spaces)".to_string())
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => {
+            let shown: String = path.chars().take(64).collect();
+            let more = if shown.len() < path.len() { "..." } else { "" };
+            Err(Error::InvalidAddress {
+                addr: addr.to_string(),
+                reason: format!("CONNECT path {shown:?}{more} {why}"),
+            })
+        }
+    }
+}
+
 /// Longest status line, and longest whole head, read from a CONNECT reply.
 const MAX_STATUS_LINE: usize = 1024;
 const MAX_CONNECT_HEAD: usize = 8 * 1024;
 
 /// Sends `CONNECT` and checks the reply (PROTOCOL.md section 5): any
-/// `200` turns the connection into an RPC one; anything else, or no HTTP
+/// `200` turns the connection into an RPC one (Go's two servers say
+/// `200 Connected to Gee RPC` and `200 Connected to RPC`); anything else, or no HTTP
 /// reply at all, is [`Error::HttpConnect`] with what the server said. I/O
 /// failures come back as [`Error::Io`] for the caller to classify.
 fn http_connect(

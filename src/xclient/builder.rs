@@ -19,6 +19,11 @@ pub struct XClientBuilder {
     selector: Arc<dyn Selector>,
     fail_mode: FailMode,
     client: ClientBuilder,
+    /// Set by [`XClientBuilder::magic`] and [`XClientBuilder::connect_path`]:
+    /// applied to `client` at build, so that the order of the calls does
+    /// not matter.
+    magic: Option<u64>,
+    connect_path: Option<String>,
     timeout: Option<Duration>,
     idempotent: bool,
     backoff: (Duration, Duration),
@@ -45,12 +50,47 @@ impl XClientBuilder {
     }
 
     /// Settings for each connection: codec, connect and handle timeouts,
+    /// magic number and `CONNECT` path (also settable here:
+    /// [`magic`](Self::magic), [`connect_path`](Self::connect_path)),
     /// default [`Meta`](crate::Meta) (credentials too:
     /// [`ClientBuilder::bearer`]), and the client's interceptors
     /// ([`ClientBuilder::interceptor`]), which run once per attempt (each
     /// instance a call is sent to), not once per `XClient` call.
     pub fn client(mut self, builder: ClientBuilder) -> Self {
         self.client = builder;
+        self
+    }
+
+    /// The handshake's magic number for every instance dialled (default
+    /// [`MAGIC_NUMBER`](crate::MAGIC_NUMBER)): see [`ClientBuilder::magic`].
+    /// Wins over the one of the builder given to
+    /// [`client`](Self::client), whichever comes first. Instances behind a
+    /// Go registry of the original GeeRPC series need
+    /// [`LEGACY_MAGIC_NUMBER`](crate::LEGACY_MAGIC_NUMBER).
+    pub fn magic(mut self, magic: u64) -> Self {
+        self.magic = Some(magic);
+        self
+    }
+
+    /// The path every `http@` instance dialled gets its `CONNECT` on
+    /// (default `/_geerpc_`): see [`ClientBuilder::connect_path`]. Wins
+    /// over the one of the builder given to [`client`](Self::client),
+    /// whichever comes first. One path for all: a discovery that lists Go
+    /// servers over HTTP lists those of one Go version (`/_geeprc_` for
+    /// the original series', `/myrpc` for the article's); a geerpc server
+    /// answers on all three. `tcp@` instances ignore it.
+    ///
+    /// ```no_run
+    /// use geerpc::{MultiServerDiscovery, SelectMode, XClient};
+    ///
+    /// let discovery = MultiServerDiscovery::new(["http@10.0.0.5:9999"]);
+    /// let xc = XClient::builder(discovery)
+    ///     .select_mode(SelectMode::RoundRobin)
+    ///     .connect_path("/_geeprc_")
+    ///     .build();
+    /// ```
+    pub fn connect_path(mut self, path: impl Into<String>) -> Self {
+        self.connect_path = Some(path.into());
         self
     }
 
@@ -90,8 +130,15 @@ impl XClientBuilder {
 
     /// The client. Connections are dialled on first use.
     pub fn build(self) -> XClient {
+        let mut client = self.client;
+        if let Some(magic) = self.magic {
+            client = client.magic(magic);
+        }
+        if let Some(path) = self.connect_path {
+            client = client.connect_path(path);
+        }
         XClient {
-            pool: Arc::new(Pool::new(self.client, self.backoff, self.overload_backoff)),
+            pool: Arc::new(Pool::new(client, self.backoff, self.overload_backoff)),
             discovery: self.discovery,
             selector: self.selector,
             fail_mode: self.fail_mode,
@@ -116,6 +163,8 @@ impl XClient {
             selector: SelectMode::Random.selector(),
             fail_mode: FailMode::FailFast,
             client: ClientBuilder::default(),
+            magic: None,
+            connect_path: None,
             timeout: None,
             idempotent: false,
             backoff: (Duration::from_millis(100), Duration::from_secs(30)),

@@ -9,6 +9,7 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
+use geerpc::client::ClientBuilder;
 use geerpc::{CallOptions, Client, Error, Meta};
 use rand::seq::SliceRandom;
 
@@ -24,6 +25,10 @@ pub fn run(a: CallArgs) -> Result<(), Failure> {
     let args = arguments(&a.args)?;
     let meta = meta(&a.meta)?;
     let tls = a.reach.client_tls()?;
+    let mut builder = Client::builder().codec(a.codec).magic(a.magic).tls(tls);
+    if let Some(path) = &a.connect_path {
+        builder = builder.connect_path(path.as_str());
+    }
     let (service, _) = a.method.split_once('.').expect("checked by the parser");
     let targets: Vec<String> = match a.target.addr {
         Some(addr) if addr.contains('@') => vec![addr],
@@ -51,7 +56,7 @@ pub fn run(a: CallArgs) -> Result<(), Failure> {
     };
     let mut failed: Vec<(String, Error)> = Vec::new();
     for (k, addr) in targets.iter().enumerate() {
-        match call_one(addr, &a.method, &args, &meta, &tls, deadline) {
+        match call_one(&builder, addr, &a.method, &args, &meta, deadline) {
             Ok(reply) => {
                 log::info!("{} answered {}", addr, a.method);
                 let text = serde_json::to_string(&reply)
@@ -150,18 +155,15 @@ fn arguments(given: &str) -> Result<serde_json::Value, Failure> {
 
 /// One attempt on one instance, within what is left of the deadline.
 fn call_one(
+    builder: &ClientBuilder,
     addr: &str,
     method: &str,
     args: &serde_json::Value,
     meta: &Meta,
-    tls: &geerpc::wire::ClientTls,
     deadline: Instant,
 ) -> geerpc::Result<serde_json::Value> {
     let left = deadline.saturating_duration_since(Instant::now());
-    let client = Client::builder()
-        .connect_timeout(Some(left))
-        .tls(tls.clone())
-        .dial(addr)?;
+    let client = builder.clone().connect_timeout(Some(left)).dial(addr)?;
     // Whole milliseconds, so that a timeout says "within 9.998s", not
     // "within 9.997812345s".
     let left = deadline.saturating_duration_since(Instant::now());

@@ -3,7 +3,7 @@
 //! ```text
 //! geerpc registry [--addr 127.0.0.1:9999] [--ttl 5m] [--workers 4] [--token-file FILE [--read-token-file FILE]] [--tls-cert FILE --tls-key FILE]
 //! geerpc list (--registry URL | --etcd ENDPOINTS) [--service NAME] [--json] [--registry-token-file FILE] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE] [--etcd-user NAME --etcd-password-file FILE]
-//! geerpc call (--registry URL | --etcd ENDPOINTS | --addr tcp@HOST:PORT) Service.Method ['JSON args' | -] [same options as list]
+//! geerpc call (--registry URL | --etcd ENDPOINTS | --addr tcp@HOST:PORT) Service.Method ['JSON args' | -] [--codec json|msgpack|gob] [--magic 0x3bef5c] [--connect-path PATH] [same options as list]
 //! geerpc watch (--registry URL | --etcd ENDPOINTS) [--service NAME] [same options as list]
 //! geerpc describe --addr ADDR [Service | Service.Method] [--json]
 //! geerpc bench (--registry URL | --etcd ENDPOINTS | --addr ADDR) Service.Method ['JSON args'] [--concurrency C] [--duration 10s | --calls N] [--rate QPS] [--timeout D] [--json]
@@ -184,6 +184,21 @@ struct CallArgs {
     /// `authorization` is refused here.
     #[arg(long = "meta", value_name = "KEY=VALUE")]
     meta: Vec<String>,
+    /// The codec: json, msgpack, or gob (only in a build with the `gob`
+    /// feature). A Go GeeRPC server without a JSON codec added speaks gob
+    /// only.
+    #[arg(long, default_value = "json", value_parser = codec_name)]
+    codec: geerpc::Codec,
+    /// The handshake's magic number, hex (0x...) or decimal: 0x3b3f5c (the
+    /// article's GeeRPC, the default) or 0x3bef5c (the original series',
+    /// which its Go servers require); geerpc servers accept both.
+    #[arg(long, default_value = "0x3b3f5c", value_parser = magic_number)]
+    magic: u64,
+    /// The path an http@ address gets its CONNECT on (default /_geerpc_):
+    /// a Go server of the original GeeRPC series serves /_geeprc_, the
+    /// article's /myrpc; geerpc servers answer on all three.
+    #[arg(long, value_name = "PATH", value_parser = connect_path)]
+    connect_path: Option<String>,
     #[command(flatten)]
     reach: creds::Reach,
 }
@@ -223,6 +238,58 @@ fn service_method(s: &str) -> Result<String, String> {
         Some((svc, m)) if !svc.is_empty() && !m.is_empty() && !m.contains('.') => Ok(s.into()),
         _ => Err("expected Service.Method, e.g. Arith.Sum".into()),
     }
+}
+
+/// A codec by its short name (or its content type): the library decides
+/// whether this build has it, so that a `gob` build needs nothing here.
+fn codec_name(s: &str) -> Result<geerpc::Codec, String> {
+    let content_type = match s {
+        "json" => "application/json",
+        "msgpack" => "application/msgpack",
+        "gob" => "application/gob",
+        other if other.starts_with("application/") => other,
+        _ => return Err("expected json, msgpack or gob".into()),
+    };
+    geerpc::Codec::from_content_type(content_type).ok_or_else(|| {
+        if content_type == "application/gob" {
+            "this build has no gob codec (build geerpc with the `gob` feature)".into()
+        } else {
+            format!("this build has no codec {content_type}; expected json, msgpack or gob")
+        }
+    })
+}
+
+/// A magic number, `0x` hex or decimal, one that GeeRPC servers accept.
+fn magic_number(s: &str) -> Result<u64, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    let accepted = format!(
+        "expected {:#x} (the article's, the default) or {:#x} (the original GeeRPC series')",
+        geerpc::MAGIC_NUMBER,
+        geerpc::LEGACY_MAGIC_NUMBER
+    );
+    match parsed {
+        Ok(m) if m == geerpc::MAGIC_NUMBER || m == geerpc::LEGACY_MAGIC_NUMBER => Ok(m),
+        Ok(m) => Err(format!("{m:#x} is no GeeRPC magic number; {accepted}")),
+        Err(_) => Err(format!("not a number (hex needs 0x); {accepted}")),
+    }
+}
+
+/// A CONNECT path: checked here too (the library checks it at dial), so
+/// that a bad one is a usage error, not a failed call.
+fn connect_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err("must start with '/', e.g. /_geeprc_ or /myrpc".into());
+    }
+    if s.len() > 1024 {
+        return Err("longer than 1024 bytes".into());
+    }
+    if !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("only printable ASCII without spaces".into());
+    }
+    Ok(s.to_string())
 }
 
 /// Prints `message` with the subcommand's usage line, as clap does for its

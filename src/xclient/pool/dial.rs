@@ -112,6 +112,12 @@ impl Error {
                 addr: addr.clone(),
                 reason: reason.clone(),
             },
+            // A client setting no server accepts (the magic number): kept
+            // as it is, so that no waiter takes it for the instance's fault.
+            Error::Encode { what, message } => Error::Encode {
+                what: what.clone(),
+                message: message.clone(),
+            },
             other => Error::Io {
                 context: "dial".into(),
                 source: std::io::Error::other(other.to_string()),
