@@ -85,12 +85,32 @@ pub(crate) struct FrameReader<R> {
     stamps: VecDeque<(u64, Instant)>,
     /// When the last drain was tried, to try at most once per interval.
     drained_at: Option<Instant>,
+    /// A gob stream's state: the peer's type definitions and the last
+    /// message handed out, as fragments (see `codec::gob::stream`).
+    /// Definitions are absorbed as messages are handed out, which is
+    /// stream order; `has_buffered_message` only looks.
+    #[cfg(feature = "gob")]
+    gob: Option<Box<GobFrames>>,
+}
+
+#[cfg(feature = "gob")]
+#[derive(Default)]
+struct GobFrames {
+    recv: crate::wire::codec::gob::GobRecv,
+    header: Vec<u8>,
+    body: Vec<u8>,
+    /// Skip one '\n' before the first message: the end of the Option line.
+    skip_newline: bool,
 }
 
 /// The spans of one message inside the reader's buffer.
 pub(crate) struct MessageSpans {
     pub header: Range<usize>,
     pub body: Range<usize>,
+    /// The message is gob: its header and body, as fragments, are in the
+    /// reader's gob state ([`FrameReader::header_bytes`]).
+    #[cfg(feature = "gob")]
+    pub gob: bool,
 }
 
 impl<R: Read> FrameReader<R> {
@@ -110,9 +130,53 @@ impl<R: Read> FrameReader<R> {
             base: 0,
             stamps: VecDeque::new(),
             drained_at: None,
+            #[cfg(feature = "gob")]
+            gob: None,
         }
     }
 
+    /// A message's header bytes (for gob: as a self-contained fragment).
+    pub(crate) fn header_bytes(&self, m: &MessageSpans) -> &[u8] {
+        #[cfg(feature = "gob")]
+        if m.gob {
+            return self.gob.as_ref().map_or(&[], |g| &g.header);
+        }
+        &self.buf[m.header.clone()]
+    }
+
+    /// A message's body bytes (for gob: as a self-contained fragment).
+    pub(crate) fn body_bytes(&self, m: &MessageSpans) -> &[u8] {
+        #[cfg(feature = "gob")]
+        if m.gob {
+            return self.gob.as_ref().map_or(&[], |g| &g.body);
+        }
+        &self.buf[m.body.clone()]
+    }
+
+    /// On the server, after a gob handshake: the Option line's '\n' that
+    /// Go's `json.Encoder` writes is not the start of a gob message (a
+    /// gob length byte can be 0x0a, so only that one byte is skipped).
+    #[cfg(feature = "gob")]
+    pub(crate) fn gob_after_option(&mut self) {
+        self.gob.get_or_insert_with(Default::default).skip_newline = true;
+    }
+
+    /// Takes in a gob message's type definitions and keeps its header and
+    /// body as fragments. An error leaves the stream unreadable.
+    #[cfg(feature = "gob")]
+    fn absorb_gob(&mut self, m: &mut MessageSpans) -> Result<()> {
+        let g = self.gob.get_or_insert_with(Default::default);
+        g.header.clear();
+        g.body.clear();
+        g.recv
+            .absorb(&self.buf[m.header.clone()], &mut g.header)
+            .and_then(|()| g.recv.absorb(&self.buf[m.body.clone()], &mut g.body))
+            .map_err(Error::Protocol)?;
+        m.gob = true;
+        Ok(())
+    }
+
+    #[cfg(test)]
     pub(crate) fn bytes(&self, r: Range<usize>) -> &[u8] {
         &self.buf[r]
     }
@@ -300,6 +364,15 @@ impl<R: Read> FrameReader<R> {
                     self.start += 1;
                 }
             }
+            #[cfg(feature = "gob")]
+            if let Some(g) = self.gob.as_mut().filter(|g| g.skip_newline) {
+                if self.start < self.end && scan.header_len.is_none() && scan.header.at_start() {
+                    if self.buf[self.start] == b'\n' {
+                        self.start += 1;
+                    }
+                    g.skip_newline = false;
+                }
+            }
             let avail = &self.buf[self.start..self.end];
             let need = match scan.header_len {
                 None => match scan.header.scan(avail, self.eof).map_err(Error::Protocol)? {
@@ -341,6 +414,8 @@ impl<R: Read> FrameReader<R> {
                         return Ok(Some(MessageSpans {
                             header: s..s + h,
                             body: s + h..s + h + b,
+                            #[cfg(feature = "gob")]
+                            gob: false,
                         }));
                     }
                     Scan::Incomplete(need) if beyond(h.saturating_add(need), max) => {
@@ -371,11 +446,18 @@ impl<R: Read> FrameReader<R> {
     /// Reads the next message. Its spans stay valid until the next read.
     /// A read timeout leaves the partial message buffered, to be resumed.
     pub(crate) fn read_message(&mut self, codec: Codec) -> Result<Option<MessageSpans>> {
-        if let Some(m) = self.peeked.take() {
+        #[allow(unused_mut)]
+        let mut m = if let Some(m) = self.peeked.take() {
             self.handed_out = m.body.end - m.header.start;
-            return Ok(Some(m));
+            Some(m)
+        } else {
+            self.next_message(codec, true)?
+        };
+        #[cfg(feature = "gob")]
+        if let (Codec::Gob, Some(m)) = (codec, m.as_mut()) {
+            self.absorb_gob(m)?;
         }
-        self.next_message(codec, true)
+        Ok(m)
     }
 
     /// Whether another whole message is already buffered (no read is made).

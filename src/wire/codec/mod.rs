@@ -1,4 +1,4 @@
-//! Message codecs (PROTOCOL.md sections 3 and 4).
+//! Message codecs (PROTOCOL.md sections 3 and 4, and Go's gob).
 //!
 //! A message is two values back to back: a [`Header`], then a body. Both
 //! codecs are self-delimiting, so framing means finding where one value ends
@@ -6,6 +6,8 @@
 //! grows as bytes arrive, and rejects a value longer than the size limit
 //! before anything is allocated for it.
 
+#[cfg(feature = "gob")]
+pub(crate) mod gob;
 mod json;
 mod msgpack;
 
@@ -22,7 +24,7 @@ use crate::meta::WireMeta;
 /// handlers run on threads with small stacks: rmp-serde's default of 1024
 /// levels lets a kilobyte of `0x91` bytes overflow one and abort the
 /// process. serde_json stops at 128 too.
-const MAX_DEPTH: usize = 128;
+pub(crate) const MAX_DEPTH: usize = 128;
 
 /// A wire codec, chosen per connection by the client's handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -33,6 +35,14 @@ pub enum Codec {
     Json,
     /// `application/msgpack`: MessagePack values back to back.
     MsgPack,
+    /// `application/gob`: Go's `encoding/gob` stream, what a stock Go
+    /// GeeRPC client and server speak (feature `gob`). Stateful per
+    /// connection and direction; what Rust types it covers is listed in
+    /// the `gob` module's documentation (a value alone, as
+    /// [`Codec::encode_into`] writes it, is a whole gob stream: its type
+    /// definitions, then the value).
+    #[cfg(feature = "gob")]
+    Gob,
 }
 
 impl Codec {
@@ -41,6 +51,8 @@ impl Codec {
         match self {
             Codec::Json => "application/json",
             Codec::MsgPack => "application/msgpack",
+            #[cfg(feature = "gob")]
+            Codec::Gob => "application/gob",
         }
     }
 
@@ -49,6 +61,8 @@ impl Codec {
         match name {
             "application/json" => Some(Codec::Json),
             "application/msgpack" => Some(Codec::MsgPack),
+            #[cfg(feature = "gob")]
+            "application/gob" => Some(Codec::Gob),
             _ => None,
         }
     }
@@ -78,6 +92,8 @@ impl Codec {
                 r
             }
             Codec::MsgPack => rmp_serde::encode::write_named(out, value).map_err(|e| e.to_string()),
+            #[cfg(feature = "gob")]
+            Codec::Gob => gob::encode(out, value, MAX_DEPTH),
         };
         res.map_err(|message| Error::Encode {
             what: what.to_string(),
@@ -94,6 +110,8 @@ impl Codec {
                 de.set_max_depth(MAX_DEPTH);
                 T::deserialize(&mut de).map_err(|e| e.to_string())
             }
+            #[cfg(feature = "gob")]
+            Codec::Gob => gob::decode(bytes, MAX_DEPTH),
         };
         res.map_err(|message| Error::Decode {
             what: what.to_string(),
@@ -106,11 +124,13 @@ impl Codec {
         self.decode(bytes, "header")
     }
 
-    /// The body of an error reply: an empty map.
+    /// The body of an error reply: an empty map (gob: Go's `struct{}{}`).
     pub(crate) fn empty_body(self) -> &'static [u8] {
         match self {
             Codec::Json => b"{}\n",
             Codec::MsgPack => &[0x80],
+            #[cfg(feature = "gob")]
+            Codec::Gob => gob::EMPTY_BODY,
         }
     }
 
@@ -119,6 +139,8 @@ impl Codec {
         match self {
             Codec::Json => Scanner::Json(json::JsonScan::default()),
             Codec::MsgPack => Scanner::MsgPack(msgpack::MsgPackScan::default()),
+            #[cfg(feature = "gob")]
+            Codec::Gob => Scanner::Gob(gob::GobScan::default()),
         }
     }
 }
@@ -208,6 +230,8 @@ pub(crate) enum Scan {
 pub(crate) enum Scanner {
     Json(json::JsonScan),
     MsgPack(msgpack::MsgPackScan),
+    #[cfg(feature = "gob")]
+    Gob(gob::GobScan),
 }
 
 impl Scanner {
@@ -217,6 +241,8 @@ impl Scanner {
         match self {
             Scanner::Json(s) => s.scan(buf, eof),
             Scanner::MsgPack(s) => s.scan(buf),
+            #[cfg(feature = "gob")]
+            Scanner::Gob(s) => s.scan(buf),
         }
     }
 
@@ -225,6 +251,8 @@ impl Scanner {
         match self {
             Scanner::Json(s) => !s.started(&[]),
             Scanner::MsgPack(s) => s.at_start(),
+            #[cfg(feature = "gob")]
+            Scanner::Gob(s) => s.at_start(),
         }
     }
 
@@ -233,6 +261,8 @@ impl Scanner {
         match self {
             Scanner::Json(s) => s.started(buf),
             Scanner::MsgPack(_) => !buf.is_empty(),
+            #[cfg(feature = "gob")]
+            Scanner::Gob(_) => !buf.is_empty(),
         }
     }
 }
