@@ -7,8 +7,8 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -71,7 +71,7 @@ pub struct GoServer {
     pub tcp: String,
     /// `HOST:PORT` of the HTTP listener (CONNECT on the server's path).
     pub http: String,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
 
 impl GoServer {
@@ -94,7 +94,7 @@ impl GoServer {
             .expect("read the Go server's addresses");
         let addrs: Value = serde_json::from_str(&first)
             .unwrap_or_else(|e| panic!("Go server printed {first:?}, not its addresses: {e}"));
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let sink = log.clone();
         let stderr = child.stderr.take().unwrap();
         std::thread::Builder::new()
@@ -102,7 +102,8 @@ impl GoServer {
             .spawn(move || {
                 // Ends with the process (its stderr closes).
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    sink.lock().unwrap().push(line);
+                    sink.0.lock().unwrap().push(line);
+                    sink.1.notify_all();
                 }
             })
             .unwrap();
@@ -117,7 +118,24 @@ impl GoServer {
 
     /// What the server logged so far (stderr lines).
     pub fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
+        self.log.0.lock().unwrap().clone()
+    }
+
+    /// Whether the server logs a line containing `text` within `limit`
+    /// (woken by each new line, not polling).
+    pub fn logs_within(&self, text: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut lines = self.log.0.lock().unwrap();
+        loop {
+            if lines.iter().any(|l| l.contains(text)) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            lines = self.log.1.wait_timeout(lines, left).unwrap().0;
+        }
     }
 }
 
