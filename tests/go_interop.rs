@@ -43,15 +43,20 @@ const ORIGINAL: Flavour = Flavour {
     path: "/_geeprc_",
 };
 
-/// The handle timeout a client asks of the server, and how long the
-/// sleeping handler would take: far apart, so that a loaded machine cannot
-/// blur which one ended the call.
-const HANDLE_TIMEOUT: &str = "300ms";
-const HANDLE_TIMEOUT_TEXT: &str = "rpc server: request handle timeout: expect within 300ms";
-const LONG_SLEEP_MS: u64 = 3000;
+/// The handle timeout a client asks of the server, the client's own call
+/// timeout, and how long the sleeping handler would take: far apart, so
+/// that a loaded machine cannot blur which one ended a call. (With the
+/// handle timeout at 300 ms, one run in 45 under a load average of 48 saw
+/// the Go client's 100 ms timer lose to the server's reply: a goroutine
+/// woken late finds both ready and Go's `select` picks either.)
+const HANDLE_TIMEOUT: &str = "1s";
+const HANDLE_TIMEOUT_MS: u64 = 1000;
+const HANDLE_TIMEOUT_TEXT: &str = "rpc server: request handle timeout: expect within 1s";
+const CALL_TIMEOUT: Duration = Duration::from_millis(100);
+const LONG_SLEEP_MS: u64 = 4000;
 /// A handle timeout's reply must come between these (ms): after the
 /// timeout, and well before the handler would have answered.
-const HANDLE_REPLY_MS: std::ops::Range<u64> = 250..LONG_SLEEP_MS - 500;
+const HANDLE_REPLY_MS: std::ops::Range<u64> = HANDLE_TIMEOUT_MS - 50..LONG_SLEEP_MS - 500;
 /// Bound on a geerpc call that should be answered at once: a lost
 /// request fails the test instead of hanging it.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
@@ -117,7 +122,7 @@ fn standard_calls() -> Vec<Value> {
         call("Arith.Nope", json!({"Num1": 1, "Num2": 2})),
         call("Nope.Sum", json!({"Num1": 1, "Num2": 2})),
         call("Arith.Fail", json!({"Num1": 1, "Num2": 2})),
-        call_within("Arith.SleepMs", sleep.clone(), Duration::from_millis(100)),
+        call_within("Arith.SleepMs", sleep.clone(), CALL_TIMEOUT),
         call("Arith.SleepMs", sleep),
         call("Arith.Sum", json!({"Num1": 5, "Num2": 6})),
     ]
@@ -312,7 +317,7 @@ fn builder_for(f: Flavour, codec: Codec) -> ClientBuilder {
         .codec(codec)
         .magic(f.magic_number)
         .connect_path(f.path)
-        .handle_timeout(Some(Duration::from_millis(300)))
+        .handle_timeout(Some(Duration::from_millis(HANDLE_TIMEOUT_MS)))
 }
 
 /// The standard calls, made by a geerpc client on `client`.
@@ -343,7 +348,7 @@ fn geerpc_standard_calls(what: &str, client: &Client) {
     );
     let sleep = args(LONG_SLEEP_MS as i64, 0);
     let started = Instant::now();
-    let r = client.call_timeout::<_, i64>("Arith.SleepMs", &sleep, Duration::from_millis(100));
+    let r = client.call_timeout::<_, i64>("Arith.SleepMs", &sleep, CALL_TIMEOUT);
     assert!(
         matches!(r, Err(Error::Timeout { .. })),
         "{what}: call timeout: {r:?}"
@@ -489,7 +494,7 @@ fn go_server_answers_every_first_call() {
         let r = client.call_timeout::<_, i64>(
             "Arith.Sum",
             &common::Args { num1: 2, num2: 3 },
-            Duration::from_secs(2),
+            Duration::from_secs(3),
         );
         match r {
             Ok(5) => {}
