@@ -147,3 +147,12 @@ pub fn scan_pieces(
     }
     Ok(None)
 }
+
+/// A gob connection's writer step (`codec::gob::GobSend`): fragments back
+/// to back, rewritten as one stream's messages.
+#[cfg(feature = "gob")]
+pub fn gob_rebase(frags: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    codec::gob::GobSend::default().rebase(frags, &mut out)?;
+    Ok(out)
+}

@@ -2,13 +2,14 @@
 //! definitions of the types it uses, with ids from 65, then the value.
 //!
 //! The type comes from the value's shape ([`V`]): a struct's definition
-//! lists the fields whose type the value shows; one whose type it cannot
-//! show (a `None`, an empty `Vec` or map) is left out of the definition,
-//! which Go reads as that field's zero value, exactly what was meant. Where
-//! a type is needed and cannot be seen (the elements of a top-level empty
-//! sequence), gob's `interface{}` stands in: nothing of that type is sent,
-//! so a geerpc peer decodes it into any sequence; a Go peer accepts it only
-//! into `[]interface{}`. The elements of a sequence or map may differ in
+//! lists the fields whose type the value shows; a zero field whose type it
+//! cannot show (a `None`, an empty `Vec` or map) is left out of the
+//! definition, which Go reads as that field's zero value, exactly what was
+//! meant. Where a type is needed and cannot be seen (the elements of a
+//! top-level empty sequence, or of the empty lists in `{"a": []}`), gob's
+//! `interface{}` stands in: nothing of that type is sent, so a geerpc peer
+//! decodes it into any sequence; a Go peer accepts it only into
+//! `[]interface{}`. The elements of a sequence or map may differ in
 //! shape (an `Option` field set in one, not in another): their types are
 //! merged, field by field.
 
@@ -30,7 +31,14 @@ enum Shape {
     Bytes,
     Slice(Box<Shape>),
     Map(Box<Shape>, Box<Shape>),
-    Struct(&'static str, Vec<(&'static str, Shape)>),
+    /// Fields: name, type, and whether any value of it is not zero.
+    Struct(&'static str, Vec<(&'static str, Shape, bool)>),
+}
+
+/// Whether a struct field goes in the definition: its type is known, or
+/// some value of it must be sent (its unknown parts go as `interface{}`).
+fn defined(field: &(&'static str, Shape, bool)) -> bool {
+    field.2 || field.1.known()
 }
 
 impl Shape {
@@ -83,7 +91,7 @@ fn shape_of(v: &V) -> Result<Shape, String> {
             name,
             fields
                 .iter()
-                .map(|(n, v)| Ok((*n, shape_of(v)?)))
+                .map(|(n, v)| Ok((*n, shape_of(v)?, !is_zero(v))))
                 .collect::<Result<_, String>>()?,
         ),
     })
@@ -104,13 +112,14 @@ fn merge(a: Shape, b: Shape) -> Result<Shape, String> {
             Shape::Map(Box::new(merge(*k1, *k2)?), Box::new(merge(*e1, *e2)?))
         }
         (Shape::Struct(n, mut f1), Shape::Struct(_, f2)) => {
-            for (name, s) in f2 {
-                match f1.iter().position(|(n, _)| *n == name) {
+            for (name, s, nonzero) in f2 {
+                match f1.iter().position(|(n, ..)| *n == name) {
                     Some(i) => {
                         let old = std::mem::replace(&mut f1[i].1, Shape::Unknown);
                         f1[i].1 = merge(old, s)?;
+                        f1[i].2 |= nonzero;
                     }
-                    None => f1.push((name, s)),
+                    None => f1.push((name, s, nonzero)),
                 }
             }
             Shape::Struct(n, f1)
@@ -172,8 +181,8 @@ impl Defs {
                 name: name.to_string(),
                 fields: fields
                     .iter()
-                    .filter(|(_, s)| s.known())
-                    .map(|(n, s)| Ok((n.to_string(), self.id_of(s)?)))
+                    .filter(|f| defined(f))
+                    .map(|(n, s, _)| Ok((n.to_string(), self.id_of(s)?)))
                     .collect::<Result<_, String>>()?,
             },
         };
@@ -246,7 +255,9 @@ fn encode_value(v: &V, s: &Shape, out: &mut Vec<u8>) -> Result<(), String> {
         }
         (V::Struct(_, fields), Shape::Struct(_, def)) => {
             let mut last = 0u64;
-            for (i, (name, fs)) in def.iter().filter(|(_, s)| s.known()).enumerate() {
+            // Every field left out of the definition is zero in every
+            // value (see `defined`): nothing is lost.
+            for (i, (name, fs, _)) in def.iter().filter(|f| defined(f)).enumerate() {
                 let Some((_, fv)) = fields.iter().find(|(n, _)| n == name) else {
                     continue;
                 };
@@ -256,17 +267,6 @@ fn encode_value(v: &V, s: &Shape, out: &mut Vec<u8>) -> Result<(), String> {
                 put_uint(out, i as u64 + 1 - last);
                 last = i as u64 + 1;
                 encode_value(fv, fs, out)?;
-            }
-            // A field left out of the definition must be zero, or its value
-            // would be lost without a word.
-            for (name, fv) in fields {
-                let kept = def.iter().any(|(n, s)| n == name && s.known());
-                if !kept && !is_zero(fv) {
-                    return Err(format!(
-                        "gob: the type of field {name} cannot be told from its value \
-                         (an empty sequence or map inside it)"
-                    ));
-                }
             }
             put_uint(out, 0);
         }

@@ -132,9 +132,12 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// One message's payload and the bytes after it.
+pub(crate) type Split<'a> = Option<(&'a [u8], &'a [u8])>;
+
 /// Splits `buf` into one message's payload and the rest: `Ok(None)` if
 /// the message is not all there.
-pub(crate) fn split_message(buf: &[u8]) -> Result<Option<(&[u8], &[u8])>, String> {
+pub(crate) fn split_message(buf: &[u8]) -> Result<Split<'_>, String> {
     let Some((n, len)) = peek_uint(buf)? else {
         return Ok(None);
     };
