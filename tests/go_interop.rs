@@ -184,14 +184,20 @@ fn client_flags<'a>(codec: &'a str, f: Flavour, path: &'a str, addr: &'a str) ->
 fn go_client_calls_geerpc_over_tcp(codec: &str) {
     let Some(bin) = go_bin() else { return };
     let addr = format!("tcp@{}", geerpc_host_port());
-    for f in [ARTICLE, ORIGINAL] {
-        let got = go_client(
-            bin,
-            &client_flags(codec, f, f.path, &addr),
-            &standard_calls(),
-        );
-        check_standard_results(&format!("{codec} {f:?} tcp"), &got);
-    }
+    // Side by side: each run waits out two timeouts.
+    std::thread::scope(|s| {
+        for f in [ARTICLE, ORIGINAL] {
+            let addr = &addr;
+            s.spawn(move || {
+                let got = go_client(
+                    bin,
+                    &client_flags(codec, f, f.path, addr),
+                    &standard_calls(),
+                );
+                check_standard_results(&format!("{codec} {f:?} tcp"), &got);
+            });
+        }
+    });
 }
 
 /// A Go client calls geerpc over http@ on each Go version's own path (the
@@ -200,15 +206,25 @@ fn go_client_calls_geerpc_over_tcp(codec: &str) {
 fn go_client_calls_geerpc_over_http(codec: &str) {
     let Some(bin) = go_bin() else { return };
     let addr = format!("http@{}", geerpc_host_port());
+    // Side by side: each run waits out two timeouts.
+    let mut runs = Vec::new();
     for (f, path) in [
         (ARTICLE, ARTICLE.path),
         (ORIGINAL, ORIGINAL.path),
         (ARTICLE, "/_geerpc_"),
         (ORIGINAL, "/_geerpc_"),
     ] {
-        let got = go_client(bin, &client_flags(codec, f, path, &addr), &standard_calls());
-        check_standard_results(&format!("{codec} {f:?} http {path}"), &got);
+        runs.push((f, path));
     }
+    std::thread::scope(|s| {
+        for (f, path) in runs {
+            let addr = &addr;
+            s.spawn(move || {
+                let got = go_client(bin, &client_flags(codec, f, path, addr), &standard_calls());
+                check_standard_results(&format!("{codec} {f:?} http {path}"), &got);
+            });
+        }
+    });
 }
 
 #[test]
@@ -376,16 +392,21 @@ fn geerpc_standard_calls(what: &str, client: &Client) {
 /// A geerpc client calls each Go version over tcp@ and http@ (that
 /// version's path, magic and status text).
 fn geerpc_client_calls_go_servers(codec: Codec) {
+    let mut runs = Vec::new();
     for f in [ARTICLE, ORIGINAL] {
         let Some(server) = go_server(f) else { return };
-        for addr in [
-            format!("tcp@{}", server.tcp),
-            format!("http@{}", server.http),
-        ] {
-            let client = builder_for(f, codec).dial(addr.as_str()).unwrap();
-            geerpc_standard_calls(&format!("{codec:?} {f:?} {addr}"), &client);
-        }
+        runs.push((f, format!("tcp@{}", server.tcp)));
+        runs.push((f, format!("http@{}", server.http)));
     }
+    // Side by side: each run waits out two timeouts.
+    std::thread::scope(|s| {
+        for (f, addr) in runs {
+            s.spawn(move || {
+                let client = builder_for(f, codec).dial(addr.as_str()).unwrap();
+                geerpc_standard_calls(&format!("{codec:?} {f:?} {addr}"), &client);
+            });
+        }
+    });
 }
 
 #[test]
