@@ -501,9 +501,11 @@ fn go_server_answers_every_first_call() {
     let Some(server) = go_server(ARTICLE) else {
         return;
     };
-    let mut codecs = vec![Codec::Json];
-    #[cfg(feature = "gob")]
-    codecs.push(Codec::Gob);
+    let codecs = [
+        Codec::Json,
+        #[cfg(feature = "gob")]
+        Codec::Gob,
+    ];
     let mut lost = Vec::new();
     for i in 0..50 {
         let codec = codecs[i % codecs.len()];
