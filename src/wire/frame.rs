@@ -18,7 +18,11 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::wire::codec::{Codec, Scan, Scanner};
 
+#[cfg(feature = "gob")]
+mod gob;
 mod stamps;
+#[cfg(feature = "gob")]
+use gob::GobFrames;
 pub(crate) use stamps::ReadNowait;
 
 /// Default largest message (header or body) either side accepts: 16 MiB.
@@ -93,16 +97,6 @@ pub(crate) struct FrameReader<R> {
     gob: Option<Box<GobFrames>>,
 }
 
-#[cfg(feature = "gob")]
-#[derive(Default)]
-struct GobFrames {
-    recv: crate::wire::codec::gob::GobRecv,
-    header: Vec<u8>,
-    body: Vec<u8>,
-    /// Skip one '\n' before the first message: the end of the Option line.
-    skip_newline: bool,
-}
-
 /// The spans of one message inside the reader's buffer.
 pub(crate) struct MessageSpans {
     pub header: Range<usize>,
@@ -151,29 +145,6 @@ impl<R: Read> FrameReader<R> {
             return self.gob.as_ref().map_or(&[], |g| &g.body);
         }
         &self.buf[m.body.clone()]
-    }
-
-    /// On the server, after a gob handshake: the Option line's '\n' that
-    /// Go's `json.Encoder` writes is not the start of a gob message (a
-    /// gob length byte can be 0x0a, so only that one byte is skipped).
-    #[cfg(feature = "gob")]
-    pub(crate) fn gob_after_option(&mut self) {
-        self.gob.get_or_insert_with(Default::default).skip_newline = true;
-    }
-
-    /// Takes in a gob message's type definitions and keeps its header and
-    /// body as fragments. An error leaves the stream unreadable.
-    #[cfg(feature = "gob")]
-    fn absorb_gob(&mut self, m: &mut MessageSpans) -> Result<()> {
-        let g = self.gob.get_or_insert_with(Default::default);
-        g.header.clear();
-        g.body.clear();
-        g.recv
-            .absorb(&self.buf[m.header.clone()], &mut g.header)
-            .and_then(|()| g.recv.absorb(&self.buf[m.body.clone()], &mut g.body))
-            .map_err(Error::Protocol)?;
-        m.gob = true;
-        Ok(())
     }
 
     #[cfg(test)]
@@ -365,13 +336,8 @@ impl<R: Read> FrameReader<R> {
                 }
             }
             #[cfg(feature = "gob")]
-            if let Some(g) = self.gob.as_mut().filter(|g| g.skip_newline) {
-                if self.start < self.end && scan.header_len.is_none() && scan.header.at_start() {
-                    if self.buf[self.start] == b'\n' {
-                        self.start += 1;
-                    }
-                    g.skip_newline = false;
-                }
+            if scan.header_len.is_none() && scan.header.at_start() {
+                gob::skip_option_newline(&mut self.gob, &self.buf, &mut self.start, self.end);
             }
             let avail = &self.buf[self.start..self.end];
             let need = match scan.header_len {

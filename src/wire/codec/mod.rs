@@ -37,11 +37,62 @@ pub enum Codec {
     MsgPack,
     /// `application/gob`: Go's `encoding/gob` stream, what a stock Go
     /// GeeRPC client and server speak (feature `gob`). Stateful per
-    /// connection and direction; what Rust types it covers is listed in
-    /// the `gob` module's documentation (a value alone, as
-    /// [`Codec::encode_into`] writes it, is a whole gob stream: its type
-    /// definitions, then the value).
+    /// connection and direction: each type is defined once per stream,
+    /// before its first value. A value alone, as [`Codec::encode_into`]
+    /// writes it and [`Codec::decode`] reads it, is a whole gob stream:
+    /// its type definitions, then the value.
+    ///
+    /// # What is covered
+    ///
+    /// | Rust (serde)                              | gob                                   |
+    /// |-------------------------------------------|---------------------------------------|
+    /// | `bool`                                    | `bool`                                |
+    /// | `i8`..`i64`                               | `int` (zigzag)                        |
+    /// | `u8`..`u64` (a lone `u8` too)             | `uint`                                |
+    /// | `f32`, `f64`                              | `float64`                             |
+    /// | `String`, `&str`, `char`                  | `string`                              |
+    /// | bytes (`serde_bytes`), and any non-empty sequence of `u8` | `[]byte`             |
+    /// | `Vec<T>`, slices, tuples of one type      | `[]T` (Go arrays are read too)        |
+    /// | maps                                      | `map[K]V`                             |
+    /// | structs, by field name (`rename` for Go's capitalised names) | struct, zero fields omitted |
+    /// | `Option<T>`                               | `*T`: `Some` is the value, `None` is left out |
+    /// | newtype structs                           | the inner value                       |
+    /// | `()`, unit structs                        | `struct{}` (Go's error-reply body)    |
+    /// | unit enum variants                        | `string` (the variant's name)         |
+    /// | top-level non-struct values (Go's `*int` reply) | a singleton, as Go sends them   |
+    ///
+    /// As in Go, a struct field's zero value is not sent, also behind a
+    /// pointer: an `Option` field holding `Some(0)` reads back as `None`.
+    ///
+    /// Reading, a field the peer did not send (Go omits zero values) or that
+    /// its type does not have is the Rust field's zero value (`0`, `""`, empty,
+    /// `None`), as Go leaves it; fields the Rust type lacks are skipped;
+    /// `GobEncoder`/`BinaryMarshaler`/`TextMarshaler` values (`time.Time`) are
+    /// read as their bytes.
+    ///
+    /// Not covered (an error for that value, never a panic): enum variants with
+    /// data, `i128`/`u128`, sequences with elements of different types, `None`
+    /// inside a sequence or map and a top-level `None` (Go refuses nil pointers
+    /// there too), gob `interface{}` values other than nil, and complex numbers.
+    ///
+    /// Types come from values: serde describes a type only as it serializes a
+    /// value, so the definition sent is the value's shape. A `None`, empty
+    /// `Vec` or empty map field is left out of its struct's definition (Go then
+    /// keeps the field's zero value, which is what was sent); a top-level empty
+    /// sequence goes as `[]interface{}` (as do the element types of empty
+    /// lists inside a non-empty value, such as `{"a": []}`), which a geerpc
+    /// peer reads as any empty sequence but a Go peer only into
+    /// `[]interface{}`: wrap such a reply in a struct to send it to Go. A
+    /// later value of another shape gets a new type id, which Go's decoder
+    /// accepts.
+    ///
+    /// Bounds: a peer may define at most 4096 types and 256 KiB of type
+    /// definitions per connection; nesting stops at 128 levels; every count
+    /// and length is checked against the message's bytes before anything is
+    /// allocated. Past them, the connection (or, for a value, the call)
+    /// fails with an error.
     #[cfg(feature = "gob")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "gob")))]
     Gob,
 }
 

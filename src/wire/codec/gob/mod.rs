@@ -1,47 +1,8 @@
 //! `application/gob`: Go's `encoding/gob` stream format, as Go GeeRPC
 //! speaks it (one `gob.Encoder` and one `gob.Decoder` per connection).
 //!
-//! # What is covered
-//!
-//! | Rust (serde)                              | gob                                   |
-//! |-------------------------------------------|---------------------------------------|
-//! | `bool`                                    | `bool`                                |
-//! | `i8`..`i64`                               | `int` (zigzag)                        |
-//! | `u8`..`u64` (a lone `u8` too)             | `uint`                                |
-//! | `f32`, `f64`                              | `float64`                             |
-//! | `String`, `&str`, `char`                  | `string`                              |
-//! | bytes (`serde_bytes`), and any non-empty sequence of `u8` | `[]byte`             |
-//! | `Vec<T>`, slices, tuples of one type      | `[]T` (Go arrays are read too)        |
-//! | maps                                      | `map[K]V`                             |
-//! | structs, by field name (`rename` for Go's capitalised names) | struct, zero fields omitted |
-//! | `Option<T>`                               | `*T`: `Some` is the value, `None` is left out |
-//! | newtype structs                           | the inner value                       |
-//! | `()`, unit structs                        | `struct{}` (Go's error-reply body)    |
-//! | unit enum variants                        | `string` (the variant's name)         |
-//! | top-level non-struct values (Go's `*int` reply) | a singleton, as Go sends them   |
-//!
-//! As in Go, a struct field's zero value is not sent, also behind a
-//! pointer: an `Option` field holding `Some(0)` reads back as `None`.
-//!
-//! Reading, a field the peer did not send (Go omits zero values) or that
-//! its type does not have is the Rust field's zero value (`0`, `""`, empty,
-//! `None`), as Go leaves it; fields the Rust type lacks are skipped;
-//! `GobEncoder`/`BinaryMarshaler`/`TextMarshaler` values (`time.Time`) are
-//! read as their bytes.
-//!
-//! Not covered (an error for that value, never a panic): enum variants with
-//! data, `i128`/`u128`, sequences with elements of different types, `None`
-//! inside a sequence or map and a top-level `None` (Go refuses nil pointers
-//! there too), gob `interface{}` values other than nil, and complex numbers.
-//!
-//! Types come from values: serde describes a type only as it serializes a
-//! value, so the definition sent is the value's shape. A `None`, empty
-//! `Vec` or empty map field is left out of its struct's definition (Go then
-//! keeps the field's zero value, which is what was sent); a top-level empty
-//! sequence goes as `[]interface{}`, which a geerpc peer reads as any empty
-//! sequence but a Go peer only into `[]interface{}`: wrap such a reply in a
-//! struct to send it to Go. A later value of another shape gets a new type
-//! id, which Go's decoder accepts.
+//! What Rust types it covers, and how, is documented on [`Codec::Gob`]
+//! (public, where users read it).
 //!
 //! Files: `varint` (integers, floats, messages), `types` (type
 //! definitions), `value` (serde into a value tree), `encode`, `decode`,
@@ -55,6 +16,8 @@ mod types;
 mod value;
 mod varint;
 
+#[cfg(doc)]
+use super::Codec;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 

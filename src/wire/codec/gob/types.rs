@@ -111,14 +111,13 @@ impl WireType {
     /// is left out, for comparing types by shape).
     pub(crate) fn encode(&self, id: i64, out: &mut Vec<u8>) {
         let common = |out: &mut Vec<u8>, name: &str| {
-            // CommonType: zero fields are left out, as Go leaves them out.
-            let mut delta = 1;
+            // CommonType: zero fields are left out, as Go leaves them out
+            // (Id is field 2: its delta is 2 when Name was left out).
+            let mut delta = 2;
             if !name.is_empty() {
                 put_uint(out, 1);
                 put_bytes(out, name.as_bytes());
                 delta = 1;
-            } else {
-                delta += 1;
             }
             if id != 0 {
                 put_uint(out, delta);
