@@ -494,7 +494,7 @@ fn go_server_refuses_a_foreign_magic() {
 
 /// A Go server reads the Option through a throw-away json.Decoder (its
 /// first read takes up to 512 bytes): each fresh connection's first call
-/// must still be answered, not lost behind the Option (8 of 50 were
+/// must still be answered, not lost behind the Option (4 to 8 of 50 were
 /// before geerpc padded the Option). Both transports and codecs.
 #[test]
 fn go_server_answers_every_first_call() {
