@@ -32,8 +32,8 @@ impl<R: Read> Reader<R> {
     pub fn read_message(&mut self, codec: Codec) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         Ok(self.0.read_message(codec)?.map(|m| {
             (
-                self.0.bytes(m.header).to_vec(),
-                self.0.bytes(m.body).to_vec(),
+                self.0.header_bytes(&m).to_vec(),
+                self.0.body_bytes(&m).to_vec(),
             )
         }))
     }
@@ -146,4 +146,13 @@ pub fn scan_pieces(
         }
     }
     Ok(None)
+}
+
+/// A gob connection's writer step (`codec::gob::GobSend`): fragments back
+/// to back, rewritten as one stream's messages.
+#[cfg(feature = "gob")]
+pub fn gob_rebase(frags: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    codec::gob::GobSend::default().rebase(frags, &mut out)?;
+    Ok(out)
 }

@@ -35,7 +35,7 @@ fn bad_handshakes_close_the_connection_and_the_server_keeps_serving() {
     let running = start_server();
     for bad in [
         "{\"MagicNumber\":1234,\"CodecType\":\"application/json\"}\n",
-        "{\"MagicNumber\":3882844,\"CodecType\":\"application/gob\"}\n",
+        "{\"MagicNumber\":3882844,\"CodecType\":\"application/protobuf\"}\n",
         "{\"MagicNumber\":\"nope\"}\n",
         "\u{1}\u{2}garbage",
     ] {

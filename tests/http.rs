@@ -338,7 +338,7 @@ fn garbage_closes_the_connection_and_the_server_keeps_serving() {
         b"hello there\n",
         b"[1,2,3]\n",
         b"{\"MagicNumber\":1,\"CodecType\":\"application/json\"}\n",
-        b"{\"MagicNumber\":3882844,\"CodecType\":\"application/gob\"}\n",
+        b"{\"MagicNumber\":3882844,\"CodecType\":\"application/protobuf\"}\n",
         b"{not json at all}\n",
     ] {
         let mut s = raw(&target);

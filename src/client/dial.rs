@@ -308,6 +308,10 @@ impl ClientBuilder {
         set_timeouts(false).map_err(fail)?;
         let writer =
             SharedWriter::new(w, self.max_message_size).with_queue_cap(self.max_queued_bytes);
+        #[cfg(feature = "gob")]
+        if self.codec == Codec::Gob {
+            writer.use_gob();
+        }
         let defaults = Defaults::new(
             address.clone(),
             self.meta.clone(),

@@ -110,7 +110,7 @@ impl Inner {
                     return;
                 }
             };
-            let header = match self.codec.decode_header(rd.bytes(msg.header.clone())) {
+            let header = match self.codec.decode_header(rd.header_bytes(&msg)) {
                 Ok(h) => h,
                 Err(e) => {
                     log::warn!("rpc client {}: {e}; closing the connection", self.addr);
@@ -141,7 +141,7 @@ impl Inner {
                     code: header.code,
                 })),
                 Some(complete) => complete(Ok(Reply {
-                    body: rd.bytes(msg.body),
+                    body: rd.body_bytes(&msg),
                     meta: self.reply_meta(header.meta),
                 })),
             };

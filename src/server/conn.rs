@@ -315,6 +315,11 @@ fn read_first(run: &Arc<Running>, conn: &Conn) -> Result<Option<(Codec, Option<D
         .read_value(Codec::Json, MAX_HANDSHAKE)?
         .ok_or_else(|| Error::Protocol("connection closed before the handshake".into()))?;
     let proto = Handshake::accept(&option)?;
+    #[cfg(feature = "gob")]
+    if proto.0 == Codec::Gob {
+        rd.gob_after_option();
+        conn.writer.use_gob();
+    }
     conn.stream
         .set_read_timeout(None)
         .map_err(|e| Error::io("clear handshake timeout", e))?;
@@ -428,14 +433,14 @@ fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec) -> Next {
         return Next::End;
     }
     match rd.read_message(codec) {
-        Ok(Some(m)) => match codec.decode_header(rd.bytes(m.header)) {
+        Ok(Some(m)) => match codec.decode_header(rd.header_bytes(&m)) {
             Ok(header) => {
                 conn.bytes_read.store(rd.bytes_read(), Ordering::Relaxed);
                 let calls = conn.calls_read.load(Ordering::Relaxed);
                 conn.calls_read.store(calls + 1, Ordering::Relaxed);
                 Next::Request(Request {
                     header,
-                    body: rd.bytes(m.body).to_vec(),
+                    body: rd.body_bytes(&m).to_vec(),
                     received: rd.received().unwrap_or_else(Instant::now),
                 })
             }

@@ -39,6 +39,10 @@ impl Conn {
         let body: &[u8] = match codec {
             Codec::Json => b"null\n",
             Codec::MsgPack => &[0xc0],
+            // Go's client discards a body it has no call for, whatever its
+            // type; gob has no null.
+            #[cfg(feature = "gob")]
+            Codec::Gob => codec.empty_body(),
         };
         if self.queue_reply(codec, &notice, body).is_err() {
             return;

@@ -18,7 +18,11 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::wire::codec::{Codec, Scan, Scanner};
 
+#[cfg(feature = "gob")]
+mod gob;
 mod stamps;
+#[cfg(feature = "gob")]
+use gob::GobFrames;
 pub(crate) use stamps::ReadNowait;
 
 /// Default largest message (header or body) either side accepts: 16 MiB.
@@ -85,12 +89,22 @@ pub(crate) struct FrameReader<R> {
     stamps: VecDeque<(u64, Instant)>,
     /// When the last drain was tried, to try at most once per interval.
     drained_at: Option<Instant>,
+    /// A gob stream's state: the peer's type definitions and the last
+    /// message handed out, as fragments (see `codec::gob::stream`).
+    /// Definitions are absorbed as messages are handed out, which is
+    /// stream order; `has_buffered_message` only looks.
+    #[cfg(feature = "gob")]
+    gob: Option<Box<GobFrames>>,
 }
 
 /// The spans of one message inside the reader's buffer.
 pub(crate) struct MessageSpans {
     pub header: Range<usize>,
     pub body: Range<usize>,
+    /// The message is gob: its header and body, as fragments, are in the
+    /// reader's gob state ([`FrameReader::header_bytes`]).
+    #[cfg(feature = "gob")]
+    pub gob: bool,
 }
 
 impl<R: Read> FrameReader<R> {
@@ -110,9 +124,30 @@ impl<R: Read> FrameReader<R> {
             base: 0,
             stamps: VecDeque::new(),
             drained_at: None,
+            #[cfg(feature = "gob")]
+            gob: None,
         }
     }
 
+    /// A message's header bytes (for gob: as a self-contained fragment).
+    pub(crate) fn header_bytes(&self, m: &MessageSpans) -> &[u8] {
+        #[cfg(feature = "gob")]
+        if m.gob {
+            return self.gob.as_ref().map_or(&[], |g| &g.header);
+        }
+        &self.buf[m.header.clone()]
+    }
+
+    /// A message's body bytes (for gob: as a self-contained fragment).
+    pub(crate) fn body_bytes(&self, m: &MessageSpans) -> &[u8] {
+        #[cfg(feature = "gob")]
+        if m.gob {
+            return self.gob.as_ref().map_or(&[], |g| &g.body);
+        }
+        &self.buf[m.body.clone()]
+    }
+
+    #[cfg(test)]
     pub(crate) fn bytes(&self, r: Range<usize>) -> &[u8] {
         &self.buf[r]
     }
@@ -300,6 +335,10 @@ impl<R: Read> FrameReader<R> {
                     self.start += 1;
                 }
             }
+            #[cfg(feature = "gob")]
+            if scan.header_len.is_none() && scan.header.at_start() {
+                gob::skip_option_newline(&mut self.gob, &self.buf, &mut self.start, self.end);
+            }
             let avail = &self.buf[self.start..self.end];
             let need = match scan.header_len {
                 None => match scan.header.scan(avail, self.eof).map_err(Error::Protocol)? {
@@ -341,6 +380,8 @@ impl<R: Read> FrameReader<R> {
                         return Ok(Some(MessageSpans {
                             header: s..s + h,
                             body: s + h..s + h + b,
+                            #[cfg(feature = "gob")]
+                            gob: false,
                         }));
                     }
                     Scan::Incomplete(need) if beyond(h.saturating_add(need), max) => {
@@ -371,11 +412,18 @@ impl<R: Read> FrameReader<R> {
     /// Reads the next message. Its spans stay valid until the next read.
     /// A read timeout leaves the partial message buffered, to be resumed.
     pub(crate) fn read_message(&mut self, codec: Codec) -> Result<Option<MessageSpans>> {
-        if let Some(m) = self.peeked.take() {
+        #[allow(unused_mut)]
+        let mut m = if let Some(m) = self.peeked.take() {
             self.handed_out = m.body.end - m.header.start;
-            return Ok(Some(m));
+            Some(m)
+        } else {
+            self.next_message(codec, true)?
+        };
+        #[cfg(feature = "gob")]
+        if let (Codec::Gob, Some(m)) = (codec, m.as_mut()) {
+            self.absorb_gob(m)?;
         }
-        self.next_message(codec, true)
+        Ok(m)
     }
 
     /// Whether another whole message is already buffered (no read is made).

@@ -167,7 +167,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("magic"));
-        let bad_codec = br#"{"MagicNumber":3882844,"CodecType":"application/gob"}"#;
+        let bad_codec = br#"{"MagicNumber":3882844,"CodecType":"application/protobuf"}"#;
         assert!(Handshake::accept(bad_codec)
             .unwrap_err()
             .to_string()

@@ -6,7 +6,7 @@
 //! - `transport`: the sockets an address leads to;
 //! - `handshake`: the Option that opens a connection (magic number, codec);
 //! - `frame`: whole messages read off a stream through one buffer;
-//! - `codec`: JSON and MessagePack headers and bodies;
+//! - `codec`: JSON, MessagePack and gob headers and bodies;
 //! - `writer`: the batching writer both sides send through;
 //! - `tls` (feature `tls`, Unix): TLS settings and the shared TLS stream.
 //!

@@ -69,6 +69,15 @@ pub(crate) struct SharedWriter {
     /// `enqueued` changes only under the `pending` lock.
     enqueued: AtomicU64,
     written: AtomicU64,
+    /// Set once on a gob connection ([`SharedWriter::use_gob`]): the
+    /// stream's type definitions so far. Messages are encoded as
+    /// self-contained fragments and rewritten into stream form under the
+    /// `pending` lock (the only place this mutex is taken, so it is never
+    /// contended), so definitions go out in enqueue order, before the
+    /// first message that uses them. JSON and MessagePack writers leave it
+    /// unset and pay one load and untaken branch per message.
+    #[cfg(feature = "gob")]
+    gob: std::sync::OnceLock<Mutex<crate::wire::codec::gob::GobSend>>,
 }
 
 struct Io {
@@ -98,7 +107,17 @@ impl SharedWriter {
             room: (Mutex::new(()), Condvar::new()),
             enqueued: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            #[cfg(feature = "gob")]
+            gob: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes this a gob stream's writer: from now on every message
+    /// enqueued is a gob fragment sequence, rewritten into stream form.
+    /// Call before the first message is enqueued.
+    #[cfg(feature = "gob")]
+    pub(crate) fn use_gob(&self) {
+        let _ = self.gob.set(Mutex::new(Default::default()));
     }
 
     /// Like [`enqueue`](SharedWriter::enqueue); returns where the message
@@ -109,10 +128,32 @@ impl SharedWriter {
     ) -> Result<u64> {
         let mut pending = self.pending.lock();
         let mark = pending.len();
-        let res = encode(&mut pending);
+        #[allow(unused_mut)]
+        let mut res = encode(&mut pending);
+        #[cfg(feature = "gob")]
+        let mut gob_rollback = None;
+        #[cfg(feature = "gob")]
+        if let (Some(gob), Ok(())) = (self.gob.get(), &res) {
+            let frags = pending.split_off(mark);
+            let mut gob = gob.lock();
+            match gob.rebase(&frags, &mut pending) {
+                Ok(checkpoint) => gob_rollback = Some((gob, checkpoint)),
+                Err(message) => {
+                    res = Err(Error::Encode {
+                        what: "gob message".into(),
+                        message,
+                    })
+                }
+            }
+        }
         let size = pending.len() - mark;
         if res.is_err() || size > self.max_message {
             pending.truncate(mark);
+            // Not sent: the types it defined are not defined on the stream.
+            #[cfg(feature = "gob")]
+            if let Some((mut gob, checkpoint)) = gob_rollback {
+                gob.rollback(checkpoint);
+            }
             res?;
             return Err(Error::MessageTooLarge {
                 size,

@@ -1,4 +1,4 @@
-//! Message codecs (PROTOCOL.md sections 3 and 4).
+//! Message codecs (PROTOCOL.md sections 3 and 4, and Go's gob).
 //!
 //! A message is two values back to back: a [`Header`], then a body. Both
 //! codecs are self-delimiting, so framing means finding where one value ends
@@ -6,6 +6,8 @@
 //! grows as bytes arrive, and rejects a value longer than the size limit
 //! before anything is allocated for it.
 
+#[cfg(feature = "gob")]
+pub(crate) mod gob;
 mod json;
 mod msgpack;
 
@@ -22,7 +24,7 @@ use crate::meta::WireMeta;
 /// handlers run on threads with small stacks: rmp-serde's default of 1024
 /// levels lets a kilobyte of `0x91` bytes overflow one and abort the
 /// process. serde_json stops at 128 too.
-const MAX_DEPTH: usize = 128;
+pub(crate) const MAX_DEPTH: usize = 128;
 
 /// A wire codec, chosen per connection by the client's handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -33,6 +35,65 @@ pub enum Codec {
     Json,
     /// `application/msgpack`: MessagePack values back to back.
     MsgPack,
+    /// `application/gob`: Go's `encoding/gob` stream, what a stock Go
+    /// GeeRPC client and server speak (feature `gob`). Stateful per
+    /// connection and direction: each type is defined once per stream,
+    /// before its first value. A value alone, as [`Codec::encode_into`]
+    /// writes it and [`Codec::decode`] reads it, is a whole gob stream:
+    /// its type definitions, then the value.
+    ///
+    /// # What is covered
+    ///
+    /// | Rust (serde)                              | gob                                   |
+    /// |-------------------------------------------|---------------------------------------|
+    /// | `bool`                                    | `bool`                                |
+    /// | `i8`..`i64`                               | `int` (zigzag)                        |
+    /// | `u8`..`u64` (a lone `u8` too)             | `uint`                                |
+    /// | `f32`, `f64`                              | `float64`                             |
+    /// | `String`, `&str`, `char`                  | `string`                              |
+    /// | bytes (`serde_bytes`), and any non-empty sequence of `u8` | `[]byte`             |
+    /// | `Vec<T>`, slices, tuples of one type      | `[]T` (Go arrays are read too)        |
+    /// | maps                                      | `map[K]V`                             |
+    /// | structs, by field name (`rename` for Go's capitalised names) | struct, zero fields omitted |
+    /// | `Option<T>`                               | `*T`: `Some` is the value, `None` is left out |
+    /// | newtype structs                           | the inner value                       |
+    /// | `()`, unit structs                        | `struct{}` (Go's error-reply body)    |
+    /// | unit enum variants                        | `string` (the variant's name)         |
+    /// | top-level non-struct values (Go's `*int` reply) | a singleton, as Go sends them   |
+    ///
+    /// As in Go, a struct field's zero value is not sent, also behind a
+    /// pointer: an `Option` field holding `Some(0)` reads back as `None`.
+    ///
+    /// Reading, a field the peer did not send (Go omits zero values) or that
+    /// its type does not have is the Rust field's zero value (`0`, `""`, empty,
+    /// `None`), as Go leaves it; fields the Rust type lacks are skipped;
+    /// `GobEncoder`/`BinaryMarshaler`/`TextMarshaler` values (`time.Time`) are
+    /// read as their bytes.
+    ///
+    /// Not covered (an error for that value, never a panic): enum variants with
+    /// data, `i128`/`u128`, sequences with elements of different types, `None`
+    /// inside a sequence or map and a top-level `None` (Go refuses nil pointers
+    /// there too), gob `interface{}` values other than nil, and complex numbers.
+    ///
+    /// Types come from values: serde describes a type only as it serializes a
+    /// value, so the definition sent is the value's shape. A `None`, empty
+    /// `Vec` or empty map field is left out of its struct's definition (Go then
+    /// keeps the field's zero value, which is what was sent); a top-level empty
+    /// sequence goes as `[]interface{}` (as do the element types of empty
+    /// lists inside a non-empty value, such as `{"a": []}`), which a geerpc
+    /// peer reads as any empty sequence but a Go peer only into
+    /// `[]interface{}`: wrap such a reply in a struct to send it to Go. A
+    /// later value of another shape gets a new type id, which Go's decoder
+    /// accepts.
+    ///
+    /// Bounds: a peer may define at most 4096 types and 256 KiB of type
+    /// definitions per connection; nesting stops at 128 levels; every count
+    /// and length is checked against the message's bytes before anything is
+    /// allocated. Past them, the connection (or, for a value, the call)
+    /// fails with an error.
+    #[cfg(feature = "gob")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "gob")))]
+    Gob,
 }
 
 impl Codec {
@@ -41,6 +102,8 @@ impl Codec {
         match self {
             Codec::Json => "application/json",
             Codec::MsgPack => "application/msgpack",
+            #[cfg(feature = "gob")]
+            Codec::Gob => "application/gob",
         }
     }
 
@@ -49,6 +112,8 @@ impl Codec {
         match name {
             "application/json" => Some(Codec::Json),
             "application/msgpack" => Some(Codec::MsgPack),
+            #[cfg(feature = "gob")]
+            "application/gob" => Some(Codec::Gob),
             _ => None,
         }
     }
@@ -78,6 +143,8 @@ impl Codec {
                 r
             }
             Codec::MsgPack => rmp_serde::encode::write_named(out, value).map_err(|e| e.to_string()),
+            #[cfg(feature = "gob")]
+            Codec::Gob => gob::encode(out, value, MAX_DEPTH),
         };
         res.map_err(|message| Error::Encode {
             what: what.to_string(),
@@ -94,6 +161,8 @@ impl Codec {
                 de.set_max_depth(MAX_DEPTH);
                 T::deserialize(&mut de).map_err(|e| e.to_string())
             }
+            #[cfg(feature = "gob")]
+            Codec::Gob => gob::decode(bytes, MAX_DEPTH),
         };
         res.map_err(|message| Error::Decode {
             what: what.to_string(),
@@ -106,11 +175,13 @@ impl Codec {
         self.decode(bytes, "header")
     }
 
-    /// The body of an error reply: an empty map.
+    /// The body of an error reply: an empty map (gob: Go's `struct{}{}`).
     pub(crate) fn empty_body(self) -> &'static [u8] {
         match self {
             Codec::Json => b"{}\n",
             Codec::MsgPack => &[0x80],
+            #[cfg(feature = "gob")]
+            Codec::Gob => gob::EMPTY_BODY,
         }
     }
 
@@ -119,6 +190,8 @@ impl Codec {
         match self {
             Codec::Json => Scanner::Json(json::JsonScan::default()),
             Codec::MsgPack => Scanner::MsgPack(msgpack::MsgPackScan::default()),
+            #[cfg(feature = "gob")]
+            Codec::Gob => Scanner::Gob(gob::GobScan::default()),
         }
     }
 }
@@ -208,6 +281,8 @@ pub(crate) enum Scan {
 pub(crate) enum Scanner {
     Json(json::JsonScan),
     MsgPack(msgpack::MsgPackScan),
+    #[cfg(feature = "gob")]
+    Gob(gob::GobScan),
 }
 
 impl Scanner {
@@ -217,6 +292,8 @@ impl Scanner {
         match self {
             Scanner::Json(s) => s.scan(buf, eof),
             Scanner::MsgPack(s) => s.scan(buf),
+            #[cfg(feature = "gob")]
+            Scanner::Gob(s) => s.scan(buf),
         }
     }
 
@@ -225,6 +302,8 @@ impl Scanner {
         match self {
             Scanner::Json(s) => !s.started(&[]),
             Scanner::MsgPack(s) => s.at_start(),
+            #[cfg(feature = "gob")]
+            Scanner::Gob(s) => s.at_start(),
         }
     }
 
@@ -233,6 +312,8 @@ impl Scanner {
         match self {
             Scanner::Json(s) => s.started(buf),
             Scanner::MsgPack(_) => !buf.is_empty(),
+            #[cfg(feature = "gob")]
+            Scanner::Gob(_) => !buf.is_empty(),
         }
     }
 }

@@ -1,0 +1,197 @@
+//! Per-connection gob state, one per direction.
+//!
+//! Gob is stateful: a stream defines each type once, before its first
+//! value, and later values refer to it by id. geerpc encodes and decodes
+//! values on many threads, so each value travels inside the library as a
+//! *fragment*: a self-contained gob stream of its own type definitions
+//! (ids from 65) and the value. Two pieces translate at the two points
+//! where a connection's order is fixed:
+//!
+//! - [`GobSend`] sits in the connection's writer and runs under its queue
+//!   lock as each message is enqueued: it gives a fragment's types their
+//!   stream ids, writes the definitions the stream has not had yet, and
+//!   rewrites the value's type id. Enqueue order is stream order, so a
+//!   definition always precedes the first value that uses it.
+//! - [`GobRecv`] sits in the connection's frame reader and runs as each
+//!   message is handed out, in stream order: it keeps the definitions the
+//!   peer sent (append-only; a redefinition is an error) and turns each
+//!   header and body into a fragment, so that a body can be decoded later
+//!   on any thread with no reference to the connection.
+
+use std::collections::{HashMap, HashSet};
+
+use super::types::{TypeTable, WireType, FIRST_USER_ID, MAX_TYPES};
+use super::varint::{put_int, put_message, split_message, Cursor};
+
+/// Most bytes of type definitions one connection direction may send us:
+/// each fragment carries the definitions its value needs, so this also
+/// bounds the copying per message.
+pub(crate) const MAX_DEF_BYTES: usize = 256 * 1024;
+
+/// The receiving side's table of the peer's types.
+#[derive(Debug, Default)]
+pub(crate) struct GobRecv {
+    table: TypeTable,
+    /// Each definition's message payload (negative id and `wireType`).
+    raw: HashMap<i64, Vec<u8>>,
+    raw_bytes: usize,
+}
+
+impl GobRecv {
+    /// Absorbs the definitions in `frame` (definitions, then one value, as
+    /// the scanner delimits it) and appends the value as a fragment to `out`.
+    pub(crate) fn absorb(&mut self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        let mut buf = frame;
+        loop {
+            let (payload, rest) =
+                split_message(buf)?.ok_or_else(|| "gob: truncated message".to_string())?;
+            let mut c = Cursor::new(payload);
+            let id = c.int()?;
+            if id < 0 {
+                let t = WireType::decode(&mut c)?;
+                if !c.at_end() {
+                    return Err("gob: bytes after a type definition".into());
+                }
+                self.raw_bytes += payload.len();
+                if self.raw_bytes > MAX_DEF_BYTES {
+                    return Err(format!(
+                        "gob: more than {MAX_DEF_BYTES} bytes of type definitions on one stream"
+                    ));
+                }
+                let id = id.checked_neg().ok_or("gob: bad type id")?;
+                self.table.define(id, t)?;
+                self.raw.insert(id, payload.to_vec());
+                buf = rest;
+                continue;
+            }
+            if !rest.is_empty() {
+                return Err("gob: bytes after a value".into());
+            }
+            if !self.table.known(id) {
+                return Err(format!("gob: value of undefined type id {id}"));
+            }
+            // The definitions the value needs, in id order.
+            let mut need = HashSet::new();
+            let mut todo = vec![id];
+            while let Some(t) = todo.pop() {
+                if t < FIRST_USER_ID || !need.insert(t) {
+                    continue;
+                }
+                let def = self
+                    .table
+                    .get(t)
+                    .ok_or_else(|| format!("gob: type refers to undefined type id {t}"))?;
+                todo.extend(def.children());
+            }
+            let mut ids: Vec<i64> = need.into_iter().collect();
+            ids.sort_unstable();
+            for t in ids {
+                put_message(out, &self.raw[&t]);
+            }
+            put_message(out, payload);
+            return Ok(());
+        }
+    }
+}
+
+/// The sending side's record of the types the stream has defined.
+#[derive(Debug, Default)]
+pub(crate) struct GobSend {
+    /// Each type's definition with its id left out, to its stream id.
+    ids: HashMap<Vec<u8>, i64>,
+    /// The same keys in id order (id = 65 + index), for rolling back.
+    order: Vec<Vec<u8>>,
+}
+
+impl GobSend {
+    /// Appends `frags` (fragments back to back) to `out` as this stream's
+    /// messages. Returns a checkpoint for [`GobSend::rollback`], in case
+    /// the caller drops what was appended.
+    pub(crate) fn rebase(&mut self, frags: &[u8], out: &mut Vec<u8>) -> Result<usize, String> {
+        let checkpoint = self.order.len();
+        let res = self.rebase_all(frags, out);
+        if res.is_err() {
+            self.rollback(checkpoint);
+        }
+        res.map(|()| checkpoint)
+    }
+
+    /// Forgets the types defined since `checkpoint`: the bytes that defined
+    /// them were never sent.
+    pub(crate) fn rollback(&mut self, checkpoint: usize) {
+        for key in self.order.drain(checkpoint..) {
+            self.ids.remove(&key);
+        }
+    }
+
+    fn rebase_all(&mut self, frags: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        let mut buf = frags;
+        let mut local: HashMap<i64, WireType> = HashMap::new();
+        while !buf.is_empty() {
+            let (payload, rest) =
+                split_message(buf)?.ok_or_else(|| "gob: truncated fragment".to_string())?;
+            buf = rest;
+            let mut c = Cursor::new(payload);
+            let id = c.int()?;
+            if id < 0 {
+                let t = WireType::decode(&mut c)?;
+                local.insert(id.checked_neg().ok_or("gob: bad type id")?, t);
+                continue;
+            }
+            let mut memo = HashMap::new();
+            let sid = self.map(id, &local, &mut memo, out, 0)?;
+            let mut msg = Vec::with_capacity(payload.len() + 2);
+            put_int(&mut msg, sid);
+            msg.extend_from_slice(&payload[c.pos..]);
+            put_message(out, &msg);
+            // The next fragment numbers its types afresh.
+            local.clear();
+        }
+        Ok(())
+    }
+
+    /// The stream id of the fragment's type `id`, defining it (and what it
+    /// refers to) on the stream first if the stream has not had it.
+    fn map(
+        &mut self,
+        id: i64,
+        local: &HashMap<i64, WireType>,
+        memo: &mut HashMap<i64, i64>,
+        out: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<i64, String> {
+        if id < FIRST_USER_ID {
+            return Ok(id);
+        }
+        if let Some(&s) = memo.get(&id) {
+            return Ok(s);
+        }
+        if depth > local.len() {
+            return Err("gob: a recursive type cannot be re-sent".into());
+        }
+        let t = local
+            .get(&id)
+            .ok_or_else(|| format!("gob: fragment refers to undefined type id {id}"))?;
+        let mapped = t.map_ids(|child| self.map(child, local, memo, out, depth + 1))?;
+        let mut key = Vec::new();
+        mapped.encode(0, &mut key);
+        let sid = match self.ids.get(&key) {
+            Some(&s) => s,
+            None => {
+                if self.order.len() >= MAX_TYPES {
+                    return Err(format!("gob: more than {MAX_TYPES} types on one stream"));
+                }
+                let s = FIRST_USER_ID + self.order.len() as i64;
+                let mut msg = Vec::new();
+                put_int(&mut msg, -s);
+                mapped.encode(s, &mut msg);
+                put_message(out, &msg);
+                self.ids.insert(key.clone(), s);
+                self.order.push(key);
+                s
+            }
+        };
+        memo.insert(id, sid);
+        Ok(sid)
+    }
+}

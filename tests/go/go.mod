@@ -1,0 +1,3 @@
+module geerpc.test/gopeer
+
+go 1.19
