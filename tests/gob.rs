@@ -167,7 +167,7 @@ fn gob_timeouts_client_and_server_side() {
     match client.call::<_, i64>(
         "Arith.SleepMs",
         &Args {
-            num1: 3000,
+            num1: 1500,
             num2: 0,
         },
     ) {
@@ -176,8 +176,8 @@ fn gob_timeouts_client_and_server_side() {
         }
         other => panic!("{other:?}"),
     }
-    // The caller's timeout: an error at its deadline, the late reply is
-    // read and dropped, and the connection goes on.
+    // The caller's timeout: an error at its deadline, and the connection
+    // goes on serving.
     let client = Client::builder()
         .codec(Codec::Gob)
         .dial(running.addr())
@@ -186,13 +186,17 @@ fn gob_timeouts_client_and_server_side() {
     let e = client
         .call_timeout::<_, i64>(
             "Arith.SleepMs",
-            &Args { num1: 300, num2: 0 },
+            &Args {
+                num1: 1500,
+                num2: 0,
+            },
             Duration::from_millis(50),
         )
         .unwrap_err();
     assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+    // Generous for a loaded machine: only well before the reply matters.
     assert!(
-        t0.elapsed() < Duration::from_millis(290),
+        t0.elapsed() < Duration::from_millis(1000),
         "{:?}",
         t0.elapsed()
     );

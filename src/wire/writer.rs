@@ -396,6 +396,33 @@ mod tests {
     use std::io::Read;
     use std::os::unix::net::UnixStream;
 
+    #[cfg(feature = "gob")]
+    #[test]
+    fn a_gob_message_refused_as_too_large_takes_its_definitions_back() {
+        use crate::wire::codec::Codec;
+        #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+        struct Note {
+            s: String,
+        }
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let w = SharedWriter::new(Stream::unix(a), 200);
+        w.use_gob();
+        let big = Note { s: "x".repeat(300) };
+        let refused = w.enqueue(|out| Codec::Gob.encode_into(out, &big, "note"));
+        assert!(matches!(refused, Err(Error::MessageTooLarge { .. })));
+        let small = Note { s: "y".into() };
+        w.enqueue(|out| Codec::Gob.encode_into(out, &small, "note"))
+            .unwrap();
+        w.flush().unwrap();
+        drop(w);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        // The stream defines Note again before the value: alone, it is a
+        // whole gob stream.
+        let back: Note = Codec::Gob.decode(&got, "note").unwrap();
+        assert_eq!(back, small);
+    }
+
     #[test]
     fn flush_nowait_never_blocks_and_flush_finishes_the_job() {
         let (a, mut b) = UnixStream::pair().unwrap();
