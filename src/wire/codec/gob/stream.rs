@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::types::{TypeTable, WireType, FIRST_USER_ID, MAX_TYPES};
 use super::varint::{put_int, put_message, split_message, Cursor};
+use crate::wire::codec::MAX_DEPTH;
 
 /// Most bytes of type definitions one connection direction may send us:
 /// each fragment carries the definitions its value needs, so this also
@@ -166,8 +167,14 @@ impl GobSend {
         if let Some(&s) = memo.get(&id) {
             return Ok(s);
         }
+        // Recursion is bounded: by the fragment's types (a recursive type
+        // would loop) and by MAX_DEPTH (a chain of thousands of types,
+        // which no value we encode has, would overflow the stack).
         if depth > local.len() {
             return Err("gob: a recursive type cannot be re-sent".into());
+        }
+        if depth > MAX_DEPTH {
+            return Err(format!("gob: types nested more than {MAX_DEPTH} deep"));
         }
         let t = local
             .get(&id)
@@ -193,5 +200,54 @@ impl GobSend {
         };
         memo.insert(id, sid);
         Ok(sid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::codec::gob::types::T_INT;
+
+    /// A fragment defining slice types 65 -> 66 -> ... -> `n` deep, then a
+    /// value of type 65 (an empty slice).
+    fn chain(n: i64) -> Vec<u8> {
+        let mut frag = Vec::new();
+        for id in FIRST_USER_ID..FIRST_USER_ID + n {
+            let elem = if id + 1 < FIRST_USER_ID + n {
+                id + 1
+            } else {
+                T_INT
+            };
+            let mut msg = Vec::new();
+            put_int(&mut msg, -id);
+            WireType::Slice {
+                name: String::new(),
+                elem,
+            }
+            .encode(id, &mut msg);
+            put_message(&mut frag, &msg);
+        }
+        let mut msg = Vec::new();
+        put_int(&mut msg, FIRST_USER_ID);
+        msg.extend_from_slice(&[0, 0]);
+        put_message(&mut frag, &msg);
+        frag
+    }
+
+    #[test]
+    fn a_long_chain_of_types_is_an_error_not_a_stack_overflow() {
+        let frag = chain(5_000);
+        // A 2 MiB stack, as the reviewer's (and the fuzzer's) thread had.
+        let res = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || GobSend::default().rebase(&frag, &mut Vec::new()))
+            .unwrap()
+            .join()
+            .expect("rebase must not overflow the stack");
+        assert!(res.unwrap_err().contains("nested more than"));
+        // A chain within the bound still goes through.
+        let mut out = Vec::new();
+        GobSend::default().rebase(&chain(100), &mut out).unwrap();
+        assert!(!out.is_empty());
     }
 }
