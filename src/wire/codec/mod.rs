@@ -26,6 +26,59 @@ use crate::meta::WireMeta;
 /// process. serde_json stops at 128 too.
 pub(crate) const MAX_DEPTH: usize = 128;
 
+/// A header or body as the frame reader hands it out: its bytes and, for
+/// gob, the stream's types it is decoded against (the bytes are then one
+/// value message; without a table, gob bytes are a self-contained
+/// fragment, as [`Codec::encode_into`] makes them).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Body<'a> {
+    pub(crate) bytes: &'a [u8],
+    #[cfg(feature = "gob")]
+    pub(crate) gob: Option<&'a gob::GobTable>,
+}
+
+impl<'a> From<&'a [u8]> for Body<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Body {
+            bytes,
+            ..Body::default()
+        }
+    }
+}
+
+impl<'a> From<&'a Vec<u8>> for Body<'a> {
+    fn from(bytes: &'a Vec<u8>) -> Self {
+        Body::from(bytes.as_slice())
+    }
+}
+
+/// A [`Body`] that outlives the reader's buffer (a request for a handler
+/// thread): a copy of the bytes, and a share of the gob table snapshot.
+#[derive(Default)]
+pub(crate) struct OwnedBody {
+    bytes: Vec<u8>,
+    #[cfg(feature = "gob")]
+    gob: Option<gob::GobTable>,
+}
+
+impl OwnedBody {
+    pub(crate) fn new(body: Body<'_>) -> Self {
+        OwnedBody {
+            bytes: body.bytes.to_vec(),
+            #[cfg(feature = "gob")]
+            gob: body.gob.cloned(),
+        }
+    }
+
+    pub(crate) fn as_body(&self) -> Body<'_> {
+        Body {
+            bytes: &self.bytes,
+            #[cfg(feature = "gob")]
+            gob: self.gob.as_ref(),
+        }
+    }
+}
+
 /// A wire codec, chosen per connection by the client's handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
@@ -170,9 +223,21 @@ impl Codec {
         })
     }
 
+    /// Decodes a header or body as the frame reader handed it out.
+    pub(crate) fn decode_body<T: DeserializeOwned>(self, body: Body<'_>, what: &str) -> Result<T> {
+        #[cfg(feature = "gob")]
+        if let Some(table) = body.gob {
+            return gob::decode_in(body.bytes, table, MAX_DEPTH).map_err(|message| Error::Decode {
+                what: what.to_string(),
+                message,
+            });
+        }
+        self.decode(body.bytes, what)
+    }
+
     /// Decodes a message header.
-    pub(crate) fn decode_header(self, bytes: &[u8]) -> Result<Header> {
-        self.decode(bytes, "header")
+    pub(crate) fn decode_header<'a>(self, body: impl Into<Body<'a>>) -> Result<Header> {
+        self.decode_body(body.into(), "header")
     }
 
     /// The body of an error reply: an empty map (gob: Go's `struct{}{}`).

@@ -14,34 +14,43 @@
 //!   definition always precedes the first value that uses it.
 //! - [`GobRecv`] sits in the connection's frame reader and runs as each
 //!   message is handed out, in stream order: it keeps the definitions the
-//!   peer sent (append-only; a redefinition is an error) and turns each
-//!   header and body into a fragment, so that a body can be decoded later
-//!   on any thread with no reference to the connection.
+//!   peer sent (append-only; a redefinition is an error). A header or body
+//!   travels as its value message plus a [`GobTable`] snapshot (an `Arc`),
+//!   so that a body can be decoded later on any thread, at the cost of the
+//!   message alone (copying the definitions it uses into each message
+//!   made a 4-byte value cost every definition the peer ever sent).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use super::types::{TypeTable, WireType, FIRST_USER_ID, MAX_TYPES};
 use super::varint::{put_int, put_message, split_message, Cursor};
 use crate::wire::codec::MAX_DEPTH;
 
-/// Most bytes of type definitions one connection direction may send us:
-/// each fragment carries the definitions its value needs, so this also
-/// bounds the copying per message.
+/// Most bytes of type definitions one connection direction may send us.
 pub(crate) const MAX_DEF_BYTES: usize = 256 * 1024;
+
+/// A snapshot of the peer's types, shared by the messages that use it:
+/// taking one is a reference count, so decoding a message costs the
+/// message, not the table.
+pub(crate) type GobTable = Arc<TypeTable>;
 
 /// The receiving side's table of the peer's types.
 #[derive(Debug, Default)]
 pub(crate) struct GobRecv {
-    table: TypeTable,
-    /// Each definition's message payload (negative id and `wireType`).
-    raw: HashMap<i64, Vec<u8>>,
-    raw_bytes: usize,
+    /// Append-only. Copied on write: only when a message brings new
+    /// definitions while an earlier message's snapshot is still held (at
+    /// most once per such message, and a stream defines at most
+    /// `MAX_TYPES` types in at most `MAX_DEF_BYTES`), never per value.
+    table: GobTable,
+    def_bytes: usize,
 }
 
 impl GobRecv {
-    /// Absorbs the definitions in `frame` (definitions, then one value, as
-    /// the scanner delimits it) and appends the value as a fragment to `out`.
-    pub(crate) fn absorb(&mut self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    /// Absorbs the definitions at the start of `frame` (definitions, then
+    /// one value, as the scanner delimits it). Returns where the value's
+    /// message starts in `frame`; it is decoded against [`GobRecv::table`].
+    pub(crate) fn absorb(&mut self, frame: &[u8]) -> Result<usize, String> {
         let mut buf = frame;
         loop {
             let (payload, rest) =
@@ -53,15 +62,14 @@ impl GobRecv {
                 if !c.at_end() {
                     return Err("gob: bytes after a type definition".into());
                 }
-                self.raw_bytes += payload.len();
-                if self.raw_bytes > MAX_DEF_BYTES {
+                self.def_bytes += payload.len();
+                if self.def_bytes > MAX_DEF_BYTES {
                     return Err(format!(
                         "gob: more than {MAX_DEF_BYTES} bytes of type definitions on one stream"
                     ));
                 }
                 let id = id.checked_neg().ok_or("gob: bad type id")?;
-                self.table.define(id, t)?;
-                self.raw.insert(id, payload.to_vec());
+                Arc::make_mut(&mut self.table).define(id, t)?;
                 buf = rest;
                 continue;
             }
@@ -71,28 +79,48 @@ impl GobRecv {
             if !self.table.known(id) {
                 return Err(format!("gob: value of undefined type id {id}"));
             }
-            // The definitions the value needs, in id order.
-            let mut need = HashSet::new();
-            let mut todo = vec![id];
-            while let Some(t) = todo.pop() {
-                if t < FIRST_USER_ID || !need.insert(t) {
-                    continue;
-                }
-                let def = self
-                    .table
-                    .get(t)
-                    .ok_or_else(|| format!("gob: type refers to undefined type id {t}"))?;
-                todo.extend(def.children());
-            }
-            let mut ids: Vec<i64> = need.into_iter().collect();
-            ids.sort_unstable();
-            for t in ids {
-                put_message(out, &self.raw[&t]);
-            }
-            put_message(out, payload);
-            return Ok(());
+            return Ok(frame.len() - buf.len());
         }
     }
+
+    /// The peer's types so far (a snapshot: later definitions do not
+    /// change it).
+    pub(crate) fn table(&self) -> &GobTable {
+        &self.table
+    }
+}
+
+/// Appends the value message `msg` (decoded against `table`) as a
+/// self-contained fragment: the definitions it needs, in id order, then
+/// the value. Costs the definitions' size: for the fuzz seam, not the
+/// connection's path.
+pub(crate) fn fragment(table: &TypeTable, msg: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    let (payload, _) = split_message(msg)?.ok_or("gob: truncated message")?;
+    let id = Cursor::new(payload).int()?;
+    let mut need = HashSet::new();
+    let mut todo = vec![id];
+    while let Some(t) = todo.pop() {
+        if t < FIRST_USER_ID || !need.insert(t) {
+            continue;
+        }
+        let def = table
+            .get(t)
+            .ok_or_else(|| format!("gob: type refers to undefined type id {t}"))?;
+        todo.extend(def.children());
+    }
+    let mut ids: Vec<i64> = need.into_iter().collect();
+    ids.sort_unstable();
+    for t in ids {
+        let mut def = Vec::new();
+        put_int(&mut def, -t);
+        table
+            .get(t)
+            .ok_or("gob: undefined type")?
+            .encode(t, &mut def);
+        put_message(out, &def);
+    }
+    out.extend_from_slice(msg);
+    Ok(())
 }
 
 /// The sending side's record of the types the stream has defined.
