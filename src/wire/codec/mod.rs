@@ -139,6 +139,15 @@ pub enum Codec {
     /// later value of another shape gets a new type id, which Go's decoder
     /// accepts.
     ///
+    /// A struct's type is the widest it has had in this process: once a
+    /// value showed a field's type (a `Some`, a non-empty `Vec`), later
+    /// values' definitions list it too, left out of the value when zero. So
+    /// a struct has at most one definition per field (plus one) on a
+    /// stream, whatever pattern of `None`s its values have, and an empty
+    /// `Vec` field whose element type was seen before is sent typed. A
+    /// struct is known by its serde name and declared field names; a name
+    /// reused with other field types keeps its values' own shapes.
+    ///
     /// Bounds: a peer may define at most 4096 types and 256 KiB of type
     /// definitions per connection; nesting stops at 128 levels; every count
     /// and length is checked against the message's bytes before anything is
@@ -197,7 +206,7 @@ impl Codec {
             }
             Codec::MsgPack => rmp_serde::encode::write_named(out, value).map_err(|e| e.to_string()),
             #[cfg(feature = "gob")]
-            Codec::Gob => gob::encode(out, value, MAX_DEPTH),
+            Codec::Gob => gob::encode(out, value, MAX_DEPTH, true),
         };
         res.map_err(|message| Error::Encode {
             what: what.to_string(),
@@ -221,6 +230,21 @@ impl Codec {
             what: what.to_string(),
             message,
         })
+    }
+
+    /// Appends a message header. For gob its type is not widened by the
+    /// process's memory of struct shapes (see `gob::widen`): its few
+    /// optional fields bound its definitions, and a stream's headers stay
+    /// Go's bytes whatever other connections sent.
+    pub(crate) fn encode_header(self, out: &mut Vec<u8>, header: &Header) -> Result<()> {
+        #[cfg(feature = "gob")]
+        if self == Codec::Gob {
+            return gob::encode(out, header, MAX_DEPTH, false).map_err(|message| Error::Encode {
+                what: "header".to_string(),
+                message,
+            });
+        }
+        self.encode_into(out, header, "header")
     }
 
     /// Decodes a header or body as the frame reader handed it out.
@@ -313,7 +337,7 @@ pub(crate) fn encode_message<T: Serialize + ?Sized>(
     header: &Header,
     body: &T,
 ) -> Result<()> {
-    codec.encode_into(out, header, "header")?;
+    codec.encode_header(out, header)?;
     codec.encode_into(out, body, "body")
 }
 
@@ -324,7 +348,7 @@ pub(crate) fn encode_message_raw(
     header: &Header,
     body: &[u8],
 ) -> Result<()> {
-    codec.encode_into(out, header, "header")?;
+    codec.encode_header(out, header)?;
     out.extend_from_slice(body);
     Ok(())
 }

@@ -6,7 +6,8 @@
 //!
 //! Files: `varint` (integers, floats, messages), `types` (type
 //! definitions), `value` (serde into a value tree), `encode`, `decode`,
-//! `scan` (value ends in a stream), `stream` (per-connection state).
+//! `scan` (value ends in a stream), `stream` (per-connection state),
+//! `widen` (each struct's widest type so far).
 
 mod decode;
 mod encode;
@@ -15,6 +16,7 @@ mod stream;
 mod types;
 mod value;
 mod varint;
+mod widen;
 
 #[cfg(doc)]
 use super::Codec;
@@ -35,14 +37,16 @@ pub(crate) const EMPTY_BODY: &[u8] = &[
     0x03, 0xff, 0x82, 0x00, // a value of it
 ];
 
-/// Appends `value` as a fragment (its type definitions, then the value).
+/// Appends `value` as a fragment (its type definitions, then the value);
+/// `widen`: its structs' types are the widest so far (see `widen`).
 pub(crate) fn encode<T: Serialize + ?Sized>(
     out: &mut Vec<u8>,
     value: &T,
     max_depth: usize,
+    widen: bool,
 ) -> Result<(), String> {
     let v = value::capture(value, max_depth).map_err(|e| e.0)?;
-    encode::encode_fragment(&v, out)
+    encode::encode_fragment(&v, out, widen)
 }
 
 /// Decodes a fragment: any type definitions, then one value.

@@ -500,3 +500,59 @@ fn a_message_costs_its_own_bytes_not_the_tables() {
         assert!(got.is_empty());
     }
 }
+
+/// 13 optional fields: 8,192 patterns of `None`.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Thirteen {
+    a: Option<i64>,
+    b: Option<i64>,
+    c: Option<i64>,
+    d: Option<i64>,
+    e: Option<i64>,
+    f: Option<i64>,
+    g: Option<i64>,
+    h: Option<i64>,
+    i: Option<i64>,
+    j: Option<i64>,
+    k: Option<i64>,
+    l: Option<i64>,
+    m: Option<i64>,
+}
+
+fn thirteen(p: u32) -> Thirteen {
+    let f = |bit: u32| (p >> bit & 1 == 1).then_some(i64::from(bit) + 1);
+    Thirteen {
+        a: f(0),
+        b: f(1),
+        c: f(2),
+        d: f(3),
+        e: f(4),
+        f: f(5),
+        g: f(6),
+        h: f(7),
+        i: f(8),
+        j: f(9),
+        k: f(10),
+        l: f(11),
+        m: f(12),
+    }
+}
+
+#[test]
+fn every_pattern_of_nones_shares_a_few_definitions() {
+    let frags: Vec<Vec<u8>> = (0..1u32 << 13).map(|p| frag(&thirteen(p))).collect();
+    let stream = stream_of(&frags);
+    let mut defs = 0;
+    let mut rest = &stream[..];
+    while let Some((payload, next)) = varint::split_message(rest).unwrap() {
+        defs += usize::from(varint::Cursor::new(payload).int().unwrap() < 0);
+        rest = next;
+    }
+    // One per field that widened the struct's type, at most (and none
+    // from a pattern all of whose fields were seen before).
+    assert!(defs <= 14, "{defs} definitions for 8,192 values");
+    for (p, f) in values(&stream).iter().enumerate() {
+        let back: Thirteen = Codec::Gob.decode(f, "v").unwrap();
+        assert_eq!(back, thirteen(p as u32));
+    }
+}
