@@ -1,10 +1,12 @@
 //! `Codec::Gob` and values whose shape varies: every pattern of `None`
 //! fields of one struct goes over one connection against a few type
 //! definitions (a struct's type is the widest it has had), both ways
-//! between a geerpc client and server, and Go's own decoder reads them.
+//! between a geerpc client and server, and Go's own decoder reads them;
+//! an empty list or map whose type was seen before is sent typed.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -84,11 +86,53 @@ fn every_pattern_of_nones_goes_both_ways_on_one_connection() {
     }
 }
 
+/// Whether Go is here (optional on a developer's machine; CI installs it).
+fn have_go() -> bool {
+    let ok = Command::new("go").arg("version").output().is_ok();
+    if !ok {
+        eprintln!("skipped: no `go` command on PATH");
+    }
+    ok
+}
+
+/// What Go's own decoder reads from `stream` (tests/fixtures/gob/gen's
+/// decode mode): one JSON line, `[header, body]`, per message.
+fn go_decode(kind: &str, stream: Vec<u8>) -> Vec<serde_json::Value> {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let target = format!("{dir}/target");
+    let mut go = Command::new("go")
+        .args(["run", "./tests/fixtures/gob/gen", "decode", kind])
+        .current_dir(dir)
+        .env("GOCACHE", format!("{target}/go-cache"))
+        .env("GOPATH", format!("{target}/go-path"))
+        .env("GOPROXY", "off")
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = go.stdin.take().unwrap();
+    // Written from another thread: Go's output would fill its pipe first.
+    let writer = std::thread::spawn(move || stdin.write_all(&stream));
+    let out = go.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "go decode {kind} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn go_reads_every_pattern_of_nones() {
-    // Go is optional on a developer's machine (CI installs it).
-    if Command::new("go").arg("version").output().is_err() {
-        eprintln!("skipped: no `go` command on PATH");
+    if !have_go() {
         return;
     }
     // The connection writer's own steps: messages encoded as fragments,
@@ -108,41 +152,50 @@ fn go_reads_every_pattern_of_nones() {
     let stream = fuzz_seam::gob_rebase(&frags).unwrap();
     // A definition per pattern would be ~1 MiB of definitions.
     assert!(stream.len() < 200 * 1024, "{} bytes", stream.len());
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let target = format!("{dir}/target");
-    let mut go = Command::new("go")
-        .args(["run", "./tests/fixtures/gob/gen", "decode", "twelve"])
-        .current_dir(dir)
-        .env("GOCACHE", format!("{target}/go-cache"))
-        .env("GOPATH", format!("{target}/go-path"))
-        .env("GOPROXY", "off")
-        .env("GO111MODULE", "off")
-        .env("GOFLAGS", "-mod=mod")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = go.stdin.take().unwrap();
-    // Written from another thread: Go's output would fill its pipe first.
-    let writer = std::thread::spawn(move || stdin.write_all(&stream));
-    let out = go.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(
-        out.status.success(),
-        "go decode failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = go_decode("twelve", stream);
     assert_eq!(lines.len(), PATTERNS as usize);
     for (p, line) in lines.iter().enumerate() {
         assert_eq!(line[0]["Seq"].as_u64().unwrap(), p as u64);
         // Go's JSON of what it decoded (nil pointers as null).
         let back: Twelve = serde_json::from_value(line[1].clone()).unwrap();
         assert_eq!(back, twelve(p as u32), "pattern {p:#x}");
+    }
+}
+
+/// Replies of type `T`, as a server's connection writes them.
+fn replies<T: Serialize>(values: &[T]) -> Vec<u8> {
+    let mut frags = Vec::new();
+    for (seq, v) in values.iter().enumerate() {
+        fuzz_seam::encode_message(Codec::Gob, &mut frags, "Lists.Get", seq as u64, "", v).unwrap();
+    }
+    fuzz_seam::gob_rebase(&frags).unwrap()
+}
+
+#[test]
+fn go_reads_an_empty_list_or_map_once_its_type_was_seen() {
+    if !have_go() {
+        return;
+    }
+    // A Go client calling a method whose reply is []int or map[string]int
+    // gets an empty one after a non-empty one: typed (Go refused the
+    // `[]interface{}` once sent for it: "decoding into local type *[]int,
+    // received remote type []interface").
+    let lists: Vec<Vec<i64>> = vec![vec![1, -2], vec![], vec![3], vec![]];
+    let lines = go_decode("ints", replies(&lists));
+    assert_eq!(lines.len(), lists.len());
+    for (line, want) in lines.iter().zip(&lists) {
+        let got: Option<Vec<i64>> = serde_json::from_value(line[1].clone()).unwrap();
+        assert_eq!(got.unwrap_or_default(), *want);
+    }
+    let maps: Vec<BTreeMap<String, i64>> = vec![
+        BTreeMap::from([("a".to_string(), 1)]),
+        BTreeMap::new(),
+        BTreeMap::new(),
+    ];
+    let lines = go_decode("strmap", replies(&maps));
+    assert_eq!(lines.len(), maps.len());
+    for (line, want) in lines.iter().zip(&maps) {
+        let got: Option<BTreeMap<String, i64>> = serde_json::from_value(line[1].clone()).unwrap();
+        assert_eq!(got.unwrap_or_default(), *want);
     }
 }

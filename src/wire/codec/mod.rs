@@ -146,7 +146,13 @@ pub enum Codec {
     /// stream, whatever pattern of `None`s its values have, and an empty
     /// `Vec` field whose element type was seen before is sent typed. A
     /// struct is known by its serde name and declared field names; a name
-    /// reused with other field types keeps its values' own shapes.
+    /// reused with other field types keeps its values' own shapes. Likewise
+    /// a whole value that is a sequence or map (a `Vec<i64>` reply) is
+    /// widened by the earlier values of its Rust type: once one showed its
+    /// element type, an empty one is sent as `[]int` (a Go client reads it
+    /// into its `[]int`). Only an empty collection (or `None`) whose
+    /// element type no earlier value in this process showed still goes as
+    /// `interface{}`. (Memory: at most 4096 types, each its union shape.)
     ///
     /// Bounds: a peer may define at most 4096 types and 256 KiB of type
     /// definitions per connection; nesting stops at 128 levels; every count

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use super::types::*;
 use super::value::V;
 use super::varint::{put_bytes, put_float, put_int, put_message, put_uint};
-use super::widen::widen;
+use super::widen::widen_top;
 
 /// A value's type, as far as the value shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -206,17 +206,22 @@ impl Defs {
 }
 
 /// Appends `v` as a fragment: its type definitions, then the value.
-pub(crate) fn encode_fragment(v: &V, out: &mut Vec<u8>, wide: bool) -> Result<(), String> {
+/// `ty`: the Rust type's name, to widen its shape by earlier values (see
+/// `widen`); `None` for a value's own shape.
+pub(crate) fn encode_fragment(
+    v: &V,
+    out: &mut Vec<u8>,
+    ty: Option<&'static str>,
+) -> Result<(), String> {
     if *v == V::Absent {
         return Err(
             "gob: a top-level None cannot be encoded (Go cannot encode a nil pointer either)"
                 .into(),
         );
     }
-    let shape = if wide {
-        widen(shape_of(v)?)
-    } else {
-        shape_of(v)?
+    let shape = match ty {
+        Some(ty) => widen_top(ty, shape_of(v)?),
+        None => shape_of(v)?,
     };
     let mut defs = Defs {
         out: Vec::new(),

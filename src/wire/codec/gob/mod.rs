@@ -46,7 +46,8 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     widen: bool,
 ) -> Result<(), String> {
     let v = value::capture(value, max_depth).map_err(|e| e.0)?;
-    encode::encode_fragment(&v, out, widen)
+    let ty = widen.then(std::any::type_name::<T>);
+    encode::encode_fragment(&v, out, ty)
 }
 
 /// Decodes a fragment: any type definitions, then one value.

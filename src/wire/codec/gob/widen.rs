@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 
 use super::encode::{merge, Shape};
 
-/// Most structs remembered (a program has a bounded number of types; this
+/// Most structs (and top-level collection types) remembered (a program has a bounded number of types; this
 /// bounds a program that makes names up).
 pub(crate) const MAX_STRUCTS: usize = 4096;
 
@@ -36,6 +36,43 @@ type Key = (&'static str, Vec<&'static str>);
 fn memory() -> &'static Mutex<HashMap<Key, Shape>> {
     static MEMORY: OnceLock<Mutex<HashMap<Key, Shape>>> = OnceLock::new();
     MEMORY.get_or_init(Default::default)
+}
+
+/// `s`, the shape of a whole value of the Rust type named `ty`, widened by
+/// that type's earlier values (and remembered): a top-level empty `Vec`
+/// or map, which shows no element type, is sent typed once a value of its
+/// type showed one. Structs are widened by [`widen`] first.
+pub(super) fn widen_top(ty: &'static str, s: Shape) -> Shape {
+    let s = widen(s);
+    if !matches!(s, Shape::Slice(_) | Shape::Map(..)) {
+        return s;
+    }
+    remember((ty, Vec::new()), s)
+}
+
+/// The union of `own` and what `key` had (and the memory updated to it);
+/// `own` alone if they do not fit together.
+fn remember(key: Key, own: Shape) -> Shape {
+    let mut mem = memory().lock();
+    match mem.get_mut(&key) {
+        Some(known) => match merge(known.clone(), own.clone()) {
+            Ok(union) => {
+                if *known != union {
+                    *known = union.clone();
+                }
+                union
+            }
+            // The same name and fields with other types: two Rust types
+            // (or a generic one); not widened.
+            Err(_) => own,
+        },
+        None => {
+            if mem.len() < MAX_STRUCTS {
+                mem.insert(key, own.clone());
+            }
+            own
+        }
+    }
 }
 
 /// `s` with each struct in it widened to the union of its shapes so far
@@ -50,27 +87,7 @@ pub(super) fn widen(s: Shape) -> Shape {
                 .map(|(n, s, nonzero)| (n, widen(s), nonzero))
                 .collect();
             let key = (name, fields.iter().map(|f| f.0).collect());
-            let own = Shape::Struct(name, fields);
-            let mut mem = memory().lock();
-            match mem.get_mut(&key) {
-                Some(known) => match merge(known.clone(), own.clone()) {
-                    Ok(union) => {
-                        if *known != union {
-                            *known = union.clone();
-                        }
-                        union
-                    }
-                    // The same name and fields with other types: two Rust
-                    // types (or a generic one); not widened.
-                    Err(_) => own,
-                },
-                None => {
-                    if mem.len() < MAX_STRUCTS {
-                        mem.insert(key, own.clone());
-                    }
-                    own
-                }
-            }
+            remember(key, Shape::Struct(name, fields))
         }
         other => other,
     }
