@@ -199,3 +199,24 @@ fn go_reads_an_empty_list_or_map_once_its_type_was_seen() {
         assert_eq!(got.unwrap_or_default(), *want);
     }
 }
+
+#[test]
+fn described_types_are_typed_from_their_first_empty_value() {
+    // Types no other test sends (the memory is the process's).
+    geerpc::gob::describe::<Vec<i16>>().unwrap();
+    geerpc::gob::describe::<BTreeMap<String, i32>>().unwrap();
+    assert!(
+        geerpc::gob::describe::<serde_json::Value>().is_err(),
+        "a self-describing type cannot be traced"
+    );
+    if !have_go() {
+        return;
+    }
+    let lists: Vec<Vec<i16>> = vec![vec![], vec![7]];
+    let lines = go_decode("ints", replies(&lists));
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1][1], serde_json::json!([7]));
+    let maps: Vec<BTreeMap<String, i32>> = vec![BTreeMap::new()];
+    let lines = go_decode("strmap", replies(&maps));
+    assert_eq!(lines.len(), 1);
+}

@@ -7,12 +7,14 @@
 //! Files: `varint` (integers, floats, messages), `types` (type
 //! definitions), `value` (serde into a value tree), `encode`, `decode`,
 //! `scan` (value ends in a stream), `stream` (per-connection state),
-//! `widen` (each struct's widest type so far).
+//! `widen` (each struct's widest type so far), `trace` (a type's shape from
+//! its `Deserialize` impl).
 
 mod decode;
 mod encode;
 mod scan;
 mod stream;
+mod trace;
 mod types;
 mod value;
 mod varint;
@@ -25,6 +27,7 @@ use serde::Serialize;
 
 pub(crate) use scan::GobScan;
 pub(crate) use stream::{fragment, GobRecv, GobSend, GobTable};
+pub(crate) use trace::describe;
 
 pub(crate) use types::TypeTable;
 use types::WireType;
