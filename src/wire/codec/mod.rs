@@ -127,6 +127,14 @@ pub enum Codec {
     /// data, `i128`/`u128`, sequences with elements of different types, `None`
     /// inside a sequence or map and a top-level `None` (Go refuses nil pointers
     /// there too), gob `interface{}` values other than nil, and complex numbers.
+    /// A Go peer's `interface{}` field holding a concrete type that its stream
+    /// has not sent before carries that type's definition inside the value,
+    /// which geerpc's framing does not follow: the connection closes with a
+    /// protocol error (register such types on the Go side and send one first,
+    /// or avoid `interface{}` fields). Rust arrays (`[T; N]`) are sent as
+    /// slices: a Go peer reads them into `[]T`, not into `[N]T`. Definitions
+    /// of slices, maps and anonymous structs carry no name, so a Go error
+    /// about one names the remote type as empty.
     ///
     /// Types come from values: serde describes a type only as it serializes a
     /// value, so the definition sent is the value's shape. A `None`, empty
