@@ -19,6 +19,19 @@ use crate::wire::handshake::Handshake;
 /// The server's limit on the handshake Option (bytes).
 pub const MAX_HANDSHAKE: usize = crate::wire::handshake::MAX_HANDSHAKE;
 
+/// A header or body as self-contained bytes (for gob: a fragment with the
+/// definitions its value uses, as `Codec::decode` reads it).
+fn fragment(b: crate::wire::codec::Body<'_>) -> Vec<u8> {
+    #[cfg(feature = "gob")]
+    if let Some(t) = b.gob {
+        let mut out = Vec::new();
+        // The reader checked the value's type is defined.
+        let _ = codec::gob::fragment(t, b.bytes, &mut out);
+        return out;
+    }
+    b.bytes.to_vec()
+}
+
 /// The frame reader, handing out copies of what it reads.
 pub struct Reader<R>(FrameReader<R>);
 
@@ -30,12 +43,10 @@ impl<R: Read> Reader<R> {
 
     /// The next message as (header bytes, body bytes); `None` at a clean end.
     pub fn read_message(&mut self, codec: Codec) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        Ok(self.0.read_message(codec)?.map(|m| {
-            (
-                self.0.header_bytes(&m).to_vec(),
-                self.0.body_bytes(&m).to_vec(),
-            )
-        }))
+        Ok(self
+            .0
+            .read_message(codec)?
+            .map(|m| (fragment(self.0.header(&m)), fragment(self.0.body(&m)))))
     }
 
     /// Whether a whole message is buffered (no read is made).

@@ -213,6 +213,39 @@ pub use server::{Server, Service};
 pub use util::token::Token;
 pub use wire::{Address, Codec, Protocol, ToAddress};
 pub use wire::{LEGACY_MAGIC_NUMBER, MAGIC_NUMBER};
+
+/// [`Codec::Gob`]'s knobs.
+#[cfg(feature = "gob")]
+#[cfg_attr(docsrs, doc(cfg(feature = "gob")))]
+pub mod gob {
+    /// Tells the gob codec `T`'s whole type up front, from its
+    /// `Deserialize` impl, so that its values are sent typed from the
+    /// first one on: an empty `Vec<T>` reply as `[]T`, not `[]interface{}`
+    /// (which a Go peer refuses to read into `[]T`), and a struct's
+    /// `None`/empty fields listed in its first definition. Call it once per
+    /// reply or argument type before serving or calling (process-wide; see
+    /// [`Codec::Gob`](crate::Codec::Gob) for what is learned from values
+    /// anyway). Optional: without it, element types are learned from the
+    /// first value that shows them.
+    ///
+    /// Covered: scalars, strings, bytes, `Vec`, maps, `Option`, structs,
+    /// newtypes, tuples of one type, nested to 32 levels (a recursive type
+    /// stops there). An error, and nothing learned, for a type the tracer
+    /// cannot walk: one that asks for any type (`serde_json::Value`,
+    /// untagged enums), enums, or one whose `Deserialize` refuses zero
+    /// values (`NonZeroU32`).
+    ///
+    /// ```
+    /// geerpc::gob::describe::<Vec<u64>>()?;
+    /// # Ok::<(), geerpc::Error>(())
+    /// ```
+    pub fn describe<T: serde::de::DeserializeOwned>() -> crate::Result<()> {
+        crate::wire::codec::gob::describe::<T>().map_err(|message| crate::Error::Encode {
+            what: std::any::type_name::<T>().to_string(),
+            message,
+        })
+    }
+}
 pub use xclient::{Discovery, FailMode, MultiServerDiscovery, SelectMode, XClient};
 
 #[cfg(feature = "macros")]

@@ -85,7 +85,7 @@ impl Inner {
         }
         loop {
             match rd.read_message(self.codec) {
-                Ok(Some(m)) => match self.codec.decode_header(rd.header_bytes(&m)) {
+                Ok(Some(m)) => match self.codec.decode_header(rd.header(&m)) {
                     Ok(h) if h.seq == 0 && h.code == Some(Code::Goaway) => self.going_away(),
                     Ok(h) => {
                         log::debug!("rpc client {}: dropped late reply seq {}", self.addr, h.seq)

@@ -56,7 +56,7 @@ use crate::error::{Error, Result};
 use crate::meta::Meta;
 use crate::util::threads::ThreadGroup;
 use crate::wire::address::{Address, ToAddress};
-use crate::wire::codec::Codec;
+use crate::wire::codec::{Body, Codec};
 use crate::wire::frame::FrameReader;
 use crate::wire::transport::Stream;
 use crate::wire::writer::SharedWriter;
@@ -80,7 +80,7 @@ type Completion = Box<dyn FnOnce(std::result::Result<Reply<'_>, Error>) -> wake:
 /// reply header's metadata (`None`, the common case: none; moved from the
 /// decoded header, never copied).
 struct Reply<'a> {
-    body: &'a [u8],
+    body: Body<'a>,
     meta: Option<Meta>,
 }
 

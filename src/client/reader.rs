@@ -34,7 +34,7 @@ use super::{wake, Completion, Inner, Reply};
 use crate::code::Code;
 use crate::error::{Error, Result};
 use crate::meta::{Meta, WireMeta};
-use crate::wire::codec::Codec;
+use crate::wire::codec::{Body, Codec};
 use crate::wire::frame::FrameReader;
 use crate::wire::transport::Stream;
 
@@ -110,7 +110,7 @@ impl Inner {
                     return;
                 }
             };
-            let header = match self.codec.decode_header(rd.header_bytes(&msg)) {
+            let header = match self.codec.decode_header(rd.header(&msg)) {
                 Ok(h) => h,
                 Err(e) => {
                     log::warn!("rpc client {}: {e}; closing the connection", self.addr);
@@ -141,7 +141,7 @@ impl Inner {
                     code: header.code,
                 })),
                 Some(complete) => complete(Ok(Reply {
-                    body: rd.body_bytes(&msg),
+                    body: rd.body(&msg),
                     meta: self.reply_meta(header.meta),
                 })),
             };
@@ -173,11 +173,11 @@ impl Inner {
 /// wait for ever): the panic becomes this call's error.
 pub(super) fn decode_reply<R: DeserializeOwned>(
     codec: Codec,
-    body: &[u8],
+    body: Body<'_>,
     method: &str,
 ) -> Result<R> {
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        codec.decode::<R>(body, "reply")
+        codec.decode_body::<R>(body, "reply")
     }));
     match decoded {
         Ok(Ok(v)) => Ok(v),

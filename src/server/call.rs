@@ -224,7 +224,7 @@ pub(super) fn handle(
                     ));
                 }
             }
-            (method.handler)(ctx, codec, &body, scratch)
+            (method.handler)(ctx, codec, body.as_body(), scratch)
         }))
     };
     if passed < interceptors.len() {

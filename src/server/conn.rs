@@ -15,7 +15,7 @@ use crate::context::{Context, Identity};
 use crate::error::{Error, Result};
 use crate::util::duration::GoDuration;
 use crate::util::handoff::Busy;
-use crate::wire::codec::{encode_message_raw, Codec, Header};
+use crate::wire::codec::{encode_message_raw, Codec, Header, OwnedBody};
 use crate::wire::frame::FrameReader;
 use crate::wire::handshake::{Handshake, MAX_HANDSHAKE};
 use crate::wire::transport::Stream;
@@ -351,7 +351,7 @@ fn tls_handshake(conn: &Conn, timeout: Duration) -> Result<()> {
 /// A request read off the wire, owned so the reader can be let go.
 pub(super) struct Request {
     pub(super) header: Header,
-    pub(super) body: Vec<u8>,
+    pub(super) body: OwnedBody,
     /// When the read that completed it returned.
     pub(super) received: Instant,
 }
@@ -433,14 +433,14 @@ fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec) -> Next {
         return Next::End;
     }
     match rd.read_message(codec) {
-        Ok(Some(m)) => match codec.decode_header(rd.header_bytes(&m)) {
+        Ok(Some(m)) => match codec.decode_header(rd.header(&m)) {
             Ok(header) => {
                 conn.bytes_read.store(rd.bytes_read(), Ordering::Relaxed);
                 let calls = conn.calls_read.load(Ordering::Relaxed);
                 conn.calls_read.store(calls + 1, Ordering::Relaxed);
                 Next::Request(Request {
                     header,
-                    body: rd.body_bytes(&m).to_vec(),
+                    body: OwnedBody::new(rd.body(&m)),
                     received: rd.received().unwrap_or_else(Instant::now),
                 })
             }

@@ -12,7 +12,7 @@ use crate::code::Code;
 use crate::context::{Context, Status};
 use crate::error::{Error, Result};
 use crate::server::stats::{MethodStats, StatsSnapshot};
-use crate::wire::codec::Codec;
+use crate::wire::codec::{Body, Codec};
 
 /// Why a call failed on the server before or inside its handler.
 pub(crate) enum CallFailure {
@@ -52,7 +52,7 @@ pub(crate) fn code_of<E: Any>(e: &E) -> Option<Code> {
     (code != Code::Unknown).then_some(code)
 }
 
-type Handler = dyn Fn(&Context, Codec, &[u8], &mut Vec<u8>) -> std::result::Result<(), CallFailure>
+type Handler = dyn Fn(&Context, Codec, Body<'_>, &mut Vec<u8>) -> std::result::Result<(), CallFailure>
     + Send
     + Sync;
 
@@ -171,8 +171,8 @@ impl Service {
             return self;
         }
         let qualified = format!("{}.{name}", self.name);
-        let handler = move |ctx: &Context, codec: Codec, body: &[u8], out: &mut Vec<u8>| {
-            let args: A = codec.decode(body, "argument").map_err(|e| {
+        let handler = move |ctx: &Context, codec: Codec, body: Body<'_>, out: &mut Vec<u8>| {
+            let args: A = codec.decode_body(body, "argument").map_err(|e| {
                 CallFailure::BadArgument(format!(
                     "rpc server: cannot decode argument of {qualified} as {}: {e}",
                     type_name::<A>()

@@ -16,7 +16,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::wire::codec::{Codec, Scan, Scanner};
+use crate::wire::codec::{Body, Codec, Scan, Scanner};
 
 #[cfg(feature = "gob")]
 mod gob;
@@ -89,8 +89,8 @@ pub(crate) struct FrameReader<R> {
     stamps: VecDeque<(u64, Instant)>,
     /// When the last drain was tried, to try at most once per interval.
     drained_at: Option<Instant>,
-    /// A gob stream's state: the peer's type definitions and the last
-    /// message handed out, as fragments (see `codec::gob::stream`).
+    /// A gob stream's state: the peer's type definitions (see
+    /// `codec::gob::stream`).
     /// Definitions are absorbed as messages are handed out, which is
     /// stream order; `has_buffered_message` only looks.
     #[cfg(feature = "gob")]
@@ -101,8 +101,9 @@ pub(crate) struct FrameReader<R> {
 pub(crate) struct MessageSpans {
     pub header: Range<usize>,
     pub body: Range<usize>,
-    /// The message is gob: its header and body, as fragments, are in the
-    /// reader's gob state ([`FrameReader::header_bytes`]).
+    /// The message is gob: its header and body spans are their value
+    /// messages (past any definitions), decoded against the reader's
+    /// table ([`FrameReader::header`]).
     #[cfg(feature = "gob")]
     pub gob: bool,
 }
@@ -129,22 +130,22 @@ impl<R: Read> FrameReader<R> {
         }
     }
 
-    /// A message's header bytes (for gob: as a self-contained fragment).
-    pub(crate) fn header_bytes(&self, m: &MessageSpans) -> &[u8] {
-        #[cfg(feature = "gob")]
-        if m.gob {
-            return self.gob.as_ref().map_or(&[], |g| &g.header);
-        }
-        &self.buf[m.header.clone()]
+    /// A message's header (for gob: with the stream's types).
+    pub(crate) fn header(&self, m: &MessageSpans) -> Body<'_> {
+        self.part(m, m.header.clone())
     }
 
-    /// A message's body bytes (for gob: as a self-contained fragment).
-    pub(crate) fn body_bytes(&self, m: &MessageSpans) -> &[u8] {
-        #[cfg(feature = "gob")]
-        if m.gob {
-            return self.gob.as_ref().map_or(&[], |g| &g.body);
+    /// A message's body (for gob: with the stream's types).
+    pub(crate) fn body(&self, m: &MessageSpans) -> Body<'_> {
+        self.part(m, m.body.clone())
+    }
+
+    fn part(&self, _m: &MessageSpans, r: Range<usize>) -> Body<'_> {
+        Body {
+            bytes: &self.buf[r],
+            #[cfg(feature = "gob")]
+            gob: self.gob.as_ref().filter(|_| _m.gob).map(|g| g.recv.table()),
         }
-        &self.buf[m.body.clone()]
     }
 
     #[cfg(test)]

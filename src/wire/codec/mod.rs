@@ -26,6 +26,59 @@ use crate::meta::WireMeta;
 /// process. serde_json stops at 128 too.
 pub(crate) const MAX_DEPTH: usize = 128;
 
+/// A header or body as the frame reader hands it out: its bytes and, for
+/// gob, the stream's types it is decoded against (the bytes are then one
+/// value message; without a table, gob bytes are a self-contained
+/// fragment, as [`Codec::encode_into`] makes them).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Body<'a> {
+    pub(crate) bytes: &'a [u8],
+    #[cfg(feature = "gob")]
+    pub(crate) gob: Option<&'a gob::GobTable>,
+}
+
+impl<'a> From<&'a [u8]> for Body<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Body {
+            bytes,
+            ..Body::default()
+        }
+    }
+}
+
+impl<'a> From<&'a Vec<u8>> for Body<'a> {
+    fn from(bytes: &'a Vec<u8>) -> Self {
+        Body::from(bytes.as_slice())
+    }
+}
+
+/// A [`Body`] that outlives the reader's buffer (a request for a handler
+/// thread): a copy of the bytes, and a share of the gob table snapshot.
+#[derive(Default)]
+pub(crate) struct OwnedBody {
+    bytes: Vec<u8>,
+    #[cfg(feature = "gob")]
+    gob: Option<gob::GobTable>,
+}
+
+impl OwnedBody {
+    pub(crate) fn new(body: Body<'_>) -> Self {
+        OwnedBody {
+            bytes: body.bytes.to_vec(),
+            #[cfg(feature = "gob")]
+            gob: body.gob.cloned(),
+        }
+    }
+
+    pub(crate) fn as_body(&self) -> Body<'_> {
+        Body {
+            bytes: &self.bytes,
+            #[cfg(feature = "gob")]
+            gob: self.gob.as_ref(),
+        }
+    }
+}
+
 /// A wire codec, chosen per connection by the client's handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
@@ -74,6 +127,14 @@ pub enum Codec {
     /// data, `i128`/`u128`, sequences with elements of different types, `None`
     /// inside a sequence or map and a top-level `None` (Go refuses nil pointers
     /// there too), gob `interface{}` values other than nil, and complex numbers.
+    /// A Go peer's `interface{}` field holding a concrete type that its stream
+    /// has not sent before carries that type's definition inside the value,
+    /// which geerpc's framing does not follow: the connection closes with a
+    /// protocol error (register such types on the Go side and send one first,
+    /// or avoid `interface{}` fields). Rust arrays (`[T; N]`) are sent as
+    /// slices: a Go peer reads them into `[]T`, not into `[N]T`. Definitions
+    /// of slices, maps and anonymous structs carry no name, so a Go error
+    /// about one names the remote type as empty.
     ///
     /// Types come from values: serde describes a type only as it serializes a
     /// value, so the definition sent is the value's shape. A `None`, empty
@@ -85,6 +146,21 @@ pub enum Codec {
     /// `[]interface{}`: wrap such a reply in a struct to send it to Go. A
     /// later value of another shape gets a new type id, which Go's decoder
     /// accepts.
+    ///
+    /// A struct's type is the widest it has had in this process: once a
+    /// value showed a field's type (a `Some`, a non-empty `Vec`), later
+    /// values' definitions list it too, left out of the value when zero. So
+    /// a struct has at most one definition per field (plus one) on a
+    /// stream, whatever pattern of `None`s its values have, and an empty
+    /// `Vec` field whose element type was seen before is sent typed. A
+    /// struct is known by its serde name and declared field names; a name
+    /// reused with other field types keeps its values' own shapes. Likewise
+    /// a whole value that is a sequence or map (a `Vec<i64>` reply) is
+    /// widened by the earlier values of its Rust type: once one showed its
+    /// element type, an empty one is sent as `[]int` (a Go client reads it
+    /// into its `[]int`). Only an empty collection (or `None`) whose
+    /// element type no earlier value in this process showed still goes as
+    /// `interface{}`. (Memory: at most 4096 types, each its union shape.)
     ///
     /// Bounds: a peer may define at most 4096 types and 256 KiB of type
     /// definitions per connection; nesting stops at 128 levels; every count
@@ -144,7 +220,7 @@ impl Codec {
             }
             Codec::MsgPack => rmp_serde::encode::write_named(out, value).map_err(|e| e.to_string()),
             #[cfg(feature = "gob")]
-            Codec::Gob => gob::encode(out, value, MAX_DEPTH),
+            Codec::Gob => gob::encode(out, value, MAX_DEPTH, true),
         };
         res.map_err(|message| Error::Encode {
             what: what.to_string(),
@@ -170,9 +246,36 @@ impl Codec {
         })
     }
 
+    /// Appends a message header. For gob its type is not widened by the
+    /// process's memory of struct shapes (see `gob::widen`): its few
+    /// optional fields bound its definitions, and a stream's headers stay
+    /// Go's bytes whatever other connections sent.
+    pub(crate) fn encode_header(self, out: &mut Vec<u8>, header: &Header) -> Result<()> {
+        #[cfg(feature = "gob")]
+        if self == Codec::Gob {
+            return gob::encode(out, header, MAX_DEPTH, false).map_err(|message| Error::Encode {
+                what: "header".to_string(),
+                message,
+            });
+        }
+        self.encode_into(out, header, "header")
+    }
+
+    /// Decodes a header or body as the frame reader handed it out.
+    pub(crate) fn decode_body<T: DeserializeOwned>(self, body: Body<'_>, what: &str) -> Result<T> {
+        #[cfg(feature = "gob")]
+        if let Some(table) = body.gob {
+            return gob::decode_in(body.bytes, table, MAX_DEPTH).map_err(|message| Error::Decode {
+                what: what.to_string(),
+                message,
+            });
+        }
+        self.decode(body.bytes, what)
+    }
+
     /// Decodes a message header.
-    pub(crate) fn decode_header(self, bytes: &[u8]) -> Result<Header> {
-        self.decode(bytes, "header")
+    pub(crate) fn decode_header<'a>(self, body: impl Into<Body<'a>>) -> Result<Header> {
+        self.decode_body(body.into(), "header")
     }
 
     /// The body of an error reply: an empty map (gob: Go's `struct{}{}`).
@@ -248,7 +351,7 @@ pub(crate) fn encode_message<T: Serialize + ?Sized>(
     header: &Header,
     body: &T,
 ) -> Result<()> {
-    codec.encode_into(out, header, "header")?;
+    codec.encode_header(out, header)?;
     codec.encode_into(out, body, "body")
 }
 
@@ -259,7 +362,7 @@ pub(crate) fn encode_message_raw(
     header: &Header,
     body: &[u8],
 ) -> Result<()> {
-    codec.encode_into(out, header, "header")?;
+    codec.encode_header(out, header)?;
     out.extend_from_slice(body);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The frame reader's gob state: the peer's type definitions, absorbed as
-//! messages are handed out (stream order), and the last message's header
-//! and body as self-contained fragments (see `codec::gob::stream`).
+//! messages are handed out (stream order); each message's header and body
+//! spans are moved past their definitions to their value messages, which
+//! are decoded against the table (see `codec::gob::stream`).
 
 use std::io::Read;
 
@@ -10,9 +11,7 @@ use crate::wire::codec::gob::GobRecv;
 
 #[derive(Default)]
 pub(super) struct GobFrames {
-    recv: GobRecv,
-    pub(super) header: Vec<u8>,
-    pub(super) body: Vec<u8>,
+    pub(super) recv: GobRecv,
     /// Skip one '\n' before the first message: the end of the Option line.
     skip_newline: bool,
 }
@@ -44,16 +43,21 @@ impl<R: Read> FrameReader<R> {
         self.gob.get_or_insert_with(Default::default).skip_newline = true;
     }
 
-    /// Takes in a gob message's type definitions and keeps its header and
-    /// body as fragments. An error leaves the stream unreadable.
+    /// Takes in a gob message's type definitions and narrows its header
+    /// and body spans to their value messages. An error leaves the stream
+    /// unreadable.
     pub(super) fn absorb_gob(&mut self, m: &mut MessageSpans) -> Result<()> {
         let g = self.gob.get_or_insert_with(Default::default);
-        g.header.clear();
-        g.body.clear();
-        g.recv
-            .absorb(&self.buf[m.header.clone()], &mut g.header)
-            .and_then(|()| g.recv.absorb(&self.buf[m.body.clone()], &mut g.body))
+        let h = g
+            .recv
+            .absorb(&self.buf[m.header.clone()])
             .map_err(Error::Protocol)?;
+        m.header.start += h;
+        let b = g
+            .recv
+            .absorb(&self.buf[m.body.clone()])
+            .map_err(Error::Protocol)?;
+        m.body.start += b;
         m.gob = true;
         Ok(())
     }

@@ -11,17 +11,20 @@
 //! decodes it into any sequence; a Go peer accepts it only into
 //! `[]interface{}`. The elements of a sequence or map may differ in
 //! shape (an `Option` field set in one, not in another): their types are
-//! merged, field by field.
+//! merged, field by field. Each struct's shape is then widened to the
+//! widest it has had (`widen`), so the pattern of a value's zero fields
+//! does not make a new definition.
 
 use std::collections::HashMap;
 
 use super::types::*;
 use super::value::V;
 use super::varint::{put_bytes, put_float, put_int, put_message, put_uint};
+use super::widen::widen_top;
 
 /// A value's type, as far as the value shows it.
 #[derive(Debug, Clone, PartialEq)]
-enum Shape {
+pub(super) enum Shape {
     Unknown,
     Bool,
     Int,
@@ -98,7 +101,7 @@ fn shape_of(v: &V) -> Result<Shape, String> {
 }
 
 /// The one type both values fit (a sequence's elements, a map's entries).
-fn merge(a: Shape, b: Shape) -> Result<Shape, String> {
+pub(super) fn merge(a: Shape, b: Shape) -> Result<Shape, String> {
     Ok(match (a, b) {
         (Shape::Unknown, x) | (x, Shape::Unknown) => x,
         (Shape::Slice(x), Shape::Slice(y)) => Shape::Slice(Box::new(merge(*x, *y)?)),
@@ -203,14 +206,23 @@ impl Defs {
 }
 
 /// Appends `v` as a fragment: its type definitions, then the value.
-pub(crate) fn encode_fragment(v: &V, out: &mut Vec<u8>) -> Result<(), String> {
+/// `ty`: the Rust type's name, to widen its shape by earlier values (see
+/// `widen`); `None` for a value's own shape.
+pub(crate) fn encode_fragment(
+    v: &V,
+    out: &mut Vec<u8>,
+    ty: Option<&'static str>,
+) -> Result<(), String> {
     if *v == V::Absent {
         return Err(
             "gob: a top-level None cannot be encoded (Go cannot encode a nil pointer either)"
                 .into(),
         );
     }
-    let shape = shape_of(v)?;
+    let shape = match ty {
+        Some(ty) => widen_top(ty, shape_of(v)?),
+        None => shape_of(v)?,
+    };
     let mut defs = Defs {
         out: Vec::new(),
         ids: HashMap::new(),

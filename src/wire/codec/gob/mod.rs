@@ -6,15 +6,19 @@
 //!
 //! Files: `varint` (integers, floats, messages), `types` (type
 //! definitions), `value` (serde into a value tree), `encode`, `decode`,
-//! `scan` (value ends in a stream), `stream` (per-connection state).
+//! `scan` (value ends in a stream), `stream` (per-connection state),
+//! `widen` (each struct's widest type so far), `trace` (a type's shape from
+//! its `Deserialize` impl).
 
 mod decode;
 mod encode;
 mod scan;
 mod stream;
+mod trace;
 mod types;
 mod value;
 mod varint;
+mod widen;
 
 #[cfg(doc)]
 use super::Codec;
@@ -22,9 +26,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub(crate) use scan::GobScan;
-pub(crate) use stream::{GobRecv, GobSend};
+pub(crate) use stream::{fragment, GobRecv, GobSend, GobTable};
+pub(crate) use trace::describe;
 
-use types::{TypeTable, WireType};
+pub(crate) use types::TypeTable;
+use types::WireType;
 use varint::{split_message, Cursor};
 
 /// Go's `struct{}{}` as a fragment: the body of an error reply (and of the
@@ -34,14 +40,17 @@ pub(crate) const EMPTY_BODY: &[u8] = &[
     0x03, 0xff, 0x82, 0x00, // a value of it
 ];
 
-/// Appends `value` as a fragment (its type definitions, then the value).
+/// Appends `value` as a fragment (its type definitions, then the value);
+/// `widen`: its structs' types are the widest so far (see `widen`).
 pub(crate) fn encode<T: Serialize + ?Sized>(
     out: &mut Vec<u8>,
     value: &T,
     max_depth: usize,
+    widen: bool,
 ) -> Result<(), String> {
     let v = value::capture(value, max_depth).map_err(|e| e.0)?;
-    encode::encode_fragment(&v, out)
+    let ty = widen.then(std::any::type_name::<T>);
+    encode::encode_fragment(&v, out, ty)
 }
 
 /// Decodes a fragment: any type definitions, then one value.
@@ -51,35 +60,48 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], max_depth: usize) -> Res
     loop {
         let (payload, rest) =
             split_message(buf)?.ok_or_else(|| "gob: truncated message".to_string())?;
-        buf = rest;
         let mut c = Cursor::new(payload);
         let id = c.int()?;
         if id < 0 {
             let t = WireType::decode(&mut c)?;
             table.define(id.checked_neg().ok_or("gob: bad type id")?, t)?;
+            buf = rest;
             continue;
         }
-        if !rest.is_empty() {
-            return Err("gob: bytes after the value".into());
-        }
-        if id == 0 || !table.known(id) {
-            return Err(format!("gob: value of undefined type id {id}"));
-        }
-        if !matches!(table.get(id), Some(WireType::Struct { .. })) && c.uint()? != 0 {
-            return Err("gob: a non-struct value must start with a zero delta".into());
-        }
-        let v = T::deserialize(decode::ValueDe {
-            c: &mut c,
-            table: &table,
-            ty: id,
-            depth: max_depth,
-        })
-        .map_err(|e| e.0)?;
-        if !c.at_end() {
-            return Err("gob: bytes left inside the value's message".into());
-        }
-        return Ok(v);
+        return decode_in(buf, &table, max_depth);
     }
+}
+
+/// Decodes one value message (no definitions) against the stream's types.
+pub(crate) fn decode_in<T: DeserializeOwned>(
+    msg: &[u8],
+    table: &TypeTable,
+    max_depth: usize,
+) -> Result<T, String> {
+    let (payload, rest) =
+        split_message(msg)?.ok_or_else(|| "gob: truncated message".to_string())?;
+    if !rest.is_empty() {
+        return Err("gob: bytes after the value".into());
+    }
+    let mut c = Cursor::new(payload);
+    let id = c.int()?;
+    if id <= 0 || !table.known(id) {
+        return Err(format!("gob: value of undefined type id {id}"));
+    }
+    if !matches!(table.get(id), Some(WireType::Struct { .. })) && c.uint()? != 0 {
+        return Err("gob: a non-struct value must start with a zero delta".into());
+    }
+    let v = T::deserialize(decode::ValueDe {
+        c: &mut c,
+        table,
+        ty: id,
+        depth: max_depth,
+    })
+    .map_err(|e| e.0)?;
+    if !c.at_end() {
+        return Err("gob: bytes left inside the value's message".into());
+    }
+    Ok(v)
 }
 
 #[cfg(test)]

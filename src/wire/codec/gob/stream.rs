@@ -14,33 +14,43 @@
 //!   definition always precedes the first value that uses it.
 //! - [`GobRecv`] sits in the connection's frame reader and runs as each
 //!   message is handed out, in stream order: it keeps the definitions the
-//!   peer sent (append-only; a redefinition is an error) and turns each
-//!   header and body into a fragment, so that a body can be decoded later
-//!   on any thread with no reference to the connection.
+//!   peer sent (append-only; a redefinition is an error). A header or body
+//!   travels as its value message plus a [`GobTable`] snapshot (an `Arc`),
+//!   so that a body can be decoded later on any thread, at the cost of the
+//!   message alone (copying the definitions it uses into each message
+//!   made a 4-byte value cost every definition the peer ever sent).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use super::types::{TypeTable, WireType, FIRST_USER_ID, MAX_TYPES};
 use super::varint::{put_int, put_message, split_message, Cursor};
+use crate::wire::codec::MAX_DEPTH;
 
-/// Most bytes of type definitions one connection direction may send us:
-/// each fragment carries the definitions its value needs, so this also
-/// bounds the copying per message.
+/// Most bytes of type definitions one connection direction may send us.
 pub(crate) const MAX_DEF_BYTES: usize = 256 * 1024;
+
+/// A snapshot of the peer's types, shared by the messages that use it:
+/// taking one is a reference count, so decoding a message costs the
+/// message, not the table.
+pub(crate) type GobTable = Arc<TypeTable>;
 
 /// The receiving side's table of the peer's types.
 #[derive(Debug, Default)]
 pub(crate) struct GobRecv {
-    table: TypeTable,
-    /// Each definition's message payload (negative id and `wireType`).
-    raw: HashMap<i64, Vec<u8>>,
-    raw_bytes: usize,
+    /// Append-only. Copied on write: only when a message brings new
+    /// definitions while an earlier message's snapshot is still held (at
+    /// most once per such message, and a stream defines at most
+    /// `MAX_TYPES` types in at most `MAX_DEF_BYTES`), never per value.
+    table: GobTable,
+    def_bytes: usize,
 }
 
 impl GobRecv {
-    /// Absorbs the definitions in `frame` (definitions, then one value, as
-    /// the scanner delimits it) and appends the value as a fragment to `out`.
-    pub(crate) fn absorb(&mut self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    /// Absorbs the definitions at the start of `frame` (definitions, then
+    /// one value, as the scanner delimits it). Returns where the value's
+    /// message starts in `frame`; it is decoded against [`GobRecv::table`].
+    pub(crate) fn absorb(&mut self, frame: &[u8]) -> Result<usize, String> {
         let mut buf = frame;
         loop {
             let (payload, rest) =
@@ -52,15 +62,14 @@ impl GobRecv {
                 if !c.at_end() {
                     return Err("gob: bytes after a type definition".into());
                 }
-                self.raw_bytes += payload.len();
-                if self.raw_bytes > MAX_DEF_BYTES {
+                self.def_bytes += payload.len();
+                if self.def_bytes > MAX_DEF_BYTES {
                     return Err(format!(
                         "gob: more than {MAX_DEF_BYTES} bytes of type definitions on one stream"
                     ));
                 }
                 let id = id.checked_neg().ok_or("gob: bad type id")?;
-                self.table.define(id, t)?;
-                self.raw.insert(id, payload.to_vec());
+                Arc::make_mut(&mut self.table).define(id, t)?;
                 buf = rest;
                 continue;
             }
@@ -70,28 +79,48 @@ impl GobRecv {
             if !self.table.known(id) {
                 return Err(format!("gob: value of undefined type id {id}"));
             }
-            // The definitions the value needs, in id order.
-            let mut need = HashSet::new();
-            let mut todo = vec![id];
-            while let Some(t) = todo.pop() {
-                if t < FIRST_USER_ID || !need.insert(t) {
-                    continue;
-                }
-                let def = self
-                    .table
-                    .get(t)
-                    .ok_or_else(|| format!("gob: type refers to undefined type id {t}"))?;
-                todo.extend(def.children());
-            }
-            let mut ids: Vec<i64> = need.into_iter().collect();
-            ids.sort_unstable();
-            for t in ids {
-                put_message(out, &self.raw[&t]);
-            }
-            put_message(out, payload);
-            return Ok(());
+            return Ok(frame.len() - buf.len());
         }
     }
+
+    /// The peer's types so far (a snapshot: later definitions do not
+    /// change it).
+    pub(crate) fn table(&self) -> &GobTable {
+        &self.table
+    }
+}
+
+/// Appends the value message `msg` (decoded against `table`) as a
+/// self-contained fragment: the definitions it needs, in id order, then
+/// the value. Costs the definitions' size: for the fuzz seam, not the
+/// connection's path.
+pub(crate) fn fragment(table: &TypeTable, msg: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    let (payload, _) = split_message(msg)?.ok_or("gob: truncated message")?;
+    let id = Cursor::new(payload).int()?;
+    let mut need = HashSet::new();
+    let mut todo = vec![id];
+    while let Some(t) = todo.pop() {
+        if t < FIRST_USER_ID || !need.insert(t) {
+            continue;
+        }
+        let def = table
+            .get(t)
+            .ok_or_else(|| format!("gob: type refers to undefined type id {t}"))?;
+        todo.extend(def.children());
+    }
+    let mut ids: Vec<i64> = need.into_iter().collect();
+    ids.sort_unstable();
+    for t in ids {
+        let mut def = Vec::new();
+        put_int(&mut def, -t);
+        table
+            .get(t)
+            .ok_or("gob: undefined type")?
+            .encode(t, &mut def);
+        put_message(out, &def);
+    }
+    out.extend_from_slice(msg);
+    Ok(())
 }
 
 /// The sending side's record of the types the stream has defined.
@@ -166,8 +195,14 @@ impl GobSend {
         if let Some(&s) = memo.get(&id) {
             return Ok(s);
         }
+        // Recursion is bounded: by the fragment's types (a recursive type
+        // would loop) and by MAX_DEPTH (a chain of thousands of types,
+        // which no value we encode has, would overflow the stack).
         if depth > local.len() {
             return Err("gob: a recursive type cannot be re-sent".into());
+        }
+        if depth > MAX_DEPTH {
+            return Err(format!("gob: types nested more than {MAX_DEPTH} deep"));
         }
         let t = local
             .get(&id)
@@ -193,5 +228,54 @@ impl GobSend {
         };
         memo.insert(id, sid);
         Ok(sid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::codec::gob::types::T_INT;
+
+    /// A fragment defining slice types 65 -> 66 -> ... -> `n` deep, then a
+    /// value of type 65 (an empty slice).
+    fn chain(n: i64) -> Vec<u8> {
+        let mut frag = Vec::new();
+        for id in FIRST_USER_ID..FIRST_USER_ID + n {
+            let elem = if id + 1 < FIRST_USER_ID + n {
+                id + 1
+            } else {
+                T_INT
+            };
+            let mut msg = Vec::new();
+            put_int(&mut msg, -id);
+            WireType::Slice {
+                name: String::new(),
+                elem,
+            }
+            .encode(id, &mut msg);
+            put_message(&mut frag, &msg);
+        }
+        let mut msg = Vec::new();
+        put_int(&mut msg, FIRST_USER_ID);
+        msg.extend_from_slice(&[0, 0]);
+        put_message(&mut frag, &msg);
+        frag
+    }
+
+    #[test]
+    fn a_long_chain_of_types_is_an_error_not_a_stack_overflow() {
+        let frag = chain(5_000);
+        // A 2 MiB stack, as the reviewer's (and the fuzzer's) thread had.
+        let res = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || GobSend::default().rebase(&frag, &mut Vec::new()))
+            .unwrap()
+            .join()
+            .expect("rebase must not overflow the stack");
+        assert!(res.unwrap_err().contains("nested more than"));
+        // A chain within the bound still goes through.
+        let mut out = Vec::new();
+        GobSend::default().rebase(&chain(100), &mut out).unwrap();
+        assert!(!out.is_empty());
     }
 }

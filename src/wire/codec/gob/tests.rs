@@ -2,11 +2,13 @@
 //! by tests/fixtures/gob/gen), and against itself.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::scan::GobScan;
 use super::stream::{GobRecv, GobSend};
+use super::types::FIRST_USER_ID;
 use super::varint::{put_int, put_message, put_uint};
 use super::*;
 use crate::wire::codec::{Codec, Header, Scan, MAX_DEPTH};
@@ -36,11 +38,18 @@ fn values(stream: &[u8]) -> Vec<Vec<u8>> {
             Scan::Incomplete(_) => panic!("a truncated value"),
         };
         let mut frag = Vec::new();
-        recv.absorb(&rest[..end], &mut frag).unwrap();
+        absorb(&mut recv, &rest[..end], &mut frag).unwrap();
         out.push(frag);
         rest = &rest[end..];
     }
     out
+}
+
+/// Absorbs one value's messages and appends the value as a self-contained
+/// fragment (definitions, then value).
+fn absorb(recv: &mut GobRecv, frame: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    let at = recv.absorb(frame)?;
+    fragment(recv.table(), &frame[at..], out)
 }
 
 /// Encodes values as fragments and writes them through one stream's state,
@@ -399,22 +408,23 @@ fn bad_input_is_an_error_never_a_panic() {
     assert!(Codec::Gob.decode::<i64>(&undefined, "v").is_err());
     let twice = [def(65, &slice_of_self), def(65, &slice_of_self)].concat();
     let mut frag = Vec::new();
-    assert!(GobRecv::default().absorb(&twice, &mut frag).is_err());
+    assert!(absorb(&mut GobRecv::default(), &twice, &mut frag).is_err());
     let mut recv = GobRecv::default();
-    recv.absorb(
+    absorb(
+        &mut recv,
         &[def(65, &slice_of_self), vec![4, 0xff, 0x82, 0, 0]].concat(),
         &mut frag,
     )
     .unwrap();
     assert!(
-        recv.absorb(&def(65, &slice_of_self), &mut frag).is_err(),
+        absorb(&mut recv, &def(65, &slice_of_self), &mut frag).is_err(),
         "redefined later"
     );
     // Every prefix and every one-byte change of Go's streams: no panic.
     for s in [REQUEST, REPLY, ERROR_REPLY, NESTED, SCALARS] {
         for cut in 0..s.len() {
             let _ = Codec::Gob.decode::<Nested>(&s[..cut], "v");
-            let _ = GobRecv::default().absorb(&s[..cut], &mut Vec::new());
+            let _ = absorb(&mut GobRecv::default(), &s[..cut], &mut Vec::new());
         }
         for i in 0..s.len() {
             for b in [0x00, 0x01, 0x7f, 0x80, 0xf8, 0xff] {
@@ -422,7 +432,7 @@ fn bad_input_is_an_error_never_a_panic() {
                 m[i] = b;
                 let _ = Codec::Gob.decode::<Nested>(&m, "v");
                 let _ = Codec::Gob.decode::<serde_json::Value>(&m, "v");
-                let _ = GobRecv::default().absorb(&m, &mut Vec::new());
+                let _ = absorb(&mut GobRecv::default(), &m, &mut Vec::new());
                 let _ = GobSend::default().rebase(&m, &mut Vec::new());
             }
         }
@@ -446,4 +456,103 @@ fn a_message_not_sent_takes_its_definitions_back() {
 #[test]
 fn max_depth_is_the_codecs() {
     assert_eq!(MAX_DEPTH, 128);
+}
+
+#[test]
+fn a_message_costs_its_own_bytes_not_the_tables() {
+    // 1,000 definitions (a chain of slice types 65 -> ... -> int), sent
+    // once, then 100 messages whose header and body are of type 65.
+    let n = 1000;
+    let mut stream = Vec::new();
+    for id in FIRST_USER_ID..FIRST_USER_ID + n {
+        let elem = if id + 1 < FIRST_USER_ID + n {
+            id + 1
+        } else {
+            types::T_INT
+        };
+        let t = types::WireType::Slice {
+            name: String::new(),
+            elem,
+        };
+        stream.extend(def(id, &t));
+    }
+    let value: &[u8] = &[4, 0xff, 0x82, 0, 0]; // type 65, delta 0, no items
+    for _ in 0..100 {
+        stream.extend([value, value].concat());
+    }
+    let mut rd = crate::wire::frame::FrameReader::new(&stream[..], 1 << 20);
+    let mut kept = Vec::new();
+    while let Some(m) = rd.read_message(Codec::Gob).unwrap() {
+        let (h, b) = (rd.header(&m), rd.body(&m));
+        assert_eq!((h.bytes, b.bytes), (value, value), "only the value's bytes");
+        let got: Vec<i64> = Codec::Gob.decode_body(b, "body").unwrap();
+        assert!(got.is_empty());
+        kept.push(crate::wire::codec::OwnedBody::new(b));
+    }
+    assert_eq!(kept.len(), 100);
+    // Every message shares the one table: nothing was copied per message.
+    let first = kept[0].gob.as_ref().unwrap();
+    assert_eq!(first.len(), n as usize);
+    for k in &kept {
+        assert!(Arc::ptr_eq(first, k.gob.as_ref().unwrap()));
+        // A kept body still decodes (later, on any thread).
+        let got: Vec<i64> = Codec::Gob.decode_body(k.as_body(), "body").unwrap();
+        assert!(got.is_empty());
+    }
+}
+
+/// 13 optional fields: 8,192 patterns of `None`.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Thirteen {
+    a: Option<i64>,
+    b: Option<i64>,
+    c: Option<i64>,
+    d: Option<i64>,
+    e: Option<i64>,
+    f: Option<i64>,
+    g: Option<i64>,
+    h: Option<i64>,
+    i: Option<i64>,
+    j: Option<i64>,
+    k: Option<i64>,
+    l: Option<i64>,
+    m: Option<i64>,
+}
+
+fn thirteen(p: u32) -> Thirteen {
+    let f = |bit: u32| (p >> bit & 1 == 1).then_some(i64::from(bit) + 1);
+    Thirteen {
+        a: f(0),
+        b: f(1),
+        c: f(2),
+        d: f(3),
+        e: f(4),
+        f: f(5),
+        g: f(6),
+        h: f(7),
+        i: f(8),
+        j: f(9),
+        k: f(10),
+        l: f(11),
+        m: f(12),
+    }
+}
+
+#[test]
+fn every_pattern_of_nones_shares_a_few_definitions() {
+    let frags: Vec<Vec<u8>> = (0..1u32 << 13).map(|p| frag(&thirteen(p))).collect();
+    let stream = stream_of(&frags);
+    let mut defs = 0;
+    let mut rest = &stream[..];
+    while let Some((payload, next)) = varint::split_message(rest).unwrap() {
+        defs += usize::from(varint::Cursor::new(payload).int().unwrap() < 0);
+        rest = next;
+    }
+    // One per field that widened the struct's type, at most (and none
+    // from a pattern all of whose fields were seen before).
+    assert!(defs <= 14, "{defs} definitions for 8,192 values");
+    for (p, f) in values(&stream).iter().enumerate() {
+        let back: Thirteen = Codec::Gob.decode(f, "v").unwrap();
+        assert_eq!(back, thirteen(p as u32));
+    }
 }

@@ -297,6 +297,12 @@ impl TypeTable {
         Ok(())
     }
 
+    /// How many types the stream has defined.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.types.len()
+    }
+
     /// Whether `id` names a type values can have here.
     pub(crate) fn known(&self, id: i64) -> bool {
         (T_BOOL..=T_INTERFACE).contains(&id) || self.types.contains_key(&id)

@@ -299,7 +299,10 @@ impl ser::SerializeStruct for StructCapture {
         self.fields.push((key, value.serialize(self.at)?));
         Ok(())
     }
-    fn skip_field(&mut self, _: &'static str) -> Result<(), SerError> {
+    fn skip_field(&mut self, key: &'static str) -> Result<(), SerError> {
+        // Still one of the struct's declared fields (`widen` knows a
+        // struct by them), sent as its zero value: left out.
+        self.fields.push((key, V::Absent));
         Ok(())
     }
     fn end(self) -> Result<V, SerError> {
