@@ -28,6 +28,9 @@
 #   NO_BUILD   1: use the binaries already built
 #   KEEP       a folder to keep the raw JSON lines in (one file per system
 #              and point, plus "log"); a temporary folder otherwise
+#   RECORDS    a file to append the results to as JSON records, one a line
+#              (the form benches/compare_table.py prints; compare.sh's
+#              `scale` section folds them into its table)
 #
 # The peers are built once into target/release/anchors (as compare.sh
 # does; tonic's build needs `protoc`: apt-get install protobuf-compiler),
@@ -123,8 +126,8 @@ for s in geerpc $PEERS; do
 done
 
 cpu_busy() {
-    local _c u n s i w q sq st _rest
-    read -r _c u n s i w q sq st _rest </proc/stat
+    local _c u n s _i _w q sq st _rest
+    read -r _c u n s _i _w q sq st _rest </proc/stat
     echo $((u + n + s + q + sq + st))
 }
 proc_cpu() {   # utime+stime of a live process, jiffies
@@ -161,8 +164,8 @@ sleep_until() { sleep "$(awk -v t="$1" -v n="$(now)" 'BEGIN { d = t - n; print (
 plus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a + b }'; }
 wait_idle() {
     [ "$IDLE_WAIT" -gt 0 ] || return 0
-    local t b0 b1
-    for t in $(seq 1 "$IDLE_WAIT"); do
+    local b0 b1
+    for _ in $(seq 1 "$IDLE_WAIT"); do
         b0=$(cpu_busy); sleep 1; b1=$(cpu_busy)
         [ $(((b1 - b0) * 10)) -lt "$HZ" ] && return 0
     done
@@ -194,7 +197,7 @@ point() {
     base_rss=$(status_field "$SERVER_PID" VmRSS)
     echo "scale.sh: $sys ${n}x$n, $SECS s" >&2
     b0=$(cpu_busy); s0=$(proc_cpu "$SERVER_PID"); l0=$(children_cpu)
-    # shellcheck disable=SC2086
+    # shellcheck disable=SC2086,SC2046
     timeout $((3 * ${SECS%.*} + 120)) $(load_of "$sys") --addr "127.0.0.1:$port" --conns "$n" \
         --concurrency "$n" --secs "$SECS" --payload 0 >"$OUT/load.out" 2>>"$OUT/log" &
     load_pid=$!
@@ -265,9 +268,9 @@ for _ in $(seq "$ROUNDS"); do
     done
 done
 
-python3 - "$OUT" "$POINTS" "$PEERS" "$SECS" "$ROUNDS" <<'PY'
+python3 - "$OUT" "$POINTS" "$PEERS" "$SECS" "$ROUNDS" "${RECORDS:-}" <<'PY'
 import json, os, statistics, sys
-out, points, peers, secs, rounds = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4], sys.argv[5]
+out, points, peers, secs, rounds, records = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4], sys.argv[5], sys.argv[6]
 def lines(sysname, n):
     p = os.path.join(out, f"{sysname}-{n}")
     return [json.loads(l) for l in open(p) if l.strip()] if os.path.exists(p) else []
@@ -328,4 +331,33 @@ for n in points:
                       " not a {n}-connection run".replace("{n}", n))
 for e in errors:
     print("ERRORS: " + e)
+# The same results as records for compare.sh's one table (benches/compare_table.py).
+if records:
+    def rec(point, metric, field, goals=None, goal=None, only=None, digits=None, lower=False, note=""):
+        systems = only or ["geerpc"] + peers
+        n = point.split()[0]
+        vals = {s: med(s, n, field) for s in systems}
+        r = {"section": "scale", "point": point, "metric": metric, "lower_better": lower,
+             "geerpc": vals.pop("geerpc", None), "peers": vals, "goals": goals or {}, "goal": goal,
+             "n": "/".join(str(len(lines(s, n))) for s in systems),
+             "errors": sum(l.get("errors", 0) for s in systems for l in lines(s, n)), "note": note}
+        if digits is not None:
+            r["digits"] = digits
+        return r
+    ratio_goals = {p: [">=", goals[p]] for p in peers}
+    with open(records, "a") as f:
+        for n in points:
+            f.write(json.dumps(rec(f"{n} x {n}", "calls/s", "calls_per_sec", ratio_goals)) + "\n")
+        for n in points:
+            f.write(json.dumps(rec(f"{n} x {n}", "p99 us", "p99_us", lower=True, note="for reference")) + "\n")
+        f.write(json.dumps(rec(f"{top} x {top}", "server RSS KiB/conn", "server_rss_kib_per_conn", only=["geerpc"],
+                               goal=["<=", 64], digits=1, note="(RSS in the run - RSS before) / conns held")) + "\n")
+        f.write(json.dumps(rec(f"{top} x {top}", "server threads", "server_threads")) + "\n")
+        f.write(json.dumps(rec(f"{top} x {top}", "server RSS KiB", "server_rss_kib")) + "\n")
+        f.write(json.dumps(rec(f"{top} x {top}", "server ctx switches/call", "server_switches_per_call", digits=2,
+                               lower=True)) + "\n")
+        warn = [f"{s} {n}x{n}: server held {l['server_conns']} of {n} conns" for n in points
+                for s in ["geerpc"] + peers for l in lines(s, n) if l.get("server_conns", int(n)) < int(n)]
+        if warn:
+            f.write(json.dumps({"section": "scale", "warning": "; ".join(warn)}) + "\n")
 PY
