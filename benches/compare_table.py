@@ -100,8 +100,9 @@ def cmd_registry_scale(a):
     wrk_get.{rps,p99_ms,errors}, wrk_post.{rps,p99_ms,errors}."""
     ls = lines(a.file)
     j = ls[-1] if ls else {}
-    where = (f"registry, {j.get('instances', '?'):,} inst / {j.get('services', '?')} svc / "
-             f"{j.get('watchers', '?'):,} watchers" if j else "registry at scale")
+    where = "registry at scale"
+    if j:
+        where += f" ({j.get('instances', 0):,} inst, {j.get('services', 0)} svc, {j.get('watchers', 0):,} watchers)"
 
     def rec(metric, value, goal, note="", digits=None, errors=0, lower=False):
         r = {"section": "registry-scale", "point": where, "metric": metric,
@@ -118,29 +119,34 @@ def cmd_registry_scale(a):
         f"n {prop.get('n', 0)}; POST answer -> watcher answer", lower=True)
     missed = j.get("missed")
     rec("watcher answers missed", missed, ["<=", 0], "not seen within the wait", digits=0, lower=True)
-    stages = [(k, s) for k, s in (j.get("registry") or {}).items() if s]
+    reg = j.get("registry") or {}
+    stages = [(k, reg[k]) for k in ("idle", "registered", "parked", "under_wrk", "end") if reg.get(k)]
     hwm = max((s.get("hwm_kib", 0) for _, s in stages), default=None)
     threads = ", ".join(f"{k} {s.get('threads')}" for k, s in stages)
-    rec("registry peak RSS MiB", hwm / 1024 if hwm is not None else None, ["<=", 256],
+    rec("peak RSS MiB", hwm / 1024 if hwm is not None else None, ["<=", 256],
         f"VmHWM; threads: {threads}" if threads else "VmHWM", lower=True)
-    for key, what in (("wrk_get", "GET of one service req/s (wrk, watchers waiting)"),
-                      ("wrk_post", "heartbeat POST req/s (wrk, watchers waiting)")):
+    for key, what in (("wrk_get", "GET one service req/s"), ("wrk_post", "heartbeat POST req/s")):
         w = j.get(key) or {}
         rec(what, w.get("rps"), [">=", 60000],
-            f"p99 {w['p99_ms']:.2f} ms" if w.get("p99_ms") is not None else "no wrk run",
+            f"wrk -t2 -c32 while the watchers wait; p99 {w['p99_ms']:.2f} ms"
+            if w.get("p99_ms") is not None else "no wrk run",
             digits=0, errors=w.get("errors", 0) or 0)
 
 
 def fmt(v, digits):
+    """v with thousands separators; digits None: none for rates and from
+    100 up, one below."""
     if v is None:
         return "-"
+    if digits is None:
+        digits = 0 if abs(v) >= 100 else 1
     return f"{v:,.{digits}f}"
 
 
 def digits_of(r):
     if "digits" in r:
         return r["digits"]
-    return 0 if r["metric"].endswith("/s") else 1
+    return 0 if r["metric"].endswith("/s") else None
 
 
 def judge(r):
@@ -149,8 +155,9 @@ def judge(r):
     for name, v in r["peers"].items():
         ratio = g / v if g is not None and v else None
         shown = name if name in PEERS else f"{name} {fmt(v, digits_of(r))}"
-        ratios.append(f"{shown} {ratio:.2f}x" if ratio is not None else f"{shown} -")
         goal = r["goals"].get(name)
+        if ratio is not None or goal:
+            ratios.append(f"{shown} {ratio:.2f}x" if ratio is not None else f"{shown} -")
         if goal:
             goals.append(f"{name} {goal[0]}{goal[1]:g}x")
             if ratio is None:
@@ -159,7 +166,7 @@ def judge(r):
                 misses.append(name)
     if r.get("goal"):
         op, thr = r["goal"]
-        goals.append(f"{op}{thr:g}")
+        goals.append(f"{op}{thr:,g}")
         if g is None:
             nodata = True
         elif not OPS[op](g, thr):
@@ -182,7 +189,7 @@ def cmd_print(a):
     for r in recs:
         d = digits_of(r)
         ratios, goals, verdict = judge(r)
-        point = f"{r['point']}: {r['metric']}" + (" (lower is better)" if r["lower_better"] else "")
+        point = f"{r['point']}: {r['metric']}"
         rows.append([point, fmt(r["geerpc"], d)] + [fmt(r["peers"].get(p), d) if p in r["peers"] else ""
                                                     for p in PEERS]
                     + [ratios, goals, verdict, r.get("note", "")])
@@ -200,7 +207,7 @@ def cmd_print(a):
         print("WARNING: " + wn)
     met = sum(1 for x in rows if x[7] == "met")
     judged = sum(1 for x in rows if x[7] != "-")
-    print(f"goals met: {met} of {judged}")
+    print(f"goals met: {met} of {judged}; ratios are geerpc / peer (for us and ms rows lower is better)")
     # markdown, ready to paste
     print()
     print("Command (from the checkout's root):")

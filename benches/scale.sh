@@ -146,9 +146,11 @@ children_cpu() {   # cutime+cstime of this shell (reaped children), jiffies
 }
 status_field() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null || true; }
 # Context switches of every thread of a process (a thread's own status
-# file counts only its own; the process's is its main thread's).
+# file counts only its own; the process's is its main thread's). A thread
+# that ends between the glob and the read fails cat, which with pipefail
+# and set -e ended the whole script silently: hence the `|| true`.
 switches() {
-    cat /proc/"$1"/task/*/status 2>/dev/null |
+    { cat /proc/"$1"/task/*/status 2>/dev/null || true; } |
         awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ {n += $2} END {print n + 0}'
 }
 # Established connections accepted on loopback port $1 (the server's side:
@@ -352,7 +354,7 @@ if records:
             f.write(json.dumps(rec(f"{n} x {n}", "p99 us", "p99_us", lower=True, note="for reference")) + "\n")
         f.write(json.dumps(rec(f"{top} x {top}", "server RSS KiB/conn", "server_rss_kib_per_conn", only=["geerpc"],
                                goal=["<=", 64], digits=1, note="(RSS in the run - RSS before) / conns held")) + "\n")
-        f.write(json.dumps(rec(f"{top} x {top}", "server threads", "server_threads")) + "\n")
+        f.write(json.dumps(rec(f"{top} x {top}", "server threads", "server_threads", digits=0)) + "\n")
         f.write(json.dumps(rec(f"{top} x {top}", "server RSS KiB", "server_rss_kib")) + "\n")
         f.write(json.dumps(rec(f"{top} x {top}", "server ctx switches/call", "server_switches_per_call", digits=2,
                                lower=True)) + "\n")
