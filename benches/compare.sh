@@ -261,6 +261,16 @@ for p in $PEERS; do
     [ -x "$(bin_of "$p")" ] || { echo "compare.sh: $(bin_of "$p") is missing" >&2; exit 2; }
 done
 
+# stop_bg: stops the processes a section started in the background (their
+# PIDs in BG), so that they do not run beside the next section's points.
+BG=()
+stop_bg() {
+    [ ${#BG[@]} -gt 0 ] || return 0
+    kill "${BG[@]}" 2>/dev/null || true
+    wait "${BG[@]}" 2>/dev/null || true
+    BG=()
+}
+
 # Every point: geerpc, then each peer, then the next point; ROUNDS times.
 if want c1; then
     echo "c1: concurrency 1, pinned and unpinned" >&2
@@ -295,9 +305,11 @@ if want xclient; then
     echo "xclient: registry discovery, 2 servers, concurrency 64" >&2
     REG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     "$T/geerpc" registry --addr "127.0.0.1:$REG_PORT" --ttl 1m >/dev/null 2>>"$OUT/log" &
+    BG=($!)
     REG=http://127.0.0.1:$REG_PORT/_rpc_/registry
     for _ in 1 2; do
         "$LOADGEN" serve --addr 127.0.0.1:0 --registry "$REG" >/dev/null 2>>"$OUT/log" &
+        BG+=($!)
     done
     for _ in $(seq 100); do   # until both servers are registered (10 s at most)
         [ "$("$T/geerpc" list --registry "$REG" 2>/dev/null | wc -l)" -ge 2 ] && break
@@ -308,6 +320,7 @@ if want xclient; then
         "$LOADGEN" load --registry "$REG" --select round_robin --concurrency 64 --secs "$SECS" >>"$OUT/x-registry-rr" 2>>"$OUT/log" || true
         point x-direct "$LOADGEN serve" "$LOADGEN load" 2:64:0
     done
+    stop_bg
 fi
 if want idle; then
     echo "idle: $IDLE_CONNS idle connections" >&2
@@ -319,6 +332,7 @@ if want registry && command -v wrk >/dev/null; then
     echo "registry: wrk heartbeats and lookups" >&2
     REG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     "$T/geerpc" registry --addr "127.0.0.1:$REG_PORT" --ttl 5m >/dev/null 2>>"$OUT/log" &
+    BG=($!)
     REG=http://127.0.0.1:$REG_PORT/_rpc_/registry
     for i in $(seq 100); do curl -s -X POST -H "X-rpc-Server: tcp@127.0.0.1:$((20000 + i))" "$REG" >/dev/null || true; done
     printf 'wrk.method = "POST"\nwrk.headers["X-rpc-Server"] = "tcp@127.0.0.1:7001"\n' >"$OUT/post.lua"
@@ -331,6 +345,7 @@ if want registry && command -v wrk >/dev/null; then
             wrk_json "$OUT/wrk-$f.txt" >>"$OUT/wrk-$f"
         done
     done
+    stop_bg
 fi
 if want scale; then
     echo "scale: $SCALE_POINTS connections, one caller each (benches/scale.sh)" >&2
