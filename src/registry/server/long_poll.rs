@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tiny_http::Request;
 
-use super::http::{listing, respond, text};
+use super::http::{format, listing, respond, text};
 use super::limits;
 use super::query::Query;
 use super::Shared;
@@ -47,9 +47,9 @@ pub(super) fn park(shared: &Shared, rq: Request, query: &Query, watch: &str, jso
     let mut st = shared.state.lock();
     let version = st.table.version(service);
     if version != known || wait.is_zero() || shared.stopping.load(Ordering::Acquire) {
-        let instances = st.table.alive(wanted, now);
+        let answer = st.table.answer(wanted, format(json), now);
         drop(st);
-        return respond(shared, rq, listing(&instances, version, json));
+        return respond(shared, rq, listing(&answer));
     }
     if let Err(refused) = st.watchers.check(rq.remote_addr().map(|a| a.ip())) {
         drop(st);
