@@ -70,7 +70,11 @@ fn watch(to: SocketAddr, service: &str, version: u64, n: usize) -> Vec<TcpStream
 fn wait_parked(reg: &Registry, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while reg.parked_polls() != n {
-        assert!(Instant::now() < deadline, "{} parked, not {n}", reg.parked_polls());
+        assert!(
+            Instant::now() < deadline,
+            "{} parked, not {n}",
+            reg.parked_polls()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
