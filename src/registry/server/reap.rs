@@ -25,17 +25,20 @@ use super::{Shared, State};
 pub(super) fn reap(shared: &Arc<Shared>, wake: Receiver<()>) {
     loop {
         let next = {
-            let st = shared.state.lock();
+            let mut st = shared.state.lock();
             let expiry = st.table.next_expiry();
             let poll = st.watchers.next_deadline();
-            match (expiry, poll) {
+            let next = match (expiry, poll) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             }
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            // A poll parked from now on wakes the reaper only if its
+            // deadline comes first (see `long_poll::park`).
+            st.watchers.reaper_at = Some(next);
+            next
         };
-        let wait = next.map_or(Duration::from_secs(3600), |t| {
-            t.saturating_duration_since(Instant::now())
-        });
+        let wait = next.saturating_duration_since(Instant::now());
         if let Err(RecvTimeoutError::Disconnected) = wake.recv_timeout(wait) {
             break;
         }
