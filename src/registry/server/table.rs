@@ -250,6 +250,18 @@ impl Table {
         now: Instant,
     ) -> Result<Put, Full> {
         let expires = self.ttl_of(legacy).map(|t| now + t);
+        // The heartbeat's path (a renewal saying what it said before):
+        // no clone of the instance, no new key.
+        if let Some(e) = self.entries.get_mut(addr) {
+            if e.expires.is_none_or(|t| t > now) && same(&e.instance, reg) {
+                e.expires = expires;
+                e.beat = now;
+                if let Some(t) = expires {
+                    self.expiry_floor = Some(self.expiry_floor.map_or(t, |f| f.min(t)));
+                }
+                return Ok(Put::Renewed);
+            }
+        }
         let old = self.entries.get(addr).map(|e| e.instance.clone());
         let mut instance = old.clone().unwrap_or_else(|| Instance::new(addr));
         if let Some(s) = &reg.services {
@@ -473,6 +485,21 @@ impl Table {
     pub(crate) fn services(&self) -> usize {
         self.services.len()
     }
+}
+
+/// Whether `reg` would leave `instance` as it is. False where unsure
+/// (services not sorted and distinct as sent): `put`'s slow path decides.
+fn same(instance: &Instance, reg: &Registration) -> bool {
+    let services = reg
+        .services
+        .as_ref()
+        .is_none_or(|s| s.windows(2).all(|w| w[0] < w[1]) && *s == instance.services);
+    services
+        && reg.weight.is_none_or(|w| w == instance.weight)
+        && reg
+            .metadata
+            .as_ref()
+            .is_none_or(|m| *m == instance.metadata)
 }
 
 /// The earliest expiry among `entries`.

@@ -355,3 +355,28 @@ fn kept_answers_always_match_the_table() {
     // Most answers were kept ones, not encoded again.
     assert!(t.encodes() < 2_000 * 20 / 2, "{} encodes", t.encodes());
 }
+
+/// A renewal (the heartbeat's fast path) moves the expiry and the beat,
+/// and keeps the registration's time.
+#[test]
+fn a_renewal_extends_the_life_of_its_entry() {
+    let mut t = Table::new(Duration::from_secs(10));
+    let now = Instant::now();
+    let _ = t.put("tcp@a:1", &reg(&["A", "B"]), false, now);
+    let at = now + Duration::from_secs(8);
+    assert_eq!(
+        t.put("tcp@a:1", &reg(&["A", "B"]), false, at),
+        Ok(Put::Renewed)
+    );
+    let later = now + Duration::from_secs(15);
+    assert!(t.purge(later).is_empty());
+    let rows = t.rows(later);
+    assert_eq!((rows[0].since, rows[0].beat), (now, at));
+    assert_eq!(rows[0].expires, Some(at + Duration::from_secs(10)));
+    // Services sent unsorted are no change either (the slow path sorts).
+    assert_eq!(
+        t.put("tcp@a:1", &reg(&["B", "A"]), false, later),
+        Ok(Put::Renewed)
+    );
+    assert_eq!(t.purge(at + Duration::from_secs(10)), Vec::<String>::new());
+}
