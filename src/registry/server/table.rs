@@ -487,13 +487,14 @@ impl Table {
     }
 }
 
-/// Whether `reg` would leave `instance` as it is. False where unsure
-/// (services not sorted and distinct as sent): `put`'s slow path decides.
+/// Whether `reg` would leave `instance` as it is. Services sent unsorted
+/// or twice compare unequal (the instance's are sorted and distinct):
+/// `put`'s slow path decides those.
 fn same(instance: &Instance, reg: &Registration) -> bool {
     let services = reg
         .services
         .as_ref()
-        .is_none_or(|s| s.windows(2).all(|w| w[0] < w[1]) && *s == instance.services);
+        .is_none_or(|s| *s == instance.services);
     services
         && reg.weight.is_none_or(|w| w == instance.weight)
         && reg
