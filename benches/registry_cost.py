@@ -52,8 +52,8 @@ def connect(port):
     return s, s.makefile("rb")
 
 
-def post(s, f, addr, service):
-    body = json.dumps({"services": [service]}).encode()
+def post(s, f, addr, service, weight=1):
+    body = json.dumps({"services": [service], "weight": weight}).encode()
     request(s, "POST", "/_rpc_/registry", [f"X-rpc-Server: {addr}"], body)
     status, _ = read_answer(f)
     assert status == 200, status
@@ -126,6 +126,7 @@ def main():
             for _ in range(a.n):
                 post(s, f, "tcp@127.0.0.1:10000", "svc0")
         res["post_ir"] = phase(pid, out, beats, a.n)
+        sys.stderr.write(json.dumps(res) + "\n")
 
         # Long polls on svc0's list, parked; then one change.
         request(s, "GET", "/_rpc_/registry?service=svc0&format=json")
@@ -136,7 +137,8 @@ def main():
         time.sleep(3)
 
         def change():
-            post(s, f, "tcp@127.0.0.1:9", "svc0")
+            # A change within the instance cap: svc0's first instance's weight.
+            post(s, f, "tcp@127.0.0.1:10000", "svc0", weight=2)
             for _, wf in ws:
                 status, _ = read_answer(wf)
                 assert status == 200
