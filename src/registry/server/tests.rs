@@ -114,3 +114,36 @@ fn a_change_wakes_only_its_lists_watchers_with_one_encode() {
     }
     wait_parked(&reg, 0);
 }
+
+/// A poll parked after a longer one wakes the reaper, as its deadline
+/// comes first; one parked after a shorter one need not (not observable
+/// here), but is still answered at its own deadline.
+#[test]
+fn a_poll_with_an_earlier_deadline_is_answered_at_it() {
+    let reg = Registry::builder().addr("127.0.0.1:0").start().unwrap();
+    let to = reg.shared.addr;
+    post(to, "tcp@127.0.0.1:1", "A");
+    let va = reg.shared.state.lock().table.version(Some("A"));
+    let _long = watch(to, "A", va, 1);
+    wait_parked(&reg, 1);
+    let mut s = TcpStream::connect(to).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let asked = Instant::now();
+    let q = format!("service=A&watch={va}&timeout=300ms&format=json");
+    send(&mut s, &format!("GET /_rpc_/registry?{q}"), "", "");
+    let (status, body) = read_answer(&mut s);
+    assert_eq!(status, 200);
+    let listing: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        listing["version"].as_u64(),
+        Some(va),
+        "timed out, unchanged"
+    );
+    let waited = asked.elapsed();
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    assert!(
+        waited < Duration::from_secs(15),
+        "{waited:?}: at its deadline, not the 60 s one"
+    );
+    assert_eq!(reg.parked_polls(), 1, "the long one still waits");
+}
