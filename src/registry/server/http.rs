@@ -10,20 +10,20 @@
 
 use std::io::{Cursor, Read, Write};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
-use tiny_http::{Header, Method, Request, Response};
+use tiny_http::{Header, Method, Request, Response, StatusCode};
 
 use super::limits;
 use super::long_poll;
 use super::query::{parse_query, wants_json, Query};
-use super::table::Put;
+use super::table::{Encoded, Format, Put};
 use super::ui;
 use super::Shared;
 use crate::registry::{
     check_addr, Registration, ADDR_HEADERS, LIST_HEADERS, TTL_HEADER, VERSION_HEADER,
 };
-use crate::xclient::Instance;
 
 /// A worker: sleeps until it holds the receiving role (see `roles`), then
 /// receives and answers until the role is handed on or the registry stops.
@@ -85,7 +85,7 @@ pub(super) fn text(status: u16, body: impl Into<String>) -> Response<Cursor<Vec<
 /// reads the rest of it: a peer that sent `Expect: 100-continue` would wait
 /// for our answer while we wait for its body. So the one-write path is
 /// taken only when tiny_http already holds the whole body in memory.
-pub(super) fn respond(shared: &Shared, rq: Request, resp: Response<Cursor<Vec<u8>>>) {
+pub(super) fn respond<R: Read>(shared: &Shared, rq: Request, resp: Response<R>) {
     let resp = shared.epoch.stamp(resp);
     let sent = if body_buffered(&rq) {
         let mut out = Vec::with_capacity(1024);
@@ -335,66 +335,56 @@ fn delete(shared: &Shared, rq: Request) {
 /// `long_poll` until the list changes or its time is up.
 fn get(shared: &Shared, rq: Request, query: &Query) {
     let json = wants_json(&rq, query);
-    let wanted = query.wanted();
-    let service = wanted.service;
     if let Some(watch) = &query.watch {
         return long_poll::park(shared, rq, query, watch, json);
     }
-    if !json {
-        let (addrs, version) = {
-            let st = shared.state.lock();
-            let version = st.table.version(service);
-            (
-                st.table.alive_addrs(wanted, Instant::now()).join(","),
-                version,
-            )
-        };
-        return respond(shared, rq, addr_listing(addrs, version));
+    let answer = shared
+        .state
+        .lock()
+        .table
+        .answer(query.wanted(), format(json), Instant::now());
+    respond(shared, rq, listing(&answer))
+}
+
+/// The format a `GET` wants its list in.
+pub(super) fn format(json: bool) -> Format {
+    if json {
+        Format::Json
+    } else {
+        Format::Addrs
     }
-    let (instances, version) = {
-        let st = shared.state.lock();
-        (
-            st.table.alive(wanted, Instant::now()),
-            st.table.version(service),
-        )
-    };
-    respond(shared, rq, listing(&instances, version, json))
 }
 
 /// The answer to a `GET`: the list in headers (as Go peers read it) or as
-/// JSON in the body.
-pub(super) fn listing(
-    instances: &[Instance],
-    version: u64,
-    json: bool,
-) -> Response<Cursor<Vec<u8>>> {
-    let version_header = header(VERSION_HEADER, &version.to_string());
-    if json {
-        let body =
-            serde_json::to_vec(&ListingRef { version, instances }).expect("a listing serializes");
-        return Response::from_data(body)
-            .with_header(header("Content-Type", "application/json"))
-            .with_header(version_header);
-    }
-    let addrs: Vec<&str> = instances.iter().map(|i| i.addr.as_str()).collect();
-    addr_listing(addrs.join(","), version)
-}
-
+/// JSON in the body, sharing the table's encoded bytes (see `listing`).
+///
 /// The plain listing: the sorted addresses, comma-separated, under both
 /// header names, which is where Go peers read them. The body stays empty:
 /// the JSON listing is the one for long lists.
-fn addr_listing(joined: String, version: u64) -> Response<Cursor<Vec<u8>>> {
-    let mut resp =
-        text(200, String::new()).with_header(header(VERSION_HEADER, &version.to_string()));
-    for name in LIST_HEADERS {
-        resp.add_header(header(name, &joined));
+pub(super) fn listing(answer: &Encoded) -> Response<Cursor<Arc<[u8]>>> {
+    let version = header(VERSION_HEADER, &answer.version.to_string());
+    match answer.format {
+        Format::Json => {
+            let len = answer.bytes.len();
+            Response::new(
+                StatusCode(200),
+                vec![header("Content-Type", "application/json"), version],
+                Cursor::new(answer.bytes.clone()),
+                Some(len),
+                None,
+            )
+        }
+        Format::Addrs => {
+            let mut headers = Vec::with_capacity(2 + LIST_HEADERS.len());
+            headers.push(header("Content-Type", "text/plain; charset=utf-8"));
+            headers.push(version);
+            for name in LIST_HEADERS {
+                // Addresses are checked to be ASCII before they are listed.
+                let h = Header::from_bytes(name.as_bytes(), &answer.bytes[..]);
+                headers.push(h.expect("ASCII header"));
+            }
+            let empty: Arc<[u8]> = Arc::new([]);
+            Response::new(StatusCode(200), headers, Cursor::new(empty), Some(0), None)
+        }
     }
-    resp
-}
-
-/// [`Listing`](crate::registry::Listing) without owning the instances.
-#[derive(serde::Serialize)]
-struct ListingRef<'a> {
-    version: u64,
-    instances: &'a [Instance],
 }

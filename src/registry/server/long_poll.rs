@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tiny_http::Request;
 
-use super::http::{listing, respond, text};
+use super::http::{format, listing, respond, text};
 use super::limits;
 use super::query::Query;
 use super::Shared;
@@ -47,9 +47,9 @@ pub(super) fn park(shared: &Shared, rq: Request, query: &Query, watch: &str, jso
     let mut st = shared.state.lock();
     let version = st.table.version(service);
     if version != known || wait.is_zero() || shared.stopping.load(Ordering::Acquire) {
-        let instances = st.table.alive(wanted, now);
+        let answer = st.table.answer(wanted, format(json), now);
         drop(st);
-        return respond(shared, rq, listing(&instances, version, json));
+        return respond(shared, rq, listing(&answer));
     }
     if let Err(refused) = st.watchers.check(rq.remote_addr().map(|a| a.ip())) {
         drop(st);
@@ -61,15 +61,21 @@ pub(super) fn park(shared: &Shared, rq: Request, query: &Query, watch: &str, jso
         "registry {}: long poll parked at version {version} for {service:?}",
         shared.addr
     );
+    let deadline = now + wait;
     st.watchers.push(Watcher {
         request: rq,
         service: query.service.clone(),
         include_legacy: query.include_legacy,
         known,
-        deadline: now + wait,
+        deadline,
         json,
     });
-    shared.wake();
+    // The reaper needs waking only to wake earlier: after a change, 1,000
+    // watchers parking again had woken it 1,000 times, each wake a look
+    // at every parked poll.
+    if st.watchers.reaper_at.is_none_or(|t| deadline < t) {
+        shared.wake();
+    }
 }
 
 /// A long poll waiting for its list to change.
@@ -96,6 +102,9 @@ pub(super) enum Refused {
 /// watchers in `list` from `ip`, and no entry is zero.
 pub(super) struct Watchers {
     list: Vec<Watcher>,
+    /// When the reaper will look next at the latest (set by the reaper
+    /// under the state lock; `None`: it was woken or has not looked yet).
+    pub(super) reaper_at: Option<Instant>,
     per_ip: HashMap<IpAddr, usize>,
     max: usize,
     max_per_ip: usize,
@@ -109,6 +118,7 @@ impl Watchers {
     pub(super) fn new(max: usize, max_per_ip: usize) -> Watchers {
         Watchers {
             list: Vec::new(),
+            reaper_at: None,
             per_ip: HashMap::new(),
             max,
             max_per_ip,

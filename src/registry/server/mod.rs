@@ -34,6 +34,8 @@ mod reap;
 mod roles;
 mod running;
 mod table;
+#[cfg(test)]
+mod tests;
 mod ui;
 
 pub use builder::RegistryBuilder;

@@ -1,13 +1,13 @@
 //! The reaper thread (`geerpc-reg-reap`): purges entries whose TTL ran
 //! out when they run out, and unparks the long polls whose list changed or
-//! whose time is up, computing each list once per service.
+//! whose time is up, each list encoded once per change (the table keeps
+//! it, see `table::listing`) and shared by its watchers.
 //!
 //! It may not write to a socket: answers go to `answer`'s threads, so a
 //! watcher that does not read delays neither TTL purges nor any other
 //! watcher. It sleeps until the next expiry or deadline, or until woken
 //! through `Shared::wake` (a new poll, or a change while polls wait).
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,28 +15,30 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::answer::Job;
-use super::http::{listing, respond};
+use super::http::{format, listing, respond};
 use super::long_poll::Watcher;
-use super::table::{Table, Wanted};
+use super::table::{Encoded, Table, Wanted};
 use super::{Shared, State};
-use crate::xclient::Instance;
 
 /// Purges expired entries when they expire and answers long polls when
 /// their list changes or their time is up.
 pub(super) fn reap(shared: &Arc<Shared>, wake: Receiver<()>) {
     loop {
         let next = {
-            let st = shared.state.lock();
+            let mut st = shared.state.lock();
             let expiry = st.table.next_expiry();
             let poll = st.watchers.next_deadline();
-            match (expiry, poll) {
+            let next = match (expiry, poll) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             }
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            // A poll parked from now on wakes the reaper only if its
+            // deadline comes first (see `long_poll::park`).
+            st.watchers.reaper_at = Some(next);
+            next
         };
-        let wait = next.map_or(Duration::from_secs(3600), |t| {
-            t.saturating_duration_since(Instant::now())
-        });
+        let wait = next.saturating_duration_since(Instant::now());
         if let Err(RecvTimeoutError::Disconnected) = wake.recv_timeout(wait) {
             break;
         }
@@ -65,32 +67,25 @@ pub(super) fn reap(shared: &Arc<Shared>, wake: Receiver<()>) {
     let left = {
         let mut st = shared.state.lock();
         let w = st.watchers.take(|_| true);
-        lists(&st.table, w, Instant::now())
+        lists(&mut st.table, w, Instant::now())
     };
     answer(shared, left);
     shared.answerers.stop();
 }
 
-type Due = (Watcher, Arc<Vec<Instance>>, u64);
+type Due = (Watcher, Encoded);
 
-/// The list each watcher gets, computed once per service.
-fn lists(table: &Table, watchers: Vec<Watcher>, now: Instant) -> Vec<Due> {
-    type Key = (Option<String>, bool);
-    let mut cache: HashMap<Key, (Arc<Vec<Instance>>, u64)> = HashMap::new();
+/// The answer each watcher gets: the table encodes each list once.
+fn lists(table: &mut Table, watchers: Vec<Watcher>, now: Instant) -> Vec<Due> {
     watchers
         .into_iter()
         .map(|w| {
-            let key = (w.service.clone(), w.include_legacy);
-            let (instances, version) = cache.entry(key).or_insert_with(|| {
-                let wanted = Wanted {
-                    service: w.service.as_deref(),
-                    include_legacy: w.include_legacy,
-                };
-                let s = wanted.service;
-                (Arc::new(table.alive(wanted, now)), table.version(s))
-            });
-            let (instances, version) = (instances.clone(), *version);
-            (w, instances, version)
+            let wanted = Wanted {
+                service: w.service.as_deref(),
+                include_legacy: w.include_legacy,
+            };
+            let answer = table.answer(wanted, format(w.json), now);
+            (w, answer)
         })
         .collect()
 }
@@ -98,10 +93,10 @@ fn lists(table: &Table, watchers: Vec<Watcher>, now: Instant) -> Vec<Due> {
 /// Hands each answer to a thread of its own (see `answer`): a watcher that
 /// does not read delays neither the reaper nor another watcher.
 fn answer(shared: &Arc<Shared>, due: Vec<Due>) {
-    let jobs = due.into_iter().map(|(w, instances, version)| {
+    let jobs = due.into_iter().map(|(w, answer)| {
         let shared = shared.clone();
         Box::new(move || {
-            respond(&shared, w.request, listing(&instances, version, w.json));
+            respond(&shared, w.request, listing(&answer));
         }) as Job
     });
     shared.answerers.dispatch(jobs.collect());
