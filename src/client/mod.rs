@@ -40,7 +40,6 @@ mod send;
 mod typed;
 mod wake;
 
-use std::collections::HashMap;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -122,7 +121,7 @@ impl Drop for Owner {
 }
 
 struct Pending {
-    calls: HashMap<u64, Completion>,
+    calls: foldhash::HashMap<u64, Completion>,
     /// Why the connection is closed, once it is.
     closed: Option<String>,
 }
@@ -141,7 +140,12 @@ struct Inner {
     /// Calls sent and not yet answered, by sequence number.
     pending: Mutex<Pending>,
     seq: AtomicU64,
-    wake_reader: Sender<()>,
+    /// Wakes the reader thread, started the first time a call waits with
+    /// nobody reading (a timed call, [`Client::go`], or a leader that let
+    /// go with calls pending): a client whose callers always lead (one
+    /// blocking caller per connection) never starts one, which at 1000
+    /// connections is 1000 threads fewer.
+    wake_reader: std::sync::OnceLock<Sender<()>>,
     /// Set while a reader hands out replies it has already read. Callers
     /// woken meanwhile only queue their next request; the reader writes the
     /// whole batch before it blocks again, in one syscall.
@@ -237,7 +241,6 @@ impl Client {
         write_timeout: Duration,
         defaults: outbound::Defaults,
     ) -> Client {
-        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let threads = ThreadGroup::default();
         let inner = Arc::new_cyclic(|me| Inner {
             addr,
@@ -246,11 +249,11 @@ impl Client {
             stream,
             reader: Mutex::new(reader),
             pending: Mutex::new(Pending {
-                calls: HashMap::new(),
+                calls: foldhash::HashMap::default(),
                 closed: None,
             }),
             seq: AtomicU64::new(1),
-            wake_reader: wake_tx,
+            wake_reader: std::sync::OnceLock::new(),
             dispatching: AtomicBool::new(false),
             rejoined: AtomicUsize::new(0),
             deferred: Mutex::new(Vec::new()),
@@ -265,13 +268,6 @@ impl Client {
             defaults: Arc::new(defaults),
             threads: threads.clone(),
         });
-        let r = inner.clone();
-        // The default stack: this thread decodes the callers' reply types.
-        if let Err(e) = threads.spawn("geerpc-cl-read", None, move || {
-            reader::reader_thread(&r, wake_rx)
-        }) {
-            inner.close(&format!("cannot start reader thread: {e}"));
-        }
         Client {
             owner: Arc::new(Owner {
                 inner: inner.clone(),
@@ -434,7 +430,9 @@ impl Inner {
             self.wakes.mark(complete(Err(self.closed_error(reason))));
         }
         self.wakes.wake_marked();
-        let _ = self.wake_reader.try_send(());
+        if let Some(r) = self.wake_reader.get() {
+            let _ = r.try_send(());
+        }
         if let Some(w) = self.wake_writer.get() {
             let _ = w.try_send(());
         }

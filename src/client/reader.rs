@@ -42,8 +42,27 @@ impl Inner {
     /// Wakes the reader thread if nobody is reading while calls are pending.
     pub(super) fn ensure_reader(&self) {
         if !self.reader.is_locked() {
-            let _ = self.wake_reader.try_send(());
+            self.wake_reader_thread();
         }
+    }
+
+    /// Wakes the reader thread, starting it the first time.
+    fn wake_reader_thread(&self) {
+        let wake = self.wake_reader.get_or_init(|| {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            if let Some(inner) = self.me.upgrade().filter(|i| !i.is_closed()) {
+                // The default stack: this thread decodes the callers' reply
+                // types.
+                let started = self
+                    .threads
+                    .spawn("geerpc-cl-read", None, move || reader_thread(&inner, rx));
+                if let Err(e) = started {
+                    self.close(&format!("cannot start reader thread: {e}"));
+                }
+            }
+            tx
+        });
+        let _ = wake.try_send(());
     }
 
     /// Reads replies (leads) until `done`, if no other thread is reading;
@@ -57,7 +76,7 @@ impl Inner {
             self.read_replies(&mut rd, &done);
             drop(rd);
             if !self.pending.lock().calls.is_empty() {
-                let _ = self.wake_reader.try_send(());
+                self.wake_reader_thread();
             }
         }
     }
@@ -209,5 +228,45 @@ pub(super) fn reader_thread(inner: &Inner, wake: Receiver<()>) {
         if inner.is_closed() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{Client, Server, Service};
+
+    /// A client whose calls all lead (blocking calls, one at a time) never
+    /// starts its reader thread: a thousand such connections hold a
+    /// thousand threads fewer. A timed call, which never leads, starts it.
+    #[test]
+    fn the_reader_thread_starts_only_when_a_call_cannot_lead() {
+        let server = Server::new();
+        server
+            .register(
+                Service::new("Arith").method("Sum", |a: (i64, i64)| Ok::<_, String>(a.0 + a.1)),
+            )
+            .unwrap();
+        let running = server.listen("tcp@127.0.0.1:0").unwrap();
+        let client = Client::dial(running.addr()).unwrap();
+        for i in 0..100i64 {
+            let sum: i64 = client.call("Arith.Sum", &(i, 1)).unwrap();
+            assert_eq!(sum, i + 1);
+        }
+        assert!(
+            client.inner.wake_reader.get().is_none(),
+            "started for leaders"
+        );
+        let sum: i64 = client
+            .call_timeout("Arith.Sum", &(2, 3), Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(sum, 5);
+        assert!(client.inner.wake_reader.get().is_some(), "not started");
+        // Both kinds still work with the thread there.
+        let sum: i64 = client.call("Arith.Sum", &(4, 5)).unwrap();
+        assert_eq!(sum, 9);
+        client.close();
+        drop(running);
     }
 }

@@ -15,6 +15,38 @@ use super::conn::Conn;
 use super::{limits, Running};
 use crate::wire::transport::Stream;
 
+/// The accept queue a listener the server binds itself gets: the system's
+/// cap (`net.core.somaxconn`, 4096 on Linux since 5.4), as Go's `net.Listen`
+/// asks. std asks for 128: a thousand clients connecting at once then
+/// waited for SYN retries, a second and more each, beyond the first ~130
+/// (seen with the 1000-connection scale point of `benches/scale.sh`).
+/// A listener handed to [`Server::serve`](super::Server::serve) keeps the
+/// queue its owner chose.
+fn backlog() -> i32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(4096)
+        .min(65535)
+}
+
+/// Binds a TCP listener with the system's accept queue (`backlog`).
+pub(super) fn bind_tcp(target: &str) -> io::Result<TcpListener> {
+    let l = TcpListener::bind(target)?;
+    // Listening again on a listening socket only changes its queue.
+    socket2::SockRef::from(&l).listen(backlog())?;
+    Ok(l)
+}
+
+/// Binds a Unix listener with the system's accept queue (`backlog`).
+#[cfg(unix)]
+pub(super) fn bind_unix(path: &str) -> io::Result<UnixListener> {
+    let l = UnixListener::bind(path)?;
+    socket2::SockRef::from(&l).listen(backlog())?;
+    Ok(l)
+}
+
 pub(super) enum Listener {
     Tcp(TcpListener),
     #[cfg(unix)]
@@ -139,5 +171,26 @@ mod tests {
         let s = s.as_tcp().expect("a TCP listener accepts TCP");
         assert_eq!(keepalive_of(socket2::SockRef::from(s)), GO_KEEPALIVE);
         drop(peer);
+    }
+
+    /// A thousand clients connecting at once must not wait for SYN retries
+    /// behind std's queue of 128: 300 connections complete with nothing
+    /// accepted yet (with a queue of 128, the 130th waits a second for its
+    /// retry and the connect times out).
+    #[test]
+    fn a_listener_the_server_binds_queues_more_than_std_does() {
+        if backlog() < 512 {
+            eprintln!("skipped: net.core.somaxconn is {}", backlog());
+            return;
+        }
+        let l = bind_tcp("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let held: Vec<TcpStream> = (0..300)
+            .map(|i| {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(700))
+                    .unwrap_or_else(|e| panic!("connection {i} not queued: {e}"))
+            })
+            .collect();
+        assert_eq!(held.len(), 300);
     }
 }

@@ -1,7 +1,6 @@
 //! [`ServerBuilder`]: the server's settings and their defaults. The bounds'
 //! own knobs are documented next to their code, in `limits/`.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -206,7 +205,7 @@ impl ServerBuilder {
     pub fn build(self) -> Server {
         Server {
             shared: Arc::new(Shared {
-                services: RwLock::new(HashMap::new()),
+                services: RwLock::new(foldhash::HashMap::default()),
                 limiter: Limiter::new(&self.config.limits),
                 config: self.config,
                 open_conns: AtomicUsize::new(0),

@@ -43,8 +43,6 @@ pub(crate) mod stats;
 use std::collections::HashMap;
 use std::io;
 use std::net::{TcpListener, TcpStream};
-#[cfg(unix)]
-use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -96,7 +94,7 @@ pub struct Server {
 }
 
 struct Shared {
-    services: RwLock<HashMap<String, Arc<Service>>>,
+    services: RwLock<foldhash::HashMap<String, Arc<Service>>>,
     config: Config,
     /// Admission of calls to their handlers (`limits/concurrency.rs`).
     limiter: limits::concurrency::Limiter,
@@ -226,13 +224,13 @@ impl Server {
         let addr = &parsed;
         match parsed.protocol() {
             Protocol::Tcp | Protocol::Http => {
-                let l = TcpListener::bind(parsed.target())
+                let l = accept::bind_tcp(parsed.target())
                     .map_err(|e| Error::io(format!("listen on {addr}"), e))?;
                 self.serve(l)
             }
             #[cfg(unix)]
             Protocol::Unix => {
-                let l = UnixListener::bind(parsed.target())
+                let l = accept::bind_unix(parsed.target())
                     .map_err(|e| Error::io(format!("listen on {addr}"), e))?;
                 self.start(Listener::Unix(l, parsed.target().to_string()), parsed)
             }
@@ -289,7 +287,7 @@ impl Server {
                 reason: "TLS is served on TCP: expected tls@HOST:PORT".into(),
             });
         }
-        let l = TcpListener::bind(parsed.target())
+        let l = accept::bind_tcp(parsed.target())
             .map_err(|e| Error::io(format!("listen on {parsed}"), e))?;
         let local = l
             .local_addr()

@@ -9,6 +9,7 @@
 #[cfg(feature = "gob")]
 pub(crate) mod gob;
 mod json;
+mod json_header;
 mod msgpack;
 
 use std::fmt;
@@ -258,6 +259,10 @@ impl Codec {
                 message,
             });
         }
+        if self == Codec::Json && json_header::encode(out, header) {
+            out.push(b'\n');
+            return Ok(());
+        }
         self.encode_into(out, header, "header")
     }
 
@@ -275,7 +280,13 @@ impl Codec {
 
     /// Decodes a message header.
     pub(crate) fn decode_header<'a>(self, body: impl Into<Body<'a>>) -> Result<Header> {
-        self.decode_body(body.into(), "header")
+        let body = body.into();
+        if self == Codec::Json {
+            if let Some(h) = json_header::decode(body.bytes) {
+                return Ok(h);
+            }
+        }
+        self.decode_body(body, "header")
     }
 
     /// The body of an error reply: an empty map (gob: Go's `struct{}{}`).
