@@ -382,9 +382,20 @@ fn the_adaptive_limit_bounds_the_handlers_sharing_the_cores_under_a_spike() {
     let callers = 4 * start;
     let length = Duration::from_millis(2000);
     // The limit starts at `start` and, the latency rising, goes down: it
-    // probes up by at most 1.4x (brpc's alpha) a window, and comes back
-    // down when the latency rises with it.
-    let probe = start * 14 / 10 + 1;
+    // probes up by at most (1 + ALPHA)x a window (a window's no-load
+    // concurrency, min latency x peak rate, is at most the concurrency it
+    // admitted), and comes back down when the latency rises with it. A
+    // spike slowed by a loaded machine can see a window whose latency
+    // dips (the machine's other load easing) and then another: two probes
+    // before the rising latency pulls the limit down, so the bound allows
+    // two windows' growth (seen: 60 at once against one window's 57).
+    // ALPHA and the window sizes are src/server/limits/adaptive.rs's
+    // (brpc's): a window closes at 500 samples, or at 1 s with 100, so a
+    // 2 s spike of 5 ms CPU calls on 2 cores (at most ~800 calls) closes
+    // about two.
+    const ALPHA: f64 = 0.4;
+    const PROBE_WINDOWS: i32 = 2;
+    let probe = (start as f64 * (1.0 + ALPHA).powi(PROBE_WINDOWS)).ceil() as usize + 1;
     let off = spike(Server::new(), callers, length);
     let on = spike(
         Server::builder().adaptive_concurrency(true).build(),

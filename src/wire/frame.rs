@@ -337,7 +337,7 @@ impl<R: Read> FrameReader<R> {
                 }
             }
             #[cfg(feature = "gob")]
-            if scan.header_len.is_none() && scan.header.at_start() {
+            if codec == Codec::Gob && scan.header_len.is_none() && scan.header.at_start() {
                 gob::skip_option_newline(&mut self.gob, &self.buf, &mut self.start, self.end);
             }
             let avail = &self.buf[self.start..self.end];

@@ -18,6 +18,7 @@ pub(super) struct GobFrames {
 
 /// Before a message's first byte is scanned: skips the Option line's
 /// '\n' once, if asked to (see [`FrameReader::gob_after_option`]).
+#[inline(never)]
 pub(super) fn skip_option_newline(
     gob: &mut Option<Box<GobFrames>>,
     buf: &[u8],
@@ -45,7 +46,9 @@ impl<R: Read> FrameReader<R> {
 
     /// Takes in a gob message's type definitions and narrows its header
     /// and body spans to their value messages. An error leaves the stream
-    /// unreadable.
+    /// unreadable. Out of line: the JSON and MessagePack paths of
+    /// `read_message` should not carry it.
+    #[inline(never)]
     pub(super) fn absorb_gob(&mut self, m: &mut MessageSpans) -> Result<()> {
         let g = self.gob.get_or_insert_with(Default::default);
         let h = g

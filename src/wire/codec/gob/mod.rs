@@ -27,6 +27,7 @@ use serde::Serialize;
 
 pub(crate) use scan::GobScan;
 pub(crate) use stream::{fragment, GobRecv, GobSend, GobTable};
+use stream::{truncated, Messages, Msg};
 pub(crate) use trace::describe;
 
 pub(crate) use types::TypeTable;
@@ -56,19 +57,12 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
 /// Decodes a fragment: any type definitions, then one value.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], max_depth: usize) -> Result<T, String> {
     let mut table = TypeTable::default();
-    let mut buf = bytes;
+    let mut msgs = Messages::new(bytes);
     loop {
-        let (payload, rest) =
-            split_message(buf)?.ok_or_else(|| "gob: truncated message".to_string())?;
-        let mut c = Cursor::new(payload);
-        let id = c.int()?;
-        if id < 0 {
-            let t = WireType::decode(&mut c)?;
-            table.define(id.checked_neg().ok_or("gob: bad type id")?, t)?;
-            buf = rest;
-            continue;
+        match msgs.next().unwrap_or_else(truncated)? {
+            Msg::Def { id, ty, .. } => table.define(id, ty)?,
+            Msg::Value { at, .. } => return decode_in(at, &table, max_depth),
         }
-        return decode_in(buf, &table, max_depth);
     }
 }
 

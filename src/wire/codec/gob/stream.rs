@@ -35,6 +35,81 @@ pub(crate) const MAX_DEF_BYTES: usize = 256 * 1024;
 /// message, not the table.
 pub(crate) type GobTable = Arc<TypeTable>;
 
+/// One message of a gob stream, as [`Messages`] walks it.
+pub(crate) enum Msg<'a> {
+    /// A type definition (a negative-id message): the id it defines (made
+    /// positive) and the type. `size`: its message's payload length (for
+    /// the bound on definition bytes); `exact`: the definition filled its
+    /// message (no bytes after it).
+    Def {
+        id: i64,
+        ty: WireType,
+        size: usize,
+        exact: bool,
+    },
+    /// A value message: its type id, its bytes after the id, and `at`:
+    /// the stream from this message on (the message, then what follows).
+    Value {
+        id: i64,
+        body: &'a [u8],
+        at: &'a [u8],
+    },
+}
+
+/// Walks a gob stream's messages in order, decoding each type definition
+/// (the one walk the fragment decoder, the receiver and the sender share).
+/// Ends where the bytes end; a message cut short is an error.
+pub(crate) struct Messages<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Messages<'a> {
+    pub(crate) fn new(stream: &'a [u8]) -> Self {
+        Messages { rest: stream }
+    }
+
+    /// The bytes after the last message handed out.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+
+    fn read(&mut self) -> Result<Msg<'a>, String> {
+        let at = self.rest;
+        let (payload, rest) = split_message(at)?.ok_or(TRUNCATED)?;
+        self.rest = rest;
+        let mut c = Cursor::new(payload);
+        let id = c.int()?;
+        if id >= 0 {
+            let body = &payload[c.pos..];
+            return Ok(Msg::Value { id, body, at });
+        }
+        let ty = WireType::decode(&mut c)?;
+        Ok(Msg::Def {
+            id: id.checked_neg().ok_or("gob: bad type id")?,
+            ty,
+            size: payload.len(),
+            exact: c.at_end(),
+        })
+    }
+}
+
+impl<'a> Iterator for Messages<'a> {
+    type Item = Result<Msg<'a>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        (!self.rest.is_empty()).then(|| self.read())
+    }
+}
+
+/// A stream that ends inside a message, or before the message its reader
+/// needs.
+const TRUNCATED: &str = "gob: truncated message";
+
+/// [`TRUNCATED`] as the item a walk that needs one more message got.
+pub(crate) fn truncated<T>() -> Result<T, String> {
+    Err(TRUNCATED.into())
+}
+
 /// The receiving side's table of the peer's types.
 #[derive(Debug, Default)]
 pub(crate) struct GobRecv {
@@ -51,35 +126,36 @@ impl GobRecv {
     /// one value, as the scanner delimits it). Returns where the value's
     /// message starts in `frame`; it is decoded against [`GobRecv::table`].
     pub(crate) fn absorb(&mut self, frame: &[u8]) -> Result<usize, String> {
-        let mut buf = frame;
+        let mut msgs = Messages::new(frame);
         loop {
-            let (payload, rest) =
-                split_message(buf)?.ok_or_else(|| "gob: truncated message".to_string())?;
-            let mut c = Cursor::new(payload);
-            let id = c.int()?;
-            if id < 0 {
-                let t = WireType::decode(&mut c)?;
-                if !c.at_end() {
-                    return Err("gob: bytes after a type definition".into());
+            match msgs.next().unwrap_or_else(truncated)? {
+                Msg::Def {
+                    id,
+                    ty,
+                    size,
+                    exact,
+                } => {
+                    if !exact {
+                        return Err("gob: bytes after a type definition".into());
+                    }
+                    self.def_bytes += size;
+                    if self.def_bytes > MAX_DEF_BYTES {
+                        return Err(format!(
+                            "gob: more than {MAX_DEF_BYTES} bytes of type definitions on one stream"
+                        ));
+                    }
+                    Arc::make_mut(&mut self.table).define(id, ty)?;
                 }
-                self.def_bytes += payload.len();
-                if self.def_bytes > MAX_DEF_BYTES {
-                    return Err(format!(
-                        "gob: more than {MAX_DEF_BYTES} bytes of type definitions on one stream"
-                    ));
+                Msg::Value { id, at, .. } => {
+                    if !msgs.rest().is_empty() {
+                        return Err("gob: bytes after a value".into());
+                    }
+                    if !self.table.known(id) {
+                        return Err(format!("gob: value of undefined type id {id}"));
+                    }
+                    return Ok(frame.len() - at.len());
                 }
-                let id = id.checked_neg().ok_or("gob: bad type id")?;
-                Arc::make_mut(&mut self.table).define(id, t)?;
-                buf = rest;
-                continue;
             }
-            if !rest.is_empty() {
-                return Err("gob: bytes after a value".into());
-            }
-            if !self.table.known(id) {
-                return Err(format!("gob: value of undefined type id {id}"));
-            }
-            return Ok(frame.len() - buf.len());
         }
     }
 
@@ -154,27 +230,23 @@ impl GobSend {
     }
 
     fn rebase_all(&mut self, frags: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-        let mut buf = frags;
         let mut local: HashMap<i64, WireType> = HashMap::new();
-        while !buf.is_empty() {
-            let (payload, rest) =
-                split_message(buf)?.ok_or_else(|| "gob: truncated fragment".to_string())?;
-            buf = rest;
-            let mut c = Cursor::new(payload);
-            let id = c.int()?;
-            if id < 0 {
-                let t = WireType::decode(&mut c)?;
-                local.insert(id.checked_neg().ok_or("gob: bad type id")?, t);
-                continue;
+        for msg in Messages::new(frags) {
+            match msg? {
+                Msg::Def { id, ty, .. } => {
+                    local.insert(id, ty);
+                }
+                Msg::Value { id, body, .. } => {
+                    let mut memo = HashMap::new();
+                    let sid = self.map(id, &local, &mut memo, out, 0)?;
+                    let mut msg = Vec::with_capacity(body.len() + 10);
+                    put_int(&mut msg, sid);
+                    msg.extend_from_slice(body);
+                    put_message(out, &msg);
+                    // The next fragment numbers its types afresh.
+                    local.clear();
+                }
             }
-            let mut memo = HashMap::new();
-            let sid = self.map(id, &local, &mut memo, out, 0)?;
-            let mut msg = Vec::with_capacity(payload.len() + 2);
-            put_int(&mut msg, sid);
-            msg.extend_from_slice(&payload[c.pos..]);
-            put_message(out, &msg);
-            // The next fragment numbers its types afresh.
-            local.clear();
         }
         Ok(())
     }
