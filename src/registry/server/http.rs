@@ -64,6 +64,20 @@ pub(super) fn serve(shared: &Shared, http: &tiny_http::Server, batch: bool) {
     }
 }
 
+/// Answers `rq` on the thread of the connection that read it (the
+/// registry started with no workers, see `RegistryBuilder::workers`).
+/// Nothing in `handle` waits (see above), so this returns once the answer
+/// is written or the request parked. Once stopping, as `Epoch::drain` does
+/// for requests left in the queue: a `503` and a close.
+pub(super) fn on_connection(shared: &Shared, rq: Request) {
+    if shared.stopping.load(Ordering::Acquire) {
+        let resp =
+            text(503, "503 the registry is stopping\n").with_header(header("Connection", "close"));
+        return respond(shared, rq, resp);
+    }
+    handle(shared, rq);
+}
+
 pub(super) fn header(name: &str, value: &str) -> Header {
     // Names are ours; values are addresses checked to be ASCII, or numbers.
     Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("ASCII header")
