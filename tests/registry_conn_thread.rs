@@ -27,10 +27,19 @@ const WAIT: Duration = Duration::from_secs(10);
 fn serve(
     h: impl Fn(tiny_http::Request) + Send + Sync + 'static,
 ) -> (tiny_http::Server, std::net::SocketAddr) {
+    serve_within(usize::MAX, h)
+}
+
+/// The same with a request head budget of `max_head` bytes.
+fn serve_within(
+    max_head: usize,
+    h: impl Fn(tiny_http::Request) + Send + Sync + 'static,
+) -> (tiny_http::Server, std::net::SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let limits = tiny_http::Limits {
         read_timeout: Some(Duration::from_secs(30)),
+        max_head,
         ..Default::default()
     };
     let server = tiny_http::Server::from_listener_with_handler(l, None, limits, Arc::new(h))
@@ -241,4 +250,26 @@ fn the_registry_by_default_starts_no_worker_and_parks_long_polls() {
         "the watcher sees it: {head:?}"
     );
     assert!(threads_named("geerpc-reg-http").is_empty());
+}
+
+/// Heads are read a buffer at a time (PATCHES.md item 9), but the head
+/// budget still counts every byte: a head of exactly `max_head` bytes
+/// (CRLFs and the blank line included) is read, one byte more is `431`,
+/// and a bare LF still ends a line.
+#[test]
+fn the_head_budget_is_exact_when_lines_are_read_a_buffer_at_a_time() {
+    let head = "GET /exact HTTP/1.1\r\nHost: x\r\nX-Pad: 0123456789\r\n\r\n";
+    for (budget, want) in [(head.len(), 200), (head.len() - 1, 431)] {
+        let (_server, addr) = serve_within(budget, |rq| answer(rq, "ok"));
+        let (mut a, mut ra) = connect(addr);
+        a.write_all(head.as_bytes()).unwrap();
+        assert_eq!(read_answer(&mut ra).0, want, "budget {budget}");
+    }
+    let (_server, addr) = serve(|rq| {
+        let url = rq.url().to_string();
+        answer(rq, &url)
+    });
+    let (mut a, mut ra) = connect(addr);
+    a.write_all(b"GET /lf HTTP/1.1\nHost: x\n\n").unwrap();
+    assert_eq!(read_answer(&mut ra), (200, "/lf".to_string()));
 }
