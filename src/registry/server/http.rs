@@ -1,5 +1,7 @@
-//! The registry's HTTP side: the workers' loop (one receiving at a time,
-//! see `roles`), the routing of a request by path and method, `POST`
+//! The registry's HTTP side: the handler tiny_http runs on each
+//! connection's thread (`on_connection`, the default) or the workers' loop
+//! (`RegistryBuilder::workers` > 0; one receiving at a time, see
+//! `roles`), the routing of a request by path and method, `POST`
 //! (register or renew), `DELETE` (deregister), a plain `GET` (the list),
 //! and how every answer is written (`respond`, in one write).
 //!

@@ -119,6 +119,7 @@ pub use test::TestRequest;
 mod client;
 mod common;
 mod connection;
+mod handler;
 mod request;
 mod response;
 mod ssl;
@@ -436,7 +437,7 @@ impl Server {
                                 // geerpc patch: served here, see
                                 // `from_listener_with_handler`.
                                 if let Some(handler) = &handler {
-                                    serve_on_connection(client, handler);
+                                    handler::serve_on_connection(client, handler);
                                     return;
                                 }
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
@@ -539,37 +540,6 @@ impl Server {
 }
 
 /// geerpc patch: counts a connection as served until its task ends.
-/// geerpc patch: a connection's requests, each passed to the handler on
-/// this thread. The client iterator reads a request's successor only once
-/// the handler returned, and hands it out only once that request has been
-/// answered (`client.rs`); HTTPS waits for the answer before reading, as
-/// the queue path does (a read holds the stream's lock). Ends when the
-/// peer closes, a read fails, the server (which owns the handler) is gone,
-/// or the handler panics.
-fn serve_on_connection(client: ClientConnection, handler: &std::sync::Weak<Handler>) {
-    let secure = client.secure();
-    let (sender, receiver) = mpsc::channel();
-    for rq in client {
-        let Some(handler) = handler.upgrade() else {
-            break;
-        };
-        let rq = if secure {
-            rq.with_notify_sender(sender.clone())
-        } else {
-            rq
-        };
-        let run = std::panic::AssertUnwindSafe(|| handler(rq));
-        if std::panic::catch_unwind(run).is_err() {
-            log::error!("request handler panicked: closing its connection");
-            break;
-        }
-        drop(handler);
-        if secure && receiver.recv().is_err() {
-            break;
-        }
-    }
-}
-
 struct LiveGuard(Arc<AtomicUsize>);
 
 impl Drop for LiveGuard {
