@@ -17,6 +17,7 @@ off, and reads the instruction count the registry's threads executed
 
   python3 benches/registry_cost.py [--geerpc target/release/geerpc]
       [--instances 10000] [--services 100] [--n 2000] [--watchers 100]
+      [--workers N]   (N > 0: requests queued for N workers, the old way)
 
 Needs valgrind. Prints one JSON line. Not part of CI.
 """
@@ -93,13 +94,16 @@ def main():
     ap.add_argument("--services", type=int, default=100)
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--watchers", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=None,
+                    help="the registry's --workers (default: its own, 0)")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="registry_cost.")
     out = os.path.join(tmp, "cg.out")
     reg = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no",
          f"--callgrind-out-file={out}.%p", a.geerpc, "registry",
-         "--addr", "127.0.0.1:0", "--ttl", "5m"],
+         "--addr", "127.0.0.1:0", "--ttl", "5m"]
+        + ([] if a.workers is None else ["--workers", str(a.workers)]),
         stdout=subprocess.PIPE, stderr=open(os.path.join(tmp, "log"), "w"))
     try:
         url = reg.stdout.readline().decode().strip()

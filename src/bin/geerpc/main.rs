@@ -1,7 +1,7 @@
 //! The `geerpc` command: run a registry, list what it knows, call a method.
 //!
 //! ```text
-//! geerpc registry [--addr 127.0.0.1:9999] [--ttl 5m] [--legacy-ttl 5m] [--workers 4] [--token-file FILE [--read-token-file FILE]] [--tls-cert FILE --tls-key FILE]
+//! geerpc registry [--addr 127.0.0.1:9999] [--ttl 5m] [--legacy-ttl 5m] [--workers 0] [--token-file FILE [--read-token-file FILE]] [--tls-cert FILE --tls-key FILE]
 //! geerpc list (--registry URL | --etcd ENDPOINTS) [--service NAME] [--json] [--registry-token-file FILE] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE] [--etcd-user NAME --etcd-password-file FILE]
 //! geerpc call (--registry URL | --etcd ENDPOINTS | --addr tcp@HOST:PORT) Service.Method ['JSON args' | -] [--codec json|msgpack|gob] [--magic 0x3bef5c] [--connect-path PATH] [same options as list]
 //! geerpc watch (--registry URL | --etcd ENDPOINTS) [--service NAME] [same options as list]
@@ -74,7 +74,7 @@ enum Command {
         /// /_geerpc_/registry.
         #[arg(long)]
         path: Option<String>,
-        /// Threads answering requests.
+        /// Threads answering requests (0: each connection's own thread).
         #[arg(long, default_value_t = Registry::DEFAULT_WORKERS)]
         workers: usize,
         #[command(flatten)]

@@ -87,8 +87,9 @@ impl Registry {
     /// GeeRPC server) stays listed at least, whatever the TTL: see
     /// [`RegistryBuilder::legacy_ttl`].
     pub const DEFAULT_LEGACY_TTL: Duration = Duration::from_secs(300);
-    /// Threads answering requests, by default.
-    pub const DEFAULT_WORKERS: usize = 4;
+    /// Threads answering requests, by default: none, each connection's
+    /// own thread answers its requests (see [`RegistryBuilder::workers`]).
+    pub const DEFAULT_WORKERS: usize = 0;
     /// How long writing one response may block on a peer that does not read.
     pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -181,14 +182,18 @@ impl RegistryBuilder {
         self
     }
 
-    /// How many threads answer requests
-    /// ([`Registry::DEFAULT_WORKERS`]). One of them receives
-    /// at a time, which under load saves waking a thread per request;
-    /// another takes over when one request has held it for a millisecond
-    /// (a peer slow to read, a large listing). Long polls do not hold one
-    /// while they wait. At least 1.
+    /// How many threads answer requests ([`Registry::DEFAULT_WORKERS`]:
+    /// 0). With 0, each request is answered on the thread of the
+    /// connection that read it (tiny_http's, one per connection): a
+    /// keep-alive peer's requests cost no hand-off between threads, and a
+    /// peer slow to read holds only its own connection's thread. With
+    /// `n` > 0, connections queue their requests for `n` workers instead,
+    /// one of which receives at a time; another takes over when one
+    /// request has held it for a millisecond (a peer slow to read, a large
+    /// listing). Either way long polls hold no thread but their
+    /// connection's while they wait.
     pub fn workers(mut self, n: usize) -> RegistryBuilder {
-        self.workers = n.max(1);
+        self.workers = n;
         self
     }
 
@@ -303,7 +308,6 @@ impl RegistryBuilder {
         // For `Epoch::stop`; without it only that early stop is lost.
         let listener_copy = listener.try_clone().ok();
         let batch = self.batch_scheduling;
-        let http = Arc::new(start_tiny_http(listener, local, &self.limits, batch, tls)?);
         let limits = &self.limits;
         // What a legacy beat's answer says: the longer TTL (zero: none).
         let legacy_ttl = if self.ttl.is_zero() {
@@ -343,6 +347,21 @@ impl RegistryBuilder {
             ui: self.ui,
             counters: Default::default(),
         });
+        // Workers, or the connection threads themselves (see `workers`).
+        // The handler holds `shared`; tiny_http's threads hold the handler
+        // only weakly, so both drop with the server.
+        let handler = (self.workers == 0).then(|| {
+            let s = shared.clone();
+            Arc::new(move |rq| http::on_connection(&s, rq)) as Arc<tiny_http::Handler>
+        });
+        let http = Arc::new(start_tiny_http(
+            listener,
+            local,
+            &self.limits,
+            batch,
+            tls,
+            handler,
+        )?);
         let registry = Registry {
             shared: shared.clone(),
             http: Mutex::new(Some(http.clone())),

@@ -1,5 +1,7 @@
-//! The registry's HTTP side: the workers' loop (one receiving at a time,
-//! see `roles`), the routing of a request by path and method, `POST`
+//! The registry's HTTP side: the handler tiny_http runs on each
+//! connection's thread (`on_connection`, the default) or the workers' loop
+//! (`RegistryBuilder::workers` > 0; one receiving at a time, see
+//! `roles`), the routing of a request by path and method, `POST`
 //! (register or renew), `DELETE` (deregister), a plain `GET` (the list),
 //! and how every answer is written (`respond`, in one write).
 //!
@@ -62,6 +64,20 @@ pub(super) fn serve(shared: &Shared, http: &tiny_http::Server, batch: bool) {
             }
         }
     }
+}
+
+/// Answers `rq` on the thread of the connection that read it (the
+/// registry started with no workers, see `RegistryBuilder::workers`).
+/// Nothing in `handle` waits (see above), so this returns once the answer
+/// is written or the request parked. Once stopping, as `Epoch::drain` does
+/// for requests left in the queue: a `503` and a close.
+pub(super) fn on_connection(shared: &Shared, rq: Request) {
+    if shared.stopping.load(Ordering::Acquire) {
+        let resp =
+            text(503, "503 the registry is stopping\n").with_header(header("Connection", "close"));
+        return respond(shared, rq, resp);
+    }
+    handle(shared, rq);
 }
 
 pub(super) fn header(name: &str, value: &str) -> Header {

@@ -39,7 +39,8 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Starts tiny_http's accept thread, which serves each open connection on
-/// a thread of its pool, within `limits`.
+/// a thread of its pool, within `limits`; with a `handler`, that thread
+/// also answers the connection's requests (else workers `recv` them).
 ///
 /// tiny_http names none of its threads and sets nothing on them, but on
 /// Linux a new thread inherits its parent's name and scheduling policy:
@@ -56,6 +57,7 @@ pub(super) fn start_tiny_http(
     limits: &Limits,
     batch: bool,
     tls: Option<tiny_http::SslConfig>,
+    handler: Option<std::sync::Arc<tiny_http::Handler>>,
 ) -> Result<tiny_http::Server> {
     let http_limits = limits.http();
     let started = std::thread::Builder::new()
@@ -64,7 +66,13 @@ pub(super) fn start_tiny_http(
             if batch && !crate::util::threads::use_batch_policy() {
                 log::debug!("registry {local}: threads keep the scheduling policy they have");
             }
-            tiny_http::Server::from_listener_with_limits(listener, tls, http_limits)
+            match handler {
+                // Each request answered on its connection's thread.
+                Some(h) => {
+                    tiny_http::Server::from_listener_with_handler(listener, tls, http_limits, h)
+                }
+                None => tiny_http::Server::from_listener_with_limits(listener, tls, http_limits),
+            }
         })
         .map_err(|e| Error::io("registry: start the accept thread", e))?
         .join()

@@ -5,8 +5,8 @@
 //!
 //! - `builder`: [`RegistryBuilder`], the settings, and the start;
 //! - `running`: [`Registry`], the running server, and its shutdown;
-//! - `http`: the workers' loop, routing, `POST`, `DELETE`, `GET`, and
-//!   writing answers; `query`: decoding query strings;
+//! - `http`: answering on the connection's thread (or the workers' loop),
+//!   routing, `POST`, `DELETE`, `GET`, and writing answers; `query`: decoding query strings;
 //! - `long_poll`: parking `GET ?watch=` polls; `reap`: the reaper;
 //!   `answer`: the threads that write parked polls' answers;
 //! - `table`: the listed instances and their versions;

@@ -95,40 +95,50 @@ impl ClientConnection {
     /// Reads until `CRLF` (or, geerpc patch, a bare `LF`) is reached. The next read will start
     ///  at the first byte of the new line.
     fn read_next_line(&mut self) -> IoResult<AsciiString> {
+        // geerpc patch: scans what the buffer holds for the line's end
+        // instead of one `read` per byte (a tenth of the registry's CPU
+        // under wrk went to reading heads byte by byte). The same bytes
+        // are taken (up to and including the LF), the same budget is
+        // charged (one per byte, LF included) and the same errors come
+        // out; the socket is read only when the buffer is empty, as
+        // before.
+        use std::io::BufRead;
         let mut buf = Vec::new();
-        let mut prev_byte_was_cr = false;
-
         loop {
-            let byte = self.next_header_source.by_ref().bytes().next();
-
-            let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+            let avail = match self.next_header_source.fill_buf() {
+                Ok(a) => a,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             };
-
+            if avail.is_empty() {
+                return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF"));
+            }
+            let (take, done) = match avail.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (avail.len(), false),
+            };
             // geerpc patch: the whole head has a byte budget.
-            if self.head_left == 0 {
+            if take > self.head_left {
                 return Err(IoError::new(ErrorKind::OutOfMemory, "request head too large"));
             }
-            self.head_left -= 1;
-
-            // geerpc patch: a bare LF ends a line too, as RFC 9112 section
-            // 2.2 allows. A peer that is not speaking HTTP (a geerpc client
-            // dialling the registry's port by mistake sends one JSON line)
-            // then gets its `400` at once instead of a `408` at the read
-            // deadline, and can say what went wrong.
-            if byte == b'\n' {
-                if prev_byte_was_cr {
-                    buf.pop(); // removing the '\r'
-                }
-                return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+            self.head_left -= take;
+            buf.extend_from_slice(&avail[..take]);
+            self.next_header_source.consume(take);
+            if done {
+                break;
             }
-
-            prev_byte_was_cr = byte == b'\r';
-
-            buf.push(byte);
         }
+        // geerpc patch: a bare LF ends a line too, as RFC 9112 section
+        // 2.2 allows. A peer that is not speaking HTTP (a geerpc client
+        // dialling the registry's port by mistake sends one JSON line)
+        // then gets its `400` at once instead of a `408` at the read
+        // deadline, and can say what went wrong.
+        buf.pop(); // the LF
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        AsciiString::from_ascii(buf)
+            .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"))
     }
 
     /// geerpc patch: reads one request head (line and headers), mapping

@@ -151,6 +151,29 @@ impl<R: Read + Send> Read for SequentialReader<R> {
     }
 }
 
+/// geerpc patch: a request head is read through the buffer a line at a
+/// time (`client.rs`, `read_next_line`) instead of one `read` per byte.
+impl<R: std::io::BufRead + Send> std::io::BufRead for SequentialReader<R> {
+    fn fill_buf(&mut self) -> IoResult<&[u8]> {
+        if let SequentialReaderInner::Waiting(ref mut recv) = self.inner {
+            let reader = recv.recv().unwrap();
+            self.inner = SequentialReaderInner::MyTurn(reader);
+        }
+        match self.inner {
+            SequentialReaderInner::MyTurn(ref mut reader) => reader.fill_buf(),
+            _ => unreachable!(),
+        }
+    }
+
+    fn consume(&mut self, amt: usize) {
+        match self.inner {
+            SequentialReaderInner::MyTurn(ref mut reader) => reader.consume(amt),
+            // Nothing was filled, so nothing can be consumed.
+            _ => debug_assert_eq!(amt, 0),
+        }
+    }
+}
+
 impl<W: Write + Send> Write for SequentialWriter<W> {
     fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
         if let Some(v) = self.trigger.as_mut() {
