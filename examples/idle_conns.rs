@@ -60,7 +60,10 @@ fn main() {
     let log_path = std::env::temp_dir().join(format!("idle_conns-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).expect("server log file");
     let mut child = Command::new(&loadgen)
-        .args(["serve", "--addr", "127.0.0.1:0"])
+        // Room for the warm-up connection beside the idle ones: the
+        // default `max_connections` (10,000) would refuse the last one.
+        .args(["serve", "--addr", "127.0.0.1:0", "--max-connections"])
+        .arg((conns + 16).to_string())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

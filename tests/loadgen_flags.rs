@@ -132,6 +132,24 @@ fn context_and_overload_flags_are_checked() {
         &["serve", "--addr", "127.0.0.1:0", "--rate", "10"],
         "--rate",
     );
+    refused(
+        &["serve", "--addr", "127.0.0.1:0", "--max-connections", "0"],
+        "--max-connections 0",
+    );
+    refused(
+        &[
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--max-connections",
+            "many",
+        ],
+        "--max-connections many",
+    );
+    refused(
+        &["load", "--addr", "127.0.0.1:1", "--max-connections", "10"],
+        "--max-connections",
+    );
 }
 
 /// A `loadgen serve` on a free loopback port, killed when dropped.

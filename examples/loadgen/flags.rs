@@ -29,8 +29,8 @@ usage:
                command line; the CA, PEM, an https:// registry's certificate must chain to)
   serve and load over TLS: serve [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] (listens tls@);
                load --addr tls@HOST:PORT [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]
-  serve also takes: [--max-concurrency N] [--max-queue-wait DURATION] [--adaptive on|off]
-               (the server's overload limits: ServerBuilder::max_concurrency, max_queue_wait,
+  serve also takes: [--max-connections N] [--max-concurrency N] [--max-queue-wait DURATION] [--adaptive on|off]
+               (the server's limits: ServerBuilder::max_connections, max_concurrency, max_queue_wait,
                adaptive_concurrency; defaults: the library's)
   load also takes: [--method sum|echo|work|sleep] [--arg N] [--timeout MS] [--slow-ratio R --slow-ms M] [--rate QPS]
                --method work|sleep needs --arg (microseconds of CPU | milliseconds of sleep);
@@ -49,6 +49,7 @@ const SERVE_FLAGS: &[&str] = &[
     "registry-ca",
     "etcd",
     "grace",
+    "max-connections",
     "max-concurrency",
     "max-queue-wait",
     "adaptive",
@@ -275,11 +276,17 @@ pub fn client_tls(flags: &HashMap<String, String>) -> Option<geerpc::wire::Clien
     })
 }
 
-/// The server's overload limits from `--max-concurrency`,
+/// The server's limits from `--max-connections`, `--max-concurrency`,
 /// `--max-queue-wait` and `--adaptive`, applied to `b`.
 pub fn limits(
     flags: &HashMap<String, String>,
 ) -> impl Fn(geerpc::server::ServerBuilder) -> geerpc::server::ServerBuilder {
+    let conns = flags
+        .get("max-connections")
+        .map(|n| match n.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => refuse(&format!("--max-connections {n}: a count of at least 1")),
+        });
     let max = flags
         .get("max-concurrency")
         .map(|n| match n.parse::<usize>() {
@@ -296,6 +303,9 @@ pub fn limits(
         _ => refuse(&format!("--adaptive {a}: on or off")),
     });
     move |mut b| {
+        if let Some(n) = conns {
+            b = b.max_connections(n);
+        }
         if let Some(n) = max {
             b = b.max_concurrency(n);
         }
