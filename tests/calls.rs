@@ -405,3 +405,50 @@ fn large_pipelined_calls_in_both_directions_complete() {
         );
     }
 }
+
+/// Each connection's thread keeps the method it found last: a call to
+/// another method, to a service registered since, or to a name that does
+/// not exist, right after it, still reaches what it names.
+#[test]
+fn calls_alternating_between_methods_on_one_connection_each_reach_their_own() {
+    let server = Server::new();
+    let h = start_with(server.clone());
+    let c = Client::dial(h.addr()).unwrap();
+    let args = Args { num1: 3, num2: 4 };
+    let sum = |c: &Client| c.call::<_, i64>("Arith.Sum", &args);
+    let echo = |c: &Client, v: i64| c.call::<_, Value>("Echo.Echo", &v);
+    let double = |c: &Client| c.call::<_, i64>("Late.Double", &args);
+    let remote_text = |e: geerpc::Error| match e {
+        geerpc::Error::Remote { message, .. } => message,
+        other => panic!("not a remote error: {other:?}"),
+    };
+    // A service that does not exist yet, then one registered after the
+    // server started listening.
+    let missing = remote_text(double(&c).unwrap_err());
+    assert!(missing.contains("Late"), "{missing}");
+    for round in 0..3 {
+        assert_eq!(sum(&c).unwrap(), 7, "round {round}");
+        assert_eq!(sum(&c).unwrap(), 7, "round {round}, same method again");
+        assert_eq!(
+            echo(&c, round).unwrap(),
+            Value::from(round),
+            "round {round}"
+        );
+        let e = remote_text(c.call::<_, i64>("Arith.Nope", &args).unwrap_err());
+        assert!(e.contains("Nope"), "round {round}: {e}");
+        // The name differs from the last one found only in its last byte.
+        let e = remote_text(c.call::<_, i64>("Arith.Sun", &args).unwrap_err());
+        assert!(e.contains("Sun"), "round {round}: {e}");
+        assert_eq!(sum(&c).unwrap(), 7, "round {round}, after a miss");
+        if round == 0 {
+            server
+                .register(
+                    Service::new("Late").method("Double", |a: Args| Ok::<_, String>(2 * a.num1)),
+                )
+                .unwrap();
+        }
+        if round > 0 {
+            assert_eq!(double(&c).unwrap(), 6, "round {round}");
+        }
+    }
+}

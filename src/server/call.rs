@@ -25,10 +25,53 @@ use super::Running;
 use crate::code::{text, Code};
 use crate::context::{Context, TraceParent};
 use crate::meta::WireMeta;
-use crate::server::service::{code_of, CallFailure};
+use crate::server::service::{code_of, CallFailure, Method};
 use crate::server::stats::code_slot;
 use crate::util::duration::GoDuration;
 use crate::wire::codec::{Codec, Header};
+
+/// The method a connection's thread found last, with the name it was
+/// found by: a client calls the same method over and over, and comparing
+/// the name costs a fraction of `Server::find` (splitting the name, the
+/// services lock, two hash lookups: ~330 of a 1x1 call's ~5,500 server
+/// instructions under callgrind).
+///
+/// Invariant: an entry never goes stale. Services are only ever added
+/// (`Server::register` refuses a name taken already and nothing removes
+/// one), so a method once found stays the method for that name. Names not
+/// found are not kept: each one asks `Server::find` again, which says what
+/// there is.
+#[derive(Default)]
+struct LastMethod(Option<(String, Arc<Method>)>);
+
+impl LastMethod {
+    fn find(&mut self, run: &Running, service_method: &str) -> Result<Arc<Method>, String> {
+        if let Some((name, method)) = &self.0 {
+            if name == service_method {
+                return Ok(method.clone());
+            }
+        }
+        let method = run.server.find(service_method)?;
+        match &mut self.0 {
+            // The name's buffer is reused: no allocation once it is large enough.
+            Some((name, m)) => {
+                name.clear();
+                name.push_str(service_method);
+                *m = method.clone();
+            }
+            None => self.0 = Some((service_method.to_string(), method.clone())),
+        }
+        Ok(method)
+    }
+}
+
+/// What a connection's thread keeps from one call to the next.
+#[derive(Default)]
+pub(super) struct Kept {
+    /// The reply's encoding buffer, reused.
+    scratch: Vec<u8>,
+    last: LastMethod,
+}
 
 /// Answers a call that never reached its handler.
 fn refuse(conn: &Conn, codec: Codec, service_method: String, seq: u64, error: String, code: Code) {
@@ -62,8 +105,9 @@ pub(super) fn handle(
     handle_timeout: Option<Duration>,
     req: Request,
     slot: &mut Context,
-    scratch: &mut Vec<u8>,
+    kept: &mut Kept,
 ) {
+    let Kept { scratch, last } = kept;
     let Request {
         header,
         body,
@@ -82,7 +126,7 @@ pub(super) fn handle(
         log::debug!("rpc server {}: {}: {message}", run.addr, conn.peer);
         refuse(conn, codec, service_method, seq, message, code);
     };
-    let method = match run.server.find(&service_method) {
+    let method = match last.find(run, &service_method) {
         Ok(m) => m,
         Err(message) => {
             // One label for every unknown name (bounded, see ServerCounters).

@@ -477,7 +477,7 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
         // Handshake done after shutdown sent its notices: this one's own.
         conn.send_goaway(run);
     }
-    let mut scratch = Vec::new();
+    let mut kept = super::call::Kept::default();
     // One context for this thread's calls on this connection (see
     // `Context::reset`).
     let mut ctx = Context::new(String::new(), conn.peer.clone());
@@ -507,15 +507,7 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
         }
         let mark = conn.busy.enter();
         HANDLING.with(|h| h.set(Some(conn.id)));
-        super::call::handle(
-            run,
-            &conn,
-            codec,
-            handle_timeout,
-            req,
-            &mut ctx,
-            &mut scratch,
-        );
+        super::call::handle(run, &conn, codec, handle_timeout, req, &mut ctx, &mut kept);
         HANDLING.with(|h| h.set(None));
         let still_leader = conn.busy.leave(mark);
         if !still_leader {
