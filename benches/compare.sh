@@ -127,7 +127,8 @@ compare() {
 # BASELINE=DIR: this build against an older one instead of the peers. DIR
 # holds the older build's `loadgen`, `idle_conns` and `geerpc` (copy them
 # from its target/release and target/release/examples). Every point runs on
-# both builds alternately, ROUNDS times; the table shows medians and the
+# both builds alternately, ROUNDS times (the scale section's points too, one
+# caller per connection at each of SCALE_POINTS, by loadgen alone); the table shows medians and the
 # ratio new/old (within 0.9x-1.1x is the machine's noise; for latency rows a
 # ratio under 1 is better).
 if [ -n "${BASELINE:-}" ]; then
@@ -166,6 +167,14 @@ if [ -n "${BASELINE:-}" ]; then
             if want payload; then
                 point $b-4k-json "$L serve" "$L load --codec json" 1:16:4096
                 point $b-4k-msgpack "$L serve" "$L load --codec msgpack" 1:16:4096
+            fi
+            # The scale points, one caller per connection, build against
+            # build (against the peers, the scale section below runs scale.sh).
+            if want scale; then
+                for n in $SCALE_POINTS; do
+                    (ulimit -n $((2 * n + 1000)) 2>/dev/null || true
+                        point "$b-scale-$n" "$L serve" "$L load" "$n:$n:0")
+                done
             fi
         done
     done
@@ -227,6 +236,12 @@ if [ -n "${BASELINE:-}" ]; then
     if want payload; then
         pair "4 KiB c=16 calls/s (json)" calls_per_sec 4k-json
         pair "4 KiB c=16 calls/s (msgpack)" calls_per_sec 4k-msgpack
+    fi
+    if want scale; then
+        for n in $SCALE_POINTS; do
+            pair "${n}x$n calls/s (one caller per connection)" calls_per_sec "scale-$n"
+            pair "${n}x$n p99 us (lower is better)" p99_us "scale-$n"
+        done
     fi
     want xclient && pair "XClient+registry p2c c=64 calls/s" calls_per_sec x
     if want idle && [ -s "$OUT/new-idle" ]; then
