@@ -223,7 +223,7 @@ impl JsonScan {
     }
 }
 
-/// A word whose bytes are `"` or `\\` marked by their top bit; the lowest
+/// A word whose bytes are `"` or `\` marked by their top bit; the lowest
 /// mark is exact (a false mark can only follow a true one, through the
 /// borrow), which is all the scan uses.
 #[inline]
