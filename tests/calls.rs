@@ -440,6 +440,19 @@ fn calls_alternating_between_methods_on_one_connection_each_reach_their_own() {
         let e = remote_text(c.call::<_, i64>("Arith.Sun", &args).unwrap_err());
         assert!(e.contains("Sun"), "round {round}: {e}");
         assert_eq!(sum(&c).unwrap(), 7, "round {round}, after a miss");
+        // The client's side: each call names its own method (this thread
+        // keeps its last name for the next call), in the call, in a remote
+        // error and in a reply that does not decode.
+        let call = c.go::<_, i64>("Arith.Nope", &args).unwrap();
+        assert_eq!(call.service_method(), "Arith.Nope");
+        match call.wait().unwrap_err() {
+            geerpc::Error::Remote { method, .. } => assert_eq!(method, "Arith.Nope"),
+            other => panic!("round {round}: not a remote error: {other:?}"),
+        }
+        let call = c.go::<_, String>("Arith.Sum", &args).unwrap();
+        assert_eq!(call.service_method(), "Arith.Sum");
+        let e = call.wait().unwrap_err().to_string();
+        assert!(e.contains("reply of Arith.Sum"), "round {round}: {e}");
         if round == 0 {
             server
                 .register(

@@ -8,11 +8,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
+use serde::de::DeserializeOwned;
 
+use super::intercept::AfterHook;
+use super::reader::decode_reply;
 use super::wake::Ticket;
-use super::{Inner, Owner};
+use super::{Complete, Inner, Owner, Reply};
 use crate::error::{Error, Result, TimeoutStage};
 use crate::meta::Meta;
+use crate::wire::codec::Codec;
 
 /// The instant `t` from now, or `None` (no deadline) if `Instant` cannot
 /// hold it: every `Duration`, `Duration::MAX` included, is a valid timeout.
@@ -56,16 +60,23 @@ impl Budget {
     }
 }
 
-/// Where a call's result lands. Waiting parks the thread at once (a channel's
-/// blocking receive spins first, which with many callers on two cores burns
-/// the CPU the reader needs). A channel is attached only for callers that
-/// want to select.
+/// Where a call's result lands, and what its reply needs to be read: the
+/// call's entry in the pending map is this same allocation ([`Complete`]).
+/// Waiting parks the thread at once (a channel's blocking receive spins
+/// first, which with many callers on two cores burns the CPU the reader
+/// needs). A channel is attached only for callers that want to select.
 pub(super) struct Slot<R> {
     ready: AtomicBool,
     /// The waiter's place in the connection's wake set, if it sleeps there.
     sleeper: AtomicU32,
     state: Mutex<SlotState<R>>,
     cv: Condvar,
+    /// The reply's codec, and the method its decoding errors name.
+    codec: Codec,
+    method: Arc<str>,
+    /// Whether `state.hook` was set, so that a call without interceptors
+    /// does not take the lock twice to find out.
+    hooked: bool,
 }
 
 struct SlotState<R> {
@@ -78,26 +89,34 @@ struct SlotState<R> {
     taken: bool,
     /// Set once someone asked for a receiver: the result goes there instead.
     tx: Option<Sender<Result<R>>>,
+    /// The interceptors' `after`s, taken and run by the completion before
+    /// the caller has its result; dropped unrun with the slot if the call
+    /// was abandoned (which runs them as abandoned).
+    hook: Option<AfterHook>,
 }
 
 impl<R> Slot<R> {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(codec: Codec, method: Arc<str>, hook: Option<AfterHook>) -> Self {
         Slot {
             ready: AtomicBool::new(false),
             sleeper: AtomicU32::new(0),
+            hooked: hook.is_some(),
             state: Mutex::new(SlotState {
                 value: None,
                 meta: None,
                 taken: false,
                 tx: None,
+                hook,
             }),
             cv: Condvar::new(),
+            codec,
+            method,
         }
     }
 
     /// Delivers the result and the reply's metadata; returns the waiter's
     /// place in the wake set, which the caller must wake (0: none).
-    pub(super) fn complete(&self, value: Result<R>, meta: Option<Meta>) -> Ticket {
+    fn deliver(&self, value: Result<R>, meta: Option<Meta>) -> Ticket {
         let mut s = self.state.lock();
         s.meta = meta;
         match s.tx.take() {
@@ -147,6 +166,27 @@ impl<R> Slot<R> {
                 }
             }
         }
+    }
+}
+
+impl<R: DeserializeOwned + Send> Complete for Slot<R> {
+    fn complete(&self, outcome: std::result::Result<Reply<'_>, Error>) -> Ticket {
+        let (value, meta) = match outcome {
+            Ok(reply) => (
+                decode_reply::<R>(self.codec, reply.body, &self.method),
+                reply.meta,
+            ),
+            Err(e) => (Err(e), None),
+        };
+        if self.hooked {
+            // Run outside the slot's lock, before the caller has its
+            // result: see `Interceptor`.
+            let hook = self.state.lock().hook.take();
+            if let Some(hook) = hook {
+                hook.finish(value.as_ref().map(|_| ()));
+            }
+        }
+        self.deliver(value, meta)
     }
 }
 
@@ -347,7 +387,7 @@ impl<R> Call<R> {
             // interceptors see the timeout. It lands in the slot (or the
             // channel), and is taken below. This thread was the sleeper
             // and is awake: the ticket is not needed.
-            let _ = complete(Err(Error::Timeout {
+            let _ = complete.complete(Err(Error::Timeout {
                 method: self.method.to_string(),
                 addr: self.client().addr.to_string(),
                 timeout,

@@ -69,11 +69,19 @@ pub use metrics::{ClientMetrics, MAX_INSTANCES};
 pub(crate) use outbound::Outbound;
 pub use typed::{Caller, PendingCall};
 
-/// What a pending call is told when its reply (or failure) arrives: the
-/// reply, or the error. It returns the caller's place in the connection's
-/// [`wake::WakeSet`] if the caller sleeps there (0 if not): the completing
-/// thread must wake it. Dropped uncalled, the call was abandoned.
-type Completion = Box<dyn FnOnce(std::result::Result<Reply<'_>, Error>) -> wake::Ticket + Send>;
+/// What a pending call is told when its reply (or failure) arrives.
+trait Complete: Send + Sync {
+    /// Hands the call the reply, or the error; at most once (its entry in
+    /// the pending map is removed first). Returns the caller's place in
+    /// the connection's [`wake::WakeSet`] if the caller sleeps there (0 if
+    /// not): the completing thread must wake it.
+    fn complete(&self, outcome: std::result::Result<Reply<'_>, Error>) -> wake::Ticket;
+}
+
+/// A pending call's entry: its [`call::Slot`], the one allocation a call
+/// makes (it was three: the slot, a boxed closure and the method's name).
+/// Dropped uncalled with the last reference to it, the call was abandoned.
+type Completion = Arc<dyn Complete>;
 
 /// A reply for its call: the body in the connection's codec, and the
 /// reply header's metadata (`None`, the common case: none; moved from the
@@ -427,7 +435,8 @@ impl Inner {
         };
         let _ = self.stream.shutdown(Shutdown::Both);
         for (_, complete) in calls {
-            self.wakes.mark(complete(Err(self.closed_error(reason))));
+            self.wakes
+                .mark(complete.complete(Err(self.closed_error(reason))));
         }
         self.wakes.wake_marked();
         if let Some(r) = self.wake_reader.get() {

@@ -129,7 +129,7 @@ impl Inner {
                     return;
                 }
             };
-            let header = match self.codec.decode_header(rd.header(&msg)) {
+            let header = match self.codec.decode_reply_header(rd.header(&msg)) {
                 Ok(h) => h,
                 Err(e) => {
                     log::warn!("rpc client {}: {e}; closing the connection", self.addr);
@@ -154,12 +154,14 @@ impl Inner {
                     );
                     0
                 }
-                Some(complete) if !header.error.is_empty() => complete(Err(Error::Remote {
-                    method: header.service_method,
-                    message: header.error,
-                    code: header.code,
-                })),
-                Some(complete) => complete(Ok(Reply {
+                Some(complete) if !header.error.is_empty() => {
+                    complete.complete(Err(Error::Remote {
+                        method: header.service_method,
+                        message: header.error,
+                        code: header.code,
+                    }))
+                }
+                Some(complete) => complete.complete(Ok(Reply {
                     body: rd.body(&msg),
                     meta: self.reply_meta(header.meta),
                 })),

@@ -51,7 +51,6 @@ use serde::Serialize;
 use super::call::{self, deadline_after, Budget, Call};
 use super::intercept::AfterHook;
 use super::outbound::{timeout_nanos, Extra};
-use super::reader::decode_reply;
 use super::{Client, Completion, Inner};
 use crate::error::{Error, Result, TimeoutStage};
 use crate::meta::WireMeta;
@@ -72,6 +71,30 @@ thread_local! {
     /// socket open.
     static WOKEN_BY: std::cell::Cell<Option<std::sync::Weak<Inner>>> =
         const { std::cell::Cell::new(None) };
+}
+
+thread_local! {
+    /// This thread's last method name, shared with its calls: a caller
+    /// that repeats a method (the usual case) allocates no name for it.
+    static LAST_METHOD: std::cell::Cell<Option<Arc<str>>> = const { std::cell::Cell::new(None) };
+    /// The request header's method text, its capacity kept from call to
+    /// call: taken for each request (a nested call, from inside an
+    /// argument's `Serialize`, finds it empty and allocates its own).
+    static METHOD_TEXT: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+}
+
+/// Method texts longer than this are not kept for the next call.
+const KEEP_METHOD_TEXT: usize = 256;
+
+/// `service_method` as the call keeps it: this thread's last name again
+/// if it is the same.
+fn method_name(service_method: &str) -> Arc<str> {
+    let name = match LAST_METHOD.take() {
+        Some(last) if *last == *service_method => last,
+        _ => Arc::from(service_method),
+    };
+    LAST_METHOD.set(Some(name.clone()));
+    name
 }
 
 impl Client {
@@ -110,31 +133,16 @@ impl Client {
     {
         let inner = &self.inner;
         let codec = inner.codec;
-        let method: Arc<str> = service_method.into();
-        let slot = Arc::new(call::Slot::new());
-        let (m, s) = (method.clone(), slot.clone());
-        let complete: Completion = match extra.entered {
-            None => Box::new(move |outcome| match outcome {
-                Ok(reply) => s.complete(decode_reply::<R>(codec, reply.body, &m), reply.meta),
-                Err(e) => s.complete(Err(e), None),
-            }),
-            Some(entered) => {
-                let hook = AfterHook::new(inner.defaults.clone(), entered, m.clone());
-                Box::new(move |outcome| {
-                    let (value, meta) = match outcome {
-                        Ok(reply) => (decode_reply::<R>(codec, reply.body, &m), reply.meta),
-                        Err(e) => (Err(e), None),
-                    };
-                    // Before the caller has its result: see `Interceptor`.
-                    hook.finish(value.as_ref().map(|_| ()));
-                    s.complete(value, meta)
-                })
-            }
-        };
+        let method = method_name(service_method);
+        let hook = extra
+            .entered
+            .map(|entered| AfterHook::new(inner.defaults.clone(), entered, method.clone()));
+        let slot = Arc::new(call::Slot::<R>::new(codec, method.clone(), hook));
+        let complete: Completion = slot.clone();
         // Past here a failure is handed to the completion first (it runs
         // the interceptors' `after`s), then taken back for the caller.
         let fail = |complete: Completion, e: Error| -> Error {
-            let _ = complete(Err(e));
+            let _ = complete.complete(Err(e));
             match slot.try_take() {
                 Some(Err(e)) => e,
                 _ => inner.closed_error("call failed before it was sent"),
@@ -168,13 +176,14 @@ impl Client {
         p.calls.insert(seq, complete);
         drop(p);
         let mut header = Header {
-            service_method: service_method.to_string(),
+            service_method: METHOD_TEXT.take(),
             seq,
             error: String::new(),
             code: None,
             meta: extra.meta.map(WireMeta::Valid),
             ..Header::default()
         };
+        header.service_method.push_str(service_method);
         // Checked again under the writer's lock, which `going_away` takes
         // after setting the flag: a request is either queued before the
         // connection's last flush, or refused here (see `going_away`).
@@ -190,6 +199,11 @@ impl Client {
             }
             encode_message(codec, out, &header, args)
         });
+        let mut text = header.service_method;
+        if text.capacity() <= KEEP_METHOD_TEXT {
+            text.clear();
+            METHOD_TEXT.set(text);
+        }
         let end = match queued {
             Ok(end) => end,
             Err(e) => {

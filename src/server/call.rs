@@ -28,7 +28,7 @@ use crate::meta::WireMeta;
 use crate::server::service::{code_of, CallFailure, Method};
 use crate::server::stats::code_slot;
 use crate::util::duration::GoDuration;
-use crate::wire::codec::{Codec, Header};
+use crate::wire::codec::{Codec, Header, OwnedBody};
 
 /// The method a connection's thread found last, with the name it was
 /// found by: a client calls the same method over and over, and comparing
@@ -65,13 +65,27 @@ impl LastMethod {
     }
 }
 
-/// What a connection's thread keeps from one call to the next.
+/// What a connection's thread keeps from one call to the next: buffers
+/// reused, so that a call allocates nothing on the JSON fast path.
 #[derive(Default)]
 pub(super) struct Kept {
     /// The reply's encoding buffer, reused.
     scratch: Vec<u8>,
     last: LastMethod,
+    /// The request's body, copied out of the reader's buffer so that the
+    /// reader can be let go while the handler runs.
+    pub(super) body: OwnedBody,
+    /// The last request's method text (given back with its reply), which
+    /// the next request's header is read into.
+    pub(super) method_text: String,
 }
+
+/// Bytes of a request body whose buffer a connection's thread keeps for the
+/// next request; a larger body's buffer is given back once it is handled
+/// (a connection's memory stays small while it idles).
+pub(super) const KEEP_BODY: usize = 8 * 1024;
+/// The same for the method text: what a method name needs, not more.
+const KEEP_METHOD_TEXT: usize = 256;
 
 /// Answers a call that never reached its handler.
 fn refuse(conn: &Conn, codec: Codec, service_method: String, seq: u64, error: String, code: Code) {
@@ -107,12 +121,13 @@ pub(super) fn handle(
     slot: &mut Context,
     kept: &mut Kept,
 ) {
-    let Kept { scratch, last } = kept;
-    let Request {
-        header,
+    let Kept {
+        scratch,
+        last,
         body,
-        received,
-    } = req;
+        method_text,
+    } = kept;
+    let Request { header, received } = req;
     let Header {
         service_method,
         seq,
@@ -379,5 +394,8 @@ pub(super) fn handle(
         reply.error = format!("rpc server: cannot send reply: {e}");
         reply.code = Some(Code::Internal);
         let _ = conn.queue_reply(codec, &reply, codec.empty_body());
+    }
+    if reply.service_method.capacity() <= KEEP_METHOD_TEXT {
+        *method_text = reply.service_method;
     }
 }

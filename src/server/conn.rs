@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::call::{Kept, KEEP_BODY};
 use super::limits::{self, ConnSlot, QueueShed, Watch};
 use super::{http, Running};
 use crate::context::{Context, Identity};
 use crate::error::{Error, Result};
 use crate::util::duration::GoDuration;
 use crate::util::handoff::Busy;
-use crate::wire::codec::{encode_message_raw, Codec, Header, OwnedBody};
+use crate::wire::codec::{encode_message_raw, Codec, Header};
 use crate::wire::frame::FrameReader;
 use crate::wire::handshake::{Handshake, MAX_HANDSHAKE};
 use crate::wire::transport::Stream;
@@ -349,9 +350,9 @@ fn tls_handshake(conn: &Conn, timeout: Duration) -> Result<()> {
 }
 
 /// A request read off the wire, owned so the reader can be let go.
+/// Its body is in the thread's `Kept::body`.
 pub(super) struct Request {
     pub(super) header: Header,
-    pub(super) body: OwnedBody,
     /// When the read that completed it returned.
     pub(super) received: Instant,
 }
@@ -378,7 +379,7 @@ pub(super) fn start_writer(run: &Running, conn: &Arc<Conn>) -> bool {
     true
 }
 
-fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec) -> Next {
+fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec, kept: &mut Kept) -> Next {
     let mut rd = conn.reader.lock();
     // Behind (the next request already buffered): once a millisecond,
     // read what waits in the socket without blocking, so that requests are
@@ -433,14 +434,16 @@ fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec) -> Next {
         return Next::End;
     }
     match rd.read_message(codec) {
-        Ok(Some(m)) => match codec.decode_header(rd.header(&m)) {
+        Ok(Some(m)) => match codec
+            .decode_request_header(rd.header(&m), std::mem::take(&mut kept.method_text))
+        {
             Ok(header) => {
                 conn.bytes_read.store(rd.bytes_read(), Ordering::Relaxed);
                 let calls = conn.calls_read.load(Ordering::Relaxed);
                 conn.calls_read.store(calls + 1, Ordering::Relaxed);
+                kept.body.refill(rd.body(&m));
                 Next::Request(Request {
                     header,
-                    body: OwnedBody::new(rd.body(&m)),
                     received: rd.received().unwrap_or_else(Instant::now),
                 })
             }
@@ -477,14 +480,14 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
         // Handshake done after shutdown sent its notices: this one's own.
         conn.send_goaway(run);
     }
-    let mut kept = super::call::Kept::default();
+    let mut kept = Kept::default();
     // One context for this thread's calls on this connection (see
     // `Context::reset`).
     let mut ctx = Context::new(String::new(), conn.peer.clone());
     ctx.closed = Some(conn.closed.clone());
     ctx.identity = conn.identity.get().cloned();
     loop {
-        let req = match read_request(run, &conn, codec) {
+        let req = match read_request(run, &conn, codec, &mut kept) {
             Next::Request(r) => r,
             Next::End => break,
             Next::Broken(e) => {
@@ -508,6 +511,7 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
         let mark = conn.busy.enter();
         HANDLING.with(|h| h.set(Some(conn.id)));
         super::call::handle(run, &conn, codec, handle_timeout, req, &mut ctx, &mut kept);
+        kept.body.trim(KEEP_BODY);
         HANDLING.with(|h| h.set(None));
         let still_leader = conn.busy.leave(mark);
         if !still_leader {

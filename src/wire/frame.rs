@@ -16,7 +16,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::wire::codec::{Body, Codec, Scan, Scanner};
+use crate::wire::codec::{frame_json_header, Body, Codec, Scan, Scanner};
 
 #[cfg(feature = "gob")]
 mod gob;
@@ -363,6 +363,11 @@ impl<R: Read> FrameReader<R> {
                 gob::skip_option_newline(&mut self.gob, &self.buf, &mut self.start, self.end);
             }
             let avail = &self.buf[self.start..self.end];
+            if codec == Codec::Json && scan.header_len.is_none() && scan.header.at_start() {
+                // The common header's end, found without the scanner (the
+                // limit is checked with the body's, below).
+                scan.header_len = frame_json_header(avail);
+            }
             let need = match scan.header_len {
                 None => match scan.header.scan(avail, self.eof).map_err(Error::Protocol)? {
                     Scan::Complete(h) if h > max => {

@@ -10,6 +10,7 @@
 pub(crate) mod gob;
 mod json;
 mod json_header;
+pub(crate) use json_header::frame as frame_json_header;
 mod msgpack;
 
 use std::fmt;
@@ -63,11 +64,22 @@ pub(crate) struct OwnedBody {
 }
 
 impl OwnedBody {
-    pub(crate) fn new(body: Body<'_>) -> Self {
-        OwnedBody {
-            bytes: body.bytes.to_vec(),
-            #[cfg(feature = "gob")]
-            gob: body.gob.cloned(),
+    /// Holds `body` instead of what it held, in the same buffer: a
+    /// server connection's thread reuses one for every request it reads.
+    pub(crate) fn refill(&mut self, body: Body<'_>) {
+        self.bytes.clear();
+        self.bytes.extend_from_slice(body.bytes);
+        #[cfg(feature = "gob")]
+        {
+            self.gob = body.gob.cloned();
+        }
+    }
+
+    /// Gives the buffer back if it grew past `keep` bytes (a large request
+    /// does not stay held by an idle connection).
+    pub(crate) fn trim(&mut self, keep: usize) {
+        if self.bytes.capacity() > keep {
+            self.bytes = Vec::new();
         }
     }
 
@@ -283,6 +295,37 @@ impl Codec {
         let body = body.into();
         if self == Codec::Json {
             if let Some(h) = json_header::decode(body.bytes) {
+                return Ok(h);
+            }
+        }
+        self.decode_body(body, "header")
+    }
+
+    /// Decodes a request's header for a server, its method's text written
+    /// into `text`'s buffer (a connection's thread hands back the last
+    /// one's: no allocation per request on the JSON fast path).
+    pub(crate) fn decode_request_header<'a>(
+        self,
+        body: impl Into<Body<'a>>,
+        text: String,
+    ) -> Result<Header> {
+        let body = body.into();
+        if self == Codec::Json {
+            if let Some(h) = json_header::decode_request(body.bytes, text) {
+                return Ok(h);
+            }
+        }
+        self.decode_body(body, "header")
+    }
+
+    /// Decodes a reply's header for its client: as
+    /// [`decode_header`](Codec::decode_header), except that a JSON reply
+    /// without an error may leave `service_method` empty (the client
+    /// knows its call's method; it reads only the `Seq`).
+    pub(crate) fn decode_reply_header<'a>(self, body: impl Into<Body<'a>>) -> Result<Header> {
+        let body = body.into();
+        if self == Codec::Json {
+            if let Some(h) = json_header::decode_reply(body.bytes) {
                 return Ok(h);
             }
         }

@@ -164,3 +164,25 @@ fn scanners_reject_garbage() {
     assert!(Codec::Json.scanner().scan(b"x", false).is_err());
     assert!(Codec::MsgPack.scanner().scan(&[0xc1], false).is_err());
 }
+
+#[test]
+fn an_owned_body_reuses_its_buffer_up_to_its_bound() {
+    let mut b = OwnedBody::default();
+    b.refill(Body::from(&b"{\"A\":1}"[..]));
+    assert_eq!(b.as_body().bytes, b"{\"A\":1}");
+    let at = b.bytes.as_ptr();
+    b.refill(Body::from(&b"2"[..]));
+    assert_eq!(b.as_body().bytes, b"2");
+    assert_eq!(b.bytes.as_ptr(), at, "the same buffer again");
+    b.trim(64);
+    assert_eq!(b.bytes.as_ptr(), at, "kept: within the bound");
+    let big = [b'x'; 100];
+    b.refill(Body::from(&big[..]));
+    assert_eq!(b.as_body().bytes, &big[..]);
+    b.trim(64);
+    assert_eq!(
+        b.bytes.capacity(),
+        0,
+        "a buffer past the bound is given back"
+    );
+}

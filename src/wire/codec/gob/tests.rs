@@ -487,7 +487,9 @@ fn a_message_costs_its_own_bytes_not_the_tables() {
         assert_eq!((h.bytes, b.bytes), (value, value), "only the value's bytes");
         let got: Vec<i64> = Codec::Gob.decode_body(b, "body").unwrap();
         assert!(got.is_empty());
-        kept.push(crate::wire::codec::OwnedBody::new(b));
+        let mut owned = crate::wire::codec::OwnedBody::default();
+        owned.refill(b);
+        kept.push(owned);
     }
     assert_eq!(kept.len(), 100);
     // Every message shares the one table: nothing was copied per message.
