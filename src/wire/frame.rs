@@ -363,6 +363,20 @@ impl<R: Read> FrameReader<R> {
                 gob::skip_option_newline(&mut self.gob, &self.buf, &mut self.start, self.end);
             }
             let avail = &self.buf[self.start..self.end];
+            if avail.is_empty()
+                && matches!(codec, Codec::Json | Codec::MsgPack)
+                && scan.header_len.is_none()
+                && scan.header.at_start()
+            {
+                // Nothing of the next message yet (the usual case once a
+                // reply or request is handled): no scanner to ask. A clean
+                // end of stream here is the end between messages.
+                if self.eof || !read {
+                    return Ok(None);
+                }
+                self.fill(1).map_err(|e| Error::io("read", e))?;
+                continue;
+            }
             if codec == Codec::Json && scan.header_len.is_none() && scan.header.at_start() {
                 // The common header's end, found without the scanner (the
                 // limit is checked with the body's, below).
