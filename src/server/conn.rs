@@ -434,9 +434,11 @@ fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec, kept: &mut Kept) 
         return Next::End;
     }
     match rd.read_message(codec) {
-        Ok(Some(m)) => match codec
-            .decode_request_header(rd.header(&m), std::mem::take(&mut kept.method_text))
-        {
+        Ok(Some(mut m)) => match codec.decode_request_header(
+            rd.header(&m),
+            m.marks.take(),
+            std::mem::take(&mut kept.method_text),
+        ) {
             Ok(header) => {
                 conn.bytes_read.store(rd.bytes_read(), Ordering::Relaxed);
                 let calls = conn.calls_read.load(Ordering::Relaxed);

@@ -16,7 +16,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::wire::codec::{frame_json_header, Body, Codec, Scan, Scanner};
+use crate::wire::codec::{frame_json_header, Body, Codec, Marks, Scan, Scanner};
 
 #[cfg(feature = "gob")]
 mod gob;
@@ -52,6 +52,9 @@ fn beyond(need: usize, limit: usize) -> bool {
 struct MessageScan {
     header: Scanner,
     header_len: Option<usize>,
+    /// Where a common JSON header's fields are, if it was framed by its
+    /// shape (`frame_json_header`), for its decoding.
+    marks: Option<Marks>,
     body: Scanner,
 }
 
@@ -101,6 +104,9 @@ pub(crate) struct FrameReader<R> {
 pub(crate) struct MessageSpans {
     pub header: Range<usize>,
     pub body: Range<usize>,
+    /// A common JSON header's fields, if it was framed by its shape: its
+    /// decoding starts from them (`Codec::decode_request_header`).
+    pub marks: Option<Marks>,
     /// The message is gob: its header and body spans are their value
     /// messages (past any definitions), decoded against the reader's
     /// table ([`FrameReader::header`]).
@@ -349,6 +355,7 @@ impl<R: Read> FrameReader<R> {
             let scan = self.scan.get_or_insert_with(|| MessageScan {
                 header: codec.scanner(),
                 header_len: None,
+                marks: None,
                 body: codec.scanner(),
             });
             if codec == Codec::MsgPack && scan.header_len.is_none() && scan.header.at_start() {
@@ -380,7 +387,8 @@ impl<R: Read> FrameReader<R> {
             if codec == Codec::Json && scan.header_len.is_none() && scan.header.at_start() {
                 // The common header's end, found without the scanner (the
                 // limit is checked with the body's, below).
-                scan.header_len = frame_json_header(avail);
+                scan.marks = frame_json_header(avail);
+                scan.header_len = scan.marks.as_ref().map(Marks::len);
             }
             let need = match scan.header_len {
                 None => match scan.header.scan(avail, self.eof).map_err(Error::Protocol)? {
@@ -415,6 +423,7 @@ impl<R: Read> FrameReader<R> {
                         })
                     }
                     Scan::Complete(b) => {
+                        let marks = scan.marks.take();
                         self.scan = None;
                         self.handed_out = h + b;
                         self.read_size = ((h + b) * READ_MESSAGES).clamp(INITIAL_BUF, MAX_READ);
@@ -422,6 +431,7 @@ impl<R: Read> FrameReader<R> {
                         return Ok(Some(MessageSpans {
                             header: s..s + h,
                             body: s + h..s + h + b,
+                            marks,
                             #[cfg(feature = "gob")]
                             gob: false,
                         }));

@@ -17,6 +17,8 @@
 //! reads the same way, and a header it writes is the bytes serde writes;
 //! `tests` checks both against serde over generated headers.
 
+use std::ops::Range;
+
 use super::Header;
 
 /// Appends `header` as serde_json writes it, if it has the common shape
@@ -50,19 +52,21 @@ pub(super) fn encode(out: &mut Vec<u8>, header: &Header) -> bool {
 /// Reads a header of the common shape; `None` for anything else (serde
 /// then reads it, or says what is wrong with it).
 pub(super) fn decode(bytes: &[u8]) -> Option<Header> {
-    decode_as(bytes, Method::Always(String::new()))
+    decode_as(bytes, None, Method::Always(String::new()))
 }
 
-/// [`decode`] with the method's text written into `text`'s buffer.
-pub(super) fn decode_request(bytes: &[u8], text: String) -> Option<Header> {
-    decode_as(bytes, Method::Always(text))
+/// [`decode`] with the method's text written into `text`'s buffer; `marks`
+/// are `frame`'s of these very bytes, if the frame reader has them (the
+/// header is then not parsed again).
+pub(super) fn decode_request(bytes: &[u8], marks: Option<Marks>, text: String) -> Option<Header> {
+    decode_as(bytes, marks, Method::Always(text))
 }
 
 /// [`decode`] for a client reading a reply: its `ServiceMethod`, an echo
 /// of the call's own, is left empty unless `Error` is set (an error names
-/// it). One allocation fewer per call.
-pub(super) fn decode_reply(bytes: &[u8]) -> Option<Header> {
-    decode_as(bytes, Method::ForError)
+/// it). One allocation fewer per call. `marks` as for `decode_request`.
+pub(super) fn decode_reply(bytes: &[u8], marks: Option<Marks>) -> Option<Header> {
+    decode_as(bytes, marks, Method::ForError)
 }
 
 /// When a header's method is read, and into what.
@@ -73,26 +77,30 @@ enum Method {
     ForError,
 }
 
-fn decode_as(bytes: &[u8], method: Method) -> Option<Header> {
-    // A message starts where the last one's value ended: after its body's
-    // closing bracket, so with the newline that followed it.
-    let lead = bytes.iter().take_while(|&&b| super::json::is_ws(b)).count();
-    let mut p = Cursor { bytes, pos: lead };
-    p.eat(b"{\"ServiceMethod\":\"")?;
-    let service_method = p.string()?;
-    p.eat(b",\"Seq\":")?;
-    let seq = p.number()?;
-    p.eat(b",\"Error\":\"")?;
-    let error = p.string()?;
-    let mut timeout = 0;
-    if p.eat(b",\"Timeout\":").is_some() {
-        timeout = p.number()?;
-    }
-    p.eat(b"}")?;
-    // What the frame reader hands out may end with the newline after it.
-    if !p.bytes[p.pos..].iter().all(|&b| super::json::is_ws(b)) {
-        return None;
-    }
+fn decode_as(bytes: &[u8], marks: Option<Marks>, method: Method) -> Option<Header> {
+    let (bytes, k) = match marks {
+        Some(k) => (bytes, k),
+        None => {
+            // A message starts where the last one's value ended: after its
+            // body's closing bracket, so with the newline that followed it.
+            let lead = bytes.iter().take_while(|&&b| super::json::is_ws(b)).count();
+            let bytes = &bytes[lead..];
+            let k = frame(bytes)?;
+            // What the frame reader hands out may end with the newline
+            // after it.
+            if !bytes[k.end..].iter().all(|&b| super::json::is_ws(b)) {
+                return None;
+            }
+            (bytes, k)
+        }
+    };
+    let service_method = text(bytes.get(k.method.clone())?)?;
+    let seq = number(bytes.get(k.seq)?)?;
+    let error = text(bytes.get(k.error)?)?;
+    let timeout = match k.timeout {
+        Some(t) => number(bytes.get(t)?)?,
+        None => 0,
+    };
     let service_method = match method {
         Method::Always(mut text) => {
             text.clear();
@@ -111,26 +119,77 @@ fn decode_as(bytes: &[u8], method: Method) -> Option<Header> {
     })
 }
 
-/// Where a header of the common shape ends, if `bytes` starts with a whole
-/// one; `None` if it does not (another shape, or not all of it here yet),
-/// and the JSON scanner then finds the end. The same end the scanner
-/// finds: a string without `"` or `\` ends at its next quote, so such a
-/// header ends at its `}`. Its bytes are not checked here (`decode` does
-/// that, or serde): only where it ends. Each side frames one header a
-/// call, and this costs a fraction of the scan (callgrind).
-pub(crate) fn frame(bytes: &[u8]) -> Option<usize> {
+/// Where a common-shape header's fields are, as `frame` found them: the
+/// header's length, and the span of each field's value (a string's without
+/// its quotes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Marks {
+    end: usize,
+    method: Range<usize>,
+    seq: Range<usize>,
+    error: Range<usize>,
+    timeout: Option<Range<usize>>,
+}
+
+impl Marks {
+    /// The header's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.end
+    }
+}
+
+/// Where a header of the common shape ends, and its fields, if `bytes`
+/// starts with a whole one; `None` if it does not (another shape, or not
+/// all of it here yet), and the JSON scanner then finds the end. The same
+/// end the scanner finds: a string without `"` or `\` ends at its next
+/// quote, so such a header ends at its `}`. Its fields' bytes are not
+/// checked here (`decode` does that, or serde): only where they are. Each
+/// side frames one header a call, for a fraction of the scan's cost, and
+/// decodes it from these marks without parsing it again (callgrind).
+pub(crate) fn frame(bytes: &[u8]) -> Option<Marks> {
     let mut p = Cursor { bytes, pos: 0 };
     p.eat(b"{\"ServiceMethod\":\"")?;
-    p.skip_string()?;
+    let method = p.skip_string()?;
     p.eat(b",\"Seq\":")?;
-    p.skip_digits()?;
+    let seq = p.skip_digits()?;
     p.eat(b",\"Error\":\"")?;
-    p.skip_string()?;
+    let error = p.skip_string()?;
+    let mut timeout = None;
     if p.eat(b",\"Timeout\":").is_some() {
-        p.skip_digits()?;
+        timeout = Some(p.skip_digits()?);
     }
     p.eat(b"}")?;
-    Some(p.pos)
+    Some(Marks {
+        end: p.pos,
+        method,
+        seq,
+        error,
+        timeout,
+    })
+}
+
+/// A string's bytes as serde_json reads them unchanged: printable ASCII
+/// without `\` (framing already stopped at the first `"`), so valid UTF-8
+/// as they are.
+fn text(s: &[u8]) -> Option<&str> {
+    if !s.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'\\') {
+        return None;
+    }
+    std::str::from_utf8(s).ok()
+}
+
+/// Digits as serde_json reads them into a `u64`: no leading zero unless
+/// it is all, no overflow. (Framing found only digits, followed by `,` or
+/// `}`: no fraction or exponent.) Anything else is left to serde.
+fn number(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 20 || (digits.len() > 1 && digits[0] == b'0') {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in digits {
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(n)
 }
 
 /// Whether serde_json writes `s` as its bytes between quotes: printable
@@ -146,7 +205,7 @@ struct Cursor<'a> {
     pos: usize,
 }
 
-impl<'a> Cursor<'a> {
+impl Cursor<'_> {
     fn eat(&mut self, lit: &[u8]) -> Option<()> {
         if self.bytes[self.pos..].starts_with(lit) {
             self.pos += lit.len();
@@ -156,55 +215,29 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// A string's rest, after its opening quote, up to and past its closing
-    /// one: plain bytes only (see `plain`), so it is valid UTF-8 as is.
-    fn string(&mut self) -> Option<&'a str> {
-        let rest = &self.bytes[self.pos..];
-        let len = rest.iter().position(|&b| b == b'"')?;
-        let s = &rest[..len];
-        if !s.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'\\') {
-            return None;
-        }
-        self.pos += len + 1;
-        // Checked above: printable ASCII.
-        std::str::from_utf8(s).ok()
-    }
-
-    /// Past a string's closing quote, if no backslash comes before it.
-    fn skip_string(&mut self) -> Option<()> {
+    /// Past a string's closing quote, if no backslash comes before it;
+    /// the span of its bytes between the quotes.
+    fn skip_string(&mut self) -> Option<Range<usize>> {
         let rest = &self.bytes[self.pos..];
         let len = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
-        (rest[len] == b'"').then(|| self.pos += len + 1)
+        if rest[len] != b'"' {
+            return None;
+        }
+        let span = self.pos..self.pos + len;
+        self.pos += len + 1;
+        Some(span)
     }
 
-    /// Past one or more digits.
-    fn skip_digits(&mut self) -> Option<()> {
+    /// Past one or more digits; their span.
+    fn skip_digits(&mut self) -> Option<Range<usize>> {
         let rest = &self.bytes[self.pos..];
         let len = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        (len > 0).then(|| self.pos += len)
-    }
-
-    /// An unsigned integer as serde_json reads one into a `u64`: digits,
-    /// no leading zero unless it is all, no fraction or exponent, no
-    /// overflow. Anything else is left to serde.
-    fn number(&mut self) -> Option<u64> {
-        let rest = &self.bytes[self.pos..];
-        let len = rest
-            .iter()
-            .position(|b| !b.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if len == 0 || len > 20 || (len > 1 && rest[0] == b'0') {
+        if len == 0 {
             return None;
         }
-        if matches!(rest.get(len), Some(b'.' | b'e' | b'E')) {
-            return None;
-        }
-        let mut n: u64 = 0;
-        for &d in &rest[..len] {
-            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-        }
+        let span = self.pos..self.pos + len;
         self.pos += len;
-        Some(n)
+        Some(span)
     }
 }
 
@@ -311,15 +344,18 @@ mod tests {
             // A client's read of a reply: the same, but for the method it
             // knows already, read only for an error to name it.
             let full = decode(&bytes);
-            let mut reply = decode_reply(&bytes);
+            let mut reply = decode_reply(&bytes, None);
+            prop_assert_eq!(&reply, &decode_reply(&bytes, frame(&bytes)), "from marks");
             if let Some(r) = reply.as_mut() {
                 prop_assert_eq!(r.service_method.is_empty(), error.is_empty() || sm.is_empty());
                 r.service_method = sm.clone();
             }
             prop_assert_eq!(reply, full.clone());
             // A server's, into the last request's buffer.
-            let request = decode_request(&bytes, "Earlier.Method, longer".to_string());
-            prop_assert_eq!(request, full);
+            let text = || "Earlier.Method, longer".to_string();
+            let request = decode_request(&bytes, None, text());
+            prop_assert_eq!(&request, &full);
+            prop_assert_eq!(decode_request(&bytes, frame(&bytes), text()), full, "from marks");
         }
 
         /// Where a header ends, found by `frame`, is where the scanner
@@ -345,12 +381,18 @@ mod tests {
             for bytes in [&whole, &with_body, &mutated] {
                 let scanned = scan_end(bytes);
                 match frame(bytes) {
-                    Some(n) => prop_assert_eq!(Some(n), scanned),
+                    Some(k) => {
+                        prop_assert_eq!(Some(k.len()), scanned);
+                        // Decoding the header's span from the marks is
+                        // decoding it afresh (fields checked the same).
+                        let span = &bytes[..k.len()];
+                        prop_assert_eq!(decode_reply(span, Some(k)), decode_reply(span, None));
+                    }
                     None => prop_assert!(!plain_shape || !std::ptr::eq(bytes, &whole)),
                 }
                 for cut in 0..bytes.len().min(whole.len()) {
-                    if let Some(n) = frame(&bytes[..cut]) {
-                        prop_assert_eq!(Some(n), scan_end(&bytes[..cut]));
+                    if let Some(k) = frame(&bytes[..cut]) {
+                        prop_assert_eq!(Some(k.len()), scan_end(&bytes[..cut]));
                     }
                 }
             }
@@ -371,6 +413,13 @@ mod tests {
             if let Some(fast) = decode(&bytes) {
                 let slow: Result<Header, _> = serde_json::from_slice(&bytes);
                 prop_assert_eq!(Some(fast), slow.ok());
+            }
+            // From the frame reader's marks (its span starts at the `{`
+            // and ends at the `}`): what is read without them.
+            if let Some(k) = frame(&bytes) {
+                let span = &bytes[..k.len()];
+                let text = String::new;
+                prop_assert_eq!(decode_request(span, Some(k), text()), decode_request(span, None, text()));
             }
         }
     }

@@ -10,7 +10,7 @@
 pub(crate) mod gob;
 mod json;
 mod json_header;
-pub(crate) use json_header::frame as frame_json_header;
+pub(crate) use json_header::{frame as frame_json_header, Marks};
 mod msgpack;
 
 use std::fmt;
@@ -303,15 +303,19 @@ impl Codec {
 
     /// Decodes a request's header for a server, its method's text written
     /// into `text`'s buffer (a connection's thread hands back the last
-    /// one's: no allocation per request on the JSON fast path).
+    /// one's: no allocation per request on the JSON fast path). `marks`:
+    /// the frame reader's, for these bytes ([`MessageSpans::marks`]).
+    ///
+    /// [`MessageSpans::marks`]: crate::wire::frame::MessageSpans::marks
     pub(crate) fn decode_request_header<'a>(
         self,
         body: impl Into<Body<'a>>,
+        marks: Option<Marks>,
         text: String,
     ) -> Result<Header> {
         let body = body.into();
         if self == Codec::Json {
-            if let Some(h) = json_header::decode_request(body.bytes, text) {
+            if let Some(h) = json_header::decode_request(body.bytes, marks, text) {
                 return Ok(h);
             }
         }
@@ -322,10 +326,14 @@ impl Codec {
     /// [`decode_header`](Codec::decode_header), except that a JSON reply
     /// without an error may leave `service_method` empty (the client
     /// knows its call's method; it reads only the `Seq`).
-    pub(crate) fn decode_reply_header<'a>(self, body: impl Into<Body<'a>>) -> Result<Header> {
+    pub(crate) fn decode_reply_header<'a>(
+        self,
+        body: impl Into<Body<'a>>,
+        marks: Option<Marks>,
+    ) -> Result<Header> {
         let body = body.into();
         if self == Codec::Json {
-            if let Some(h) = json_header::decode_reply(body.bytes) {
+            if let Some(h) = json_header::decode_reply(body.bytes, marks) {
                 return Ok(h);
             }
         }
