@@ -292,13 +292,7 @@ impl Codec {
 
     /// Decodes a message header.
     pub(crate) fn decode_header<'a>(self, body: impl Into<Body<'a>>) -> Result<Header> {
-        let body = body.into();
-        if self == Codec::Json {
-            if let Some(h) = json_header::decode(body.bytes) {
-                return Ok(h);
-            }
-        }
-        self.decode_body(body, "header")
+        self.decode_header_with(body.into(), json_header::decode)
     }
 
     /// Decodes a request's header for a server, its method's text written
@@ -313,13 +307,7 @@ impl Codec {
         marks: Option<Marks>,
         text: String,
     ) -> Result<Header> {
-        let body = body.into();
-        if self == Codec::Json {
-            if let Some(h) = json_header::decode_request(body.bytes, marks, text) {
-                return Ok(h);
-            }
-        }
-        self.decode_body(body, "header")
+        self.decode_header_with(body.into(), |b| json_header::decode_request(b, marks, text))
     }
 
     /// Decodes a reply's header for its client: as
@@ -331,9 +319,18 @@ impl Codec {
         body: impl Into<Body<'a>>,
         marks: Option<Marks>,
     ) -> Result<Header> {
-        let body = body.into();
+        self.decode_header_with(body.into(), |b| json_header::decode_reply(b, marks))
+    }
+
+    /// A JSON header through `fast` (the hand-read common shape), and
+    /// anything it does not take, or another codec's, through serde.
+    fn decode_header_with(
+        self,
+        body: Body<'_>,
+        fast: impl FnOnce(&[u8]) -> Option<Header>,
+    ) -> Result<Header> {
         if self == Codec::Json {
-            if let Some(h) = json_header::decode_reply(body.bytes, marks) {
+            if let Some(h) = fast(body.bytes) {
                 return Ok(h);
             }
         }
