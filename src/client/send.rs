@@ -54,7 +54,7 @@ use super::outbound::{timeout_nanos, Extra};
 use super::{Client, Completion, Inner};
 use crate::error::{Error, Result, TimeoutStage};
 use crate::meta::WireMeta;
-use crate::wire::codec::{encode_message, Header};
+use crate::wire::codec::{encode_message, Header, KEEP_METHOD_TEXT};
 
 /// How long a connection must have been idle before a call checks that the
 /// server has not closed it.
@@ -82,9 +82,6 @@ thread_local! {
     /// argument's `Serialize`, finds it empty and allocates its own).
     static METHOD_TEXT: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
 }
-
-/// Method texts longer than this are not kept for the next call.
-const KEEP_METHOD_TEXT: usize = 256;
 
 /// `service_method` as the call keeps it: this thread's last name again
 /// if it is the same.

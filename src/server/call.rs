@@ -28,7 +28,7 @@ use crate::meta::WireMeta;
 use crate::server::service::{code_of, CallFailure, Method};
 use crate::server::stats::code_slot;
 use crate::util::duration::GoDuration;
-use crate::wire::codec::{Codec, Header, OwnedBody};
+use crate::wire::codec::{Codec, Header, OwnedBody, KEEP_METHOD_TEXT};
 
 /// The method a connection's thread found last, with the name it was
 /// found by: a client calls the same method over and over, and comparing
@@ -84,8 +84,6 @@ pub(super) struct Kept {
 /// next request; a larger body's buffer is given back once it is handled
 /// (a connection's memory stays small while it idles).
 pub(super) const KEEP_BODY: usize = 8 * 1024;
-/// The same for the method text: what a method name needs, not more.
-const KEEP_METHOD_TEXT: usize = 256;
 
 /// Answers a call that never reached its handler.
 fn refuse(conn: &Conn, codec: Codec, service_method: String, seq: u64, error: String, code: Code) {

@@ -320,18 +320,26 @@ mod tests {
         }
     }
 
+    prop_compose! {
+        /// A header's fields: methods with and without what the fast path
+        /// leaves to serde (non-ASCII, a tab), errors with escapes.
+        fn fields()(
+            sm in "[ -~é\t]{0,12}",
+            seq in any::<u64>(),
+            error in "[ -~\\\\\"\n]{0,12}",
+            timeout in prop_oneof![Just(0u64), any::<u64>()],
+        ) -> (String, u64, String, u64) {
+            (sm, seq, error, timeout)
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
         /// Whatever the fast path writes is serde's bytes, and whatever it
         /// reads serde reads the same.
         #[test]
-        fn the_fast_path_agrees_with_serde(
-            sm in "[ -~é\t]{0,12}",
-            seq in any::<u64>(),
-            error in "[ -~\\\\\"\n]{0,12}",
-            timeout in prop_oneof![Just(0u64), any::<u64>()],
-        ) {
+        fn the_fast_path_agrees_with_serde((sm, seq, error, timeout) in fields()) {
             let h = header(&sm, seq, &error, timeout);
             let mut out = Vec::new();
             if encode(&mut out, &h) {
@@ -363,10 +371,7 @@ mod tests {
         /// (then `frame` finds nothing and the scanner goes on).
         #[test]
         fn framing_agrees_with_the_scanner(
-            sm in "[ -~é\t]{0,12}",
-            seq in any::<u64>(),
-            error in "[ -~\\\\\"\n]{0,12}",
-            timeout in prop_oneof![Just(0u64), any::<u64>()],
+            (sm, seq, error, timeout) in fields(),
             at in any::<prop::sample::Index>(),
             byte in any::<u8>(),
         ) {

@@ -54,6 +54,11 @@ impl<'a> From<&'a Vec<u8>> for Body<'a> {
     }
 }
 
+/// The most a method-name buffer kept from one call to the next may hold
+/// (client and server each reuse one per thread): what a method name
+/// needs, not more; a larger one is dropped after its call.
+pub(crate) const KEEP_METHOD_TEXT: usize = 256;
+
 /// A [`Body`] that outlives the reader's buffer (a request for a handler
 /// thread): a copy of the bytes, and a share of the gob table snapshot.
 #[derive(Default)]
