@@ -9,7 +9,11 @@
 # and at the largest point the server's thread count and RSS per
 # connection (from /proc/PID/status of the server process, read in the
 # measured window once every connection is open; goal <= 64 KiB) and its
-# context switches per call (all its threads). Not part of CI: timings are not
+# context switches per call (all its threads). For every point and
+# system it also shows the CPU a call costs (user and system time of the
+# server and of the load over the same window, in microseconds), and the
+# floor's own ratio to tarpc and tonic: the most a thread-per-connection
+# server can reach against them. Not part of CI: timings are not
 # tests, and they mean something only on a quiet machine.
 #
 #   benches/scale.sh                              # 3 points x 4 systems x 3 rounds, 5 s each (~4 min)
@@ -152,6 +156,15 @@ proc_cpu() {   # utime+stime of a live process, jiffies
     set -- ${stat##*) }
     echo $((${12} + ${13}))
 }
+proc_split() {   # "utime stime" of a live process, jiffies ("0 0" once it is gone)
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo "0 0"; return; }
+    # shellcheck disable=SC2086
+    set -- ${stat##*) }
+    echo "${12} ${13}"
+}
+# The load process itself: the child of `timeout` (its PID is $!).
+load_child() { cat "/proc/$1/task/$1/children" 2>/dev/null | awk '{print $1}'; }
 children_cpu() {   # cutime+cstime of this shell (reaped children), jiffies
     local stat
     stat=$(cat "/proc/$$/stat")
@@ -193,6 +206,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # point SYSTEM CONNS: one run, appends one JSON line to $OUT/SYSTEM-CONNS
 point() {
     local sys=$1 n=$2 port base_rss rss threads conns_now cs0 cs1 t0 t1 s0 s1 l0 l1 b0 b1 line load_pid hwm ref
+    local lc sw0 sw1 lw0 lw1
     wait_idle
     port=$(free_port)
     # Emptied here, not by the server's redirection, which may come after
@@ -235,9 +249,10 @@ point() {
     # A load that ended already (it never had all its connections open
     # at once) leaves nothing to read.
     kill -0 "$load_pid" 2>/dev/null || { rss=0; threads=0; conns_now=0; }
-    t0=$(now); cs0=$(switches "$SERVER_PID")
+    lc=$(load_child "$load_pid")
+    t0=$(now); cs0=$(switches "$SERVER_PID"); sw0=$(proc_split "$SERVER_PID"); lw0=$(proc_split "${lc:-0}")
     sleep_until "$(plus "$ref" "$(awk -v s="$SECS" 'BEGIN { print 0.5 + s * 3 / 5 }')")"
-    t1=$(now); cs1=$(switches "$SERVER_PID")
+    t1=$(now); cs1=$(switches "$SERVER_PID"); sw1=$(proc_split "$SERVER_PID"); lw1=$(proc_split "${lc:-0}")
     # Counted over connections that were all still open, or not at all.
     kill -0 "$load_pid" 2>/dev/null || cs1=-1
     wait "$load_pid" || true
@@ -251,10 +266,10 @@ point() {
     esac
     python3 - "$line" "$sys" "${base_rss:-0}" "${rss:-0}" "${hwm:-0}" "${threads:-0}" "$conns_now" \
         "$([ "$cs1" -ge 0 ] && echo $((cs1 - cs0)) || echo -1)" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" \
-        $((s1 - s0)) $((l1 - l0)) $((b1 - b0)) "$HZ" >>"$OUT/$sys-$n" <<'PY'
+        $((s1 - s0)) $((l1 - l0)) $((b1 - b0)) "$HZ" "$sw0" "$sw1" "$lw0" "$lw1" >>"$OUT/$sys-$n" <<'PY'
 import json, sys
 line = json.loads(sys.argv[1])
-sysname, base, rss, hwm, threads, held, cs, window, s, l, b, hz = sys.argv[2:]
+sysname, base, rss, hwm, threads, held, cs, window, s, l, b, hz, sw0, sw1, lw0, lw1 = sys.argv[2:]
 hz = float(hz)
 conns = max(1, int(line.get("conns", 1)))
 ok = int(rss) > 0   # read while the load ran
@@ -273,6 +288,16 @@ line.update({
     "server_cpu_s": int(s) / hz, "load_cpu_s": int(l) / hz,
     "foreign_cpu_s": (int(b) - int(s) - int(l)) / hz,
 })
+# CPU per call in the same window, user and system, of the server and of
+# the load (microseconds): where a call's time goes, and how much of it is
+# the kernel's (the same for every system doing a send and a receive on
+# each side) rather than the software's own.
+(su0, ss0), (su1, ss1), (lu0, ls0), (lu1, ls1) = (map(int, x.split()) for x in (sw0, sw1, lw0, lw1))
+if int(cs) >= 0 and lu1 + ls1 > 0:
+    us = lambda j: j / hz / calls_window * 1e6
+    line.update({"server_user_us_per_call": us(su1 - su0), "server_sys_us_per_call": us(ss1 - ss0),
+                 "load_user_us_per_call": us(lu1 - lu0), "load_sys_us_per_call": us(ls1 - ls0),
+                 "cpu_us_per_call": us(su1 - su0 + ss1 - ss0 + lu1 - lu0 + ls1 - ls0)})
 print(json.dumps(line))
 PY
 }
@@ -330,6 +355,21 @@ for p in ["geerpc"] + peers:
     if t is not None:
         row(f"{top} conns: {p} server threads / RSS MiB", f"{fmt(t)} / {fmt(rss / 1024, 1)}", "-", "-", "-", "",
             f"ctx switches/call {sw:.2f}" if sw is not None else "")
+for n in points:
+    for p in ["geerpc"] + peers:
+        f = [med(p, n, k) for k in ("server_user_us_per_call", "server_sys_us_per_call",
+                                    "load_user_us_per_call", "load_sys_us_per_call")]
+        if None not in f:
+            row(f"{n}x{n} CPU us/call: {p}", f"{sum(f):.1f}", "-", "-", "-", "",
+                f"server user {f[0]:.2f} sys {f[1]:.2f}, load user {f[2]:.2f} sys {f[3]:.2f}")
+    # What a thread-per-connection server can reach at best: the floor's
+    # own ratio to the peers that serve many connections per thread.
+    raw = med("rawtcp", n, "calls_per_sec")
+    for p in (p for p in peers if p != "rawtcp"):
+        v = med(p, n, "calls_per_sec")
+        if raw and v:
+            row(f"{n}x{n} floor (rawtcp) vs {p}", fmt(raw), fmt(v), f"{raw / v:.2f}x", "-", "",
+                "the ceiling of geerpc/" + p + " for a thread-per-connection server")
 foreign = [l.get("foreign_cpu_s", 0) for s in ["geerpc"] + peers for n in points for l in lines(s, n)]
 w = [max(len(str(r[i])) for r in rows + [("goal", "geerpc", "peer", "ratio", "target", "verdict", "")]) for i in range(6)]
 print(f"scale points: one caller per connection, {secs} s each, {rounds} round(s), systems alternating point by point")
@@ -371,6 +411,9 @@ if records:
                                goal=["<=", 64], digits=1, note="(RSS in the run - RSS before) / conns held")) + "\n")
         f.write(json.dumps(rec(f"{top} x {top}", "server threads", "server_threads", digits=0)) + "\n")
         f.write(json.dumps(rec(f"{top} x {top}", "server RSS KiB", "server_rss_kib")) + "\n")
+        for n in points:
+            f.write(json.dumps(rec(f"{n} x {n}", "CPU us/call (server + load)", "cpu_us_per_call", digits=1,
+                                   lower=True, note="user + system, both processes")) + "\n")
         f.write(json.dumps(rec(f"{top} x {top}", "server ctx switches/call", "server_switches_per_call", digits=2,
                                lower=True)) + "\n")
         warn = [f"{s} {n}x{n}: server held {l['server_conns']} of {n} conns" for n in points
