@@ -4,6 +4,7 @@
 //! loadgen serve --addr 127.0.0.1:PORT [--codec json|msgpack|gob]
 //! loadgen load  --addr 127.0.0.1:PORT --conns K --concurrency C --secs S
 //!               [--payload BYTES] [--codec json|msgpack|gob]
+//!               (--addr A,B: the K connections go to A and B in turn)
 //! loadgen serve --addr 127.0.0.1:PORT --registry URL      (also registers)
 //! loadgen serve --addr 127.0.0.1:PORT --etcd ENDPOINTS     (registers in etcd)
 //! loadgen load  --registry URL [--select MODE] [--fail MODE] --concurrency C --secs S
@@ -314,11 +315,15 @@ fn load(flags: &HashMap<String, String>) {
     let secs: f64 = flag(flags, "secs", 5.0, 0.0);
     let payload: usize = flag(flags, "payload", 0, 0);
     let codec = codec_of(flags);
-    let target = if addr.contains('@') {
-        addr
-    } else {
-        format!("tcp@{addr}")
-    };
+    // Several addresses (comma-separated) get the connections in turn: a
+    // baseline of direct connections to the same servers an XClient calls.
+    let targets: Vec<String> = addr
+        .split(',')
+        .map(|a| match a.contains('@') {
+            true => a.to_string(),
+            false => format!("tcp@{a}"),
+        })
+        .collect();
 
     let mut seen = BTreeSet::new();
     let mut discovery = None;
@@ -334,9 +339,9 @@ fn load(flags: &HashMap<String, String>) {
                 builder = builder.tls(tls);
             }
             (0..conns)
-                .map(|_| {
+                .map(|i| {
                     builder
-                        .dial(&target)
+                        .dial(&targets[i % targets.len()])
                         .map(Target::Direct)
                         .unwrap_or_else(|e| {
                             eprintln!("loadgen: {e}");

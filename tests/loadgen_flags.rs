@@ -323,3 +323,50 @@ fn the_open_loop_offers_its_rate_whatever_the_latency() {
     assert!(num(&over, "timeouts") >= 10.0, "{over}");
     assert!(num(&over, "goodput") <= 40.0 * 1.2, "{over}");
 }
+
+/// `--addr A,B` gives the connections to A and B in turn (the XClient
+/// section's direct baseline, docs/BENCH.md): each of two servers answers
+/// calls.
+#[test]
+fn several_addresses_share_the_connections_in_turn() {
+    use geerpc::{Server, Service};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Sum {
+        num1: i64,
+        num2: i64,
+    }
+    let servers: Vec<_> = (0..2)
+        .map(|_| {
+            let calls = Arc::new(AtomicU64::new(0));
+            let counted = calls.clone();
+            let server = Server::new();
+            server
+                .register(Service::new("Arith").method("Sum", move |a: Sum| {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    Ok::<_, String>(a.num1 + a.num2)
+                }))
+                .unwrap();
+            let running = server.listen("tcp@127.0.0.1:0").unwrap();
+            (running, calls)
+        })
+        .collect();
+    let addrs = format!("{},{}", servers[0].0.addr(), servers[1].0.addr());
+    // Three connections: A, B, A.
+    let line = load(
+        &addrs,
+        &["--conns", "3", "--concurrency", "3", "--secs", "0.2"],
+    );
+    assert_eq!(num(&line, "errors"), 0.0, "{line}");
+    assert_eq!(num(&line, "conns"), 3.0, "{line}");
+    for (i, (running, calls)) in servers.iter().enumerate() {
+        assert!(
+            calls.load(Ordering::Relaxed) > 0,
+            "server {i} ({}) answered no call: {line}",
+            running.addr()
+        );
+    }
+}

@@ -19,7 +19,8 @@ pub const MAX_SLEEP_MS: i64 = 60_000;
 pub const USAGE: &str = "\
 usage:
   loadgen serve --addr HOST:PORT [--codec json|msgpack|gob]
-  loadgen load --addr HOST:PORT [--conns K] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack|gob]
+  loadgen load --addr HOST:PORT[,HOST:PORT...] [--conns K] [--concurrency C] [--secs S] [--payload BYTES] [--codec json|msgpack|gob]
+               (several addresses: the K connections go to them in turn)
   loadgen serve --addr HOST:PORT (--registry URL | --etcd ENDPOINTS) [--grace DURATION]
                (registers; on SIGINT/SIGTERM deregisters, then drains within the grace, default 5s)
   loadgen load (--registry URL | --etcd ENDPOINTS) [--select random|round_robin|weighted_round_robin|consistent_hash|p2c]
