@@ -25,7 +25,11 @@
 #   SECS       seconds per point (5), after the load's 0.5 s warm-up
 #   ROUNDS     how many times each point runs per system (3; median shown)
 #   POINTS     connection counts, one caller each ("64 256 1000")
-#   PEERS      subset of "rawtcp tarpc tonic"
+#   PEERS      subset of "rawtcp tarpc tonic", plus "epoll" (not by
+#              default): the rawtcp frames served by examples/epoll_floor.rs
+#              (2 threads waiting on every connection with epoll) under
+#              rawtcp's pingpong load: the floor of a readiness-based
+#              server, with the same one-thread-per-connection clients
 #   IDLE_WAIT  before each point, wait up to this many seconds for the
 #              machine to be idle (under 10% of one core busy over 1 s);
 #              0 skips the wait (60)
@@ -110,7 +114,9 @@ if [ "${NO_BUILD:-0}" != 1 ]; then
             rawtcp) bin=$A/rawtcp ;;
             tarpc) bin=$A/tarpc-anchor ;;
             tonic) bin=$A/tonic-anchor ;;
-            *) echo "scale.sh: unknown peer $p (rawtcp tarpc tonic)" >&2; exit 2 ;;
+            # Its own server, rawtcp's load (so the rawtcp anchor).
+            epoll) "${AS_OTHER[@]}" cargo build --release --quiet --example epoll_floor; p=rawtcp; bin=$A/rawtcp ;;
+            *) echo "scale.sh: unknown peer $p (rawtcp tarpc tonic epoll)" >&2; exit 2 ;;
         esac
         if [ ! -x "$bin" ]; then
             [ -f "$ANCHORS/$p/Cargo.toml" ] || {
@@ -129,6 +135,7 @@ server_of() {
         rawtcp) echo "$A/rawtcp serve" ;;
         tarpc) echo "$A/tarpc-anchor serve" ;;
         tonic) echo "$A/tonic-anchor serve" ;;
+        epoll) echo "$T/examples/epoll_floor serve" ;;
     esac
 }
 load_of() {
@@ -137,6 +144,7 @@ load_of() {
         rawtcp) echo "$A/rawtcp load --mode pingpong" ;;
         tarpc) echo "$A/tarpc-anchor load" ;;
         tonic) echo "$A/tonic-anchor load" ;;
+        epoll) echo "$A/rawtcp load --mode pingpong" ;;
     esac
 }
 for s in geerpc $PEERS; do
@@ -164,7 +172,8 @@ proc_split() {   # "utime stime" of a live process, jiffies ("0 0" once it is go
     echo "${12} ${13}"
 }
 # The load process itself: the child of `timeout` (its PID is $!).
-load_child() { cat "/proc/$1/task/$1/children" 2>/dev/null | awk '{print $1}'; }
+# A load that ended already has none: not an error (set -e would end the script).
+load_child() { { cat "/proc/$1/task/$1/children" 2>/dev/null || true; } | awk '{print $1}'; }
 children_cpu() {   # cutime+cstime of this shell (reaped children), jiffies
     local stat
     stat=$(cat "/proc/$$/stat")
@@ -267,7 +276,7 @@ point() {
     python3 - "$line" "$sys" "${base_rss:-0}" "${rss:-0}" "${hwm:-0}" "${threads:-0}" "$conns_now" \
         "$([ "$cs1" -ge 0 ] && echo $((cs1 - cs0)) || echo -1)" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" \
         $((s1 - s0)) $((l1 - l0)) $((b1 - b0)) "$HZ" "$sw0" "$sw1" "$lw0" "$lw1" >>"$OUT/$sys-$n" <<'PY'
-import json, sys
+import json, os, sys
 line = json.loads(sys.argv[1])
 sysname, base, rss, hwm, threads, held, cs, window, s, l, b, hz, sw0, sw1, lw0, lw1 = sys.argv[2:]
 hz = float(hz)
@@ -293,7 +302,13 @@ line.update({
 # the kernel's (the same for every system doing a send and a receive on
 # each side) rather than the software's own.
 (su0, ss0), (su1, ss1), (lu0, ls0), (lu1, ls1) = (map(int, x.split()) for x in (sw0, sw1, lw0, lw1))
-if int(cs) >= 0 and lu1 + ls1 > 0:
+# Only from a window in which the two kept the cores busy: a window that
+# came late (a load that starts its clock before all its connections are
+# open ends before the script expects) would divide a tail's CPU by calls
+# that were made before it.
+busy = (su1 - su0 + ss1 - ss0 + lu1 - lu0 + ls1 - ls0) / hz / max(float(window), 1e-3)
+line["cpu_window_busy_cores"] = busy
+if int(cs) >= 0 and lu1 + ls1 > 0 and busy >= 0.75 * (os.cpu_count() or 1):
     us = lambda j: j / hz / calls_window * 1e6
     line.update({"server_user_us_per_call": us(su1 - su0), "server_sys_us_per_call": us(ss1 - ss0),
                  "load_user_us_per_call": us(lu1 - lu0), "load_sys_us_per_call": us(ls1 - ls0),
@@ -323,8 +338,10 @@ rows = []
 def row(goal, g, peer, ratio, target, verdict, what):
     rows.append((goal, g, peer, ratio, target, verdict, what))
 fmt = lambda v, d=0: "-" if v is None else f"{v:,.{d}f}"
-goals = {"rawtcp": 0.95, "tarpc": 1.25, "tonic": 1.25}
-names = {"rawtcp": "rawtcp pingpong (floor)", "tarpc": "tarpc", "tonic": "tonic"}
+goals = {"rawtcp": 0.95, "tarpc": 1.25, "tonic": 1.25, "epoll": None}
+names = {"rawtcp": "rawtcp pingpong (floor)", "tarpc": "tarpc", "tonic": "tonic",
+         "epoll": "epoll floor (rawtcp frames)"}
+target = lambda p: "-" if goals[p] is None else f">={goals[p]:.2f}x"
 errors = []
 for n in points:
     g = med("geerpc", n, "calls_per_sec")
@@ -335,11 +352,12 @@ for n in points:
     for p in peers:
         v = med(p, n, "calls_per_sec")
         if g is None or not v:
-            row(f"{n}x{n} calls/s vs {names[p]}", fmt(g), fmt(v), "-", f">={goals[p]:.2f}x", "no data", "")
+            row(f"{n}x{n} calls/s vs {names[p]}", fmt(g), fmt(v), "-", target(p), "no data", "")
             continue
         r = g / v
-        row(f"{n}x{n} calls/s vs {names[p]}", fmt(g), fmt(v), f"{r:.2f}x", f">={goals[p]:.2f}x",
-            "met" if r >= goals[p] else "NOT MET", f"median of {len(lines('geerpc', n))}/{len(lines(p, n))}")
+        verdict = "" if goals[p] is None else ("met" if r >= goals[p] else "NOT MET")
+        row(f"{n}x{n} calls/s vs {names[p]}", fmt(g), fmt(v), f"{r:.2f}x", target(p),
+            verdict, f"median of {len(lines('geerpc', n))}/{len(lines(p, n))}")
     for p in ["geerpc"] + peers:
         p99 = med(p, n, "p99_us")
         if p99 is not None:
@@ -363,13 +381,15 @@ for n in points:
             row(f"{n}x{n} CPU us/call: {p}", f"{sum(f):.1f}", "-", "-", "-", "",
                 f"server user {f[0]:.2f} sys {f[1]:.2f}, load user {f[2]:.2f} sys {f[3]:.2f}")
     # What a thread-per-connection server can reach at best: the floor's
-    # own ratio to the peers that serve many connections per thread.
-    raw = med("rawtcp", n, "calls_per_sec")
-    for p in (p for p in peers if p != "rawtcp"):
-        v = med(p, n, "calls_per_sec")
-        if raw and v:
-            row(f"{n}x{n} floor (rawtcp) vs {p}", fmt(raw), fmt(v), f"{raw / v:.2f}x", "-", "",
-                "the ceiling of geerpc/" + p + " for a thread-per-connection server")
+    # own ratio to the peers that serve many connections per thread; and
+    # the same for a readiness-based server (the epoll floor), if it ran.
+    for floor, kind in (("rawtcp", "thread-per-connection"), ("epoll", "readiness-based")):
+        raw = med(floor, n, "calls_per_sec")
+        for p in (p for p in peers if p in ("tarpc", "tonic")):
+            v = med(p, n, "calls_per_sec")
+            if raw and v:
+                row(f"{n}x{n} floor ({floor}) vs {p}", fmt(raw), fmt(v), f"{raw / v:.2f}x", "-", "",
+                    f"the ceiling of geerpc/{p} for a {kind} server")
 foreign = [l.get("foreign_cpu_s", 0) for s in ["geerpc"] + peers for n in points for l in lines(s, n)]
 w = [max(len(str(r[i])) for r in rows + [("goal", "geerpc", "peer", "ratio", "target", "verdict", "")]) for i in range(6)]
 print(f"scale points: one caller per connection, {secs} s each, {rounds} round(s), systems alternating point by point")
@@ -401,7 +421,7 @@ if records:
         if digits is not None:
             r["digits"] = digits
         return r
-    ratio_goals = {p: [">=", goals[p]] for p in peers}
+    ratio_goals = {p: [">=", goals[p]] for p in peers if goals[p] is not None}
     with open(records, "a") as f:
         for n in points:
             f.write(json.dumps(rec(f"{n} x {n}", "calls/s", "calls_per_sec", ratio_goals)) + "\n")
