@@ -299,13 +299,13 @@ line.update({
 })
 # CPU per call in the same window, user and system, of the server and of
 # the load (microseconds): where a call's time goes, and how much of it is
-# the kernel's (the same for every system doing a send and a receive on
-# each side) rather than the software's own.
+# the kernel's rather than the software's own. Every point is CPU-bound,
+# so calls/s is about the cores over this.
 (su0, ss0), (su1, ss1), (lu0, ls0), (lu1, ls1) = (map(int, x.split()) for x in (sw0, sw1, lw0, lw1))
 # Only from a window in which the two kept the cores busy: a window that
-# came late (a load that starts its clock before all its connections are
-# open ends before the script expects) would divide a tail's CPU by calls
-# that were made before it.
+# came late (a load that starts its clock as soon as its own connects
+# return, before the server has accepted them all, ends before the script
+# expects) would divide a tail's CPU by calls made before it.
 busy = (su1 - su0 + ss1 - ss0 + lu1 - lu0 + ls1 - ls0) / hz / max(float(window), 1e-3)
 line["cpu_window_busy_cores"] = busy
 if int(cs) >= 0 and lu1 + ls1 > 0 and busy >= 0.75 * (os.cpu_count() or 1):
