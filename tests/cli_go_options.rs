@@ -5,6 +5,7 @@
 #![cfg(feature = "cli")]
 
 mod cli_support;
+mod common;
 mod go_like;
 
 use std::path::PathBuf;
@@ -168,16 +169,7 @@ fn gob_is_accepted_exactly_when_built_in() {
 }
 
 fn loadgen() -> PathBuf {
-    // target/debug/deps/cli_go_options-HASH -> target/debug/examples/loadgen
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    let path = dir.join(format!("loadgen{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is not built (cargo build --examples --all-features)",
-        path.display()
-    );
-    path
+    common::example("loadgen")
 }
 
 #[test]

@@ -9,7 +9,6 @@ mod cli_support;
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,17 +27,7 @@ impl Drop for Proc {
 
 /// `loadgen serve` on a free port, and its address.
 fn loadgen_serve() -> (Proc, String) {
-    // target/debug/deps/cli_ops-HASH -> target/debug/examples/loadgen
-    let exe = std::env::current_exe().unwrap();
-    let bin: PathBuf = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(format!("loadgen{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "{} is not built", bin.display());
-    let mut child = Command::new(bin)
+    let mut child = Command::new(common::example("loadgen"))
         .args(["serve", "--addr", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -7,9 +7,10 @@
 //! next to the test binaries.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -22,17 +23,9 @@ impl Drop for Served {
     }
 }
 
-fn example() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    let path = dir.join(format!("epoll_floor{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} is not built", path.display());
-    path
-}
-
 /// The example on a port of its own choosing, and its address.
 fn serve() -> (Served, String) {
-    let mut child = Command::new(example())
+    let mut child = Command::new(common::example("epoll_floor"))
         .args(["serve", "--addr", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

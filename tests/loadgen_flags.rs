@@ -6,17 +6,14 @@
 //! `cargo test` builds the examples next to the test binaries (run alone,
 //! `cargo test --test loadgen_flags` uses the last `cargo build --examples`).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 fn loadgen() -> PathBuf {
-    // target/debug/deps/loadgen_flags-HASH -> target/debug/examples/loadgen
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    let path = dir.join(format!("loadgen{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} is not built", path.display());
-    path
+    common::example("loadgen")
 }
 
 fn refused(args: &[&str], says: &str) {

@@ -22,12 +22,7 @@ use rcgen::{
 };
 
 fn loadgen() -> PathBuf {
-    // target/debug/deps/loadgen_tls-HASH -> target/debug/examples/loadgen
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    let path = dir.join(format!("loadgen{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} is not built", path.display());
-    path
+    common::example("loadgen")
 }
 
 const TOKEN: &str = "loadgen-tls-write-61b0c2";

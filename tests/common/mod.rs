@@ -322,3 +322,19 @@ pub fn spread(xc: &XClient, calls: usize) -> HashMap<String, usize> {
     }
     counts
 }
+
+/// The path of example `name` (`cargo test` builds the examples next to
+/// the test binaries: target/PROFILE/deps/TEST-HASH -> target/PROFILE/
+/// examples/NAME). Run alone, `cargo test --test T` uses the last
+/// `cargo build --examples`.
+pub fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is not built (cargo build --examples --all-features)",
+        path.display()
+    );
+    path
+}
