@@ -25,24 +25,6 @@ impl Drop for Proc {
     }
 }
 
-/// `loadgen serve` on a free port, and its address.
-fn loadgen_serve() -> (Proc, String) {
-    let mut child = Command::new(common::example("loadgen"))
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let proc = Proc(child);
-    for line in BufReader::new(stderr).lines().take(20) {
-        if let Some(addr) = line.unwrap().split("serving on ").nth(1) {
-            return (proc, addr.trim().to_string());
-        }
-    }
-    panic!("loadgen serve named no address");
-}
-
 fn json(o: &std::process::Output) -> serde_json::Value {
     assert_code(o, 0);
     serde_json::from_str(stdout(o).trim()).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
@@ -136,7 +118,8 @@ fn watch_prints_the_list_then_each_change_within_a_second() {
 
 #[test]
 fn describe_lists_the_loadgen_servers_methods_with_their_types() {
-    let (_lg, addr) = loadgen_serve();
+    let lg = common::serve_example("loadgen", &["--addr", "127.0.0.1:0"]);
+    let addr = lg.addr.clone();
     let o = geerpc(&["describe", "--addr", &addr]);
     assert_code(&o, 0);
     let text = stdout(&o);
@@ -163,7 +146,8 @@ fn describe_lists_the_loadgen_servers_methods_with_their_types() {
 
 #[test]
 fn bench_makes_the_calls_it_reports_paced_and_with_errors_by_code() {
-    let (_lg, addr) = loadgen_serve();
+    let lg = common::serve_example("loadgen", &["--addr", "127.0.0.1:0"]);
+    let addr = lg.addr.clone();
     let args = r#"{"Num1":1,"Num2":2}"#;
     let before = server_calls(&addr, "Arith.Sum");
     let r = json(&geerpc(&[

@@ -9,37 +9,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The example on a port of its own choosing, and its address.
-fn serve() -> (Served, String) {
-    let mut child = Command::new(common::example("epoll_floor"))
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let served = Served(child);
-    for line in stderr.lines().take(5) {
-        if let Some(addr) = line.unwrap().split("serving on ").nth(1) {
-            return (served, addr.trim().to_string());
-        }
-    }
-    panic!("epoll_floor named no address");
-}
 
 fn sum_request(id: u32, a: i64, b: i64) -> Vec<u8> {
     let mut f = 16u32.to_le_bytes().to_vec();
@@ -61,7 +33,8 @@ fn read_reply(s: &mut TcpStream) -> (u32, Vec<u8>) {
 
 #[test]
 fn answers_split_and_pipelined_frames_on_many_connections() {
-    let (_served, addr) = serve();
+    let served = common::serve_example("epoll_floor", &["--addr", "127.0.0.1:0"]);
+    let addr = served.addr.clone();
     let mut conns: Vec<TcpStream> = (0..8)
         .map(|_| {
             let s = TcpStream::connect(&addr).unwrap();

@@ -8,9 +8,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 fn loadgen() -> PathBuf {
     common::example("loadgen")
@@ -150,39 +149,8 @@ fn context_and_overload_flags_are_checked() {
 }
 
 /// A `loadgen serve` on a free loopback port, killed when dropped.
-struct Served {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve() -> Served {
-    let mut child = Command::new(loadgen())
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut served = Served {
-        child,
-        addr: String::new(),
-    };
-    // It names its address before it serves; a few lines at most.
-    for line in BufReader::new(stderr).lines().take(20) {
-        let line = line.unwrap();
-        if let Some(addr) = line.split("serving on ").nth(1) {
-            served.addr = addr.trim().to_string();
-            return served;
-        }
-    }
-    panic!("loadgen serve named no address");
+fn serve() -> common::Serving {
+    common::serve_example("loadgen", &["--addr", "127.0.0.1:0"])
 }
 
 /// Runs `loadgen load --addr ADDR ARGS` and parses its one JSON line.

@@ -10,9 +10,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use geerpc::{Registry, RegistryDiscovery, Token};
@@ -82,34 +81,11 @@ impl Drop for Files {
 }
 
 /// A `loadgen serve`, killed when dropped.
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `loadgen serve ARGS`; returns it and the address it serves on.
-fn serve(args: &[&str]) -> (Served, String) {
-    let mut child = Command::new(loadgen())
-        .arg("serve")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let served = Served(child);
-    // It names its address before it serves; a few lines at most.
-    for line in BufReader::new(stderr).lines().take(20) {
-        let line = line.unwrap();
-        if let Some(addr) = line.split("serving on ").nth(1) {
-            return (served, addr.trim().to_string());
-        }
-    }
-    panic!("loadgen serve named no address");
+fn serve(args: &[&str]) -> (common::Serving, String) {
+    let served = common::serve_example("loadgen", args);
+    let addr = served.addr.clone();
+    (served, addr)
 }
 
 fn load(args: &[&str]) -> std::process::Output {

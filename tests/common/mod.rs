@@ -338,3 +338,43 @@ pub fn example(name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// Example `name` run as `name serve ARGS` (ARGS with `--addr`, port 0 for
+/// one of its own choosing): `addr` is what it names on stderr ("...
+/// serving on ADDR") before it serves. Killed (and reaped) when dropped.
+pub struct Serving {
+    child: std::process::Child,
+    pub addr: String,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn serve_example(name: &str, args: &[&str]) -> Serving {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(example(name))
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut serving = Serving {
+        child,
+        addr: String::new(),
+    };
+    // A few lines at most before the address.
+    for line in std::io::BufReader::new(stderr).lines().take(20) {
+        if let Some(addr) = line.unwrap().split("serving on ").nth(1) {
+            serving.addr = addr.trim().to_string();
+            return serving;
+        }
+    }
+    panic!("{name} serve named no address");
+}
