@@ -336,10 +336,11 @@ if want xclient; then
         "$LOADGEN" load --registry "$REG" --select p2c --concurrency 64 --secs "$SECS" >>"$OUT/x-registry" 2>>"$OUT/log" || true
         "$LOADGEN" load --registry "$REG" --select round_robin --concurrency 64 --secs "$SECS" >>"$OUT/x-registry-rr" 2>>"$OUT/log" || true
         # The goal's baseline: one direct connection to each of the same
-        # two servers, so that the ratio is the XClient's own cost. The
-        # older baseline, two connections to one server process of its
-        # own, stays as a reference: on 2 cores one server process fewer
-        # is itself worth about a tenth (issue 23's notes).
+        # two servers, so that the ratio is the XClient's own cost and not
+        # also that of a second server process on 2 cores. The older
+        # baseline, two connections to one server process of its own,
+        # stays as a reference (the two came out within each other's noise
+        # in issue 23's runs).
         "$LOADGEN" load --addr "${XADDRS[0]},${XADDRS[1]}" --conns 2 --concurrency 64 --secs "$SECS" \
             >>"$OUT/x-direct-same" 2>>"$OUT/log" || true
         point x-direct "$LOADGEN serve" "$LOADGEN load" 2:64:0

@@ -61,6 +61,15 @@ fn unknown_flags_and_bad_values_are_refused_with_the_usage() {
         "twice",
     );
     refused(&["load", "--addr"], "--addr needs a value");
+    // Several addresses: each gets a connection, none is empty.
+    refused(
+        &["load", "--addr", "127.0.0.1:1,127.0.0.1:2"],
+        "--conns 1 is fewer than the 2 addresses",
+    );
+    refused(
+        &["load", "--addr", "127.0.0.1:1,", "--conns", "2"],
+        "empty address",
+    );
     refused(&["fly"], "fly");
 }
 

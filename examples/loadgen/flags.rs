@@ -349,7 +349,21 @@ pub fn load_flags(rest: &[String]) -> HashMap<String, String> {
         (false, false, false) => refuse("load needs --addr, --registry or --etcd"),
         _ => refuse("load takes one of --addr, --registry and --etcd"),
     }
-    flag(&flags, "conns", 1usize, 1);
+    let conns = flag(&flags, "conns", 1usize, 1);
+    // Each address gets a connection at least: fewer would leave some
+    // unused without a word.
+    let addrs = flags.get("addr").map_or(1, |a| a.split(',').count());
+    if addrs > conns {
+        refuse(&format!(
+            "--conns {conns} is fewer than the {addrs} addresses of --addr (each gets connections in turn)"
+        ))
+    }
+    if flags
+        .get("addr")
+        .is_some_and(|a| a.split(',').any(str::is_empty))
+    {
+        refuse("--addr has an empty address (A,B: no spaces, no empty entries)")
+    }
     flag(&flags, "concurrency", 1usize, 1);
     flag(&flags, "payload", 0usize, 0);
     if let Some(v) = flags.get("secs") {
