@@ -291,6 +291,19 @@ fn a_connection_s_next_call_sees_nothing_of_the_previous_one() {
             json!({"ServiceMethod": "Count.Bump", "Seq": 4, "Error": ""}),
             "{wire:?}"
         );
+        // Nor does anything of a request's own header but its method and
+        // Seq reach its reply (the server reads each request into the
+        // header it writes the reply from).
+        let h = with(header("Count.Bump", 5), "Error", json!("from the caller"));
+        let h = with(h, "Code", json!("internal"));
+        let h = with(h, "Timeout", json!(5_000_000_000u64));
+        c.send(h, args());
+        let (h, _) = c.reply();
+        assert_eq!(
+            h,
+            json!({"ServiceMethod": "Count.Bump", "Seq": 5, "Error": ""}),
+            "{wire:?}"
+        );
     }
 }
 

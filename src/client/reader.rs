@@ -116,7 +116,7 @@ impl Inner {
             }
             let read = rd.read_message(self.codec);
             self.dispatching.store(true, Ordering::SeqCst);
-            let mut msg = match read {
+            let msg = match read {
                 Ok(Some(m)) => m,
                 Ok(None) => {
                     self.close("connection closed by the server");
@@ -131,7 +131,7 @@ impl Inner {
             };
             let header = match self
                 .codec
-                .decode_reply_header(rd.header(&msg), msg.marks.take())
+                .decode_reply_header(rd.header(&msg), msg.marks.as_ref())
             {
                 Ok(h) => h,
                 Err(e) => {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::conn::{Conn, Request};
+use super::conn::Conn;
 use super::intercept::Outcome;
 use super::monitor::Deadline;
 use super::Running;
@@ -66,8 +66,8 @@ impl LastMethod {
 }
 
 /// What a connection's thread keeps from one call to the next: buffers
-/// reused, so that a call allocates nothing on the JSON fast path.
-#[derive(Default)]
+/// reused, so that a call allocates nothing on the JSON fast path, and the
+/// request being served, read in place (see `conn::Next`).
 pub(super) struct Kept {
     /// The reply's encoding buffer, reused.
     scratch: Vec<u8>,
@@ -75,9 +75,24 @@ pub(super) struct Kept {
     /// The request's body, copied out of the reader's buffer so that the
     /// reader can be let go while the handler runs.
     pub(super) body: OwnedBody,
-    /// The last request's method text (given back with its reply), which
-    /// the next request's header is read into.
-    pub(super) method_text: String,
+    /// The request's header, read in place; once it is handled, its reply's
+    /// header (the method's text given back by the call's context), whose
+    /// buffers the next request is read into.
+    pub(super) header: Header,
+    /// When the read that completed the request returned.
+    pub(super) received: Instant,
+}
+
+impl Default for Kept {
+    fn default() -> Kept {
+        Kept {
+            scratch: Vec::new(),
+            last: LastMethod::default(),
+            body: OwnedBody::default(),
+            header: Header::default(),
+            received: Instant::now(),
+        }
+    }
 }
 
 /// Bytes of a request body whose buffer a connection's thread keeps for the
@@ -115,7 +130,6 @@ pub(super) fn handle(
     conn: &Arc<Conn>,
     codec: Codec,
     handle_timeout: Option<Duration>,
-    req: Request,
     slot: &mut Context,
     kept: &mut Kept,
 ) {
@@ -123,16 +137,14 @@ pub(super) fn handle(
         scratch,
         last,
         body,
-        method_text,
+        header,
+        received,
     } = kept;
-    let Request { header, received } = req;
-    let Header {
-        service_method,
-        seq,
-        timeout,
-        meta,
-        ..
-    } = header;
+    let received = *received;
+    let service_method = std::mem::take(&mut header.service_method);
+    let seq = header.seq;
+    let timeout = header.timeout;
+    let meta = header.meta.take();
     // A call the server refuses by itself, said once at debug level (the
     // peer's mistake or a late call: not the server's).
     let refuse_logged = |service_method: String, message: String, code: Code| {
@@ -373,27 +385,37 @@ pub(super) fn handle(
     // What the handler (or an interceptor) set for the reply; nothing to
     // take, and nothing allocated, when none was set. The context is ours
     // again: no lock.
+    // The reply's header is the request's, rewritten in place.
     let reply_meta = std::mem::take(slot.reply_meta.get_mut());
-    let mut reply = Header {
-        service_method: std::mem::take(&mut slot.service_method),
-        seq,
-        meta: (!reply_meta.is_empty()).then_some(WireMeta::Valid(reply_meta)),
-        ..Header::default()
-    };
+    let reply = header;
+    reply.service_method = std::mem::take(&mut slot.service_method);
+    reply.seq = seq;
+    reply.timeout = 0;
+    reply.meta = (!reply_meta.is_empty()).then_some(WireMeta::Valid(reply_meta));
     let result = match error {
-        None => conn.queue_reply(codec, &reply, scratch),
+        None => {
+            reply.error.clear();
+            reply.code = None;
+            conn.queue_reply(codec, reply, scratch)
+        }
         Some((e, code)) => {
             reply.error = e;
             reply.code = code;
-            conn.queue_reply(codec, &reply, codec.empty_body())
+            conn.queue_reply(codec, reply, codec.empty_body())
         }
     };
     if let Err(e) = result {
         reply.error = format!("rpc server: cannot send reply: {e}");
         reply.code = Some(Code::Internal);
-        let _ = conn.queue_reply(codec, &reply, codec.empty_body());
+        let _ = conn.queue_reply(codec, reply, codec.empty_body());
     }
-    if reply.service_method.capacity() <= KEEP_METHOD_TEXT {
-        *method_text = reply.service_method;
+    // What the next request is read into: its buffers kept only while
+    // small (a connection's memory stays small while it idles).
+    reply.meta = None;
+    if reply.service_method.capacity() > KEEP_METHOD_TEXT {
+        reply.service_method = String::new();
+    }
+    if reply.error.capacity() > KEEP_METHOD_TEXT {
+        reply.error = String::new();
     }
 }

@@ -349,16 +349,14 @@ fn tls_handshake(conn: &Conn, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-/// A request read off the wire, owned so the reader can be let go.
-/// Its body is in the thread's `Kept::body`.
-pub(super) struct Request {
-    pub(super) header: Header,
-    /// When the read that completed it returned.
-    pub(super) received: Instant,
-}
-
+/// What reading the next request came to. A request itself is read into
+/// the thread's `Kept` (its header, its body, when it arrived), in place:
+/// with a thousand connections served in turn, each call finds its
+/// thread's stack cold, and every line of it a call writes is a cache miss
+/// (`benches/cache_callgrind.sh`); a 120-byte header moved from
+/// slot to slot wrote several.
 enum Next {
-    Request(Request),
+    Request,
     /// The peer closed (or we stopped reading).
     End,
     /// The stream is unusable; the connection must close.
@@ -434,23 +432,23 @@ fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec, kept: &mut Kept) 
         return Next::End;
     }
     match rd.read_message(codec) {
-        Ok(Some(mut m)) => match codec.decode_request_header(
-            rd.header(&m),
-            m.marks.take(),
-            std::mem::take(&mut kept.method_text),
-        ) {
-            Ok(header) => {
-                conn.bytes_read.store(rd.bytes_read(), Ordering::Relaxed);
-                let calls = conn.calls_read.load(Ordering::Relaxed);
-                conn.calls_read.store(calls + 1, Ordering::Relaxed);
-                kept.body.refill(rd.body(&m));
-                Next::Request(Request {
-                    header,
-                    received: rd.received().unwrap_or_else(Instant::now),
-                })
+        Ok(Some(m)) => {
+            match codec.decode_request_header_into(
+                rd.header(&m),
+                m.marks.as_ref(),
+                &mut kept.header,
+            ) {
+                Ok(()) => {
+                    conn.bytes_read.store(rd.bytes_read(), Ordering::Relaxed);
+                    let calls = conn.calls_read.load(Ordering::Relaxed);
+                    conn.calls_read.store(calls + 1, Ordering::Relaxed);
+                    kept.body.refill(rd.body(&m));
+                    kept.received = rd.received().unwrap_or_else(Instant::now);
+                    Next::Request
+                }
+                Err(e) => Next::Broken(e),
             }
-            Err(e) => Next::Broken(e),
-        },
+        }
         Ok(None) => Next::End,
         Err(Error::Io { source, .. })
             if matches!(
@@ -489,8 +487,8 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
     ctx.closed = Some(conn.closed.clone());
     ctx.identity = conn.identity.get().cloned();
     loop {
-        let req = match read_request(run, &conn, codec, &mut kept) {
-            Next::Request(r) => r,
+        match read_request(run, &conn, codec, &mut kept) {
+            Next::Request => {}
             Next::End => break,
             Next::Broken(e) => {
                 log::warn!(
@@ -501,18 +499,18 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
                 conn.close();
                 break;
             }
-        };
+        }
         run.call_started();
         // After `call_started`, both SeqCst: either shutdown sees this call
         // in flight and waits for it, or it is seen here as draining.
         if run.stopping.load(Ordering::SeqCst) {
-            super::drain::refuse(run, &conn, codec, req.header);
+            super::drain::refuse(run, &conn, codec, &mut kept.header);
             run.call_ended();
             continue;
         }
         let mark = conn.busy.enter();
         HANDLING.with(|h| h.set(Some(conn.id)));
-        super::call::handle(run, &conn, codec, handle_timeout, req, &mut ctx, &mut kept);
+        super::call::handle(run, &conn, codec, handle_timeout, &mut ctx, &mut kept);
         kept.body.trim(KEEP_BODY);
         HANDLING.with(|h| h.set(None));
         let still_leader = conn.busy.leave(mark);

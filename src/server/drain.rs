@@ -64,7 +64,7 @@ impl Conn {
 
 /// Answers a request read after the drain notice without running it
 /// (PROTOCOL.md section 9): the caller may send it elsewhere.
-pub(super) fn refuse(run: &Running, conn: &Conn, codec: Codec, header: Header) {
+pub(super) fn refuse(run: &Running, conn: &Conn, codec: Codec, header: &mut Header) {
     run.refused.fetch_add(1, Ordering::Relaxed);
     match run.server.find(&header.service_method) {
         Ok(m) => m.stats.record_refused(&Code::Unavailable),
@@ -74,7 +74,7 @@ pub(super) fn refuse(run: &Running, conn: &Conn, codec: Codec, header: Header) {
         }
     }
     let reply = Header {
-        service_method: header.service_method,
+        service_method: std::mem::take(&mut header.service_method),
         seq: header.seq,
         error: "rpc server: shutting down".into(),
         code: Some(Code::Unavailable),

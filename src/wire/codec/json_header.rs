@@ -52,32 +52,67 @@ pub(super) fn encode(out: &mut Vec<u8>, header: &Header) -> bool {
 /// Reads a header of the common shape; `None` for anything else (serde
 /// then reads it, or says what is wrong with it).
 pub(super) fn decode(bytes: &[u8]) -> Option<Header> {
-    decode_as(bytes, None, Method::Always(String::new()))
+    let f = fields(bytes, None)?;
+    Some(Header {
+        service_method: f.method.to_owned(),
+        seq: f.seq,
+        error: f.error.to_owned(),
+        timeout: f.timeout,
+        ..Header::default()
+    })
 }
 
-/// [`decode`] with the method's text written into `text`'s buffer; `marks`
-/// are `frame`'s of these very bytes, if the frame reader has them (the
-/// header is then not parsed again).
-pub(super) fn decode_request(bytes: &[u8], marks: Option<Marks>, text: String) -> Option<Header> {
-    decode_as(bytes, marks, Method::Always(text))
+/// [`decode`] into `out`, in place; false (and `out` as it was) for a
+/// header of another shape. A server's connection thread reads every
+/// request into the same header: the method's text goes into the last
+/// one's buffer (no allocation), and no second copy of the header is
+/// written on its stack, cold again each call when a core serves a
+/// thousand connections in turn (issue 23). `marks` are `frame`'s of these
+/// very bytes, if the frame reader has them (the header is then not
+/// parsed again).
+pub(super) fn decode_request_into(bytes: &[u8], marks: Option<&Marks>, out: &mut Header) -> bool {
+    let Some(f) = fields(bytes, marks) else {
+        return false;
+    };
+    out.service_method.clear();
+    out.service_method.push_str(f.method);
+    out.seq = f.seq;
+    out.error.clear();
+    out.error.push_str(f.error);
+    out.timeout = f.timeout;
+    out.code = None;
+    out.meta = None;
+    true
 }
 
 /// [`decode`] for a client reading a reply: its `ServiceMethod`, an echo
 /// of the call's own, is left empty unless `Error` is set (an error names
-/// it). One allocation fewer per call. `marks` as for `decode_request`.
-pub(super) fn decode_reply(bytes: &[u8], marks: Option<Marks>) -> Option<Header> {
-    decode_as(bytes, marks, Method::ForError)
+/// it). One allocation fewer per call. `marks` as for `decode_request_into`.
+pub(super) fn decode_reply(bytes: &[u8], marks: Option<&Marks>) -> Option<Header> {
+    let f = fields(bytes, marks)?;
+    Some(Header {
+        service_method: if f.error.is_empty() {
+            String::new()
+        } else {
+            f.method.to_owned()
+        },
+        seq: f.seq,
+        error: f.error.to_owned(),
+        timeout: f.timeout,
+        ..Header::default()
+    })
 }
 
-/// When a header's method is read, and into what.
-enum Method {
-    /// Always, into this buffer (cleared first).
-    Always(String),
-    /// Only when `Error` is set.
-    ForError,
+/// A common-shape header's fields, read from its bytes.
+struct Fields<'a> {
+    method: &'a str,
+    seq: u64,
+    error: &'a str,
+    timeout: u64,
 }
 
-fn decode_as(bytes: &[u8], marks: Option<Marks>, method: Method) -> Option<Header> {
+fn fields<'a>(bytes: &'a [u8], marks: Option<&Marks>) -> Option<Fields<'a>> {
+    let framed;
     let (bytes, k) = match marks {
         Some(k) => (bytes, k),
         None => {
@@ -91,31 +126,22 @@ fn decode_as(bytes: &[u8], marks: Option<Marks>, method: Method) -> Option<Heade
             if !bytes[k.end..].iter().all(|&b| super::json::is_ws(b)) {
                 return None;
             }
-            (bytes, k)
+            framed = k;
+            (bytes, &framed)
         }
     };
     let service_method = text(bytes.get(k.method.clone())?)?;
-    let seq = number(bytes.get(k.seq)?)?;
-    let error = text(bytes.get(k.error)?)?;
-    let timeout = match k.timeout {
-        Some(t) => number(bytes.get(t)?)?,
+    let seq = number(bytes.get(k.seq.clone())?)?;
+    let error = text(bytes.get(k.error.clone())?)?;
+    let timeout = match &k.timeout {
+        Some(t) => number(bytes.get(t.clone())?)?,
         None => 0,
     };
-    let service_method = match method {
-        Method::Always(mut text) => {
-            text.clear();
-            text.push_str(service_method);
-            text
-        }
-        Method::ForError if !error.is_empty() => service_method.to_owned(),
-        Method::ForError => String::new(),
-    };
-    Some(Header {
-        service_method,
+    Some(Fields {
+        method: service_method,
         seq,
-        error: error.to_owned(),
+        error,
         timeout,
-        ..Header::default()
     })
 }
 
@@ -353,17 +379,27 @@ mod tests {
             // knows already, read only for an error to name it.
             let full = decode(&bytes);
             let mut reply = decode_reply(&bytes, None);
-            prop_assert_eq!(&reply, &decode_reply(&bytes, frame(&bytes)), "from marks");
+            prop_assert_eq!(&reply, &decode_reply(&bytes, frame(&bytes).as_ref()), "from marks");
             if let Some(r) = reply.as_mut() {
                 prop_assert_eq!(r.service_method.is_empty(), error.is_empty() || sm.is_empty());
                 r.service_method = sm.clone();
             }
             prop_assert_eq!(reply, full.clone());
-            // A server's, into the last request's buffer.
-            let text = || "Earlier.Method, longer".to_string();
-            let request = decode_request(&bytes, None, text());
-            prop_assert_eq!(&request, &full);
-            prop_assert_eq!(decode_request(&bytes, frame(&bytes), text()), full, "from marks");
+            // A server's, in place over the last reply's header: every
+            // field of it replaced, none left over.
+            let request = |marks: Option<&Marks>| {
+                let mut out = Header {
+                    service_method: "Earlier.Method, longer".into(),
+                    seq: 99,
+                    error: "an earlier error".into(),
+                    code: Some(crate::code::Code::Internal),
+                    timeout: 7,
+                    meta: Some(crate::meta::WireMeta::Invalid("earlier".into())),
+                };
+                decode_request_into(&bytes, marks, &mut out).then_some(out)
+            };
+            prop_assert_eq!(&request(None), &full);
+            prop_assert_eq!(request(frame(&bytes).as_ref()), full, "from marks");
         }
 
         /// Where a header ends, found by `frame`, is where the scanner
@@ -391,7 +427,7 @@ mod tests {
                         // Decoding the header's span from the marks is
                         // decoding it afresh (fields checked the same).
                         let span = &bytes[..k.len()];
-                        prop_assert_eq!(decode_reply(span, Some(k)), decode_reply(span, None));
+                        prop_assert_eq!(decode_reply(span, Some(&k)), decode_reply(span, None));
                     }
                     None => prop_assert!(!plain_shape || !std::ptr::eq(bytes, &whole)),
                 }
@@ -423,8 +459,11 @@ mod tests {
             // and ends at the `}`): what is read without them.
             if let Some(k) = frame(&bytes) {
                 let span = &bytes[..k.len()];
-                let text = String::new;
-                prop_assert_eq!(decode_request(span, Some(k), text()), decode_request(span, None, text()));
+                let request = |marks: Option<&Marks>| {
+                    let mut out = Header::default();
+                    decode_request_into(span, marks, &mut out).then_some(out)
+                };
+                prop_assert_eq!(request(Some(&k)), request(None));
             }
         }
     }

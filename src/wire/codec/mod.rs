@@ -303,19 +303,25 @@ impl Codec {
         self.decode_header_with(body.into(), json_header::decode)
     }
 
-    /// Decodes a request's header for a server, its method's text written
-    /// into `text`'s buffer (a connection's thread hands back the last
-    /// one's: no allocation per request on the JSON fast path). `marks`:
-    /// the frame reader's, for these bytes ([`MessageSpans::marks`]).
+    /// Decodes a request's header for a server into `out`, in place: a
+    /// connection's thread reads every request into the same header (no
+    /// allocation per request on the JSON fast path, and no copy of it on
+    /// the stack). `marks`: the frame reader's, for these bytes
+    /// ([`MessageSpans::marks`]). On an error `out` is left in any state.
     ///
     /// [`MessageSpans::marks`]: crate::wire::frame::MessageSpans::marks
-    pub(crate) fn decode_request_header<'a>(
+    pub(crate) fn decode_request_header_into<'a>(
         self,
         body: impl Into<Body<'a>>,
-        marks: Option<Marks>,
-        text: String,
-    ) -> Result<Header> {
-        self.decode_header_with(body.into(), |b| json_header::decode_request(b, marks, text))
+        marks: Option<&Marks>,
+        out: &mut Header,
+    ) -> Result<()> {
+        let body = body.into();
+        if self == Codec::Json && json_header::decode_request_into(body.bytes, marks, out) {
+            return Ok(());
+        }
+        *out = self.decode_body(body, "header")?;
+        Ok(())
     }
 
     /// Decodes a reply's header for its client: as
@@ -325,7 +331,7 @@ impl Codec {
     pub(crate) fn decode_reply_header<'a>(
         self,
         body: impl Into<Body<'a>>,
-        marks: Option<Marks>,
+        marks: Option<&Marks>,
     ) -> Result<Header> {
         self.decode_header_with(body.into(), |b| json_header::decode_reply(b, marks))
     }
