@@ -116,7 +116,7 @@ impl Inner {
             }
             let read = rd.read_message(self.codec);
             self.dispatching.store(true, Ordering::SeqCst);
-            let msg = match read {
+            let mut msg = match read {
                 Ok(Some(m)) => m,
                 Ok(None) => {
                     self.close("connection closed by the server");
@@ -131,7 +131,7 @@ impl Inner {
             };
             let header = match self
                 .codec
-                .decode_reply_header(rd.header(&msg), msg.marks.as_ref())
+                .decode_reply_header(rd.header(&msg), msg.marks.take())
             {
                 Ok(h) => h,
                 Err(e) => {

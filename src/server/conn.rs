@@ -432,12 +432,9 @@ fn read_request(run: &Running, conn: &Arc<Conn>, codec: Codec, kept: &mut Kept) 
         return Next::End;
     }
     match rd.read_message(codec) {
-        Ok(Some(m)) => {
-            match codec.decode_request_header_into(
-                rd.header(&m),
-                m.marks.as_ref(),
-                &mut kept.header,
-            ) {
+        Ok(Some(mut m)) => {
+            match codec.decode_request_header_into(rd.header(&m), m.marks.take(), &mut kept.header)
+            {
                 Ok(()) => {
                     conn.bytes_read.store(rd.bytes_read(), Ordering::Relaxed);
                     let calls = conn.calls_read.load(Ordering::Relaxed);

@@ -70,7 +70,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Header> {
 /// thousand connections in turn (issue 23). `marks` are `frame`'s of these
 /// very bytes, if the frame reader has them (the header is then not
 /// parsed again).
-pub(super) fn decode_request_into(bytes: &[u8], marks: Option<&Marks>, out: &mut Header) -> bool {
+pub(super) fn decode_request_into(bytes: &[u8], marks: Option<Marks>, out: &mut Header) -> bool {
     let Some(f) = fields(bytes, marks) else {
         return false;
     };
@@ -88,7 +88,7 @@ pub(super) fn decode_request_into(bytes: &[u8], marks: Option<&Marks>, out: &mut
 /// [`decode`] for a client reading a reply: its `ServiceMethod`, an echo
 /// of the call's own, is left empty unless `Error` is set (an error names
 /// it). One allocation fewer per call. `marks` as for `decode_request_into`.
-pub(super) fn decode_reply(bytes: &[u8], marks: Option<&Marks>) -> Option<Header> {
+pub(super) fn decode_reply(bytes: &[u8], marks: Option<Marks>) -> Option<Header> {
     let f = fields(bytes, marks)?;
     Some(Header {
         service_method: if f.error.is_empty() {
@@ -111,8 +111,7 @@ struct Fields<'a> {
     timeout: u64,
 }
 
-fn fields<'a>(bytes: &'a [u8], marks: Option<&Marks>) -> Option<Fields<'a>> {
-    let framed;
+fn fields(bytes: &[u8], marks: Option<Marks>) -> Option<Fields<'_>> {
     let (bytes, k) = match marks {
         Some(k) => (bytes, k),
         None => {
@@ -126,15 +125,14 @@ fn fields<'a>(bytes: &'a [u8], marks: Option<&Marks>) -> Option<Fields<'a>> {
             if !bytes[k.end..].iter().all(|&b| super::json::is_ws(b)) {
                 return None;
             }
-            framed = k;
-            (bytes, &framed)
+            (bytes, k)
         }
     };
     let service_method = text(bytes.get(k.method.clone())?)?;
-    let seq = number(bytes.get(k.seq.clone())?)?;
-    let error = text(bytes.get(k.error.clone())?)?;
-    let timeout = match &k.timeout {
-        Some(t) => number(bytes.get(t.clone())?)?,
+    let seq = number(bytes.get(k.seq)?)?;
+    let error = text(bytes.get(k.error)?)?;
+    let timeout = match k.timeout {
+        Some(t) => number(bytes.get(t)?)?,
         None => 0,
     };
     Some(Fields {
@@ -379,7 +377,7 @@ mod tests {
             // knows already, read only for an error to name it.
             let full = decode(&bytes);
             let mut reply = decode_reply(&bytes, None);
-            prop_assert_eq!(&reply, &decode_reply(&bytes, frame(&bytes).as_ref()), "from marks");
+            prop_assert_eq!(&reply, &decode_reply(&bytes, frame(&bytes)), "from marks");
             if let Some(r) = reply.as_mut() {
                 prop_assert_eq!(r.service_method.is_empty(), error.is_empty() || sm.is_empty());
                 r.service_method = sm.clone();
@@ -387,7 +385,7 @@ mod tests {
             prop_assert_eq!(reply, full.clone());
             // A server's, in place over the last reply's header: every
             // field of it replaced, none left over.
-            let request = |marks: Option<&Marks>| {
+            let request = |marks: Option<Marks>| {
                 let mut out = Header {
                     service_method: "Earlier.Method, longer".into(),
                     seq: 99,
@@ -399,7 +397,7 @@ mod tests {
                 decode_request_into(&bytes, marks, &mut out).then_some(out)
             };
             prop_assert_eq!(&request(None), &full);
-            prop_assert_eq!(request(frame(&bytes).as_ref()), full, "from marks");
+            prop_assert_eq!(request(frame(&bytes)), full, "from marks");
         }
 
         /// Where a header ends, found by `frame`, is where the scanner
@@ -427,7 +425,7 @@ mod tests {
                         // Decoding the header's span from the marks is
                         // decoding it afresh (fields checked the same).
                         let span = &bytes[..k.len()];
-                        prop_assert_eq!(decode_reply(span, Some(&k)), decode_reply(span, None));
+                        prop_assert_eq!(decode_reply(span, Some(k.clone())), decode_reply(span, None));
                     }
                     None => prop_assert!(!plain_shape || !std::ptr::eq(bytes, &whole)),
                 }
@@ -459,11 +457,11 @@ mod tests {
             // and ends at the `}`): what is read without them.
             if let Some(k) = frame(&bytes) {
                 let span = &bytes[..k.len()];
-                let request = |marks: Option<&Marks>| {
+                let request = |marks: Option<Marks>| {
                     let mut out = Header::default();
                     decode_request_into(span, marks, &mut out).then_some(out)
                 };
-                prop_assert_eq!(request(Some(&k)), request(None));
+                prop_assert_eq!(request(Some(k)), request(None));
             }
         }
     }

@@ -313,7 +313,7 @@ impl Codec {
     pub(crate) fn decode_request_header_into<'a>(
         self,
         body: impl Into<Body<'a>>,
-        marks: Option<&Marks>,
+        marks: Option<Marks>,
         out: &mut Header,
     ) -> Result<()> {
         let body = body.into();
@@ -331,7 +331,7 @@ impl Codec {
     pub(crate) fn decode_reply_header<'a>(
         self,
         body: impl Into<Body<'a>>,
-        marks: Option<&Marks>,
+        marks: Option<Marks>,
     ) -> Result<Header> {
         self.decode_header_with(body.into(), |b| json_header::decode_reply(b, marks))
     }
