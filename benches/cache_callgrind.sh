@@ -35,7 +35,7 @@ grind=(valgrind --tool=callgrind --cache-sim=yes --D1=49152,12,64 --I1=65536,8,6
     --instr-atstart=no --max-threads=$((CONNS + 200)) --callgrind-out-file="$out/$SIDE.cg")
 serve_wrap=(); load_wrap=()
 if [ "$SIDE" = server ]; then serve_wrap=("${grind[@]}"); else load_wrap=("${grind[@]}"); fi
-"${serve_wrap[@]}" "$BIN" serve --addr "127.0.0.1:$port" >"$out/serve" 2>"$out/valgrind.serve" &
+${serve_wrap[@]+"${serve_wrap[@]}"} "$BIN" serve --addr "127.0.0.1:$port" >"$out/serve" 2>"$out/serve.err" &
 server=$!
 load=""
 cleanup() {
@@ -45,7 +45,7 @@ cleanup() {
 }
 trap cleanup EXIT
 for _ in $(seq 600); do grep -q ready "$out/serve" && break; sleep 0.1; done
-"${load_wrap[@]}" "$BIN" load --addr "127.0.0.1:$port" --conns "$CONNS" --concurrency "$CONNS" --secs 60 >"$out/load" 2>"$out/valgrind.load" &
+${load_wrap[@]+"${load_wrap[@]}"} "$BIN" load --addr "127.0.0.1:$port" --conns "$CONNS" --concurrency "$CONNS" --secs 60 >"$out/load" 2>"$out/load.err" &
 load=$!
 grinding=$server
 [ "$SIDE" = server ] || grinding=$load

@@ -77,10 +77,31 @@ pub(super) struct Kept {
     pub(super) body: OwnedBody,
     /// The request's header, read in place; once it is handled, its reply's
     /// header (the method's text given back by the call's context), whose
-    /// buffers the next request is read into.
+    /// buffers the next request is read into. Between calls it holds only
+    /// small text buffers (`trim`).
     pub(super) header: Header,
     /// When the read that completed the request returned.
     pub(super) received: Instant,
+}
+
+impl Kept {
+    /// Lets go of what the last call left that a connection idling until
+    /// the next one should not hold, whichever way that call ended: a large
+    /// body's buffer, the header's `Code` and `Meta`, and its text buffers
+    /// past a small size. (A peer's request may carry an `Error` or `Code`
+    /// text up to the message size; a call refused unrun leaves it here.)
+    pub(super) fn trim(&mut self) {
+        self.body.trim(KEEP_BODY);
+        let h = &mut self.header;
+        h.code = None;
+        h.meta = None;
+        if h.service_method.capacity() > KEEP_METHOD_TEXT {
+            h.service_method = String::new();
+        }
+        if h.error.capacity() > KEEP_METHOD_TEXT {
+            h.error = String::new();
+        }
+    }
 }
 
 impl Default for Kept {
@@ -98,7 +119,7 @@ impl Default for Kept {
 /// Bytes of a request body whose buffer a connection's thread keeps for the
 /// next request; a larger body's buffer is given back once it is handled
 /// (a connection's memory stays small while it idles).
-pub(super) const KEEP_BODY: usize = 8 * 1024;
+const KEEP_BODY: usize = 8 * 1024;
 
 /// Answers a call that never reached its handler.
 fn refuse(conn: &Conn, codec: Codec, service_method: String, seq: u64, error: String, code: Code) {
@@ -409,13 +430,29 @@ pub(super) fn handle(
         reply.code = Some(Code::Internal);
         let _ = conn.queue_reply(codec, reply, codec.empty_body());
     }
-    // What the next request is read into: its buffers kept only while
-    // small (a connection's memory stays small while it idles).
-    reply.meta = None;
-    if reply.service_method.capacity() > KEEP_METHOD_TEXT {
-        reply.service_method = String::new();
-    }
-    if reply.error.capacity() > KEEP_METHOD_TEXT {
-        reply.error = String::new();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call refused unrun leaves its request's header in `Kept`: what a
+    /// peer put there (an `Error` text up to the message size, a `Code`,
+    /// `Meta`) must not stay with the connection while it idles.
+    #[test]
+    fn trim_lets_go_of_a_request_s_large_texts_its_code_and_meta() {
+        let mut kept = Kept::default();
+        kept.header.error = "e".repeat(1 << 20);
+        kept.header.service_method = "m".repeat(1 << 20);
+        kept.header.code = Some(Code::Internal);
+        kept.header.meta = Some(WireMeta::Invalid("from the peer".into()));
+        kept.trim();
+        assert!(kept.header.error.capacity() <= KEEP_METHOD_TEXT);
+        assert!(kept.header.service_method.capacity() <= KEEP_METHOD_TEXT);
+        assert!(kept.header.code.is_none() && kept.header.meta.is_none());
+        // Small buffers stay, for the next request to be read into.
+        kept.header.error = String::with_capacity(64);
+        kept.trim();
+        assert_eq!(kept.header.error.capacity(), 64);
     }
 }

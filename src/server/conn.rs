@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::call::{Kept, KEEP_BODY};
+use super::call::Kept;
 use super::limits::{self, ConnSlot, QueueShed, Watch};
 use super::{http, Running};
 use crate::context::{Context, Identity};
@@ -502,13 +502,14 @@ pub(super) fn lead(run: &Arc<Running>, conn: Arc<Conn>) {
         // in flight and waits for it, or it is seen here as draining.
         if run.stopping.load(Ordering::SeqCst) {
             super::drain::refuse(run, &conn, codec, &mut kept.header);
+            kept.trim();
             run.call_ended();
             continue;
         }
         let mark = conn.busy.enter();
         HANDLING.with(|h| h.set(Some(conn.id)));
         super::call::handle(run, &conn, codec, handle_timeout, &mut ctx, &mut kept);
-        kept.body.trim(KEEP_BODY);
+        kept.trim();
         HANDLING.with(|h| h.set(None));
         let still_leader = conn.busy.leave(mark);
         if !still_leader {

@@ -105,7 +105,7 @@ pub(crate) struct MessageSpans {
     pub header: Range<usize>,
     pub body: Range<usize>,
     /// A common JSON header's fields, if it was framed by its shape: its
-    /// decoding starts from them (`Codec::decode_request_header`).
+    /// decoding starts from them (`Codec::decode_request_header_into`).
     pub marks: Option<Marks>,
     /// The message is gob: its header and body spans are their value
     /// messages (past any definitions), decoded against the reader's

@@ -425,7 +425,7 @@ mod tests {
                         // Decoding the header's span from the marks is
                         // decoding it afresh (fields checked the same).
                         let span = &bytes[..k.len()];
-                        prop_assert_eq!(decode_reply(span, Some(k.clone())), decode_reply(span, None));
+                        prop_assert_eq!(decode_reply(span, Some(k)), decode_reply(span, None));
                     }
                     None => prop_assert!(!plain_shape || !std::ptr::eq(bytes, &whole)),
                 }
